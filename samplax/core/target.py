@@ -1,0 +1,229 @@
+"""The :class:`Target` protocol: an unnormalized log-density with ground truth.
+
+A target acts on a single point of shape ``event_shape`` (vmap outside).  Data
+lives in array fields of the equinox Module, so new data never retraces.
+:func:`from_energy` is the only place where the sign of an energy appears
+(``logdensity = -energy``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable, Optional, Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class GroundTruth:
+    """What is known exactly (or to a stated precision) about a target.
+
+    All moments refer to the *reported quantities* ``target.constrain(x)``
+    (a flat vector; for most targets the point itself).
+
+    Attributes:
+      kind: ``"analytic"``, ``"exact_sampler"``, ``"reference_draws"`` or ``"long_run"``.
+      source: where the numbers come from (paper, file, run that produced them).
+      version: version string of this ground truth (bump when it changes).
+      mean, std: per-quantity posterior mean and standard deviation.
+      mean_se, std_se: standard errors of ``mean``/``std`` themselves (0 when analytic).
+      log_Z: log normalizing constant of ``exp(logdensity)`` (None if unknown).
+      log_Z_se: its standard error.
+      names: names of the reported quantities.
+    """
+
+    kind: str
+    source: str
+    version: str = "1"
+    mean: Optional[np.ndarray] = None
+    std: Optional[np.ndarray] = None
+    mean_se: Optional[np.ndarray] = None
+    std_se: Optional[np.ndarray] = None
+    log_Z: Optional[float] = None
+    log_Z_se: float = 0.0
+    names: Optional[tuple] = None
+
+    def to_dict(self) -> dict:
+        out = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, np.ndarray):
+                v = v.tolist()
+            out[f.name] = v
+        return out
+
+
+class Target(eqx.Module):
+    """Abstract target distribution ``p(x) ∝ exp(logdensity(x))``.
+
+    Subclasses define ``logdensity(x)`` for one point of shape
+    ``event_shape`` and may override :meth:`sample` (exact sampler),
+    :meth:`constrain` (map an unconstrained point to the reported
+    quantities), :meth:`ground_truth` and :meth:`provenance`.
+    """
+
+    def logdensity(self, x: jax.Array) -> jax.Array:  # pragma: no cover - abstract
+        raise NotImplementedError(f"{type(self).__name__} must define logdensity(x)")
+
+    @property
+    def event_shape(self) -> tuple:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    @property
+    def dim(self) -> int:
+        """Number of scalar coordinates of one point."""
+        return int(math.prod(self.event_shape))
+
+    @property
+    def log_Z(self) -> Optional[float]:
+        gt = self.ground_truth()
+        return None if gt is None else gt.log_Z
+
+    def score(self, x: jax.Array) -> jax.Array:
+        """Gradient of the log-density (``jax.grad`` unless overridden)."""
+        return jax.grad(self.logdensity)(x)
+
+    def energy(self, x: jax.Array) -> jax.Array:
+        """``-logdensity(x)``."""
+        return -self.logdensity(x)
+
+    @property
+    def has_exact_sampler(self) -> bool:
+        return type(self).sample is not Target.sample
+
+    def sample(self, key: jax.Array, n: int) -> jax.Array:
+        """Exact i.i.d. draws of shape ``[n, *event_shape]`` (only for targets that have one)."""
+        raise NotImplementedError(f"target {self.name!r} has no exact sampler")
+
+    def constrain(self, x: jax.Array) -> jax.Array:
+        """Reported quantities of a point (flat vector); the identity by default."""
+        return jnp.reshape(x, (-1,))
+
+    def quantity_names(self) -> tuple:
+        gt = self.ground_truth()
+        if gt is not None and gt.names is not None:
+            return tuple(gt.names)
+        return tuple(f"x[{i}]" for i in range(self.dim))
+
+    def ground_truth(self) -> Optional[GroundTruth]:
+        """Ground truth for this target, or None."""
+        return None
+
+    def provenance(self) -> dict:
+        """Where this target's definition comes from (source, variant, version)."""
+        return {"source": "user", "version": "1"}
+
+    def initial_point(self, key: jax.Array) -> jax.Array:
+        """Stan-style initial point: uniform on [-2, 2] in unconstrained space."""
+        return jax.random.uniform(key, self.event_shape, minval=-2.0, maxval=2.0)
+
+
+def _check_event_shape(event_shape, fn_name: str) -> tuple:
+    if isinstance(event_shape, (int, np.integer)):
+        event_shape = (int(event_shape),)
+    try:
+        event_shape = tuple(int(s) for s in event_shape)
+    except TypeError:
+        raise TypeError(
+            f"{fn_name}: event_shape must be an int or a tuple of ints, got {event_shape!r}"
+        ) from None
+    if len(event_shape) == 0 or any(s <= 0 for s in event_shape):
+        raise ValueError(
+            f"{fn_name}: event_shape must be a non-empty tuple of positive ints, got {event_shape!r}"
+        )
+    return event_shape
+
+
+class FunctionTarget(Target):
+    """A target defined by a user function ``fn(x) -> scalar`` (log-density)."""
+
+    fn: Callable = eqx.field(static=True)
+    shape: tuple = eqx.field(static=True)
+    label: str = eqx.field(static=True)
+    truth: Any = eqx.field(static=True, default=None)
+    sampler: Optional[Callable] = eqx.field(static=True, default=None)
+
+    def logdensity(self, x):
+        return self.fn(x)
+
+    @property
+    def event_shape(self):
+        return self.shape
+
+    @property
+    def name(self):
+        return self.label
+
+    @property
+    def has_exact_sampler(self) -> bool:
+        return self.sampler is not None
+
+    def sample(self, key, n):
+        if self.sampler is None:
+            return Target.sample(self, key, n)
+        return self.sampler(key, n)
+
+    def ground_truth(self):
+        return self.truth
+
+
+def _validate_fn(fn, event_shape, fn_name):
+    if not callable(fn):
+        raise TypeError(f"{fn_name}: fn must be callable, got {type(fn).__name__}")
+    try:
+        out = jax.eval_shape(fn, jax.ShapeDtypeStruct(event_shape, jnp.result_type(float)))
+    except Exception as e:  # noqa: BLE001 - re-raised with context
+        raise ValueError(
+            f"{fn_name}: calling fn on one point of shape {event_shape} failed: {e}"
+        ) from e
+    if not hasattr(out, "shape") or out.shape != ():
+        raise ValueError(
+            f"{fn_name}: fn must return a scalar for one point of shape {event_shape}, "
+            f"got shape {getattr(out, 'shape', type(out))}; samplax vmaps outside, "
+            "so write fn for a single point"
+        )
+
+
+def from_logdensity(fn: Callable, event_shape, *, name: Optional[str] = None,
+                    ground_truth: Optional[GroundTruth] = None,
+                    sampler: Optional[Callable] = None) -> FunctionTarget:
+    """Wrap a log-density ``fn(x) -> scalar`` for one point of shape ``event_shape``.
+
+    Args:
+      fn: unnormalized log-density of a single point.
+      event_shape: shape of one point (int or tuple).
+      name: display name (defaults to ``fn.__name__``).
+      ground_truth: optional :class:`GroundTruth` (moments, log Z) for checks.
+      sampler: optional exact sampler ``sampler(key, n) -> [n, *event_shape]``.
+    """
+    event_shape = _check_event_shape(event_shape, "from_logdensity")
+    _validate_fn(fn, event_shape, "from_logdensity")
+    label = name or getattr(fn, "__name__", "target")
+    return FunctionTarget(fn=fn, shape=event_shape, label=label, truth=ground_truth, sampler=sampler)
+
+
+def from_energy(energy_fn: Callable, event_shape, *, name: Optional[str] = None,
+                temperature: float = 1.0, ground_truth: Optional[GroundTruth] = None,
+                sampler: Optional[Callable] = None) -> FunctionTarget:
+    """Target with ``logdensity(x) = -energy_fn(x) / temperature``.
+
+    This is the only place in samplax where the sign of an energy appears.
+    """
+    event_shape = _check_event_shape(event_shape, "from_energy")
+    if not (isinstance(temperature, (int, float)) and temperature > 0):
+        raise ValueError(f"from_energy: temperature must be a positive number, got {temperature!r}")
+    _validate_fn(energy_fn, event_shape, "from_energy")
+    inv_t = 1.0 / float(temperature)
+
+    def logdensity(x):
+        return -energy_fn(x) * inv_t
+
+    label = name or getattr(energy_fn, "__name__", "energy")
+    return FunctionTarget(fn=logdensity, shape=event_shape, label=label, truth=ground_truth, sampler=sampler)

@@ -1,0 +1,26 @@
+"""Standard targets with provenance and ground truth.
+
+``samplax.targets.get(name, **params)`` builds a registered target;
+``samplax.targets.names()`` lists them.  Each family lives in its own module
+and registers its factories with :data:`TARGETS`.
+"""
+from __future__ import annotations
+
+from samplax.registry import Registry
+
+TARGETS = Registry("target")
+register = TARGETS.register
+
+
+def get(name: str, **params):
+    """Build the registered target ``name`` with keyword parameters ``params``."""
+    return TARGETS.get(name)(**params)
+
+
+def names() -> list:
+    """Names of all registered targets."""
+    return TARGETS.names()
+
+
+# Families register themselves on import (order does not matter).
+from samplax.targets import gaussian  # noqa: E402,F401
