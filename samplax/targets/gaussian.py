@@ -1,6 +1,7 @@
 """Gaussian targets (analytic moments and log Z)."""
 from __future__ import annotations
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,7 +19,7 @@ class Gaussian(Target):
 
     mean: jax.Array
     chol: jax.Array  # lower Cholesky factor of the covariance
-    label: str = "gaussian"
+    label: str = eqx.field(static=True, default="gaussian")
 
     def logdensity(self, x):
         z = jax.scipy.linalg.solve_triangular(self.chol, x - self.mean, lower=True)

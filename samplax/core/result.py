@@ -1,0 +1,185 @@
+"""One :class:`Result` record that the harness, the CLI, reports and ArviZ export all read."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Optional
+
+import numpy as np
+
+#: ArviZ ``sample_stats`` names of the per-draw statistics samplax records.
+STAT_NAMES = {
+    "acceptance_rate": "acceptance_rate",
+    "diverging": "diverging",
+    "step_size": "step_size",
+    "tree_depth": "tree_depth",
+    "n_steps": "n_steps",
+    "lp": "lp",
+    "energy": "energy",
+    "nonfinite": "nonfinite",
+}
+
+
+@dataclasses.dataclass
+class Result:
+    """Samples and estimates from one run.
+
+    Attributes:
+      samples: ``[chains, draws, *event_shape]`` draws (unconstrained space).
+      quantities: ``[chains, draws, k]`` reported quantities ``target.constrain(x)``.
+      quantity_names: names of the ``k`` quantities.
+      stats: per-draw sampler statistics ``{name: [chains, draws]}`` (ArviZ names).
+      diagnostics: per-quantity ``mean, sd, mcse_mean, mcse_sd, ess_bulk, ess_tail, rhat``.
+      cost: ``num_logdensity_evals``, ``num_grad_evals``, ``compile_seconds``, ``sampling_seconds``.
+      warnings: structured records ``{"code", "message", ...}``.
+      log_Z, log_Z_se: normalizing-constant estimate and its standard error (SMC family).
+      log_weights: ``[chains, draws]`` importance log-weights for weighted particle output.
+      method, target: names; config: the full run configuration.
+      complete: False when the run was interrupted.
+    """
+
+    samples: np.ndarray
+    quantities: np.ndarray
+    quantity_names: tuple
+    stats: dict
+    diagnostics: dict
+    cost: dict
+    warnings: list
+    method: str
+    target: str
+    config: dict
+    log_Z: Optional[float] = None
+    log_Z_se: Optional[float] = None
+    log_weights: Optional[np.ndarray] = None
+    complete: bool = True
+    extra: dict = dataclasses.field(default_factory=dict)
+
+    # ------------------------------------------------------------------ views
+    @property
+    def num_chains(self) -> int:
+        return int(self.samples.shape[0])
+
+    @property
+    def num_draws(self) -> int:
+        return int(self.samples.shape[1])
+
+    def summary(self, max_rows: int = 30) -> str:
+        """A text table: per-quantity mean, sd, MCSE, bulk/tail ESS, R-hat; then cost and warnings."""
+        d = self.diagnostics
+        names = list(self.quantity_names)
+        lines = [f"samplax {self.method} on {self.target}: {self.num_chains} chains x {self.num_draws} draws"
+                 + ("" if self.complete else " (INTERRUPTED)")]
+        hdr = f"{'':>16} {'mean':>10} {'sd':>10} {'mcse':>9} {'ess_bulk':>9} {'ess_tail':>9} {'r_hat':>6}"
+        lines.append(hdr)
+        for i, n in enumerate(names[:max_rows]):
+            lines.append(
+                f"{n[:16]:>16} {d['mean'][i]:>10.4g} {d['sd'][i]:>10.4g} {d['mcse_mean'][i]:>9.3g} "
+                f"{d['ess_bulk'][i]:>9.1f} {d['ess_tail'][i]:>9.1f} {d['rhat'][i]:>6.3f}")
+        if len(names) > max_rows:
+            lines.append(f"{'...':>16} ({len(names) - max_rows} more quantities)")
+        if self.log_Z is not None:
+            se = "" if self.log_Z_se is None else f" +- {self.log_Z_se:.4g}"
+            lines.append(f"log Z = {self.log_Z:.6g}{se}")
+        c = self.cost
+        lines.append(
+            f"cost: {c.get('num_logdensity_evals', 0):,} log-density evals, {c.get('num_grad_evals', 0):,} "
+            f"gradient evals, compile {c.get('compile_seconds', 0):.2f}s, sampling {c.get('sampling_seconds', 0):.2f}s")
+        if "diverging" in self.stats:
+            lines.append(f"divergences after warm-up: {int(np.sum(self.stats['diverging']))}")
+        for w in self.warnings:
+            lines.append(f"WARNING [{w['code']}]: {w['message']}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return self.summary()
+
+    # -------------------------------------------------------------- exports
+    def to_arviz(self):
+        """An ``arviz.InferenceData`` with ``posterior`` (quantities) and ``sample_stats``.
+
+        Needs the optional ``arviz`` extra (ArviZ 0.x on Python 3.11 or 1.x on >= 3.12).
+        """
+        try:
+            import arviz as az
+        except ImportError as e:  # pragma: no cover - depends on the environment
+            raise ImportError("Result.to_arviz() needs ArviZ: pip install 'samplax[arviz]'") from e
+        posterior = {}
+        for i, n in enumerate(self.quantity_names):
+            posterior[_safe_var(n)] = self.quantities[:, :, i]
+        stats = {STAT_NAMES.get(k, k): np.asarray(v) for k, v in self.stats.items()}
+        if hasattr(az, "from_dict"):
+            try:
+                return az.from_dict(posterior=posterior, sample_stats=stats)
+            except TypeError:  # ArviZ 1.x: groups as one mapping
+                return az.from_dict({"posterior": posterior, "sample_stats": stats})
+        raise ImportError("this ArviZ version has no from_dict")  # pragma: no cover
+
+    def save(self, path: str) -> None:
+        """Write ``results.json`` and ``samples.npz`` into the folder ``path``."""
+        os.makedirs(path, exist_ok=True)
+        arrays = {"samples": self.samples, "quantities": self.quantities}
+        for k, v in self.stats.items():
+            arrays[f"stat__{k}"] = np.asarray(v)
+        if self.log_weights is not None:
+            arrays["log_weights"] = self.log_weights
+        _atomic_savez(os.path.join(path, "samples.npz"), arrays)
+        meta = {
+            "method": self.method, "target": self.target, "config": self.config,
+            "quantity_names": list(self.quantity_names),
+            "diagnostics": {k: np.asarray(v).tolist() for k, v in self.diagnostics.items()},
+            "cost": self.cost, "warnings": self.warnings, "log_Z": self.log_Z, "log_Z_se": self.log_Z_se,
+            "complete": self.complete, "extra": self.extra,
+        }
+        _atomic_write(os.path.join(path, "results.json"), json.dumps(meta, indent=1, default=_json_default))
+
+    @classmethod
+    def load(cls, path: str) -> "Result":
+        """Read a folder written by :meth:`save`."""
+        with open(os.path.join(path, "results.json")) as f:
+            meta = json.load(f)
+        with np.load(os.path.join(path, "samples.npz")) as z:
+            arrays = {k: z[k] for k in z.files}
+        stats = {k[len("stat__"):]: v for k, v in arrays.items() if k.startswith("stat__")}
+        return cls(
+            samples=arrays["samples"], quantities=arrays["quantities"],
+            quantity_names=tuple(meta["quantity_names"]), stats=stats,
+            diagnostics={k: np.asarray(v, dtype=float) for k, v in meta["diagnostics"].items()},
+            cost=meta["cost"], warnings=meta["warnings"], method=meta["method"], target=meta["target"],
+            config=meta["config"], log_Z=meta.get("log_Z"), log_Z_se=meta.get("log_Z_se"),
+            log_weights=arrays.get("log_weights"), complete=meta.get("complete", True),
+            extra=meta.get("extra", {}))
+
+
+def _safe_var(name: str) -> str:
+    return name.replace("[", "_").replace("]", "").replace(".", "_").replace(" ", "_")
+
+
+def _json_default(o: Any):
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, (np.bool_,)):
+        return bool(o)
+    return str(o)
+
+
+def _atomic_write(path: str, text: str) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _atomic_savez(path: str, arrays: dict) -> None:
+    tmp = path + ".tmp.npz"
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,382 @@
+"""The multi-chain driver behind :func:`samplax.sample`.
+
+One compiled program per run: ``lax.scan`` over a chunk of steps inside ``jit``,
+``vmap`` over chains; a host loop over chunks drives the progress bar, writes
+atomic checkpoints and stops cleanly on Ctrl-C.  The key of step ``i`` of chain
+``c`` is ``fold_in(fold_in(fold_in(key(seed), 1), c), i)``, so draws depend only
+on ``(seed, chain, step)``: 8 chains reproduce the first 8 of 64 (with per-chain
+adaptation) and a resumed run equals an uninterrupted one bit for bit.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from typing import Any, Optional
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from samplax.core.result import Result, _atomic_savez, _atomic_write
+from samplax.core.target import Target
+from samplax.methods import MethodSpec, get_method
+
+MAX_INIT_ATTEMPTS = 100
+
+
+class CheckpointMismatchError(ValueError):
+    """The checkpoint in ``checkpoint_dir`` was written by a run with a different configuration."""
+
+
+def _check_int(name, v, lo):
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+        raise ValueError(f"sample: {name} must be an int >= {lo}, got {v!r}")
+    return int(v)
+
+
+def _flat_logdensity(target: Target):
+    shape = tuple(target.event_shape)
+
+    def lp(x):
+        return target.logdensity(jnp.reshape(x, shape))
+
+    return lp
+
+
+def _config_hash(config: dict) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _target_id(target: Target) -> dict:
+    prov = target.provenance() if hasattr(target, "provenance") else {}
+    leaves = [np.asarray(l) for l in jax.tree.leaves(target) if hasattr(l, "shape")]
+    h = hashlib.sha256()
+    for l in leaves:
+        h.update(np.ascontiguousarray(l).tobytes())
+    return {"name": target.name, "event_shape": list(target.event_shape),
+            "provenance": {k: str(v) for k, v in prov.items()}, "data_sha256": h.hexdigest()[:16]}
+
+
+def _find_initial_points(target, key, num_chains, gradient_based, dtype):
+    """Stan-style: uniform(-2, 2) in unconstrained space, up to 100 attempts per chain."""
+    lp = _flat_logdensity(target)
+    vg = jax.value_and_grad(lp)
+    d = target.dim
+
+    def ok(x):
+        if gradient_based:
+            v, g = vg(x)
+            return jnp.isfinite(v) & jnp.all(jnp.isfinite(g)), v
+        v = lp(x)
+        return jnp.isfinite(v), v
+
+    def one(c):
+        kc = jax.random.fold_in(key, c)
+
+        def draw(a):
+            return jnp.reshape(target.initial_point(jax.random.fold_in(kc, a)), (d,)).astype(dtype)
+
+        def cond(s):
+            return (~s[2]) & (s[1] < MAX_INIT_ATTEMPTS)
+
+        def body(s):
+            x = draw(s[1])
+            good, v = ok(x)
+            return x, s[1] + 1, good, v
+
+        x0 = draw(0)
+        good0, v0 = ok(x0)
+        return jax.lax.while_loop(cond, body, (x0, jnp.asarray(1, jnp.int32), good0, v0))
+
+    x, attempts, good, value = jax.jit(jax.vmap(one))(jnp.arange(num_chains))
+    good = np.asarray(good)
+    if not good.all():
+        bad = int(np.flatnonzero(~good)[0])
+        raise ValueError(
+            f"sample: could not find a finite initial point for target {target.name!r} "
+            f"(chain {bad}: log-density {float(np.asarray(value)[bad])} after {MAX_INIT_ATTEMPTS} "
+            "uniform(-2, 2) attempts); pass init= with a point where the log-density "
+            + ("and its gradient are finite" if gradient_based else "is finite"))
+    return x, attempts
+
+
+def _check_user_init(target, init, num_chains, gradient_based, dtype):
+    init = np.asarray(init, dtype=np.float64)
+    shape = tuple(target.event_shape)
+    if init.shape == shape:
+        init = np.broadcast_to(init, (num_chains,) + shape)
+    elif init.shape != (num_chains,) + shape:
+        raise ValueError(
+            f"sample: init must have shape {shape} or {(num_chains,) + shape} (num_chains, *event_shape), "
+            f"got {init.shape}")
+    x = jnp.asarray(init.reshape(num_chains, -1), dtype=dtype)
+    lp = _flat_logdensity(target)
+    v, g = jax.jit(jax.vmap(jax.value_and_grad(lp)))(x)
+    v, g = np.asarray(v), np.asarray(g)
+    bad = ~np.isfinite(v)
+    if gradient_based:
+        bad |= ~np.all(np.isfinite(g), axis=-1)
+    if bad.any():
+        c = int(np.flatnonzero(bad)[0])
+        what = f"log-density {v[c]}" if not np.isfinite(v[c]) else "a non-finite gradient"
+        raise ValueError(f"sample: init for chain {c} gives {what} on target {target.name!r}; "
+                         "choose a point inside the support")
+    return x
+
+
+class _Progress:
+    def __init__(self, enabled, total, num_warmup, label):
+        self.enabled = enabled
+        self.total, self.num_warmup, self.label = total, num_warmup, label
+        self.tty = enabled and sys.stderr.isatty()
+        self.last_pct = -1
+        self.t0 = time.perf_counter()
+
+    def update(self, done):
+        if not self.enabled:
+            return
+        pct = int(100 * done / max(self.total, 1))
+        if not self.tty and pct // 10 == self.last_pct // 10 and done < self.total:
+            return
+        self.last_pct = pct
+        phase = "warmup" if done <= self.num_warmup and self.num_warmup > 0 else "sampling"
+        rate = done / max(time.perf_counter() - self.t0, 1e-9)
+        msg = f"[samplax {self.label}] {phase} {done}/{self.total} ({pct}%) {rate:,.0f} it/s"
+        sys.stderr.write(("\r" + msg) if self.tty else (msg + "\n"))
+        if self.tty and done >= self.total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def sample(target: Target, method: Any = "nuts", *, seed: int = 0, num_chains: int = 4,
+           num_warmup: int = 1000, num_samples: int = 1000, init=None,
+           checkpoint_dir: Optional[str] = None, progress: bool = True, thinning: int = 1,
+           chunk_size: Optional[int] = None, checkpoint_interval: float = 30.0,
+           **method_options) -> Result:
+    """Draw ``num_samples`` post-warm-up draws from each of ``num_chains`` chains.
+
+    Args:
+      target: a :class:`~samplax.core.target.Target` (see :func:`samplax.from_logdensity`).
+      method: a name from :func:`samplax.method_names` (default ``"nuts"``).
+      seed: integer seed; all randomness derives from ``(seed, chain, step)``.
+      num_chains, num_warmup, num_samples, thinning: run length.
+      init: initial point ``[*event_shape]`` or ``[num_chains, *event_shape]``; default:
+        uniform(-2, 2) in unconstrained space, retried up to 100 times per chain (Stan).
+      checkpoint_dir: folder for atomic checkpoints; a run with the same configuration
+        resumes from it (bitwise-identical draws), a different configuration is refused.
+      progress: show a progress line on stderr.
+      chunk_size: steps per compiled chunk (structural; part of the configuration).
+      checkpoint_interval: minimum seconds between checkpoints (0: after every chunk).
+      **method_options: options of the method (see ``samplax list methods``).
+
+    Returns:
+      a :class:`~samplax.core.result.Result`.
+    """
+    if not isinstance(target, Target):
+        raise TypeError(
+            f"sample: target must be a samplax Target, got {type(target).__name__}; wrap a function "
+            "with samplax.from_logdensity(fn, event_shape) or use samplax.targets.get(name)")
+    spec = method if isinstance(method, MethodSpec) else get_method(method)
+    if spec.family != "mcmc":
+        runner = getattr(spec, "runner", None)
+        if runner is None:
+            raise ValueError(f"sample: method {spec.name!r} has no runner")
+        return runner(target, spec, seed=seed, num_chains=num_chains, num_warmup=num_warmup,
+                      num_samples=num_samples, init=init, progress=progress, **method_options)
+    seed = _check_int("seed", seed, 0)
+    num_chains = _check_int("num_chains", num_chains, 1)
+    num_warmup = _check_int("num_warmup", num_warmup, 0)
+    num_samples = _check_int("num_samples", num_samples, 1)
+    thinning = _check_int("thinning", thinning, 1)
+    options = spec.resolve_options(method_options)
+    total = num_warmup + num_samples * thinning
+    if chunk_size is None:
+        chunk_size = int(min(max(math.ceil(total / 20), 10), 500))
+    chunk_size = _check_int("chunk_size", chunk_size, 1)
+    num_chunks = math.ceil(total / chunk_size)
+    dtype = jnp.result_type(float)
+    d = target.dim
+
+    config = {
+        "method": spec.name, "options": options, "target": _target_id(target), "seed": seed,
+        "num_chains": num_chains, "num_warmup": num_warmup, "num_samples": num_samples,
+        "thinning": thinning, "chunk_size": chunk_size, "dtype": str(dtype),
+        "init": None if init is None else hashlib.sha256(np.asarray(init, np.float64).tobytes()).hexdigest()[:16],
+    }
+    config_hash = _config_hash(config)
+
+    key = jax.random.key(seed)
+    k_init, k_run, k_adapt = (jax.random.fold_in(key, i) for i in range(3))
+    if init is None:
+        x0, _ = _find_initial_points(target, k_init, num_chains, spec.gradient_based, dtype)
+    else:
+        x0 = _check_user_init(target, init, num_chains, spec.gradient_based, dtype)
+
+    # Arrays of the target travel as arguments (new data never retraces); the rest is static.
+    dyn_target, static_target = eqx.partition(target, eqx.is_array)
+
+    def build(dyn):
+        return spec.build(_flat_logdensity(eqx.combine(dyn, static_target)), d, num_warmup, num_chains, **options)
+
+    chain_ids = jnp.arange(num_chains)
+
+    @jax.jit
+    def init_all(tgt, x0, k_adapt):
+        algo = build(tgt)
+        states = jax.vmap(algo.init)(jax.vmap(lambda c: jax.random.fold_in(k_init, c))(chain_ids), x0)
+        astate, n_grad = algo.adapter.init(jax.vmap(lambda c: jax.random.fold_in(k_adapt, c))(chain_ids), states)
+        return states, astate, n_grad
+
+    num_traces = [0]
+
+    def run_chunk(tgt, carry, start, k_run):
+        num_traces[0] += 1
+        algo = build(tgt)
+
+        def one(carry, i):
+            states, astate, n_lp, n_grad = carry
+            params = algo.adapter.params(astate)
+            keys = jax.vmap(lambda c: jax.random.fold_in(jax.random.fold_in(k_run, c), i))(chain_ids)
+            new_states, infos = jax.vmap(algo.step)(keys, states, params)
+            new_astate = algo.adapter.update(astate, i, new_states, infos)
+            active = i < total
+            new_states = jax.tree.map(lambda a, b: jnp.where(active, a, b), new_states, states)
+            new_astate = jax.tree.map(lambda a, b: jnp.where(active, a, b), new_astate, astate)
+            n_lp = n_lp + jnp.where(active, infos.num_logdensity_evals, 0)
+            n_grad = n_grad + jnp.where(active, infos.num_grad_evals, 0)
+            stats = jax.vmap(algo.stats)(new_states, infos, params)
+            return (new_states, new_astate, n_lp, n_grad), (jax.vmap(algo.position)(new_states), stats)
+
+        return jax.lax.scan(one, carry, start + jnp.arange(chunk_size, dtype=jnp.int32))
+
+    # ---------------------------------------------------------- state / resume
+    states, astate, n_init_grad = init_all(dyn_target, x0, k_adapt)
+    zeros = jnp.zeros((num_chains,), jnp.int32)
+    carry = (states, astate, zeros, zeros)
+    draws = np.zeros((num_chains, num_samples, d), dtype=np.dtype(str(dtype)))
+    stats_store: dict = {}
+    next_chunk = 0
+    n_init = int(np.sum(n_init_grad))
+    totals = {"lp": int(num_chains) + n_init,
+              "grad": (int(num_chains) if spec.gradient_based else 0) + n_init}
+    seconds_before = 0.0
+    ckpt_path = None
+    if checkpoint_dir is not None:
+        os.makedirs(checkpoint_dir, exist_ok=True)
+        ckpt_path = os.path.join(checkpoint_dir, "checkpoint.npz")
+        cfg_path = os.path.join(checkpoint_dir, "checkpoint_config.json")
+        if os.path.exists(ckpt_path):
+            carry, draws, stats_store, next_chunk, totals, seconds_before = _load_checkpoint(
+                ckpt_path, cfg_path, config_hash, carry)
+        else:
+            _atomic_write(cfg_path, json.dumps({"hash": config_hash, "config": config}, indent=1, default=str))
+
+    # ---------------------------------------------------------- compile once
+    t0 = time.perf_counter()
+    compiled = jax.jit(run_chunk).lower(dyn_target, carry, jnp.asarray(0, jnp.int32), k_run).compile()
+    compile_seconds = time.perf_counter() - t0
+
+    bar = _Progress(progress, total, num_warmup, f"{spec.name}/{target.name}")
+    interrupted = False
+    last_ckpt = time.perf_counter()
+    run_seconds = 0.0
+
+    def save_ckpt():
+        if ckpt_path is not None:
+            _save_checkpoint(ckpt_path, config_hash, carry, draws, stats_store, next_chunk, totals,
+                             seconds_before + run_seconds)
+
+    try:
+        while next_chunk < num_chunks:
+            start = next_chunk * chunk_size
+            ts = time.perf_counter()
+            new_carry, (pos, stats) = compiled(dyn_target, carry, jnp.asarray(start, jnp.int32), k_run)
+            pos = np.asarray(pos)  # blocks
+            stats = jax.tree.map(np.asarray, stats)
+            run_seconds += time.perf_counter() - ts
+            n_lp_chunk, n_grad_chunk = np.asarray(new_carry[2]), np.asarray(new_carry[3])
+            carry = (new_carry[0], new_carry[1], zeros, zeros)
+            totals = {"lp": totals["lp"] + int(n_lp_chunk.sum()), "grad": totals["grad"] + int(n_grad_chunk.sum())}
+            steps = start + np.arange(chunk_size)
+            keep = (steps >= num_warmup) & (steps < total) & ((steps - num_warmup) % thinning == 0)
+            if keep.any():
+                idx = (steps[keep] - num_warmup) // thinning
+                draws[:, idx] = np.swapaxes(pos[keep], 0, 1)
+                for k, v in stats.items():
+                    if k not in stats_store:
+                        stats_store[k] = np.zeros((num_chains, num_samples), dtype=v.dtype)
+                    stats_store[k][:, idx] = np.swapaxes(v[keep], 0, 1)
+            next_chunk += 1
+            bar.update(min(next_chunk * chunk_size, total))
+            if ckpt_path is not None and (time.perf_counter() - last_ckpt >= checkpoint_interval
+                                          or next_chunk == num_chunks):
+                save_ckpt()
+                last_ckpt = time.perf_counter()
+    except KeyboardInterrupt:
+        interrupted = True
+        save_ckpt()
+        if progress:
+            sys.stderr.write("\n[samplax] interrupted: "
+                             + (f"checkpoint saved in {checkpoint_dir}\n" if ckpt_path else "no checkpoint_dir\n"))
+
+    done_steps = min(next_chunk * chunk_size, total)
+    n_kept = max(0, min(num_samples, (done_steps - num_warmup + thinning - 1) // thinning)) if done_steps > num_warmup else 0
+    samples = draws[:, :n_kept]
+    stats_out = {k: v[:, :n_kept] for k, v in stats_store.items()}
+    final_params = jax.tree.map(np.asarray, build(dyn_target).adapter.params(carry[1]))
+    cost = {
+        "num_logdensity_evals": totals["lp"], "num_grad_evals": totals["grad"],
+        "compile_seconds": compile_seconds, "sampling_seconds": seconds_before + run_seconds,
+        "num_compilations": num_traces[0],
+    }
+    from samplax.postprocess import finish_result
+
+    return finish_result(target, spec.name, samples, stats_out, cost, config, complete=not interrupted,
+                         extra={"final_step_size": np.asarray(final_params.step_size).tolist()
+                                if hasattr(final_params, "step_size") else None,
+                                "config_hash": config_hash})
+
+
+def _save_checkpoint(path, config_hash, carry, draws, stats_store, next_chunk, totals, seconds):
+    leaves = jax.tree.leaves(carry)
+    arrays = {f"leaf_{i}": np.asarray(l) for i, l in enumerate(leaves)}
+    arrays["draws"] = draws
+    for k, v in stats_store.items():
+        arrays[f"stat__{k}"] = v
+    arrays["meta"] = np.frombuffer(json.dumps({
+        "hash": config_hash, "next_chunk": next_chunk, "totals": totals, "seconds": seconds,
+        "num_leaves": len(leaves)}).encode(), dtype=np.uint8)
+    _atomic_savez(path, arrays)
+
+
+def _load_checkpoint(path, cfg_path, config_hash, carry_template):
+    try:
+        with np.load(path) as z:
+            arrays = {k: z[k] for k in z.files}
+        meta = json.loads(bytes(arrays["meta"]).decode())
+    except Exception as e:  # noqa: BLE001
+        raise CheckpointMismatchError(f"sample: checkpoint {path} is unreadable or corrupt ({e}); "
+                                      "delete it to start over") from e
+    if meta.get("hash") != config_hash:
+        raise CheckpointMismatchError(
+            f"sample: checkpoint in {os.path.dirname(path)} was written by a run with a different "
+            f"configuration (hash {meta.get('hash')} != {config_hash}); refusing to resume. "
+            "Use another checkpoint_dir or delete the old checkpoint.")
+    template_leaves, treedef = jax.tree.flatten(carry_template)
+    if meta["num_leaves"] != len(template_leaves):
+        raise CheckpointMismatchError(f"sample: checkpoint {path} does not match this sampler's state")
+    leaves = []
+    for i, t in enumerate(template_leaves):
+        a = arrays[f"leaf_{i}"]
+        if a.shape != t.shape or a.dtype != np.asarray(t).dtype:
+            raise CheckpointMismatchError(f"sample: checkpoint {path} leaf {i} has shape/dtype "
+                                          f"{a.shape}/{a.dtype}, expected {t.shape}/{np.asarray(t).dtype}")
+        leaves.append(jnp.asarray(a) if not jax.dtypes.issubdtype(t.dtype, jax.dtypes.prng_key) else t)
+    carry = jax.tree.unflatten(treedef, leaves)
+    stats = {k[len("stat__"):]: v for k, v in arrays.items() if k.startswith("stat__")}
+    return carry, arrays["draws"], stats, int(meta["next_chunk"]), meta["totals"], float(meta["seconds"])

@@ -1,0 +1,37 @@
+"""MCMC kernels sharing one :class:`~samplax.core.types.PointState`.
+
+Per algorithm module: ``XParams``, ``XInfo``, ``init``, ``build_kernel``
+(structural) and a lowercase factory returning a
+:class:`~samplax.core.types.Kernel`.  ``samplax.mcmc.nuts`` is both: calling it
+builds a kernel, and its attributes are the module's (``samplax.mcmc.nuts.build_kernel``).
+"""
+import importlib
+
+from samplax.mcmc import integrators, metrics  # noqa: F401
+
+
+class _Algorithm:
+    """A factory that also exposes its algorithm module's low-level API."""
+
+    def __init__(self, module_name: str, factory_name: str):
+        self._module = importlib.import_module(module_name)
+        self._factory = getattr(self._module, factory_name)
+        self.__doc__ = self._factory.__doc__
+        self.__name__ = factory_name
+
+    def __call__(self, *args, **kwargs):
+        return self._factory(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._module, name)
+
+    def __repr__(self):
+        return f"<samplax.mcmc.{self.__name__}>"
+
+
+rwm = _Algorithm("samplax.mcmc.rwm", "rwm")
+mala = _Algorithm("samplax.mcmc.mala", "mala")
+hmc = _Algorithm("samplax.mcmc.hmc", "hmc")
+nuts = _Algorithm("samplax.mcmc.nuts", "nuts")
+
+__all__ = ["rwm", "mala", "hmc", "nuts", "integrators", "metrics"]

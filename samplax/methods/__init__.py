@@ -1,0 +1,93 @@
+"""The method registry: every name that ``samplax.sample(target, method=NAME)`` accepts.
+
+A registered entry is a :class:`MethodSpec`; its ``build`` returns an
+:class:`Algorithm`, the single-chain kernel plus a warm-up
+:class:`~samplax.adaptation.windowed.Adapter` over the batch of chains, which
+the driver runs inside one compiled program.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, NamedTuple, Optional
+
+from samplax.registry import Registry
+
+METHODS = Registry("method")
+
+
+class Algorithm(NamedTuple):
+    """What the driver runs.
+
+    Attributes:
+      init: ``init(key, position) -> state`` for one chain (flat position).
+      step: ``step(key, state, params) -> (state, info)`` for one chain.
+      adapter: warm-up over all chains (``init``, ``update``, ``params``).
+      stats: ``stats(state, info, params) -> dict`` of per-draw scalars for one
+        chain, with ArviZ ``sample_stats`` names.
+      position: ``position(state) -> flat position``.
+      logdensity: ``logdensity(state) -> scalar``.
+    """
+
+    init: Callable
+    step: Callable
+    adapter: Any
+    stats: Callable
+    position: Callable = lambda s: s.position
+    logdensity: Callable = lambda s: s.logdensity
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    default: Any
+    doc: str
+    check: Optional[Callable[[Any], bool]] = None
+    requirement: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodSpec:
+    """A registered sampling method.
+
+    ``build(logdensity_fn, dim, num_warmup, num_chains, **options) -> Algorithm``.
+    ``options`` documents every keyword the method accepts (with defaults);
+    unknown or invalid options are rejected with a clear error.
+    """
+
+    name: str
+    build: Callable
+    description: str
+    options: dict
+    family: str = "mcmc"
+    gradient_based: bool = True
+
+    def resolve_options(self, given: dict) -> dict:
+        unknown = sorted(set(given) - set(self.options))
+        if unknown:
+            raise TypeError(
+                f"method {self.name!r} got unknown option(s) {unknown}; "
+                f"it accepts {sorted(self.options)}"
+            )
+        out = {}
+        for k, opt in self.options.items():
+            v = given.get(k, opt.default)
+            if k in given and opt.check is not None and not opt.check(v):
+                raise ValueError(f"method {self.name!r}: option {k}={v!r} is invalid: {opt.requirement}")
+            out[k] = v
+        return out
+
+
+def register_method(spec: MethodSpec) -> MethodSpec:
+    METHODS.register(spec.name)(spec)
+    return spec
+
+
+def get_method(name: str) -> MethodSpec:
+    return METHODS.get(name)
+
+
+def method_names() -> list:
+    """Every name that ``method=`` accepts."""
+    return METHODS.names()
+
+
+from samplax.methods import mcmc  # noqa: E402,F401  (registers rwm, mala, hmc, nuts)

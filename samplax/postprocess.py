@@ -1,0 +1,109 @@
+"""Turn raw draws into a :class:`~samplax.core.result.Result`: quantities, diagnostics, warnings.
+
+Warnings follow Stan's and ArviZ's rules of thumb (Vehtari et al. 2021;
+Betancourt 2017): rank-normalized R-hat > 1.01, bulk or tail ESS below 100 per
+chain, any divergence after warm-up, transitions that hit the maximum tree
+depth, E-BFMI < 0.3, non-finite log-densities at proposals.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from samplax.core.result import Result
+from samplax.core.target import Target
+
+RHAT_MAX = 1.01
+ESS_PER_CHAIN_MIN = 100
+EBFMI_MIN = 0.3
+
+
+def quantities_of(target: Target, samples: np.ndarray) -> np.ndarray:
+    """``target.constrain`` applied to draws ``[chains, draws, d]`` -> ``[chains, draws, k]``."""
+    c, n = samples.shape[:2]
+    flat = samples.reshape(c * n, -1)
+    if type(target).constrain is Target.constrain or n == 0:
+        return samples.reshape(c, n, -1)
+    shape = tuple(target.event_shape)
+    q = jax.jit(jax.vmap(lambda x: target.constrain(jnp.reshape(x, shape))))(jnp.asarray(flat))
+    return np.asarray(q).reshape(c, n, -1)
+
+
+def run_warnings(diagnostics: dict, stats: dict, num_chains: int, options: dict | None = None) -> list:
+    """Structured warnings for a run that should not be trusted as is."""
+    out = []
+    names = diagnostics.get("names")
+    rhat = np.asarray(diagnostics.get("rhat", []), dtype=float)
+    if rhat.size and np.nanmax(rhat) > RHAT_MAX:
+        i = int(np.nanargmax(rhat))
+        out.append({"code": "rhat", "value": float(rhat[i]),
+                    "message": f"max rank-normalized R-hat {rhat[i]:.3f} > {RHAT_MAX} "
+                               f"({names[i] if names else i}): chains disagree"})
+    elif rhat.size and np.all(np.isnan(rhat)) and num_chains > 1:
+        out.append({"code": "rhat", "value": float("nan"), "message": "R-hat is undefined (constant draws?)"})
+    for kind in ("ess_bulk", "ess_tail"):
+        ess = np.asarray(diagnostics.get(kind, []), dtype=float)
+        if ess.size and np.nanmin(ess) < ESS_PER_CHAIN_MIN * num_chains:
+            i = int(np.nanargmin(ess))
+            out.append({"code": kind, "value": float(ess[i]),
+                        "message": f"min {kind.replace('_', ' ')} ESS {ess[i]:.0f} < {ESS_PER_CHAIN_MIN} per chain "
+                                   f"({names[i] if names else i}): estimates may be unreliable"})
+    if "diverging" in stats:
+        n_div = int(np.sum(stats["diverging"]))
+        if n_div:
+            frac = n_div / stats["diverging"].size
+            per_chain = np.sum(stats["diverging"], axis=1)
+            out.append({"code": "divergences", "value": n_div,
+                        "message": f"{n_div} divergent transitions after warm-up ({100 * frac:.2f}%; per chain "
+                                   f"{per_chain.tolist()}): the sampler may miss part of the posterior "
+                                   "(raise target_accept or reparameterize)"})
+    if "tree_depth" in stats and options and "max_tree_depth" in options:
+        hit = int(np.sum(np.asarray(stats["tree_depth"]) >= options["max_tree_depth"]))
+        if hit:
+            out.append({"code": "max_tree_depth", "value": hit,
+                        "message": f"{hit} transitions hit max_tree_depth={options['max_tree_depth']}"})
+    if "energy" in stats and stats["energy"].shape[1] > 2:
+        from samplax.diagnostics import ebfmi
+
+        e = ebfmi(stats["energy"])
+        if np.nanmin(e) < EBFMI_MIN:
+            out.append({"code": "ebfmi", "value": float(np.nanmin(e)),
+                        "message": f"E-BFMI {np.nanmin(e):.2f} < {EBFMI_MIN} in some chain: "
+                                   "momentum resampling explores the energy poorly (heavy tails / funnel?)"})
+    if "nonfinite" in stats:
+        n_nf = int(np.sum(stats["nonfinite"]))
+        if n_nf:
+            out.append({"code": "nonfinite", "value": n_nf,
+                        "message": f"{n_nf} proposals had a non-finite log-density or gradient and were rejected"})
+    return out
+
+
+def finish_result(target: Target, method: str, samples: np.ndarray, stats: dict, cost: dict, config: dict,
+                  *, complete: bool = True, extra: dict | None = None, log_Z=None, log_Z_se=None,
+                  log_weights=None, extra_warnings: list | None = None) -> Result:
+    """Assemble a Result from flat draws ``[chains, draws, d]``."""
+    from samplax.diagnostics import summarize
+
+    c, n = samples.shape[:2]
+    quantities = quantities_of(target, samples)
+    names = tuple(target.quantity_names()) if hasattr(target, "quantity_names") else None
+    if names is None or len(names) != quantities.shape[-1]:
+        names = tuple(f"x[{i}]" for i in range(quantities.shape[-1]))
+    if n >= 4:
+        diagnostics = summarize(quantities, names=list(names))
+    else:
+        k = quantities.shape[-1]
+        nan = np.full(k, np.nan)
+        diagnostics = {key: nan for key in ("mean", "sd", "mcse_mean", "mcse_sd", "ess_bulk", "ess_tail", "rhat")}
+    diagnostics = {k: np.asarray(v) for k, v in diagnostics.items() if k != "names"}
+    warnings = [] if n < 4 else run_warnings({**diagnostics, "names": names}, stats, c, config.get("options"))
+    warnings += list(extra_warnings or [])
+    if not complete:
+        warnings.append({"code": "interrupted", "value": int(n),
+                         "message": f"run interrupted after {n} post-warm-up draws per chain"})
+    return Result(
+        samples=samples.reshape((c, n) + tuple(target.event_shape)), quantities=quantities,
+        quantity_names=names, stats=stats, diagnostics=diagnostics, cost=cost, warnings=warnings,
+        method=method, target=target.name, config=config, log_Z=log_Z, log_Z_se=log_Z_se,
+        log_weights=log_weights, complete=complete, extra=extra or {})
