@@ -182,18 +182,15 @@ def sample(target: Target, method: Any = "nuts", *, seed: int = 0, num_chains: i
             f"sample: target must be a samplax Target, got {type(target).__name__}; wrap a function "
             "with samplax.from_logdensity(fn, event_shape) or use samplax.targets.get(name)")
     spec = method if isinstance(method, MethodSpec) else get_method(method)
-    if spec.family != "mcmc":
-        runner = getattr(spec, "runner", None)
-        if runner is None:
-            raise ValueError(f"sample: method {spec.name!r} has no runner")
-        return runner(target, spec, seed=seed, num_chains=num_chains, num_warmup=num_warmup,
-                      num_samples=num_samples, init=init, progress=progress, **method_options)
     seed = _check_int("seed", seed, 0)
     num_chains = _check_int("num_chains", num_chains, 1)
     num_warmup = _check_int("num_warmup", num_warmup, 0)
     num_samples = _check_int("num_samples", num_samples, 1)
     thinning = _check_int("thinning", thinning, 1)
     options = spec.resolve_options(method_options)
+    if spec.runner is not None:
+        return spec.runner(target, spec, seed=seed, num_chains=num_chains, num_warmup=num_warmup,
+                           num_samples=num_samples, init=init, progress=progress, **options)
     total = num_warmup + num_samples * thinning
     if chunk_size is None:
         chunk_size = int(min(max(math.ceil(total / 20), 10), 500))

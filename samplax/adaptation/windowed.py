@@ -111,3 +111,22 @@ def window_adapter(logdensity_fn: Callable, params_cls, dim: int, num_warmup: in
         return p
 
     return Adapter(init, update, params)
+
+
+def fixed_adapter(params_fn: Callable, num_chains: int) -> Adapter:
+    """No adaptation: ``params_fn()`` (one chain's params) broadcast to every chain."""
+
+    def init(keys, states):
+        del keys, states
+        return (), jnp.zeros((num_chains,), jnp.int32)
+
+    def update(astate, i, states, infos):
+        del i, states, infos
+        return astate
+
+    def params(astate):
+        del astate
+        p = params_fn()
+        return jax.tree.map(lambda a: jnp.broadcast_to(jnp.asarray(a), (num_chains,) + jnp.shape(a)), p)
+
+    return Adapter(init, update, params)

@@ -59,6 +59,10 @@ class MethodSpec:
     options: dict
     family: str = "mcmc"
     gradient_based: bool = True
+    #: For methods that are not single-chain kernels (SMC, ensembles, particle
+    #: methods): ``runner(target, spec, *, seed, num_chains, num_warmup, num_samples,
+    #: init, progress, **options) -> Result``.  ``build`` is then unused.
+    runner: Optional[Callable] = None
 
     def resolve_options(self, given: dict) -> dict:
         unknown = sorted(set(given) - set(self.options))
