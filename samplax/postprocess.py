@@ -102,8 +102,12 @@ def finish_result(target: Target, method: str, samples: np.ndarray, stats: dict,
     if not complete:
         warnings.append({"code": "interrupted", "value": int(n),
                          "message": f"run interrupted after {n} post-warm-up draws per chain"})
+    extra = dict(extra or {})
+    gt = target.ground_truth()
+    if gt is not None:
+        extra.setdefault("ground_truth", gt.to_dict())
     return Result(
         samples=samples.reshape((c, n) + tuple(target.event_shape)), quantities=quantities,
         quantity_names=names, stats=stats, diagnostics=diagnostics, cost=cost, warnings=warnings,
         method=method, target=target.name, config=config, log_Z=log_Z, log_Z_se=log_Z_se,
-        log_weights=log_weights, complete=complete, extra=extra or {})
+        log_weights=log_weights, complete=complete, extra=extra)

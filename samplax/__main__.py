@@ -1,0 +1,5 @@
+import sys
+
+from samplax.cli import main
+
+sys.exit(main())

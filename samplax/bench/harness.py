@@ -1,0 +1,181 @@
+"""Run a suite of (method, target) pairs and score each against ground truth.
+
+Per run the table reports (all moments of the reported quantities
+``target.constrain(x)``):
+
+* ``max_z_mean``: ``max_i |mean_i - truth_i| / sqrt(mcse_i^2 + se_truth_i^2)``;
+* ``max_err_mean_sd``: ``max_i |mean_i - truth_i| / truth_sd_i``;
+* ``max_rel_var_err``: ``max_i |sd_i^2 / truth_sd_i^2 - 1|``;
+* ``max_z_sd``: ``max_i |sd_i - truth_sd_i| / sqrt(mcse_sd_i^2 + se_truth_sd_i^2)``;
+* ``min_ess_bulk``, ``ess_per_grad`` (min bulk ESS / all gradient evaluations,
+  warm-up included), ``ess_per_sec`` (min bulk ESS / sampling seconds after
+  compilation), ``compile_s``;
+* ``pass``: both z-scores below ``Z_PASS`` (a Bonferroni-style bound for
+  up to ~100 quantities at a 1e-4 family-wise false-alarm rate), or the run
+  raised a warning that flags it as untrustworthy (``flagged``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.resources
+import json
+import os
+import time
+import tomllib
+from typing import Optional
+
+import numpy as np
+
+from samplax.core.result import Result
+
+Z_PASS = 5.0
+
+
+def suite_names() -> list:
+    files = importlib.resources.files("samplax.bench") / "suites"
+    return sorted(p.name[:-5] for p in files.iterdir() if p.name.endswith(".toml"))
+
+
+def load_suite(name_or_path: str) -> dict:
+    """Load a suite by name (``samplax/bench/suites/NAME.toml``) or from a TOML path."""
+    if os.path.exists(name_or_path):
+        with open(name_or_path, "rb") as f:
+            return tomllib.load(f)
+    files = importlib.resources.files("samplax.bench") / "suites" / f"{name_or_path}.toml"
+    if not files.is_file():
+        raise ValueError(f"unknown suite {name_or_path!r}; known: {suite_names()} (or pass a .toml path)")
+    return tomllib.loads(files.read_text())
+
+
+def evaluate(result: Result, target) -> dict:
+    """Score one Result against ``target.ground_truth()`` (see module docstring)."""
+    d = result.diagnostics
+    row = {
+        "method": result.method, "target": result.target,
+        "chains": result.num_chains, "draws": result.num_draws,
+        "min_ess_bulk": float(np.nanmin(d["ess_bulk"])), "min_ess_tail": float(np.nanmin(d["ess_tail"])),
+        "max_rhat": float(np.nanmax(d["rhat"])),
+        "grad_evals": int(result.cost.get("num_grad_evals", 0)),
+        "logdensity_evals": int(result.cost.get("num_logdensity_evals", 0)),
+        "compile_s": float(result.cost.get("compile_seconds", 0.0)),
+        "sampling_s": float(result.cost.get("sampling_seconds", 0.0)),
+        "divergences": int(np.sum(result.stats["diverging"])) if "diverging" in result.stats else 0,
+        "warnings": ",".join(sorted({w["code"] for w in result.warnings})),
+    }
+    evals = row["grad_evals"] or row["logdensity_evals"]
+    row["ess_per_grad"] = row["min_ess_bulk"] / max(evals, 1)
+    row["ess_per_sec"] = row["min_ess_bulk"] / max(row["sampling_s"], 1e-9)
+    gt = target.ground_truth()
+    row["truth"] = gt.kind if gt is not None else "none"
+    if gt is not None and gt.mean is not None:
+        mean, sd = np.asarray(d["mean"]), np.asarray(d["sd"])
+        tm, ts = np.asarray(gt.mean, float), np.asarray(gt.std, float)
+        tm_se = np.zeros_like(tm) if gt.mean_se is None else np.asarray(gt.mean_se, float)
+        ts_se = np.zeros_like(ts) if gt.std_se is None else np.asarray(gt.std_se, float)
+        z_mean = np.abs(mean - tm) / np.sqrt(np.asarray(d["mcse_mean"]) ** 2 + tm_se**2)
+        z_sd = np.abs(sd - ts) / np.sqrt(np.asarray(d["mcse_sd"]) ** 2 + ts_se**2)
+        row.update(
+            max_z_mean=float(np.nanmax(z_mean)), max_err_mean_sd=float(np.nanmax(np.abs(mean - tm) / ts)),
+            max_rel_var_err=float(np.nanmax(np.abs(sd**2 / ts**2 - 1.0))), max_z_sd=float(np.nanmax(z_sd)))
+        accurate = row["max_z_mean"] <= Z_PASS and row["max_z_sd"] <= Z_PASS
+        flagged = bool(result.warnings)
+        row["pass"] = bool(accurate or flagged)
+        row["status"] = "ok" if accurate else ("flagged" if flagged else "FAIL")
+    else:
+        row.update(max_z_mean=float("nan"), max_err_mean_sd=float("nan"), max_rel_var_err=float("nan"),
+                   max_z_sd=float("nan"), status="no-truth")
+        row["pass"] = True
+    if result.log_Z is not None:
+        row["log_Z"] = float(result.log_Z)
+        row["log_Z_se"] = float(result.log_Z_se) if result.log_Z_se is not None else float("nan")
+        if gt is not None and gt.log_Z is not None:
+            row["log_Z_err"] = float(result.log_Z - gt.log_Z)
+    return row
+
+
+@dataclasses.dataclass
+class SuiteRun:
+    name: str
+    rows: list
+    results: list
+    out_dir: Optional[str]
+
+
+def run_suite(suite: str | dict, out_dir: Optional[str] = None, progress: bool = True,
+              only: Optional[list] = None) -> SuiteRun:
+    """Run every entry of a suite; write per-run folders and the table into ``out_dir``."""
+    import samplax
+
+    spec = load_suite(suite) if isinstance(suite, str) else suite
+    meta = spec.get("suite", {})
+    defaults = {k: meta[k] for k in ("num_chains", "num_warmup", "num_samples", "seed") if k in meta}
+    rows, results = [], []
+    entries = spec.get("run", [])
+    if only:
+        entries = [e for e in entries if e["target"] in only or e["method"] in only]
+    for i, e in enumerate(entries):
+        target = samplax.targets.get(e["target"], **e.get("target_params", {}))
+        kw = dict(defaults)
+        kw.update({k: e[k] for k in ("num_chains", "num_warmup", "num_samples", "seed") if k in e})
+        t0 = time.perf_counter()
+        res = samplax.sample(target, e["method"], progress=False, **kw, **e.get("options", {}))
+        row = evaluate(res, target)
+        row["wall_s"] = time.perf_counter() - t0
+        rows.append(row)
+        results.append(res)
+        if progress:
+            print(f"[{i + 1}/{len(entries)}] {e['method']:>8} on {e['target']:<22} {row['status']:>8}  "
+                  f"max|z|={row['max_z_mean']:.2f}  minESS={row['min_ess_bulk']:.0f}  "
+                  f"ESS/grad={row['ess_per_grad']:.4f}  ({row['wall_s']:.1f}s)", flush=True)
+        if out_dir is not None:
+            run_dir = os.path.join(out_dir, "runs", f"{i:02d}_{e['method']}_{e['target']}")
+            res.save(run_dir)
+    if out_dir is not None:
+        write_table(rows, out_dir, meta)
+    return SuiteRun(meta.get("name", str(suite)), rows, results, out_dir)
+
+
+COLUMNS = ["method", "target", "status", "max_z_mean", "max_err_mean_sd", "max_rel_var_err", "max_z_sd",
+           "min_ess_bulk", "ess_per_grad", "ess_per_sec", "compile_s", "sampling_s", "divergences", "max_rhat",
+           "warnings"]
+
+
+def format_table(rows: list) -> str:
+    """A fixed-width text table of the main columns."""
+    heads = ["method", "target", "status", "max|z|", "err/sd", "var_err", "z_sd", "minESS", "ESS/grad",
+             "ESS/s", "compile", "div", "R-hat"]
+    keys = COLUMNS[:13] + ["max_rhat"]
+    keys = ["method", "target", "status", "max_z_mean", "max_err_mean_sd", "max_rel_var_err", "max_z_sd",
+            "min_ess_bulk", "ess_per_grad", "ess_per_sec", "compile_s", "divergences", "max_rhat"]
+    out = [" ".join(f"{h:>10}" if j > 1 else f"{h:<22}" if j == 1 else f"{h:<8}" for j, h in enumerate(heads))]
+    for r in rows:
+        cells = []
+        for j, k in enumerate(keys):
+            v = r.get(k, "")
+            if isinstance(v, float):
+                s = f"{v:.4f}" if k == "ess_per_grad" else f"{v:.3g}"
+            else:
+                s = str(v)
+            cells.append(f"{s:>10}" if j > 1 else f"{s:<22}" if j == 1 else f"{s:<8}")
+        out.append(" ".join(cells))
+    return "\n".join(out)
+
+
+def write_table(rows: list, out_dir: str, meta: dict) -> None:
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "results.json"), "w") as f:
+        json.dump({"suite": meta, "rows": rows}, f, indent=1, default=str)
+    with open(os.path.join(out_dir, "config.json"), "w") as f:
+        json.dump(meta, f, indent=1, default=str)
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        cols = sorted({k for r in rows for k in r})
+        table = pa.table({c: [None if r.get(c) is None else str(r.get(c)) if isinstance(r.get(c), str)
+                              else r.get(c) for r in rows] for c in cols})
+        pq.write_table(table, os.path.join(out_dir, "results.parquet"))
+    except ImportError:  # pragma: no cover - pyarrow is a dependency
+        pass
+    with open(os.path.join(out_dir, "results.txt"), "w") as f:
+        f.write(format_table(rows) + "\n")
