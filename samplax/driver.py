@@ -157,7 +157,7 @@ def sample(target: Target, method: Any = "nuts", *, seed: int = 0, num_chains: i
            num_warmup: int = 1000, num_samples: int = 1000, init=None,
            checkpoint_dir: Optional[str] = None, progress: bool = True, thinning: int = 1,
            chunk_size: Optional[int] = None, checkpoint_interval: float = 30.0,
-           **method_options) -> Result:
+           chain_method: str = "auto", **method_options) -> Result:
     """Draw ``num_samples`` post-warm-up draws from each of ``num_chains`` chains.
 
     Args:
@@ -172,6 +172,12 @@ def sample(target: Target, method: Any = "nuts", *, seed: int = 0, num_chains: i
       progress: show a progress line on stderr.
       chunk_size: steps per compiled chunk (structural; part of the configuration).
       checkpoint_interval: minimum seconds between checkpoints (0: after every chunk).
+      chain_method: ``"vectorized"`` (``vmap`` over chains), ``"sequential"`` (``lax.map``:
+        each chain's arithmetic is independent of how many chains run, so 8 chains
+        reproduce the first 8 of 64 bit for bit) or ``"auto"`` (sequential on CPU,
+        vectorized on accelerators).  With ``vmap``, XLA may vectorize reductions
+        differently for different batch sizes, so draws agree only to round-off,
+        which chaotic dynamics amplify.  Pooled adaptation is always vectorized.
       **method_options: options of the method (see ``samplax list methods``).
 
     Returns:
@@ -187,6 +193,8 @@ def sample(target: Target, method: Any = "nuts", *, seed: int = 0, num_chains: i
     num_warmup = _check_int("num_warmup", num_warmup, 0)
     num_samples = _check_int("num_samples", num_samples, 1)
     thinning = _check_int("thinning", thinning, 1)
+    if chain_method not in ("auto", "vectorized", "sequential"):
+        raise ValueError(f"sample: chain_method must be 'auto', 'vectorized' or 'sequential', got {chain_method!r}")
     options = spec.resolve_options(method_options)
     if spec.runner is not None:
         return spec.runner(target, spec, seed=seed, num_chains=num_chains, num_warmup=num_warmup,
@@ -221,13 +229,35 @@ def sample(target: Target, method: Any = "nuts", *, seed: int = 0, num_chains: i
         return spec.build(_flat_logdensity(eqx.combine(dyn, static_target)), d, num_warmup, num_chains, **options)
 
     chain_ids = jnp.arange(num_chains)
+    per_chain = build(dyn_target).adapter.per_chain
+    if chain_method == "auto":
+        chain_method = "sequential" if jax.default_backend() == "cpu" else "vectorized"
+    sequential = chain_method == "sequential" and per_chain
+    config["chain_method"] = "sequential" if sequential else "vectorized"
+
+    def one_chain_batch(fn):
+        """Apply a batched-over-chains function chain by chain (batches of one)."""
+        def mapped(*args):
+            def single(a):
+                out = fn(*jax.tree.map(lambda v: v[None], a))
+                return jax.tree.map(lambda v: v[0], out)
+            return jax.lax.map(single, args)
+        return mapped
 
     @jax.jit
     def init_all(tgt, x0, k_adapt):
         algo = build(tgt)
-        states = jax.vmap(algo.init)(jax.vmap(lambda c: jax.random.fold_in(k_init, c))(chain_ids), x0)
-        astate, n_grad = algo.adapter.init(jax.vmap(lambda c: jax.random.fold_in(k_adapt, c))(chain_ids), states)
-        return states, astate, n_grad
+        k_i = jax.vmap(lambda c: jax.random.fold_in(k_init, c))(chain_ids)
+        k_a = jax.vmap(lambda c: jax.random.fold_in(k_adapt, c))(chain_ids)
+
+        def init_batch(ki, x, ka):
+            states = jax.vmap(algo.init)(ki, x)
+            astate, n_grad = algo.adapter.init(ka, states)
+            return states, astate, n_grad
+
+        if sequential:
+            return one_chain_batch(init_batch)(k_i, x0, k_a)
+        return init_batch(k_i, x0, k_a)
 
     num_traces = [0]
 
@@ -235,18 +265,27 @@ def sample(target: Target, method: Any = "nuts", *, seed: int = 0, num_chains: i
         num_traces[0] += 1
         algo = build(tgt)
 
-        def one(carry, i):
-            states, astate, n_lp, n_grad = carry
+        def step_batch(keys, states, astate, i):
             params = algo.adapter.params(astate)
-            keys = jax.vmap(lambda c: jax.random.fold_in(jax.random.fold_in(k_run, c), i))(chain_ids)
             new_states, infos = jax.vmap(algo.step)(keys, states, params)
             new_astate = algo.adapter.update(astate, i, new_states, infos)
+            stats = jax.vmap(algo.stats)(new_states, infos, params)
+            return new_states, new_astate, infos, stats
+
+        def one(carry, i):
+            states, astate, n_lp, n_grad = carry
+            keys = jax.vmap(lambda c: jax.random.fold_in(jax.random.fold_in(k_run, c), i))(chain_ids)
+            if sequential:
+                ii = jnp.broadcast_to(i, (num_chains,))
+                new_states, new_astate, infos, stats = one_chain_batch(
+                    lambda k, s, a, j: step_batch(k, s, a, j[0]))(keys, states, astate, ii)
+            else:
+                new_states, new_astate, infos, stats = step_batch(keys, states, astate, i)
             active = i < total
             new_states = jax.tree.map(lambda a, b: jnp.where(active, a, b), new_states, states)
             new_astate = jax.tree.map(lambda a, b: jnp.where(active, a, b), new_astate, astate)
             n_lp = n_lp + jnp.where(active, infos.num_logdensity_evals, 0)
             n_grad = n_grad + jnp.where(active, infos.num_grad_evals, 0)
-            stats = jax.vmap(algo.stats)(new_states, infos, params)
             return (new_states, new_astate, n_lp, n_grad), (jax.vmap(algo.position)(new_states), stats)
 
         return jax.lax.scan(one, carry, start + jnp.arange(chunk_size, dtype=jnp.int32))

@@ -43,6 +43,12 @@ class Adapter(NamedTuple):
     init: Callable
     update: Callable
     params: Callable
+    #: True when chains adapt independently (the state has a leading chain axis
+    #: and ``update`` on a batch of one chain equals that chain's slice of the
+    #: batched update).  The driver then may run chains one by one
+    #: (``chain_method="sequential"``), which makes draws bitwise independent of
+    #: the number of chains.  Pooled adapters set False.
+    per_chain: bool = True
 
 
 def window_adapter(logdensity_fn: Callable, params_cls, dim: int, num_warmup: int, *,
@@ -110,7 +116,7 @@ def window_adapter(logdensity_fn: Callable, params_cls, dim: int, num_warmup: in
             p = jax.tree.map(lambda a: jnp.broadcast_to(a, (num_chains,) + a.shape), p)
         return p
 
-    return Adapter(init, update, params)
+    return Adapter(init, update, params, per_chain=not pooled)
 
 
 def fixed_adapter(params_fn: Callable, num_chains: int) -> Adapter:
