@@ -32,7 +32,10 @@ def check_moments():
 
 
 def _check_protocol(target, key):
-    """Protocol conformance of one target: shapes, finite values, ground truth and provenance."""
+    """Protocol conformance of one target: shapes, finite values, ground truth and provenance.
+
+    Everything that touches JAX runs inside one jitted call (one compilation per target).
+    """
     import jax
     import jax.numpy as jnp
 
@@ -40,12 +43,25 @@ def _check_protocol(target, key):
 
     assert isinstance(target, Target)
     d = target.dim
-    x = target.initial_point(key)
-    assert x.shape == target.event_shape
-    lp = target.logdensity(x)
-    assert lp.shape == () and jnp.isfinite(lp)
-    g = target.score(x)
-    assert g.shape == target.event_shape and bool(jnp.all(jnp.isfinite(g)))
+    sampler = target.has_exact_sampler
+
+    @jax.jit
+    def run(t, k):
+        x = t.initial_point(k)
+        out = {"x": x, "lp": t.logdensity(x), "g": t.score(x)}
+        if sampler:
+            s = t.sample(k, 7)
+            out["s"] = s
+            out["lps"] = jax.vmap(t.logdensity)(s)
+        return out
+
+    out = run(target, key)
+    assert out["x"].shape == target.event_shape
+    assert out["lp"].shape == () and bool(jnp.isfinite(out["lp"]))
+    assert out["g"].shape == target.event_shape and bool(jnp.all(jnp.isfinite(out["g"])))
+    if sampler:
+        assert out["s"].shape == (7, *target.event_shape)
+        assert bool(jnp.all(jnp.isfinite(out["lps"])))
     gt = target.ground_truth()
     assert isinstance(gt, GroundTruth)
     for field in ("mean", "std", "mean_se", "std_se"):
@@ -53,10 +69,24 @@ def _check_protocol(target, key):
     assert gt.names is not None and len(gt.names) == d
     prov = target.provenance()
     assert {"source", "variant", "version"} <= set(prov)
-    if target.has_exact_sampler:
-        s = jax.jit(lambda t, k: t.sample(k, 7))(target, key)
-        assert s.shape == (7, *target.event_shape)
-        assert bool(jnp.all(jnp.isfinite(jax.vmap(target.logdensity)(s))))
+
+
+def _draw(target, key, n, m=32):
+    """``n`` exact draws and the log-density of the first ``m`` of them, in one jitted call."""
+    import jax
+
+    @jax.jit
+    def run(t, k):
+        s = t.sample(k, n)
+        return s, jax.vmap(t.logdensity)(s[:m])
+
+    s, lp = run(target, key)
+    return np.asarray(s), np.asarray(lp)
+
+
+@pytest.fixture
+def draw():
+    return _draw
 
 
 @pytest.fixture
