@@ -24,3 +24,8 @@ def names() -> list:
 
 # Families register themselves on import (order does not matter).
 from samplax.targets import gaussian  # noqa: E402,F401
+from samplax.targets import banana  # noqa: E402,F401
+from samplax.targets import funnel  # noqa: E402,F401
+from samplax.targets import mixtures  # noqa: E402,F401
+from samplax.targets import many_well  # noqa: E402,F401
+from samplax.targets import logistic  # noqa: E402,F401
