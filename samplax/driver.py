@@ -29,6 +29,25 @@ from samplax.methods import MethodSpec, get_method
 MAX_INIT_ATTEMPTS = 100
 
 
+#: Compiled programs of recent runs, keyed by everything structural about a run
+#: (method, options, the target's static part and array shapes, chains, lengths,
+#: chunking).  A second run that differs only in seed, data values or initial
+#: points reuses them and compiles nothing.
+_COMPILED: dict = {}
+_CACHE_SIZE = 32
+
+
+def _cache_key(spec, options, static_target, dyn_target, *rest):
+    try:
+        leaves = tuple((tuple(l.shape), str(l.dtype)) for l in jax.tree.leaves(dyn_target))
+        key = (spec.name, id(spec.build), repr(sorted(options.items())), static_target, jax.tree.structure(dyn_target), leaves,
+               tuple(str(r) for r in rest))
+        hash(key)
+        return key
+    except TypeError:  # unhashable static parts: no caching
+        return None
+
+
 class CheckpointMismatchError(ValueError):
     """The checkpoint in ``checkpoint_dir`` was written by a run with a different configuration."""
 
@@ -244,8 +263,7 @@ def sample(target: Target, method: Any = "nuts", *, seed: int = 0, num_chains: i
             return jax.lax.map(single, args)
         return mapped
 
-    @jax.jit
-    def init_all(tgt, x0, k_adapt):
+    def init_all(tgt, x0, k_init, k_adapt):
         algo = build(tgt)
         k_i = jax.vmap(lambda c: jax.random.fold_in(k_init, c))(chain_ids)
         k_a = jax.vmap(lambda c: jax.random.fold_in(k_adapt, c))(chain_ids)
@@ -291,7 +309,11 @@ def sample(target: Target, method: Any = "nuts", *, seed: int = 0, num_chains: i
         return jax.lax.scan(one, carry, start + jnp.arange(chunk_size, dtype=jnp.int32))
 
     # ---------------------------------------------------------- state / resume
-    states, astate, n_init_grad = init_all(dyn_target, x0, k_adapt)
+    cache_key = _cache_key(spec, options, static_target, dyn_target, num_chains, num_warmup, total,
+                           chunk_size, sequential, dtype)
+    cached = _COMPILED.get(cache_key) if cache_key is not None else None
+    init_jit = cached[0] if cached is not None else jax.jit(init_all)
+    states, astate, n_init_grad = init_jit(dyn_target, x0, k_init, k_adapt)
     zeros = jnp.zeros((num_chains,), jnp.int32)
     carry = (states, astate, zeros, zeros)
     draws = np.zeros((num_chains, num_samples, d), dtype=np.dtype(str(dtype)))
@@ -314,7 +336,14 @@ def sample(target: Target, method: Any = "nuts", *, seed: int = 0, num_chains: i
 
     # ---------------------------------------------------------- compile once
     t0 = time.perf_counter()
-    compiled = jax.jit(run_chunk).lower(dyn_target, carry, jnp.asarray(0, jnp.int32), k_run).compile()
+    if cached is not None:
+        compiled = cached[1]
+    else:
+        compiled = jax.jit(run_chunk).lower(dyn_target, carry, jnp.asarray(0, jnp.int32), k_run).compile()
+        if cache_key is not None:
+            _COMPILED[cache_key] = (init_jit, compiled)
+            while len(_COMPILED) > _CACHE_SIZE:
+                _COMPILED.pop(next(iter(_COMPILED)))
     compile_seconds = time.perf_counter() - t0
 
     bar = _Progress(progress, total, num_warmup, f"{spec.name}/{target.name}")
