@@ -7,6 +7,7 @@ depth, E-BFMI < 0.3, non-finite log-densities at proposals.
 """
 from __future__ import annotations
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,6 +18,7 @@ from samplax.core.target import Target
 RHAT_MAX = 1.01
 ESS_PER_CHAIN_MIN = 100
 EBFMI_MIN = 0.3
+REFERENCE_DRAWS = 4000
 
 
 def quantities_of(target: Target, samples: np.ndarray) -> np.ndarray:
@@ -106,8 +108,13 @@ def finish_result(target: Target, method: str, samples: np.ndarray, stats: dict,
     gt = target.ground_truth()
     if gt is not None:
         extra.setdefault("ground_truth", gt.to_dict())
+    reference = None
+    if target.has_exact_sampler:
+        # ground truth for plots; not a cost of the sampler
+        exact = eqx.filter_jit(lambda t, k: t.sample(k, REFERENCE_DRAWS))(target, jax.random.key(20261129))
+        reference = quantities_of(target, np.asarray(exact).reshape(1, REFERENCE_DRAWS, -1))[0]
     return Result(
         samples=samples.reshape((c, n) + tuple(target.event_shape)), quantities=quantities,
         quantity_names=names, stats=stats, diagnostics=diagnostics, cost=cost, warnings=warnings,
         method=method, target=target.name, config=config, log_Z=log_Z, log_Z_se=log_Z_se,
-        log_weights=log_weights, complete=complete, extra=extra)
+        log_weights=log_weights, complete=complete, extra=extra, reference_draws=reference)

@@ -69,7 +69,10 @@ def plot_run(result: Result, folder: str) -> list:
     for i in range(k):
         ax = axes[0, i]
         ax.hist(q[:, :, i].ravel(), bins=50, density=True, alpha=0.6, color="C0", label="samplax")
-        if gt is not None and gt.mean is not None:
+        if result.reference_draws is not None:
+            ax.hist(result.reference_draws[:, i], bins=50, density=True, histtype="step", color="k",
+                    lw=1.2, label="exact draws")
+        elif gt is not None and gt.mean is not None:
             m, s = gt.mean[i], gt.std[i]
             xs = np.linspace(m - 4 * s, m + 4 * s, 200)
             ax.plot(xs, np.exp(-0.5 * ((xs - m) / s) ** 2) / (s * np.sqrt(2 * np.pi)), "k--", lw=1,
@@ -77,7 +80,7 @@ def plot_run(result: Result, folder: str) -> list:
             ax.axvline(m, color="k", lw=0.8)
         ax.set_title(names[i], fontsize=8)
     axes[0, 0].legend(fontsize=6)
-    fig.suptitle("marginals (dashed: normal with the true mean and sd)")
+    fig.suptitle("marginals vs ground truth", fontsize=9)
     fig.tight_layout()
     paths.append(os.path.join(folder, "marginals.png"))
     fig.savefig(paths[-1], dpi=80)

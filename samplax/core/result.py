@@ -54,6 +54,8 @@ class Result:
     log_weights: Optional[np.ndarray] = None
     complete: bool = True
     extra: dict = dataclasses.field(default_factory=dict)
+    #: exact draws of the quantities ``[n, k]`` from the target's exact sampler (for plots), or None
+    reference_draws: Optional[np.ndarray] = None
 
     # ------------------------------------------------------------------ views
     @property
@@ -123,6 +125,8 @@ class Result:
             arrays[f"stat__{k}"] = np.asarray(v)
         if self.log_weights is not None:
             arrays["log_weights"] = self.log_weights
+        if self.reference_draws is not None:
+            arrays["reference_draws"] = self.reference_draws
         _atomic_savez(os.path.join(path, "samples.npz"), arrays)
         meta = {
             "method": self.method, "target": self.target, "config": self.config,
@@ -148,7 +152,7 @@ class Result:
             cost=meta["cost"], warnings=meta["warnings"], method=meta["method"], target=meta["target"],
             config=meta["config"], log_Z=meta.get("log_Z"), log_Z_se=meta.get("log_Z_se"),
             log_weights=arrays.get("log_weights"), complete=meta.get("complete", True),
-            extra=meta.get("extra", {}))
+            extra=meta.get("extra", {}), reference_draws=arrays.get("reference_draws"))
 
 
 def _safe_var(name: str) -> str:
