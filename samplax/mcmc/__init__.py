@@ -35,3 +35,9 @@ hmc = _Algorithm("samplax.mcmc.hmc", "hmc")
 nuts = _Algorithm("samplax.mcmc.nuts", "nuts")
 
 __all__ = ["rwm", "mala", "hmc", "nuts", "integrators", "metrics"]
+
+# slice samplers and the Langevin family (appended; see samplax/methods/mcmc_extra.py)
+gpss = _Algorithm("samplax.mcmc.gpss", "gpss")
+elliptical_slice = _Algorithm("samplax.mcmc.elliptical_slice", "elliptical_slice")
+hit_and_run_slice = _Algorithm("samplax.mcmc.slice", "hit_and_run_slice")
+__all__ += ["gpss", "elliptical_slice", "hit_and_run_slice"]
