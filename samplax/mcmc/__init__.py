@@ -41,3 +41,7 @@ gpss = _Algorithm("samplax.mcmc.gpss", "gpss")
 elliptical_slice = _Algorithm("samplax.mcmc.elliptical_slice", "elliptical_slice")
 hit_and_run_slice = _Algorithm("samplax.mcmc.slice", "hit_and_run_slice")
 __all__ += ["gpss", "elliptical_slice", "hit_and_run_slice"]
+ula = _Algorithm("samplax.mcmc.langevin", "ula")
+randomized_midpoint = _Algorithm("samplax.mcmc.langevin", "randomized_midpoint")
+kinetic_langevin = _Algorithm("samplax.mcmc.kinetic_langevin", "kinetic_langevin")
+__all__ += ["ula", "randomized_midpoint", "kinetic_langevin"]

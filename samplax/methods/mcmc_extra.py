@@ -8,7 +8,7 @@ fixes them after warm-up (every kernel is exact for any fixed ``c``, ``s``).
 from __future__ import annotations
 
 import importlib
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -48,8 +48,9 @@ def moment_adapter(dim: int, num_warmup: int, num_chains: int, make_params: Call
 
     In each slow window of :func:`~samplax.adaptation.window.window_ends` the
     positions feed a Welford estimate; at the end of the window
-    ``c = mean`` and ``s = sqrt(var)`` with Stan's regularization
-    ``var = n/(n+5) var_hat + 1e-3 * 5/(n+5)``.  Before the first window ends
+    ``c = mean`` and ``s = sqrt(var_hat)`` (unregularized: Stan's shrinkage
+    towards 1e-3 would make an elliptical-slice reference too narrow; a zero
+    variance, e.g. a stuck chain, keeps the previous scale).  Before the first window ends
     ``c = 0``, ``s = 1``; after warm-up nothing changes.
     ``make_params(center, scale) -> params`` (one chain).
     """
@@ -76,7 +77,8 @@ def moment_adapter(dim: int, num_warmup: int, num_chains: int, make_params: Call
         w = jax.tree.map(lambda a, b: jnp.where(in_slow, a, b), welford_update(w, x[None, :]), w)
         is_end = jnp.any(ends == i) & (i < num_warmup_a)
         c = jnp.where(is_end, w.mean, c)
-        s = jnp.where(is_end, jnp.sqrt(welford_covariance(w)), s)
+        var = welford_covariance(w, regularize=False)
+        s = jnp.where(is_end & (var > 0), jnp.sqrt(var), s)
         w = jax.tree.map(lambda a, b: jnp.where(is_end, a, b), welford_init(dim, False, x.dtype), w)
         return c, s, w
 
@@ -156,3 +158,143 @@ register_method(MethodSpec(
     "elliptical_slice", _build_ess,
     "Elliptical slice sampling with a warm-up Gaussian reference (Murray et al. 2010; Nishihara et al. 2014)",
     _slice_options(None), gradient_based=False))
+
+
+# --------------------------------------------------------------------------- Langevin family
+import dataclasses  # noqa: E402
+import warnings  # noqa: E402
+
+from samplax.methods.mcmc import _adapter, _basic_stats, _common_options  # noqa: E402
+
+langevin_m = importlib.import_module("samplax.mcmc.langevin")
+kl_m = importlib.import_module("samplax.mcmc.kinetic_langevin")
+
+
+def _biased_runner(message: str) -> Callable:
+    """Runner for unadjusted methods: run the kernel with the standard driver, then attach a run warning.
+
+    The driver passes runners only ``seed, num_chains, num_warmup, num_samples, init, progress``
+    and the method options, so ``thinning``, ``chunk_size`` and ``checkpoint_dir`` of
+    :func:`samplax.sample` are not available for these methods.
+    """
+
+    def runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init, progress, **options):
+        from samplax.driver import sample
+
+        inner = dataclasses.replace(spec, runner=None)
+        warnings.warn(f"{spec.name}: {message}", UserWarning, stacklevel=3)
+        r = sample(target, inner, seed=seed, num_chains=num_chains, num_warmup=num_warmup,
+                   num_samples=num_samples, init=init, progress=progress, **options)
+        step = r.extra.get("final_step_size")
+        r.warnings.append({"code": "biased", "value": step,
+                           "message": f"{spec.name} is not Metropolis-adjusted: {message} "
+                                      f"(final step size {np.round(np.asarray(step), 4).tolist()})"})
+        return r
+
+    return runner
+
+
+_BIAS_MSG = ("its stationary distribution is not the target at any finite step size (the bias shrinks "
+             "with the step size); lower target_accept or pass a smaller step_size to reduce it")
+
+
+class _EpsImm(NamedTuple):
+    step_size: jax.Array
+    inverse_mass_matrix: jax.Array
+
+
+def warmup_flag_adapter(inner: Adapter, num_warmup: int, make_params: Callable) -> Adapter:
+    """Wrap an adapter whose params are ``(step_size, inverse_mass_matrix)`` and add a warm-up flag.
+
+    ``make_params(inner_params, in_warmup) -> params``; ``in_warmup`` (bool, one per
+    chain) is true for the first ``num_warmup`` iterations.  Unadjusted kernels
+    use it to Metropolize their moves during warm-up only: dual averaging then
+    explores step sizes without the chain diverging; sampling is unadjusted.
+    """
+    n_w = jnp.asarray(num_warmup, jnp.int32)
+
+    def init(keys, states):
+        a, n = inner.init(keys, states)
+        return (a, jnp.zeros((), jnp.int32)), n
+
+    def update(astate, i, states, infos):
+        a, count = astate
+        return inner.update(a, i, states, infos), count + 1
+
+    def params(astate):
+        a, count = astate
+        p = inner.params(a)
+        return make_params(p, jnp.broadcast_to(count < n_w, jnp.shape(p.step_size)))
+
+    return Adapter(init, update, params)
+
+
+def _build_ula(logdensity_fn, dim, num_warmup, num_chains, **o):
+    def init(key, position):
+        return langevin_m.init(key, position, logdensity_fn)
+
+    return Algorithm(init, langevin_m.build_ula_kernel(logdensity_fn), _langevin_adapter(
+        logdensity_fn, dim, num_warmup, num_chains, o), _basic_stats)
+
+
+def _build_rlmc(logdensity_fn, dim, num_warmup, num_chains, **o):
+    def init(key, position):
+        return langevin_m.init(key, position, logdensity_fn)
+
+    return Algorithm(init, langevin_m.build_randomized_midpoint_kernel(logdensity_fn), _langevin_adapter(
+        logdensity_fn, dim, num_warmup, num_chains, o), _basic_stats)
+
+
+def _langevin_adapter(logdensity_fn, dim, num_warmup, num_chains, o):
+    def make(p, in_warmup):
+        return langevin_m.LangevinParams(p.step_size, p.inverse_mass_matrix, in_warmup)
+
+    return warmup_flag_adapter(_adapter(logdensity_fn, _EpsImm, dim, num_warmup, num_chains, o), num_warmup, make)
+
+
+def _kl_stats(state, info, params):
+    out = _basic_stats(state, info, params)
+    out["energy"] = info.energy
+    return out
+
+
+def _build_kl(logdensity_fn, dim, num_warmup, num_chains, **o):
+    gamma = o["friction"]
+
+    def init(key, position):
+        return kl_m.init(key, position, logdensity_fn)
+
+    def make(p, in_warmup):
+        return kl_m.KineticLangevinParams(p.step_size, p.inverse_mass_matrix,
+                                          jnp.full_like(p.step_size, gamma), in_warmup)
+
+    inner = _adapter(logdensity_fn, _EpsImm, dim, num_warmup, num_chains, o)
+    return Algorithm(init, kl_m.build_kernel(logdensity_fn), warmup_flag_adapter(inner, num_warmup, make),
+                     _kl_stats)
+
+
+_SURROGATE = ("target acceptance statistic for dual averaging (a surrogate: the Metropolis acceptance "
+              "probability the move would have had; the move is always taken)")
+
+
+def _langevin_options(target_accept):
+    o = _common_options(target_accept)
+    o["target_accept"] = dataclasses.replace(o["target_accept"], doc=_SURROGATE)
+    return o
+
+
+register_method(MethodSpec(
+    "ula", _build_ula,
+    "Unadjusted Langevin algorithm, preconditioned; BIASED at finite step size (Roberts & Tweedie 1996)",
+    _langevin_options(0.9), runner=_biased_runner(_BIAS_MSG)))
+register_method(MethodSpec(
+    "randomized_midpoint", _build_rlmc,
+    "Randomized-midpoint Langevin Monte Carlo (Shen & Lee 2019; Yu & Dalalyan 2024); BIASED at finite step size",
+    _langevin_options(0.9), runner=_biased_runner(_BIAS_MSG)))
+register_method(MethodSpec(
+    "kinetic_langevin", _build_kl,
+    "Underdamped Langevin, BAOAB splitting (Leimkuhler & Matthews 2013); BIASED at finite step size",
+    {**_langevin_options(0.9),
+     "friction": Option(1.0, "friction gamma (in units of the adapted metric's time scale)", _pos_float,
+                        "a positive number")},
+    runner=_biased_runner(_BIAS_MSG)))

@@ -46,3 +46,59 @@ def counting(fn):
         return fn(x)
 
     return wrapped, count
+
+
+def langevin_gaussian():
+    """5-d Gaussian for fixed-step tests: x0, x1 standard normal; (x2, x3, x4) with scales
+    (0.5, 1, 1.5) and correlations 0.5, -0.3, 0.2.  Returns ``(target, mean, cov)``."""
+    scales = np.array([0.5, 1.0, 1.5])
+    corr = np.array([[1.0, 0.5, -0.3], [0.5, 1.0, 0.2], [-0.3, 0.2, 1.0]])
+    cov = np.eye(5)
+    cov[2:, 2:] = corr * np.outer(scales, scales)
+    mean = np.array([0.5, 0.0, -1.0, 2.0, 0.0])
+    return Gaussian(mean=jnp.asarray(mean), chol=jnp.asarray(np.linalg.cholesky(cov)), label="langevin_gaussian"), \
+        mean, cov
+
+
+def ula_stationary_cov(cov, eps):
+    """Exact stationary covariance of ULA (C = I, h = eps^2/2) on N(m, cov): V = A V A^T + 2h I, A = I - h cov^{-1}."""
+    import scipy.linalg as sl
+
+    h = 0.5 * eps**2
+    a = np.eye(len(cov)) - h * np.linalg.inv(cov)
+    return sl.solve_discrete_lyapunov(a, 2 * h * np.eye(len(cov)))
+
+
+def rlmc_stationary_cov(cov, eps):
+    """Exact stationary covariance of randomized-midpoint LMC (C = I, h = eps^2/2) on N(m, cov).
+
+    x' - m = (B + u D)(x - m) + (I - hP) b1 + b2 with P = cov^{-1}, B = I - hP, D = h^2 P^2,
+    b1 ~ N(0, 2uh I), b2 ~ N(0, 2(1-u)h I), u ~ U(0,1):
+    vec V = (I - E[(B + uD) (x) (B + uD)])^{-1} vec(E[2uh B B^T + 2(1-u)h I]),
+    with E u = 1/2, E u^2 = 1/3.
+    """
+    d = len(cov)
+    h = 0.5 * eps**2
+    p = np.linalg.inv(cov)
+    b = np.eye(d) - h * p
+    dd = h**2 * p @ p
+    kron = np.kron(b, b) + 0.5 * (np.kron(b, dd) + np.kron(dd, b)) + np.kron(dd, dd) / 3.0
+    q = h * b @ b.T + h * np.eye(d)
+    v = np.linalg.solve(np.eye(d * d) - kron, q.reshape(-1))
+    return v.reshape(d, d)
+
+
+def baoab_stationary_cov(cov, eps, gamma):
+    """Exact stationary covariance of (x, p) for BAOAB (C = I) on N(m, cov), by the Lyapunov equation."""
+    import scipy.linalg as sl
+
+    d = len(cov)
+    p = np.linalg.inv(cov)
+    i, z = np.eye(d), np.zeros((d, d))
+    bm = np.block([[i, z], [-0.5 * eps * p, i]])
+    am = np.block([[i, 0.5 * eps * i], [z, i]])
+    eta = np.exp(-gamma * eps)
+    om = np.block([[i, z], [z, eta * i]])
+    t = bm @ am @ om @ am @ bm
+    n = bm @ am @ np.block([[z], [np.sqrt(1 - eta**2) * i]])
+    return sl.solve_discrete_lyapunov(t, n @ n.T)
