@@ -45,3 +45,6 @@ ula = _Algorithm("samplax.mcmc.langevin", "ula")
 randomized_midpoint = _Algorithm("samplax.mcmc.langevin", "randomized_midpoint")
 kinetic_langevin = _Algorithm("samplax.mcmc.kinetic_langevin", "kinetic_langevin")
 __all__ += ["ula", "randomized_midpoint", "kinetic_langevin"]
+mclmc = _Algorithm("samplax.mcmc.mclmc", "mclmc")
+adjusted_mclmc = _Algorithm("samplax.mcmc.mclmc", "adjusted_mclmc")
+__all__ += ["mclmc", "adjusted_mclmc"]
