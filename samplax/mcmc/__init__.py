@@ -48,3 +48,6 @@ __all__ += ["ula", "randomized_midpoint", "kinetic_langevin"]
 mclmc = _Algorithm("samplax.mcmc.mclmc", "mclmc")
 adjusted_mclmc = _Algorithm("samplax.mcmc.mclmc", "adjusted_mclmc")
 __all__ += ["mclmc", "adjusted_mclmc"]
+myula = _Algorithm("samplax.mcmc.proximal", "myula")
+bregman_myula = _Algorithm("samplax.mcmc.proximal", "bregman_myula")
+__all__ += ["myula", "bregman_myula"]

@@ -437,3 +437,72 @@ register_method(MethodSpec(
     "Metropolis-adjusted microcanonical HMC (MAMS; Robnik, Cohn-Gordon & Seljak 2024), L = sqrt(d) in the "
     "adapted diagonal metric, step size by dual averaging to an acceptance target",
     _adj_opts))
+
+
+# --------------------------------------------------------------------------- proximal (MYULA)
+prox_m = importlib.import_module("samplax.mcmc.proximal")
+
+
+def _proximal_runner(kind: str) -> Callable:
+    """Runner for MYULA / Bregman MYULA: these need the composite structure of the target, not just log p."""
+    from samplax.adaptation.windowed import fixed_adapter
+
+    def runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init, progress, **o):
+        from samplax.driver import sample
+        from samplax.targets.composite import CompositeTarget
+
+        if not isinstance(target, CompositeTarget):
+            raise TypeError(f"method {spec.name!r} needs a CompositeTarget (smooth_logdensity, nonsmooth_potential, "
+                            f"prox; see samplax.targets.composite), got {type(target).__name__} {target.name!r}")
+        if len(target.event_shape) != 1:
+            raise ValueError(f"method {spec.name!r} needs a flat event shape, got {target.event_shape}")
+        lip = float(target.lipschitz)
+        lam = o["smoothing"] if o["smoothing"] is not None else 1.0 / lip
+        gamma = o["step_size"] if o["step_size"] is not None else 1.0 / (2.0 * (lip + 1.0 / lam))
+        mirror = (target.mirror_map() or prox_m._euclidean()) if kind == "bregman" else None
+
+        def build(logdensity_fn, dim, num_warmup_, num_chains_, **_):
+            del logdensity_fn, num_warmup_
+
+            def init_fn(key, position):
+                if kind == "bregman":
+                    return prox_m.init_bregman(key, position, target.smooth_logdensity, mirror)
+                return prox_m.init(key, position, target.smooth_logdensity)
+
+            if kind == "bregman":
+                step = prox_m.build_bregman_myula_kernel(target.smooth_logdensity, target.bregman_prox, mirror)
+            else:
+                step = prox_m.build_myula_kernel(target.smooth_logdensity, target.prox, target.nonsmooth_potential)
+
+            def stats(state, info, params):
+                return {"acceptance_rate": info.acceptance_rate, "step_size": params.step_size,
+                        "lp": state.logdensity, "nonfinite": info.is_nonfinite}
+
+            adapter = fixed_adapter(lambda: prox_m.MYULAParams(jnp.asarray(gamma), jnp.asarray(lam)), num_chains_)
+            return Algorithm(init_fn, step, adapter, stats)
+
+        inner = dataclasses.replace(spec, build=build, runner=None, options={})
+        msg = (f"unadjusted: samples a smoothed and discretized version of the target (step size {gamma:.3g}, "
+               f"Moreau smoothing {lam:.3g}); the bias shrinks with both")
+        warnings.warn(f"{spec.name}: {msg}", UserWarning, stacklevel=3)
+        r = sample(target, inner, seed=seed, num_chains=num_chains, num_warmup=num_warmup, num_samples=num_samples,
+                   init=init, progress=progress)
+        r.config["options"] = dict(o, resolved_step_size=gamma, resolved_smoothing=lam)
+        r.warnings.append({"code": "biased", "value": [gamma, lam], "message": f"{spec.name} is {msg}"})
+        return r
+
+    return runner
+
+
+_prox_options = {
+    "step_size": Option(None, "time step gamma (None: 1 / (2 (L_f + 1/smoothing)), L_f = target.lipschitz)",
+                        lambda v: v is None or _pos_float(v), "a positive number or None"),
+    "smoothing": Option(None, "Moreau-Yosida smoothing lam (None: 1 / L_f, Durmus et al. 2018)",
+                        lambda v: v is None or _pos_float(v), "a positive number or None"),
+}
+register_method(MethodSpec(
+    "myula", None, "Moreau-Yosida unadjusted Langevin for f + g composite targets (Durmus, Moulines & Pereyra "
+    "2018); BIASED (step size and smoothing)", _prox_options, runner=_proximal_runner("euclidean")))
+register_method(MethodSpec(
+    "bregman_myula", None, "Bregman-Moreau mirror-Langevin for composite targets with a mirror map (after Lau & "
+    "Liu 2022); BIASED (step size and smoothing)", _prox_options, runner=_proximal_runner("bregman")))

@@ -102,3 +102,29 @@ def baoab_stationary_cov(cov, eps, gamma):
     t = bm @ am @ om @ am @ bm
     n = bm @ am @ np.block([[z], [np.sqrt(1 - eta**2) * i]])
     return sl.solve_discrete_lyapunov(t, n @ n.T)
+
+
+def stationary_1d(grid, mean_fn, var_fn, x_of=lambda t: t):
+    """Exact (up to quadrature) stationary law of a 1-d chain with Gaussian transitions
+    ``t' ~ N(mean_fn(t), var_fn(t))`` on a (possibly non-uniform) grid of ``t``.
+
+    Builds the transition matrix ``K[i, k] = N(t_k; mean(t_i), var(t_i)) w_k`` (trapezoid
+    weights ``w``, rows renormalized: the mass beyond the grid is negligible by the
+    choice of grid), solves ``pi K = pi``, and returns the mean and sd of ``x_of(t)``.
+    """
+    t = np.asarray(grid, dtype=np.float64)
+    w = np.empty_like(t)
+    w[1:-1] = 0.5 * (t[2:] - t[:-2])
+    w[0], w[-1] = 0.5 * (t[1] - t[0]), 0.5 * (t[-1] - t[-2])
+    mu, var = mean_fn(t), var_fn(t)
+    k = np.exp(-0.5 * (t[None, :] - mu[:, None]) ** 2 / var[:, None]) / np.sqrt(2 * np.pi * var[:, None]) * w[None, :]
+    k /= k.sum(axis=1, keepdims=True)
+    n = len(t)
+    a = k.T - np.eye(n)
+    a[-1, :] = 1.0
+    rhs = np.zeros(n)
+    rhs[-1] = 1.0
+    pi = np.linalg.solve(a, rhs)
+    x = x_of(t)
+    m = float(np.sum(pi * x))
+    return m, float(np.sqrt(np.sum(pi * (x - m) ** 2)))
