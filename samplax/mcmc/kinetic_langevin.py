@@ -49,6 +49,8 @@ class KineticLangevinParams(NamedTuple):
 
 
 class KineticLangevinState(NamedTuple):
+    """Position, momentum ``p`` and the cached log-density and gradient at the position."""
+
     position: jax.Array
     momentum: jax.Array
     logdensity: jax.Array
@@ -56,6 +58,8 @@ class KineticLangevinState(NamedTuple):
 
 
 class KineticLangevinInfo(NamedTuple):
+    """``acceptance_rate = min(1, exp(-shadow work))`` (diagnostic); ``energy``: Hamiltonian after the step."""
+
     acceptance_rate: jax.Array
     is_nonfinite: jax.Array
     num_logdensity_evals: jax.Array

@@ -45,6 +45,8 @@ class MCLMCParams(NamedTuple):
 
 
 class MCLMCState(NamedTuple):
+    """Position, unit velocity ``u`` (whitened coordinates), cached log-density and gradient."""
+
     position: jax.Array
     momentum: jax.Array  # unit velocity u in whitened coordinates
     logdensity: jax.Array

@@ -1,4 +1,15 @@
-"""Registration of the derivative-free slice samplers and the Langevin family.
+"""Registration of the slice samplers, the Langevin family, MCLMC and the proximal samplers.
+
+Methods: ``gpss``, ``elliptical_slice``, ``hit_and_run_slice`` (exact, derivative free);
+``ula``, ``randomized_midpoint``, ``kinetic_langevin``, ``mclmc`` (unadjusted: a
+``biased`` run warning is attached, and during warm-up ULA / randomized midpoint /
+kinetic Langevin Metropolize their moves so that dual averaging can explore step
+sizes without the chain diverging); ``adjusted_mclmc`` (exact); ``myula``,
+``bregman_myula`` (need a :class:`~samplax.targets.composite.CompositeTarget`).
+
+Limitation: the unadjusted and proximal methods run through a ``runner`` (to
+attach the run warning / read the composite structure), and the driver passes
+runners neither ``thinning`` nor ``chunk_size`` nor ``checkpoint_dir``.
 
 Slice samplers (``gpss``, ``elliptical_slice``, ``hit_and_run_slice``) work in
 whitened coordinates ``x = c + s z``; :func:`moment_adapter` estimates ``c`` (mean)
@@ -199,6 +210,8 @@ _BIAS_MSG = ("its stationary distribution is not the target at any finite step s
 
 
 class _EpsImm(NamedTuple):
+    """``(step_size, inverse_mass_matrix)`` as produced by the window adapter."""
+
     step_size: jax.Array
     inverse_mass_matrix: jax.Array
 
@@ -305,6 +318,8 @@ mclmc_m = importlib.import_module("samplax.mcmc.mclmc")
 
 
 class MCLMCAdaptState(NamedTuple):
+    """Per-chain MCLMC warm-up state (step size, L, preconditioner, decaying averages, Welford)."""
+
     step_size: jax.Array
     L: jax.Array
     scale: jax.Array

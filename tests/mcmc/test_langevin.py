@@ -80,6 +80,7 @@ def test_kernel_counts_and_factories(method, key):
     assert total == count[0]
 
 
+@pytest.mark.slow
 def test_default_options_run_and_warn():
     target, mean, cov = langevin_gaussian()
     with pytest.warns(UserWarning, match="not the target"):

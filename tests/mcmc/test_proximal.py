@@ -99,6 +99,7 @@ def test_bregman_with_euclidean_mirror_is_myula(key):
     np.testing.assert_allclose(s1.position, s2.position, rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_targets_ground_truth_against_nuts():
     """The quadrature ground truth of bayesian_lasso agrees with an exact (NUTS) run."""
     t = samplax.targets.get("bayesian_lasso")
