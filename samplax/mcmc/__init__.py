@@ -35,3 +35,19 @@ hmc = _Algorithm("samplax.mcmc.hmc", "hmc")
 nuts = _Algorithm("samplax.mcmc.nuts", "nuts")
 
 __all__ = ["rwm", "mala", "hmc", "nuts", "integrators", "metrics"]
+
+# slice samplers and the Langevin family (appended; see samplax/methods/mcmc_extra.py)
+gpss = _Algorithm("samplax.mcmc.gpss", "gpss")
+elliptical_slice = _Algorithm("samplax.mcmc.elliptical_slice", "elliptical_slice")
+hit_and_run_slice = _Algorithm("samplax.mcmc.slice", "hit_and_run_slice")
+__all__ += ["gpss", "elliptical_slice", "hit_and_run_slice"]
+ula = _Algorithm("samplax.mcmc.langevin", "ula")
+randomized_midpoint = _Algorithm("samplax.mcmc.langevin", "randomized_midpoint")
+kinetic_langevin = _Algorithm("samplax.mcmc.kinetic_langevin", "kinetic_langevin")
+__all__ += ["ula", "randomized_midpoint", "kinetic_langevin"]
+mclmc = _Algorithm("samplax.mcmc.mclmc", "mclmc")
+adjusted_mclmc = _Algorithm("samplax.mcmc.mclmc", "adjusted_mclmc")
+__all__ += ["mclmc", "adjusted_mclmc"]
+myula = _Algorithm("samplax.mcmc.proximal", "myula")
+bregman_myula = _Algorithm("samplax.mcmc.proximal", "bregman_myula")
+__all__ += ["myula", "bregman_myula"]
