@@ -68,37 +68,40 @@ def _points_and_tol(name, target, o):
 
 
 @functools.lru_cache(maxsize=None)
-def _evaluated(name):
-    """Everything the tests need for one posterior, from ONE compiled function.
+def _evaluated(name, with_draws=False):
+    """Everything the tests need for one posterior, from three compiled calls.
 
-    On the oracle points: log-density, gradient, constrained quantities and
-    their unconstrained pre-image; on the reference draws: the round trip
-    ``constrain(unconstrain(q))`` and the gradient at ``unconstrain(q)``.
+    Batch U (unconstrain): Stan's constrained values at the oracle points (in
+    reference-name order) followed by all reference draws.  Batch Z
+    (log-density, gradient, constrain): the oracle points followed by the
+    unconstrained reference draws.  The calls run one after the other: XLA
+    may run independent batched LAPACK calls (Cholesky, triangular solves) of
+    one program concurrently, and on a 2-thread CPU pool jax's
+    ParallelBatchMap then deadlocks (observed with jax 0.10 on this machine).
     """
     t = pdb.load(name)
+    names = list(t.quantity_names())
     opath = SHARED / name / "stan_oracle.npz"
-    zo = jnp.asarray(np.load(opath)["z_unconstrained"]) if opath.exists() else jnp.zeros((1,) + t.event_shape)
-    ref = np.load(SHARED / name / "reference_draws.npz")
-    draws = ref["draws"]
+    if opath.exists():
+        o = np.load(opath)
+        col = {_oracle_to_ref_name(s): i for i, s in enumerate(o["x_with_tparams_names"])}
+        zo, qo = o["z_unconstrained"], o["x_with_tparams"][:, [col[n] for n in names]]
+    else:
+        zo, qo = np.zeros((0,) + t.event_shape), np.zeros((0, len(names)))
+    draws = np.load(SHARED / name / "reference_draws.npz")["draws"]
+    if not with_draws:
+        draws = draws[:, :0]
+    n_o = zo.shape[0]
 
-    # Separate compiled calls, run one after the other: XLA may run independent
-    # batched LAPACK calls (Cholesky, triangular solves) of one program
-    # concurrently, and on a 2-thread CPU pool jax's ParallelBatchMap then
-    # deadlocks (observed with jax 0.10 on this machine).
-    def call(fn, *args):
-        return np.asarray(jax.block_until_ready(eqx.filter_jit(fn)(t, *args)))
+    def call(fn, x):
+        return jax.block_until_ready(eqx.filter_jit(fn)(t, jnp.asarray(x)))
 
-    q_ref = jnp.asarray(draws.reshape(-1, draws.shape[-1]))
-    out = {}
-    out["lp"] = call(lambda tt, z: jax.vmap(tt.logdensity)(z), zo)
-    out["grad"] = call(lambda tt, z: jax.vmap(jax.grad(tt.logdensity))(z), zo)
-    out["q"] = call(lambda tt, z: jax.vmap(tt.constrain)(z), zo)
-    out["z_back"] = call(lambda tt, q: jax.vmap(tt.unconstrain)(q), jnp.asarray(out["q"]))
-    z_ref = jnp.asarray(call(lambda tt, q: jax.vmap(tt.unconstrain)(q), q_ref))
-    out["q_round"] = call(lambda tt, z: jax.vmap(tt.constrain)(z), z_ref)
-    out["grad_ref"] = call(lambda tt, z: jax.vmap(jax.grad(tt.logdensity))(z), z_ref)
-    out["grad_ref"] = out["grad_ref"].reshape(draws.shape[:2] + (-1,))
-    return t, out
+    zu = np.asarray(call(lambda tt, q: jax.vmap(tt.unconstrain)(q), np.concatenate([qo, draws.reshape(-1, len(names))])))
+    zz = np.concatenate([zo, zu[n_o:]])
+    lp, g = (np.asarray(v) for v in call(lambda tt, z: jax.vmap(jax.value_and_grad(tt.logdensity))(z), zz))
+    q = np.asarray(call(lambda tt, z: jax.vmap(tt.constrain)(z), zz))
+    return t, dict(lp=lp[:n_o], grad=g[:n_o], q=q[:n_o], z_back=zu[:n_o], q_round=q[n_o:],
+                   grad_ref=g[n_o:].reshape(draws.shape[:2] + (g.shape[-1],)))
 
 
 # ---------------------------------------------------------------------------
@@ -240,12 +243,13 @@ def test_constrain_matches_stan(name, oracles):
     idx, tol = _points_and_tol(name, t, o)
     err = np.abs(q[idx] - expected[idx]) / (1.0 + np.abs(expected[idx]))
     assert np.all(err <= tol[:, None]), err.max()
-    # and back: unconstrain inverts constrain
+    # and back: unconstrain maps Stan's constrained values to Stan's z
     z0 = o["z_unconstrained"][idx]
     err = np.abs(ev["z_back"][idx] - z0) / (1.0 + np.abs(z0))
     assert np.all(err <= 100 * tol[:, None]), err.max()
 
 
+@pytest.mark.slow
 @needs_shared
 def test_gp_pois_regr_as_accurate_as_stan_against_40_digits(oracles):
     """On all 80 points (incl. ill-conditioned ones) our float64 log-density is
@@ -304,6 +308,7 @@ def test_ground_truth_consistent_with_reference_file(name):
     assert np.all(gt.std_se < gt.std)
 
 
+@pytest.mark.slow
 @needs_shared
 @pytest.mark.parametrize("name", NAMES)
 def test_reference_draws_round_trip_and_satisfy_stein_identity(name):
@@ -312,7 +317,7 @@ def test_reference_draws_round_trip_and_satisfy_stein_identity(name):
     on R^d): each coordinate's mean gradient within 5 MCSE of 0.  This checks the
     model against the draws independently of the Stan oracle."""
     az = pytest.importorskip("arviz")
-    t, ev = _evaluated(name)
+    t, ev = _evaluated(name, with_draws=True)
     np.testing.assert_allclose(ev["q_round"].mean(axis=0), t.ground_truth().mean, rtol=1e-7, atol=1e-9)
     g = ev["grad_ref"]
     assert np.all(np.isfinite(g))
@@ -331,6 +336,7 @@ def _stein_zscores(target, draws):
     return g.mean(axis=(0, 1)) / mcse
 
 
+@pytest.mark.slow
 @needs_shared
 def test_stein_check_detects_a_wrong_model():
     """Negative controls: the Stein check above has power against realistic mistakes."""
