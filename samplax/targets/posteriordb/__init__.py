@@ -42,7 +42,30 @@ POSTERIORS: Dict[str, Callable] = {
     "mesquite-logmesquite_logvas": models.build_logmesquite_logvas,
     "nes2000-nes": models.build_nes,
     "sblrc-blr": models.build_blr,
+    # the oracle-checked ``nes`` and ``blr`` programs on other data sets
+    **{f"nes{year}-nes": models.build_nes for year in (1972, 1976, 1980, 1984, 1988, 1992, 1996)},
+    "sblri-blr": models.build_blr,
+    # other linear regressions of the oracle-checked LinearRegression family
+    **{f"earnings-{m}": models.EXTRA_LINREG[m] for m in (
+        "earn_height", "log10earn_height", "logearn_height", "logearn_height_male",
+        "logearn_interaction_z", "logearn_logheight_male")},
+    "kidiq-kidscore_momhs": models.EXTRA_LINREG["kidscore_momhs"],
+    "kidiq-kidscore_momiq": models.EXTRA_LINREG["kidscore_momiq"],
+    **{f"kidiq_with_mom_work-{m}": models.EXTRA_LINREG[m] for m in (
+        "kidscore_interaction_c", "kidscore_interaction_c2", "kidscore_interaction_z", "kidscore_mom_work")},
+    **{f"mesquite-{m}": models.EXTRA_LINREG[m] for m in (
+        "mesquite", "logmesquite", "logmesquite_logva", "logmesquite_logvash", "logmesquite_logvolume")},
 }
+
+#: posteriors whose model program has a Stan oracle file in posteriordb's shared
+#: reference folder (log-density, gradient and constrain checked against Stan).
+ORACLE_CHECKED = (
+    "arK-arK", "arma-arma11", "diamonds-diamonds", "earnings-logearn_interaction",
+    "eight_schools-eight_schools_noncentered", "garch-garch11", "gp_pois_regr-gp_pois_regr",
+    "gp_pois_regr-gp_regr", "hmm_example-hmm_example", "kidiq-kidscore_interaction",
+    "kidiq-kidscore_momhsiq", "kilpisjarvi_mod-kilpisjarvi", "low_dim_gauss_mix-low_dim_gauss_mix",
+    "mesquite-logmesquite_logvas", "nes2000-nes", "sblrc-blr",
+)
 
 ALIASES = {"eight_schools": "eight_schools-eight_schools_noncentered"}
 

@@ -31,7 +31,6 @@ Bounds may be numbers, arrays, or callables of the parameters unpacked so far
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, Callable, Dict, Sequence, Tuple, Union
 
 import jax

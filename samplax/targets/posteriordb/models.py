@@ -10,7 +10,7 @@ as in Stan's ``transformed data`` block).
 """
 from __future__ import annotations
 
-from typing import Dict
+
 
 import equinox as eqx
 import jax
@@ -19,7 +19,7 @@ import numpy as np
 
 from samplax.targets.posteriordb.base import PosteriorDBTarget, as_float
 from samplax.targets.posteriordb.bijectors import (
-    Interval, Lower, Ordered, Param, PositiveOrdered, Real, Simplex,
+    Interval, Lower, Ordered, Param, PositiveOrdered, Simplex,
 )
 
 # ---------------------------------------------------------------------------
@@ -501,3 +501,127 @@ def _one_minus_alpha1(params):
 def build_garch11(posterior, data):
     return GARCH11(posterior=posterior, stan_model="garch11", y=as_float(data["y"]),
                    sigma1=as_float(data["sigma1"]))
+
+
+# ---------------------------------------------------------------------------
+# more Gaussian linear regressions of posteriordb (same family as above; each
+# entry states the program's response and design columns, from its
+# ``transformed data`` block).  Stan's ``sd`` is the sample sd (ddof = 1).
+
+
+def _sd(v):
+    return np.std(v, ddof=1)
+
+
+def _linreg_builder(stan_model, response, columns, sigma_prior="flat", sigma_scale=1.0, doc=""):
+    def build(posterior, data):
+        return _linreg(posterior, stan_model, columns(data), response(data),
+                       sigma_prior=sigma_prior, sigma_scale=sigma_scale)
+
+    build.__name__ = f"build_{stan_model}"
+    build.__doc__ = f"posteriordb ``{stan_model}``: {doc}"
+    return build
+
+
+def _earn(d):
+    return _a(d, "earn")
+
+
+def _log_earn(d):
+    return np.log(_a(d, "earn"))
+
+
+def _kid(d):
+    return _a(d, "kid_score")
+
+
+def _log_weight(d):
+    return np.log(_a(d, "weight"))
+
+
+def _z_height(d):
+    h = _a(d, "height")
+    return (h - h.mean()) / _sd(h)
+
+
+def _std2(v):
+    return (v - v.mean()) / (2.0 * _sd(v))
+
+
+def _log_vol(d):
+    return np.log(_a(d, "diam1") * _a(d, "diam2") * _a(d, "canopy_height"))
+
+
+def _log_area(d):
+    return np.log(_a(d, "diam1") * _a(d, "diam2"))
+
+
+def _work(d, level):
+    return (np.asarray(d["mom_work"]) == level) * 1.0
+
+
+EXTRA_LINREG = {
+    "earn_height": _linreg_builder(
+        "earn_height", _earn, lambda d: [1.0, _a(d, "height")],
+        doc="earn ~ normal(b1 + b2 height, sigma), flat priors"),
+    "log10earn_height": _linreg_builder(
+        "log10earn_height", lambda d: np.log10(_a(d, "earn")), lambda d: [1.0, _a(d, "height")],
+        doc="log10(earn) ~ normal(b1 + b2 height, sigma), flat priors"),
+    "logearn_height": _linreg_builder(
+        "logearn_height", _log_earn, lambda d: [1.0, _a(d, "height")],
+        doc="log(earn) ~ normal(b1 + b2 height, sigma), flat priors"),
+    "logearn_height_male": _linreg_builder(
+        "logearn_height_male", _log_earn, lambda d: [1.0, _a(d, "height"), _a(d, "male")],
+        doc="log(earn) ~ normal(b1 + b2 height + b3 male, sigma), flat priors"),
+    "logearn_interaction_z": _linreg_builder(
+        "logearn_interaction_z", _log_earn,
+        lambda d: [1.0, _z_height(d), _a(d, "male"), _z_height(d) * _a(d, "male")],
+        doc="log(earn) ~ normal(b1 + b2 z + b3 male + b4 z male, sigma), z = standardized height"),
+    "logearn_logheight_male": _linreg_builder(
+        "logearn_logheight_male", _log_earn, lambda d: [1.0, np.log(_a(d, "height")), _a(d, "male")],
+        doc="log(earn) ~ normal(b1 + b2 log(height) + b3 male, sigma), flat priors"),
+    "kidscore_momhs": _linreg_builder(
+        "kidscore_momhs", _kid, lambda d: [1.0, _a(d, "mom_hs")], "cauchy", 2.5,
+        doc="kid_score ~ normal(b1 + b2 mom_hs, sigma), sigma ~ cauchy(0, 2.5)"),
+    "kidscore_momiq": _linreg_builder(
+        "kidscore_momiq", _kid, lambda d: [1.0, _a(d, "mom_iq")], "cauchy", 2.5,
+        doc="kid_score ~ normal(b1 + b2 mom_iq, sigma), sigma ~ cauchy(0, 2.5)"),
+    "kidscore_interaction_c": _linreg_builder(
+        "kidscore_interaction_c", _kid,
+        lambda d: [1.0, _a(d, "mom_hs") - _a(d, "mom_hs").mean(), _a(d, "mom_iq") - _a(d, "mom_iq").mean(),
+                   (_a(d, "mom_hs") - _a(d, "mom_hs").mean()) * (_a(d, "mom_iq") - _a(d, "mom_iq").mean())],
+        doc="kid_score on mean-centred mom_hs, mom_iq and their product, flat priors"),
+    "kidscore_interaction_c2": _linreg_builder(
+        "kidscore_interaction_c2", _kid,
+        lambda d: [1.0, _a(d, "mom_hs") - 0.5, _a(d, "mom_iq") - 100.0,
+                   (_a(d, "mom_hs") - 0.5) * (_a(d, "mom_iq") - 100.0)],
+        doc="kid_score on mom_hs - 0.5, mom_iq - 100 and their product, flat priors"),
+    "kidscore_interaction_z": _linreg_builder(
+        "kidscore_interaction_z", _kid,
+        lambda d: [1.0, _std2(_a(d, "mom_hs")), _std2(_a(d, "mom_iq")),
+                   _std2(_a(d, "mom_hs")) * _std2(_a(d, "mom_iq"))],
+        doc="kid_score on (x - mean) / (2 sd) of mom_hs, mom_iq and their product, flat priors"),
+    "kidscore_mom_work": _linreg_builder(
+        "kidscore_mom_work", _kid, lambda d: [1.0, _work(d, 2), _work(d, 3), _work(d, 4)],
+        doc="kid_score on indicators mom_work == 2, 3, 4, flat priors"),
+    "mesquite": _linreg_builder(
+        "mesquite", lambda d: _a(d, "weight"),
+        lambda d: [1.0] + [_a(d, k) for k in ("diam1", "diam2", "canopy_height", "total_height", "density", "group")],
+        doc="weight on diam1, diam2, canopy_height, total_height, density, group, flat priors"),
+    "logmesquite": _linreg_builder(
+        "logmesquite", _log_weight,
+        lambda d: [1.0] + [np.log(_a(d, k)) for k in ("diam1", "diam2", "canopy_height", "total_height", "density")]
+        + [_a(d, "group")],
+        doc="log weight on logs of diam1, diam2, canopy_height, total_height, density, and group, flat priors"),
+    "logmesquite_logva": _linreg_builder(
+        "logmesquite_logva", _log_weight, lambda d: [1.0, _log_vol(d), _log_area(d), _a(d, "group")],
+        doc="log weight on log canopy volume, log canopy area, group, flat priors"),
+    "logmesquite_logvash": _linreg_builder(
+        "logmesquite_logvash", _log_weight,
+        lambda d: [1.0, _log_vol(d), _log_area(d), np.log(_a(d, "diam1") / _a(d, "diam2")),
+                   np.log(_a(d, "total_height")), _a(d, "group")],
+        doc="log weight on log volume, log area, log shape, log total_height, group, flat priors"),
+    "logmesquite_logvolume": _linreg_builder(
+        "logmesquite_logvolume", _log_weight, lambda d: [1.0, _log_vol(d)],
+        doc="log weight on log canopy volume, flat priors"),
+}
