@@ -30,3 +30,4 @@ from samplax.targets import mixtures  # noqa: E402,F401
 from samplax.targets import many_well  # noqa: E402,F401
 from samplax.targets import logistic  # noqa: E402,F401
 from samplax.targets import particles  # noqa: E402,F401
+from samplax.targets import lgcp  # noqa: E402,F401
