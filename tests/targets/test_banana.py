@@ -16,7 +16,7 @@ def _numpy_banana_logpdf(x, s=10.0, b=0.03):
     return out + stats.norm.logpdf(x[:, 2:]).sum(axis=1)
 
 
-@pytest.mark.parametrize("params", [{}, {"dim": 4, "curvature": 0.1}])
+@pytest.mark.parametrize("params", [{}, pytest.param({"dim": 4, "curvature": 0.1}, marks=pytest.mark.slow)])
 def test_banana(params, key, check_protocol, check_moments, draw):
     t = T.get("banana", **params)
     check_protocol(t, key)

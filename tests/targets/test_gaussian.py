@@ -10,8 +10,8 @@ import samplax.targets as T
 @pytest.mark.parametrize("name,params", [
     ("std_gaussian", {"dim": 3}),
     ("correlated_gaussian", {}),
-    ("correlated_gaussian", {"dim": 2, "rho": -0.5}),
-    ("ill_conditioned_gaussian", {}),
+    pytest.param("correlated_gaussian", {"dim": 2, "rho": -0.5}, marks=pytest.mark.slow),
+    pytest.param("ill_conditioned_gaussian", {}, marks=pytest.mark.slow),
     ("ill_conditioned_gaussian", {"dim": 20, "rotate": True, "seed": 3}),
 ])
 def test_gaussian_logdensity_moments_logz(name, params, key, check_protocol, check_moments, draw):

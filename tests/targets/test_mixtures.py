@@ -26,8 +26,8 @@ CASES = [
     ("gmm25", {}, _grid([-10, -5, 0, 5, 10]), math.sqrt(0.3)),
     ("gmm9", {}, _grid([-5, 0, 5]), math.sqrt(0.3)),
     ("gmm40", {}, None, 1.0),
-    ("gmm40", {"variant": "softplus0.1"}, None, math.log1p(math.e**0.1)),
-    ("gmm40", {"variant": "softplus1"}, None, 1.3132616875182228),
+    pytest.param("gmm40", {"variant": "softplus0.1"}, None, math.log1p(math.e**0.1), marks=pytest.mark.slow),
+    pytest.param("gmm40", {"variant": "softplus1"}, None, 1.3132616875182228, marks=pytest.mark.slow),
 ]
 
 
@@ -91,6 +91,11 @@ def test_checksum_is_verified(tmp_path, monkeypatch):
     finally:
         _data.data_path.cache_clear()
         _data._recorded.cache_clear()
+
+
+def test_gmm40_variant_stds():
+    for variant, std in [("std1", 1.0), ("softplus0.1", 0.7443966600735709), ("softplus1", 1.3132616875182228)]:
+        np.testing.assert_allclose(np.asarray(T.get("gmm40", variant=variant).stds), std, rtol=1e-14)
 
 
 def test_mixture_bad_parameters():
