@@ -10,6 +10,7 @@ adaptation) and a resumed run equals an uninterrupted one bit for bit.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import math
 import os
@@ -216,8 +217,16 @@ def sample(target: Target, method: Any = "nuts", *, seed: int = 0, num_chains: i
         raise ValueError(f"sample: chain_method must be 'auto', 'vectorized' or 'sequential', got {chain_method!r}")
     options = spec.resolve_options(method_options)
     if spec.runner is not None:
+        extra_kw = {}
+        if "driver_options" in inspect.signature(spec.runner).parameters:
+            # runners that wrap this driver get its remaining arguments too
+            extra_kw["driver_options"] = dict(
+                thinning=thinning, chunk_size=chunk_size, checkpoint_dir=checkpoint_dir,
+                checkpoint_interval=checkpoint_interval, chain_method=chain_method)
+        elif checkpoint_dir is not None or thinning != 1:
+            raise ValueError(f"sample: method {spec.name!r} does not support checkpoint_dir or thinning")
         return spec.runner(target, spec, seed=seed, num_chains=num_chains, num_warmup=num_warmup,
-                           num_samples=num_samples, init=init, progress=progress, **options)
+                           num_samples=num_samples, init=init, progress=progress, **extra_kw, **options)
     total = num_warmup + num_samples * thinning
     if chunk_size is None:
         chunk_size = int(min(max(math.ceil(total / 20), 10), 500))
@@ -259,7 +268,7 @@ def sample(target: Target, method: Any = "nuts", *, seed: int = 0, num_chains: i
         def mapped(*args):
             def single(a):
                 out = fn(*jax.tree.map(lambda v: v[None], a))
-                return jax.tree.map(lambda v: v[0], out)
+                return jax.tree.map(lambda v: v[0] if jnp.ndim(v) > 0 else v, out)
             return jax.lax.map(single, args)
         return mapped
 

@@ -20,7 +20,7 @@ def _gauss(d=3):
 
 
 @pytest.mark.parametrize("name", KERNEL_METHODS)
-def test_kernel_protocol(name, key):
+def test_kernel_protocol(name, key):  # noqa: D103
     """key-first signatures, stable state shapes/dtypes, works under vmap, finite infos."""
     spec = get_method(name)
     target = _gauss(3)
@@ -68,11 +68,12 @@ def test_run_compiles_once_deterministic_and_batch_invariant(name):
 
 @pytest.mark.parametrize("name", RUNNER_METHODS)
 def test_runner_methods_shape_and_determinism(name):
-    target = _gauss(2)
+    spec = get_method(name)
+    target = samplax.targets.get(spec.example_target) if spec.example_target else _gauss(2)
     kw = dict(num_chains=2, num_warmup=50, num_samples=64, progress=False, seed=1)
     r = samplax.sample(target, name, **kw)
     r2 = samplax.sample(target, name, **kw)
-    assert r.samples.shape == (2, 64, 2)
+    assert r.samples.shape == (2, 64) + tuple(target.event_shape)
     np.testing.assert_array_equal(r.samples, r2.samples)
     assert np.all(np.isfinite(r.samples))
     assert r.cost["num_logdensity_evals"] + r.cost["num_grad_evals"] > 0

@@ -120,19 +120,24 @@ def window_adapter(logdensity_fn: Callable, params_cls, dim: int, num_warmup: in
 
 
 def fixed_adapter(params_fn: Callable, num_chains: int) -> Adapter:
-    """No adaptation: ``params_fn()`` (one chain's params) broadcast to every chain."""
+    """No adaptation: ``params_fn()`` (one chain's params), copied to every chain of the batch.
+
+    The state is the per-chain params themselves (leading chain axis), so the
+    adapter works on any batch of chains (``per_chain=True``).
+    """
+    del num_chains  # the batch size comes from the keys
 
     def init(keys, states):
-        del keys, states
-        return (), jnp.zeros((num_chains,), jnp.int32)
+        del states
+        n = keys.shape[0]
+        p = jax.tree.map(lambda a: jnp.broadcast_to(jnp.asarray(a), (n,) + jnp.shape(a)), params_fn())
+        return p, jnp.zeros((n,), jnp.int32)
 
     def update(astate, i, states, infos):
         del i, states, infos
         return astate
 
     def params(astate):
-        del astate
-        p = params_fn()
-        return jax.tree.map(lambda a: jnp.broadcast_to(jnp.asarray(a), (num_chains,) + jnp.shape(a)), p)
+        return astate
 
     return Adapter(init, update, params)

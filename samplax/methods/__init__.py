@@ -63,6 +63,9 @@ class MethodSpec:
     #: methods): ``runner(target, spec, *, seed, num_chains, num_warmup, num_samples,
     #: init, progress, **options) -> Result``.  ``build`` is then unused.
     runner: Optional[Callable] = None
+    #: A registered target this method is made for (the conformance suite runs
+    #: the method on it); None means any target (a standard Gaussian is used).
+    example_target: Optional[str] = None
 
     def resolve_options(self, given: dict) -> dict:
         unknown = sorted(set(given) - set(self.options))

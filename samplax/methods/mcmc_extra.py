@@ -7,9 +7,10 @@ kinetic Langevin Metropolize their moves so that dual averaging can explore step
 sizes without the chain diverging); ``adjusted_mclmc`` (exact); ``myula``,
 ``bregman_myula`` (need a :class:`~samplax.targets.composite.CompositeTarget`).
 
-Limitation: the unadjusted and proximal methods run through a ``runner`` (to
-attach the run warning / read the composite structure), and the driver passes
-runners neither ``thinning`` nor ``chunk_size`` nor ``checkpoint_dir``.
+The unadjusted and proximal methods run through a ``runner`` (to attach the run
+warning / read the composite structure) that wraps the standard driver and
+receives its remaining arguments (thinning, chunking, checkpoints) in
+``driver_options``.
 
 Slice samplers (``gpss``, ``elliptical_slice``, ``hit_and_run_slice``) work in
 whitened coordinates ``x = c + s z``; :func:`moment_adapter` estimates ``c`` (mean)
@@ -184,18 +185,18 @@ kl_m = importlib.import_module("samplax.mcmc.kinetic_langevin")
 def _biased_runner(message: str) -> Callable:
     """Runner for unadjusted methods: run the kernel with the standard driver, then attach a run warning.
 
-    The driver passes runners only ``seed, num_chains, num_warmup, num_samples, init, progress``
-    and the method options, so ``thinning``, ``chunk_size`` and ``checkpoint_dir`` of
-    :func:`samplax.sample` are not available for these methods.
+    The driver's remaining arguments (thinning, chunking, checkpoints) arrive in
+    ``driver_options`` and are passed on.
     """
 
-    def runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init, progress, **options):
+    def runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init, progress, driver_options,
+               **options):
         from samplax.driver import sample
 
         inner = dataclasses.replace(spec, runner=None)
         warnings.warn(f"{spec.name}: {message}", UserWarning, stacklevel=3)
         r = sample(target, inner, seed=seed, num_chains=num_chains, num_warmup=num_warmup,
-                   num_samples=num_samples, init=init, progress=progress, **options)
+                   num_samples=num_samples, init=init, progress=progress, **driver_options, **options)
         step = r.extra.get("final_step_size")
         r.warnings.append({"code": "biased", "value": step,
                            "message": f"{spec.name} is not Metropolis-adjusted: {message} "
@@ -462,7 +463,7 @@ def _proximal_runner(kind: str) -> Callable:
     """Runner for MYULA / Bregman MYULA: these need the composite structure of the target, not just log p."""
     from samplax.adaptation.windowed import fixed_adapter
 
-    def runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init, progress, **o):
+    def runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init, progress, driver_options, **o):
         from samplax.driver import sample
         from samplax.targets.composite import CompositeTarget
 
@@ -501,7 +502,7 @@ def _proximal_runner(kind: str) -> Callable:
                f"Moreau smoothing {lam:.3g}); the bias shrinks with both")
         warnings.warn(f"{spec.name}: {msg}", UserWarning, stacklevel=3)
         r = sample(target, inner, seed=seed, num_chains=num_chains, num_warmup=num_warmup, num_samples=num_samples,
-                   init=init, progress=progress)
+                   init=init, progress=progress, **driver_options)
         r.config["options"] = dict(o, resolved_step_size=gamma, resolved_smoothing=lam)
         r.warnings.append({"code": "biased", "value": [gamma, lam], "message": f"{spec.name} is {msg}"})
         return r
@@ -517,7 +518,9 @@ _prox_options = {
 }
 register_method(MethodSpec(
     "myula", None, "Moreau-Yosida unadjusted Langevin for f + g composite targets (Durmus, Moulines & Pereyra "
-    "2018); BIASED (step size and smoothing)", _prox_options, runner=_proximal_runner("euclidean")))
+    "2018); BIASED (step size and smoothing)", _prox_options, runner=_proximal_runner("euclidean"),
+    example_target="bayesian_lasso"))
 register_method(MethodSpec(
     "bregman_myula", None, "Bregman-Moreau mirror-Langevin for composite targets with a mirror map (after Lau & "
-    "Liu 2022); BIASED (step size and smoothing)", _prox_options, runner=_proximal_runner("bregman")))
+    "Liu 2022); BIASED (step size and smoothing)", _prox_options, runner=_proximal_runner("bregman"),
+    example_target="box_gaussian"))
