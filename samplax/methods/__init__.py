@@ -95,3 +95,4 @@ def method_names() -> list:
 
 
 from samplax.methods import mcmc  # noqa: E402,F401  (registers rwm, mala, hmc, nuts)
+from samplax.methods import smc  # noqa: E402,F401  (registers smc, waste_free_smc, ais, population_annealing, ...)
