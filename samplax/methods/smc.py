@@ -29,7 +29,7 @@ import numpy as np
 
 from samplax.methods import MethodSpec, Option, register_method
 from samplax.postprocess import finish_result
-from samplax.smc import tempered
+from samplax.smc import nested, tempered
 from samplax.smc.base import lee_whiteley_relative_variance
 from samplax.smc.mutation import KERNEL_NAMES, is_gradient_based
 from samplax.smc.paths import DEFAULT_REFERENCE_SCALE, make_reference
@@ -297,5 +297,87 @@ register_method(MethodSpec(
     "(Hukushima & Iba 2003; Machta 2010)",
     {**common_options(), **_FIXED},
     family="smc", gradient_based=True, runner=_pa_runner))
+
+
+def _ns_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init, progress, **o):
+    """Nested sampling: ``num_chains`` independent runs; ``num_live`` live points (default ``num_samples``).
+
+    ``log_Z`` is the inverse-variance (equal-``H``) average of the runs' ``log Z``;
+    ``log_Z_se = sqrt(mean_r H_r / (n_live R))`` (Skilling 2006); the spread over
+    runs is reported in ``extra["log_Z_sd_over_runs"]``.
+    """
+    del num_warmup, progress, init
+    d = target.dim
+    n_live = o["num_live"] or num_samples
+    k = o["num_delete"] or max(1, n_live // 10)
+    if not 1 <= k < n_live:
+        raise ValueError(f"nested_sampling: num_delete={k} must be in [1, num_live={n_live})")
+    repeats = o["num_repeats"] or max(5, 3 * d)
+    max_it = o["max_iterations"] or int(np.ceil(200 * n_live / k))
+    cfg = nested.NSConfig(num_live=n_live, num_delete=k, num_repeats=repeats, max_iterations=max_it,
+                          dlogz=o["dlogz"])
+    dtype = jnp.result_type(float)
+    prior = make_reference(d, o["reference_mean"], o["reference_scale"], dtype)
+    lp = _flat_logdensity(target)
+    key = jax.random.key(seed)
+    keys = jax.vmap(lambda c: jax.random.fold_in(jax.random.fold_in(key, 11), c))(jnp.arange(num_chains))
+
+    def one(kk, prior):
+        out = nested.run(kk, lp, prior, cfg)
+        draws = _final_draws(jax.random.fold_in(kk, 1), out.positions, out.log_weights, num_samples)
+        return out._replace(positions=None, log_weights=None), draws
+
+    fn = jax.jit(jax.vmap(one, in_axes=(0, None)))
+    t0 = time.perf_counter()
+    compiled = fn.lower(keys, prior).compile()
+    t1 = time.perf_counter()
+    out, draws = compiled(keys, prior)
+    jax.block_until_ready(draws)
+    t2 = time.perf_counter()
+    log_z_runs = np.asarray(out.log_Z, dtype=np.float64)
+    h = np.asarray(out.information, dtype=np.float64)
+    log_z = float(np.mean(log_z_runs))
+    log_z_se = float(np.sqrt(np.mean(h) / (n_live * num_chains)))
+    samples = np.asarray(draws)
+    stats = {"lp": np.asarray(jax.jit(jax.vmap(jax.vmap(lp)))(draws))}
+    warnings = []
+    conv = np.asarray(out.converged)
+    if not conv.all():
+        warnings.append({"code": "not_converged", "value": int((~conv).sum()),
+                         "message": f"{int((~conv).sum())} nested-sampling run(s) hit max_iterations={max_it} "
+                                    "before the live points' remaining evidence fell below dlogz"})
+    extra = {"log_Z_runs": log_z_runs.tolist(), "information": h.tolist(),
+             "log_Z_se_method": "sqrt(H / (n_live * runs)) (Skilling 2006)",
+             "log_Z_sd_over_runs": float(np.std(log_z_runs, ddof=1)) if num_chains > 1 else None,
+             "num_iterations": np.asarray(out.num_iterations).tolist(), "num_live": n_live,
+             "num_delete": k, "num_repeats": repeats}
+    cost = {"num_logdensity_evals": int(np.sum(np.asarray(out.num_logdensity_evals, dtype=np.int64))),
+            "num_grad_evals": 0, "compile_seconds": t1 - t0, "sampling_seconds": t2 - t1}
+    cfg_d = {"method": spec.name, "options": o, "seed": seed, "num_chains": num_chains,
+             "num_samples": num_samples, "config": cfg._asdict()}
+    return finish_result(target, spec.name, samples, stats, cost, cfg_d, log_Z=log_z, log_Z_se=log_z_se,
+                         log_weights=np.full((num_chains, num_samples), -np.log(num_samples)), extra=extra,
+                         extra_warnings=warnings)
+
+
+def _none_or_pos_int(v):
+    return v is None or _pos_int(v)
+
+
+register_method(MethodSpec(
+    "nested_sampling", None, "Nested sampling with constrained hit-and-run slice sampling, prior N(0, 5^2 I) "
+    "(Skilling 2006; Handley et al. 2015)",
+    {"num_live": Option(None, "live points (None: num_samples)", _none_or_pos_int, "None or an int >= 1"),
+     "num_delete": Option(None, "points replaced per iteration (None: num_live // 10)", _none_or_pos_int,
+                          "None or an int >= 1"),
+     "num_repeats": Option(None, "slice-sampling steps per new point (None: max(5, 3 d))", _none_or_pos_int,
+                           "None or an int >= 1"),
+     "max_iterations": Option(None, "iteration cap (None: 200 num_live / num_delete)", _none_or_pos_int,
+                              "None or an int >= 1"),
+     "dlogz": Option(1e-3, "stop when the live points can add at most this to log Z",
+                     lambda v: isinstance(v, (int, float)) and v > 0, "a positive number"),
+     "reference_scale": common_options()["reference_scale"],
+     "reference_mean": common_options()["reference_mean"]},
+    family="smc", gradient_based=False, runner=_ns_runner))
 
 del is_gradient_based
