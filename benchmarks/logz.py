@@ -1,0 +1,163 @@
+"""log Z benchmark: samplax SMC-family methods vs BlackJAX adaptive tempered SMC vs published numbers.
+
+Targets (defined here exactly as in /work/shared/TARGETS.md unless ``samplax.targets`` has them):
+  GMM-25: uniform mixture of 25 N(m, 0.3 I), m in {-10,-5,0,5,10}^2, log Z = 0.
+  Funnel-10: x0 ~ N(0, 9), x_i | x0 ~ N(0, e^{x0}) (i = 1..9), normalized, log Z = 0.
+  Many-Well-32: sum_{k<16} -x_{2k}^4 + 6 x_{2k}^2 + 0.5 x_{2k} - 0.5 x_{2k+1}^2, log Z = 164.695675.
+
+Metric: for each of the R = 5 independent runs (seeds), |log Z_hat_r - log Z|; the table shows the
+mean and standard deviation over runs, and the log-density/gradient evaluations per run.
+Published: Sendera et al. 2024 ("Improved off-policy training of diffusion samplers"), Table 1,
+log Z error for nested sampling and SMC.
+
+Run: ``JAX_PLATFORMS=cpu python benchmarks/logz.py [--particles N] [--out benchmarks/results/logz.md]``.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from jax.scipy.special import logsumexp  # noqa: E402
+
+import samplax  # noqa: E402
+
+PUBLISHED = {"gmm25": {"NS": 0.016, "SMC": 0.569}, "funnel10": {"NS": 0.033, "SMC": 0.561},
+             "many_well32": {"NS": 0.292, "SMC": 14.99}}
+MEANS25 = np.array([(a, b) for a in (-10.0, -5.0, 0.0, 5.0, 10.0) for b in (-10.0, -5.0, 0.0, 5.0, 10.0)])
+
+
+def gmm25_lp(x):
+    sq = jnp.sum((x - jnp.asarray(MEANS25, x.dtype)) ** 2, axis=-1)
+    return logsumexp(-0.5 * sq / 0.3 - jnp.log(2 * jnp.pi * 0.3)) - jnp.log(25.0)
+
+
+def funnel10_lp(x):
+    lp0 = -0.5 * x[0] ** 2 / 9.0 - 0.5 * jnp.log(2 * jnp.pi * 9.0)
+    return lp0 - 0.5 * jnp.sum(x[1:] ** 2) * jnp.exp(-x[0]) - 0.5 * 9 * (x[0] + jnp.log(2 * jnp.pi))
+
+
+def many_well32_lp(x):
+    a, b = x[0::2], x[1::2]
+    return jnp.sum(-a**4 + 6 * a**2 + 0.5 * a) - 0.5 * jnp.sum(b**2)
+
+
+def _registered(name, **kw):
+    try:
+        return samplax.targets.get(name, **kw)
+    except KeyError:
+        return None
+
+
+def targets():
+    out = {}
+    out["gmm25"] = (_registered("gmm25") or samplax.from_logdensity(gmm25_lp, 2, name="gmm25"), 0.0)
+    out["funnel10"] = (_registered("funnel", dim=10) or samplax.from_logdensity(funnel10_lp, 10, name="funnel10"),
+                       0.0)
+    out["many_well32"] = (_registered("many_well32")
+                          or samplax.from_logdensity(many_well32_lp, 32, name="many_well32"), 164.695675)
+    return out
+
+
+def blackjax_smc(target, seed, runs, n, num_mcmc_steps, step_size, num_integration_steps, scale=5.0,
+                 target_ess=0.5):
+    """BlackJAX 1.7 adaptive tempered SMC, prior N(0, scale^2 I), HMC with a fixed step size and unit mass."""
+    import blackjax
+    from blackjax.smc import extend_params, resampling
+
+    d = target.dim
+    shape = tuple(target.event_shape)
+
+    def lp(x):
+        return target.logdensity(jnp.reshape(x, shape))
+
+    def logprior(x):
+        return jnp.sum(-0.5 * (x / scale) ** 2 - jnp.log(scale) - 0.5 * jnp.log(2 * jnp.pi))
+
+    def loglik(x):
+        return lp(x) - logprior(x)
+
+    params = extend_params({"step_size": step_size, "inverse_mass_matrix": jnp.ones(d),
+                            "num_integration_steps": num_integration_steps})
+    algo = blackjax.adaptive_tempered_smc(logprior, loglik, blackjax.hmc.build_kernel(), blackjax.hmc.init,
+                                          params, resampling.systematic, target_ess,
+                                          num_mcmc_steps=num_mcmc_steps)
+
+    def one(key):
+        k0, k1 = jax.random.split(key)
+        x0 = scale * jax.random.normal(k0, (n, d))
+        state = algo.init(x0)
+
+        def cond(c):
+            return (c[0].tempering_param < 1) & (c[2] < 1000)
+
+        def body(c):
+            st, lz, i = c
+            st, info = algo.step(jax.random.fold_in(k1, i), st)
+            return st, lz + info.log_likelihood_increment, i + 1
+
+        st, lz, i = jax.lax.while_loop(cond, body, (state, jnp.zeros(()), 0))
+        return lz, i
+
+    keys = jax.vmap(lambda r: jax.random.fold_in(jax.random.key(seed), r))(jnp.arange(runs))
+    t0 = time.perf_counter()
+    lz, steps = jax.jit(jax.vmap(one))(keys)
+    lz = np.asarray(lz)
+    # cost: per step N * num_mcmc_steps * L gradient evaluations (+ N likelihood evaluations)
+    evals = np.asarray(steps) * n * (num_mcmc_steps * num_integration_steps + 1) + n
+    return lz, float(np.mean(evals)), time.perf_counter() - t0
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--particles", type=int, default=2000)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--out", default="benchmarks/results/logz.md")
+    ap.add_argument("--skip", default="", help="comma-separated method labels to skip")
+    args = ap.parse_args()
+    n, runs = args.particles, args.runs
+    skip = set(filter(None, args.skip.split(",")))
+    methods = {
+        "samplax smc (HMC, CESS 0.9)": dict(method="smc", target_cess=0.9, num_mcmc_steps=5),
+        "samplax waste_free_smc": dict(method="waste_free_smc", target_cess=0.9, chain_length=10),
+        "samplax nested_sampling": dict(method="nested_sampling", num_live=n // 2),
+    }
+    rows = []
+    for tname, (target, true) in targets().items():
+        for label, opts in methods.items():
+            if label in skip:
+                continue
+            t0 = time.perf_counter()
+            r = samplax.sample(target, seed=0, num_chains=runs, num_samples=n, progress=False, **opts)
+            err = np.abs(np.asarray(r.extra["log_Z_runs"]) - true)
+            cost = (r.cost["num_logdensity_evals"] + r.cost["num_grad_evals"]) / runs
+            rows.append((tname, label, err.mean(), err.std(), cost, time.perf_counter() - t0))
+            print(rows[-1], flush=True)
+        if "blackjax" not in skip:
+            lz, cost, secs = blackjax_smc(target, 0, runs, n, 5, 0.1, 10)
+            err = np.abs(lz - true)
+            rows.append((tname, "BlackJAX adaptive_tempered_smc (HMC eps 0.1, L 10)", err.mean(), err.std(),
+                         cost, secs))
+            print(rows[-1], flush=True)
+    lines = [
+        "# log Z benchmark", "",
+        f"|log Z_hat - log Z| over {runs} independent runs (mean +- std), {n} particles per run "
+        "(nested sampling: num_live = particles/2), reference/prior N(0, 5^2 I) for every method.",
+        "Cost = log-density + gradient evaluations per run. Generated by `benchmarks/logz.py` on 2 shared CPU cores.",
+        "", "| target | method | log Z error | evals / run | wall s |", "|---|---|---|---|---|"]
+    for t, m, e, s, c, w in rows:
+        lines.append(f"| {t} | {m} | {e:.3f} +- {s:.3f} | {c:,.0f} | {w:.0f} |")
+    for t, p in PUBLISHED.items():
+        lines.append(f"| {t} | published best NS / SMC (Sendera et al. 2024, Table 1) | {p['NS']} / {p['SMC']} | | |")
+    with open(args.out, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,383 @@
+"""Registration of the SMC family: ``smc``, ``waste_free_smc``, ``ais``, ``population_annealing``
+(and, in their own modules, ``nested_sampling`` and ``parallel_tempering``).
+
+For these methods ``num_chains`` is the number of *independent runs* and
+``num_samples`` the number of particles per run; ``num_warmup`` is unused
+(tuning happens inside each run, from the particles).  ``Result.samples`` holds
+each run's final particles resampled to equal weights (systematic resampling,
+then shuffled); the weighted particles before that are in
+``Result.extra["particles"]`` / ``["particle_log_weights"]``.
+
+``log_Z`` combines the runs through the unbiased ``Z`` estimates:
+``log Z_hat = log mean_r Z_hat_r``.  ``log_Z_se``:
+
+- ``num_chains > 1``: the spread over runs, ``sd_r(Z_hat_r / Z_hat) / sqrt(R)``
+  (the delta-method standard error of ``log`` of the mean);
+- ``num_chains == 1``: the single-run Lee & Whiteley (2018) estimator
+  (:func:`samplax.smc.base.lee_whiteley_relative_variance`), ``sqrt(V)``.
+
+``Result.extra`` also reports the per-run ``log_Z``, the idealized CLT
+variance ``sum_t (1/CESS_t - 1/N)`` of each run and the schedules.
+"""
+from __future__ import annotations
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from samplax.methods import MethodSpec, Option, register_method
+from samplax.postprocess import finish_result
+from samplax.smc import nested, tempered
+from samplax.smc.base import lee_whiteley_relative_variance
+from samplax.smc.mutation import KERNEL_NAMES, is_gradient_based
+from samplax.smc.paths import DEFAULT_REFERENCE_SCALE, make_reference
+from samplax.smc.resampling import RESAMPLERS, systematic
+
+
+def _pos_int(v):
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1
+
+
+def _prob_open(v):
+    return isinstance(v, (int, float)) and 0.0 < float(v) < 1.0
+
+
+def _bool(v):
+    return isinstance(v, bool)
+
+
+def _pos_or_none(v):
+    return v is None or (isinstance(v, (int, float)) and float(v) > 0)
+
+
+def _scale_ok(v):
+    a = np.asarray(v, dtype=float) if not isinstance(v, str) else np.asarray(np.nan)
+    return a.ndim <= 1 and a.size >= 1 and bool(np.all(np.isfinite(a))) and bool(np.all(a > 0))
+
+
+def _mean_ok(v):
+    try:
+        a = np.asarray(v, dtype=float)
+    except (TypeError, ValueError):
+        return False
+    return a.ndim <= 1 and bool(np.all(np.isfinite(a)))
+
+
+def _schedule_ok(v):
+    if v is None or _pos_int(v):
+        return True
+    try:
+        a = np.asarray(v, dtype=float)
+    except (TypeError, ValueError):
+        return False
+    return (a.ndim == 1 and a.size >= 2 and a[0] == 0.0 and a[-1] == 1.0 and bool(np.all(np.diff(a) > 0)))
+
+
+def common_options(kernel="hmc", num_mcmc_steps=5):
+    """Options shared by every tempered method."""
+    return {
+        "kernel": Option(kernel, "MCMC mutation kernel", lambda v: v in KERNEL_NAMES, f"one of {list(KERNEL_NAMES)}"),
+        "num_mcmc_steps": Option(num_mcmc_steps, "MCMC steps per temperature", _pos_int, "an int >= 1"),
+        "num_integration_steps": Option(10, "leapfrog steps per HMC step", _pos_int, "an int >= 1"),
+        "target_accept": Option(None, "target acceptance of the mutation (None: 0.65 HMC, 0.57 MALA, 0.3 RWM)",
+                                lambda v: v is None or _prob_open(v), "None or a number in (0, 1)"),
+        "step_size": Option(None, "initial step size (None: HMC d^-1/4, MALA d^-1/3, RWM 2.38 d^-1/2)",
+                            _pos_or_none, "None or a positive number"),
+        "adapt_step_size": Option(True, "adapt the step size to target_accept from the particles' acceptance",
+                                  _bool, "True/False"),
+        "adapt_mass_matrix": Option(True, "inverse mass matrix = weighted particle variance at each temperature",
+                                    _bool, "True/False"),
+        "resampling": Option("systematic", "resampling scheme", lambda v: v in RESAMPLERS,
+                             f"one of {sorted(RESAMPLERS)}"),
+        "reference_scale": Option(DEFAULT_REFERENCE_SCALE, "std of the Gaussian reference N(mean, scale^2 I) "
+                                  "(scalar or [d])", _scale_ok, "a positive number or a vector of them"),
+        "reference_mean": Option(0.0, "mean of the Gaussian reference (scalar or [d])", _mean_ok,
+                                 "a finite number or vector"),
+    }
+
+
+def _combine_log_Z(log_z_runs: np.ndarray, lw_relvar: np.ndarray):
+    """``log mean exp(log Z_r)`` with the spread-over-runs (R > 1) or Lee–Whiteley (R = 1) standard error."""
+    r = log_z_runs.shape[0]
+    finite = np.isfinite(log_z_runs)
+    if not finite.any():
+        return float("nan"), float("nan"), "none"
+    m = np.max(log_z_runs[finite])
+    z = np.exp(np.where(finite, log_z_runs - m, -np.inf))
+    log_z = float(m + np.log(np.mean(z)))
+    if r > 1:
+        ratio = z / np.mean(z)
+        return log_z, float(np.std(ratio, ddof=1) / np.sqrt(r)), "spread over independent runs"
+    v = float(max(lw_relvar[0], 0.0))
+    return log_z, float(np.sqrt(v)), "Lee & Whiteley (2018) single-run estimator"
+
+
+def _flat_logdensity(target):
+    shape = tuple(target.event_shape)
+    return lambda x: target.logdensity(jnp.reshape(x, shape))
+
+
+def _final_draws(key, positions, log_weights, num):
+    """Systematic resampling to equal weights, then a random permutation (so index-order ESS reflects duplicates only)."""
+    k1, k2 = jax.random.split(key)
+    idx = systematic(k1, jnp.exp(log_weights), num)
+    idx = jax.random.permutation(k2, idx)
+    return positions[idx]
+
+
+def run_tempered(target, name, *, seed, num_chains, num_samples, config: tempered.TemperedConfig,
+                 schedule=None, step_size=None, reference_mean=0.0, reference_scale=DEFAULT_REFERENCE_SCALE,
+                 options=None, init=None):
+    """Run ``num_chains`` independent tempered SMC runs and assemble a :class:`~samplax.core.result.Result`."""
+    d = target.dim
+    dtype = jnp.result_type(float)
+    reference = make_reference(d, reference_mean, reference_scale, dtype)
+    lp = _flat_logdensity(target)
+    sched = None if schedule is None else jnp.asarray(schedule, dtype)
+    eps0 = None if step_size is None else jnp.asarray(step_size, dtype)
+    key = jax.random.key(seed)
+    keys = jax.vmap(lambda c: jax.random.fold_in(jax.random.fold_in(key, 7), c))(jnp.arange(num_chains))
+
+    def one(k, ref, sched, eps0):
+        out = tempered.run(k, lp, ref, config, sched, eps0)
+        draws = _final_draws(jax.random.fold_in(k, 1), out.state.particles.position, out.state.log_weights,
+                             num_samples)
+        lw = lee_whiteley_relative_variance(out.state)
+        return out, draws, lw
+
+    fn = jax.jit(jax.vmap(one, in_axes=(0, None, None, None)))
+    t0 = time.perf_counter()
+    compiled = fn.lower(keys, reference, sched, eps0).compile()
+    t1 = time.perf_counter()
+    out, draws, lw = compiled(keys, reference, sched, eps0)
+    jax.block_until_ready(draws)
+    t2 = time.perf_counter()
+
+    log_z_runs = np.asarray(out.state.log_Z, dtype=np.float64)
+    log_z, log_z_se, se_kind = _combine_log_Z(log_z_runs, np.asarray(lw))
+    samples = np.asarray(draws)
+    lp_draws = np.asarray(jax.jit(jax.vmap(jax.vmap(lp)))(draws))
+    stats = {"lp": lp_draws}
+    n_steps = np.asarray(out.num_steps)
+    betas = np.asarray(out.betas)
+    warnings = []
+    unfinished = np.flatnonzero(betas[np.arange(num_chains), n_steps] < 1.0)
+    if unfinished.size:
+        warnings.append({"code": "schedule_unfinished", "value": int(unfinished.size),
+                         "message": f"{unfinished.size} run(s) stopped at max_steps before beta = 1; "
+                                    "log Z and samples are not for the target (raise max_steps)"})
+    if not np.all(np.isfinite(log_z_runs)):
+        warnings.append({"code": "nonfinite_log_Z", "value": int(np.sum(~np.isfinite(log_z_runs))),
+                         "message": "some runs gave a non-finite log Z (all weights zero?)"})
+    acc = np.asarray(out.acceptance)
+    extra = {
+        "log_Z_runs": log_z_runs.tolist(),
+        "log_Z_se_method": se_kind,
+        "log_Z_mean_of_logs": float(np.mean(log_z_runs)),
+        "log_Z_sd_over_runs": float(np.std(log_z_runs, ddof=1)) if num_chains > 1 else None,
+        "lee_whiteley_relative_variance": np.asarray(lw).tolist(),
+        "clt_log_Z_var": np.asarray(out.clt_var).tolist(),
+        "num_steps": n_steps.tolist(),
+        "schedules": [betas[c, : n_steps[c] + 1].tolist() for c in range(num_chains)],
+        "mean_acceptance": [float(np.nanmean(acc[c, : n_steps[c]])) if n_steps[c] else None
+                            for c in range(num_chains)],
+        "particles": np.asarray(out.state.particles.position),
+        "particle_log_weights": np.asarray(out.state.log_weights),
+    }
+    cost = {"num_logdensity_evals": int(np.sum(np.asarray(out.num_logdensity_evals, dtype=np.int64))),
+            "num_grad_evals": int(np.sum(np.asarray(out.num_grad_evals, dtype=np.int64))),
+            "compile_seconds": t1 - t0, "sampling_seconds": t2 - t1}
+    cfg = {"method": name, "options": options or {}, "seed": seed, "num_chains": num_chains,
+           "num_samples": num_samples, "config": config._asdict()}
+    log_weights = np.full((num_chains, num_samples), -np.log(num_samples))
+    return finish_result(target, name, samples, stats, cost, cfg, log_Z=log_z, log_Z_se=log_z_se,
+                         log_weights=log_weights, extra=extra, extra_warnings=warnings)
+
+
+def _resolve_schedule(schedule, default_num, power=4.0):
+    if schedule is None:
+        schedule = default_num
+    if _pos_int(schedule):
+        return np.asarray(tempered.power_schedule(int(schedule), power))
+    return np.asarray(schedule, dtype=np.float64)
+
+
+def _config(num_samples, o, **kw):
+    return tempered.TemperedConfig(
+        num_particles=num_samples, kernel=o["kernel"], num_mcmc_steps=o["num_mcmc_steps"],
+        num_integration_steps=o["num_integration_steps"], target_accept=o["target_accept"],
+        resampling=o["resampling"], adapt_step_size=o["adapt_step_size"],
+        adapt_mass_matrix=o["adapt_mass_matrix"], **kw)
+
+
+def _common_kwargs(o):
+    return dict(step_size=o["step_size"], reference_mean=o["reference_mean"],
+                reference_scale=o["reference_scale"], options=o)
+
+
+def _smc_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init, progress, **o):
+    del num_warmup, progress, init
+    adaptive = o["schedule"] is None
+    cfg = _config(num_samples, o, adaptive=adaptive, target_cess=o["target_cess"],
+                  ess_threshold=o["ess_threshold"], max_steps=o["max_steps"])
+    sched = None if adaptive else _resolve_schedule(o["schedule"], None)
+    return run_tempered(target, spec.name, seed=seed, num_chains=num_chains, num_samples=num_samples,
+                        config=cfg, schedule=sched, **_common_kwargs(o))
+
+
+def _waste_free_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init, progress, **o):
+    del num_warmup, progress, init
+    p = o["chain_length"]
+    if num_samples % p:
+        raise ValueError(f"waste_free_smc: num_samples={num_samples} (particles per run) must be a multiple "
+                         f"of chain_length={p}")
+    adaptive = o["schedule"] is None
+    cfg = _config(num_samples, o, adaptive=adaptive, target_cess=o["target_cess"], ess_threshold=1.0,
+                  max_steps=o["max_steps"], waste_free_chain_length=p)
+    sched = None if adaptive else _resolve_schedule(o["schedule"], None)
+    return run_tempered(target, spec.name, seed=seed, num_chains=num_chains, num_samples=num_samples,
+                        config=cfg, schedule=sched, **_common_kwargs(o))
+
+
+def _ais_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init, progress, **o):
+    del num_warmup, progress, init
+    cfg = _config(num_samples, o, adaptive=False, ess_threshold=0.0)
+    sched = _resolve_schedule(o["schedule"], o["num_temperatures"], o["schedule_power"])
+    return run_tempered(target, spec.name, seed=seed, num_chains=num_chains, num_samples=num_samples,
+                        config=cfg, schedule=sched, **_common_kwargs(o))
+
+
+def _pa_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init, progress, **o):
+    del num_warmup, progress, init
+    cfg = _config(num_samples, o, adaptive=False, ess_threshold=1.0)
+    sched = _resolve_schedule(o["schedule"], o["num_temperatures"], o["schedule_power"])
+    return run_tempered(target, spec.name, seed=seed, num_chains=num_chains, num_samples=num_samples,
+                        config=cfg, schedule=sched, **_common_kwargs(o))
+
+
+_ADAPTIVE = {
+    "schedule": Option(None, "None: adaptive (CESS bisection); an int K: fixed power schedule (k/K)^4; "
+                       "or an increasing list of betas from 0 to 1", _schedule_ok,
+                       "None, an int >= 1, or an increasing sequence from 0 to 1"),
+    "target_cess": Option(0.8, "fraction of the conditional ESS kept at each adaptive step", _prob_open,
+                          "a number in (0, 1)"),
+    "max_steps": Option(500, "maximum number of temperatures (adaptive)", _pos_int, "an int >= 1"),
+}
+_FIXED = {
+    "schedule": Option(None, "None: power schedule (k/K)^schedule_power with K = num_temperatures; "
+                       "or an increasing list of betas from 0 to 1", _schedule_ok,
+                       "None, an int >= 1, or an increasing sequence from 0 to 1"),
+    "num_temperatures": Option(100, "number of annealing steps K", _pos_int, "an int >= 1"),
+    "schedule_power": Option(4.0, "power p of the default schedule beta_k = (k/K)^p",
+                             lambda v: isinstance(v, (int, float)) and v > 0, "a positive number"),
+}
+
+register_method(MethodSpec(
+    "smc", None, "Adaptive tempered SMC, geometric path from N(0, 5^2 I), CESS-adaptive schedule, "
+    "tuned HMC mutations (Del Moral, Doucet & Jasra 2006; Zhou, Johansen & Aston 2016)",
+    {**common_options(), **_ADAPTIVE,
+     "ess_threshold": Option(0.5, "resample when ESS < ess_threshold * N",
+                             lambda v: isinstance(v, (int, float)) and 0.0 <= v <= 1.0, "a number in [0, 1]")},
+    family="smc", gradient_based=True, runner=_smc_runner))
+register_method(MethodSpec(
+    "waste_free_smc", None, "Waste-free tempered SMC: N/P resampled chains of length P, all states kept "
+    "(Dau & Chopin 2022)",
+    {**common_options(), **_ADAPTIVE,
+     "chain_length": Option(20, "MCMC chain length P (num_samples must be a multiple)",
+                            lambda v: _pos_int(v) and v >= 2, "an int >= 2")},
+    family="smc", gradient_based=True, runner=_waste_free_runner))
+register_method(MethodSpec(
+    "ais", None, "Annealed importance sampling, independent chains, no resampling (Neal 2001)",
+    {**common_options(num_mcmc_steps=2), **_FIXED},
+    family="smc", gradient_based=True, runner=_ais_runner))
+register_method(MethodSpec(
+    "population_annealing", None, "Population annealing: fixed schedule, resampling at every step "
+    "(Hukushima & Iba 2003; Machta 2010)",
+    {**common_options(), **_FIXED},
+    family="smc", gradient_based=True, runner=_pa_runner))
+
+
+def _ns_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init, progress, **o):
+    """Nested sampling: ``num_chains`` independent runs; ``num_live`` live points (default ``num_samples``).
+
+    ``log_Z`` is the inverse-variance (equal-``H``) average of the runs' ``log Z``;
+    ``log_Z_se = sqrt(mean_r H_r / (n_live R))`` (Skilling 2006); the spread over
+    runs is reported in ``extra["log_Z_sd_over_runs"]``.
+    """
+    del num_warmup, progress, init
+    d = target.dim
+    n_live = o["num_live"] or num_samples
+    k = o["num_delete"] or max(1, n_live // 10)
+    if not 1 <= k < n_live:
+        raise ValueError(f"nested_sampling: num_delete={k} must be in [1, num_live={n_live})")
+    repeats = o["num_repeats"] or max(5, 3 * d)
+    max_it = o["max_iterations"] or int(np.ceil(200 * n_live / k))
+    cfg = nested.NSConfig(num_live=n_live, num_delete=k, num_repeats=repeats, max_iterations=max_it,
+                          dlogz=o["dlogz"])
+    dtype = jnp.result_type(float)
+    prior = make_reference(d, o["reference_mean"], o["reference_scale"], dtype)
+    lp = _flat_logdensity(target)
+    key = jax.random.key(seed)
+    keys = jax.vmap(lambda c: jax.random.fold_in(jax.random.fold_in(key, 11), c))(jnp.arange(num_chains))
+
+    def one(kk, prior):
+        out = nested.run(kk, lp, prior, cfg)
+        draws = _final_draws(jax.random.fold_in(kk, 1), out.positions, out.log_weights, num_samples)
+        return out._replace(positions=None, log_weights=None), draws
+
+    fn = jax.jit(jax.vmap(one, in_axes=(0, None)))
+    t0 = time.perf_counter()
+    compiled = fn.lower(keys, prior).compile()
+    t1 = time.perf_counter()
+    out, draws = compiled(keys, prior)
+    jax.block_until_ready(draws)
+    t2 = time.perf_counter()
+    log_z_runs = np.asarray(out.log_Z, dtype=np.float64)
+    h = np.asarray(out.information, dtype=np.float64)
+    log_z = float(np.mean(log_z_runs))
+    log_z_se = float(np.sqrt(np.mean(h) / (n_live * num_chains)))
+    samples = np.asarray(draws)
+    stats = {"lp": np.asarray(jax.jit(jax.vmap(jax.vmap(lp)))(draws))}
+    warnings = []
+    conv = np.asarray(out.converged)
+    if not conv.all():
+        warnings.append({"code": "not_converged", "value": int((~conv).sum()),
+                         "message": f"{int((~conv).sum())} nested-sampling run(s) hit max_iterations={max_it} "
+                                    "before the live points' remaining evidence fell below dlogz"})
+    extra = {"log_Z_runs": log_z_runs.tolist(), "information": h.tolist(),
+             "log_Z_se_method": "sqrt(H / (n_live * runs)) (Skilling 2006)",
+             "log_Z_sd_over_runs": float(np.std(log_z_runs, ddof=1)) if num_chains > 1 else None,
+             "num_iterations": np.asarray(out.num_iterations).tolist(), "num_live": n_live,
+             "num_delete": k, "num_repeats": repeats}
+    cost = {"num_logdensity_evals": int(np.sum(np.asarray(out.num_logdensity_evals, dtype=np.int64))),
+            "num_grad_evals": 0, "compile_seconds": t1 - t0, "sampling_seconds": t2 - t1}
+    cfg_d = {"method": spec.name, "options": o, "seed": seed, "num_chains": num_chains,
+             "num_samples": num_samples, "config": cfg._asdict()}
+    return finish_result(target, spec.name, samples, stats, cost, cfg_d, log_Z=log_z, log_Z_se=log_z_se,
+                         log_weights=np.full((num_chains, num_samples), -np.log(num_samples)), extra=extra,
+                         extra_warnings=warnings)
+
+
+def _none_or_pos_int(v):
+    return v is None or _pos_int(v)
+
+
+register_method(MethodSpec(
+    "nested_sampling", None, "Nested sampling with constrained hit-and-run slice sampling, prior N(0, 5^2 I) "
+    "(Skilling 2006; Handley et al. 2015)",
+    {"num_live": Option(None, "live points (None: num_samples)", _none_or_pos_int, "None or an int >= 1"),
+     "num_delete": Option(None, "points replaced per iteration (None: num_live // 10)", _none_or_pos_int,
+                          "None or an int >= 1"),
+     "num_repeats": Option(None, "slice-sampling steps per new point (None: max(5, 3 d))", _none_or_pos_int,
+                           "None or an int >= 1"),
+     "max_iterations": Option(None, "iteration cap (None: 200 num_live / num_delete)", _none_or_pos_int,
+                              "None or an int >= 1"),
+     "dlogz": Option(1e-3, "stop when the live points can add at most this to log Z",
+                     lambda v: isinstance(v, (int, float)) and v > 0, "a positive number"),
+     "reference_scale": common_options()["reference_scale"],
+     "reference_mean": common_options()["reference_mean"]},
+    family="smc", gradient_based=False, runner=_ns_runner))
+
+del is_gradient_based

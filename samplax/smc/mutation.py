@@ -1,0 +1,154 @@
+"""MCMC mutations for tempered SMC, tuned from the particle population.
+
+At temperature ``beta`` the mutation runs ``num_mcmc_steps`` steps of an
+MCMC kernel from :mod:`samplax.mcmc` (``hmc``, ``rwm`` or ``mala``; each
+``build_kernel`` takes params ``(step_size, inverse_mass_matrix)``) that leaves
+``pi_beta`` invariant, on every particle (vmap).  Tuning (Buchholz, Chopin &
+Jacob 2021, "Adaptive tuning of HMC within SMC"; Chopin & Papaspiliopoulos 2020,
+sec. 17.2):
+
+- inverse mass matrix: the weighted per-coordinate variance of the particles
+  at the new temperature (before the move);
+- step size: after each MCMC step, ``log e <- log e + (a_bar - a*)`` where
+  ``a_bar`` is the mean acceptance probability over particles and ``a*`` the
+  target acceptance (a Robbins–Monro step with constant gain; the parameters
+  depend on the population only, so every step is ``pi_beta``-invariant).
+
+Particles cache the reference and target log-densities (and gradients for
+gradient kernels) so reweighting never re-evaluates the target; after the
+moves the target is evaluated once per particle to refresh the cache (counted).
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from samplax.core.types import PointState
+from samplax.smc.paths import GaussianReference, geometric_logdensity
+
+_KERNELS = {
+    "hmc": ("samplax.mcmc.hmc", True),
+    "mala": ("samplax.mcmc.mala", True),
+    "rwm": ("samplax.mcmc.rwm", False),
+}
+DEFAULT_TARGET_ACCEPT = {"hmc": 0.65, "mala": 0.57, "rwm": 0.3}
+KERNEL_NAMES = tuple(_KERNELS)
+
+
+class Particles(NamedTuple):
+    """Particle positions with cached log-densities (leading axis ``N``).
+
+    ``grad_ref``/``grad_tgt`` are zeros for gradient-free kernels.
+    """
+
+    position: jax.Array
+    lp_ref: jax.Array
+    lp_tgt: jax.Array
+    grad_ref: jax.Array
+    grad_tgt: jax.Array
+
+
+class MutationInfo(NamedTuple):
+    """Mean acceptance over particles and steps, the adapted log step size, and evaluation counts."""
+
+    acceptance_rate: jax.Array
+    log_step_size: jax.Array
+    num_logdensity_evals: jax.Array
+    num_grad_evals: jax.Array
+
+
+def is_gradient_based(kernel: str) -> bool:
+    return _KERNELS[kernel][1]
+
+
+def initial_step_size(kernel: str, dim: int) -> float:
+    """Scale-free starting step size (the mass matrix carries the scale): HMC ``d^-1/4``, MALA ``d^-1/3``, RWM ``2.38 d^-1/2``."""
+    return {"hmc": 1.0 * dim ** -0.25, "mala": 1.0 * dim ** (-1 / 3), "rwm": 2.38 * dim ** -0.5}[kernel]
+
+
+def evaluate(logdensity_fn: Callable, reference: GaussianReference, positions: jax.Array,
+             gradient: bool) -> Particles:
+    """Evaluate (and differentiate, if ``gradient``) reference and target at ``positions [N, d]``."""
+    if gradient:
+        lt, gt = jax.vmap(jax.value_and_grad(logdensity_fn))(positions)
+        lr, gr = jax.vmap(jax.value_and_grad(reference.logdensity))(positions)
+    else:
+        lt = jax.vmap(logdensity_fn)(positions)
+        lr = jax.vmap(reference.logdensity)(positions)
+        gt = gr = jnp.zeros_like(positions)
+    return Particles(positions, lr, lt, gr, gt)
+
+
+def weighted_variance(positions: jax.Array, log_weights: jax.Array, floor: float = 1e-10) -> jax.Array:
+    """Per-coordinate variance of ``positions`` under normalized weights ``exp(log_weights)``, floored."""
+    w = jnp.exp(log_weights - jax.scipy.special.logsumexp(log_weights))
+    mean = jnp.sum(w[:, None] * positions, axis=0)
+    var = jnp.sum(w[:, None] * (positions - mean) ** 2, axis=0)
+    return jnp.maximum(jnp.where(jnp.isfinite(var), var, 1.0), floor)
+
+
+def build_mutation(logdensity_fn: Callable, reference: GaussianReference, kernel: str = "hmc",
+                   num_mcmc_steps: int = 5, num_integration_steps: int = 10, target_accept: float | None = None,
+                   adapt_step_size: bool = True, keep_path: bool = False):
+    """Return ``mutate(key, particles, beta, log_step_size, inverse_mass_matrix) -> (particles, MutationInfo)``.
+
+    With ``keep_path=True`` (waste-free SMC, Dau & Chopin 2022) the ``M`` input
+    particles each run ``num_mcmc_steps - 1`` steps and *every* visited state is
+    returned, ``M * num_mcmc_steps`` particles in ancestor-major order.
+    """
+    if kernel not in _KERNELS:
+        raise ValueError(f"kernel must be one of {sorted(_KERNELS)}, got {kernel!r}")
+    module = importlib.import_module(_KERNELS[kernel][0])
+    gradient = _KERNELS[kernel][1]
+    a_star = DEFAULT_TARGET_ACCEPT[kernel] if target_accept is None else float(target_accept)
+    params_cls = {"hmc": "HMCParams", "mala": "MALAParams", "rwm": "RWMParams"}[kernel]
+    params_cls = getattr(module, params_cls)
+    num_moves = num_mcmc_steps - 1 if keep_path else num_mcmc_steps
+
+    def mutate(key, particles: Particles, beta, log_step_size, inverse_mass_matrix):
+        def lp_beta(x):
+            return geometric_logdensity(beta, reference.logdensity(x), logdensity_fn(x))
+
+        if kernel == "hmc":
+            step = module.build_kernel(lp_beta, num_integration_steps)
+        else:
+            step = module.build_kernel(lp_beta)
+        n = particles.position.shape[0]
+        lp0 = geometric_logdensity(beta, particles.lp_ref, particles.lp_tgt)
+        if gradient:
+            g0 = (jnp.where(beta < 1, 1 - beta, 0.0) * particles.grad_ref
+                  + jnp.where(beta > 0, beta, 0.0) * particles.grad_tgt)
+            state = PointState(particles.position, lp0, g0)
+        else:
+            state = module.RWMState(particles.position, lp0)
+
+        def one_step(carry, k):
+            st, log_eps = carry
+            params = params_cls(jnp.exp(log_eps), inverse_mass_matrix)
+            keys = jax.random.split(k, n)
+            st, info = jax.vmap(step, in_axes=(0, 0, None))(keys, st, params)
+            acc = jnp.mean(jnp.where(jnp.isfinite(info.acceptance_rate), info.acceptance_rate, 0.0))
+            if adapt_step_size:
+                log_eps = log_eps + (acc - a_star)
+            out = (st.position, acc, jnp.sum(info.num_logdensity_evals), jnp.sum(info.num_grad_evals))
+            return (st, log_eps), out
+
+        (state, log_eps), (path, accs, n_lp, n_grad) = jax.lax.scan(
+            one_step, (state, log_step_size), jax.random.split(key, num_moves))
+        if keep_path:
+            # [M, P, d] in ancestor-major order: start point then the moves.
+            positions = jnp.concatenate([particles.position[:, None], jnp.swapaxes(path, 0, 1)], axis=1)
+            positions = positions.reshape(-1, positions.shape[-1])
+        else:
+            positions = state.position
+        new = evaluate(logdensity_fn, reference, positions, gradient)
+        m = positions.shape[0]
+        n_lp = jnp.sum(n_lp) + m
+        n_grad = jnp.sum(n_grad) + (m if gradient else 0)
+        acc = jnp.mean(accs) if num_moves > 0 else jnp.asarray(1.0, positions.dtype)
+        return new, MutationInfo(acc, log_eps, n_lp.astype(jnp.int32), n_grad.astype(jnp.int32))
+
+    return mutate

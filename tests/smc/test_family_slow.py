@@ -1,0 +1,43 @@
+"""Slow tier: every registered tempered method gets log Z and moments right on a Gaussian, and SMC on a funnel."""
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import samplax
+from smc_helpers import funnel_logdensity, gaussian_log_Z, gaussian_logdensity
+
+MEAN, STD, OFFSET = jnp.asarray([1.0, -1.0, 0.5, 2.0]), jnp.asarray([0.5, 2.0, 1.0, 0.3]), -3.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method,opts", [
+    ("smc", {}), ("smc", {"kernel": "rwm", "num_mcmc_steps": 10}), ("smc", {"kernel": "mala"}),
+    ("waste_free_smc", {"chain_length": 10}), ("ais", {}), ("population_annealing", {"resampling": "residual"}),
+])
+def test_gaussian_log_Z_and_moments(method, opts):
+    t = samplax.from_logdensity(gaussian_logdensity(MEAN, STD, OFFSET), 4)
+    r = samplax.sample(t, method=method, seed=1, num_chains=8, num_samples=1000, **opts)
+    true = gaussian_log_Z(np.asarray(STD), OFFSET, 4)
+    assert abs(r.log_Z - true) <= 5 * r.log_Z_se, (method, r.log_Z, true, r.log_Z_se)
+    per_run = r.samples.mean(axis=1)
+    mcse = per_run.std(0, ddof=1) / np.sqrt(8)
+    assert np.all(np.abs(per_run.mean(0) - np.asarray(MEAN)) <= 5 * mcse), (per_run.mean(0), mcse)
+
+
+@pytest.mark.slow
+def test_single_run_uses_lee_whiteley():
+    t = samplax.from_logdensity(gaussian_logdensity(MEAN, STD, OFFSET), 4)
+    r = samplax.sample(t, method="smc", seed=3, num_chains=1, num_samples=2000)
+    assert "Lee & Whiteley" in r.extra["log_Z_se_method"]
+    assert 0 < r.log_Z_se < 0.5
+    true = gaussian_log_Z(np.asarray(STD), OFFSET, 4)
+    assert abs(r.log_Z - true) <= 5 * r.log_Z_se
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=False, reason="known open problem: adaptive tempered SMC with particle-variance HMC "
+                   "underestimates funnel-10 log Z by ~0.9 (benchmarks/results/logz.md); nested sampling does not")
+def test_funnel_log_Z():
+    t = samplax.from_logdensity(funnel_logdensity, 10)
+    r = samplax.sample(t, method="smc", seed=0, num_chains=8, num_samples=2000, target_cess=0.9)
+    assert abs(r.log_Z - 0.0) <= 5 * r.log_Z_se, (r.log_Z, r.log_Z_se, r.extra["log_Z_runs"])
