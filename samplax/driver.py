@@ -403,6 +403,9 @@ def sample(target: Target, method: Any = "nuts", *, seed: int = 0, num_chains: i
     samples = draws[:, :n_kept]
     stats_out = {k: v[:, :n_kept] for k, v in stats_store.items()}
     final_params = jax.tree.map(np.asarray, build(dyn_target).adapter.params(carry[1]))
+    # adapted parameters per chain (step size, inverse mass matrix, ...), for inspection and re-use
+    final_params_dict = ({k: np.asarray(v).tolist() for k, v in final_params._asdict().items()}
+                         if hasattr(final_params, "_asdict") else {})
     cost = {
         "num_logdensity_evals": totals["lp"], "num_grad_evals": totals["grad"],
         "compile_seconds": compile_seconds, "sampling_seconds": seconds_before + run_seconds,
@@ -411,8 +414,8 @@ def sample(target: Target, method: Any = "nuts", *, seed: int = 0, num_chains: i
     from samplax.postprocess import finish_result
 
     return finish_result(target, spec.name, samples, stats_out, cost, config, complete=not interrupted,
-                         extra={"final_step_size": np.asarray(final_params.step_size).tolist()
-                                if hasattr(final_params, "step_size") else None,
+                         extra={"final_params": final_params_dict,
+                                "final_step_size": final_params_dict.get("step_size"),
                                 "config_hash": config_hash})
 
 

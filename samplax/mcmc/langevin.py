@@ -61,10 +61,7 @@ def init(key, position, logdensity_fn: Callable) -> PointState:
     return point_state(logdensity_fn, position)
 
 
-def _mala_log_q(y, x, grad_x, eps, imm):
-    mean = x + 0.5 * eps**2 * metrics.velocity(imm, grad_x)
-    w = metrics.whiten(imm, y - mean)
-    return -0.5 * jnp.sum(w**2) / eps**2
+from samplax.mcmc.mala import log_proposal_density as _mala_log_q  # noqa: E402
 
 
 def _mala_accept(state: PointState, new: PointState, eps, imm):

@@ -33,14 +33,17 @@ def init(key, position, logdensity_fn: Callable) -> PointState:
     return point_state(logdensity_fn, position)
 
 
+def log_proposal_density(y, x, grad_x, eps, imm):
+    """``log q(y | x)`` up to a constant: ``N(y; x + (e^2/2) C g(x), e^2 C)``."""
+    mean = x + 0.5 * eps**2 * metrics.velocity(imm, grad_x)
+    w = metrics.whiten(imm, y - mean)
+    return -0.5 * jnp.sum(w**2) / eps**2
+
+
 def build_kernel(logdensity_fn: Callable) -> Callable:
     """``step(key, state, params) -> (state, info)`` for preconditioned MALA."""
     vg = jax.value_and_grad(logdensity_fn)
-
-    def log_q(y, x, grad_x, eps, imm):
-        mean = x + 0.5 * eps**2 * metrics.velocity(imm, grad_x)
-        w = metrics.whiten(imm, y - mean)
-        return -0.5 * jnp.sum(w**2) / eps**2
+    log_q = log_proposal_density
 
     def step(key, state: PointState, params: MALAParams):
         eps, imm = params.step_size, params.inverse_mass_matrix

@@ -58,9 +58,15 @@ def whiten(inverse_mass_matrix, v):
 def is_turning(inverse_mass_matrix, momentum_left, momentum_right, momentum_sum):
     """Generalized no-U-turn criterion (Betancourt 2017, "A conceptual introduction to HMC").
 
-    A trajectory with end momenta ``p-``, ``p+`` and momentum sum ``rho`` turns
-    when ``(C p-) . rho <= 0`` or ``(C p+) . rho <= 0``.  Symmetric in its ends.
+    A trajectory with end momenta ``p-``, ``p+`` and momentum sum ``rho`` (ends
+    included) turns when ``(C p-) . r <= 0`` or ``(C p+) . r <= 0`` with
+    ``r = rho - (p- + p+)/2``: the end points count half (trapezoidal rule), as in
+    NumPyro's iterative NUTS.  With the full sum (Stan before 2.26) U-turns of
+    nearly periodic trajectories can be missed and trees run to the maximum
+    depth; Stan fixed this with extra sub-tree checks, the half-weighted ends fix
+    it without them.  Symmetric in its ends, so detailed balance is kept.
     """
     v_left = velocity(inverse_mass_matrix, momentum_left)
     v_right = velocity(inverse_mass_matrix, momentum_right)
-    return (jnp.dot(v_left, momentum_sum) <= 0) | (jnp.dot(v_right, momentum_sum) <= 0)
+    r = momentum_sum - 0.5 * (momentum_left + momentum_right)
+    return (jnp.dot(v_left, r) <= 0) | (jnp.dot(v_right, r) <= 0)

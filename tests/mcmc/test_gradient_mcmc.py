@@ -73,3 +73,21 @@ def test_low_level_kernels_compose_with_scan(key):
         _, xs = jax.jit(lambda s: jax.lax.scan(body, s, jnp.arange(3000)))(state)
         xs = np.asarray(xs)
         assert abs(xs.mean()) < 0.15 and abs(xs.var() - 1) < 0.25
+
+
+@pytest.mark.parametrize("step_size", [0.8432658, 0.86734451])
+def test_nuts_detects_u_turns_of_periodic_trajectories(step_size, key):
+    """Regression: with the plain momentum-sum criterion these step sizes made NUTS on an isotropic
+    Gaussian miss U-turns and run trees to the maximum depth (mean ~200 leapfrogs instead of ~5)."""
+    lp = lambda x: -0.5 * jnp.sum(x**2)  # noqa: E731
+    k = samplax.mcmc.nuts(lp, step_size)
+    state = k.init(key, jnp.zeros(10))
+
+    def body(s, i):
+        s, info = k.step(jax.random.fold_in(key, i), s)
+        return s, info.num_integration_steps
+
+    _, n = jax.jit(lambda s: jax.lax.scan(body, s, jnp.arange(1000)))(state)
+    n = np.asarray(n)
+    assert n.max() < 2**10 - 1
+    assert n.mean() < 8
