@@ -97,13 +97,7 @@ class GaussianMixtureDiffusion(eqx.Module):
     def sample(self, key, n: int, sigma=0.0):
         """``n`` exact draws of the noised marginal ``p_sigma``; draw i depends only on ``fold_in(key, i)``."""
 
-        def one(i):
-            k1, k2 = jax.random.split(jax.random.fold_in(key, i))
-            c = jax.random.categorical(k1, jnp.log(self.weights))
-            z = jax.random.normal(k2, (self.dim,), dtype=self.means.dtype)
-            return self.means[c] + jnp.sqrt(self.variances[c] + sigma**2) * z
-
-        return jax.vmap(one)(jnp.arange(n))
+        return _sample_impl(self, key, int(n), jnp.asarray(sigma, self.means.dtype))
 
     def component_of(self, x0):
         """Most probable component of each clean point (for mode-weight metrics); ``x0`` is ``[n, D]``."""
@@ -115,6 +109,17 @@ class GaussianMixtureDiffusion(eqx.Module):
         d = self.means - m
         cov = jnp.einsum("k,ki,kj->ij", self.weights, d, d) + jnp.diag(jnp.sum(self.weights[:, None] * self.variances, 0))
         return m, cov
+
+
+@eqx.filter_jit
+def _sample_impl(model, key, n, sigma):
+    def one(i):
+        k1, k2 = jax.random.split(jax.random.fold_in(key, i))
+        c = jax.random.categorical(k1, jnp.log(model.weights))
+        z = jax.random.normal(k2, (model.dim,), dtype=model.means.dtype)
+        return model.means[c] + jnp.sqrt(model.variances[c] + sigma**2) * z
+
+    return jax.vmap(one)(jnp.arange(n))
 
 
 def ring8(std: float = 0.05) -> GaussianMixtureDiffusion:

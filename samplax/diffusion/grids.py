@@ -65,7 +65,7 @@ def _times(schedule: Schedule, sigma_max, sigma_end):
 
 
 def _sigmas_at(schedule: Schedule, t, sigma_max, sigma_end):
-    s = np.asarray(schedule.sigma_ve(jnp.asarray(t)), dtype=np.float64)
+    s = np.array(schedule.sigma_ve(jnp.asarray(t)), dtype=np.float64)
     s[0], s[-1] = sigma_max, sigma_end  # remove round-off at the endpoints
     return s
 

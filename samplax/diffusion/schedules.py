@@ -93,8 +93,8 @@ class VPLinear(Schedule):
         return 2.0 * la - jnp.log(-jnp.expm1(2.0 * la))
 
     def t_from_logsnr(self, lam):
-        # 2 log alpha = -log(1 + e^lam);  solve (b1-b0)/2 t^2 + b0 t - log(1+e^lam) = 0
-        c = jax.nn.softplus(lam)
+        # -2 log alpha = log(1 + e^-lam) = (b1-b0)/2 t^2 + b0 t: positive root
+        c = jax.nn.softplus(-lam)
         a = 0.5 * (self.beta_max - self.beta_min)
         b = self.beta_min
         return 2.0 * c / (b + jnp.sqrt(b * b + 4.0 * a * c))
