@@ -55,13 +55,13 @@ def _compiled(solver_name, options_key, solver, final_denoise):
     key = (solver_name, options_key, final_denoise)
     if key not in _CACHE:
         @eqx.filter_jit
-        def run(denoiser, x, sigmas, plan, sample_keys):
+        def run(denoiser, x, sigmas, plan, sample_keys, n):
             def dz(xb, s):
                 return jax.vmap(denoiser, in_axes=(0, None))(xb, s)
 
-            x, ne = run_solver(solver, dz, x, sigmas, plan, sample_keys, {})
+            x, ne = run_solver(solver, dz, x, sigmas, plan, sample_keys, {}, num_steps=n)
             if final_denoise:
-                x = dz(x, sigmas[-1])
+                x = dz(x, sigmas[n])
                 ne = ne + 1
             return x, ne
 
@@ -187,6 +187,10 @@ def sample(denoiser: Callable, *, key: jax.Array, shape: Optional[tuple] = None,
     else:
         opts_key = tuple(sorted(solver_options.items()))
         run = _compiled(solver, opts_key, s, final_denoise)
-        x, ne = run(denoiser, x_init, sig_j, {k: jnp.asarray(v) for k, v in plan.items()}, sample_keys)
+        # pad to a bucket so that one compilation serves every nfe up to 255
+        length = max(256, 1 << int(np.ceil(np.log2(len(nodes) + 1))))
+        sig_p = jnp.asarray(np.concatenate([nodes, np.full(length - len(nodes), nodes[-1])]), dtype=x_init.dtype)
+        plan_p = {k: jnp.asarray(np.concatenate([v, np.ones(length - len(v), v.dtype)])) for k, v in plan.items()}
+        x, ne = run(denoiser, x_init, sig_p, plan_p, sample_keys, jnp.asarray(len(nodes) - 1, jnp.int32))
     visited = np.concatenate([nodes, [0.0]]) if final_denoise else nodes
     return x, SampleInfo(ne, visited, solver, grid, final_step, float(sigma_end))

@@ -79,9 +79,15 @@ def one_eval_per_step(order_max: int, warmup: bool = True):
 
 
 def run_solver(solver: Solver, denoise_batched: Callable, x: jax.Array, sigmas: jax.Array,
-               plan: Dict[str, np.ndarray], sample_keys: Optional[jax.Array], params: Dict[str, jax.Array]):
-    """Run ``solver`` over all intervals of ``sigmas`` with ``lax.scan``; returns ``(x, num_evals)``."""
-    n = int(sigmas.shape[0]) - 1
+               plan: Dict[str, np.ndarray], sample_keys: Optional[jax.Array], params: Dict[str, jax.Array],
+               num_steps=None):
+    """Run ``solver`` over the first ``num_steps`` intervals of ``sigmas``; returns ``(x, num_evals)``.
+
+    ``sigmas`` and the plan arrays may be padded beyond ``num_steps + 1`` entries and
+    ``num_steps`` may be a traced integer: the loop is a ``fori_loop`` with a dynamic
+    trip count, so one compilation serves every step count that fits the padding.
+    """
+    n = int(sigmas.shape[0]) - 1 if num_steps is None else num_steps
     plan_j = {k: jnp.asarray(v) for k, v in plan.items()}
 
     def noise(i, j):
@@ -93,9 +99,10 @@ def run_solver(solver: Solver, denoise_batched: Callable, x: jax.Array, sigmas: 
     ctx = StepContext(denoise_batched, sigmas, plan_j, noise, params)
     carry = solver.init(x, sigmas, plan_j)
 
-    def body(c, i):
-        c, ne = solver.step(c, i, ctx)
-        return c, jnp.asarray(ne, jnp.int32)
+    def body(i, state):
+        c, ne = state
+        c, k = solver.step(c, i, ctx)
+        return c, ne + jnp.asarray(k, jnp.int32)
 
-    carry, nevals = jax.lax.scan(body, carry, jnp.arange(n))
-    return carry.x, jnp.sum(nevals)
+    carry, nevals = jax.lax.fori_loop(0, n, body, (carry, jnp.asarray(0, jnp.int32)))
+    return carry.x, nevals
