@@ -49,13 +49,24 @@ def auto_choice(nfe: int):
 
 
 _CACHE: dict = {}
+_BATCHED: dict = {}
+
+
+def _batched(denoiser):
+    """A cached vmapped denoiser (stable identity, so jitted loops that take it do not retrace)."""
+    k = id(denoiser)
+    if k not in _BATCHED or _BATCHED[k][0] is not denoiser:
+        _BATCHED[k] = (denoiser, lambda xb, sg: jax.vmap(denoiser, in_axes=(0, None))(xb, sg))
+    return _BATCHED[k][1]
 
 
 def _compiled(solver_name, options_key, solver, final_denoise):
     key = (solver_name, options_key, final_denoise)
     if key not in _CACHE:
         @eqx.filter_jit
-        def run(denoiser, x, sigmas, plan, sample_keys, n):
+        def run(denoiser, x, sigmas, plan, k_noise, n):
+            sample_keys = jax.vmap(lambda b: jax.random.fold_in(k_noise, b))(jnp.arange(x.shape[0]))
+
             def dz(xb, s):
                 return jax.vmap(denoiser, in_axes=(0, None))(xb, s)
 
@@ -152,7 +163,6 @@ def sample(denoiser: Callable, *, key: jax.Array, shape: Optional[tuple] = None,
         if x_init.ndim < 2:
             raise ValueError(f"sample: x_init must be a batch [batch, *event_shape], got shape {x_init.shape}")
     batch = x_init.shape[0]
-    sample_keys = jax.vmap(lambda b: jax.random.fold_in(k_noise, b))(jnp.arange(batch))
 
     s = get_solver(solver, **solver_options)
     ends_at_zero = sigma_min == 0.0
@@ -178,8 +188,8 @@ def sample(denoiser: Callable, *, key: jax.Array, shape: Optional[tuple] = None,
         raise AssertionError(f"solver {solver!r} planned {expected} calls for a budget of {nfe}")
     sig_j = jnp.asarray(nodes, dtype=x_init.dtype)
     if "run" in s.params:  # solvers with their own loop structure (Restart)
-        def dz(xb, sg):
-            return jax.vmap(denoiser, in_axes=(0, None))(xb, sg)
+        dz = _batched(denoiser)
+        sample_keys = jax.vmap(lambda b: jax.random.fold_in(k_noise, b))(jnp.arange(batch))
         x, ne = s.params["run"](dz, x_init, nodes, plan, sample_keys, {})
         if final_denoise:
             x = dz(x, sig_j[-1])
@@ -191,6 +201,6 @@ def sample(denoiser: Callable, *, key: jax.Array, shape: Optional[tuple] = None,
         length = max(256, 1 << int(np.ceil(np.log2(len(nodes) + 1))))
         sig_p = jnp.asarray(np.concatenate([nodes, np.full(length - len(nodes), nodes[-1])]), dtype=x_init.dtype)
         plan_p = {k: jnp.asarray(np.concatenate([v, np.ones(length - len(v), v.dtype)])) for k, v in plan.items()}
-        x, ne = run(denoiser, x_init, sig_p, plan_p, sample_keys, jnp.asarray(len(nodes) - 1, jnp.int32))
+        x, ne = run(denoiser, x_init, sig_p, plan_p, k_noise, jnp.asarray(len(nodes) - 1, jnp.int32))
     visited = np.concatenate([nodes, [0.0]]) if final_denoise else nodes
     return x, SampleInfo(ne, visited, solver, grid, final_step, float(sigma_end))

@@ -80,7 +80,7 @@ def one_eval_per_step(order_max: int, warmup: bool = True):
 
 def run_solver(solver: Solver, denoise_batched: Callable, x: jax.Array, sigmas: jax.Array,
                plan: Dict[str, np.ndarray], sample_keys: Optional[jax.Array], params: Dict[str, jax.Array],
-               num_steps=None):
+               num_steps=None, start=0):
     """Run ``solver`` over the first ``num_steps`` intervals of ``sigmas``; returns ``(x, num_evals)``.
 
     ``sigmas`` and the plan arrays may be padded beyond ``num_steps + 1`` entries and
@@ -104,5 +104,5 @@ def run_solver(solver: Solver, denoise_batched: Callable, x: jax.Array, sigmas: 
         c, k = solver.step(c, i, ctx)
         return c, ne + jnp.asarray(k, jnp.int32)
 
-    carry, nevals = jax.lax.fori_loop(0, n, body, (carry, jnp.asarray(0, jnp.int32)))
+    carry, nevals = jax.lax.fori_loop(start, n, body, (carry, jnp.asarray(0, jnp.int32)))
     return carry.x, nevals

@@ -80,6 +80,23 @@ def sde_dpmpp_2m() -> Solver:
     return Solver("sde_dpmpp_2m", 0, True, _multi_init(2), _sde_dpmpp_step, pl, ev)
 
 
+_HEUN = Solver("heun", 2, False, _x_init, _heun_step, None, None)
+
+
+@partial(jax.jit, static_argnums=(0, 7))
+def _restart_run(denoise_batched, x, sig_p, rs, j, n, sample_keys, num_restarts):
+    x, ne = run_solver(_HEUN, denoise_batched, x, sig_p, {}, None, {}, num_steps=j)
+    lo, hi = sig_p[j], rs[0]
+    for k in range(num_restarts):
+        z = jax.vmap(lambda kk: jax.random.normal(jax.random.fold_in(jax.random.fold_in(kk, 1_000_000), k),
+                                                  x.shape[1:], x.dtype))(sample_keys)
+        x = x + jnp.sqrt(hi**2 - lo**2) * z
+        x, ne_k = run_solver(_HEUN, denoise_batched, x, rs, {}, None, {})
+        ne = ne + ne_k
+    x, ne_k = run_solver(_HEUN, denoise_batched, x, sig_p, {}, None, {}, num_steps=n, start=j)
+    return x, ne + ne_k
+
+
 def restart(t_min: float = 0.06, t_max: float = 0.30, num_restarts: int = 2, restart_steps: int = 2) -> Solver:
     """Restart sampling (Xu et al. 2023): Heun ODE steps on the main grid; at the grid node
     nearest ``t_min`` it ``num_restarts`` times adds noise back up to ``t_max``
@@ -106,22 +123,14 @@ def restart(t_min: float = 0.06, t_max: float = 0.30, num_restarts: int = 2, res
         sig = np.asarray(sigmas_np)
         pos = np.where(sig > 0)[0]
         j = int(pos[np.argmin(np.abs(np.log(sig[pos]) - np.log(t_min)))])
-        heun_solver = Solver("heun", 2, False, _x_init, _heun_step, None, None)
-        ntot = 0
-        x, ne = run_solver(heun_solver, denoise_batched, x, jnp.asarray(sig[: j + 1]), {}, None, {})
-        ntot = ntot + ne
         lo = sig[j]
         hi = max(t_max, lo * 1.5)
         rho = 7.0
         rs = (hi ** (1 / rho) + np.linspace(0, 1, restart_steps + 1) * (lo ** (1 / rho) - hi ** (1 / rho))) ** rho
-        for k in range(num_restarts):
-            z = jax.vmap(lambda kk: jax.random.normal(jax.random.fold_in(jax.random.fold_in(kk, 1_000_000), k),
-                                                      x.shape[1:], x.dtype))(sample_keys)
-            x = x + np.sqrt(hi**2 - lo**2) * z
-            x, ne = run_solver(heun_solver, denoise_batched, x, jnp.asarray(rs), {}, None, {})
-            ntot = ntot + ne
-        x, ne = run_solver(heun_solver, denoise_batched, x, jnp.asarray(sig[j:]), {}, None, {})
-        return x, ntot + ne
+        length = max(256, 1 << int(np.ceil(np.log2(len(sig) + 1))))
+        sig_p = np.concatenate([sig, np.full(length - len(sig), sig[-1])])
+        return _restart_run(denoise_batched, x, jnp.asarray(sig_p, x.dtype), jnp.asarray(rs, x.dtype),
+                            jnp.asarray(j), jnp.asarray(len(sig) - 1), sample_keys, num_restarts)
 
     s = Solver("restart", 0, True, _x_init, None, plan, evals, {"run": run})
     return s
