@@ -35,7 +35,10 @@ def setup():
     return x0, ref
 
 
-@pytest.mark.parametrize("name", sorted(ORDERS))
+FAST = {"euler", "heun", "dpm_solver_3", "dpmpp_2m", "unipc_bh2", "deis"}
+
+
+@pytest.mark.parametrize("name", [n if n in FAST else pytest.param(n, marks=pytest.mark.slow) for n in sorted(ORDERS)])
 def test_convergence_order(name, setup):
     x0, ref = setup
     errs, nfes = [], []
