@@ -163,7 +163,7 @@ def run_diffusers(factory, eps_model, z, nfe):
 SAMPLAX_SOLVERS = ("dpmpp_2m", "dpmpp_3m", "unipc_bh2", "unipc_bh1", "unip_bh2", "deis", "ipndm", "heun",
                    "dpm_solver_2", "dpm_solver_3", "ddim")
 SAMPLAX_GRIDS = ("logsnr", "karras", "time", "polynomial")
-SIGMA_ENDS = (0.01, 0.03, 0.1, 0.2, 0.4, 0.7)
+SIGMA_ENDS = (0.003, 0.01, 0.03, 0.1, 0.2, 0.4, 0.7)
 
 
 def run_samplax(model, x_ve, nfe, solver, grid, sigma_end, final_step="denoise"):

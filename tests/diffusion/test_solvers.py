@@ -59,8 +59,13 @@ def test_reference_solve_is_converged(setup):
     assert float(jnp.max(jnp.abs(ref - ref2))) < 1e-7
 
 
-@pytest.mark.parametrize("name", [n for n in sd.solver_names() if n != "auto"])
-@pytest.mark.parametrize("final_step", ["denoise", "integrate"])
+INTEGRATE_FAST = {"deis", "ipndm", "unipc_bh1", "dpmpp_3m", "heun", "dpm_solver_3"}
+CASES = [(n, "denoise") for n in sd.solver_names() if n != "auto"] + [
+    (n, "integrate") if n in INTEGRATE_FAST else pytest.param(n, "integrate", marks=pytest.mark.slow)
+    for n in sd.solver_names() if n != "auto"]
+
+
+@pytest.mark.parametrize("name,final_step", CASES)
 def test_nfe_never_exceeded_and_finite(name, final_step, key):
     model = sd.ring8()
     for nfe in (12, 15):
