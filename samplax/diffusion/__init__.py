@@ -1,0 +1,25 @@
+"""Diffusion-model sampling: schedules, denoiser adapters, exact GMM models, grids, solvers.
+
+Public entry point: :func:`sample` (VE convention ``x = x0 + sigma * noise``, a denoiser
+``D(x, sigma) = E[x0 | x]`` for one point). :func:`solver_names` and :func:`grid_names`
+list what ``solver=`` and ``grid=`` accept.
+"""
+from samplax.diffusion.schedules import (  # noqa: F401
+    Schedule, VPDiscrete, VPLinear, VPCosine, VE, EDM, LinearInterpolant, ddpm_linear,
+)
+from samplax.diffusion.gmm import GaussianMixtureDiffusion, ring8, grid25, random_mixture, get_model  # noqa: F401
+from samplax.diffusion.grids import make_grid, grid_names  # noqa: F401
+from samplax.diffusion.solvers import Solver, get_solver, solver_names  # noqa: F401
+from samplax.diffusion.sampling import sample, SampleInfo, auto_choice, AUTO_RULE  # noqa: F401
+from samplax.diffusion.reference import solve_pf_ode  # noqa: F401
+from samplax.diffusion.denoisers import (  # noqa: F401
+    from_eps, from_v, from_score, from_velocity, from_discrete_eps, to_eps, to_score,
+)
+
+__all__ = [
+    "Schedule", "VPDiscrete", "VPLinear", "VPCosine", "VE", "EDM", "LinearInterpolant", "ddpm_linear",
+    "GaussianMixtureDiffusion", "ring8", "grid25", "random_mixture", "get_model",
+    "make_grid", "grid_names", "Solver", "get_solver", "solver_names",
+    "sample", "SampleInfo", "auto_choice", "AUTO_RULE", "solve_pf_ode",
+    "from_eps", "from_v", "from_score", "from_velocity", "from_discrete_eps", "to_eps", "to_score",
+]

@@ -1,0 +1,204 @@
+"""The public sampling entry point :func:`sample`."""
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Optional
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from samplax.diffusion.grids import grid_names, make_grid
+from samplax.diffusion.solvers import get_solver, run_solver, solver_names
+
+FINAL_STEPS = ("denoise", "integrate")
+
+# "auto" rule (from benchmarks/diffusion_vs_diffusers.py, see its results file):
+# (max nfe, solver, grid, sigma_end, final_step). The first row whose max nfe >= nfe is used.
+# Chosen from the configurations that won on ring8, grid25 and the 64-D mixture at NFE 5/10/20.
+AUTO_RULE = (
+    (7, "unipc_bh2", "logsnr", 0.1, "denoise"),
+    (14, "ipndm", "logsnr", 0.01, "denoise"),
+    (10**9, "ipndm", "polynomial", 0.01, "integrate"),
+)
+
+
+class SampleInfo(NamedTuple):
+    """Diagnostics of :func:`sample`.
+
+    Attributes:
+      num_model_evals: denoiser calls made per sample (counted inside the solver loop).
+      sigmas: the noise levels visited by the solver (numpy), ending at 0 when it denoised to 0.
+      solver, grid, final_step: what was used (after ``"auto"`` resolution).
+      sigma_end: smallest positive node of the grid.
+    """
+
+    num_model_evals: jax.Array
+    sigmas: np.ndarray
+    solver: str
+    grid: str
+    final_step: str
+    sigma_end: float
+
+
+def auto_choice(nfe: int):
+    """The solver, grid, ``sigma_end`` and final step that ``solver="auto"`` uses for ``nfe`` calls (:data:`AUTO_RULE`)."""
+    for max_nfe, solver, grid, send, final in AUTO_RULE:
+        if nfe <= max_nfe:
+            return solver, grid, send, final
+    raise AssertionError("unreachable")
+
+
+_CACHE: dict = {}
+_BATCHED: dict = {}
+
+
+def _batched(denoiser):
+    """A cached vmapped denoiser (stable identity, so jitted loops that take it do not retrace)."""
+    k = id(denoiser)
+    if k not in _BATCHED or _BATCHED[k][0] is not denoiser:
+        _BATCHED[k] = (denoiser, lambda xb, sg: jax.vmap(denoiser, in_axes=(0, None))(xb, sg))
+    return _BATCHED[k][1]
+
+
+def _compiled(solver_name, options_key, solver, final_denoise):
+    key = (solver_name, options_key, final_denoise)
+    if key not in _CACHE:
+        @eqx.filter_jit
+        def run(denoiser, x, sigmas, plan, k_noise, n):
+            sample_keys = jax.vmap(lambda b: jax.random.fold_in(k_noise, b))(jnp.arange(x.shape[0]))
+
+            def dz(xb, s):
+                return jax.vmap(denoiser, in_axes=(0, None))(xb, s)
+
+            x, ne = run_solver(solver, dz, x, sigmas, plan, sample_keys, {}, num_steps=n)
+            if final_denoise:
+                x = dz(x, sigmas[n])
+                ne = ne + 1
+            return x, ne
+
+        _CACHE[key] = run
+    return _CACHE[key]
+
+
+def sample(denoiser: Callable, *, key: jax.Array, shape: Optional[tuple] = None, x_init: Optional[jax.Array] = None,
+           sigma_max: float, sigma_min: float = 0.0, nfe: int, solver: str = "dpmpp_2m", grid: str = "logsnr",
+           sigma_end: Optional[float] = None, final_step: str = "denoise", grid_options: Optional[dict] = None,
+           solver_options: Optional[dict] = None):
+    """Draw samples from a diffusion model given as a denoiser, within ``nfe`` denoiser calls.
+
+    The state is VE (``x = x0 + sigma * noise``); ``denoiser(x, sigma)`` returns
+    ``E[x0 | x]`` for ONE point (it is vmapped here). The solver walks a grid of
+    noise levels from ``sigma_max`` down to ``sigma_end`` and then, when
+    ``sigma_min == 0``, either
+
+    * ``final_step="denoise"``: returns ``D(x, sigma_end)`` (1 call; the exact
+      h -> inf limit of every data-prediction update), or
+    * ``final_step="integrate"``: takes its own last step from the grid's last
+      positive node into sigma = 0 (order 1 for exponential integrators, full
+      order for the sigma-space polynomial methods DEIS/iPNDM).
+
+    When ``sigma_min > 0`` the solver integrates down to ``sigma_min`` and the
+    output carries noise of level ``sigma_min``.
+
+    Args:
+      denoiser: ``D(x, sigma) -> E[x0|x]`` for one point (a function or equinox Module).
+      key: typed PRNG key. Sample b's initial noise and step noise depend only on
+        ``fold_in(key, b)`` (batch-size invariant).
+      shape: ``(batch, *event_shape)``; the initial state is ``sigma_max * N(0, I)``.
+      x_init: alternatively a batch ``[batch, *event_shape]`` already at ``sigma_max``.
+      sigma_max, sigma_min: start and end noise levels (VE), ``sigma_max > sigma_min >= 0``.
+      nfe: number of denoiser calls allowed per sample; never exceeded (``info.num_model_evals``).
+      solver: one of :func:`solver_names`; ``"auto"`` uses :func:`auto_choice`.
+      grid: one of :func:`grid_names`.
+      sigma_end: the last positive node when ``sigma_min == 0`` (default 0.002, or the
+        ``auto`` rule's value); ignored when ``sigma_min > 0``.
+      final_step: ``"denoise"`` or ``"integrate"`` (see above).
+      grid_options, solver_options: passed to the grid and solver factories.
+
+    Returns:
+      ``(samples, info)`` with ``samples`` shaped like the batch and ``info`` a :class:`SampleInfo`.
+    """
+    grid_options = dict(grid_options or {})
+    solver_options = dict(solver_options or {})
+    if not isinstance(nfe, (int, np.integer)) or isinstance(nfe, bool) or nfe < 1:
+        raise ValueError(f"sample: nfe must be a positive int, got {nfe!r}")
+    nfe = int(nfe)
+    if solver == "auto":
+        # "auto" fixes solver, grid, sigma_end and final step together (they were tuned jointly)
+        solver, grid, sigma_end_auto, final_step = auto_choice(nfe)
+        if sigma_end is None:
+            sigma_end = sigma_end_auto
+    if solver not in solver_names():
+        raise ValueError(f"sample: unknown solver {solver!r}; choose one of {solver_names()}")
+    if grid not in grid_names():
+        raise ValueError(f"sample: unknown grid {grid!r}; choose one of {grid_names()}")
+    if final_step not in FINAL_STEPS:
+        raise ValueError(f"sample: final_step must be one of {FINAL_STEPS}, got {final_step!r}")
+    try:
+        sigma_max = float(sigma_max)
+        sigma_min = float(sigma_min)
+    except TypeError:
+        raise ValueError("sample: sigma_max and sigma_min must be numbers") from None
+    if not (np.isfinite(sigma_max) and sigma_max > 0):
+        raise ValueError(f"sample: sigma_max must be positive and finite, got {sigma_max}")
+    if not (0.0 <= sigma_min < sigma_max):
+        raise ValueError(f"sample: need 0 <= sigma_min < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}")
+    if key is None:
+        raise ValueError("sample: key is required (a typed key from jax.random.key)")
+    if (shape is None) == (x_init is None):
+        raise ValueError("sample: give exactly one of shape= and x_init=")
+    k_init, k_noise = jax.random.split(key)
+    if x_init is None:
+        shape = tuple(int(s) for s in shape)
+        if len(shape) < 2 or any(s < 1 for s in shape):
+            raise ValueError(f"sample: shape must be (batch, *event_shape) with positive sizes, got {shape}")
+        dtype = jnp.result_type(float)
+        x_init = sigma_max * jax.vmap(lambda b: jax.random.normal(jax.random.fold_in(k_init, b), shape[1:], dtype))(
+            jnp.arange(shape[0]))
+    else:
+        x_init = jnp.asarray(x_init)
+        if x_init.ndim < 2:
+            raise ValueError(f"sample: x_init must be a batch [batch, *event_shape], got shape {x_init.shape}")
+    batch = x_init.shape[0]
+
+    s = get_solver(solver, **solver_options)
+    ends_at_zero = sigma_min == 0.0
+    if ends_at_zero:
+        sigma_end = 0.002 if sigma_end is None else float(sigma_end)
+        if not (0 < sigma_end < sigma_max):
+            raise ValueError(f"sample: need 0 < sigma_end < sigma_max, got sigma_end={sigma_end}")
+    else:
+        sigma_end = sigma_min
+    final_denoise = ends_at_zero and final_step == "denoise"
+    budget = nfe - 1 if final_denoise else nfe
+    solver_to_zero = ends_at_zero and final_step == "integrate"
+    plan = s.plan(budget, solver_to_zero) if budget > 0 else {"order": np.zeros(0, np.int32)}
+    n = len(plan["order"])
+    n_grid = n - 1 if solver_to_zero else n
+    if n_grid < 1:
+        raise ValueError(f"sample: nfe={nfe} is too small for solver {solver!r} with final_step={final_step!r}")
+    nodes = make_grid(grid, n_grid, sigma_max, sigma_end, **grid_options)
+    if solver_to_zero:
+        nodes = np.concatenate([nodes, [0.0]])
+    expected = s.evals(plan, solver_to_zero) + (1 if final_denoise else 0)
+    if expected > nfe:  # a planning bug, never a silent overrun
+        raise AssertionError(f"solver {solver!r} planned {expected} calls for a budget of {nfe}")
+    sig_j = jnp.asarray(nodes, dtype=x_init.dtype)
+    if "run" in s.params:  # solvers with their own loop structure (Restart)
+        dz = _batched(denoiser)
+        sample_keys = jax.vmap(lambda b: jax.random.fold_in(k_noise, b))(jnp.arange(batch))
+        x, ne = s.params["run"](dz, x_init, nodes, plan, sample_keys, {})
+        if final_denoise:
+            x = dz(x, sig_j[-1])
+            ne = ne + 1
+    else:
+        opts_key = tuple(sorted(solver_options.items()))
+        run = _compiled(solver, opts_key, s, final_denoise)
+        # pad to a bucket so that one compilation serves every nfe up to 255
+        length = max(256, 1 << int(np.ceil(np.log2(len(nodes) + 1))))
+        sig_p = jnp.asarray(np.concatenate([nodes, np.full(length - len(nodes), nodes[-1])]), dtype=x_init.dtype)
+        plan_p = {k: jnp.asarray(np.concatenate([v, np.ones(length - len(v), v.dtype)])) for k, v in plan.items()}
+        x, ne = run(denoiser, x_init, sig_p, plan_p, k_noise, jnp.asarray(len(nodes) - 1, jnp.int32))
+    visited = np.concatenate([nodes, [0.0]]) if final_denoise else nodes
+    return x, SampleInfo(ne, visited, solver, grid, final_step, float(sigma_end))

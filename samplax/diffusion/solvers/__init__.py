@@ -1,0 +1,50 @@
+"""Diffusion ODE/SDE solvers (init/step, counted denoiser calls) and their registry."""
+from __future__ import annotations
+
+from functools import partial
+
+from samplax.diffusion.solvers.base import Solver, StepContext, run_solver
+from samplax.diffusion.solvers.ode import ddim, deis, dpm_solver, dpmpp, euler, heun, ipndm, unipc
+from samplax.diffusion.solvers.sde import ddpm, euler_maruyama, restart, sde_dpmpp_2m
+
+SOLVERS = {
+    "euler": euler,
+    "ddim": ddim,
+    "heun": heun,
+    "dpm_solver_1": partial(dpm_solver, order=1),
+    "dpm_solver_2": partial(dpm_solver, order=2),
+    "dpm_solver_3": partial(dpm_solver, order=3),
+    "dpmpp_2m": partial(dpmpp, order=2),
+    "dpmpp_3m": partial(dpmpp, order=3),
+    "unipc_bh1": partial(unipc, variant="bh1", corrector=True),
+    "unipc_bh2": partial(unipc, variant="bh2", corrector=True),
+    "unip_bh1": partial(unipc, variant="bh1", corrector=False),
+    "unip_bh2": partial(unipc, variant="bh2", corrector=False),
+    "deis": deis,
+    "ipndm": ipndm,
+    "euler_maruyama": euler_maruyama,
+    "ddpm": ddpm,
+    "sde_dpmpp_2m": sde_dpmpp_2m,
+    "restart": restart,
+}
+
+
+def solver_names() -> list:
+    """Names accepted by ``solver=`` in :func:`samplax.diffusion.sample` (plus ``"auto"``)."""
+    return sorted(SOLVERS) + ["auto"]
+
+
+def get_solver(name: str, **options) -> Solver:
+    """Build the named solver; ``options`` go to its factory (e.g. ``order=3`` for ``unipc_bh2``)."""
+    if name not in SOLVERS:
+        raise ValueError(f"unknown solver {name!r}; choose one of {solver_names()}")
+    try:
+        s = SOLVERS[name](**options)
+    except TypeError as e:
+        raise ValueError(f"solver {name!r}: invalid solver_options {options}: {e}") from None
+    return s._replace(name=name)
+
+
+__all__ = ["Solver", "StepContext", "run_solver", "SOLVERS", "solver_names", "get_solver",
+           "euler", "ddim", "heun", "dpm_solver", "dpmpp", "unipc", "deis", "ipndm",
+           "euler_maruyama", "ddpm", "sde_dpmpp_2m", "restart"]

@@ -1,0 +1,108 @@
+"""Solver protocol and the generic step loop.
+
+Conventions (DESIGN.md, diffusion): the state is VE, ``x = x0 + sigma * eps``;
+the denoiser ``D(x, sigma) = E[x0 | x]`` acts on one point and is vmapped here.
+``lambda = -log sigma`` (half the log-SNR). A solver walks the nodes
+``sigmas[0] > sigmas[1] > ... > sigmas[N]`` (``sigmas[N]`` may be 0) with
+
+* ``init(x, sigmas, plan) -> carry``
+* ``step(carry, i, ctx) -> (carry, num_evals)``: interval ``[sigmas[i], sigmas[i+1]]``,
+  ``num_evals`` the number of denoiser calls it made (an int32 array),
+* ``plan(budget, ends_at_zero) -> dict`` of per-step int arrays of length N (the
+  number of steps that fit in ``budget`` denoiser calls; e.g. the order used at each
+  step: warm-up and final steps),
+* ``evals(plan, ends_at_zero) -> int`` the exact number of denoiser calls of that plan.
+
+Randomness is batch-size invariant: the j-th normal draw of step i for sample b
+comes from ``fold_in(fold_in(fold_in(key, b), i), j)``.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+class StepContext(NamedTuple):
+    """What a solver step may use: the batched denoiser, the nodes, its plan and noise."""
+
+    denoise: Callable  # denoise(x[B,...], sigma scalar) -> [B,...]
+    sigmas: jax.Array
+    plan: Dict[str, jax.Array]
+    noise: Callable  # noise(i, j) -> [B,...] standard normals
+    params: Dict[str, jax.Array]
+
+
+class Solver(NamedTuple):
+    """A diffusion ODE/SDE solver (see module docstring for the protocol).
+
+    Attributes:
+      name: registry name.
+      order: theoretical order of convergence of the deterministic solver (0 for SDE samplers).
+      stochastic: whether steps draw noise.
+      evals_per_step: denoiser calls of one full step (away from sigma = 0).
+      init, step, plan, evals: the protocol functions.
+      params: array parameters (changing them never retraces).
+    """
+
+    name: str
+    order: int
+    stochastic: bool
+    init: Callable
+    step: Callable
+    plan: Callable
+    evals: Callable
+    params: Dict[str, Any] = {}
+
+
+def lam(s):
+    """``lambda = -log sigma`` (``+inf`` at sigma = 0)."""
+    return -jnp.log(s)
+
+
+def one_eval_per_step(order_max: int, warmup: bool = True):
+    """Planning helpers for multistep solvers: 1 call per step, order ramps up, order 1 into sigma = 0."""
+
+    def plan(budget, ends_at_zero):
+        n = int(budget)
+        orders = np.minimum(np.arange(n) + 1, order_max) if warmup else np.full(n, order_max)
+        if ends_at_zero:
+            orders[-1] = 1
+        return {"order": orders.astype(np.int32)}
+
+    def evals(plan_, ends_at_zero):
+        return int(len(plan_["order"]))
+
+    return plan, evals
+
+
+def run_solver(solver: Solver, denoise_batched: Callable, x: jax.Array, sigmas: jax.Array,
+               plan: Dict[str, np.ndarray], sample_keys: Optional[jax.Array], params: Dict[str, jax.Array],
+               num_steps=None, start=0):
+    """Run ``solver`` over the first ``num_steps`` intervals of ``sigmas``; returns ``(x, num_evals)``.
+
+    ``sigmas`` and the plan arrays may be padded beyond ``num_steps + 1`` entries and
+    ``num_steps`` may be a traced integer: the loop is a ``fori_loop`` with a dynamic
+    trip count, so one compilation serves every step count that fits the padding.
+    """
+    n = int(sigmas.shape[0]) - 1 if num_steps is None else num_steps
+    plan_j = {k: jnp.asarray(v) for k, v in plan.items()}
+
+    def noise(i, j):
+        if sample_keys is None:
+            raise ValueError(f"solver {solver.name!r} needs randomness but no key was given")
+        return jax.vmap(lambda k: jax.random.normal(
+            jax.random.fold_in(jax.random.fold_in(k, i), j), x.shape[1:], dtype=x.dtype))(sample_keys)
+
+    ctx = StepContext(denoise_batched, sigmas, plan_j, noise, params)
+    carry = solver.init(x, sigmas, plan_j)
+
+    def body(i, state):
+        c, ne = state
+        c, k = solver.step(c, i, ctx)
+        return c, ne + jnp.asarray(k, jnp.int32)
+
+    carry, nevals = jax.lax.fori_loop(start, n, body, (carry, jnp.asarray(0, jnp.int32)))
+    return carry.x, nevals

@@ -1,0 +1,374 @@
+"""Deterministic probability-flow ODE solvers in the VE convention.
+
+The probability-flow ODE (Song et al. 2021; Karras et al. 2022 eq. 4) is
+``dx/dsigma = (x - D(x, sigma)) / sigma``, equivalently with ``lambda = -log sigma``,
+``dx/dlambda = D(x, e^-lambda) - x``, whose variation-of-constants form
+``x_t = (sigma_t/sigma_s) x_s + int_{lambda_s}^{lambda_t} e^{lambda - lambda_t} D dlambda``
+is the basis of the exponential integrators (DPM-Solver(++), UniPC). With
+``alpha = 1`` their VP formulas become the ones below; ``ratio = sigma_t/sigma_s``
+and ``h = lambda_t - lambda_s = log(1/ratio)``.
+
+A step into ``sigma_t = 0`` (``h = inf``) is always taken at order 1, where every
+data-prediction update reduces to ``x_t = D(x_s, sigma_s)``; no coefficient is
+evaluated at ``h = inf``, so there is no NaN and no order switch that depends on
+the number of steps (no "14 vs 15 steps" cliff).
+"""
+from __future__ import annotations
+
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from samplax.diffusion.solvers.base import Solver, lam, one_eval_per_step
+
+
+class XCarry(NamedTuple):
+    x: jax.Array
+
+
+class MultiCarry(NamedTuple):
+    x: jax.Array
+    hist_m: jax.Array  # [H, B, ...] denoised values, newest first
+    hist_s: jax.Array  # [H] sigmas where they were evaluated
+    x_prev: jax.Array  # start of the previous step (UniC)
+    order_prev: jax.Array
+
+
+def _x_init(x, sigmas, plan):
+    return XCarry(x)
+
+
+# ---------------------------------------------------------------- Euler / DDIM
+def _euler_step(c, i, ctx):
+    s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
+    d = ctx.denoise(c.x, s)
+    return XCarry(c.x + (t - s) * (c.x - d) / s), 1
+
+
+def _ddim_step(c, i, ctx):
+    s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
+    d = ctx.denoise(c.x, s)
+    r = t / s
+    return XCarry(r * c.x + (1.0 - r) * d), 1
+
+
+def euler() -> Solver:
+    """Euler on ``dx/dsigma = (x - D)/sigma``: ``x_t = x_s + (sigma_t - sigma_s)(x_s - D(x_s))/sigma_s``.
+
+    Karras et al. (2022), Alg. 1 without the Heun correction. Order 1; 1 call per step.
+    """
+    pl, ev = one_eval_per_step(1)
+    return Solver("euler", 1, False, _x_init, _euler_step, pl, ev)
+
+
+def ddim() -> Solver:
+    """DDIM, eta = 0 (Song, Meng & Ermon 2021): ``x_t = (sigma_t/sigma_s) x_s + (1 - sigma_t/sigma_s) D(x_s)``.
+
+    In the VE convention this is algebraically Euler's update and DPM-Solver-1 (Lu et al. 2022).
+    """
+    pl, ev = one_eval_per_step(1)
+    return Solver("ddim", 1, False, _x_init, _ddim_step, pl, ev)
+
+
+# ---------------------------------------------------------------- Heun (EDM)
+def _heun_step(c, i, ctx):
+    s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
+    x = c.x
+    d = (x - ctx.denoise(x, s)) / s
+    xe = x + (t - s) * d
+
+    def corrected(_):
+        tt = jnp.where(t > 0, t, 1.0)
+        d2 = (xe - ctx.denoise(xe, tt)) / tt
+        return x + (t - s) * 0.5 * (d + d2)
+
+    xn = jax.lax.cond(t > 0, corrected, lambda _: xe, None)
+    return XCarry(xn), jnp.where(t > 0, 2, 1)
+
+
+def heun() -> Solver:
+    """Heun's 2nd-order method (Karras et al. 2022, Alg. 1, deterministic):
+
+    ``d = (x - D(x, s))/s``, ``x' = x + (t - s) d``, ``x_t = x + (t - s)(d + d')/2`` with
+    ``d' = (x' - D(x', t))/t``; the step into ``t = 0`` is Euler (1 call). 2 calls per step.
+    """
+
+    def plan(budget, ends_at_zero):
+        n = int((budget + 1) // 2) if ends_at_zero else int(budget // 2)
+        return {"order": np.full(n, 2, np.int32)}
+
+    def evals(p, ends_at_zero):
+        n = len(p["order"])
+        return 2 * n - (1 if ends_at_zero else 0)
+
+    return Solver("heun", 2, False, _x_init, _heun_step, plan, evals)
+
+
+# ---------------------------------------------------------------- DPM-Solver single-step (noise prediction)
+def _dpm_single_order(x, s, t, ctx, order):
+    """One DPM-Solver-k step (Lu et al. 2022, Alg. 1/2 with r1 = 1/2; r1 = 1/3, r2 = 2/3), VE form."""
+    eps_s = (x - ctx.denoise(x, s)) / s
+    if order == 1:
+        return x - (s - t) * eps_s
+    tt = jnp.where(t > 0, t, 1e-30)
+    h = jnp.log(s / tt)
+    if order == 2:
+        sm = jnp.sqrt(s * tt)  # lambda midpoint
+        u = x - (s - sm) * eps_s
+        eps_u = (u - ctx.denoise(u, sm)) / sm
+        return x - (s - t) * eps_u
+    r1, r2 = 1.0 / 3.0, 2.0 / 3.0
+    s1, s2 = s * jnp.exp(-r1 * h), s * jnp.exp(-r2 * h)
+    u1 = x - (s - s1) * eps_s
+    d1 = (u1 - ctx.denoise(u1, s1)) / s1 - eps_s
+    u2 = x - (s - s2) * eps_s - (r2 / r1) * ((s - s2) / (r2 * h) - s2) * d1
+    d2 = (u2 - ctx.denoise(u2, s2)) / s2 - eps_s
+    return x - (s - t) * eps_s - (1.0 / r2) * ((s - t) / h - t) * d2
+
+
+def _dpm_single_step(c, i, ctx):
+    s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
+    o = ctx.plan["order"][i]
+    branches = [partial(_dpm_single_order, ctx=ctx, order=k) for k in (1, 2, 3)]
+    xn = jax.lax.switch(o - 1, [lambda a, b, f=f: f(c.x, a, b) for f in branches], s, t)
+    return XCarry(xn), o
+
+
+def dpm_solver(order: int = 3) -> Solver:
+    """DPM-Solver-1/2/3 single-step (Lu et al. 2022), noise prediction, in ``lambda``.
+
+    Order k costs k calls per step. A call budget M is split as in the paper's
+    "DPM-Solver-fast": ``M mod k`` calls go to one lower-order first step, the
+    rest to order-k steps; a step into sigma = 0 is order 1.
+    """
+    if order not in (1, 2, 3):
+        raise ValueError(f"dpm_solver: order must be 1, 2 or 3, got {order!r}")
+
+    def plan(budget, ends_at_zero):
+        b = budget - 1 if ends_at_zero else budget
+        q, r = divmod(b, order)
+        orders = ([r] if r > 0 else []) + [order] * q + ([1] if ends_at_zero else [])
+        return {"order": np.asarray(orders, np.int32)}
+
+    def evals(p, ends_at_zero):
+        return int(np.sum(p["order"]))
+
+    return Solver(f"dpm_solver_{order}", order, False, _x_init, _dpm_single_step, plan, evals)
+
+
+# ---------------------------------------------------------------- multistep helpers
+def _multi_init(order_max):
+    def init(x, sigmas, plan):
+        h = max(order_max, 1)
+        return MultiCarry(x, jnp.zeros((h,) + x.shape, x.dtype), jnp.ones((h,), x.dtype) * sigmas[0],
+                          x, jnp.asarray(1, jnp.int32))
+    return init
+
+
+def _push(hist_m, hist_s, m, s):
+    return (jnp.concatenate([m[None], hist_m[:-1]], 0), jnp.concatenate([jnp.reshape(s, (1,)), hist_s[:-1]], 0))
+
+
+def _dpmpp_update(x, s, t, m, hist_m, hist_s, order):
+    """DPM-Solver++(kM) data-prediction update (Lu et al. 2022b, Alg. 2; 3M as in their code)."""
+    r = t / s
+    if order == 1:
+        return r * x + (1.0 - r) * m
+    h = jnp.log(s / t)
+    h0 = lam(s) - lam(hist_s[0])
+    r0 = h0 / h
+    d1_0 = (m - hist_m[0]) / r0
+    if order == 2:
+        return r * x + (1.0 - r) * (m + 0.5 * d1_0)
+    h1 = lam(hist_s[0]) - lam(hist_s[1])
+    r1 = h1 / h
+    d1_1 = (hist_m[0] - hist_m[1]) / r1
+    d1 = d1_0 + r0 / (r0 + r1) * (d1_0 - d1_1)
+    d2 = (d1_0 - d1_1) / (r0 + r1)
+    em1 = r - 1.0  # e^{-h} - 1
+    return r * x - em1 * m + (em1 / h + 1.0) * d1 - ((em1 + h) / h**2 - 0.5) * d2
+
+
+def _dpmpp_step(c, i, ctx, max_order):
+    s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
+    m = ctx.denoise(c.x, s)
+    o = ctx.plan["order"][i]
+    fns = [partial(_dpmpp_update, order=k) for k in range(1, max_order + 1)]
+    xn = jax.lax.switch(o - 1, [lambda a, f=f: f(c.x, s, a, m, c.hist_m, c.hist_s) for f in fns], t)
+    hm, hs = _push(c.hist_m, c.hist_s, m, s)
+    return MultiCarry(xn, hm, hs, c.x, o), 1
+
+
+def dpmpp(order: int = 2) -> Solver:
+    """DPM-Solver++(2M)/(3M) multistep (Lu et al. 2022b), data prediction, 1 call per step.
+
+    2M: ``x_t = r x_s + (1 - r)(D_s + (D_s - D_prev)/(2 r0))`` with ``r = sigma_t/sigma_s``,
+    ``r0 = h_prev/h``. Warm-up ramps the order 1, 2, (3); into sigma = 0 the order is 1.
+    """
+    if order not in (1, 2, 3):
+        raise ValueError(f"dpmpp: order must be 1, 2 or 3, got {order!r}")
+    pl, ev = one_eval_per_step(order)
+    return Solver(f"dpmpp_{order}m", order, False, _multi_init(order), partial(_dpmpp_step, max_order=order), pl, ev)
+
+
+# ---------------------------------------------------------------- UniPC
+def _unipc_coeffs(s, t, hist_s, order, variant):
+    """UniPC's ``rhos`` for predictor (UniP-p) and corrector (UniC-p) (Zhao et al. 2023, Alg. 2/3)."""
+    h = jnp.log(s / t)
+    hh = -h
+    h_phi_1 = jnp.expm1(hh)
+    b_h = hh if variant == "bh1" else jnp.expm1(hh)
+    rks = [(lam(hist_s[k]) - lam(s)) / h for k in range(order - 1)] + [jnp.ones_like(h)]
+    rks = jnp.stack(rks)
+    rows, b = [], []
+    h_phi_k = h_phi_1 / hh - 1.0
+    fact = 1.0
+    for k in range(1, order + 1):
+        rows.append(rks ** (k - 1))
+        b.append(h_phi_k * fact / b_h)
+        fact *= k + 1
+        h_phi_k = h_phi_k / hh - 1.0 / fact
+    R, b = jnp.stack(rows), jnp.stack(b)
+    if order == 1:
+        rho_p = jnp.zeros((0,))
+        rho_c = jnp.asarray([0.5])
+    elif order == 2:
+        rho_p = jnp.asarray([0.5])
+        rho_c = jnp.linalg.solve(R, b)
+    else:
+        rho_p = jnp.linalg.solve(R[:-1, :-1], b[:-1])
+        rho_c = jnp.linalg.solve(R, b)
+    return rks, h_phi_1, b_h, rho_p, rho_c
+
+
+def _unipc_update(x, s, t, m, hist_m, hist_s, order, variant, m_t=None):
+    r = t / s
+    if order == 1 and m_t is None:
+        return r * x + (1.0 - r) * m
+    rks, h_phi_1, b_h, rho_p, rho_c = _unipc_coeffs(s, t, hist_s, order, variant)
+    base = r * x - h_phi_1 * m
+    d1s = [(hist_m[k] - m) / rks[k] for k in range(order - 1)]
+    if m_t is None:
+        corr = sum(rho_p[k] * d1s[k] for k in range(order - 1))
+    else:
+        corr = sum((rho_c[k] * d1s[k] for k in range(order - 1)), jnp.zeros_like(x)) + rho_c[-1] * (m_t - m)
+    return base - b_h * corr
+
+
+def _unipc_step(c, i, ctx, max_order, variant, corrector):
+    s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
+    m = ctx.denoise(c.x, s)
+    x = c.x
+    if corrector:
+        sp = c.hist_s[0]
+
+        def correct(op):
+            fns = [partial(_unipc_update, order=k, variant=variant) for k in range(1, max_order + 1)]
+            return jax.lax.switch(op - 1, [lambda f=f: f(c.x_prev, sp, s, c.hist_m[0], c.hist_m[1:], c.hist_s[1:], m_t=m)
+                                           for f in fns])
+
+        x = jax.lax.cond(i > 0, lambda: correct(c.order_prev), lambda: c.x)
+    o = ctx.plan["order"][i]
+    fns = [partial(_unipc_update, order=k, variant=variant) for k in range(1, max_order + 1)]
+    xn = jax.lax.switch(o - 1, [lambda f=f: f(x, s, t, m, c.hist_m, c.hist_s) for f in fns])
+    hm, hs = _push(c.hist_m, c.hist_s, m, s)
+    return MultiCarry(xn, hm, hs, x, o), 1
+
+
+def unipc(order: int = 2, variant: str = "bh2", corrector: bool = True) -> Solver:
+    """UniPC (Zhao et al. 2023): UniP-p predictor plus optional UniC corrector, data prediction.
+
+    ``B(h) = h`` (``bh1``) or ``e^h - 1`` (``bh2``). The corrector at step i reuses
+    the call ``D(x_i)`` (no extra call) and raises the order to p + 1.
+    """
+    if order not in (1, 2, 3):
+        raise ValueError(f"unipc: order must be 1, 2 or 3, got {order!r}")
+    if variant not in ("bh1", "bh2"):
+        raise ValueError(f"unipc: variant must be 'bh1' or 'bh2', got {variant!r}")
+    pl, ev = one_eval_per_step(order)
+    step = partial(_unipc_step, max_order=order, variant=variant, corrector=corrector)
+    # history must hold `order` past values for the corrector (which looks one step further back)
+    init = _multi_init(order + 1)
+    name = f"unipc_{variant}" + ("" if corrector else "_nocorr") + (f"_{order}" if order != 2 else "")
+    return Solver(name, order + (1 if corrector else 0), False, init, step, pl, ev)
+
+
+# ---------------------------------------------------------------- DEIS (rho-AB) and iPNDM
+_GL_X, _GL_W = np.polynomial.legendre.leggauss(4)
+
+
+def _deis_coeffs(s, t, nodes):
+    """``c_j = int_s^t l_j(sigma) d sigma`` for the Lagrange basis on ``nodes`` (4-point Gauss-Legendre, exact)."""
+    q = 0.5 * (s + t) + 0.5 * (t - s) * jnp.asarray(_GL_X)
+    w = 0.5 * (t - s) * jnp.asarray(_GL_W)
+    cs = []
+    for j in range(len(nodes)):
+        lj = jnp.ones_like(q)
+        for k in range(len(nodes)):
+            if k != j:
+                lj = lj * (q - nodes[k]) / (nodes[j] - nodes[k])
+        cs.append(jnp.sum(w * lj))
+    return cs
+
+
+def _deis_update(x, s, t, e, hist_e, hist_s, order):
+    nodes = [s] + [hist_s[k] for k in range(order - 1)]
+    vals = [e] + [hist_e[k] for k in range(order - 1)]
+    cs = _deis_coeffs(s, t, nodes)
+    return x + sum(c * v for c, v in zip(cs, vals))
+
+
+def _eps_multistep_step(c, i, ctx, max_order, update):
+    s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
+    e = (c.x - ctx.denoise(c.x, s)) / s
+    o = ctx.plan["order"][i]
+    fns = [partial(update, order=k) for k in range(1, max_order + 1)]
+    xn = jax.lax.switch(o - 1, [lambda f=f: f(c.x, s, t, e, c.hist_m, c.hist_s) for f in fns])
+    hm, hs = _push(c.hist_m, c.hist_s, e, s)
+    return MultiCarry(xn, hm, hs, c.x, o), 1
+
+
+def deis(order: int = 3) -> Solver:
+    """DEIS rho-AB (Zhang & Chen 2023): ``x_t = x_s + int_s^t P(sigma) d sigma`` in the VE noise level
+    ``rho = sigma``, with ``P`` the Lagrange polynomial through the last k noise predictions
+    ``eps = (x - D)/sigma``, integrated exactly. 1 call per step; the step into sigma = 0 keeps
+    its full order (the polynomial is finite there).
+    """
+    if order not in (1, 2, 3, 4):
+        raise ValueError(f"deis: order must be 1..4, got {order!r}")
+
+    def plan(budget, ends_at_zero):
+        return {"order": np.minimum(np.arange(int(budget)) + 1, order).astype(np.int32)}
+
+    _, ev = one_eval_per_step(order)
+    return Solver(f"deis_{order}" if order != 3 else "deis", order, False, _multi_init(order),
+                  partial(_eps_multistep_step, max_order=order, update=_deis_update), plan, ev)
+
+
+_AB = {1: [1.0], 2: [1.5, -0.5], 3: [23 / 12, -16 / 12, 5 / 12], 4: [55 / 24, -59 / 24, 37 / 24, -9 / 24]}
+
+
+def _ipndm_update(x, s, t, e, hist_e, hist_s, order):
+    co = _AB[order]
+    comb = co[0] * e + sum(co[k] * hist_e[k - 1] for k in range(1, order))
+    return x + (t - s) * comb
+
+
+def ipndm(order: int = 4) -> Solver:
+    """iPNDM (Zhang & Chen 2023, after Liu et al. 2022's PNDM): Euler in sigma with the
+    fixed Adams-Bashforth combination of the last k noise predictions (k <= 4, ramping up).
+
+    The coefficients ignore non-uniform spacing, so on a non-uniform grid its order is below k.
+    """
+    if order not in (1, 2, 3, 4):
+        raise ValueError(f"ipndm: order must be 1..4, got {order!r}")
+
+    def plan(budget, ends_at_zero):
+        return {"order": np.minimum(np.arange(int(budget)) + 1, order).astype(np.int32)}
+
+    _, ev = one_eval_per_step(order)
+    return Solver("ipndm", 1, False, _multi_init(order),
+                  partial(_eps_multistep_step, max_order=order, update=_ipndm_update), plan, ev)

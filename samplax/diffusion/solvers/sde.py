@@ -1,0 +1,136 @@
+"""Stochastic samplers of the reverse diffusion in the VE convention.
+
+The reverse SDE in ``tau = sigma^2`` is ``dx = -grad log p_sigma(x) dtau + dW`` run
+backwards (Song et al. 2021), with ``grad log p_sigma(x) = (D(x, sigma) - x)/sigma^2``.
+Noise is batch-size invariant (see :mod:`samplax.diffusion.solvers.base`).
+"""
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from samplax.diffusion.solvers.base import Solver, lam, one_eval_per_step, run_solver
+from samplax.diffusion.solvers.ode import XCarry, MultiCarry, _multi_init, _push, _x_init, _heun_step
+
+
+def _em_step(c, i, ctx):
+    s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
+    m = ctx.denoise(c.x, s)
+    dtau = s * s - t * t
+    return XCarry(c.x + dtau * (m - c.x) / (s * s) + jnp.sqrt(dtau) * ctx.noise(i, 0)), 1
+
+
+def euler_maruyama() -> Solver:
+    """Euler-Maruyama on the reverse VE SDE in ``tau = sigma^2``:
+
+    ``x_t = x_s + (s^2 - t^2) (D(x_s, s) - x_s)/s^2 + sqrt(s^2 - t^2) z`` (Song et al. 2021). 1 call per step.
+    """
+    pl, ev = one_eval_per_step(1)
+    return Solver("euler_maruyama", 0, True, _x_init, _em_step, pl, ev)
+
+
+def _ddpm_step(c, i, ctx):
+    s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
+    m = ctx.denoise(c.x, s)
+    r2 = (t / s) ** 2
+    return XCarry(r2 * c.x + (1.0 - r2) * m + t * jnp.sqrt(1.0 - r2) * ctx.noise(i, 0)), 1
+
+
+def ddpm() -> Solver:
+    """DDPM ancestral sampling (Ho et al. 2020) as the exact Gaussian posterior ``q(x_t | x_s, x0 = D(x_s))``:
+
+    ``x_t = (t/s)^2 x_s + (1 - (t/s)^2) D(x_s, s) + t sqrt(1 - (t/s)^2) z``. 1 call per step.
+    (This is also SDE-DPM-Solver++(1).)
+    """
+    pl, ev = one_eval_per_step(1)
+    return Solver("ddpm", 0, True, _x_init, _ddpm_step, pl, ev)
+
+
+def _sde_dpmpp_update(x, s, t, m, hist_m, hist_s, z, order):
+    r = t / s
+    r2 = r * r
+    base = r2 * x + (1.0 - r2) * m + t * jnp.sqrt(1.0 - r2) * z
+    if order == 1:
+        return base
+    h = jnp.log(s / t)
+    r0 = (lam(s) - lam(hist_s[0])) / h
+    return base + 0.5 * (1.0 - r2) * (m - hist_m[0]) / r0
+
+
+def _sde_dpmpp_step(c, i, ctx):
+    s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
+    m = ctx.denoise(c.x, s)
+    z = ctx.noise(i, 0)
+    o = ctx.plan["order"][i]
+    fns = [partial(_sde_dpmpp_update, order=k) for k in (1, 2)]
+    xn = jax.lax.switch(o - 1, [lambda f=f: f(c.x, s, t, m, c.hist_m, c.hist_s, z) for f in fns])
+    hm, hs = _push(c.hist_m, c.hist_s, m, s)
+    return MultiCarry(xn, hm, hs, c.x, o), 1
+
+
+def sde_dpmpp_2m() -> Solver:
+    """SDE-DPM-Solver++(2M) (Lu et al. 2022b, midpoint form), data prediction:
+
+    ``x_t = r^2 x_s + (1 - r^2)(D_s + (D_s - D_prev)/(2 r0)) + t sqrt(1 - r^2) z``, ``r = t/s``. 1 call per step.
+    """
+    pl, ev = one_eval_per_step(2)
+    return Solver("sde_dpmpp_2m", 0, True, _multi_init(2), _sde_dpmpp_step, pl, ev)
+
+
+_HEUN = Solver("heun", 2, False, _x_init, _heun_step, None, None)
+
+
+@partial(jax.jit, static_argnums=(0, 7))
+def _restart_run(denoise_batched, x, sig_p, rs, j, n, sample_keys, num_restarts):
+    x, ne = run_solver(_HEUN, denoise_batched, x, sig_p, {}, None, {}, num_steps=j)
+    lo, hi = sig_p[j], rs[0]
+    for k in range(num_restarts):
+        z = jax.vmap(lambda kk: jax.random.normal(jax.random.fold_in(jax.random.fold_in(kk, 1_000_000), k),
+                                                  x.shape[1:], x.dtype))(sample_keys)
+        x = x + jnp.sqrt(hi**2 - lo**2) * z
+        x, ne_k = run_solver(_HEUN, denoise_batched, x, rs, {}, None, {})
+        ne = ne + ne_k
+    x, ne_k = run_solver(_HEUN, denoise_batched, x, sig_p, {}, None, {}, num_steps=n, start=j)
+    return x, ne + ne_k
+
+
+def restart(t_min: float = 0.06, t_max: float = 0.30, num_restarts: int = 2, restart_steps: int = 2) -> Solver:
+    """Restart sampling (Xu et al. 2023): Heun ODE steps on the main grid; at the grid node
+    nearest ``t_min`` it ``num_restarts`` times adds noise back up to ``t_max``
+    (``x += sqrt(t_max^2 - t_min^2) z``) and re-integrates down with ``restart_steps``
+    Heun steps on a Karras grid. Costs ``num_restarts * 2 * restart_steps`` calls on top of
+    the main Heun steps.
+    """
+    if not (0 < t_min < t_max):
+        raise ValueError(f"restart: need 0 < t_min < t_max, got t_min={t_min}, t_max={t_max}")
+    extra = num_restarts * 2 * restart_steps
+
+    def plan(budget, ends_at_zero):
+        b = budget - extra
+        if b < 1:
+            raise ValueError(f"restart: nfe budget {budget} too small; the restarts alone cost {extra} calls")
+        n = int((b + 1) // 2) if ends_at_zero else int(b // 2)
+        return {"order": np.full(n, 2, np.int32)}
+
+    def evals(p, ends_at_zero):
+        n = len(p["order"])
+        return 2 * n - (1 if ends_at_zero else 0) + extra
+
+    def run(denoise_batched, x, sigmas_np, plan_, sample_keys, params):
+        sig = np.asarray(sigmas_np)
+        pos = np.where(sig > 0)[0]
+        j = int(pos[np.argmin(np.abs(np.log(sig[pos]) - np.log(t_min)))])
+        lo = sig[j]
+        hi = max(t_max, lo * 1.5)
+        rho = 7.0
+        rs = (hi ** (1 / rho) + np.linspace(0, 1, restart_steps + 1) * (lo ** (1 / rho) - hi ** (1 / rho))) ** rho
+        length = max(256, 1 << int(np.ceil(np.log2(len(sig) + 1))))
+        sig_p = np.concatenate([sig, np.full(length - len(sig), sig[-1])])
+        return _restart_run(denoise_batched, x, jnp.asarray(sig_p, x.dtype), jnp.asarray(rs, x.dtype),
+                            jnp.asarray(j), jnp.asarray(len(sig) - 1), sample_keys, num_restarts)
+
+    s = Solver("restart", 0, True, _x_init, None, plan, evals, {"run": run})
+    return s
