@@ -15,12 +15,13 @@ from samplax.core import (  # noqa: F401
 from samplax.core.result import Result  # noqa: F401
 from samplax import targets  # noqa: F401
 from samplax import mcmc  # noqa: F401
+from samplax import diffusion  # noqa: F401
 from samplax.methods import method_names  # noqa: F401
 from samplax.driver import sample  # noqa: F401
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "sample", "method_names", "from_logdensity", "from_energy", "targets", "mcmc",
+    "sample", "method_names", "from_logdensity", "from_energy", "targets", "mcmc", "diffusion",
     "Target", "GroundTruth", "Result", "Kernel", "PointState",
 ]
