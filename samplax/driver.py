@@ -30,6 +30,9 @@ from samplax.methods import MethodSpec, get_method
 MAX_INIT_ATTEMPTS = 100
 
 
+#: Chains per vectorized block on CPU (``chain_method="blocked"``).
+CHAIN_BLOCK = 4
+
 #: Compiled programs of recent runs, keyed by everything structural about a run
 #: (method, options, the target's static part and array shapes, chains, lengths,
 #: chunking).  A second run that differs only in seed, data values or initial
@@ -192,12 +195,14 @@ def sample(target: Target, method: Any = "nuts", *, seed: int = 0, num_chains: i
       progress: show a progress line on stderr.
       chunk_size: steps per compiled chunk (structural; part of the configuration).
       checkpoint_interval: minimum seconds between checkpoints (0: after every chunk).
-      chain_method: ``"vectorized"`` (``vmap`` over chains), ``"sequential"`` (``lax.map``:
-        each chain's arithmetic is independent of how many chains run, so 8 chains
-        reproduce the first 8 of 64 bit for bit) or ``"auto"`` (sequential on CPU,
-        vectorized on accelerators).  With ``vmap``, XLA may vectorize reductions
-        differently for different batch sizes, so draws agree only to round-off,
-        which chaotic dynamics amplify.  Pooled adaptation is always vectorized.
+      chain_method: ``"vectorized"`` (one ``vmap`` over all chains), ``"blocked"`` (``vmap``
+        inside blocks of ``CHAIN_BLOCK`` chains, ``lax.map`` over blocks; the last block is
+        padded), ``"sequential"`` (blocks of one) or ``"auto"`` (blocked on CPU, vectorized on
+        accelerators).  XLA may vectorize reductions differently for different batch sizes,
+        so under one ``vmap`` over all chains, draws of runs with different numbers of chains
+        agree only to round-off, which chaotic dynamics amplify.  In blocked and sequential
+        mode chain ``c`` always sits at the same place of a block of the same size: 8 chains
+        reproduce the first 8 of 64 bit for bit.  Pooled adaptation is always vectorized.
       **method_options: options of the method (see ``samplax list methods``).
 
     Returns:
@@ -213,8 +218,9 @@ def sample(target: Target, method: Any = "nuts", *, seed: int = 0, num_chains: i
     num_warmup = _check_int("num_warmup", num_warmup, 0)
     num_samples = _check_int("num_samples", num_samples, 1)
     thinning = _check_int("thinning", thinning, 1)
-    if chain_method not in ("auto", "vectorized", "sequential"):
-        raise ValueError(f"sample: chain_method must be 'auto', 'vectorized' or 'sequential', got {chain_method!r}")
+    if chain_method not in ("auto", "vectorized", "sequential", "blocked"):
+        raise ValueError("sample: chain_method must be 'auto', 'blocked', 'vectorized' or 'sequential', "
+                         f"got {chain_method!r}")
     options = spec.resolve_options(method_options)
     if spec.runner is not None:
         extra_kw = {}
@@ -241,7 +247,6 @@ def sample(target: Target, method: Any = "nuts", *, seed: int = 0, num_chains: i
         "thinning": thinning, "chunk_size": chunk_size, "dtype": str(dtype),
         "init": None if init is None else hashlib.sha256(np.asarray(init, np.float64).tobytes()).hexdigest()[:16],
     }
-    config_hash = _config_hash(config)
 
     key = jax.random.key(seed)
     k_init, k_run, k_adapt = (jax.random.fold_in(key, i) for i in range(3))
@@ -256,20 +261,34 @@ def sample(target: Target, method: Any = "nuts", *, seed: int = 0, num_chains: i
     def build(dyn):
         return spec.build(_flat_logdensity(eqx.combine(dyn, static_target)), d, num_warmup, num_chains, **options)
 
-    chain_ids = jnp.arange(num_chains)
     per_chain = build(dyn_target).adapter.per_chain
     if chain_method == "auto":
-        chain_method = "sequential" if jax.default_backend() == "cpu" else "vectorized"
-    sequential = chain_method == "sequential" and per_chain
-    config["chain_method"] = "sequential" if sequential else "vectorized"
+        chain_method = "blocked" if jax.default_backend() == "cpu" else "vectorized"
+    if not per_chain:  # pooled adaptation couples the chains: one batch
+        chain_method = "vectorized"
+    block = {"sequential": 1, "blocked": CHAIN_BLOCK, "vectorized": num_chains}[chain_method]
+    num_padded = -(-num_chains // block) * block  # extra chains only fill the last block
+    num_blocks = num_padded // block
+    chain_ids = jnp.arange(num_padded)
+    config["chain_method"] = chain_method
+    config_hash = _config_hash(config)
+    if num_padded > num_chains:
+        x0 = jnp.concatenate([x0, jnp.broadcast_to(x0[-1:], (num_padded - num_chains,) + x0.shape[1:])])
 
-    def one_chain_batch(fn):
-        """Apply a batched-over-chains function chain by chain (batches of one)."""
+    def in_blocks(fn):
+        """Apply a batched-over-chains function block by block (``lax.map`` over blocks, ``vmap`` inside).
+
+        Chain ``c`` always sits at position ``c % block`` of a block of the same size, so its
+        arithmetic does not depend on how many chains run.
+        """
+        if num_blocks == 1:
+            return fn
+
         def mapped(*args):
-            def single(a):
-                out = fn(*jax.tree.map(lambda v: v[None], a))
-                return jax.tree.map(lambda v: v[0] if jnp.ndim(v) > 0 else v, out)
-            return jax.lax.map(single, args)
+            split = jax.tree.map(lambda v: v.reshape((num_blocks, block) + v.shape[1:]), args)
+            out = jax.lax.map(lambda a: fn(*a), split)
+            return jax.tree.map(lambda v: v.reshape((num_padded,) + v.shape[2:]), out)
+
         return mapped
 
     def init_all(tgt, x0, k_init, k_adapt):
@@ -280,11 +299,9 @@ def sample(target: Target, method: Any = "nuts", *, seed: int = 0, num_chains: i
         def init_batch(ki, x, ka):
             states = jax.vmap(algo.init)(ki, x)
             astate, n_grad = algo.adapter.init(ka, states)
-            return states, astate, n_grad
+            return states, astate, jnp.broadcast_to(n_grad, (ki.shape[0],))
 
-        if sequential:
-            return one_chain_batch(init_batch)(k_i, x0, k_a)
-        return init_batch(k_i, x0, k_a)
+        return in_blocks(init_batch)(k_i, x0, k_a)
 
     num_traces = [0]
 
@@ -302,12 +319,9 @@ def sample(target: Target, method: Any = "nuts", *, seed: int = 0, num_chains: i
         def one(carry, i):
             states, astate, n_lp, n_grad = carry
             keys = jax.vmap(lambda c: jax.random.fold_in(jax.random.fold_in(k_run, c), i))(chain_ids)
-            if sequential:
-                ii = jnp.broadcast_to(i, (num_chains,))
-                new_states, new_astate, infos, stats = one_chain_batch(
-                    lambda k, s, a, j: step_batch(k, s, a, j[0]))(keys, states, astate, ii)
-            else:
-                new_states, new_astate, infos, stats = step_batch(keys, states, astate, i)
+            ii = jnp.broadcast_to(i, (num_padded,))
+            new_states, new_astate, infos, stats = in_blocks(
+                lambda k, s, a, j: step_batch(k, s, a, j[0]))(keys, states, astate, ii)
             active = i < total
             new_states = jax.tree.map(lambda a, b: jnp.where(active, a, b), new_states, states)
             new_astate = jax.tree.map(lambda a, b: jnp.where(active, a, b), new_astate, astate)
@@ -319,16 +333,16 @@ def sample(target: Target, method: Any = "nuts", *, seed: int = 0, num_chains: i
 
     # ---------------------------------------------------------- state / resume
     cache_key = _cache_key(spec, options, static_target, dyn_target, num_chains, num_warmup, total,
-                           chunk_size, sequential, dtype)
+                           chunk_size, chain_method, dtype)
     cached = _COMPILED.get(cache_key) if cache_key is not None else None
     init_jit = cached[0] if cached is not None else jax.jit(init_all)
     states, astate, n_init_grad = init_jit(dyn_target, x0, k_init, k_adapt)
-    zeros = jnp.zeros((num_chains,), jnp.int32)
+    zeros = jnp.zeros((num_padded,), jnp.int32)
     carry = (states, astate, zeros, zeros)
     draws = np.zeros((num_chains, num_samples, d), dtype=np.dtype(str(dtype)))
     stats_store: dict = {}
     next_chunk = 0
-    n_init = int(np.sum(n_init_grad))
+    n_init = int(np.sum(np.asarray(n_init_grad)[:num_chains]))
     totals = {"lp": int(num_chains) + n_init,
               "grad": (int(num_chains) if spec.gradient_based else 0) + n_init}
     seconds_before = 0.0
@@ -373,18 +387,19 @@ def sample(target: Target, method: Any = "nuts", *, seed: int = 0, num_chains: i
             pos = np.asarray(pos)  # blocks
             stats = jax.tree.map(np.asarray, stats)
             run_seconds += time.perf_counter() - ts
-            n_lp_chunk, n_grad_chunk = np.asarray(new_carry[2]), np.asarray(new_carry[3])
+            n_lp_chunk = np.asarray(new_carry[2])[:num_chains]
+            n_grad_chunk = np.asarray(new_carry[3])[:num_chains]
             carry = (new_carry[0], new_carry[1], zeros, zeros)
             totals = {"lp": totals["lp"] + int(n_lp_chunk.sum()), "grad": totals["grad"] + int(n_grad_chunk.sum())}
             steps = start + np.arange(chunk_size)
             keep = (steps >= num_warmup) & (steps < total) & ((steps - num_warmup) % thinning == 0)
             if keep.any():
                 idx = (steps[keep] - num_warmup) // thinning
-                draws[:, idx] = np.swapaxes(pos[keep], 0, 1)
+                draws[:, idx] = np.swapaxes(pos[keep][:, :num_chains], 0, 1)
                 for k, v in stats.items():
                     if k not in stats_store:
                         stats_store[k] = np.zeros((num_chains, num_samples), dtype=v.dtype)
-                    stats_store[k][:, idx] = np.swapaxes(v[keep], 0, 1)
+                    stats_store[k][:, idx] = np.swapaxes(v[keep][:, :num_chains], 0, 1)
             next_chunk += 1
             bar.update(min(next_chunk * chunk_size, total))
             if ckpt_path is not None and (time.perf_counter() - last_ckpt >= checkpoint_interval
