@@ -70,10 +70,10 @@ def test_run_compiles_once_deterministic_and_batch_invariant(name):
 def test_runner_methods_shape_and_determinism(name):
     spec = get_method(name)
     target = samplax.targets.get(spec.example_target) if spec.example_target else _gauss(2)
-    kw = dict(num_chains=2, num_warmup=50, num_samples=64, progress=False, seed=1)
+    kw = dict(num_chains=2, num_warmup=50, num_samples=80, progress=False, seed=1)
     r = samplax.sample(target, name, **kw)
     r2 = samplax.sample(target, name, **kw)
-    assert r.samples.shape == (2, 64) + tuple(target.event_shape)
+    assert r.samples.shape == (2, 80) + tuple(target.event_shape)
     np.testing.assert_array_equal(r.samples, r2.samples)
     assert np.all(np.isfinite(r.samples))
     assert r.cost["num_logdensity_evals"] + r.cost["num_grad_evals"] > 0

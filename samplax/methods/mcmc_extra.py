@@ -76,13 +76,13 @@ def moment_adapter(dim: int, num_warmup: int, num_chains: int, make_params: Call
     num_warmup_a = jnp.asarray(num_warmup, jnp.int32)
 
     def init(keys, states):
-        del keys
+        n = keys.shape[0]  # the batch of chains the driver passes (may be a block)
         pos = jax.vmap(position_fn)(states)
         dtype = pos.dtype
-        c = jnp.zeros((num_chains, dim), dtype)
-        s = jnp.ones((num_chains, dim), dtype)
-        w = jax.vmap(lambda _: welford_init(dim, False, dtype))(jnp.arange(num_chains))
-        return (c, s, w), jnp.zeros((num_chains,), jnp.int32)
+        c = jnp.zeros((n, dim), dtype)
+        s = jnp.ones((n, dim), dtype)
+        w = jax.vmap(lambda _: welford_init(dim, False, dtype))(jnp.arange(n))
+        return (c, s, w), jnp.zeros((n,), jnp.int32)
 
     def update_one(c, s, w, i, x):
         in_slow = (i >= slow_start_a) & (i < slow_end_a) & (i < num_warmup_a)
@@ -353,10 +353,9 @@ def mclmc_adapter(dim: int, num_warmup: int, num_chains: int, *, desired_energy_
     n_w = jnp.asarray(num_warmup, jnp.int32)
 
     def init(keys, states):
-        del keys
+        c = keys.shape[0]  # the batch of chains the driver passes (may be a block)
         pos = jax.vmap(position_fn)(states)
         dt = pos.dtype
-        c = num_chains
         st = MCLMCAdaptState(jnp.full((c,), 0.25 * np.sqrt(dim), dt), jnp.full((c,), np.sqrt(dim), dt),
                              jnp.ones((c, dim), dt), jnp.zeros((c,), dt), jnp.zeros((c,), dt),
                              jax.vmap(lambda _: welford_init(dim, False, dt))(jnp.arange(c)))

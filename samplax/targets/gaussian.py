@@ -36,9 +36,15 @@ class Gaussian(Target):
     chol: jax.Array  # lower Cholesky factor of the covariance
     label: str = eqx.field(static=True, default="gaussian")
     details: str = eqx.field(static=True, default="")  # variant description for provenance()
+    #: optional precomputed ``chol^{-1}``: a mat-vec instead of a triangular solve per
+    #: evaluation (much faster under vmap on CPU).
+    chol_inv: jax.Array | None = None
 
     def logdensity(self, x):
-        z = jax.scipy.linalg.solve_triangular(self.chol, x - self.mean, lower=True)
+        if self.chol_inv is not None:
+            z = self.chol_inv @ (x - self.mean)
+        else:
+            z = jax.scipy.linalg.solve_triangular(self.chol, x - self.mean, lower=True)
         return -0.5 * jnp.sum(z**2)
 
     @property
@@ -76,7 +82,8 @@ class Gaussian(Target):
 def _gaussian(mean, cov, label, details=""):
     mean = jnp.asarray(mean, dtype=float)
     chol = jnp.asarray(np.linalg.cholesky(np.asarray(cov, dtype=np.float64)), dtype=float)
-    return Gaussian(mean=mean, chol=chol, label=label, details=details)
+    chol_inv = jnp.asarray(np.linalg.inv(np.asarray(chol, dtype=np.float64)), dtype=float)
+    return Gaussian(mean=mean, chol=chol, label=label, details=details, chol_inv=chol_inv)
 
 
 def _check_dim(dim, fn_name, minimum=1):
