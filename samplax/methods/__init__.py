@@ -95,3 +95,4 @@ def method_names() -> list:
 
 
 from samplax.methods import mcmc  # noqa: E402,F401  (registers rwm, mala, hmc, nuts)
+from samplax.methods import particles  # noqa: E402,F401  (ensembles, SVGD, walk-jump, RDMC, ...)

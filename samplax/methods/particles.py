@@ -1,0 +1,76 @@
+"""Registration of population methods: ensembles, interacting particles, reverse diffusions.
+
+Each entry is a :class:`~samplax.methods.MethodSpec` with a ``runner`` (see
+:mod:`samplax.particles._common`).  For all of them ``num_samples`` is the
+number of draws (particles) returned per chain, so ``Result.samples`` has shape
+``[num_chains, num_samples, *event_shape]``, and ``num_warmup`` is the number of
+burn-in iterations / optimisation steps / discretisation steps (documented per
+method).  Every method works with its defaults and no further options.
+The whole run is one compiled program (no progress bar, no checkpoints).
+"""
+from __future__ import annotations
+
+from samplax.methods import MethodSpec, Option, register_method
+from samplax.particles import ensemble
+from samplax.particles._common import check_positive_int, flat_logdensity, run_population
+
+
+def _pos_int_or_none(v):
+    return v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1)
+
+
+def _pos_number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and float(v) > 0
+
+
+def _pos_number_or_none(v):
+    return v is None or _pos_number(v)
+
+
+def _nonneg_int(v):
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+# --------------------------------------------------------------------------- ensembles
+def _ensemble_runner(kind):
+    def runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init, progress, **o):
+        del progress
+        d = target.dim
+        W = ensemble.default_num_walkers(d) if o["num_walkers"] is None else o["num_walkers"]
+        if W % 2 or W < 4 or W < 2 * d:
+            raise ValueError(f"{spec.name}: num_walkers must be even, >= 4 and >= 2 * dim = {2 * d}, got {W}")
+        if kind == "stretch":
+            if not float(o["a"]) > 1.0:
+                raise ValueError(f"{spec.name}: a (stretch scale) must be > 1, got {o['a']!r}")
+            move = ensemble.make_move("stretch", d, a=float(o["a"]))
+        else:
+            move = ensemble.make_move("de", d, gamma=o["gamma"], jump_every=o["jump_every"])
+        run_chain = ensemble.make_run_chain(flat_logdensity, move, W, num_warmup, num_samples)
+        return run_population(
+            target, spec.name, run_chain, seed=seed, num_chains=num_chains, num_particles=W, init=init,
+            gradient_based=False, options=o, num_warmup=num_warmup, num_samples=num_samples,
+            cost_per_chain=ensemble.cost_per_chain(W, num_warmup, num_samples),
+            extra={"num_walkers": W, "draw_layout": "walker-major, one snapshot every W iterations"})
+
+    return runner
+
+
+_walkers = Option(None, "walkers per ensemble (None: max(16, 2 dim + 2)); even and >= 2 dim",
+                  _pos_int_or_none, "a positive even int or None")
+
+register_method(MethodSpec(
+    "ensemble_stretch", None,
+    "Affine-invariant ensemble sampler, stretch move (Goodman & Weare 2010); gradient-free",
+    {"num_walkers": _walkers,
+     "a": Option(2.0, "stretch scale a > 1 (z in [1/a, a])", _pos_number, "a number > 1")},
+    family="particles", gradient_based=False, runner=_ensemble_runner("stretch")))
+
+register_method(MethodSpec(
+    "ensemble_de", None,
+    "Differential-evolution MCMC ensemble (ter Braak 2006); gradient-free",
+    {"num_walkers": _walkers,
+     "gamma": Option(None, "DE scale (None: 2.38 / sqrt(2 dim))", _pos_number_or_none, "a positive number or None"),
+     "jump_every": Option(10, "use gamma = 1 every this many iterations (0: never)", _nonneg_int, "an int >= 0")},
+    family="particles", gradient_based=False, runner=_ensemble_runner("de")))
+
+_ = check_positive_int  # used by later registrations
