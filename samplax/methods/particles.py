@@ -11,7 +11,7 @@ The whole run is one compiled program (no progress bar, no checkpoints).
 from __future__ import annotations
 
 from samplax.methods import MethodSpec, Option, register_method
-from samplax.particles import ensemble
+from samplax.particles import ensemble, stein
 from samplax.particles._common import check_positive_int, flat_logdensity, run_population
 
 
@@ -73,4 +73,60 @@ register_method(MethodSpec(
      "jump_every": Option(10, "use gamma = 1 every this many iterations (0: never)", _nonneg_int, "an int >= 0")},
     family="particles", gradient_based=False, runner=_ensemble_runner("de")))
 
-_ = check_positive_int  # used by later registrations
+
+# --------------------------------------------------------------------------- Stein
+def _svgd_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init, progress, **o):
+    del progress
+    run_chain = stein.make_svgd_chain(flat_logdensity, num_warmup, float(o["step_size"]))
+    return run_population(
+        target, spec.name, run_chain, seed=seed, num_chains=num_chains, num_particles=num_samples, init=init,
+        gradient_based=True, options=o, num_warmup=num_warmup, num_samples=num_samples,
+        cost_per_chain=stein.svgd_cost(num_samples, num_warmup),
+        extra={"particles_per_chain": num_samples, "num_steps": num_warmup})
+
+
+def _mirrored_svgd_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init, progress, **o):
+    del progress
+    ev = tuple(target.event_shape)
+    if len(ev) != 1 or ev[0] < 2:
+        raise ValueError(f"{spec.name}: the target must live on the simplex in R^K with event_shape (K,), K >= 2; "
+                         f"got event_shape {ev}")
+    run_chain = stein.make_mirrored_svgd_chain(flat_logdensity, num_warmup, float(o["step_size"]))
+    res = run_population(
+        target, spec.name, run_chain, seed=seed, num_chains=num_chains, num_particles=num_samples, init=init,
+        gradient_based=False, options=o, num_warmup=num_warmup, num_samples=num_samples,
+        cost_per_chain=stein.svgd_cost(num_samples, num_warmup),
+        extra={"particles_per_chain": num_samples, "num_steps": num_warmup, "mirror_map": "entropic"})
+    return res
+
+
+def _check_simplex_init(method, target, init):
+    import numpy as np
+    if init is None:
+        return
+    a = np.asarray(init, dtype=np.float64)
+    if np.any(a <= 0) or np.any(np.abs(a.sum(-1) - 1.0) > 1e-6):
+        raise ValueError(f"{method}: init must lie in the open simplex (positive coordinates summing to 1)")
+
+
+_step = Option(0.1, "initial Adam learning rate (cosine-decayed to 1/100 of it)", _pos_number, "a positive number")
+
+register_method(MethodSpec(
+    "svgd", None,
+    "Stein variational gradient descent, RBF kernel with median bandwidth, Adam steps (Liu & Wang 2016); "
+    "num_samples = particles per chain, num_warmup = iterations",
+    {"step_size": _step}, family="particles", gradient_based=True, runner=_svgd_runner))
+
+
+def _mirrored_entry(target, spec, **kw):
+    _check_simplex_init(spec.name, target, kw.get("init"))
+    return _mirrored_svgd_runner(target, spec, **kw)
+
+
+register_method(MethodSpec(
+    "mirrored_svgd", None,
+    "Mirrored SVGD on the probability simplex, entropic mirror map (Shi, Liu & Mackey 2022); "
+    "num_samples = particles per chain, num_warmup = iterations",
+    {"step_size": _step}, family="particles", gradient_based=False, runner=_mirrored_entry))
+
+_ = check_positive_int

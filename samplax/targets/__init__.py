@@ -24,3 +24,4 @@ def names() -> list:
 
 # Families register themselves on import (order does not matter).
 from samplax.targets import gaussian  # noqa: E402,F401
+from samplax.targets import simplex  # noqa: E402,F401  (dirichlet)
