@@ -11,7 +11,7 @@ The whole run is one compiled program (no progress bar, no checkpoints).
 from __future__ import annotations
 
 from samplax.methods import MethodSpec, Option, register_method
-from samplax.particles import ensemble, stein
+from samplax.particles import ensemble, smoothing, stein, walk_jump
 from samplax.particles._common import check_positive_int, flat_logdensity, run_population
 
 
@@ -128,5 +128,45 @@ register_method(MethodSpec(
     "Mirrored SVGD on the probability simplex, entropic mirror map (Shi, Liu & Mackey 2022); "
     "num_samples = particles per chain, num_warmup = iterations",
     {"step_size": _step}, family="particles", gradient_based=False, runner=_mirrored_entry))
+
+
+# --------------------------------------------------------------------------- walk-jump
+def _walk_jump_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init, progress, **o):
+    del progress
+    parts = smoothing.gaussian_mixture_parts(target) if o["smoothed_score"] in ("auto", "exact") else None
+    if o["smoothed_score"] == "exact" and parts is None:
+        raise ValueError(f"{spec.name}: smoothed_score='exact' needs a Gaussian-mixture target exposing means, "
+                         f"weights and covs/scales (or a Gaussian with mean and chol); {target.name!r} does not")
+    if num_warmup < 1:
+        raise ValueError(f"{spec.name}: num_warmup (total Langevin steps per trajectory) must be >= 1")
+    run_chain = walk_jump.make_run_chain(
+        flat_logdensity, parts, sigma=float(o["sigma"]), num_measurements=o["num_measurements"],
+        num_warmup=num_warmup, step_size=float(o["step_size"]), num_is=o["num_is"])
+    exact = parts is not None
+    s_final = float(o["sigma"]) ** 2 / o["num_measurements"]
+    return run_population(
+        target, spec.name, run_chain, seed=seed, num_chains=num_chains, num_particles=num_samples, init=init,
+        gradient_based=False, options=o, num_warmup=num_warmup, num_samples=num_samples,
+        cost_per_chain=walk_jump.cost_per_chain(num_samples, exact=exact, num_measurements=o["num_measurements"],
+                                                num_warmup=num_warmup, num_is=o["num_is"]),
+        extra={"smoothed_score": "exact mixture" if exact else f"SNIS with {o['num_is']} draws",
+               "final_noise_variance": s_final,
+               "steps_first_and_later": walk_jump.stage_steps(num_warmup, o["num_measurements"])})
+
+
+register_method(MethodSpec(
+    "walk_jump", None,
+    "Walk-jump sampling with accumulating measurements (Saremi & Hyvarinen 2019; Saremi et al. 2023); "
+    "independent trajectories, num_samples per chain, num_warmup = Langevin steps per trajectory",
+    {"sigma": Option(2.0, "measurement noise std sigma", _pos_number, "a positive number"),
+     "num_measurements": Option(100, "number of accumulated measurements M (final noise sigma^2 / M)",
+                                _pos_int_or_none_strict := (lambda v: isinstance(v, int) and not isinstance(v, bool)
+                                                            and v >= 1), "an int >= 1"),
+     "step_size": Option(0.5, "Langevin step size in units of sigma^2", _pos_number, "a positive number"),
+     "num_is": Option(256, "importance draws per smoothed-score estimate (non-mixture targets)",
+                      _pos_int_or_none_strict, "an int >= 1"),
+     "smoothed_score": Option("auto", "'auto' (exact for Gaussian mixtures, else SNIS), 'exact' or 'snis'",
+                              lambda v: v in ("auto", "exact", "snis"), "one of 'auto', 'exact', 'snis'")},
+    family="particles", gradient_based=False, runner=_walk_jump_runner))
 
 _ = check_positive_int

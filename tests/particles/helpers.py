@@ -60,3 +60,51 @@ def chain_spread_check(values, truth, z=Z):
     err = np.abs(values.mean(axis=0) - truth)
     assert np.all(err <= z * se), (values.mean(axis=0), truth, se)
     return err, se
+
+
+class GMM(samplax.Target):
+    """Test Gaussian mixture exposing ``means`` [K, d], ``scales`` [K] (isotropic std) and ``weights`` [K]."""
+
+    means: jax.Array
+    scales: jax.Array
+    weights: jax.Array
+
+    def logdensity(self, x):
+        d = self.means.shape[1]
+        z = (x[None, :] - self.means) / self.scales[:, None]
+        comp = -0.5 * jnp.sum(z * z, axis=1) - d * jnp.log(self.scales) - 0.5 * d * jnp.log(2 * jnp.pi)
+        return jax.scipy.special.logsumexp(jnp.log(self.weights) + comp)
+
+    @property
+    def event_shape(self):
+        return (self.means.shape[1],)
+
+    def sample(self, key, n):
+        k1, k2 = jax.random.split(key)
+        c = jax.random.choice(k1, self.weights.shape[0], (n,), p=self.weights)
+        return self.means[c] + self.scales[c][:, None] * jax.random.normal(k2, (n, self.means.shape[1]))
+
+    def ground_truth(self):
+        w = np.asarray(self.weights)
+        m = np.asarray(self.means)
+        s = np.asarray(self.scales)
+        mean = w @ m
+        second = w @ (m**2 + s[:, None] ** 2)
+        return GroundTruth(kind="analytic", source="closed form", mean=mean, std=np.sqrt(second - mean**2),
+                           log_Z=0.0)
+
+
+def two_mode_gmm():
+    """0.3 N((-2, -1), 0.6^2 I) + 0.7 N((2, 1), 0.6^2 I): mode weights 0.3 / 0.7."""
+    return GMM(means=jnp.array([[-2.0, -1.0], [2.0, 1.0]]), scales=jnp.array([0.6, 0.6]),
+               weights=jnp.array([0.3, 0.7]))
+
+
+def mode_weight_check(samples, w_first, z=Z):
+    """Fraction of draws with x0 < 0 (the first mode) vs its weight, binomial SE of independent draws."""
+    flat = samples.reshape(-1, samples.shape[-1])
+    n = flat.shape[0]
+    frac = float(np.mean(flat[:, 0] < 0))
+    se = np.sqrt(w_first * (1 - w_first) / n)
+    assert abs(frac - w_first) <= z * se, (frac, w_first, se)
+    return frac, se
