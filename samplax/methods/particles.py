@@ -11,7 +11,7 @@ The whole run is one compiled program (no progress bar, no checkpoints).
 from __future__ import annotations
 
 from samplax.methods import MethodSpec, Option, register_method
-from samplax.particles import ensemble, smoothing, stein, walk_jump
+from samplax.particles import ensemble, rdmc, score_ensemble, smoothing, stein, walk_jump
 from samplax.particles._common import check_positive_int, flat_logdensity, run_population
 
 
@@ -168,5 +168,86 @@ register_method(MethodSpec(
      "smoothed_score": Option("auto", "'auto' (exact for Gaussian mixtures, else SNIS), 'exact' or 'snis'",
                               lambda v: v in ("auto", "exact", "snis"), "one of 'auto', 'exact', 'snis'")},
     family="particles", gradient_based=False, runner=_walk_jump_runner))
+
+
+# --------------------------------------------------------------------------- reverse diffusions
+def _gaussian_start(num_particles, dim):
+    import jax
+    import jax.numpy as jnp
+
+    def init_fn(key, num_chains):
+        return jax.vmap(lambda c: jax.random.normal(jax.random.fold_in(key, c), (num_particles, dim),
+                                                    jnp.result_type(float)))(jnp.arange(num_chains))
+
+    return init_fn
+
+
+def _check_reverse(spec, init, num_warmup, o):
+    if init is not None:
+        raise ValueError(f"{spec.name}: init is not used (the reverse diffusion starts from N(0, I) at time T); "
+                         "pass init=None")
+    if num_warmup < 1:
+        raise ValueError(f"{spec.name}: num_warmup (number of reverse-diffusion steps) must be >= 1")
+    if not float(o["T"]) > rdmc.T_MIN:
+        raise ValueError(f"{spec.name}: T must be > {rdmc.T_MIN}, got {o['T']!r}")
+
+
+def _rdmc_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init, progress, **o):
+    del progress
+    _check_reverse(spec, init, num_warmup, o)
+    run_chain = rdmc.make_run_chain(flat_logdensity, T=float(o["T"]), num_steps=num_warmup, inner=o["inner"],
+                                    num_inner=o["num_inner"], inner_steps=o["inner_steps"])
+    return run_population(
+        target, spec.name, run_chain, seed=seed, num_chains=num_chains, num_particles=num_samples, init=None,
+        gradient_based=False, options=o, num_warmup=num_warmup, num_samples=num_samples,
+        init_fn=_gaussian_start(num_samples, target.dim),
+        cost_per_chain=rdmc.cost_per_chain(num_samples, num_steps=num_warmup, inner=o["inner"],
+                                           num_inner=o["num_inner"], inner_steps=o["inner_steps"]),
+        extra={"t_min": rdmc.T_MIN, "T": float(o["T"]), "inner": o["inner"]})
+
+
+def _score_ensemble_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init, progress, **o):
+    del progress
+    _check_reverse(spec, init, num_warmup, o)
+    if num_samples < 2:
+        raise ValueError(f"{spec.name}: num_samples (ensemble size) must be >= 2, got {num_samples}")
+    run_chain = score_ensemble.make_run_chain(flat_logdensity, T=float(o["T"]), num_steps=num_warmup,
+                                              draws_per_member=o["draws_per_member"])
+    return run_population(
+        target, spec.name, run_chain, seed=seed, num_chains=num_chains, num_particles=num_samples, init=None,
+        gradient_based=False, options=o, num_warmup=num_warmup, num_samples=num_samples,
+        init_fn=_gaussian_start(num_samples, target.dim),
+        cost_per_chain=score_ensemble.cost_per_chain(num_samples, num_steps=num_warmup,
+                                                     draws_per_member=o["draws_per_member"]),
+        extra={"t_min": rdmc.T_MIN, "T": float(o["T"]), "ensemble_size": num_samples})
+
+
+def _int_ge1(v):
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+
+_T = Option(5.0, "diffusion horizon T (start from N(0, I) at time T)", _pos_number, "a positive number")
+
+register_method(MethodSpec(
+    "rdmc", None,
+    "Reverse diffusion Monte Carlo (Huang et al. 2023): reverse OU SDE with the noised score from inner "
+    "importance sampling or ULA on p(x0 | x_t); num_samples independent trajectories per chain, "
+    "num_warmup = reverse steps",
+    {"T": _T,
+     "inner": Option("is", "inner estimator of E[x0 | x_t]: 'is' (importance sampling) or 'ula'",
+                     lambda v: v in ("is", "ula"), "'is' or 'ula'"),
+     "num_inner": Option(64, "inner importance draws / ULA chains per particle and step", _int_ge1, "an int >= 1"),
+     "inner_steps": Option(5, "ULA steps per inner chain (inner='ula')", _int_ge1, "an int >= 1")},
+    family="particles", gradient_based=False, runner=_rdmc_runner))
+
+register_method(MethodSpec(
+    "score_ensemble", None,
+    "Ensemble score-based sampler (after Riel & Bischoff 2024): reverse OU diffusion whose drifts come from "
+    "target evaluations shared across the ensemble (gradient-free); num_samples = ensemble size per chain, "
+    "num_warmup = reverse steps",
+    {"T": _T,
+     "draws_per_member": Option(4, "target evaluations per member and step (shared by the whole ensemble)",
+                                _int_ge1, "an int >= 1")},
+    family="particles", gradient_based=False, runner=_score_ensemble_runner))
 
 _ = check_positive_int
