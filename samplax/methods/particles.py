@@ -11,7 +11,7 @@ The whole run is one compiled program (no progress bar, no checkpoints).
 from __future__ import annotations
 
 from samplax.methods import MethodSpec, Option, register_method
-from samplax.particles import ensemble, rdmc, score_ensemble, smoothing, stein, walk_jump
+from samplax.particles import ensemble, mmd_flow, rdmc, score_ensemble, smoothing, stein, walk_jump
 from samplax.particles._common import check_positive_int, flat_logdensity, run_population
 
 
@@ -249,5 +249,40 @@ register_method(MethodSpec(
      "draws_per_member": Option(4, "target evaluations per member and step (shared by the whole ensemble)",
                                 _int_ge1, "an int >= 1")},
     family="particles", gradient_based=False, runner=_score_ensemble_runner))
+
+
+# --------------------------------------------------------------------------- MMD flow
+def _mmd_flow_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init, progress, **o):
+    del progress
+    if not getattr(target, "has_exact_sampler", False):
+        raise ValueError(f"{spec.name}: this variant (sample-based MMD flow with the negative-distance kernel) needs "
+                         f"draws from the target, but {target.name!r} has no exact sampler (target.sample); "
+                         "use a score-based particle method such as 'svgd' instead")
+    import jax.numpy as jnp
+
+    d = target.dim
+
+    def sample_fn(tgt, key, n):
+        return jnp.reshape(tgt.sample(key, n), (n, d)).astype(jnp.result_type(float))
+
+    batch = num_samples if o["batch_size"] is None else o["batch_size"]
+    run_chain = mmd_flow.make_run_chain(sample_fn, num_steps=num_warmup, step_size=float(o["step_size"]),
+                                        batch=batch)
+    return run_population(
+        target, spec.name, run_chain, seed=seed, num_chains=num_chains, num_particles=num_samples, init=init,
+        gradient_based=False, options=o, num_warmup=num_warmup, num_samples=num_samples,
+        cost_per_chain={"num_logdensity_evals": num_samples, "num_grad_evals": 0},
+        extra={"num_target_samples": num_chains * batch * (num_warmup + 1), "variant": "sample-based energy MMD flow"})
+
+
+register_method(MethodSpec(
+    "mmd_flow", None,
+    "MMD particle flow with the negative-distance (energy) kernel towards fresh exact target draws "
+    "(Hertrich et al. 2024); needs target.sample; num_samples = particles, num_warmup = steps",
+    {"step_size": Option(1.0, "Euler step in units of the target's mean coordinate std (cosine-decayed to 1%)",
+                         _pos_number, "a positive number"),
+     "batch_size": Option(None, "target draws per step (None: num_samples)", _pos_int_or_none,
+                          "a positive int or None")},
+    family="particles", gradient_based=False, runner=_mmd_flow_runner))
 
 _ = check_positive_int

@@ -80,8 +80,14 @@ def ula_posterior_mean(key, lp_fn, x, t, num_inner, inner_steps):
     return jnp.mean(z, axis=0)
 
 
-def make_run_chain(logdensity_of_target, *, T, num_steps, inner, num_inner, inner_steps):
-    """``run_chain(key, x_T [N, d], target) -> (draws [N, d], stats)``; ``x_T`` should be ``N(0, I)`` draws."""
+def make_run_chain(logdensity_of_target, *, T, num_steps, inner, num_inner, inner_steps, init_steps=0,
+                   init_step_size=0.1):
+    """``run_chain(key, x [N, d], target) -> (draws [N, d], stats)``; ``x`` should be ``N(0, I)`` draws.
+
+    With ``init_steps > 0`` the start is first moved towards ``p_T`` by that many
+    ULA steps of size ``init_step_size`` on ``p_T`` with the estimated score
+    (RDMC's initialisation for a moderate ``T``).
+    """
 
     def run_chain(key, xT, target):
         lp_fn = logdensity_of_target(target)
@@ -91,6 +97,20 @@ def make_run_chain(logdensity_of_target, *, T, num_steps, inner, num_inner, inne
             if inner == "is":
                 return is_posterior_mean(k, lp_fn, x, t, num_inner)[0]
             return ula_posterior_mean(k, lp_fn, x, t, num_inner, inner_steps)
+
+        def score_at(k, x, t):
+            a, v = jnp.exp(-t), -jnp.expm1(-2.0 * t)
+            ks = jax.random.split(k, x.shape[0])
+            m = jax.vmap(lambda kk, xx: post_mean(kk, xx, t))(ks, x)
+            return (a * m - x) / v
+
+        def init_step(x, i):
+            k1, k2 = jax.random.split(jax.random.fold_in(key, 1_000_000 + i))
+            g = score_at(k1, x, ts[0])
+            return x + init_step_size * g + jnp.sqrt(2 * init_step_size) * jax.random.normal(k2, x.shape, x.dtype), None
+
+        if init_steps:
+            xT, _ = jax.lax.scan(init_step, xT, jnp.arange(init_steps))
 
         def step(x, i):
             t_hi, t_lo = ts[i], ts[i + 1]
@@ -109,9 +129,9 @@ def make_run_chain(logdensity_of_target, *, T, num_steps, inner, num_inner, inne
     return run_chain
 
 
-def cost_per_chain(num_particles, *, num_steps, inner, num_inner, inner_steps) -> dict:
+def cost_per_chain(num_particles, *, num_steps, inner, num_inner, inner_steps, init_steps=0) -> dict:
     """Target evaluations of one chain (no initial check: the start is ``N(0, I)``)."""
     per = num_inner if inner == "is" else num_inner * (1 + inner_steps)
     grads = 0 if inner == "is" else num_inner * inner_steps
-    return {"num_logdensity_evals": num_particles * num_steps * per,
-            "num_grad_evals": num_particles * num_steps * grads}
+    n = num_steps + init_steps
+    return {"num_logdensity_evals": num_particles * n * per, "num_grad_evals": num_particles * n * grads}
