@@ -195,15 +195,17 @@ def _check_reverse(spec, init, num_warmup, o):
 def _rdmc_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init, progress, **o):
     del progress
     _check_reverse(spec, init, num_warmup, o)
+    init_steps = num_warmup if o["init_steps"] is None else o["init_steps"]
     run_chain = rdmc.make_run_chain(flat_logdensity, T=float(o["T"]), num_steps=num_warmup, inner=o["inner"],
-                                    num_inner=o["num_inner"], inner_steps=o["inner_steps"])
+                                    num_inner=o["num_inner"], inner_steps=o["inner_steps"], init_steps=init_steps)
     return run_population(
         target, spec.name, run_chain, seed=seed, num_chains=num_chains, num_particles=num_samples, init=None,
         gradient_based=False, options=o, num_warmup=num_warmup, num_samples=num_samples,
         init_fn=_gaussian_start(num_samples, target.dim),
         cost_per_chain=rdmc.cost_per_chain(num_samples, num_steps=num_warmup, inner=o["inner"],
-                                           num_inner=o["num_inner"], inner_steps=o["inner_steps"]),
-        extra={"t_min": rdmc.T_MIN, "T": float(o["T"]), "inner": o["inner"]})
+                                           num_inner=o["num_inner"], inner_steps=o["inner_steps"],
+                                           init_steps=init_steps),
+        extra={"t_min": rdmc.T_MIN, "T": float(o["T"]), "inner": o["inner"], "init_steps": init_steps})
 
 
 def _score_ensemble_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init, progress, **o):
@@ -233,10 +235,14 @@ register_method(MethodSpec(
     "Reverse diffusion Monte Carlo (Huang et al. 2023): reverse OU SDE with the noised score from inner "
     "importance sampling or ULA on p(x0 | x_t); num_samples independent trajectories per chain, "
     "num_warmup = reverse steps",
-    {"T": _T,
+    {"T": Option(1.0, "diffusion horizon T (moderate: see samplax.particles.rdmc)", _pos_number,
+                 "a positive number"),
+     "init_steps": Option(None, "Langevin steps on p_T before the reverse pass (None: num_warmup)",
+                          lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 0),
+                          "an int >= 0 or None"),
      "inner": Option("is", "inner estimator of E[x0 | x_t]: 'is' (importance sampling) or 'ula'",
                      lambda v: v in ("is", "ula"), "'is' or 'ula'"),
-     "num_inner": Option(64, "inner importance draws / ULA chains per particle and step", _int_ge1, "an int >= 1"),
+     "num_inner": Option(256, "inner importance draws / ULA chains per particle and step", _int_ge1, "an int >= 1"),
      "inner_steps": Option(5, "ULA steps per inner chain (inner='ula')", _int_ge1, "an int >= 1")},
     family="particles", gradient_based=False, runner=_rdmc_runner))
 

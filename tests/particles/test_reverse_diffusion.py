@@ -40,3 +40,19 @@ def test_reverse_diffusion_bad_options():
         samplax.sample(t, method="rdmc", T=1e-4, progress=False)
     with pytest.raises(ValueError, match="ensemble size"):
         samplax.sample(t, method="score_ensemble", num_samples=1, progress=False)
+
+
+def test_rdmc_gaussian():
+    t = correlated_gaussian(2)
+    r = samplax.sample(t, method="rdmc", seed=4, num_chains=4, num_warmup=200, num_samples=250, progress=False)
+    check_moments_mcse(r, t)
+    # 200 Langevin start steps + 200 reverse steps, 256 importance draws each, per particle
+    assert r.cost["num_logdensity_evals"] == 4 * 250 * 400 * 256
+    assert r.cost["num_grad_evals"] == 0
+
+
+def test_rdmc_gmm_mode_weights():
+    t = two_mode_gmm()
+    r = samplax.sample(t, method="rdmc", seed=5, num_chains=4, num_warmup=200, num_samples=250, progress=False)
+    mode_weight_check(r.samples, 0.3)
+    check_moments_mcse(r, t)
