@@ -94,7 +94,7 @@ def _mirrored_svgd_runner(target, spec, *, seed, num_chains, num_warmup, num_sam
     run_chain = stein.make_mirrored_svgd_chain(flat_logdensity, num_warmup, float(o["step_size"]))
     res = run_population(
         target, spec.name, run_chain, seed=seed, num_chains=num_chains, num_particles=num_samples, init=init,
-        gradient_based=False, options=o, num_warmup=num_warmup, num_samples=num_samples,
+        gradient_based=True, options=o, num_warmup=num_warmup, num_samples=num_samples,
         cost_per_chain=stein.svgd_cost(num_samples, num_warmup),
         extra={"particles_per_chain": num_samples, "num_steps": num_warmup, "mirror_map": "entropic"})
     return res
@@ -127,7 +127,7 @@ register_method(MethodSpec(
     "mirrored_svgd", None,
     "Mirrored SVGD on the probability simplex, entropic mirror map (Shi, Liu & Mackey 2022); "
     "num_samples = particles per chain, num_warmup = iterations",
-    {"step_size": _step}, family="particles", gradient_based=False, runner=_mirrored_entry))
+    {"step_size": _step}, family="particles", gradient_based=True, runner=_mirrored_entry))
 
 
 # --------------------------------------------------------------------------- walk-jump
