@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from samplax.methods import MethodSpec, Option, register_method
 from samplax.particles import ensemble, mmd_flow, rdmc, score_ensemble, smoothing, stein, walk_jump
-from samplax.particles._common import check_positive_int, flat_logdensity, run_population
+from samplax.particles._common import flat_logdensity, run_population
 
 
 def _pos_int_or_none(v):
@@ -25,6 +25,10 @@ def _pos_number(v):
 
 def _pos_number_or_none(v):
     return v is None or _pos_number(v)
+
+
+def _int_ge1(v):
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
 
 
 def _nonneg_int(v):
@@ -141,7 +145,9 @@ def _walk_jump_runner(target, spec, *, seed, num_chains, num_warmup, num_samples
         raise ValueError(f"{spec.name}: num_warmup (total Langevin steps per trajectory) must be >= 1")
     run_chain = walk_jump.make_run_chain(
         flat_logdensity, parts, sigma=float(o["sigma"]), num_measurements=o["num_measurements"],
-        num_warmup=num_warmup, step_size=float(o["step_size"]), num_is=o["num_is"])
+        num_warmup=num_warmup, step_size=float(o["step_size"] if o["step_size"] is not None
+                                               else (0.5 if parts is not None else 0.1)),
+        num_is=o["num_is"])
     exact = parts is not None
     s_final = float(o["sigma"]) ** 2 / o["num_measurements"]
     return run_population(
@@ -160,11 +166,12 @@ register_method(MethodSpec(
     "independent trajectories, num_samples per chain, num_warmup = Langevin steps per trajectory",
     {"sigma": Option(2.0, "measurement noise std sigma", _pos_number, "a positive number"),
      "num_measurements": Option(100, "number of accumulated measurements M (final noise sigma^2 / M)",
-                                _pos_int_or_none_strict := (lambda v: isinstance(v, int) and not isinstance(v, bool)
-                                                            and v >= 1), "an int >= 1"),
-     "step_size": Option(0.5, "Langevin step size in units of sigma^2", _pos_number, "a positive number"),
+                                _int_ge1, "an int >= 1"),
+     "step_size": Option(None, "Langevin step size in units of sigma^2 (None: 0.5 for the exact, "
+                         "Metropolis-adjusted walk; 0.1 for the unadjusted SNIS walk)", _pos_number_or_none,
+                         "a positive number or None"),
      "num_is": Option(256, "importance draws per smoothed-score estimate (non-mixture targets)",
-                      _pos_int_or_none_strict, "an int >= 1"),
+                      _int_ge1, "an int >= 1"),
      "smoothed_score": Option("auto", "'auto' (exact for Gaussian mixtures, else SNIS), 'exact' or 'snis'",
                               lambda v: v in ("auto", "exact", "snis"), "one of 'auto', 'exact', 'snis'")},
     family="particles", gradient_based=False, runner=_walk_jump_runner))
@@ -222,10 +229,6 @@ def _score_ensemble_runner(target, spec, *, seed, num_chains, num_warmup, num_sa
         cost_per_chain=score_ensemble.cost_per_chain(num_samples, num_steps=num_warmup,
                                                      draws_per_member=o["draws_per_member"]),
         extra={"t_min": rdmc.T_MIN, "T": float(o["T"]), "ensemble_size": num_samples})
-
-
-def _int_ge1(v):
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
 
 
 _T = Option(5.0, "diffusion horizon T (start from N(0, I) at time T)", _pos_number, "a positive number")
@@ -290,5 +293,3 @@ register_method(MethodSpec(
      "batch_size": Option(None, "target draws per step (None: num_samples)", _pos_int_or_none,
                           "a positive int or None")},
     family="particles", gradient_based=False, runner=_mmd_flow_runner))
-
-_ = check_positive_int

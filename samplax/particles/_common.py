@@ -161,13 +161,6 @@ def run_population(target: Target, method: str, run_chain: Callable, *, seed: in
                          extra_warnings=warnings)
 
 
-def check_positive_int(method: str, name: str, v, lo: int = 1) -> int:
-    """Validate an integer option (clear error naming the option)."""
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-        raise ValueError(f"{method}: {name} must be an int >= {lo}, got {v!r}")
-    return int(v)
-
-
 def pairwise_sq_dists(x: jax.Array, y: jax.Array) -> jax.Array:
     """``[n, m]`` squared Euclidean distances between rows of ``x`` [n, d] and ``y`` [m, d]."""
     diff = x[:, None, :] - y[None, :, :]

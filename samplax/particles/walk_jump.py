@@ -32,9 +32,8 @@ What this module does (per independent trajectory; a chain holds
   unadjusted (ULA with the SNIS score) otherwise;
 * the returned draw is the final jump ``x_hat_M``.
 
-Step size: ``step_size = 0.5`` suits the Metropolis-adjusted (exact) path; the
-unadjusted SNIS path has an ``O(h)`` discretisation bias, so pass a smaller one
-(e.g. 0.1) there.  The SNIS estimator's own ``O(1/num_is)`` bias inflates the
+Step size (default): ``0.5`` for the Metropolis-adjusted (exact) path, ``0.1``
+for the unadjusted SNIS path, which has an ``O(h)`` discretisation bias.  The SNIS estimator's own ``O(1/num_is)`` bias inflates the
 spread (measured on a 2-D Gaussian: ``num_is = 16`` gives a ~60% too large sd,
 ``num_is = 256``, the default, is within Monte Carlo error).
 

@@ -46,7 +46,7 @@ def test_walk_jump_snis_gaussian():
     t = correlated_gaussian(2)  # a plain function target: SNIS smoothed score, ULA walk
     # SNIS has an O(1/num_is) bias (measured: num_is = 16 inflates the sd by ~60%, 256 is within MCSE)
     r = samplax.sample(t, method="walk_jump", seed=3, num_chains=4, num_warmup=200, num_samples=200,
-                       num_measurements=50, step_size=0.1, progress=False)
+                       num_measurements=50, progress=False)  # default SNIS step size 0.1
     assert r.extra["smoothed_score"].startswith("SNIS")
     gt = t.ground_truth()
     S = np.diag(gt.std) @ np.array([[1, 0.6], [0.6, 1]]) @ np.diag(gt.std)
