@@ -22,6 +22,10 @@ coordinate standard deviation of the first batch and ``c_k`` a cosine decay from
 not the sliced/sorting approximation of the ICLR paper (same flow, exact
 gradient, fine for the moderate ``N`` of a sampler).  No log-density or
 gradient evaluations are made; target draws are reported in ``Result.extra``.
+Measured: 2-D correlated Gaussian within the i.i.d. yardstick (tests); 5-D
+correlated Gaussian (N = 200, 300 steps) the coordinate with the smallest scale
+(sd 0.5, the step uses the *mean* scale 1.25) ends 7 SE too wide: one global
+step scale converges slowly for badly scaled targets.
 """
 from __future__ import annotations
 

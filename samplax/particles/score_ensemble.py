@@ -22,7 +22,13 @@ so member ``i`` borrows the evaluations made near its ensemble neighbours
 The members move with the same exponential-integrator step as
 :mod:`samplax.particles.rdmc` on a geometric grid from ``T = 5`` to ``1e-3``
 (``num_warmup`` steps), starting from ``N(0, I)``; the returned draws are the
-ensemble at ``t_min``.  Gradient-free.  The interaction makes members weakly
+ensemble at ``t_min``.  Gradient-free.
+
+Measured accuracy (defaults ``L = 4``, ``T = 5``): 2-D Gaussian and a 2-D
+two-mode mixture within z = 4.5 MCSE (tests); on a 5-D correlated Gaussian
+(N = 500, 200 steps) the mean is 2.3-3.5 SE too close to 0 (the ``N(0, I)``
+start) and the smallest-scale sd 4.6 SE too large: the self-normalised
+estimate is biased towards the proposal centres as the dimension grows.  The interaction makes members weakly
 dependent (O(1/N) effects); independent chains are independent ensembles.
 """
 from __future__ import annotations

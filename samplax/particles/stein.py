@@ -17,6 +17,12 @@ with learning rate decayed by a cosine schedule from ``step_size`` (default
 lets the deterministic particle system settle on its fixed point; the fixed
 point, not the optimiser, determines the result.
 
+Known finite-particle bias (measured, seed-fixed, 8 independent populations):
+on a 2-D Gaussian with N = 100 the particle sd is 2% low, N = 300 1% low
+(within the i.i.d. yardstick of the tests); on a 5-D correlated Gaussian with
+N = 200 the sd is 4-6 i.i.d. standard errors low (the variance collapse of SVGD
+in growing dimension, Ba et al. 2021) while the mean stays exact to 0.03 SE.
+
 Mirrored SVGD (Shi, Liu & Mackey 2022, "Sampling with Mirror Stein Operators",
 ICLR) for targets on the simplex ``{theta in R^K : theta_i > 0, sum theta = 1}``
 with the entropic mirror map ``psi(theta) = sum_{i<=K} theta_i log theta_i``

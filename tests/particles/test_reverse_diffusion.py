@@ -2,7 +2,7 @@
 
 Tolerances: z * MCSE with the MCSE of the returned draws.  rdmc trajectories are independent,
 so that MCSE is exact; score_ensemble members interact only through a shared O(1/N) estimate
-(N = 500 members), which we do not inflate the tolerance for.  Mode weights use the binomial SE.
+(N = 300 members), which we do not inflate the tolerance for.  Mode weights use the binomial SE.
 """
 import numpy as np
 import pytest
@@ -13,16 +13,16 @@ from tests.particles.helpers import check_moments_mcse, correlated_gaussian, mod
 
 def test_score_ensemble_gaussian():
     t = correlated_gaussian(2)
-    r = samplax.sample(t, method="score_ensemble", seed=1, num_chains=4, num_warmup=200, num_samples=500,
+    r = samplax.sample(t, method="score_ensemble", seed=1, num_chains=4, num_warmup=150, num_samples=300,
                        progress=False)
     check_moments_mcse(r, t)
-    assert r.cost["num_logdensity_evals"] == 4 * 500 * 4 * 200
+    assert r.cost["num_logdensity_evals"] == 4 * 300 * 4 * 150
     assert r.cost["num_grad_evals"] == 0
 
 
 def test_score_ensemble_gmm_mode_weights():
     t = two_mode_gmm()
-    r = samplax.sample(t, method="score_ensemble", seed=2, num_chains=4, num_warmup=200, num_samples=500,
+    r = samplax.sample(t, method="score_ensemble", seed=2, num_chains=4, num_warmup=150, num_samples=300,
                        progress=False)
     mode_weight_check(r.samples, 0.3)
     check_moments_mcse(r, t)
