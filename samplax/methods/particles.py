@@ -1,0 +1,295 @@
+"""Registration of population methods: ensembles, interacting particles, reverse diffusions.
+
+Each entry is a :class:`~samplax.methods.MethodSpec` with a ``runner`` (see
+:mod:`samplax.particles._common`).  For all of them ``num_samples`` is the
+number of draws (particles) returned per chain, so ``Result.samples`` has shape
+``[num_chains, num_samples, *event_shape]``, and ``num_warmup`` is the number of
+burn-in iterations / optimisation steps / discretisation steps (documented per
+method).  Every method works with its defaults and no further options.
+The whole run is one compiled program (no progress bar, no checkpoints).
+"""
+from __future__ import annotations
+
+from samplax.methods import MethodSpec, Option, register_method
+from samplax.particles import ensemble, mmd_flow, rdmc, score_ensemble, smoothing, stein, walk_jump
+from samplax.particles._common import flat_logdensity, run_population
+
+
+def _pos_int_or_none(v):
+    return v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1)
+
+
+def _pos_number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and float(v) > 0
+
+
+def _pos_number_or_none(v):
+    return v is None or _pos_number(v)
+
+
+def _int_ge1(v):
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+
+def _nonneg_int(v):
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+# --------------------------------------------------------------------------- ensembles
+def _ensemble_runner(kind):
+    def runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init, progress, **o):
+        del progress
+        d = target.dim
+        W = ensemble.default_num_walkers(d) if o["num_walkers"] is None else o["num_walkers"]
+        if W % 2 or W < 4 or W < 2 * d:
+            raise ValueError(f"{spec.name}: num_walkers must be even, >= 4 and >= 2 * dim = {2 * d}, got {W}")
+        if kind == "stretch":
+            if not float(o["a"]) > 1.0:
+                raise ValueError(f"{spec.name}: a (stretch scale) must be > 1, got {o['a']!r}")
+            move = ensemble.make_move("stretch", d, a=float(o["a"]))
+        else:
+            move = ensemble.make_move("de", d, gamma=o["gamma"], jump_every=o["jump_every"])
+        run_chain = ensemble.make_run_chain(flat_logdensity, move, W, num_warmup, num_samples)
+        return run_population(
+            target, spec.name, run_chain, seed=seed, num_chains=num_chains, num_particles=W, init=init,
+            gradient_based=False, options=o, num_warmup=num_warmup, num_samples=num_samples,
+            cost_per_chain=ensemble.cost_per_chain(W, num_warmup, num_samples),
+            extra={"num_walkers": W, "draw_layout": "walker-major, one snapshot every W iterations"})
+
+    return runner
+
+
+_walkers = Option(None, "walkers per ensemble (None: max(16, 2 dim + 2)); even and >= 2 dim",
+                  _pos_int_or_none, "a positive even int or None")
+
+register_method(MethodSpec(
+    "ensemble_stretch", None,
+    "Affine-invariant ensemble sampler, stretch move (Goodman & Weare 2010); gradient-free",
+    {"num_walkers": _walkers,
+     "a": Option(2.0, "stretch scale a > 1 (z in [1/a, a])", _pos_number, "a number > 1")},
+    family="particles", gradient_based=False, runner=_ensemble_runner("stretch")))
+
+register_method(MethodSpec(
+    "ensemble_de", None,
+    "Differential-evolution MCMC ensemble (ter Braak 2006); gradient-free",
+    {"num_walkers": _walkers,
+     "gamma": Option(None, "DE scale (None: 2.38 / sqrt(2 dim))", _pos_number_or_none, "a positive number or None"),
+     "jump_every": Option(10, "use gamma = 1 every this many iterations (0: never)", _nonneg_int, "an int >= 0")},
+    family="particles", gradient_based=False, runner=_ensemble_runner("de")))
+
+
+# --------------------------------------------------------------------------- Stein
+def _svgd_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init, progress, **o):
+    del progress
+    run_chain = stein.make_svgd_chain(flat_logdensity, num_warmup, float(o["step_size"]))
+    return run_population(
+        target, spec.name, run_chain, seed=seed, num_chains=num_chains, num_particles=num_samples, init=init,
+        gradient_based=True, options=o, num_warmup=num_warmup, num_samples=num_samples,
+        cost_per_chain=stein.svgd_cost(num_samples, num_warmup),
+        extra={"particles_per_chain": num_samples, "num_steps": num_warmup})
+
+
+def _mirrored_svgd_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init, progress, **o):
+    del progress
+    ev = tuple(target.event_shape)
+    if len(ev) != 1 or ev[0] < 2:
+        raise ValueError(f"{spec.name}: the target must live on the simplex in R^K with event_shape (K,), K >= 2; "
+                         f"got event_shape {ev}")
+    run_chain = stein.make_mirrored_svgd_chain(flat_logdensity, num_warmup, float(o["step_size"]))
+    res = run_population(
+        target, spec.name, run_chain, seed=seed, num_chains=num_chains, num_particles=num_samples, init=init,
+        gradient_based=True, options=o, num_warmup=num_warmup, num_samples=num_samples,
+        cost_per_chain=stein.svgd_cost(num_samples, num_warmup),
+        extra={"particles_per_chain": num_samples, "num_steps": num_warmup, "mirror_map": "entropic"})
+    return res
+
+
+def _check_simplex_init(method, target, init):
+    import numpy as np
+    if init is None:
+        return
+    a = np.asarray(init, dtype=np.float64)
+    if np.any(a <= 0) or np.any(np.abs(a.sum(-1) - 1.0) > 1e-6):
+        raise ValueError(f"{method}: init must lie in the open simplex (positive coordinates summing to 1)")
+
+
+_step = Option(0.1, "initial Adam learning rate (cosine-decayed to 1/100 of it)", _pos_number, "a positive number")
+
+register_method(MethodSpec(
+    "svgd", None,
+    "Stein variational gradient descent, RBF kernel with median bandwidth, Adam steps (Liu & Wang 2016); "
+    "num_samples = particles per chain, num_warmup = iterations",
+    {"step_size": _step}, family="particles", gradient_based=True, runner=_svgd_runner))
+
+
+def _mirrored_entry(target, spec, **kw):
+    _check_simplex_init(spec.name, target, kw.get("init"))
+    return _mirrored_svgd_runner(target, spec, **kw)
+
+
+register_method(MethodSpec(
+    "mirrored_svgd", None,
+    "Mirrored SVGD on the probability simplex, entropic mirror map (Shi, Liu & Mackey 2022); "
+    "num_samples = particles per chain, num_warmup = iterations",
+    {"step_size": _step}, family="particles", gradient_based=True, runner=_mirrored_entry))
+
+
+# --------------------------------------------------------------------------- walk-jump
+def _walk_jump_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init, progress, **o):
+    del progress
+    parts = smoothing.gaussian_mixture_parts(target) if o["smoothed_score"] in ("auto", "exact") else None
+    if o["smoothed_score"] == "exact" and parts is None:
+        raise ValueError(f"{spec.name}: smoothed_score='exact' needs a Gaussian-mixture target exposing means, "
+                         f"weights and covs/scales (or a Gaussian with mean and chol); {target.name!r} does not")
+    if num_warmup < 1:
+        raise ValueError(f"{spec.name}: num_warmup (total Langevin steps per trajectory) must be >= 1")
+    run_chain = walk_jump.make_run_chain(
+        flat_logdensity, parts, sigma=float(o["sigma"]), num_measurements=o["num_measurements"],
+        num_warmup=num_warmup, step_size=float(o["step_size"] if o["step_size"] is not None
+                                               else (0.5 if parts is not None else 0.1)),
+        num_is=o["num_is"])
+    exact = parts is not None
+    s_final = float(o["sigma"]) ** 2 / o["num_measurements"]
+    return run_population(
+        target, spec.name, run_chain, seed=seed, num_chains=num_chains, num_particles=num_samples, init=init,
+        gradient_based=False, options=o, num_warmup=num_warmup, num_samples=num_samples,
+        cost_per_chain=walk_jump.cost_per_chain(num_samples, exact=exact, num_measurements=o["num_measurements"],
+                                                num_warmup=num_warmup, num_is=o["num_is"]),
+        extra={"smoothed_score": "exact mixture" if exact else f"SNIS with {o['num_is']} draws",
+               "final_noise_variance": s_final,
+               "steps_first_and_later": walk_jump.stage_steps(num_warmup, o["num_measurements"])})
+
+
+register_method(MethodSpec(
+    "walk_jump", None,
+    "Walk-jump sampling with accumulating measurements (Saremi & Hyvarinen 2019; Saremi et al. 2023); "
+    "independent trajectories, num_samples per chain, num_warmup = Langevin steps per trajectory",
+    {"sigma": Option(2.0, "measurement noise std sigma", _pos_number, "a positive number"),
+     "num_measurements": Option(100, "number of accumulated measurements M (final noise sigma^2 / M)",
+                                _int_ge1, "an int >= 1"),
+     "step_size": Option(None, "Langevin step size in units of sigma^2 (None: 0.5 for the exact, "
+                         "Metropolis-adjusted walk; 0.1 for the unadjusted SNIS walk)", _pos_number_or_none,
+                         "a positive number or None"),
+     "num_is": Option(256, "importance draws per smoothed-score estimate (non-mixture targets)",
+                      _int_ge1, "an int >= 1"),
+     "smoothed_score": Option("auto", "'auto' (exact for Gaussian mixtures, else SNIS), 'exact' or 'snis'",
+                              lambda v: v in ("auto", "exact", "snis"), "one of 'auto', 'exact', 'snis'")},
+    family="particles", gradient_based=False, runner=_walk_jump_runner))
+
+
+# --------------------------------------------------------------------------- reverse diffusions
+def _gaussian_start(num_particles, dim):
+    import jax
+    import jax.numpy as jnp
+
+    def init_fn(key, num_chains):
+        return jax.vmap(lambda c: jax.random.normal(jax.random.fold_in(key, c), (num_particles, dim),
+                                                    jnp.result_type(float)))(jnp.arange(num_chains))
+
+    return init_fn
+
+
+def _check_reverse(spec, init, num_warmup, o):
+    if init is not None:
+        raise ValueError(f"{spec.name}: init is not used (the reverse diffusion starts from N(0, I) at time T); "
+                         "pass init=None")
+    if num_warmup < 1:
+        raise ValueError(f"{spec.name}: num_warmup (number of reverse-diffusion steps) must be >= 1")
+    if not float(o["T"]) > rdmc.T_MIN:
+        raise ValueError(f"{spec.name}: T must be > {rdmc.T_MIN}, got {o['T']!r}")
+
+
+def _rdmc_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init, progress, **o):
+    del progress
+    _check_reverse(spec, init, num_warmup, o)
+    init_steps = num_warmup if o["init_steps"] is None else o["init_steps"]
+    run_chain = rdmc.make_run_chain(flat_logdensity, T=float(o["T"]), num_steps=num_warmup, inner=o["inner"],
+                                    num_inner=o["num_inner"], inner_steps=o["inner_steps"], init_steps=init_steps)
+    return run_population(
+        target, spec.name, run_chain, seed=seed, num_chains=num_chains, num_particles=num_samples, init=None,
+        gradient_based=False, options=o, num_warmup=num_warmup, num_samples=num_samples,
+        init_fn=_gaussian_start(num_samples, target.dim),
+        cost_per_chain=rdmc.cost_per_chain(num_samples, num_steps=num_warmup, inner=o["inner"],
+                                           num_inner=o["num_inner"], inner_steps=o["inner_steps"],
+                                           init_steps=init_steps),
+        extra={"t_min": rdmc.T_MIN, "T": float(o["T"]), "inner": o["inner"], "init_steps": init_steps})
+
+
+def _score_ensemble_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init, progress, **o):
+    del progress
+    _check_reverse(spec, init, num_warmup, o)
+    if num_samples < 2:
+        raise ValueError(f"{spec.name}: num_samples (ensemble size) must be >= 2, got {num_samples}")
+    run_chain = score_ensemble.make_run_chain(flat_logdensity, T=float(o["T"]), num_steps=num_warmup,
+                                              draws_per_member=o["draws_per_member"])
+    return run_population(
+        target, spec.name, run_chain, seed=seed, num_chains=num_chains, num_particles=num_samples, init=None,
+        gradient_based=False, options=o, num_warmup=num_warmup, num_samples=num_samples,
+        init_fn=_gaussian_start(num_samples, target.dim),
+        cost_per_chain=score_ensemble.cost_per_chain(num_samples, num_steps=num_warmup,
+                                                     draws_per_member=o["draws_per_member"]),
+        extra={"t_min": rdmc.T_MIN, "T": float(o["T"]), "ensemble_size": num_samples})
+
+
+_T = Option(5.0, "diffusion horizon T (start from N(0, I) at time T)", _pos_number, "a positive number")
+
+register_method(MethodSpec(
+    "rdmc", None,
+    "Reverse diffusion Monte Carlo (Huang et al. 2023): reverse OU SDE with the noised score from inner "
+    "importance sampling or ULA on p(x0 | x_t); num_samples independent trajectories per chain, "
+    "num_warmup = reverse steps",
+    {"T": Option(1.0, "diffusion horizon T (moderate: see samplax.particles.rdmc)", _pos_number,
+                 "a positive number"),
+     "init_steps": Option(None, "Langevin steps on p_T before the reverse pass (None: num_warmup)",
+                          lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 0),
+                          "an int >= 0 or None"),
+     "inner": Option("is", "inner estimator of E[x0 | x_t]: 'is' (importance sampling) or 'ula'",
+                     lambda v: v in ("is", "ula"), "'is' or 'ula'"),
+     "num_inner": Option(256, "inner importance draws / ULA chains per particle and step", _int_ge1, "an int >= 1"),
+     "inner_steps": Option(5, "ULA steps per inner chain (inner='ula')", _int_ge1, "an int >= 1")},
+    family="particles", gradient_based=False, runner=_rdmc_runner))
+
+register_method(MethodSpec(
+    "score_ensemble", None,
+    "Ensemble score-based sampler (after Riel & Bischoff 2024): reverse OU diffusion whose drifts come from "
+    "target evaluations shared across the ensemble (gradient-free); num_samples = ensemble size per chain, "
+    "num_warmup = reverse steps",
+    {"T": _T,
+     "draws_per_member": Option(4, "target evaluations per member and step (shared by the whole ensemble)",
+                                _int_ge1, "an int >= 1")},
+    family="particles", gradient_based=False, runner=_score_ensemble_runner))
+
+
+# --------------------------------------------------------------------------- MMD flow
+def _mmd_flow_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init, progress, **o):
+    del progress
+    if not getattr(target, "has_exact_sampler", False):
+        raise ValueError(f"{spec.name}: this variant (sample-based MMD flow with the negative-distance kernel) needs "
+                         f"draws from the target, but {target.name!r} has no exact sampler (target.sample); "
+                         "use a score-based particle method such as 'svgd' instead")
+    import jax.numpy as jnp
+
+    d = target.dim
+
+    def sample_fn(tgt, key, n):
+        return jnp.reshape(tgt.sample(key, n), (n, d)).astype(jnp.result_type(float))
+
+    batch = num_samples if o["batch_size"] is None else o["batch_size"]
+    run_chain = mmd_flow.make_run_chain(sample_fn, num_steps=num_warmup, step_size=float(o["step_size"]),
+                                        batch=batch)
+    return run_population(
+        target, spec.name, run_chain, seed=seed, num_chains=num_chains, num_particles=num_samples, init=init,
+        gradient_based=False, options=o, num_warmup=num_warmup, num_samples=num_samples,
+        cost_per_chain={"num_logdensity_evals": num_samples, "num_grad_evals": 0},
+        extra={"num_target_samples": num_chains * batch * (num_warmup + 1), "variant": "sample-based energy MMD flow"})
+
+
+register_method(MethodSpec(
+    "mmd_flow", None,
+    "MMD particle flow with the negative-distance (energy) kernel towards fresh exact target draws "
+    "(Hertrich et al. 2024); needs target.sample; num_samples = particles, num_warmup = steps",
+    {"step_size": Option(1.0, "Euler step in units of the target's mean coordinate std (cosine-decayed to 1%)",
+                         _pos_number, "a positive number"),
+     "batch_size": Option(None, "target draws per step (None: num_samples)", _pos_int_or_none,
+                          "a positive int or None")},
+    family="particles", gradient_based=False, runner=_mmd_flow_runner))

@@ -1,0 +1,82 @@
+"""Ensemble score-based sampler: reverse OU diffusion with drifts estimated from the particle ensemble.
+
+After Riel & Bischoff 2024 ("Enhancing Score-Based Sampling Methods with
+Ensembles" / "Gradient-Free Score-Based Sampling Methods with Ensembles",
+arXiv:2401.17539), which builds gradient-free approximate reverse-diffusion
+(Föllmer-type) drifts from the collective ensemble.  What is implemented here
+is *our* estimator in that spirit (we could not check the paper's code; the
+facts used are the OU score identity and its Monte Carlo form):
+
+Forward OU ``x_t = a x_0 + sqrt(v) eps`` (``a = e^{-t}``, ``v = 1 - e^{-2t}``),
+``grad log p_t(x) = (a E[x_0 | x_t = x] - x) / v``.  At each reverse step,
+every ensemble member ``x_j`` proposes ``L`` points ``x_0^{jl} = (x_j + sqrt(v) eps) / a``
+and the target is evaluated once at each (``N L`` evaluations per step for the
+whole ensemble).  All members then share all ``N L`` evaluations through a
+multiple-importance-sampling (balance heuristic) estimate of their posterior means:
+
+    E[x_0 | x_i] ≈ sum_{jl} w_{i,jl} x_0^{jl},
+    w_{i,jl} ∝ p(x_0^{jl}) N(x_0^{jl}; x_i / a, v/a^2 I) / ((1/N) sum_k N(x_0^{jl}; x_k / a, v/a^2 I)),
+
+so member ``i`` borrows the evaluations made near its ensemble neighbours
+(far more effective draws than ``L`` per member when the ensemble is dense).
+The members move with the same exponential-integrator step as
+:mod:`samplax.particles.rdmc` on a geometric grid from ``T = 5`` to ``1e-3``
+(``num_warmup`` steps), starting from ``N(0, I)``; the returned draws are the
+ensemble at ``t_min``.  Gradient-free.
+
+Measured accuracy (defaults ``L = 4``, ``T = 5``): 2-D Gaussian and a 2-D
+two-mode mixture within z = 4.5 MCSE (tests); on a 5-D correlated Gaussian
+(N = 500, 200 steps) the mean is 2.3-3.5 SE too close to 0 (the ``N(0, I)``
+start) and the smallest-scale sd 4.6 SE too large: the self-normalised
+estimate is biased towards the proposal centres as the dimension grows.  The interaction makes members weakly
+dependent (O(1/N) effects); independent chains are independent ensembles.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from samplax.particles._common import pairwise_sq_dists
+from samplax.particles.rdmc import T_MIN, reverse_step, time_grid
+
+
+def ensemble_posterior_means(key, lp_fn, x, t, draws_per_member):
+    """Balance-heuristic MIS estimates of ``E[x_0 | x_t = x_i]`` for all members ``x`` [N, d] (module doc)."""
+    n, d = x.shape
+    a, v = jnp.exp(-t), -jnp.expm1(-2.0 * t)
+    centres = x / a
+    var = v / (a * a)
+    eps = jax.random.normal(key, (n, draws_per_member, d), x.dtype)
+    x0 = (centres[:, None, :] + jnp.sqrt(var) * eps).reshape(n * draws_per_member, d)
+    lp = jax.vmap(lp_fn)(x0)
+    lp = jnp.where(jnp.isnan(lp), -jnp.inf, lp)
+    logk = -pairwise_sq_dists(centres, x0) / (2.0 * var)  # [N members, N L draws], common constants dropped
+    log_mix = jax.scipy.special.logsumexp(logk, axis=0)  # proposal mixture density at each draw (up to consts)
+    logw = lp[None, :] + logk - log_mix[None, :]
+    w = jax.nn.softmax(logw, axis=1)
+    return w @ x0
+
+
+def make_run_chain(logdensity_of_target, *, T, num_steps, draws_per_member):
+    """``run_chain(key, x_T [N, d], target) -> (ensemble at t_min [N, d], stats)``."""
+
+    def run_chain(key, xT, target):
+        lp_fn = logdensity_of_target(target)
+        ts = time_grid(T, T_MIN, num_steps)
+
+        def step(x, i):
+            t_hi, t_lo = ts[i], ts[i + 1]
+            k1, k2 = jax.random.split(jax.random.fold_in(key, i))
+            a, v = jnp.exp(-t_hi), -jnp.expm1(-2.0 * t_hi)
+            m = ensemble_posterior_means(k1, lp_fn, x, t_hi, draws_per_member)
+            return reverse_step(k2, x, (a * m - x) / v, t_hi - t_lo), None
+
+        x, _ = jax.lax.scan(step, xT, jnp.arange(num_steps))
+        return x, {"nonfinite": (~jnp.all(jnp.isfinite(x), axis=-1)).astype(jnp.int32)}
+
+    return run_chain
+
+
+def cost_per_chain(num_particles, *, num_steps, draws_per_member) -> dict:
+    """``N L`` log-density evaluations per step, no gradients."""
+    return {"num_logdensity_evals": num_particles * draws_per_member * num_steps, "num_grad_evals": 0}
