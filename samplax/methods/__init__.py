@@ -100,3 +100,4 @@ def method_names() -> list:
 from samplax.methods import mcmc  # noqa: E402,F401  (registers rwm, mala, hmc, nuts)
 from samplax.methods import mcmc_extra  # noqa: E402,F401  (gpss, slice samplers, Langevin family)
 from samplax.methods import smc  # noqa: E402,F401  (registers smc, waste_free_smc, ais, population_annealing, ...)
+from samplax.methods import auto  # noqa: E402,F401  (registers auto, nuts_fisher, nuts_lowrank, chees_hmc)
