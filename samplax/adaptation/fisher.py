@@ -261,6 +261,7 @@ class RunningFisherState(NamedTuple):
     background: FisherState
     num_adapt: jax.Array  # adaptation steps taken in phase 0
     phase: jax.Array
+    last_log_step_size_avg: jax.Array  # dual-averaging average just before the last switch
 
 
 def running_init(step_size, position, grad) -> RunningFisherState:
@@ -270,7 +271,7 @@ def running_init(step_size, position, grad) -> RunningFisherState:
     step_size = jnp.asarray(step_size, position.dtype)
     return RunningFisherState(step_size, jnp.ones((d,), position.dtype), da_init(step_size), f,
                               fisher_init(d, False, position.dtype), jnp.asarray(0, jnp.int32),
-                              jnp.asarray(0, jnp.int32))
+                              jnp.asarray(0, jnp.int32), jnp.log(step_size))
 
 
 def switch_interval(num_adapt, early_interval: int = 10, late_interval: int = 50, early_steps: int = 100):
@@ -294,12 +295,13 @@ def running_prepare(rs: RunningFisherState, phase) -> RunningFisherState:
 
 
 def running_update(rs: RunningFisherState, accept_stat, position, grad, target_accept,
-                   min_count: int = 4) -> RunningFisherState:
+                   min_count: int = 4, late_interval: int = 50) -> RunningFisherState:
     """One adaptation step after a transition (no-op in phase 2).
 
     Phase 0: dual averaging on ``accept_stat``; ``(position, grad)`` enter both
     windows; the metric becomes ``sqrt(Var x / Var g)`` of the foreground window
-    (once it holds ``min_count`` draws); every :func:`switch_interval` steps the
+    (once it holds ``min_count`` draws); every :func:`switch_interval` steps (10
+    during the first 100 steps, then ``late_interval``) the
     background window becomes the foreground, a new background starts, and dual
     averaging restarts from the current step size.  Phase 1: dual averaging only.
     """
@@ -311,11 +313,12 @@ def running_update(rs: RunningFisherState, accept_stat, position, grad, target_a
     imm = jnp.where(fg.draws.count >= min_count, fisher_diagonal(fg, fallback=rs.inverse_mass_matrix),
                     rs.inverse_mass_matrix)
     n = rs.num_adapt + 1
-    switch = (n % switch_interval(rs.num_adapt)) == 0
+    switch = (n % switch_interval(rs.num_adapt, late_interval=late_interval)) == 0
     fg = jax.tree.map(lambda a, b: jnp.where(switch, a, b), bg, fg)
     bg = jax.tree.map(lambda a, b: jnp.where(switch, a, b), fisher_init(position.shape[0], False, position.dtype), bg)
     da0 = jax.tree.map(lambda a, b: jnp.where(switch, a, b), da_init(step_size), da)
-    adapt_all = RunningFisherState(step_size, imm, da0, fg, bg, n, rs.phase)
+    last_avg = jnp.where(switch, da.log_step_size_avg, rs.last_log_step_size_avg)
+    adapt_all = RunningFisherState(step_size, imm, da0, fg, bg, n, rs.phase, last_avg)
     step_only = rs._replace(step_size=step_size, da=da)
     out = jax.tree.map(lambda a, b: jnp.where(rs.phase == 0, a, b), adapt_all, step_only)
     return jax.tree.map(lambda a, b: jnp.where(rs.phase == 2, a, b), rs, out)

@@ -20,11 +20,15 @@ previous one and stops adapting when all three hold:
 
 1. mass matrix settled: for every chain, the root-mean-square over coordinates
    of ``log(C_now / C_prev)`` is below ``mass_tol`` (diagonal ``C``);
-2. step size settled: for every chain, ``|log(e_now / e_prev)| < step_tol``,
-   ``e`` being the geometric mean of the step sizes used in the second half of
-   the chunk;
-3. chains agree: rank-normalized split R-hat of every coordinate and of the
-   log-density over the chunk's draws (all chains) is below ``rhat_tol``.
+2. step size settled: the root-mean-square over chains of ``log(e_now / e_prev)``
+   is below ``step_tol``,
+   ``e`` being the dual-averaging average ``exp(log e_bar)`` of the chunk (the
+   windows switch, and dual averaging restarts, at chunk ends);
+3. chains agree: the rank-normalized split R-hat of the log-density, and the
+   median over coordinates of the coordinates' R-hats, over the chunk's draws
+   (all chains) are below ``rhat_tol`` (the median, not the max, because the
+   max over many coordinates of R-hats from 50-draw chunks exceeds 1.1 by
+   chance; the full run's R-hat warning still checks every coordinate).
 
 Then one final window of ``terminal_steps`` adapts the step size only (dual
 averaging restarted, the average kept, as in Stan's terminal buffer) and
@@ -126,19 +130,68 @@ register_method(MethodSpec(
      "rank": Option(10, "most eigen-directions of the low-rank correction", _pos_int, "an int >= 1")}))
 
 
+# --------------------------------------------------------------------------- chees_hmc
+
+
+def _build_chees(logdensity_fn, dim, num_warmup, num_chains, **o):
+    from samplax.adaptation import chees
+
+    if num_chains < 2:
+        raise ValueError("method 'chees_hmc' adapts over all chains together: num_chains must be >= 2")
+
+    def init(key, position):
+        return chees.init(key, position, logdensity_fn)
+
+    step = chees.build_kernel(logdensity_fn, o["integrator"], o["divergence_threshold"], o["max_num_steps"])
+    adapter = chees.chees_adapter(
+        logdensity_fn, dim, num_warmup, num_chains, target_accept=o["target_accept"],
+        learning_rate=o["learning_rate"], adapt_mass_matrix=o["adapt_mass_matrix"],
+        initial_step_size=o["step_size"], initial_trajectory_length=o["trajectory_length"],
+        max_num_steps=o["max_num_steps"])
+
+    def stats(state, info, params):
+        return {"acceptance_rate": info.acceptance_rate, "step_size": params.step_size, "lp": state.logdensity,
+                "nonfinite": info.is_nonfinite, "diverging": info.is_divergent, "energy": info.energy,
+                "n_steps": info.num_integration_steps, "trajectory_length": params.trajectory_length}
+
+    return Algorithm(init, step, adapter, stats)
+
+
+register_method(MethodSpec(
+    "chees_hmc", _build_chees,
+    "Jittered HMC, trajectory length by ChEES (Adam on log T) over all chains, step size by dual averaging "
+    "on the harmonic-mean acceptance (Hoffman, Radul & Sountsov 2021)",
+    {"target_accept": Option(0.651, "target harmonic-mean acceptance probability", _prob, "a number in (0, 1)"),
+     "learning_rate": Option(0.025, "Adam learning rate on log trajectory length", _pos_num, "a positive number"),
+     "adapt_mass_matrix": Option(True, "pooled Fisher-diagonal mass matrix in Stan's slow windows",
+                                 lambda v: isinstance(v, bool), "True/False"),
+     "step_size": Option(None, "initial step size (None: Stan's heuristic, median over chains)",
+                         lambda v: v is None or _pos_num(v), "a positive number or None"),
+     "trajectory_length": Option(None, "initial trajectory length (None: one step)",
+                                 lambda v: v is None or _pos_num(v), "a positive number or None"),
+     "max_num_steps": Option(1000, "most leapfrog steps per transition", _pos_int, "an int >= 1"),
+     "divergence_threshold": Option(1000.0, "energy error that counts as a divergence", _pos_num,
+                                    "a positive number"),
+     "integrator": Option("velocity_verlet", "symplectic integrator", _integrator_ok,
+                          f"one of {sorted(integrators.INTEGRATORS)}")},
+    family="mcmc"))
+
+
 # --------------------------------------------------------------------------- auto
 
 
 def _auto_options():
     return {
         "target_accept": Option(0.8, "target acceptance statistic for dual averaging", _prob, "a number in (0, 1)"),
-        "check_every": Option(50, "warm-up steps per chunk; convergence is checked after each chunk",
-                              lambda v: _pos_int(v) and v >= 10, "an int >= 10"),
+        "check_every": Option(50, "warm-up steps per chunk (and late window-switch period); convergence is "
+                              "checked after each chunk", lambda v: _pos_int(v) and v >= 10 and 100 % v == 0,
+                              "an int >= 10 that divides 100"),
         "min_warmup": Option(150, "adaptation steps before the first convergence check", _pos_int, "an int >= 1"),
         "terminal_steps": Option(50, "final step-size-only warm-up window", _pos_int, "an int >= 1"),
-        "mass_tol": Option(0.25, "stop when RMS log change of the diagonal metric over a chunk is below this",
+        "mass_tol": Option(0.3, "stop when RMS log change of the diagonal metric over a chunk is below this",
                            _pos_num, "a positive number"),
-        "step_tol": Option(0.2, "stop when |log change| of the step size over a chunk is below this", _pos_num,
+        "step_tol": Option(0.15, "stop when the RMS over chains of the log change of the step size over a chunk "
+                           "is below this", _pos_num,
                            "a positive number"),
         "rhat_tol": Option(1.1, "stop when the chunk's split R-hat (all coordinates, lp) is below this",
                            lambda v: _pos_num(v) and v > 1.0, "a number > 1"),
@@ -146,15 +199,16 @@ def _auto_options():
     }
 
 
-def _rhat_max(pos, lp):
-    """Max rank-normalized split R-hat over coordinates and lp of warm-up draws ``[n, C, d]``, ``[n, C]``."""
+def _rhat_check(pos, lp):
+    """max(R-hat of lp, median R-hat over coordinates) of warm-up draws ``[n, C, d]``, ``[n, C]``."""
     from samplax.diagnostics import rhat
 
-    x = np.concatenate([np.swapaxes(pos, 0, 1), np.swapaxes(lp, 0, 1)[..., None]], axis=-1)
     with np.errstate(all="ignore"):
-        r = np.asarray(rhat(x), dtype=float)
-    r = r[np.isfinite(r)]
-    return float(np.max(r)) if r.size else float("inf")
+        r_lp = float(np.asarray(rhat(np.swapaxes(lp, 0, 1)[..., None]), dtype=float)[0])
+        r_x = np.asarray(rhat(np.swapaxes(pos, 0, 1)), dtype=float)
+    r_x = r_x[np.isfinite(r_x)]
+    out = max(r_lp, float(np.median(r_x)) if r_x.size else float("inf"))
+    return out if np.isfinite(out) else float("inf")
 
 
 def auto_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init, progress,
@@ -220,8 +274,8 @@ def auto_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init
             keys = jax.vmap(lambda c: jax.random.fold_in(jax.random.fold_in(k_run, c), i))(chain_ids)
             params = nuts_m.NUTSParams(rs_p.step_size, rs_p.inverse_mass_matrix)
             new_states, info = jax.vmap(step)(keys, states, params)
-            rs_n = jax.vmap(running_update, (0, 0, 0, 0, None))(
-                rs_p, info.acceptance_rate, new_states.position, new_states.logdensity_grad, target_accept)
+            rs_n = jax.vmap(lambda r, a, x, g: running_update(r, a, x, g, target_accept, late_interval=K))(
+                rs_p, info.acceptance_rate, new_states.position, new_states.logdensity_grad)
             new_states = jax.tree.map(lambda a, b: jnp.where(active, a, b), new_states, states)
             rs_n = jax.tree.map(lambda a, b: jnp.where(active, a, b), rs_n, rs)
             stats = _nuts_stats(new_states, info, params)
@@ -275,13 +329,12 @@ def auto_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init
         bar.update(adapt_done)
         rs_now: RunningFisherState = carry[1]
         imm = np.asarray(rs_now.inverse_mass_matrix)
-        half = stats["step_size"][n // 2:]
-        log_eps = np.mean(np.log(half), axis=0)
+        log_eps = np.asarray(rs_now.last_log_step_size_avg)
         snap = (imm, log_eps)
         if prev is not None and adapt_done >= min_adapt and n == K:
             d_mass = float(np.max(np.sqrt(np.mean(np.log(imm / prev[0]) ** 2, axis=-1))))
-            d_step = float(np.max(np.abs(log_eps - prev[1])))
-            r_hat = _rhat_max(pos, stats["lp"])
+            d_step = float(np.sqrt(np.mean((log_eps - prev[1]) ** 2)))
+            r_hat = _rhat_check(pos, stats["lp"])
             history.append({"step": adapt_done, "mass_change": d_mass, "step_change": d_step, "rhat": r_hat})
             if d_mass < o["mass_tol"] and d_step < o["step_tol"] and r_hat < o["rhat_tol"]:
                 converged = True
