@@ -189,11 +189,10 @@ def report(rows, libs, args):
     lines = [f"chains={args.chains} warmup={args.warmup} (auto: at most) samples={args.samples} seeds={args.seeds}", ""]
     peers = [p for p in libs if p in ("blackjax", "numpyro")]
     mine = [m for m in libs if m in ("auto", "nuts")]
-    hdr = "| target | " + " | ".join(f"{l} ESS/grad" for l in libs) + " | " + " | ".join(
-        f"{m}/{p} ESS/grad" for m in mine for p in peers) + " | " + " | ".join(
-        f"{m}/{p} ESS/s" for m in mine for p in peers) + " | " + " | ".join(
-        f"max\\|z\\| {l}" for l in libs) + " | auto warm-up | auto warnings | auto ok |"
-    lines += [hdr, "|" + "---|" * (hdr.count("|") - 1)]
+    cols = (["target"] + [f"{l} ESS/grad" for l in libs] + [f"{m}/{p} ESS/grad" for m in mine for p in peers]
+            + [f"{m}/{p} ESS/s" for m in mine for p in peers] + [f"max\\|z\\| {l}" for l in libs]
+            + ["auto warm-up", "auto warnings", "auto ok"])
+    lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     ratios = {}
     for name in dict.fromkeys(r["target"] for r in rows):
         by = {l: [r for r in rows if r["target"] == name and r["lib"] == l] for l in libs}
