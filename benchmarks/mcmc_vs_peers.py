@@ -1,13 +1,19 @@
-"""samplax NUTS vs BlackJAX NUTS (window adaptation) vs NumPyro NUTS, side by side in one process.
+"""samplax ``auto`` and NUTS vs BlackJAX NUTS (window adaptation) vs NumPyro NUTS, in one process.
 
-Same targets, same number of chains / warm-up / draws, float64, CPU.  For each
-(library, target) we report: min bulk ESS over the reported quantities, ESS per
-gradient evaluation (warm-up included), ESS per second (run time after
-compilation, warm-up included), compile seconds, and accuracy (max |z| of the
-posterior means against ground truth, z = |mean - truth| / sqrt(MCSE^2 + se^2)).
-Ratios are samplax / peer.  Usage:
+Same targets, same number of chains / warm-up / draws, float64, CPU.  For
+samplax ``auto`` ``--warmup`` is the most warm-up steps it may take (it stops
+early when its convergence rule holds).  For each (library, target, seed) we
+report: min bulk ESS over the reported quantities, ESS per gradient evaluation
+(every gradient counted, warm-up included), ESS per second (run time after
+compilation, warm-up included), compile seconds, and accuracy: max |z| over the
+posterior means AND standard deviations against ground truth,
+``z = |estimate - truth| / sqrt(MCSE^2 + se_truth^2)``.  A samplax run is
+"ok" when max |z| <= 5 or it raised a warning ("flagged").  Ratios are
+samplax / peer, per target the median over seeds, then the median over targets.
+Usage:
 
-    python benchmarks/mcmc_vs_peers.py [--chains 4 --warmup 1000 --samples 1000 --targets a,b]
+    python benchmarks/mcmc_vs_peers.py [--chains 4 --warmup 1000 --samples 1000 --seeds 0,1 --targets a,b
+                                        --libs auto,nuts,blackjax,numpyro --suite standard]
 """
 from __future__ import annotations
 
@@ -21,15 +27,21 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import samplax  # noqa: E402
-from samplax.diagnostics import ess_bulk, mcse_mean  # noqa: E402
+from samplax.diagnostics import ess_bulk, mcse_mean, mcse_sd  # noqa: E402
 from samplax.postprocess import quantities_of  # noqa: E402
 
 DEFAULT_TARGETS = ["std_gaussian", "correlated_gaussian", "ill_conditioned_gaussian", "banana", "funnel",
                    "eight_schools", "german_credit"]
+#: posteriordb posteriors with Stan-oracle-checked model programs (eight_schools is above)
+PDB_TARGETS = ["pdb:arK-arK", "pdb:arma-arma11", "pdb:diamonds-diamonds", "pdb:earnings-logearn_interaction",
+               "pdb:garch-garch11", "pdb:gp_pois_regr-gp_pois_regr", "pdb:gp_pois_regr-gp_regr",
+               "pdb:hmm_example-hmm_example", "pdb:kidiq-kidscore_interaction", "pdb:kidiq-kidscore_momhsiq",
+               "pdb:kilpisjarvi_mod-kilpisjarvi", "pdb:low_dim_gauss_mix-low_dim_gauss_mix",
+               "pdb:mesquite-logmesquite_logvas", "pdb:nes2000-nes", "pdb:sblrc-blr"]
 
 
 def _score(target, draws):
-    """draws: [chains, n, d] unconstrained -> (min ESS, max |z|)."""
+    """draws: [chains, n, d] unconstrained -> (min ESS, max |z| of means and sds, sd of quantity 0)."""
     q = quantities_of(target, np.asarray(draws))
     ess = ess_bulk(q)
     gt = target.ground_truth()
@@ -37,15 +49,29 @@ def _score(target, draws):
     if gt is not None and gt.mean is not None:
         se = np.zeros_like(gt.mean) if gt.mean_se is None else np.asarray(gt.mean_se)
         z = float(np.max(np.abs(q.mean(axis=(0, 1)) - gt.mean) / np.sqrt(mcse_mean(q) ** 2 + se**2)))
-    return float(np.min(ess)), z
+        if gt.std is not None:
+            sse = np.zeros_like(gt.std) if gt.std_se is None else np.asarray(gt.std_se)
+            sd = q.reshape(-1, q.shape[-1]).std(axis=0, ddof=1)
+            z = max(z, float(np.max(np.abs(sd - gt.std) / np.sqrt(mcse_sd(q) ** 2 + sse**2))))
+    sd0 = float(q[..., 0].std(ddof=1))
+    return float(np.min(ess)), z, sd0
+
+
+def _run_samplax(method, target, chains, warmup, samples, seed):
+    r = samplax.sample(target, method, seed=seed, num_chains=chains, num_warmup=warmup, num_samples=samples,
+                       progress=False)
+    ess, z, sd0 = _score(target, r.samples.reshape(chains, samples, -1))
+    return dict(ess=ess, z=z, sd0=sd0, grads=r.cost["num_grad_evals"], run_s=r.cost["sampling_seconds"],
+                compile_s=r.cost["compile_seconds"], compilations=r.cost["num_compilations"],
+                warnings=sorted({w["code"] for w in r.warnings}), warmup_used=r.extra.get("warmup_steps", warmup))
 
 
 def run_samplax(target, chains, warmup, samples, seed):
-    r = samplax.sample(target, "nuts", seed=seed, num_chains=chains, num_warmup=warmup, num_samples=samples,
-                       progress=False)
-    ess, z = _score(target, r.samples.reshape(chains, samples, -1))
-    return dict(ess=ess, z=z, grads=r.cost["num_grad_evals"], run_s=r.cost["sampling_seconds"],
-                compile_s=r.cost["compile_seconds"], compilations=r.cost["num_compilations"])
+    return _run_samplax("nuts", target, chains, warmup, samples, seed)
+
+
+def run_auto(target, chains, warmup, samples, seed):
+    return _run_samplax("auto", target, chains, warmup, samples, seed)
 
 
 def _init_points(target, chains, seed):
@@ -84,8 +110,8 @@ def run_blackjax(target, chains, warmup, samples, seed):
     t0 = time.perf_counter()
     xs, n = jax.block_until_ready(run(keys, x0))
     second = time.perf_counter() - t0
-    ess, z = _score(target, xs)
-    return dict(ess=ess, z=z, grads=int(np.sum(n)), run_s=second, compile_s=max(first - second, 0.0),
+    ess, z, sd0 = _score(target, xs)
+    return dict(ess=ess, z=z, sd0=sd0, grads=int(np.sum(n)), run_s=second, compile_s=max(first - second, 0.0),
                 compilations=1)
 
 
@@ -110,9 +136,9 @@ def run_numpyro(target, chains, warmup, samples, seed):
         jax.block_until_ready(xs)
         res.append((time.perf_counter() - t0, xs, n_warm + int(np.sum(mcmc.get_extra_fields()["num_steps"]))))
     (first, _, _), (second, xs, n) = res
-    ess, z = _score(target, xs)
+    ess, z, sd0 = _score(target, xs)
     # NumPyro re-traces per MCMC object; 'first - second' under-states compile time when both compile.
-    return dict(ess=ess, z=z, grads=n, run_s=second, compile_s=max(first - second, 0.0), compilations=2)
+    return dict(ess=ess, z=z, sd0=sd0, grads=n, run_s=second, compile_s=max(first - second, 0.0), compilations=2)
 
 
 def main():
@@ -120,38 +146,86 @@ def main():
     ap.add_argument("--chains", type=int, default=4)
     ap.add_argument("--warmup", type=int, default=1000)
     ap.add_argument("--samples", type=int, default=1000)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--targets", default=",".join(DEFAULT_TARGETS))
-    ap.add_argument("--peers", default="blackjax,numpyro")
+    ap.add_argument("--seeds", default="0")
+    ap.add_argument("--suite", default="standard", help="standard: DEFAULT_TARGETS + PDB_TARGETS; base: DEFAULT_TARGETS")
+    ap.add_argument("--targets", default=None)
+    ap.add_argument("--libs", default="auto,nuts,blackjax,numpyro")
+    ap.add_argument("--out", default=None, help="write the markdown tables to this file")
     args = ap.parse_args()
-    runners = {"samplax": run_samplax, "blackjax": run_blackjax, "numpyro": run_numpyro}
-    libs = ["samplax"] + [p for p in args.peers.split(",") if p]
+    runners = {"auto": run_auto, "nuts": run_samplax, "blackjax": run_blackjax, "numpyro": run_numpyro}
+    libs = [p for p in args.libs.split(",") if p]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    names = args.targets.split(",") if args.targets else (
+        DEFAULT_TARGETS + (PDB_TARGETS if args.suite == "standard" else []))
     rows = []
-    for name in args.targets.split(","):
+    for name in names:
         if name not in samplax.targets.names():
             print(f"skip {name}: not registered")
             continue
         target = samplax.targets.get(name)
-        for lib in libs:
-            r = runners[lib](target, args.chains, args.warmup, args.samples, args.seed)
-            r.update(lib=lib, target=name, ess_per_grad=r["ess"] / max(r["grads"], 1),
-                     ess_per_s=r["ess"] / max(r["run_s"], 1e-9))
-            rows.append(r)
-            print(f"{name:<26} {lib:<9} minESS={r['ess']:8.1f} grads={r['grads']:>9} ESS/grad={r['ess_per_grad']:.4f} "
-                  f"ESS/s={r['ess_per_s']:9.1f} compile={r['compile_s']:.2f}s max|z|={r['z']:.2f}", flush=True)
-    print("\n| target | peer | ESS/grad ratio | ESS/s ratio | compile ratio | max|z| samplax | max|z| peer |")
-    print("|---|---|---|---|---|---|---|")
+        for seed in seeds:
+            for lib in libs:
+                r = runners[lib](target, args.chains, args.warmup, args.samples, seed)
+                r.update(lib=lib, target=name, seed=seed, ess_per_grad=r["ess"] / max(r["grads"], 1),
+                         ess_per_s=r["ess"] / max(r["run_s"], 1e-9))
+                rows.append(r)
+                print(f"{name:<40} s{seed} {lib:<9} minESS={r['ess']:8.1f} grads={r['grads']:>9} "
+                      f"ESS/grad={r['ess_per_grad']:.4f} ESS/s={r['ess_per_s']:9.1f} compile={r['compile_s']:.2f}s "
+                      f"max|z|={r['z']:.2f} sd[0]={r['sd0']:.3f} warm={r.get('warmup_used', '')} "
+                      f"{','.join(r.get('warnings', []))}", flush=True)
+    out = [report(rows, libs, args)]
+    text = "\n".join(out)
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text + "\n")
+
+
+def _med(rows, key):
+    return float(np.median([r[key] for r in rows]))
+
+
+def report(rows, libs, args):
+    lines = [f"chains={args.chains} warmup={args.warmup} (auto: at most) samples={args.samples} seeds={args.seeds}", ""]
+    peers = [p for p in libs if p in ("blackjax", "numpyro")]
+    mine = [m for m in libs if m in ("auto", "nuts")]
+    cols = (["target"] + [f"{l} ESS/grad" for l in libs] + [f"{m}/{p} ESS/grad" for m in mine for p in peers]
+            + [f"{m}/{p} ESS/s" for m in mine for p in peers] + [f"max\\|z\\| {l}" for l in libs]
+            + ["auto warm-up", "auto warnings", "auto ok"])
+    lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     ratios = {}
     for name in dict.fromkeys(r["target"] for r in rows):
-        s = next(r for r in rows if r["target"] == name and r["lib"] == "samplax")
-        for p in (r for r in rows if r["target"] == name and r["lib"] != "samplax"):
-            a, b = s["ess_per_grad"] / p["ess_per_grad"], s["ess_per_s"] / p["ess_per_s"]
-            ratios.setdefault(p["lib"], []).append((a, b))
-            print(f"| {name} | {p['lib']} | {a:.2f} | {b:.2f} | {s['compile_s'] / max(p['compile_s'], 1e-9):.2f} | "
-                  f"{s['z']:.2f} | {p['z']:.2f} |")
-    for lib, v in ratios.items():
+        by = {l: [r for r in rows if r["target"] == name and r["lib"] == l] for l in libs}
+        cells = [f"{_med(by[l], 'ess_per_grad'):.4f}" for l in libs]
+        rg, rs = [], []
+        for m in mine:
+            for p in peers:
+                a = _med(by[m], "ess_per_grad") / _med(by[p], "ess_per_grad")
+                b = _med(by[m], "ess_per_s") / _med(by[p], "ess_per_s")
+                ratios.setdefault((m, p), []).append((a, b))
+                rg.append(f"{a:.2f}")
+                rs.append(f"{b:.2f}")
+        zs = [f"{max(r['z'] for r in by[l]):.1f}" for l in libs]
+        auto = by.get("auto", [])
+        warm = f"{_med(auto, 'warmup_used'):.0f}" if auto else ""
+        warns = ",".join(sorted({w for r in auto for w in r["warnings"]})) if auto else ""
+        ok = ""
+        if auto:
+            ok = "yes" if all(r["z"] <= 5 for r in auto) else ("flagged" if all(
+                r["z"] <= 5 or r["warnings"] for r in auto) else "NO")
+        lines.append(f"| {name} | " + " | ".join(cells + rg + rs + zs) + f" | {warm} | {warns} | {ok} |")
+    lines.append("")
+    for (m, p), v in ratios.items():
         v = np.array(v)
-        print(f"median over targets vs {lib}: ESS/grad x{np.median(v[:, 0]):.2f}, ESS/s x{np.median(v[:, 1]):.2f}")
+        lines.append(f"median over {len(v)} targets, {m} vs {p}: ESS/grad x{np.median(v[:, 0]):.2f}, "
+                     f"ESS/s x{np.median(v[:, 1]):.2f}; targets where {m} loses on ESS/grad: "
+                     f"{int(np.sum(v[:, 0] < 1))}")
+    if any(r["target"] == "funnel" for r in rows):
+        lines.append("")
+        lines.append("funnel sd[x0] (truth 3, i.e. Var[v] = 9): " + ", ".join(
+            f"{l} {np.median([r['sd0'] for r in rows if r['target'] == 'funnel' and r['lib'] == l]):.2f}"
+            for l in libs))
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
 Warnings follow Stan's and ArviZ's rules of thumb (Vehtari et al. 2021;
 Betancourt 2017): rank-normalized R-hat > 1.01, bulk or tail ESS below 100 per
 chain, any divergence after warm-up, transitions that hit the maximum tree
-depth, E-BFMI < 0.3, non-finite log-densities at proposals.
+depth, E-BFMI < 0.3, non-finite log-densities at proposals.  Given the draws,
+also: divergences concentrated in one region of a quantity (e.g. small ``tau``
+in a centred hierarchical model), and a chain whose ESS is far below the others'.
 """
 from __future__ import annotations
 
@@ -32,8 +34,50 @@ def quantities_of(target: Target, samples: np.ndarray) -> np.ndarray:
     return np.asarray(q).reshape(c, n, -1)
 
 
-def run_warnings(diagnostics: dict, stats: dict, num_chains: int, options: dict | None = None) -> list:
-    """Structured warnings for a run that should not be trusted as is."""
+DIVERGENCE_MIN = 5
+DIVERGENCE_Z = 4.0
+DIVERGENCE_SHIFT = 0.15
+CHAIN_ESS_RATIO = 0.2
+
+
+def divergence_concentration(quantities, diverging, names=None):
+    """Where divergent transitions cluster, per quantity.
+
+    For quantity ``j`` let ``u`` be the mid-rank percentile, in ``(0, 1)``, of every
+    draw among all draws and ``u_bar`` its mean over the ``m`` divergent draws.
+    Without concentration ``u_bar`` has mean 1/2 and standard deviation about
+    ``sqrt((1 - m/N) / (12 m))`` (sampling ``m`` of ``N`` ranks without
+    replacement), so ``z = (u_bar - 1/2) / sd``.  Returns one dict per quantity
+    with ``|z| > 4`` and ``|u_bar - 1/2| > 0.15`` (largest ``|z|`` first):
+    ``{"index", "name", "z", "percentile", "side"}`` (side ``"small"`` or
+    ``"large"``).  Needs at least 5 divergences.
+    """
+    q = np.asarray(quantities, dtype=float)
+    q = q.reshape(-1, q.shape[-1])
+    div = np.asarray(diverging).reshape(-1).astype(bool)
+    m, n = int(div.sum()), div.size
+    if m < DIVERGENCE_MIN or m == n:
+        return []
+    u = (np.argsort(np.argsort(q, axis=0, kind="stable"), axis=0) + 0.5) / n  # ties: order of appearance
+    u_bar = u[div].mean(axis=0)
+    sd = np.sqrt((1.0 - m / n) / (12.0 * m))
+    z = (u_bar - 0.5) / sd
+    out = []
+    for j in np.argsort(-np.abs(z)):
+        if np.isfinite(z[j]) and abs(z[j]) > DIVERGENCE_Z and abs(u_bar[j] - 0.5) > DIVERGENCE_SHIFT:
+            out.append({"index": int(j), "name": names[j] if names else f"x[{j}]", "z": float(z[j]),
+                        "percentile": float(u_bar[j]), "side": "small" if z[j] < 0 else "large"})
+    return out
+
+
+def run_warnings(diagnostics: dict, stats: dict, num_chains: int, options: dict | None = None,
+                 quantities=None) -> list:
+    """Structured warnings for a run that should not be trusted as is.
+
+    ``quantities`` (``[chains, draws, k]``, optional) enables the draw-based
+    checks: divergence concentration (:func:`divergence_concentration`) and a
+    chain whose minimum bulk ESS is below 0.2 times the median chain's.
+    """
     out = []
     names = diagnostics.get("names")
     rhat = np.asarray(diagnostics.get("rhat", []), dtype=float)
@@ -60,6 +104,28 @@ def run_warnings(diagnostics: dict, stats: dict, num_chains: int, options: dict 
                         "message": f"{n_div} divergent transitions after warm-up ({100 * frac:.2f}%; per chain "
                                    f"{per_chain.tolist()}): the sampler may miss part of the posterior "
                                    "(raise target_accept or reparameterize)"})
+    if "diverging" in stats and quantities is not None:
+        conc = divergence_concentration(quantities, stats["diverging"], list(names) if names else None)
+        if conc:
+            c0 = conc[0]
+            out.append({"code": "divergence_concentration", "value": c0["name"], "details": conc,
+                        "message": f"divergences concentrate at {c0['side']} values of {c0['name']} (divergent "
+                                   f"draws' mean percentile {100 * c0['percentile']:.0f}%, z = {c0['z']:.1f}): the "
+                                   f"sampler cannot enter that region, so estimates there are biased (typical of a "
+                                   f"funnel; reparameterize, e.g. non-centred)"})
+    if quantities is not None and num_chains > 1 and np.asarray(quantities).shape[1] >= 20:
+        from samplax.diagnostics import ess_bulk
+
+        with np.errstate(all="ignore"):
+            per = np.array([np.nanmin(np.asarray(ess_bulk(np.asarray(quantities)[c:c + 1]), dtype=float))
+                            for c in range(num_chains)])
+        med = float(np.nanmedian(per))
+        bad = [int(c) for c in np.flatnonzero(per < CHAIN_ESS_RATIO * med)]
+        if bad and med > 0:
+            out.append({"code": "chain_ess", "value": bad,
+                        "message": f"chain(s) {bad} have min bulk ESS {[round(float(per[c]), 1) for c in bad]} < "
+                                   f"{CHAIN_ESS_RATIO} x the median chain's {med:.0f}: a chain is stuck or mixes "
+                                   "far worse than the others"})
     if "tree_depth" in stats and options and "max_tree_depth" in options:
         hit = int(np.sum(np.asarray(stats["tree_depth"]) >= options["max_tree_depth"]))
         if hit:
@@ -99,7 +165,8 @@ def finish_result(target: Target, method: str, samples: np.ndarray, stats: dict,
         nan = np.full(k, np.nan)
         diagnostics = {key: nan for key in ("mean", "sd", "mcse_mean", "mcse_sd", "ess_bulk", "ess_tail", "rhat")}
     diagnostics = {k: np.asarray(v) for k, v in diagnostics.items() if k != "names"}
-    warnings = [] if n < 4 else run_warnings({**diagnostics, "names": names}, stats, c, config.get("options"))
+    warnings = [] if n < 4 else run_warnings({**diagnostics, "names": names}, stats, c, config.get("options"),
+                                             quantities=quantities)
     warnings += list(extra_warnings or [])
     if not complete:
         warnings.append({"code": "interrupted", "value": int(n),

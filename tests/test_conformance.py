@@ -59,7 +59,10 @@ def test_run_compiles_once_deterministic_and_batch_invariant(name):
     r4c = samplax.sample(target, name, num_chains=4, **{**kw, "seed": 4})
     assert r4c.cost["num_compilations"] == 0 and not np.array_equal(r4c.samples, r4.samples)
     r2 = samplax.sample(target, name, num_chains=2, **kw)
-    np.testing.assert_allclose(r2.samples, r4.samples[:2], rtol=1e-12, atol=1e-12)
+    spec = get_method(name)
+    if spec.build(target.logdensity, 3, 60, 4, **spec.resolve_options({})).adapter.per_chain:
+        # pooled adaptation (e.g. ChEES) uses all chains together: no batch invariance by design
+        np.testing.assert_allclose(r2.samples, r4.samples[:2], rtol=1e-12, atol=1e-12)
     assert r4.samples.shape == (4, 40, 3)
     assert all(v.shape == (4, 40) for v in r4.stats.values())
     assert r4.cost["num_logdensity_evals"] > 0

@@ -1,0 +1,394 @@
+"""``method="auto"`` and the draws+gradients adaptation variants.
+
+Registered here:
+
+- ``nuts_fisher``: NUTS with Stan's windowed warm-up whose mass matrix is the
+  Fisher-divergence diagonal ``sqrt(Var x / Var grad)`` (Tran & Kleppe 2024;
+  nutpie) instead of the Welford variance.
+- ``nuts_lowrank``: the same with nutpie's low-rank + diagonal metric.
+- ``chees_hmc``: jittered HMC whose trajectory length is tuned by ChEES over all
+  chains together (Hoffman, Radul & Sountsov 2021); see
+  :mod:`samplax.adaptation.chees`.
+- ``auto``: the default choice for a differentiable target, described in
+  :func:`auto_runner`.
+
+The rule ``auto`` uses to stop warm-up (documented here and in the option docs):
+warm-up runs in chunks of ``check_every`` steps (one compiled chunk program
+that is reused for warm-up and for sampling).  After each chunk, once at least
+``min_warmup`` adaptation steps are done, the host compares the chunk with the
+previous one and stops adapting when all three hold:
+
+1. mass matrix settled: for every chain, the root-mean-square over coordinates
+   of ``log(C_now / C_prev)`` is below ``mass_tol`` (diagonal ``C``);
+2. step size settled: the root-mean-square over chains of ``log(e_now / e_prev)``
+   is below ``step_tol``,
+   ``e`` being the dual-averaging average ``exp(log e_bar)`` of the chunk (the
+   windows switch, and dual averaging restarts, at chunk ends);
+3. chains agree: the rank-normalized split R-hat of the log-density, and the
+   median over coordinates of the coordinates' R-hats, over the chunk's draws
+   (all chains) are below ``rhat_tol`` (the median, not the max, because the
+   max over many coordinates of R-hats from 50-draw chunks exceeds 1.1 by
+   chance; the full run's R-hat warning still checks every coordinate).
+
+Then one final window of ``terminal_steps`` adapts the step size only (dual
+averaging restarted, the average kept, as in Stan's terminal buffer) and
+sampling starts.  ``num_warmup`` is the most warm-up steps ``auto`` may take;
+when the criteria never hold, it takes them all and warns.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from samplax.adaptation.fisher import (
+    RunningFisherState, fisher_window_adapter, running_init, running_prepare, running_update,
+)
+from samplax.adaptation.step_size import find_reasonable_step_size
+from samplax.mcmc import integrators
+import importlib  # noqa: E402
+nuts_m = importlib.import_module("samplax.mcmc.nuts")  # trapezoidal U-turn criterion lives in metrics.is_turning
+from samplax.methods import Algorithm, MethodSpec, Option, register_method
+
+_COMPILED: dict = {}
+
+
+def _prob(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 < float(v) < 1.0
+
+
+def _pos_int(v):
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+
+def _pos_num(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and float(v) > 0
+
+
+def _integrator_ok(v):
+    return v in integrators.INTEGRATORS
+
+
+def _nuts_options():
+    return {
+        "max_tree_depth": Option(10, "maximum tree depth (2^depth leapfrog steps)",
+                                 lambda v: _pos_int(v) and v <= 30, "an int in [1, 30]"),
+        "divergence_threshold": Option(1000.0, "energy error that counts as a divergence", _pos_num,
+                                       "a positive number"),
+        "integrator": Option("velocity_verlet", "symplectic integrator", _integrator_ok,
+                             f"one of {sorted(integrators.INTEGRATORS)}"),
+    }
+
+
+def _nuts_stats(state, info, params):
+    return {"acceptance_rate": info.acceptance_rate, "step_size": params.step_size, "lp": state.logdensity,
+            "nonfinite": info.is_nonfinite, "diverging": info.is_divergent, "energy": info.energy,
+            "n_steps": info.num_integration_steps, "tree_depth": info.tree_depth}
+
+
+# --------------------------------------------------------------------------- nuts_fisher / nuts_lowrank
+
+
+def _build_nuts_metric(metric):
+    def build(logdensity_fn, dim, num_warmup, num_chains, **o):
+        def init(key, position):
+            return nuts_m.init(key, position, logdensity_fn)
+
+        step = nuts_m.build_kernel(logdensity_fn, o["max_tree_depth"], o["divergence_threshold"], o["integrator"])
+        adapter = fisher_window_adapter(
+            logdensity_fn, nuts_m.NUTSParams, dim, num_warmup, target_accept=o["target_accept"], metric=metric,
+            rank=o.get("rank", 1), pooled=o["pooled_adaptation"], initial_step_size=o["step_size"],
+            num_chains=num_chains)
+        return Algorithm(init, step, adapter, _nuts_stats)
+
+    return build
+
+
+def _fisher_options(target_accept=0.8):
+    return {
+        "target_accept": Option(target_accept, "target acceptance statistic for dual averaging", _prob,
+                                "a number in (0, 1)"),
+        "step_size": Option(None, "initial step size (None: Stan's heuristic)",
+                            lambda v: v is None or _pos_num(v), "a positive number or None"),
+        "pooled_adaptation": Option(False, "share step size and mass matrix across chains",
+                                    lambda v: isinstance(v, bool), "True/False"),
+        **_nuts_options(),
+    }
+
+
+register_method(MethodSpec(
+    "nuts_fisher", _build_nuts_metric("diag"),
+    "NUTS, Stan windows, Fisher-divergence diagonal mass matrix sqrt(Var x / Var grad) "
+    "(Tran & Kleppe 2024; nutpie)", _fisher_options()))
+register_method(MethodSpec(
+    "nuts_lowrank", _build_nuts_metric("low_rank"),
+    "NUTS, Stan windows, nutpie's low-rank + diagonal mass matrix from draws and gradients",
+    {**_fisher_options(),
+     "rank": Option(10, "most eigen-directions of the low-rank correction", _pos_int, "an int >= 1")}))
+
+
+# --------------------------------------------------------------------------- chees_hmc
+
+
+def _build_chees(logdensity_fn, dim, num_warmup, num_chains, **o):
+    from samplax.adaptation import chees
+
+    if num_chains < 2:
+        raise ValueError("method 'chees_hmc' adapts over all chains together: num_chains must be >= 2")
+
+    def init(key, position):
+        return chees.init(key, position, logdensity_fn)
+
+    step = chees.build_kernel(logdensity_fn, o["integrator"], o["divergence_threshold"], o["max_num_steps"])
+    adapter = chees.chees_adapter(
+        logdensity_fn, dim, num_warmup, num_chains, target_accept=o["target_accept"],
+        learning_rate=o["learning_rate"], adapt_mass_matrix=o["adapt_mass_matrix"],
+        initial_step_size=o["step_size"], initial_trajectory_length=o["trajectory_length"],
+        max_num_steps=o["max_num_steps"])
+
+    def stats(state, info, params):
+        return {"acceptance_rate": info.acceptance_rate, "step_size": params.step_size, "lp": state.logdensity,
+                "nonfinite": info.is_nonfinite, "diverging": info.is_divergent, "energy": info.energy,
+                "n_steps": info.num_integration_steps, "trajectory_length": params.trajectory_length}
+
+    return Algorithm(init, step, adapter, stats)
+
+
+register_method(MethodSpec(
+    "chees_hmc", _build_chees,
+    "Jittered HMC, trajectory length by ChEES (Adam on log T) over all chains, step size by dual averaging "
+    "on the harmonic-mean acceptance (Hoffman, Radul & Sountsov 2021)",
+    {"target_accept": Option(0.651, "target harmonic-mean acceptance probability", _prob, "a number in (0, 1)"),
+     "learning_rate": Option(0.025, "Adam learning rate on log trajectory length", _pos_num, "a positive number"),
+     "adapt_mass_matrix": Option(True, "pooled Fisher-diagonal mass matrix in Stan's slow windows",
+                                 lambda v: isinstance(v, bool), "True/False"),
+     "step_size": Option(None, "initial step size (None: Stan's heuristic, median over chains)",
+                         lambda v: v is None or _pos_num(v), "a positive number or None"),
+     "trajectory_length": Option(None, "initial trajectory length (None: one step)",
+                                 lambda v: v is None or _pos_num(v), "a positive number or None"),
+     "max_num_steps": Option(1000, "most leapfrog steps per transition", _pos_int, "an int >= 1"),
+     "divergence_threshold": Option(1000.0, "energy error that counts as a divergence", _pos_num,
+                                    "a positive number"),
+     "integrator": Option("velocity_verlet", "symplectic integrator", _integrator_ok,
+                          f"one of {sorted(integrators.INTEGRATORS)}")},
+    family="mcmc"))
+
+
+# --------------------------------------------------------------------------- auto
+
+
+def _auto_options():
+    return {
+        "target_accept": Option(0.8, "target acceptance statistic for dual averaging", _prob, "a number in (0, 1)"),
+        "check_every": Option(50, "warm-up steps per chunk (and late window-switch period); convergence is "
+                              "checked after each chunk", lambda v: _pos_int(v) and v >= 10 and 100 % v == 0,
+                              "an int >= 10 that divides 100"),
+        "min_warmup": Option(150, "adaptation steps before the first convergence check", _pos_int, "an int >= 1"),
+        "terminal_steps": Option(50, "final step-size-only warm-up window", _pos_int, "an int >= 1"),
+        "mass_tol": Option(0.3, "stop when RMS log change of the diagonal metric over a chunk is below this",
+                           _pos_num, "a positive number"),
+        "step_tol": Option(0.15, "stop when the RMS over chains of the log change of the step size over a chunk "
+                           "is below this", _pos_num,
+                           "a positive number"),
+        "rhat_tol": Option(1.1, "stop when the chunk's split R-hat (all coordinates, lp) is below this",
+                           lambda v: _pos_num(v) and v > 1.0, "a number > 1"),
+        **_nuts_options(),
+    }
+
+
+def _rhat_check(pos, lp):
+    """max(R-hat of lp, median R-hat over coordinates) of warm-up draws ``[n, C, d]``, ``[n, C]``."""
+    from samplax.diagnostics import rhat
+
+    with np.errstate(all="ignore"):
+        r_lp = float(np.asarray(rhat(np.swapaxes(lp, 0, 1)[..., None]), dtype=float)[0])
+        r_x = np.asarray(rhat(np.swapaxes(pos, 0, 1)), dtype=float)
+    r_x = r_x[np.isfinite(r_x)]
+    out = max(r_lp, float(np.median(r_x)) if r_x.size else float("inf"))
+    return out if np.isfinite(out) else float("inf")
+
+
+def auto_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init, progress,
+                driver_options=None, **o):
+    """``method="auto"``: NUTS with running Fisher-diagonal adaptation and early-stopped warm-up.
+
+    Sampler: multinomial NUTS (Hoffman & Gelman 2014; Betancourt 2017).
+    Adaptation per chain (nutpie-style): dual averaging of the step size on the
+    acceptance statistic (target ``target_accept``); the diagonal inverse mass
+    matrix is ``sqrt(Var x / Var grad)`` (Tran & Kleppe 2024) over two
+    overlapping windows of draws and gradients, refreshed every step, windows
+    switching every 10 steps during the first 100 and every 50 after.  Warm-up
+    stops by the rule in :mod:`samplax.methods.auto`; every gradient is counted
+    (the initial step-size search, all warm-up and sampling steps).
+    """
+    from samplax import driver
+    from samplax.postprocess import finish_result
+
+    driver_options = dict(driver_options or {})
+    if driver_options.get("checkpoint_dir") is not None:
+        raise ValueError("sample: method 'auto' does not support checkpoint_dir; use method='nuts_fisher'")
+    thinning = int(driver_options.get("thinning", 1) or 1)
+    K = int(o["check_every"])
+    term = int(min(o["terminal_steps"], max(num_warmup // 4, 0)))
+    max_adapt = num_warmup - term
+    min_adapt = int(o["min_warmup"])
+    dtype = jnp.result_type(float)
+    d = target.dim
+
+    key = jax.random.key(seed)
+    k_init, k_run, k_adapt = (jax.random.fold_in(key, i) for i in range(3))
+    if init is None:
+        x0, _ = driver._find_initial_points(target, k_init, num_chains, True, dtype)
+    else:
+        x0 = driver._check_user_init(target, init, num_chains, True, dtype)
+
+    dyn_target, static_target = eqx.partition(target, eqx.is_array)
+    chain_ids = jnp.arange(num_chains)
+    target_accept = jnp.asarray(o["target_accept"], dtype)
+
+    def kernel(tgt):
+        lp = driver._flat_logdensity(eqx.combine(tgt, static_target))
+        return lp, nuts_m.build_kernel(lp, o["max_tree_depth"], o["divergence_threshold"], o["integrator"])
+
+    def init_all(tgt, x0, k_adapt):
+        lp, _ = kernel(tgt)
+
+        def one(c, x):
+            st = nuts_m.init(None, x, lp)
+            eps, n = find_reasonable_step_size(jax.random.fold_in(k_adapt, c), lp, x, jnp.ones_like(x), 1.0)
+            return st, running_init(eps, st.position, st.logdensity_grad), n
+
+        return jax.vmap(one)(chain_ids, x0)
+
+    def run_chunk(tgt, carry, start, phase, n_active, k_run):
+        _, step = kernel(tgt)
+
+        def one(carry, j):
+            states, rs = carry
+            i = start + j
+            active = j < n_active
+            rs_p = jax.vmap(running_prepare, (0, None))(rs, phase)
+            keys = jax.vmap(lambda c: jax.random.fold_in(jax.random.fold_in(k_run, c), i))(chain_ids)
+            params = nuts_m.NUTSParams(rs_p.step_size, rs_p.inverse_mass_matrix)
+            new_states, info = jax.vmap(step)(keys, states, params)
+            rs_n = jax.vmap(lambda r, a, x, g: running_update(r, a, x, g, target_accept, late_interval=K))(
+                rs_p, info.acceptance_rate, new_states.position, new_states.logdensity_grad)
+            new_states = jax.tree.map(lambda a, b: jnp.where(active, a, b), new_states, states)
+            rs_n = jax.tree.map(lambda a, b: jnp.where(active, a, b), rs_n, rs)
+            stats = _nuts_stats(new_states, info, params)
+            return (new_states, rs_n), (new_states.position, stats, jnp.where(active, info.num_grad_evals, 0))
+
+        carry, (pos, stats, ng) = jax.lax.scan(one, carry, jnp.arange(K, dtype=jnp.int32))
+        return carry, pos, stats, jnp.sum(ng)
+
+    cache_key = driver._cache_key(spec, o, static_target, dyn_target, num_chains, K, dtype)
+    cached = _COMPILED.get(cache_key) if cache_key is not None else None
+    init_jit = cached[0] if cached is not None else jax.jit(init_all)
+    states, rs, n_init = init_jit(dyn_target, x0, k_adapt)
+    carry = (states, rs)
+    i32 = lambda v: jnp.asarray(v, jnp.int32)  # noqa: E731
+    t0 = time.perf_counter()
+    if cached is not None:
+        compiled = cached[1]
+    else:
+        compiled = jax.jit(run_chunk).lower(dyn_target, carry, i32(0), i32(0), i32(K), k_run).compile()
+        if cache_key is not None:
+            _COMPILED[cache_key] = (init_jit, compiled)
+            while len(_COMPILED) > 16:
+                _COMPILED.pop(next(iter(_COMPILED)))
+    compile_seconds = time.perf_counter() - t0
+
+    n_grad = int(num_chains) + int(np.sum(n_init))
+    run_seconds = 0.0
+    step_i = 0
+    bar = driver._Progress(progress, num_warmup + num_samples * thinning, num_warmup, f"auto/{target.name}")
+
+    def go(phase, n):
+        nonlocal carry, n_grad, run_seconds, step_i
+        ts = time.perf_counter()
+        carry, pos, stats, ng = compiled(dyn_target, carry, i32(step_i), i32(phase), i32(n), k_run)
+        pos = np.asarray(pos)[:n]
+        stats = {k: np.asarray(v)[:n] for k, v in stats.items()}
+        run_seconds += time.perf_counter() - ts
+        n_grad += int(ng)
+        step_i += n
+        return pos, stats
+
+    # ---------------------------------------------------------------- warm-up
+    adapt_done = 0
+    prev = None
+    converged = False
+    history = []
+    while adapt_done < max_adapt:
+        n = min(K, max_adapt - adapt_done)
+        pos, stats = go(0, n)
+        adapt_done += n
+        bar.update(adapt_done)
+        rs_now: RunningFisherState = carry[1]
+        imm = np.asarray(rs_now.inverse_mass_matrix)
+        log_eps = np.asarray(rs_now.last_log_step_size_avg)
+        snap = (imm, log_eps)
+        if prev is not None and adapt_done >= min_adapt and n == K:
+            d_mass = float(np.max(np.sqrt(np.mean(np.log(imm / prev[0]) ** 2, axis=-1))))
+            d_step = float(np.sqrt(np.mean((log_eps - prev[1]) ** 2)))
+            r_hat = _rhat_check(pos, stats["lp"])
+            history.append({"step": adapt_done, "mass_change": d_mass, "step_change": d_step, "rhat": r_hat})
+            if d_mass < o["mass_tol"] and d_step < o["step_tol"] and r_hat < o["rhat_tol"]:
+                converged = True
+                break
+        prev = snap
+    if term > 0:
+        left = term
+        while left > 0:
+            go(1, min(K, left))
+            left -= min(K, left)
+        bar.update(adapt_done + term)
+    warmup_used = adapt_done + term
+
+    # ---------------------------------------------------------------- sampling
+    total = num_samples * thinning
+    pos_all, stats_all = [], []
+    done = 0
+    while done < total:
+        n = min(K, total - done)
+        pos, stats = go(2, n)
+        pos_all.append(pos)
+        stats_all.append(stats)
+        done += n
+        bar.update(warmup_used + done)
+    pos = np.concatenate(pos_all)[::thinning][:num_samples]
+    samples = np.swapaxes(pos, 0, 1)
+    stats_out = {k: np.swapaxes(np.concatenate([s[k] for s in stats_all])[::thinning][:num_samples], 0, 1)
+                 for k in stats_all[0]}
+    rs_final = carry[1]
+    cost = {"num_logdensity_evals": n_grad, "num_grad_evals": n_grad, "compile_seconds": compile_seconds,
+            "sampling_seconds": run_seconds, "num_compilations": 0 if cached is not None else 1}
+    config = {"method": spec.name, "options": dict(o), "target": driver._target_id(target), "seed": seed,
+              "num_chains": num_chains, "num_warmup": num_warmup, "num_samples": num_samples,
+              "thinning": thinning, "dtype": str(dtype)}
+    extra_warnings = []
+    if not converged and max_adapt > 0:
+        last = history[-1] if history else {}
+        extra_warnings.append({
+            "code": "auto_warmup", "value": int(warmup_used),
+            "message": f"auto warm-up did not meet its convergence rule within num_warmup={num_warmup} "
+                       f"(last check: {last}); the adaptation may be poor (raise num_warmup)"})
+    extra = {"final_step_size": np.asarray(rs_final.step_size).tolist(),
+             "inverse_mass_matrix": np.asarray(rs_final.inverse_mass_matrix).tolist(),
+             "warmup_steps": int(warmup_used), "warmup_converged": bool(converged), "warmup_checks": history,
+             "sampler": "nuts", "metric": "fisher_diag"}
+    return finish_result(target, spec.name, samples, stats_out, cost, config, extra=extra,
+                         extra_warnings=extra_warnings)
+
+
+register_method(MethodSpec(
+    "auto", None,
+    "Automatic: NUTS with running Fisher-diagonal (draws + gradients) adaptation; warm-up stops early once "
+    "step size, mass matrix and chains have settled (num_warmup is the maximum)",
+    _auto_options(), runner=auto_runner))
+
+del math
