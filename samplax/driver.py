@@ -85,8 +85,9 @@ def _target_id(target: Target) -> dict:
             "provenance": {k: str(v) for k, v in prov.items()}, "data_sha256": h.hexdigest()[:16]}
 
 
-def _find_initial_points(target, key, num_chains, gradient_based, dtype):
-    """Stan-style: uniform(-2, 2) in unconstrained space, up to 100 attempts per chain."""
+@eqx.filter_jit
+def _initial_point_search(target, key, chain_ids, gradient_based: bool, dtype):
+    """Jitted once per target structure (module-level, so repeated runs reuse it)."""
     lp = _flat_logdensity(target)
     vg = jax.value_and_grad(lp)
     d = target.dim
@@ -116,7 +117,13 @@ def _find_initial_points(target, key, num_chains, gradient_based, dtype):
         good0, v0 = ok(x0)
         return jax.lax.while_loop(cond, body, (x0, jnp.asarray(1, jnp.int32), good0, v0))
 
-    x, attempts, good, value = jax.jit(jax.vmap(one))(jnp.arange(num_chains))
+    return jax.vmap(one)(chain_ids)
+
+
+def _find_initial_points(target, key, num_chains, gradient_based, dtype):
+    """Stan-style: uniform(-2, 2) in unconstrained space, up to 100 attempts per chain."""
+    x, attempts, good, value = _initial_point_search(target, key, jnp.arange(num_chains), bool(gradient_based),
+                                                     jnp.dtype(dtype))
     good = np.asarray(good)
     if not good.all():
         bad = int(np.flatnonzero(~good)[0])
@@ -126,6 +133,11 @@ def _find_initial_points(target, key, num_chains, gradient_based, dtype):
             "uniform(-2, 2) attempts); pass init= with a point where the log-density "
             + ("and its gradient are finite" if gradient_based else "is finite"))
     return x, attempts
+
+
+@eqx.filter_jit
+def _values_and_grads(target, x):
+    return jax.vmap(jax.value_and_grad(_flat_logdensity(target)))(x)
 
 
 def _check_user_init(target, init, num_chains, gradient_based, dtype):
@@ -138,8 +150,7 @@ def _check_user_init(target, init, num_chains, gradient_based, dtype):
             f"sample: init must have shape {shape} or {(num_chains,) + shape} (num_chains, *event_shape), "
             f"got {init.shape}")
     x = jnp.asarray(init.reshape(num_chains, -1), dtype=dtype)
-    lp = _flat_logdensity(target)
-    v, g = jax.jit(jax.vmap(jax.value_and_grad(lp)))(x)
+    v, g = _values_and_grads(target, x)
     v, g = np.asarray(v), np.asarray(g)
     bad = ~np.isfinite(v)
     if gradient_based:
@@ -250,11 +261,6 @@ def sample(target: Target, method: Any = "nuts", *, seed: int = 0, num_chains: i
 
     key = jax.random.key(seed)
     k_init, k_run, k_adapt = (jax.random.fold_in(key, i) for i in range(3))
-    if init is None:
-        x0, _ = _find_initial_points(target, k_init, num_chains, spec.gradient_based, dtype)
-    else:
-        x0 = _check_user_init(target, init, num_chains, spec.gradient_based, dtype)
-
     # Arrays of the target travel as arguments (new data never retraces); the rest is static.
     dyn_target, static_target = eqx.partition(target, eqx.is_array)
 
@@ -272,7 +278,11 @@ def sample(target: Target, method: Any = "nuts", *, seed: int = 0, num_chains: i
     chain_ids = jnp.arange(num_padded)
     config["chain_method"] = chain_method
     config_hash = _config_hash(config)
-    if num_padded > num_chains:
+    if init is None:
+        x0, _ = _find_initial_points(target, k_init, num_padded, spec.gradient_based, dtype)
+    else:
+        x0 = _check_user_init(target, init, num_chains, spec.gradient_based, dtype)
+    if num_padded > num_chains and init is not None:
         x0 = jnp.concatenate([x0, jnp.broadcast_to(x0[-1:], (num_padded - num_chains,) + x0.shape[1:])])
 
     def in_blocks(fn):
@@ -332,7 +342,9 @@ def sample(target: Target, method: Any = "nuts", *, seed: int = 0, num_chains: i
         return jax.lax.scan(one, carry, start + jnp.arange(chunk_size, dtype=jnp.int32))
 
     # ---------------------------------------------------------- state / resume
-    cache_key = _cache_key(spec, options, static_target, dyn_target, num_chains, num_warmup, total,
+    # Per-chain methods compile the same program for every chain count that pads to the same size.
+    cache_key = _cache_key(spec, options, static_target, dyn_target, num_padded if per_chain else num_chains,
+                           num_warmup, total,
                            chunk_size, chain_method, dtype)
     cached = _COMPILED.get(cache_key) if cache_key is not None else None
     init_jit = cached[0] if cached is not None else jax.jit(init_all)

@@ -23,14 +23,24 @@ EBFMI_MIN = 0.3
 REFERENCE_DRAWS = 4000
 
 
+@eqx.filter_jit
+def _constrain_all(target, flat):
+    shape = tuple(target.event_shape)
+    return jax.vmap(lambda x: target.constrain(jnp.reshape(x, shape)))(flat)
+
+
+@eqx.filter_jit
+def _exact_draws(target, key, n: int):
+    return target.sample(key, n)
+
+
 def quantities_of(target: Target, samples: np.ndarray) -> np.ndarray:
     """``target.constrain`` applied to draws ``[chains, draws, d]`` -> ``[chains, draws, k]``."""
     c, n = samples.shape[:2]
     flat = samples.reshape(c * n, -1)
     if type(target).constrain is Target.constrain or n == 0:
         return samples.reshape(c, n, -1)
-    shape = tuple(target.event_shape)
-    q = jax.jit(jax.vmap(lambda x: target.constrain(jnp.reshape(x, shape))))(jnp.asarray(flat))
+    q = _constrain_all(target, jnp.asarray(flat))
     return np.asarray(q).reshape(c, n, -1)
 
 
@@ -178,7 +188,7 @@ def finish_result(target: Target, method: str, samples: np.ndarray, stats: dict,
     reference = None
     if target.has_exact_sampler:
         # ground truth for plots; not a cost of the sampler
-        exact = eqx.filter_jit(lambda t, k: t.sample(k, REFERENCE_DRAWS))(target, jax.random.key(20261129))
+        exact = _exact_draws(target, jax.random.key(20261129), REFERENCE_DRAWS)
         reference = quantities_of(target, np.asarray(exact).reshape(1, REFERENCE_DRAWS, -1))[0]
     return Result(
         samples=samples.reshape((c, n) + tuple(target.event_shape)), quantities=quantities,
