@@ -242,8 +242,13 @@ def sample(target: Target, method: Any = "nuts", *, seed: int = 0, num_chains: i
                 checkpoint_interval=checkpoint_interval, chain_method=chain_method)
         elif checkpoint_dir is not None or thinning != 1:
             raise ValueError(f"sample: method {spec.name!r} does not support checkpoint_dir or thinning")
-        return spec.runner(target, spec, seed=seed, num_chains=num_chains, num_warmup=num_warmup,
-                           num_samples=num_samples, init=init, progress=progress, **extra_kw, **options)
+        result = spec.runner(target, spec, seed=seed, num_chains=num_chains, num_warmup=num_warmup,
+                             num_samples=num_samples, init=init, progress=progress, **extra_kw, **options)
+        n_bad = int(np.sum(~np.isfinite(result.samples)))
+        if n_bad:  # never a silent NaN result
+            result.warnings.append({"code": "nonfinite_samples", "value": n_bad,
+                                    "message": f"{n_bad} non-finite values in the returned samples of {spec.name!r}"})
+        return result
     total = num_warmup + num_samples * thinning
     if chunk_size is None:
         chunk_size = int(min(max(math.ceil(total / 20), 10), 500))

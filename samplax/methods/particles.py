@@ -101,6 +101,12 @@ def _mirrored_svgd_runner(target, spec, *, seed, num_chains, num_warmup, num_sam
         gradient_based=True, options=o, num_warmup=num_warmup, num_samples=num_samples,
         cost_per_chain=stein.svgd_cost(num_samples, num_warmup),
         extra={"particles_per_chain": num_samples, "num_steps": num_warmup, "mirror_map": "entropic"})
+    import numpy as np
+    if not np.all(np.isfinite(res.samples)):
+        raise ValueError(
+            f"{spec.name}: the particles became non-finite on target {target.name!r}; this method needs a density "
+            "on the probability simplex (positive coordinates summing to 1, e.g. samplax.targets.get('dirichlet')) "
+            "whose log-density is finite inside it")
     return res
 
 
@@ -131,7 +137,8 @@ register_method(MethodSpec(
     "mirrored_svgd", None,
     "Mirrored SVGD on the probability simplex, entropic mirror map (Shi, Liu & Mackey 2022); "
     "num_samples = particles per chain, num_warmup = iterations",
-    {"step_size": _step}, family="particles", gradient_based=True, runner=_mirrored_entry))
+    {"step_size": _step}, family="particles", gradient_based=True, runner=_mirrored_entry,
+    example_target="dirichlet"))
 
 
 # --------------------------------------------------------------------------- walk-jump
