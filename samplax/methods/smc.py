@@ -21,6 +21,7 @@ variance ``sum_t (1/CESS_t - 1/N)`` of each run and the schedules.
 """
 from __future__ import annotations
 
+import sys
 import time
 
 import jax
@@ -31,7 +32,7 @@ from samplax.methods import MethodSpec, Option, register_method
 from samplax.postprocess import finish_result
 from samplax.smc import nested, tempered
 from samplax.smc.base import lee_whiteley_relative_variance
-from samplax.smc.mutation import KERNEL_NAMES, is_gradient_based
+from samplax.smc.mutation import KERNEL_NAMES, initial_step_size, is_gradient_based
 from samplax.smc.paths import DEFAULT_REFERENCE_SCALE, make_reference
 from samplax.smc.resampling import RESAMPLERS, systematic
 
@@ -181,6 +182,7 @@ def run_tempered(target, name, *, seed, num_chains, num_samples, config: tempere
         "clt_log_Z_var": np.asarray(out.clt_var).tolist(),
         "num_steps": n_steps.tolist(),
         "schedules": [betas[c, : n_steps[c] + 1].tolist() for c in range(num_chains)],
+        "num_moves": [np.asarray(out.num_moves)[c, : n_steps[c]].tolist() for c in range(num_chains)],
         "mean_acceptance": [float(np.nanmean(acc[c, : n_steps[c]])) if n_steps[c] else None
                             for c in range(num_chains)],
         "particles": np.asarray(out.state.particles.position),
@@ -205,6 +207,9 @@ def _resolve_schedule(schedule, default_num, power=4.0):
 
 
 def _config(num_samples, o, **kw):
+    for k in ("correlation_threshold", "max_mcmc_steps", "step_size_spread"):
+        if k in o and k not in kw:
+            kw[k] = o[k] if o[k] is not None or k == "correlation_threshold" else 0
     return tempered.TemperedConfig(
         num_particles=num_samples, kernel=o["kernel"], num_mcmc_steps=o["num_mcmc_steps"],
         num_integration_steps=o["num_integration_steps"], target_accept=o["target_accept"],
@@ -278,6 +283,13 @@ register_method(MethodSpec(
     "smc", None, "Adaptive tempered SMC, geometric path from N(0, 5^2 I), CESS-adaptive schedule, "
     "tuned HMC mutations (Del Moral, Doucet & Jasra 2006; Zhou, Johansen & Aston 2016)",
     {**common_options(), **_ADAPTIVE,
+     "correlation_threshold": Option(0.1, "keep moving (after num_mcmc_steps moves) until the rank correlation "
+                                     "of log p - log q between the start and the current particles is below this "
+                                     "(None: exactly num_mcmc_steps moves)", lambda v: v is None or _prob_open(v),
+                                     "None or a number in (0, 1)"),
+     "max_mcmc_steps": Option(50, "cap on the adaptive number of moves per temperature", _pos_int, "an int >= 1"),
+     "step_size_spread": Option(2.5, "per-particle log-uniform step-size spread s: e * exp(s U(-1, 1))",
+                                lambda v: isinstance(v, (int, float)) and 0 <= v <= 5, "a number in [0, 5]"),
      "ess_threshold": Option(0.5, "resample when ESS < ess_threshold * N",
                              lambda v: isinstance(v, (int, float)) and 0.0 <= v <= 1.0, "a number in [0, 1]")},
     family="smc", gradient_based=True, runner=_smc_runner))
@@ -380,4 +392,153 @@ register_method(MethodSpec(
      "reference_mean": common_options()["reference_mean"]},
     family="smc", gradient_based=False, runner=_ns_runner))
 
-del is_gradient_based
+
+
+# ------------------------------------------------------------------ parallel tempering
+def _pt_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init, progress, **o):
+    """Non-reversible parallel tempering: ``num_chains`` independent PT runs of ``num_temperatures`` replicas.
+
+    ``num_warmup`` is the number of tuning scans (schedule, step sizes, mass
+    matrices; rounds of doubling length, :func:`samplax.smc.parallel_tempering.round_lengths`),
+    ``num_samples`` the number of sampling scans, each giving one draw of the
+    ``beta = 1`` replica.  ``init`` (``[*event]`` or ``[num_chains, *event]``)
+    starts every replica of a run there; default: exact reference draws.
+
+    ``log_Z`` is the mean over runs of the stepping-stone estimates; ``log_Z_se``
+    is ``sqrt(v / R)`` with ``v`` the larger of the between-run variance and the
+    mean single-run batch-means variance (the first is noisy for few runs, the
+    second misses autocorrelation longer than a batch).
+    """
+    from samplax.smc import parallel_tempering as ptm
+
+    d = target.dim
+    dtype = jnp.result_type(float)
+    k = o["num_temperatures"]
+    cfg = ptm.PTConfig(num_temperatures=k, kernel=o["kernel"], num_mcmc_steps=o["num_mcmc_steps"],
+                       num_integration_steps=o["num_integration_steps"], target_accept=o["target_accept"],
+                       adapt_schedule=o["adapt_schedule"], num_batches=o["num_batches"])
+    if num_samples < 2 * cfg.num_batches:
+        raise ValueError(f"parallel_tempering: num_samples={num_samples} must be at least 2 * num_batches="
+                         f"{2 * cfg.num_batches} (batch-means standard error of log Z)")
+    reference = make_reference(d, o["reference_mean"], o["reference_scale"], dtype)
+    lp = _flat_logdensity(target)
+    x_init = None
+    if init is not None:
+        a = np.asarray(init, dtype=np.float64)
+        shape = tuple(target.event_shape)
+        if a.shape == shape:
+            a = np.broadcast_to(a, (num_chains,) + shape)
+        if a.shape != (num_chains,) + shape:
+            raise ValueError(f"parallel_tempering: init must have shape {shape} or {(num_chains,) + shape}, "
+                             f"got {np.asarray(init).shape}")
+        if not np.all(np.isfinite(a)):
+            raise ValueError("parallel_tempering: init must be finite")
+        x_init = jnp.asarray(np.broadcast_to(a.reshape(num_chains, 1, d), (num_chains, k, d)), dtype)
+    init_fn, round_fn, sample_fn = ptm.build(lp, reference, cfg)
+    key = jax.random.key(seed)
+    keys = jax.vmap(lambda c: jax.random.fold_in(jax.random.fold_in(key, 13), c))(jnp.arange(num_chains))
+    eps0 = o["step_size"] or initial_step_size(cfg.kernel, d)
+    params = ptm.PTParams(
+        jnp.broadcast_to(ptm.initial_schedule(k, o["schedule_power"], dtype), (num_chains, k)),
+        jnp.full((num_chains, k), np.log(eps0), dtype),
+        jnp.ones((num_chains, k, d), dtype) * jnp.minimum(reference.scale**2, 1.0))
+    t0 = time.perf_counter()
+    if x_init is None:
+        state = jax.jit(jax.vmap(init_fn))(jax.vmap(lambda kk: jax.random.fold_in(kk, 0))(keys))
+    else:
+        state = jax.jit(jax.vmap(init_fn))(keys, x_init)
+    n_lp = num_chains * k
+    n_grad = num_chains * k if is_gradient_based(cfg.kernel) else 0
+    rnd = jax.jit(jax.vmap(round_fn, in_axes=(0, 0, 0, None, None)))
+    upd = jax.jit(jax.vmap(lambda p, s, m: ptm.update_params(p, s, cfg.adapt_schedule, m), in_axes=(0, 0, None)))
+    smp = jax.jit(jax.vmap(sample_fn, in_axes=(0, 0, 0, None)), static_argnums=3)
+    label = f"[samplax {spec.name}/{target.name}]"
+    lengths = ptm.round_lengths(num_warmup)
+    history = []
+    compile_s = 0.0
+    for j, n_scans in enumerate(lengths):
+        tr = time.perf_counter()
+        rk = jax.vmap(lambda kk: jax.random.fold_in(kk, 100 + j))(keys)
+        state, params, stats, dl, dg = rnd(rk, state, params, jnp.asarray(n_scans, jnp.int32), jnp.asarray(True))
+        # the last round's step sizes were tuned to the current mass matrices: keep them
+        params, lam, rej = upd(params, stats, jnp.asarray(j < len(lengths) - 1))
+        n_lp += int(np.sum(np.asarray(dl, np.int64)))
+        n_grad += int(np.sum(np.asarray(dg, np.int64)))
+        lam = np.asarray(lam)
+        acc = np.asarray(stats.acceptance) / n_scans
+        history.append({"scans": n_scans, "Lambda": lam.tolist(), "round_trips": np.asarray(state.round_trips).tolist()})
+        if j == 0:
+            compile_s = time.perf_counter() - tr
+        if progress:
+            sys.stderr.write(f"{label} tuning round {j + 1}/{len(lengths)}: {n_scans} scans, barrier Lambda "
+                             f"{np.mean(lam):.2f}, mean swap rejection {np.mean(np.asarray(rej)):.2f}, "
+                             f"local acceptance {np.mean(acc[:, 1:]):.2f}, round trips "
+                             f"{int(np.sum(np.asarray(state.round_trips)))}\n")
+            sys.stderr.flush()
+    trips_before = np.asarray(state.round_trips)
+    ts = time.perf_counter()
+    state, draws, lp_draws, ell, acc, rej, dl, dg = smp(jax.vmap(lambda kk: jax.random.fold_in(kk, 1))(keys),
+                                                        state, params, num_samples)
+    jax.block_until_ready(draws)
+    if progress:
+        sys.stderr.write(f"{label} sampling: {num_samples} scans done in {time.perf_counter() - ts:.1f} s\n")
+        sys.stderr.flush()
+    n_lp += int(np.sum(np.asarray(dl, np.int64)))
+    n_grad += int(np.sum(np.asarray(dg, np.int64)))
+    log_z_r, se_r = jax.vmap(lambda b, e: ptm.stepping_stone(b, e, cfg.num_batches))(params.betas, ell)
+    log_z_r = np.asarray(log_z_r, np.float64)
+    se_r = np.asarray(se_r, np.float64)
+    log_z = float(np.mean(log_z_r))
+    v_within = float(np.mean(se_r**2))
+    v_between = float(np.var(log_z_r, ddof=1)) if num_chains > 1 else 0.0
+    log_z_se = float(np.sqrt(max(v_within, v_between) / num_chains))
+    t2 = time.perf_counter()
+    rej = np.asarray(rej)
+    betas = np.asarray(params.betas)
+    trips = np.asarray(state.round_trips) - trips_before
+    lam_final = rej.mean(axis=1).sum(axis=1)
+    warnings = []
+    if np.any(lam_final > 0.5 * k):
+        warnings.append({"code": "too_few_temperatures", "value": float(np.max(lam_final)),
+                         "message": f"estimated communication barrier Lambda = {np.max(lam_final):.1f} exceeds "
+                                    f"num_temperatures/2 = {k / 2}; raise num_temperatures to about 2 Lambda"})
+    if np.any(trips == 0):
+        warnings.append({"code": "no_round_trips", "value": int(np.sum(trips == 0)),
+                         "message": f"{int(np.sum(trips == 0))} run(s) made no round trip between beta = 0 and 1 "
+                                    "while sampling: the replicas did not mix across temperatures"})
+    stats = {"lp": np.asarray(lp_draws), "acceptance_rate": np.asarray(acc)[:, :, -1],
+             "step_size": np.broadcast_to(np.exp(np.asarray(params.log_step_size))[:, -1:],
+                                          (num_chains, num_samples)).copy()}
+    extra = {"log_Z_runs": log_z_r.tolist(), "log_Z_se_runs": se_r.tolist(),
+             "log_Z_se_method": "sqrt(max(between-run var, mean batch-means var) / runs); stepping-stone estimator",
+             "log_Z_sd_over_runs": float(np.sqrt(v_between)) if num_chains > 1 else None,
+             "schedules": betas.tolist(), "barrier_Lambda": lam_final.tolist(),
+             "swap_rejection": rej.mean(axis=1).tolist(), "round_trips": trips.tolist(),
+             "step_sizes": np.exp(np.asarray(params.log_step_size)).tolist(),
+             "local_acceptance": np.asarray(acc).mean(axis=1).tolist(), "tuning_rounds": history}
+    cost = {"num_logdensity_evals": n_lp, "num_grad_evals": n_grad, "compile_seconds": compile_s,
+            "sampling_seconds": t2 - t0 - compile_s}
+    cfg_d = {"method": spec.name, "options": o, "seed": seed, "num_chains": num_chains, "num_warmup": num_warmup,
+             "num_samples": num_samples, "config": cfg._asdict()}
+    return finish_result(target, spec.name, np.asarray(draws), stats, cost, cfg_d, log_Z=log_z, log_Z_se=log_z_se,
+                         extra=extra, extra_warnings=warnings)
+
+
+register_method(MethodSpec(
+    "parallel_tempering", None, "Non-reversible parallel tempering (DEO swaps, schedule equalizing the "
+    "communication barrier; Syed et al. 2021), tuned HMC per replica, stepping-stone log Z",
+    {"num_temperatures": Option(16, "number of replicas K (beta_0 = 0 ... beta_{K-1} = 1)",
+                                lambda v: _pos_int(v) and v >= 2, "an int >= 2"),
+     "kernel": common_options()["kernel"],
+     "num_mcmc_steps": Option(1, "MCMC moves per replica per scan", _pos_int, "an int >= 1"),
+     "num_integration_steps": common_options()["num_integration_steps"],
+     "target_accept": common_options()["target_accept"],
+     "step_size": common_options()["step_size"],
+     "adapt_schedule": Option(True, "equalize the swap rejection rates in the tuning rounds", _bool, "True/False"),
+     "schedule_power": Option(4.0, "initial schedule beta_k = (k/(K-1))^power",
+                              lambda v: isinstance(v, (int, float)) and v > 0, "a positive number"),
+     "num_batches": Option(20, "batches for the batch-means standard error of log Z",
+                           lambda v: _pos_int(v) and v >= 2, "an int >= 2"),
+     "reference_scale": common_options()["reference_scale"],
+     "reference_mean": common_options()["reference_mean"]},
+    family="smc", gradient_based=True, runner=_pt_runner))
