@@ -2,19 +2,24 @@
 (and, in their own modules, ``nested_sampling`` and ``parallel_tempering``).
 
 For these methods ``num_chains`` is the number of *independent runs* and
-``num_samples`` the number of particles per run; ``num_warmup`` is unused
-(tuning happens inside each run, from the particles).  ``Result.samples`` holds
+``num_samples`` the number of particles per run (for ``parallel_tempering``:
+draws of the ``beta = 1`` replica).  ``Result.samples`` holds
 each run's final particles resampled to equal weights (systematic resampling,
 then shuffled); the weighted particles before that are in
 ``Result.extra["particles"]`` / ``["particle_log_weights"]``.
 
 ``log_Z`` combines the runs through the unbiased ``Z`` estimates:
-``log Z_hat = log mean_r Z_hat_r``.  ``log_Z_se``:
+``log Z_hat = log mean_r Z_hat_r``; ``log_Z_se`` takes the larger of the
+between-run relative variance and the mean single-run Lee & Whiteley (2018)
+estimate (see :func:`_combine_log_Z`; one run: Lee & Whiteley alone).
 
-- ``num_chains > 1``: the spread over runs, ``sd_r(Z_hat_r / Z_hat) / sqrt(R)``
-  (the delta-method standard error of ``log`` of the mean);
-- ``num_chains == 1``: the single-run Lee & Whiteley (2018) estimator
-  (:func:`samplax.smc.base.lee_whiteley_relative_variance`), ``sqrt(V)``.
+``num_warmup``: unused by the SMC samplers and nested sampling (they tune
+from the particle population at every step and have no burn-in); for
+``parallel_tempering`` it is the number of tuning scans.  ``init``: refused
+(``ValueError``) by the particle methods, which start from the reference;
+``parallel_tempering`` starts every replica there.  ``progress=True``
+prints one line per temperature (SMC), per 1000 iterations (nested sampling)
+or per tuning round (parallel tempering) on stderr.
 
 ``Result.extra`` also reports the per-run ``log_Z``, the idealized CLT
 variance ``sum_t (1/CESS_t - 1/N)`` of each run and the schedules.
@@ -76,12 +81,14 @@ def _schedule_ok(v):
     return (a.ndim == 1 and a.size >= 2 and a[0] == 0.0 and a[-1] == 1.0 and bool(np.all(np.diff(a) > 0)))
 
 
-def common_options(kernel="hmc", num_mcmc_steps=5):
+def common_options(kernel="hmc", num_mcmc_steps=5, num_integration_steps=10):
     """Options shared by every tempered method."""
     return {
         "kernel": Option(kernel, "MCMC mutation kernel", lambda v: v in KERNEL_NAMES, f"one of {list(KERNEL_NAMES)}"),
-        "num_mcmc_steps": Option(num_mcmc_steps, "MCMC steps per temperature", _pos_int, "an int >= 1"),
-        "num_integration_steps": Option(10, "leapfrog steps per HMC step", _pos_int, "an int >= 1"),
+        "num_mcmc_steps": Option(num_mcmc_steps, "MCMC steps per temperature (smc: the minimum; "
+                                 "correlation_threshold adds more)", _pos_int, "an int >= 1"),
+        "num_integration_steps": Option(num_integration_steps, "leapfrog steps per HMC step", _pos_int,
+                                        "an int >= 1"),
         "target_accept": Option(None, "target acceptance of the mutation (None: 0.65 HMC, 0.57 MALA, 0.3 RWM)",
                                 lambda v: v is None or _prob_open(v), "None or a number in (0, 1)"),
         "step_size": Option(None, "initial step size (None: HMC d^-1/4, MALA d^-1/3, RWM 2.38 d^-1/2)",
@@ -100,7 +107,16 @@ def common_options(kernel="hmc", num_mcmc_steps=5):
 
 
 def _combine_log_Z(log_z_runs: np.ndarray, lw_relvar: np.ndarray):
-    """``log mean exp(log Z_r)`` with the spread-over-runs (R > 1) or Lee–Whiteley (R = 1) standard error."""
+    """``log mean_r Z_r`` and its standard error from the between-run spread and the Lee–Whiteley estimates.
+
+    With ``R`` runs, the relative variance of one run's ``Z_hat`` is estimated
+    twice: by the spread ``var_r(Z_r / Z_bar)`` (unbiased but noisy: ``R - 1``
+    degrees of freedom) and by the mean of the single-run Lee & Whiteley (2018)
+    estimates (one per run, from the genealogy; it can under-cover when the
+    particles miss a region altogether).  The larger one is used:
+    ``se = sqrt(max(v_between, mean_r V_r) / R)`` (delta method for ``log``).
+    With one run only the Lee–Whiteley estimate exists.
+    """
     r = log_z_runs.shape[0]
     finite = np.isfinite(log_z_runs)
     if not finite.any():
@@ -108,11 +124,13 @@ def _combine_log_Z(log_z_runs: np.ndarray, lw_relvar: np.ndarray):
     m = np.max(log_z_runs[finite])
     z = np.exp(np.where(finite, log_z_runs - m, -np.inf))
     log_z = float(m + np.log(np.mean(z)))
+    v_lw = float(np.mean(np.maximum(lw_relvar, 0.0)))
     if r > 1:
         ratio = z / np.mean(z)
-        return log_z, float(np.std(ratio, ddof=1) / np.sqrt(r)), "spread over independent runs"
-    v = float(max(lw_relvar[0], 0.0))
-    return log_z, float(np.sqrt(v)), "Lee & Whiteley (2018) single-run estimator"
+        v_between = float(np.var(ratio, ddof=1))
+        return (log_z, float(np.sqrt(max(v_between, v_lw) / r)),
+                "sqrt(max(between-run relative variance, mean Lee & Whiteley (2018) estimate) / runs)")
+    return log_z, float(np.sqrt(v_lw)), "Lee & Whiteley (2018) single-run estimator"
 
 
 def _flat_logdensity(target):
@@ -128,9 +146,24 @@ def _final_draws(key, positions, log_weights, num):
     return positions[idx]
 
 
+def _reject_init(name, init):
+    if init is not None:
+        raise ValueError(f"{name}: init is not supported: the particles start as draws from the Gaussian reference "
+                         "N(reference_mean, reference_scale^2 I); set reference_mean/reference_scale to move it")
+
+
+def _printer(label, fmt):
+    """Host-side progress printer for ``jax.debug.callback``: one line on stderr per call."""
+    def show(*args):
+        vals = [np.asarray(a).item() for a in args]
+        sys.stderr.write(f"[samplax {label}] " + fmt.format(*vals) + "\n")
+        sys.stderr.flush()
+    return show
+
+
 def run_tempered(target, name, *, seed, num_chains, num_samples, config: tempered.TemperedConfig,
                  schedule=None, step_size=None, reference_mean=0.0, reference_scale=DEFAULT_REFERENCE_SCALE,
-                 options=None, init=None):
+                 options=None, init=None, progress=False):
     """Run ``num_chains`` independent tempered SMC runs and assemble a :class:`~samplax.core.result.Result`."""
     d = target.dim
     dtype = jnp.result_type(float)
@@ -141,18 +174,23 @@ def run_tempered(target, name, *, seed, num_chains, num_samples, config: tempere
     key = jax.random.key(seed)
     keys = jax.vmap(lambda c: jax.random.fold_in(jax.random.fold_in(key, 7), c))(jnp.arange(num_chains))
 
-    def one(k, ref, sched, eps0):
-        out = tempered.run(k, lp, ref, config, sched, eps0)
+    _reject_init(name, init)
+    show = _printer(f"{name}/{target.name}", "run {} temperature {}: beta {:.5g}, ESS {:.0f}, acceptance {:.2f}, "
+                    "moves {}") if progress else None
+
+    def one(k, ref, sched, eps0, run_id):
+        out = tempered.run(k, lp, ref, config, sched, eps0, progress=show, run_id=run_id)
         draws = _final_draws(jax.random.fold_in(k, 1), out.state.particles.position, out.state.log_weights,
                              num_samples)
         lw = lee_whiteley_relative_variance(out.state)
         return out, draws, lw
 
-    fn = jax.jit(jax.vmap(one, in_axes=(0, None, None, None)))
+    fn = jax.jit(jax.vmap(one, in_axes=(0, None, None, None, 0)))
+    ids = jnp.arange(num_chains)
     t0 = time.perf_counter()
-    compiled = fn.lower(keys, reference, sched, eps0).compile()
+    compiled = fn.lower(keys, reference, sched, eps0, ids).compile()
     t1 = time.perf_counter()
-    out, draws, lw = compiled(keys, reference, sched, eps0)
+    out, draws, lw = compiled(keys, reference, sched, eps0, ids)
     jax.block_until_ready(draws)
     t2 = time.perf_counter()
 
@@ -223,17 +261,17 @@ def _common_kwargs(o):
 
 
 def _smc_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init, progress, **o):
-    del num_warmup, progress, init
+    del num_warmup
     adaptive = o["schedule"] is None
     cfg = _config(num_samples, o, adaptive=adaptive, target_cess=o["target_cess"],
                   ess_threshold=o["ess_threshold"], max_steps=o["max_steps"])
     sched = None if adaptive else _resolve_schedule(o["schedule"], None)
     return run_tempered(target, spec.name, seed=seed, num_chains=num_chains, num_samples=num_samples,
-                        config=cfg, schedule=sched, **_common_kwargs(o))
+                        config=cfg, schedule=sched, init=init, progress=progress, **_common_kwargs(o))
 
 
 def _waste_free_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init, progress, **o):
-    del num_warmup, progress, init
+    del num_warmup
     p = o["chain_length"]
     if num_samples % p:
         raise ValueError(f"waste_free_smc: num_samples={num_samples} (particles per run) must be a multiple "
@@ -243,23 +281,23 @@ def _waste_free_runner(target, spec, *, seed, num_chains, num_warmup, num_sample
                   max_steps=o["max_steps"], waste_free_chain_length=p)
     sched = None if adaptive else _resolve_schedule(o["schedule"], None)
     return run_tempered(target, spec.name, seed=seed, num_chains=num_chains, num_samples=num_samples,
-                        config=cfg, schedule=sched, **_common_kwargs(o))
+                        config=cfg, schedule=sched, init=init, progress=progress, **_common_kwargs(o))
 
 
 def _ais_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init, progress, **o):
-    del num_warmup, progress, init
+    del num_warmup
     cfg = _config(num_samples, o, adaptive=False, ess_threshold=0.0)
     sched = _resolve_schedule(o["schedule"], o["num_temperatures"], o["schedule_power"])
     return run_tempered(target, spec.name, seed=seed, num_chains=num_chains, num_samples=num_samples,
-                        config=cfg, schedule=sched, **_common_kwargs(o))
+                        config=cfg, schedule=sched, init=init, progress=progress, **_common_kwargs(o))
 
 
 def _pa_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init, progress, **o):
-    del num_warmup, progress, init
+    del num_warmup
     cfg = _config(num_samples, o, adaptive=False, ess_threshold=1.0)
     sched = _resolve_schedule(o["schedule"], o["num_temperatures"], o["schedule_power"])
     return run_tempered(target, spec.name, seed=seed, num_chains=num_chains, num_samples=num_samples,
-                        config=cfg, schedule=sched, **_common_kwargs(o))
+                        config=cfg, schedule=sched, init=init, progress=progress, **_common_kwargs(o))
 
 
 _ADAPTIVE = {
@@ -282,7 +320,7 @@ _FIXED = {
 register_method(MethodSpec(
     "smc", None, "Adaptive tempered SMC, geometric path from N(0, 5^2 I), CESS-adaptive schedule, "
     "tuned HMC mutations (Del Moral, Doucet & Jasra 2006; Zhou, Johansen & Aston 2016)",
-    {**common_options(), **_ADAPTIVE,
+    {**common_options(num_mcmc_steps=2, num_integration_steps=30), **_ADAPTIVE,
      "correlation_threshold": Option(0.1, "keep moving (after num_mcmc_steps moves) until the rank correlation "
                                      "of log p - log q between the start and the current particles is below this "
                                      "(None: exactly num_mcmc_steps moves)", lambda v: v is None or _prob_open(v),
@@ -318,14 +356,14 @@ def _ns_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init,
     ``log_Z_se = sqrt(mean_r H_r / (n_live R))`` (Skilling 2006); the spread over
     runs is reported in ``extra["log_Z_sd_over_runs"]``.
     """
-    del num_warmup, progress, init
+    del num_warmup
     d = target.dim
     n_live = o["num_live"] or num_samples
-    k = o["num_delete"] or max(1, n_live // 10)
+    k = o["num_delete"] or 1
     if not 1 <= k < n_live:
         raise ValueError(f"nested_sampling: num_delete={k} must be in [1, num_live={n_live})")
-    repeats = o["num_repeats"] or max(5, 3 * d)
-    max_it = o["max_iterations"] or int(np.ceil(200 * n_live / k))
+    repeats = o["num_repeats"] or max(10, 5 * d)
+    max_it = o["max_iterations"] or int(np.ceil(100 * n_live / k))
     cfg = nested.NSConfig(num_live=n_live, num_delete=k, num_repeats=repeats, max_iterations=max_it,
                           dlogz=o["dlogz"])
     dtype = jnp.result_type(float)
@@ -334,16 +372,21 @@ def _ns_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init,
     key = jax.random.key(seed)
     keys = jax.vmap(lambda c: jax.random.fold_in(jax.random.fold_in(key, 11), c))(jnp.arange(num_chains))
 
-    def one(kk, prior):
-        out = nested.run(kk, lp, prior, cfg)
+    _reject_init(spec.name, init)
+    show = _printer(f"{spec.name}/{target.name}", "run {} iteration {}: log X {:.2f}, log Z so far {:.4f}") \
+        if progress else None
+
+    def one(kk, prior, run_id):
+        out = nested.run(kk, lp, prior, cfg, progress=show, run_id=run_id)
         draws = _final_draws(jax.random.fold_in(kk, 1), out.positions, out.log_weights, num_samples)
         return out._replace(positions=None, log_weights=None), draws
 
-    fn = jax.jit(jax.vmap(one, in_axes=(0, None)))
+    fn = jax.jit(jax.vmap(one, in_axes=(0, None, 0)))
+    ids = jnp.arange(num_chains)
     t0 = time.perf_counter()
-    compiled = fn.lower(keys, prior).compile()
+    compiled = fn.lower(keys, prior, ids).compile()
     t1 = time.perf_counter()
-    out, draws = compiled(keys, prior)
+    out, draws = compiled(keys, prior, ids)
     jax.block_until_ready(draws)
     t2 = time.perf_counter()
     log_z_runs = np.asarray(out.log_Z, dtype=np.float64)
@@ -380,11 +423,13 @@ register_method(MethodSpec(
     "nested_sampling", None, "Nested sampling with constrained hit-and-run slice sampling, prior N(0, 5^2 I) "
     "(Skilling 2006; Handley et al. 2015)",
     {"num_live": Option(None, "live points (None: num_samples)", _none_or_pos_int, "None or an int >= 1"),
-     "num_delete": Option(None, "points replaced per iteration (None: num_live // 10)", _none_or_pos_int,
+     "num_delete": Option(None, "points replaced per iteration (None: 1, Skilling's scheme; k > 1 uses the "
+                          "expected log-volume of the j-th worst of n, -sum_{i<j} 1/(n-i))", _none_or_pos_int,
                           "None or an int >= 1"),
-     "num_repeats": Option(None, "slice-sampling steps per new point (None: max(5, 3 d))", _none_or_pos_int,
+     "num_repeats": Option(None, "slice-sampling steps per new point (None: max(10, 5 d), PolyChord's "
+                           "evidence setting)", _none_or_pos_int,
                            "None or an int >= 1"),
-     "max_iterations": Option(None, "iteration cap (None: 200 num_live / num_delete)", _none_or_pos_int,
+     "max_iterations": Option(None, "iteration cap (None: 100 num_live / num_delete)", _none_or_pos_int,
                               "None or an int >= 1"),
      "dlogz": Option(1e-3, "stop when the live points can add at most this to log Z",
                      lambda v: isinstance(v, (int, float)) and v > 0, "a positive number"),

@@ -34,6 +34,8 @@ _KERNELS = {
     "mala": ("samplax.mcmc.mala", True),
     "rwm": ("samplax.mcmc.rwm", False),
 }
+PLATEAU_BLOCK = 5
+PLATEAU_RATIO = 0.9
 DEFAULT_TARGET_ACCEPT = {"hmc": 0.65, "mala": 0.57, "rwm": 0.3}
 KERNEL_NAMES = tuple(_KERNELS)
 
@@ -118,11 +120,14 @@ def build_mutation(logdensity_fn: Callable, reference: GaussianReference, kernel
     ratio ``ell = log p - log q`` at the start of the mutation and now falls
     below ``correlation_threshold``, or ``max_mcmc_steps`` moves were made.
     ``ell`` is the statistic the next reweighting (and so ``log Z``) depends
-    on, and a correlation criterion on it is blind to mode labels (unlike one
-    on positions: particles never leave their mode in a well-separated
-    mixture).  This is the rule of PyMC's SMC kernels and of Drovandi &
+    on.  This is the rule of PyMC's SMC kernels and of Drovandi &
     Pettitt (2011) / South, Pettitt & Drovandi (2019) with ``ell`` as the
-    summary.  The decision depends on the population only, so each move stays
+    summary.  The correlation need not go to zero: in a mixture whose modes the
+    kernel cannot cross, ``ell`` differs between modes (the reference density
+    does), so the correlation has a floor set by the mode labels.  The moves
+    therefore also stop when the correlation *stalls*: when, over a block of
+    ``PLATEAU_BLOCK`` moves, it fell by less than a factor ``PLATEAU_RATIO``.
+    The decision depends on the population only, so each move stays
     ``pi_beta``-invariant.
 
     Step-size spread (``step_size_spread = s > 0``): each particle uses, at
@@ -187,19 +192,25 @@ def build_mutation(logdensity_fn: Callable, reference: GaussianReference, kernel
                 return jnp.where(beta > 0, (st.logdensity - lq) / jnp.where(beta > 0, beta, 1.0), 0.0)
 
             def w_cond(c):
-                st, _, i, corr, *_ = c
-                return (i < max_moves) & ((i < num_moves) | (corr >= correlation_threshold))
+                st, _, i, corr, corr_ref, stalled, *_ = c
+                more = (corr >= correlation_threshold) & ~stalled
+                return (i < max_moves) & ((i < num_moves) | more)
 
             def w_body(c):
-                st, log_eps, i, _, acc_sum, n_lp, n_grad = c
+                st, log_eps, i, _, corr_ref, _, acc_sum, n_lp, n_grad = c
                 st, log_eps, acc, dl, dg = move(st, log_eps, jax.random.fold_in(key, i))
                 corr = _spearman(ell0, ell_of(st))
-                return (st, log_eps, i + 1, corr, acc_sum + acc, n_lp + dl.astype(jnp.int32),
+                # every PLATEAU_BLOCK moves: stalled if the correlation fell by less than PLATEAU_RATIO
+                check = (i + 1) % PLATEAU_BLOCK == 0
+                stalled = check & (i + 1 >= num_moves) & (corr > PLATEAU_RATIO * corr_ref)
+                corr_ref = jnp.where(check, corr, corr_ref)
+                return (st, log_eps, i + 1, corr, corr_ref, stalled, acc_sum + acc, n_lp + dl.astype(jnp.int32),
                         n_grad + dg.astype(jnp.int32))
 
             z = jnp.zeros((), jnp.int32)
-            state, log_eps, n_moves, _, acc_sum, n_lp, n_grad = jax.lax.while_loop(
-                w_cond, w_body, (state, log_step_size, z, jnp.asarray(1.0, dtype),
+            one_ = jnp.asarray(1.0, dtype)
+            state, log_eps, n_moves, _, _, _, acc_sum, n_lp, n_grad = jax.lax.while_loop(
+                w_cond, w_body, (state, log_step_size, z, one_, one_, jnp.asarray(False),
                                  jnp.zeros((), dtype), z, z))
             accs = acc_sum / jnp.maximum(n_moves, 1)
         else:

@@ -109,7 +109,8 @@ class TemperedOutput(NamedTuple):
 
 
 def run(key, logdensity_fn: Callable, reference: GaussianReference, config: TemperedConfig,
-        schedule: Optional[jax.Array] = None, initial_step_size=None) -> TemperedOutput:
+        schedule: Optional[jax.Array] = None, initial_step_size=None, progress: Optional[Callable] = None,
+        run_id=0) -> TemperedOutput:
     """One tempered SMC run from ``reference`` (``beta = 0``) to the target (``beta = 1``).
 
     Args:
@@ -120,6 +121,9 @@ def run(key, logdensity_fn: Callable, reference: GaussianReference, config: Temp
       schedule: ``[K + 1]`` increasing betas from 0 to 1 (required when
         ``config.adaptive`` is False; an array, so a new schedule never retraces).
       initial_step_size: starting step size (array); default from the kernel and dimension.
+      progress: optional host function ``progress(run_id, step, beta, ess, acceptance, moves)`` called
+        (through ``jax.debug.callback``) after every temperature.
+      run_id: passed to ``progress`` (the run's index when runs are vmapped).
     """
     n = config.num_particles
     d = reference.mean.shape[0]
@@ -184,6 +188,8 @@ def run(key, logdensity_fn: Callable, reference: GaussianReference, config: Temp
         st, info = base.fk_step(jax.random.fold_in(k_loop, i), st, log_g, mutate, resample_fn, thr,
                                 num_ancestors=m if waste_free else None)
         mi = info.mutation
+        if progress is not None:
+            jax.debug.callback(progress, run_id, i + 1, beta_next, info.ess, mi.acceptance_rate, mi.num_moves)
         return dict(state=st, beta=beta_next, i=i + 1, log_eps=mi.log_step_size,
                     betas=c["betas"].at[i + 1].set(beta_next), ess=c["ess"].at[i].set(info.ess),
                     acc=c["acc"].at[i].set(mi.acceptance_rate), eps=c["eps"].at[i].set(jnp.exp(log_eps)),
