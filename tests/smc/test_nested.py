@@ -10,7 +10,7 @@ from smc_helpers import gaussian_log_Z, gaussian_logdensity
 def test_nested_sampling_gaussian_log_Z_and_moments():
     mean, std = jnp.asarray([1.0, -2.0, 0.5]), jnp.asarray([0.5, 1.5, 1.0])
     t = samplax.from_logdensity(gaussian_logdensity(mean, std, 0.0), 3)
-    r = samplax.sample(t, method="nested_sampling", seed=0, num_chains=4, num_samples=400)
+    r = samplax.sample(t, method="nested_sampling", seed=0, num_chains=4, num_samples=250)
     true = gaussian_log_Z(np.asarray(std), 0.0, 3)
     assert r.log_Z_se > 0 and not r.warnings
     assert abs(r.log_Z - true) <= 5 * r.log_Z_se, (r.log_Z, true, r.log_Z_se)
