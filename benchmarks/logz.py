@@ -125,7 +125,7 @@ def _blackjax_matched(target, true, runs, n, budget):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--particles", default="gmm25=4000,funnel10=8000,many_well32=2000",
+    ap.add_argument("--particles", default="gmm25=16000,funnel10=8000,many_well32=2000",
                     help="particles per run for each target (target=N,...) or one number for all")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--num-live", type=int, default=500)
@@ -133,7 +133,7 @@ def main():
     ap.add_argument("--skip", default="", help="comma-separated method keys to skip (smc, pt, ns, blackjax)")
     ap.add_argument("--targets", default="gmm25,funnel10,many_well32")
     ap.add_argument("--pt-on", default="gmm25", help="targets on which parallel tempering runs")
-    ap.add_argument("--ns-on", default="gmm25,funnel10", help="targets on which nested sampling runs "
+    ap.add_argument("--ns-on", default="gmm25", help="targets on which nested sampling runs "
                     "(k = 1 with 5d slice steps is sequential: ~n_live * H iterations; too slow for d = 32 here)")
     args = ap.parse_args()
     runs = args.runs
@@ -187,8 +187,15 @@ def main():
         lines.append(f"| {t} | {m} | {e:.3f} +- {s_:.3f} | {c:,.0f} | {w:.0f} |")
     for t, p in PUBLISHED.items():
         lines.append(f"| {t} | published best NS / SMC (Sendera et al. 2024, Table 1) | {p['NS']} / {p['SMC']} | | |")
+    notes = ""
+    try:  # keep the hand-written analysis below the generated table
+        old = open(args.out).read()
+        if "\n## Notes" in old:
+            notes = "\n" + old[old.index("\n## Notes") + 1:]
+    except FileNotFoundError:
+        pass
     with open(args.out, "w") as f:
-        f.write("\n".join(lines) + "\n")
+        f.write("\n".join(lines) + "\n" + notes)
     print("\n".join(lines))
 
 

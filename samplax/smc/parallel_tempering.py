@@ -47,11 +47,11 @@ neighbouring replicas): with ``w_{k,b}`` the batch means of the ratio terms,
 """
 from __future__ import annotations
 
+import importlib
 from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.special import logsumexp
 
 from samplax.core.types import PointState
 from samplax.smc import mutation
@@ -166,7 +166,6 @@ def build(logdensity_fn: Callable, reference: GaussianReference, config: PTConfi
         raise ValueError(f"kernel must be one of {list(mutation.KERNEL_NAMES)}, got {config.kernel!r}")
     if config.num_temperatures < 2:
         raise ValueError(f"num_temperatures must be >= 2, got {config.num_temperatures}")
-    import importlib
     module = importlib.import_module(mutation._KERNELS[config.kernel][0])
     gradient = mutation.is_gradient_based(config.kernel)
     params_cls = getattr(module, {"hmc": "HMCParams", "mala": "MALAParams", "rwm": "RWMParams"}[config.kernel])
@@ -329,8 +328,3 @@ def round_lengths(num_warmup: int, first: int = 16) -> list[int]:
         left -= take
         n *= 2
     return out
-
-
-def log_mean_exp(v):
-    """``log mean exp(v)``."""
-    return logsumexp(v) - jnp.log(v.shape[0])
