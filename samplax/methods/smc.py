@@ -273,6 +273,11 @@ def _smc_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init
 def _waste_free_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init, progress, **o):
     del num_warmup
     p = o["chain_length"]
+    if p is None:  # the longest chain of at most 20 states that divides num_samples (at least 2)
+        p = next((q for q in range(min(20, num_samples), 1, -1) if num_samples % q == 0), None)
+        if p is None:
+            raise ValueError(f"waste_free_smc: num_samples={num_samples} has no divisor in [2, 20]; "
+                             "pass chain_length (a divisor >= 2 of num_samples)")
     if num_samples % p:
         raise ValueError(f"waste_free_smc: num_samples={num_samples} (particles per run) must be a multiple "
                          f"of chain_length={p}")
@@ -335,8 +340,9 @@ register_method(MethodSpec(
     "waste_free_smc", None, "Waste-free tempered SMC: N/P resampled chains of length P, all states kept "
     "(Dau & Chopin 2022)",
     {**common_options(), **_ADAPTIVE,
-     "chain_length": Option(20, "MCMC chain length P (num_samples must be a multiple)",
-                            lambda v: _pos_int(v) and v >= 2, "an int >= 2")},
+     "chain_length": Option(None, "MCMC chain length P (num_samples must be a multiple; None: the largest "
+                            "divisor of num_samples in [2, 20])", lambda v: v is None or (_pos_int(v) and v >= 2),
+                            "None or an int >= 2")},
     family="smc", gradient_based=True, runner=_waste_free_runner))
 register_method(MethodSpec(
     "ais", None, "Annealed importance sampling, independent chains, no resampling (Neal 2001)",
