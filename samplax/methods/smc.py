@@ -2,25 +2,31 @@
 (and, in their own modules, ``nested_sampling`` and ``parallel_tempering``).
 
 For these methods ``num_chains`` is the number of *independent runs* and
-``num_samples`` the number of particles per run; ``num_warmup`` is unused
-(tuning happens inside each run, from the particles).  ``Result.samples`` holds
+``num_samples`` the number of particles per run (for ``parallel_tempering``:
+draws of the ``beta = 1`` replica).  ``Result.samples`` holds
 each run's final particles resampled to equal weights (systematic resampling,
 then shuffled); the weighted particles before that are in
 ``Result.extra["particles"]`` / ``["particle_log_weights"]``.
 
 ``log_Z`` combines the runs through the unbiased ``Z`` estimates:
-``log Z_hat = log mean_r Z_hat_r``.  ``log_Z_se``:
+``log Z_hat = log mean_r Z_hat_r``; ``log_Z_se`` takes the larger of the
+between-run relative variance and the mean single-run Lee & Whiteley (2018)
+estimate (see :func:`_combine_log_Z`; one run: Lee & Whiteley alone).
 
-- ``num_chains > 1``: the spread over runs, ``sd_r(Z_hat_r / Z_hat) / sqrt(R)``
-  (the delta-method standard error of ``log`` of the mean);
-- ``num_chains == 1``: the single-run Lee & Whiteley (2018) estimator
-  (:func:`samplax.smc.base.lee_whiteley_relative_variance`), ``sqrt(V)``.
+``num_warmup``: unused by the SMC samplers and nested sampling (they tune
+from the particle population at every step and have no burn-in); for
+``parallel_tempering`` it is the number of tuning scans.  ``init``: refused
+(``ValueError``) by the particle methods, which start from the reference;
+``parallel_tempering`` starts every replica there.  ``progress=True``
+prints one line per temperature (SMC), per 1000 iterations (nested sampling)
+or per tuning round (parallel tempering) on stderr.
 
 ``Result.extra`` also reports the per-run ``log_Z``, the idealized CLT
 variance ``sum_t (1/CESS_t - 1/N)`` of each run and the schedules.
 """
 from __future__ import annotations
 
+import sys
 import time
 
 import jax
@@ -31,7 +37,7 @@ from samplax.methods import MethodSpec, Option, register_method
 from samplax.postprocess import finish_result
 from samplax.smc import nested, tempered
 from samplax.smc.base import lee_whiteley_relative_variance
-from samplax.smc.mutation import KERNEL_NAMES, is_gradient_based
+from samplax.smc.mutation import KERNEL_NAMES, initial_step_size, is_gradient_based
 from samplax.smc.paths import DEFAULT_REFERENCE_SCALE, make_reference
 from samplax.smc.resampling import RESAMPLERS, systematic
 
@@ -75,12 +81,14 @@ def _schedule_ok(v):
     return (a.ndim == 1 and a.size >= 2 and a[0] == 0.0 and a[-1] == 1.0 and bool(np.all(np.diff(a) > 0)))
 
 
-def common_options(kernel="hmc", num_mcmc_steps=5):
+def common_options(kernel="hmc", num_mcmc_steps=5, num_integration_steps=10):
     """Options shared by every tempered method."""
     return {
         "kernel": Option(kernel, "MCMC mutation kernel", lambda v: v in KERNEL_NAMES, f"one of {list(KERNEL_NAMES)}"),
-        "num_mcmc_steps": Option(num_mcmc_steps, "MCMC steps per temperature", _pos_int, "an int >= 1"),
-        "num_integration_steps": Option(10, "leapfrog steps per HMC step", _pos_int, "an int >= 1"),
+        "num_mcmc_steps": Option(num_mcmc_steps, "MCMC steps per temperature (smc: the minimum; "
+                                 "correlation_threshold adds more)", _pos_int, "an int >= 1"),
+        "num_integration_steps": Option(num_integration_steps, "leapfrog steps per HMC step", _pos_int,
+                                        "an int >= 1"),
         "target_accept": Option(None, "target acceptance of the mutation (None: 0.65 HMC, 0.57 MALA, 0.3 RWM)",
                                 lambda v: v is None or _prob_open(v), "None or a number in (0, 1)"),
         "step_size": Option(None, "initial step size (None: HMC d^-1/4, MALA d^-1/3, RWM 2.38 d^-1/2)",
@@ -99,7 +107,16 @@ def common_options(kernel="hmc", num_mcmc_steps=5):
 
 
 def _combine_log_Z(log_z_runs: np.ndarray, lw_relvar: np.ndarray):
-    """``log mean exp(log Z_r)`` with the spread-over-runs (R > 1) or Lee–Whiteley (R = 1) standard error."""
+    """``log mean_r Z_r`` and its standard error from the between-run spread and the Lee–Whiteley estimates.
+
+    With ``R`` runs, the relative variance of one run's ``Z_hat`` is estimated
+    twice: by the spread ``var_r(Z_r / Z_bar)`` (unbiased but noisy: ``R - 1``
+    degrees of freedom) and by the mean of the single-run Lee & Whiteley (2018)
+    estimates (one per run, from the genealogy; it can under-cover when the
+    particles miss a region altogether).  The larger one is used:
+    ``se = sqrt(max(v_between, mean_r V_r) / R)`` (delta method for ``log``).
+    With one run only the Lee–Whiteley estimate exists.
+    """
     r = log_z_runs.shape[0]
     finite = np.isfinite(log_z_runs)
     if not finite.any():
@@ -107,11 +124,13 @@ def _combine_log_Z(log_z_runs: np.ndarray, lw_relvar: np.ndarray):
     m = np.max(log_z_runs[finite])
     z = np.exp(np.where(finite, log_z_runs - m, -np.inf))
     log_z = float(m + np.log(np.mean(z)))
+    v_lw = float(np.mean(np.maximum(lw_relvar, 0.0)))
     if r > 1:
         ratio = z / np.mean(z)
-        return log_z, float(np.std(ratio, ddof=1) / np.sqrt(r)), "spread over independent runs"
-    v = float(max(lw_relvar[0], 0.0))
-    return log_z, float(np.sqrt(v)), "Lee & Whiteley (2018) single-run estimator"
+        v_between = float(np.var(ratio, ddof=1))
+        return (log_z, float(np.sqrt(max(v_between, v_lw) / r)),
+                "sqrt(max(between-run relative variance, mean Lee & Whiteley (2018) estimate) / runs)")
+    return log_z, float(np.sqrt(v_lw)), "Lee & Whiteley (2018) single-run estimator"
 
 
 def _flat_logdensity(target):
@@ -127,9 +146,24 @@ def _final_draws(key, positions, log_weights, num):
     return positions[idx]
 
 
+def _reject_init(name, init):
+    if init is not None:
+        raise ValueError(f"{name}: init is not supported: the particles start as draws from the Gaussian reference "
+                         "N(reference_mean, reference_scale^2 I); set reference_mean/reference_scale to move it")
+
+
+def _printer(label, fmt):
+    """Host-side progress printer for ``jax.debug.callback``: one line on stderr per call."""
+    def show(*args):
+        vals = [np.asarray(a).item() for a in args]
+        sys.stderr.write(f"[samplax {label}] " + fmt.format(*vals) + "\n")
+        sys.stderr.flush()
+    return show
+
+
 def run_tempered(target, name, *, seed, num_chains, num_samples, config: tempered.TemperedConfig,
                  schedule=None, step_size=None, reference_mean=0.0, reference_scale=DEFAULT_REFERENCE_SCALE,
-                 options=None, init=None):
+                 options=None, init=None, progress=False):
     """Run ``num_chains`` independent tempered SMC runs and assemble a :class:`~samplax.core.result.Result`."""
     d = target.dim
     dtype = jnp.result_type(float)
@@ -140,18 +174,23 @@ def run_tempered(target, name, *, seed, num_chains, num_samples, config: tempere
     key = jax.random.key(seed)
     keys = jax.vmap(lambda c: jax.random.fold_in(jax.random.fold_in(key, 7), c))(jnp.arange(num_chains))
 
-    def one(k, ref, sched, eps0):
-        out = tempered.run(k, lp, ref, config, sched, eps0)
+    _reject_init(name, init)
+    show = _printer(f"{name}/{target.name}", "run {} temperature {}: beta {:.5g}, ESS {:.0f}, acceptance {:.2f}, "
+                    "moves {}") if progress else None
+
+    def one(k, ref, sched, eps0, run_id):
+        out = tempered.run(k, lp, ref, config, sched, eps0, progress=show, run_id=run_id)
         draws = _final_draws(jax.random.fold_in(k, 1), out.state.particles.position, out.state.log_weights,
                              num_samples)
         lw = lee_whiteley_relative_variance(out.state)
         return out, draws, lw
 
-    fn = jax.jit(jax.vmap(one, in_axes=(0, None, None, None)))
+    fn = jax.jit(jax.vmap(one, in_axes=(0, None, None, None, 0)))
+    ids = jnp.arange(num_chains)
     t0 = time.perf_counter()
-    compiled = fn.lower(keys, reference, sched, eps0).compile()
+    compiled = fn.lower(keys, reference, sched, eps0, ids).compile()
     t1 = time.perf_counter()
-    out, draws, lw = compiled(keys, reference, sched, eps0)
+    out, draws, lw = compiled(keys, reference, sched, eps0, ids)
     jax.block_until_ready(draws)
     t2 = time.perf_counter()
 
@@ -181,6 +220,7 @@ def run_tempered(target, name, *, seed, num_chains, num_samples, config: tempere
         "clt_log_Z_var": np.asarray(out.clt_var).tolist(),
         "num_steps": n_steps.tolist(),
         "schedules": [betas[c, : n_steps[c] + 1].tolist() for c in range(num_chains)],
+        "num_moves": [np.asarray(out.num_moves)[c, : n_steps[c]].tolist() for c in range(num_chains)],
         "mean_acceptance": [float(np.nanmean(acc[c, : n_steps[c]])) if n_steps[c] else None
                             for c in range(num_chains)],
         "particles": np.asarray(out.state.particles.position),
@@ -205,6 +245,9 @@ def _resolve_schedule(schedule, default_num, power=4.0):
 
 
 def _config(num_samples, o, **kw):
+    for k in ("correlation_threshold", "max_mcmc_steps", "step_size_spread"):
+        if k in o and k not in kw:
+            kw[k] = o[k] if o[k] is not None or k == "correlation_threshold" else 0
     return tempered.TemperedConfig(
         num_particles=num_samples, kernel=o["kernel"], num_mcmc_steps=o["num_mcmc_steps"],
         num_integration_steps=o["num_integration_steps"], target_accept=o["target_accept"],
@@ -218,18 +261,23 @@ def _common_kwargs(o):
 
 
 def _smc_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init, progress, **o):
-    del num_warmup, progress, init
+    del num_warmup
     adaptive = o["schedule"] is None
     cfg = _config(num_samples, o, adaptive=adaptive, target_cess=o["target_cess"],
                   ess_threshold=o["ess_threshold"], max_steps=o["max_steps"])
     sched = None if adaptive else _resolve_schedule(o["schedule"], None)
     return run_tempered(target, spec.name, seed=seed, num_chains=num_chains, num_samples=num_samples,
-                        config=cfg, schedule=sched, **_common_kwargs(o))
+                        config=cfg, schedule=sched, init=init, progress=progress, **_common_kwargs(o))
 
 
 def _waste_free_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init, progress, **o):
-    del num_warmup, progress, init
+    del num_warmup
     p = o["chain_length"]
+    if p is None:  # the longest chain of at most 20 states that divides num_samples (at least 2)
+        p = next((q for q in range(min(20, num_samples), 1, -1) if num_samples % q == 0), None)
+        if p is None:
+            raise ValueError(f"waste_free_smc: num_samples={num_samples} has no divisor in [2, 20]; "
+                             "pass chain_length (a divisor >= 2 of num_samples)")
     if num_samples % p:
         raise ValueError(f"waste_free_smc: num_samples={num_samples} (particles per run) must be a multiple "
                          f"of chain_length={p}")
@@ -238,23 +286,23 @@ def _waste_free_runner(target, spec, *, seed, num_chains, num_warmup, num_sample
                   max_steps=o["max_steps"], waste_free_chain_length=p)
     sched = None if adaptive else _resolve_schedule(o["schedule"], None)
     return run_tempered(target, spec.name, seed=seed, num_chains=num_chains, num_samples=num_samples,
-                        config=cfg, schedule=sched, **_common_kwargs(o))
+                        config=cfg, schedule=sched, init=init, progress=progress, **_common_kwargs(o))
 
 
 def _ais_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init, progress, **o):
-    del num_warmup, progress, init
+    del num_warmup
     cfg = _config(num_samples, o, adaptive=False, ess_threshold=0.0)
     sched = _resolve_schedule(o["schedule"], o["num_temperatures"], o["schedule_power"])
     return run_tempered(target, spec.name, seed=seed, num_chains=num_chains, num_samples=num_samples,
-                        config=cfg, schedule=sched, **_common_kwargs(o))
+                        config=cfg, schedule=sched, init=init, progress=progress, **_common_kwargs(o))
 
 
 def _pa_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init, progress, **o):
-    del num_warmup, progress, init
+    del num_warmup
     cfg = _config(num_samples, o, adaptive=False, ess_threshold=1.0)
     sched = _resolve_schedule(o["schedule"], o["num_temperatures"], o["schedule_power"])
     return run_tempered(target, spec.name, seed=seed, num_chains=num_chains, num_samples=num_samples,
-                        config=cfg, schedule=sched, **_common_kwargs(o))
+                        config=cfg, schedule=sched, init=init, progress=progress, **_common_kwargs(o))
 
 
 _ADAPTIVE = {
@@ -277,7 +325,14 @@ _FIXED = {
 register_method(MethodSpec(
     "smc", None, "Adaptive tempered SMC, geometric path from N(0, 5^2 I), CESS-adaptive schedule, "
     "tuned HMC mutations (Del Moral, Doucet & Jasra 2006; Zhou, Johansen & Aston 2016)",
-    {**common_options(), **_ADAPTIVE,
+    {**common_options(num_mcmc_steps=2, num_integration_steps=30), **_ADAPTIVE,
+     "correlation_threshold": Option(0.1, "keep moving (after num_mcmc_steps moves) until the rank correlation "
+                                     "of log p - log q between the start and the current particles is below this "
+                                     "(None: exactly num_mcmc_steps moves)", lambda v: v is None or _prob_open(v),
+                                     "None or a number in (0, 1)"),
+     "max_mcmc_steps": Option(50, "cap on the adaptive number of moves per temperature", _pos_int, "an int >= 1"),
+     "step_size_spread": Option(2.5, "per-particle log-uniform step-size spread s: e * exp(s U(-1, 1))",
+                                lambda v: isinstance(v, (int, float)) and 0 <= v <= 5, "a number in [0, 5]"),
      "ess_threshold": Option(0.5, "resample when ESS < ess_threshold * N",
                              lambda v: isinstance(v, (int, float)) and 0.0 <= v <= 1.0, "a number in [0, 1]")},
     family="smc", gradient_based=True, runner=_smc_runner))
@@ -285,8 +340,9 @@ register_method(MethodSpec(
     "waste_free_smc", None, "Waste-free tempered SMC: N/P resampled chains of length P, all states kept "
     "(Dau & Chopin 2022)",
     {**common_options(), **_ADAPTIVE,
-     "chain_length": Option(20, "MCMC chain length P (num_samples must be a multiple)",
-                            lambda v: _pos_int(v) and v >= 2, "an int >= 2")},
+     "chain_length": Option(None, "MCMC chain length P (num_samples must be a multiple; None: the largest "
+                            "divisor of num_samples in [2, 20])", lambda v: v is None or (_pos_int(v) and v >= 2),
+                            "None or an int >= 2")},
     family="smc", gradient_based=True, runner=_waste_free_runner))
 register_method(MethodSpec(
     "ais", None, "Annealed importance sampling, independent chains, no resampling (Neal 2001)",
@@ -306,14 +362,14 @@ def _ns_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init,
     ``log_Z_se = sqrt(mean_r H_r / (n_live R))`` (Skilling 2006); the spread over
     runs is reported in ``extra["log_Z_sd_over_runs"]``.
     """
-    del num_warmup, progress, init
+    del num_warmup
     d = target.dim
     n_live = o["num_live"] or num_samples
-    k = o["num_delete"] or max(1, n_live // 10)
+    k = o["num_delete"] or 1
     if not 1 <= k < n_live:
         raise ValueError(f"nested_sampling: num_delete={k} must be in [1, num_live={n_live})")
-    repeats = o["num_repeats"] or max(5, 3 * d)
-    max_it = o["max_iterations"] or int(np.ceil(200 * n_live / k))
+    repeats = o["num_repeats"] or max(10, 5 * d)
+    max_it = o["max_iterations"] or int(np.ceil(100 * n_live / k))
     cfg = nested.NSConfig(num_live=n_live, num_delete=k, num_repeats=repeats, max_iterations=max_it,
                           dlogz=o["dlogz"])
     dtype = jnp.result_type(float)
@@ -322,16 +378,21 @@ def _ns_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init,
     key = jax.random.key(seed)
     keys = jax.vmap(lambda c: jax.random.fold_in(jax.random.fold_in(key, 11), c))(jnp.arange(num_chains))
 
-    def one(kk, prior):
-        out = nested.run(kk, lp, prior, cfg)
+    _reject_init(spec.name, init)
+    show = _printer(f"{spec.name}/{target.name}", "run {} iteration {}: log X {:.2f}, log Z so far {:.4f}") \
+        if progress else None
+
+    def one(kk, prior, run_id):
+        out = nested.run(kk, lp, prior, cfg, progress=show, run_id=run_id)
         draws = _final_draws(jax.random.fold_in(kk, 1), out.positions, out.log_weights, num_samples)
         return out._replace(positions=None, log_weights=None), draws
 
-    fn = jax.jit(jax.vmap(one, in_axes=(0, None)))
+    fn = jax.jit(jax.vmap(one, in_axes=(0, None, 0)))
+    ids = jnp.arange(num_chains)
     t0 = time.perf_counter()
-    compiled = fn.lower(keys, prior).compile()
+    compiled = fn.lower(keys, prior, ids).compile()
     t1 = time.perf_counter()
-    out, draws = compiled(keys, prior)
+    out, draws = compiled(keys, prior, ids)
     jax.block_until_ready(draws)
     t2 = time.perf_counter()
     log_z_runs = np.asarray(out.log_Z, dtype=np.float64)
@@ -368,11 +429,13 @@ register_method(MethodSpec(
     "nested_sampling", None, "Nested sampling with constrained hit-and-run slice sampling, prior N(0, 5^2 I) "
     "(Skilling 2006; Handley et al. 2015)",
     {"num_live": Option(None, "live points (None: num_samples)", _none_or_pos_int, "None or an int >= 1"),
-     "num_delete": Option(None, "points replaced per iteration (None: num_live // 10)", _none_or_pos_int,
+     "num_delete": Option(None, "points replaced per iteration (None: 1, Skilling's scheme; k > 1 uses the "
+                          "expected log-volume of the j-th worst of n, -sum_{i<j} 1/(n-i))", _none_or_pos_int,
                           "None or an int >= 1"),
-     "num_repeats": Option(None, "slice-sampling steps per new point (None: max(5, 3 d))", _none_or_pos_int,
+     "num_repeats": Option(None, "slice-sampling steps per new point (None: max(10, 5 d), PolyChord's "
+                           "evidence setting)", _none_or_pos_int,
                            "None or an int >= 1"),
-     "max_iterations": Option(None, "iteration cap (None: 200 num_live / num_delete)", _none_or_pos_int,
+     "max_iterations": Option(None, "iteration cap (None: 100 num_live / num_delete)", _none_or_pos_int,
                               "None or an int >= 1"),
      "dlogz": Option(1e-3, "stop when the live points can add at most this to log Z",
                      lambda v: isinstance(v, (int, float)) and v > 0, "a positive number"),
@@ -380,4 +443,153 @@ register_method(MethodSpec(
      "reference_mean": common_options()["reference_mean"]},
     family="smc", gradient_based=False, runner=_ns_runner))
 
-del is_gradient_based
+
+
+# ------------------------------------------------------------------ parallel tempering
+def _pt_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init, progress, **o):
+    """Non-reversible parallel tempering: ``num_chains`` independent PT runs of ``num_temperatures`` replicas.
+
+    ``num_warmup`` is the number of tuning scans (schedule, step sizes, mass
+    matrices; rounds of doubling length, :func:`samplax.smc.parallel_tempering.round_lengths`),
+    ``num_samples`` the number of sampling scans, each giving one draw of the
+    ``beta = 1`` replica.  ``init`` (``[*event]`` or ``[num_chains, *event]``)
+    starts every replica of a run there; default: exact reference draws.
+
+    ``log_Z`` is the mean over runs of the stepping-stone estimates; ``log_Z_se``
+    is ``sqrt(v / R)`` with ``v`` the larger of the between-run variance and the
+    mean single-run batch-means variance (the first is noisy for few runs, the
+    second misses autocorrelation longer than a batch).
+    """
+    from samplax.smc import parallel_tempering as ptm
+
+    d = target.dim
+    dtype = jnp.result_type(float)
+    k = o["num_temperatures"]
+    cfg = ptm.PTConfig(num_temperatures=k, kernel=o["kernel"], num_mcmc_steps=o["num_mcmc_steps"],
+                       num_integration_steps=o["num_integration_steps"], target_accept=o["target_accept"],
+                       adapt_schedule=o["adapt_schedule"], num_batches=o["num_batches"])
+    if num_samples < 2 * cfg.num_batches:
+        raise ValueError(f"parallel_tempering: num_samples={num_samples} must be at least 2 * num_batches="
+                         f"{2 * cfg.num_batches} (batch-means standard error of log Z)")
+    reference = make_reference(d, o["reference_mean"], o["reference_scale"], dtype)
+    lp = _flat_logdensity(target)
+    x_init = None
+    if init is not None:
+        a = np.asarray(init, dtype=np.float64)
+        shape = tuple(target.event_shape)
+        if a.shape == shape:
+            a = np.broadcast_to(a, (num_chains,) + shape)
+        if a.shape != (num_chains,) + shape:
+            raise ValueError(f"parallel_tempering: init must have shape {shape} or {(num_chains,) + shape}, "
+                             f"got {np.asarray(init).shape}")
+        if not np.all(np.isfinite(a)):
+            raise ValueError("parallel_tempering: init must be finite")
+        x_init = jnp.asarray(np.broadcast_to(a.reshape(num_chains, 1, d), (num_chains, k, d)), dtype)
+    init_fn, round_fn, sample_fn = ptm.build(lp, reference, cfg)
+    key = jax.random.key(seed)
+    keys = jax.vmap(lambda c: jax.random.fold_in(jax.random.fold_in(key, 13), c))(jnp.arange(num_chains))
+    eps0 = o["step_size"] or initial_step_size(cfg.kernel, d)
+    params = ptm.PTParams(
+        jnp.broadcast_to(ptm.initial_schedule(k, o["schedule_power"], dtype), (num_chains, k)),
+        jnp.full((num_chains, k), np.log(eps0), dtype),
+        jnp.ones((num_chains, k, d), dtype) * jnp.minimum(reference.scale**2, 1.0))
+    t0 = time.perf_counter()
+    if x_init is None:
+        state = jax.jit(jax.vmap(init_fn))(jax.vmap(lambda kk: jax.random.fold_in(kk, 0))(keys))
+    else:
+        state = jax.jit(jax.vmap(init_fn))(keys, x_init)
+    n_lp = num_chains * k
+    n_grad = num_chains * k if is_gradient_based(cfg.kernel) else 0
+    rnd = jax.jit(jax.vmap(round_fn, in_axes=(0, 0, 0, None, None)))
+    upd = jax.jit(jax.vmap(lambda p, s, m: ptm.update_params(p, s, cfg.adapt_schedule, m), in_axes=(0, 0, None)))
+    smp = jax.jit(jax.vmap(sample_fn, in_axes=(0, 0, 0, None)), static_argnums=3)
+    label = f"[samplax {spec.name}/{target.name}]"
+    lengths = ptm.round_lengths(num_warmup)
+    history = []
+    compile_s = 0.0
+    for j, n_scans in enumerate(lengths):
+        tr = time.perf_counter()
+        rk = jax.vmap(lambda kk: jax.random.fold_in(kk, 100 + j))(keys)
+        state, params, stats, dl, dg = rnd(rk, state, params, jnp.asarray(n_scans, jnp.int32), jnp.asarray(True))
+        # the last round's step sizes were tuned to the current mass matrices: keep them
+        params, lam, rej = upd(params, stats, jnp.asarray(j < len(lengths) - 1))
+        n_lp += int(np.sum(np.asarray(dl, np.int64)))
+        n_grad += int(np.sum(np.asarray(dg, np.int64)))
+        lam = np.asarray(lam)
+        acc = np.asarray(stats.acceptance) / n_scans
+        history.append({"scans": n_scans, "Lambda": lam.tolist(), "round_trips": np.asarray(state.round_trips).tolist()})
+        if j == 0:
+            compile_s = time.perf_counter() - tr
+        if progress:
+            sys.stderr.write(f"{label} tuning round {j + 1}/{len(lengths)}: {n_scans} scans, barrier Lambda "
+                             f"{np.mean(lam):.2f}, mean swap rejection {np.mean(np.asarray(rej)):.2f}, "
+                             f"local acceptance {np.mean(acc[:, 1:]):.2f}, round trips "
+                             f"{int(np.sum(np.asarray(state.round_trips)))}\n")
+            sys.stderr.flush()
+    trips_before = np.asarray(state.round_trips)
+    ts = time.perf_counter()
+    state, draws, lp_draws, ell, acc, rej, dl, dg = smp(jax.vmap(lambda kk: jax.random.fold_in(kk, 1))(keys),
+                                                        state, params, num_samples)
+    jax.block_until_ready(draws)
+    if progress:
+        sys.stderr.write(f"{label} sampling: {num_samples} scans done in {time.perf_counter() - ts:.1f} s\n")
+        sys.stderr.flush()
+    n_lp += int(np.sum(np.asarray(dl, np.int64)))
+    n_grad += int(np.sum(np.asarray(dg, np.int64)))
+    log_z_r, se_r = jax.vmap(lambda b, e: ptm.stepping_stone(b, e, cfg.num_batches))(params.betas, ell)
+    log_z_r = np.asarray(log_z_r, np.float64)
+    se_r = np.asarray(se_r, np.float64)
+    log_z = float(np.mean(log_z_r))
+    v_within = float(np.mean(se_r**2))
+    v_between = float(np.var(log_z_r, ddof=1)) if num_chains > 1 else 0.0
+    log_z_se = float(np.sqrt(max(v_within, v_between) / num_chains))
+    t2 = time.perf_counter()
+    rej = np.asarray(rej)
+    betas = np.asarray(params.betas)
+    trips = np.asarray(state.round_trips) - trips_before
+    lam_final = rej.mean(axis=1).sum(axis=1)
+    warnings = []
+    if np.any(lam_final > 0.5 * k):
+        warnings.append({"code": "too_few_temperatures", "value": float(np.max(lam_final)),
+                         "message": f"estimated communication barrier Lambda = {np.max(lam_final):.1f} exceeds "
+                                    f"num_temperatures/2 = {k / 2}; raise num_temperatures to about 2 Lambda"})
+    if np.any(trips == 0):
+        warnings.append({"code": "no_round_trips", "value": int(np.sum(trips == 0)),
+                         "message": f"{int(np.sum(trips == 0))} run(s) made no round trip between beta = 0 and 1 "
+                                    "while sampling: the replicas did not mix across temperatures"})
+    stats = {"lp": np.asarray(lp_draws), "acceptance_rate": np.asarray(acc)[:, :, -1],
+             "step_size": np.broadcast_to(np.exp(np.asarray(params.log_step_size))[:, -1:],
+                                          (num_chains, num_samples)).copy()}
+    extra = {"log_Z_runs": log_z_r.tolist(), "log_Z_se_runs": se_r.tolist(),
+             "log_Z_se_method": "sqrt(max(between-run var, mean batch-means var) / runs); stepping-stone estimator",
+             "log_Z_sd_over_runs": float(np.sqrt(v_between)) if num_chains > 1 else None,
+             "schedules": betas.tolist(), "barrier_Lambda": lam_final.tolist(),
+             "swap_rejection": rej.mean(axis=1).tolist(), "round_trips": trips.tolist(),
+             "step_sizes": np.exp(np.asarray(params.log_step_size)).tolist(),
+             "local_acceptance": np.asarray(acc).mean(axis=1).tolist(), "tuning_rounds": history}
+    cost = {"num_logdensity_evals": n_lp, "num_grad_evals": n_grad, "compile_seconds": compile_s,
+            "sampling_seconds": t2 - t0 - compile_s}
+    cfg_d = {"method": spec.name, "options": o, "seed": seed, "num_chains": num_chains, "num_warmup": num_warmup,
+             "num_samples": num_samples, "config": cfg._asdict()}
+    return finish_result(target, spec.name, np.asarray(draws), stats, cost, cfg_d, log_Z=log_z, log_Z_se=log_z_se,
+                         extra=extra, extra_warnings=warnings)
+
+
+register_method(MethodSpec(
+    "parallel_tempering", None, "Non-reversible parallel tempering (DEO swaps, schedule equalizing the "
+    "communication barrier; Syed et al. 2021), tuned HMC per replica, stepping-stone log Z",
+    {"num_temperatures": Option(16, "number of replicas K (beta_0 = 0 ... beta_{K-1} = 1)",
+                                lambda v: _pos_int(v) and v >= 2, "an int >= 2"),
+     "kernel": common_options()["kernel"],
+     "num_mcmc_steps": Option(1, "MCMC moves per replica per scan", _pos_int, "an int >= 1"),
+     "num_integration_steps": common_options()["num_integration_steps"],
+     "target_accept": common_options()["target_accept"],
+     "step_size": common_options()["step_size"],
+     "adapt_schedule": Option(True, "equalize the swap rejection rates in the tuning rounds", _bool, "True/False"),
+     "schedule_power": Option(4.0, "initial schedule beta_k = (k/(K-1))^power",
+                              lambda v: isinstance(v, (int, float)) and v > 0, "a positive number"),
+     "num_batches": Option(20, "batches for the batch-means standard error of log Z",
+                           lambda v: _pos_int(v) and v >= 2, "an int >= 2"),
+     "reference_scale": common_options()["reference_scale"],
+     "reference_mean": common_options()["reference_mean"]},
+    family="smc", gradient_based=True, runner=_pt_runner))

@@ -34,6 +34,8 @@ _KERNELS = {
     "mala": ("samplax.mcmc.mala", True),
     "rwm": ("samplax.mcmc.rwm", False),
 }
+PLATEAU_BLOCK = 5
+PLATEAU_RATIO = 0.9
 DEFAULT_TARGET_ACCEPT = {"hmc": 0.65, "mala": 0.57, "rwm": 0.3}
 KERNEL_NAMES = tuple(_KERNELS)
 
@@ -52,12 +54,13 @@ class Particles(NamedTuple):
 
 
 class MutationInfo(NamedTuple):
-    """Mean acceptance over particles and steps, the adapted log step size, and evaluation counts."""
+    """Mean acceptance over particles and steps, the adapted log step size, evaluation counts and the number of moves made."""
 
     acceptance_rate: jax.Array
     log_step_size: jax.Array
     num_logdensity_evals: jax.Array
     num_grad_evals: jax.Array
+    num_moves: jax.Array
 
 
 def is_gradient_based(kernel: str) -> bool:
@@ -90,14 +93,48 @@ def weighted_variance(positions: jax.Array, log_weights: jax.Array, floor: float
     return jnp.maximum(jnp.where(jnp.isfinite(var), var, 1.0), floor)
 
 
+def _spearman(a: jax.Array, b: jax.Array) -> jax.Array:
+    """Spearman rank correlation of two ``[N]`` vectors (non-finite values rank last; 0 if either is constant)."""
+    def ranks(v):
+        v = jnp.where(jnp.isfinite(v), v, jnp.inf)
+        r = jnp.argsort(jnp.argsort(v)).astype(a.dtype)
+        return r - jnp.mean(r)
+    ra, rb = ranks(a), ranks(b)
+    den = jnp.sqrt(jnp.sum(ra**2) * jnp.sum(rb**2))
+    return jnp.where(den > 0, jnp.sum(ra * rb) / jnp.where(den > 0, den, 1.0), 0.0)
+
+
 def build_mutation(logdensity_fn: Callable, reference: GaussianReference, kernel: str = "hmc",
                    num_mcmc_steps: int = 5, num_integration_steps: int = 10, target_accept: float | None = None,
-                   adapt_step_size: bool = True, keep_path: bool = False):
+                   adapt_step_size: bool = True, keep_path: bool = False, max_mcmc_steps: int | None = None,
+                   correlation_threshold: float | None = None, step_size_spread: float = 0.0):
     """Return ``mutate(key, particles, beta, log_step_size, inverse_mass_matrix) -> (particles, MutationInfo)``.
 
     With ``keep_path=True`` (waste-free SMC, Dau & Chopin 2022) the ``M`` input
     particles each run ``num_mcmc_steps - 1`` steps and *every* visited state is
     returned, ``M * num_mcmc_steps`` particles in ancestor-major order.
+
+    Adaptive number of moves (``correlation_threshold`` not None, standard SMC
+    only): after the first ``num_mcmc_steps`` moves, keep moving until the
+    Spearman rank correlation across particles between the log-likelihood
+    ratio ``ell = log p - log q`` at the start of the mutation and now falls
+    below ``correlation_threshold``, or ``max_mcmc_steps`` moves were made.
+    ``ell`` is the statistic the next reweighting (and so ``log Z``) depends
+    on.  This is the rule of PyMC's SMC kernels and of Drovandi &
+    Pettitt (2011) / South, Pettitt & Drovandi (2019) with ``ell`` as the
+    summary.  The correlation need not go to zero: in a mixture whose modes the
+    kernel cannot cross, ``ell`` differs between modes (the reference density
+    does), so the correlation has a floor set by the mode labels.  The moves
+    therefore also stop when the correlation *stalls*: when, over a block of
+    ``PLATEAU_BLOCK`` moves, it fell by less than a factor ``PLATEAU_RATIO``.
+    The decision depends on the population only, so each move stays
+    ``pi_beta``-invariant.
+
+    Step-size spread (``step_size_spread = s > 0``): each particle uses, at
+    each move, ``e exp(s (2u - 1))``, ``u ~ U(0, 1)`` independent of the state
+    (so the move is still ``pi_beta``-invariant), a log-uniform spread over
+    ``[e / exp(s), e exp(s)]``: on multi-scale targets (funnels) the particles
+    in narrow regions get moves that the population-tuned ``e`` would reject.
     """
     if kernel not in _KERNELS:
         raise ValueError(f"kernel must be one of {sorted(_KERNELS)}, got {kernel!r}")
@@ -107,6 +144,10 @@ def build_mutation(logdensity_fn: Callable, reference: GaussianReference, kernel
     params_cls = {"hmc": "HMCParams", "mala": "MALAParams", "rwm": "RWMParams"}[kernel]
     params_cls = getattr(module, params_cls)
     num_moves = num_mcmc_steps - 1 if keep_path else num_mcmc_steps
+    adaptive_moves = correlation_threshold is not None and not keep_path
+    if adaptive_moves:
+        max_moves = max(int(max_mcmc_steps or num_moves), num_moves)
+    spread = float(step_size_spread)
 
     def mutate(key, particles: Particles, beta, log_step_size, inverse_mass_matrix):
         def lp_beta(x):
@@ -117,6 +158,7 @@ def build_mutation(logdensity_fn: Callable, reference: GaussianReference, kernel
         else:
             step = module.build_kernel(lp_beta)
         n = particles.position.shape[0]
+        dtype = particles.position.dtype
         lp0 = geometric_logdensity(beta, particles.lp_ref, particles.lp_tgt)
         if gradient:
             g0 = (jnp.where(beta < 1, 1 - beta, 0.0) * particles.grad_ref
@@ -124,20 +166,57 @@ def build_mutation(logdensity_fn: Callable, reference: GaussianReference, kernel
             state = PointState(particles.position, lp0, g0)
         else:
             state = module.RWMState(particles.position, lp0)
+        vstep = jax.vmap(step, in_axes=(0, 0, params_cls(0, None)))
 
-        def one_step(carry, k):
-            st, log_eps = carry
-            params = params_cls(jnp.exp(log_eps), inverse_mass_matrix)
-            keys = jax.random.split(k, n)
-            st, info = jax.vmap(step, in_axes=(0, 0, None))(keys, st, params)
+        def move(st, log_eps, k):
+            k_eps, k_step = jax.random.split(k)
+            eps = jnp.exp(log_eps) * jnp.ones((n,), dtype)
+            if spread > 0:
+                eps = eps * jnp.exp(spread * jax.random.uniform(k_eps, (n,), dtype, -1.0, 1.0))
+            st, info = vstep(jax.random.split(k_step, n), st, params_cls(eps, inverse_mass_matrix))
             acc = jnp.mean(jnp.where(jnp.isfinite(info.acceptance_rate), info.acceptance_rate, 0.0))
             if adapt_step_size:
                 log_eps = log_eps + (acc - a_star)
-            out = (st.position, acc, jnp.sum(info.num_logdensity_evals), jnp.sum(info.num_grad_evals))
-            return (st, log_eps), out
+            return st, log_eps, acc, jnp.sum(info.num_logdensity_evals), jnp.sum(info.num_grad_evals)
 
-        (state, log_eps), (path, accs, n_lp, n_grad) = jax.lax.scan(
-            one_step, (state, log_step_size), jax.random.split(key, num_moves))
+        def one_step(carry, k):
+            st, log_eps = carry
+            st, log_eps, acc, n_lp, n_grad = move(st, log_eps, k)
+            return (st, log_eps), (st.position, acc, n_lp, n_grad)
+
+        if adaptive_moves:
+            ell0 = particles.lp_tgt - particles.lp_ref
+
+            def ell_of(st):
+                lq = jax.vmap(reference.logdensity)(st.position)
+                return jnp.where(beta > 0, (st.logdensity - lq) / jnp.where(beta > 0, beta, 1.0), 0.0)
+
+            def w_cond(c):
+                st, _, i, corr, corr_ref, stalled, *_ = c
+                more = (corr >= correlation_threshold) & ~stalled
+                return (i < max_moves) & ((i < num_moves) | more)
+
+            def w_body(c):
+                st, log_eps, i, _, corr_ref, _, acc_sum, n_lp, n_grad = c
+                st, log_eps, acc, dl, dg = move(st, log_eps, jax.random.fold_in(key, i))
+                corr = _spearman(ell0, ell_of(st))
+                # every PLATEAU_BLOCK moves: stalled if the correlation fell by less than PLATEAU_RATIO
+                check = (i + 1) % PLATEAU_BLOCK == 0
+                stalled = check & (i + 1 >= num_moves) & (corr > PLATEAU_RATIO * corr_ref)
+                corr_ref = jnp.where(check, corr, corr_ref)
+                return (st, log_eps, i + 1, corr, corr_ref, stalled, acc_sum + acc, n_lp + dl.astype(jnp.int32),
+                        n_grad + dg.astype(jnp.int32))
+
+            z = jnp.zeros((), jnp.int32)
+            one_ = jnp.asarray(1.0, dtype)
+            state, log_eps, n_moves, _, _, _, acc_sum, n_lp, n_grad = jax.lax.while_loop(
+                w_cond, w_body, (state, log_step_size, z, one_, one_, jnp.asarray(False),
+                                 jnp.zeros((), dtype), z, z))
+            accs = acc_sum / jnp.maximum(n_moves, 1)
+        else:
+            (state, log_eps), (path, accs, n_lp, n_grad) = jax.lax.scan(
+                one_step, (state, log_step_size), jax.random.split(key, num_moves))
+            n_moves = jnp.asarray(num_moves, jnp.int32)
         if keep_path:
             # [M, P, d] in ancestor-major order: start point then the moves.
             positions = jnp.concatenate([particles.position[:, None], jnp.swapaxes(path, 0, 1)], axis=1)
@@ -149,6 +228,6 @@ def build_mutation(logdensity_fn: Callable, reference: GaussianReference, kernel
         n_lp = jnp.sum(n_lp) + m
         n_grad = jnp.sum(n_grad) + (m if gradient else 0)
         acc = jnp.mean(accs) if num_moves > 0 else jnp.asarray(1.0, positions.dtype)
-        return new, MutationInfo(acc, log_eps, n_lp.astype(jnp.int32), n_grad.astype(jnp.int32))
+        return new, MutationInfo(acc, log_eps, n_lp.astype(jnp.int32), n_grad.astype(jnp.int32), n_moves)
 
     return mutate

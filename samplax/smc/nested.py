@@ -111,8 +111,13 @@ def _slice_step(key, x, lp_x, log_l_star, direction, logdensity_fn, prior: Gauss
     return x_new, lp_new, 2 + n_l + n_r + n_s
 
 
-def run(key, logdensity_fn: Callable, prior: GaussianReference, config: NSConfig) -> NSOutput:
-    """One nested-sampling run (see the module docstring)."""
+def run(key, logdensity_fn: Callable, prior: GaussianReference, config: NSConfig,
+        progress: Callable | None = None, run_id=0, progress_every: int = 1000) -> NSOutput:
+    """One nested-sampling run (see the module docstring).
+
+    ``progress(run_id, iteration, log_X, log_Z)`` (a host function, through
+    ``jax.debug.callback``) is called every ``progress_every`` iterations.
+    """
     n, k = config.num_live, config.num_delete
     d = prior.mean.shape[0]
     dtype = prior.mean.dtype
@@ -185,6 +190,10 @@ def run(key, logdensity_fn: Callable, prior: GaussianReference, config: NSConfig
         x = c["x"].at[idx].set(xs)
         lp = c["lp"].at[idx].set(lps)
         logl = c["logl"].at[idx].set(logls)
+        if progress is not None:
+            jax.lax.cond((c["it"] + 1) % progress_every == 0,
+                         lambda: jax.debug.callback(progress, run_id, c["it"] + 1, log_x_new[-1], log_z),
+                         lambda: None)
         return dict(x=x, lp=lp, logl=logl, log_x=log_x_new[-1], log_z=log_z, dead_x=dead_x_buf,
                     dead_logl=dead_l_buf, dead_logdx=dead_dx_buf, it=c["it"] + 1,
                     evals=c["evals"] + jnp.sum(evs).astype(jnp.int32))

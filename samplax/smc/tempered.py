@@ -87,6 +87,9 @@ class TemperedConfig(NamedTuple):
     max_steps: int = 500
     adapt_step_size: bool = True
     adapt_mass_matrix: bool = True
+    correlation_threshold: Optional[float] = None  # None: exactly num_mcmc_steps moves per temperature
+    max_mcmc_steps: int = 0  # cap on the adaptive number of moves (0: num_mcmc_steps)
+    step_size_spread: float = 0.0  # per-particle log-uniform spread of the step size
 
 
 class TemperedOutput(NamedTuple):
@@ -99,13 +102,15 @@ class TemperedOutput(NamedTuple):
     acceptance: jax.Array     # [max_steps] mean acceptance of the mutation
     step_size: jax.Array      # [max_steps] step size used
     resampled: jax.Array      # [max_steps]
+    num_moves: jax.Array      # [max_steps] MCMC moves made at each temperature
     clt_var: jax.Array        # sum_t (1 / CESS_t - 1 / N): idealized CLT variance of log Z
     num_logdensity_evals: jax.Array
     num_grad_evals: jax.Array
 
 
 def run(key, logdensity_fn: Callable, reference: GaussianReference, config: TemperedConfig,
-        schedule: Optional[jax.Array] = None, initial_step_size=None) -> TemperedOutput:
+        schedule: Optional[jax.Array] = None, initial_step_size=None, progress: Optional[Callable] = None,
+        run_id=0) -> TemperedOutput:
     """One tempered SMC run from ``reference`` (``beta = 0``) to the target (``beta = 1``).
 
     Args:
@@ -116,6 +121,9 @@ def run(key, logdensity_fn: Callable, reference: GaussianReference, config: Temp
       schedule: ``[K + 1]`` increasing betas from 0 to 1 (required when
         ``config.adaptive`` is False; an array, so a new schedule never retraces).
       initial_step_size: starting step size (array); default from the kernel and dimension.
+      progress: optional host function ``progress(run_id, step, beta, ess, acceptance, moves)`` called
+        (through ``jax.debug.callback``) after every temperature.
+      run_id: passed to ``progress`` (the run's index when runs are vmapped).
     """
     n = config.num_particles
     d = reference.mean.shape[0]
@@ -128,7 +136,10 @@ def run(key, logdensity_fn: Callable, reference: GaussianReference, config: Temp
     m = n // p_len
     mutate_fn = build_mutation(logdensity_fn, reference, config.kernel,
                                p_len if waste_free else config.num_mcmc_steps, config.num_integration_steps,
-                               config.target_accept, config.adapt_step_size, keep_path=waste_free)
+                               config.target_accept, config.adapt_step_size, keep_path=waste_free,
+                               max_mcmc_steps=config.max_mcmc_steps or None,
+                               correlation_threshold=config.correlation_threshold,
+                               step_size_spread=config.step_size_spread)
     resample_fn = resampling.get_resampler(config.resampling)
     if not config.adaptive:
         if schedule is None:
@@ -149,7 +160,7 @@ def run(key, logdensity_fn: Callable, reference: GaussianReference, config: Temp
     nan = jnp.full((max_steps,), jnp.nan, dtype)
     carry0 = dict(state=state, beta=jnp.zeros((), dtype), i=jnp.zeros((), jnp.int32), log_eps=log_eps0,
                   betas=jnp.full((max_steps + 1,), jnp.nan, dtype).at[0].set(0.0), ess=nan, acc=nan, eps=nan,
-                  resampled=jnp.zeros((max_steps,), bool), clt=jnp.zeros((), dtype),
+                  resampled=jnp.zeros((max_steps,), bool), moves=jnp.zeros((max_steps,), jnp.int32), clt=jnp.zeros((), dtype),
                   n_lp=jnp.asarray(n, jnp.int32), n_grad=jnp.asarray(n if gradient else 0, jnp.int32))
 
     def cond(c):
@@ -177,16 +188,19 @@ def run(key, logdensity_fn: Callable, reference: GaussianReference, config: Temp
         st, info = base.fk_step(jax.random.fold_in(k_loop, i), st, log_g, mutate, resample_fn, thr,
                                 num_ancestors=m if waste_free else None)
         mi = info.mutation
+        if progress is not None:
+            jax.debug.callback(progress, run_id, i + 1, beta_next, info.ess, mi.acceptance_rate, mi.num_moves)
         return dict(state=st, beta=beta_next, i=i + 1, log_eps=mi.log_step_size,
                     betas=c["betas"].at[i + 1].set(beta_next), ess=c["ess"].at[i].set(info.ess),
                     acc=c["acc"].at[i].set(mi.acceptance_rate), eps=c["eps"].at[i].set(jnp.exp(log_eps)),
                     resampled=c["resampled"].at[i].set(info.resampled),
+                    moves=c["moves"].at[i].set(mi.num_moves),
                     clt=c["clt"] + 1.0 / cess - 1.0 / n,
                     n_lp=c["n_lp"] + mi.num_logdensity_evals, n_grad=c["n_grad"] + mi.num_grad_evals)
 
     c = jax.lax.while_loop(cond, body, carry0)
     return TemperedOutput(c["state"], c["i"], c["betas"], c["ess"], c["acc"], c["eps"], c["resampled"],
-                          c["clt"], c["n_lp"], c["n_grad"])
+                          c["moves"], c["clt"], c["n_lp"], c["n_grad"])
 
 
 def power_schedule(num_temperatures: int, power: float = 4.0) -> jax.Array:

@@ -129,3 +129,16 @@ def test_bad_options():
         samplax.sample(t, method="waste_free_smc", num_samples=1001, chain_length=20)
     with pytest.raises(TypeError, match="unknown option"):
         samplax.sample(t, method="smc", num_particles=10)
+
+
+def test_init_refused_and_progress_lines(capfd):
+    t = samplax.from_logdensity(lambda x: -0.5 * jnp.sum((x - 1.0) ** 2), 2)
+    for m in ("smc", "ais", "nested_sampling"):
+        with pytest.raises(ValueError, match="init is not supported"):
+            samplax.sample(t, method=m, init=np.zeros(2), num_samples=50)
+    assert "[samplax" not in capfd.readouterr().err  # nothing printed before the refusal
+    r = samplax.sample(t, method="smc", seed=0, num_chains=2, num_samples=100, progress=True, kernel="rwm")
+    err = capfd.readouterr().err
+    lines = [ln for ln in err.splitlines() if "[samplax smc/" in ln and "temperature" in ln]
+    assert len(lines) == sum(r.extra["num_steps"])  # one line per temperature and run
+    assert any("beta 1," in ln for ln in lines)
