@@ -163,3 +163,26 @@ def test_bad_input(key):
         sd.sample(m, **{**kw, "solver": "restart", "nfe": 5})
     with pytest.raises(ValueError, match="solver_options"):
         sd.sample(m, **{**kw, "solver_options": {"bogus": 1}})
+
+
+def test_sampling_program_traced_once(key):
+    """One compiled program per (solver, final step, denoiser structure, shape, dtype): changing
+    sigma_max, sigma_end, nfe (within the padding bucket), the key or the model's numbers never retraces."""
+    traces = []
+
+    def D(x, s):
+        traces.append(1)  # runs only while tracing
+        return 0.5 * x
+
+    kw = dict(shape=(8, 2), solver="dpmpp_2m")
+    counts = []
+    for smax, nfe, send in [(80.0, 10, 0.002), (40.0, 12, 0.01), (10.0, 7, 0.05)]:
+        sd.sample(D, key=jax.random.fold_in(key, nfe), sigma_max=smax, nfe=nfe, sigma_end=send, **kw)
+        counts.append(len(traces))
+    assert counts[0] > 0 and counts[0] == counts[1] == counts[2], counts
+    a, b = sd.random_mixture(1, 2, 3), sd.random_mixture(2, 2, 3)
+    xa, _ = sd.sample(a, key=key, sigma_max=80.0, nfe=10, **kw)
+    n = len(sd.sampling._PROGRAMS)
+    xb, _ = sd.sample(b, key=key, sigma_max=80.0, nfe=10, **kw)
+    assert len(sd.sampling._PROGRAMS) == n  # same structure, new numbers: same program
+    assert not np.allclose(xa, xb)
