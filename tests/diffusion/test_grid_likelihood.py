@@ -66,7 +66,7 @@ def test_log_likelihood_exact_divergence():
     Tsit5 solve at rtol = atol = 1e-8 over ~70 steps keeps the global error a small multiple of
     the tolerance (measured: ~1e-8 at 1e-8, ~3e-6 at 1e-6)."""
     rtol = 1e-8
-    x = MODEL.sample(jax.random.key(1), 16, sigma=SMIN)
+    x = MODEL.sample(jax.random.key(1), 8, sigma=SMIN)
     lp, info = sd.log_likelihood(MODEL, x, key=jax.random.key(0), sigma_max=SMAX, sigma_min=SMIN, rtol=rtol, atol=rtol,
                                  prior_logpdf=lambda y: MODEL.log_prob(y, SMAX))
     assert info["method"] == "exact"  # "auto" in 2-D

@@ -39,6 +39,7 @@ def test_stochastic_sampler_matches_exact_mixture(name, nfe):
     assert abs(r_s.mean() - r_e.mean()) < Z * np.sqrt(r_s.var() / N + r_e.var() / N)
 
 
+@pytest.mark.slow
 def test_er_sde_special_cases(key):
     """ER-SDE with phi = sigma is the ODE (order 1 = DDIM) and with phi = sigma^2 the reverse SDE (order 1 = DDPM)."""
     model = sd.ring8()

