@@ -137,8 +137,13 @@ def _sample_checkpoint(args) -> int:
     state, config, meta = train_mod.load_checkpoint(args.checkpoint)
     model = state.model if args.raw_weights else state.ema
     key = jax.random.key(args.seed)
+    grid_options = None
+    if args.grid == "optimized":  # tuned once per (checkpoint step, weights, solver, nfe, ...), kept in the folder
+        grid_options = {"cache_file": os.path.join(args.checkpoint, "optimized_grids.json"),
+                        "cache_tag": f"step={int(state.step)} weights={'raw' if args.raw_weights else 'ema'}"}
     x, info = sample(model, key=key, shape=(args.n, config.dim), sigma_max=args.sigma_max, nfe=args.nfe,
-                     solver=args.solver, grid=args.grid, sigma_end=args.sigma_end, final_step=args.final_step)
+                     solver=args.solver, grid=args.grid, sigma_end=args.sigma_end, final_step=args.final_step,
+                     grid_options=grid_options)
     summary = {"checkpoint": args.checkpoint, "step": int(state.step), "n": args.n, "solver": info.solver,
                "grid": info.grid, "num_model_evals": int(info.num_model_evals)}
     if meta.get("data") in toy2d.DATASETS:

@@ -21,11 +21,14 @@ kept, so it is never worse there than the log-SNR start.
 
 Results are cached per (model, solver, solver options, NFE, sigma_max, sigma_end, final
 step, event shape, tuning settings): the first ``sample(..., grid="optimized")`` pays the
-tuning, later calls reuse the grid. Only deterministic solvers are supported (the target
-is the ODE endpoint).
+tuning, later calls reuse the grid; ``cache_file`` also persists grids on disk (the CLI keeps
+them in a checkpoint's folder). Only deterministic solvers are supported (the target is the
+ODE endpoint).
 """
 from __future__ import annotations
 
+import json
+import os
 from collections import OrderedDict
 from typing import Callable, Optional
 
@@ -50,7 +53,8 @@ def _nodes(theta, u_end, u_max):
 def optimized_grid(denoiser: Callable, *, solver: str, nfe: int, sigma_max: float, sigma_end: float,
                    final_step: str = "denoise", event_shape: tuple, solver_options: Optional[dict] = None,
                    batch: int = 256, iters: int = 300, learning_rate: float = 0.05, seed: int = 0,
-                   free_end: bool = True, rtol: float = 1e-7, n: Optional[int] = None) -> np.ndarray:
+                   free_end: bool = True, rtol: float = 1e-7, n: Optional[int] = None,
+                   cache_file: Optional[str] = None, cache_tag: str = "") -> np.ndarray:
     """The positive nodes ``[sigma_max, ..., sigma_end*]`` minimising the tuning-batch endpoint error (module docstring).
 
     Args:
@@ -65,6 +69,8 @@ def optimized_grid(denoiser: Callable, *, solver: str, nfe: int, sigma_max: floa
       free_end: also optimise ``sigma_end`` (only when the run ends at 0).
       rtol: tolerance of the reference solve.
       n: optional check of the number of grid intervals the caller expects.
+      cache_file, cache_tag: optional JSON file that persists grids across processes, keyed by
+        ``cache_tag`` (which must identify the model, e.g. a checkpoint's step) and all settings.
 
     Returns:
       numpy array of ``n_grid + 1`` strictly decreasing positive noise levels.
@@ -87,6 +93,14 @@ def optimized_grid(denoiser: Callable, *, solver: str, nfe: int, sigma_max: floa
     hit = _CACHE.get(ck)
     if hit is not None and hit[0] is denoiser:
         return hit[1].copy()
+    file_key = json.dumps([cache_tag] + [list(v) if isinstance(v, tuple) else v for v in ck[1:]], default=str)
+    if cache_file is not None and os.path.isfile(cache_file):
+        with open(cache_file) as f:
+            stored = json.load(f).get(file_key)
+        if stored is not None:
+            nodes = np.asarray(stored, dtype=np.float64)
+            _CACHE[ck] = (denoiser, nodes)
+            return nodes.copy()
 
     final_denoise = final_step == "denoise"
     to_zero = final_step == "integrate"
@@ -104,7 +118,8 @@ def optimized_grid(denoiser: Callable, *, solver: str, nfe: int, sigma_max: floa
     x0 = sigma_max * jax.vmap(lambda b: jax.random.normal(jax.random.fold_in(key, b), event_shape, dtype))(
         jnp.arange(batch))
     stop = 0.0 if final_step != "none" else float(sigma_end)
-    ref = solve_pf_ode(denoiser, x0, float(sigma_max), stop, rtol=rtol, atol=rtol)
+    tol = max(float(rtol), 50 * float(jnp.finfo(dtype).eps))  # no tighter than the arithmetic allows
+    ref = solve_pf_ode(denoiser, x0, float(sigma_max), stop, rtol=tol, atol=tol)
 
     def dz(xb, sg):
         return jax.vmap(denoiser, in_axes=(0, None))(xb, sg)
@@ -157,4 +172,14 @@ def optimized_grid(denoiser: Callable, *, solver: str, nfe: int, sigma_max: floa
     _CACHE[ck] = (denoiser, nodes)
     while len(_CACHE) > _CACHE_SIZE:
         _CACHE.popitem(last=False)
+    if cache_file is not None:
+        table = {}
+        if os.path.isfile(cache_file):
+            with open(cache_file) as f:
+                table = json.load(f)
+        table[file_key] = nodes.tolist()
+        tmp = cache_file + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(table, f, indent=1)
+        os.replace(tmp, cache_file)
     return nodes.copy()

@@ -17,10 +17,10 @@ Losses (both regress the clean point; they differ in the noise distribution and 
   and ``lambda(s) = (s^2 + sd^2) / (s sd)^2`` (Karras et al. 2022, sec. 5).
 * ``"fm"`` -- conditional flow matching on the linear interpolant
   ``x_t = (1 - t) x0 + t eps``, ``t ~ U(t_min, t_max)`` (Lipman et al. 2022; Liu et al. 2022):
-  ``E |u_hat(x_t, t) - (eps - x0)|^2``. With the velocity read off the denoiser,
-  ``u_hat = (x_t - (1 - t) D(x_t/(1-t), t/(1-t))) / ((1 - t) t)``... simplified: since
-  ``x_t/(1 - t) = x0 + sigma eps`` with ``sigma = t/(1 - t)``, ``u_hat - u = (x0 - D)/t``,
-  so the loss is ``E |D(x0 + sigma eps, sigma) - x0|^2 / t^2``.
+  ``E |u_hat(x_t, t) - (eps - x0)|^2``. Reading the velocity off the x0-prediction
+  ``D = D(x_t/(1-t), t/(1-t))`` (the VE state of ``x_t`` is ``x0 + sigma eps`` with
+  ``sigma = t/(1-t)``) gives ``u_hat = (x_t - D)/t`` and ``u = (x_t - x0)/t``, so
+  ``u_hat - u = (x0 - D)/t`` and the loss is ``E |D(x0 + sigma eps, sigma) - x0|^2 / t^2``.
 
 Optimiser: Adam (Kingma & Ba 2015) after global-norm clipping. EMA of the weights
 (Polyak & Juditsky 1992) with the warm-up ``decay_k = min(decay, (1 + k)/(10 + k))``
@@ -220,7 +220,7 @@ def train(key, config: TrainConfig, data_fn: Callable, num_steps: int, state: Op
     if not isinstance(chunk, (int, np.integer)) or chunk < 1:
         raise ValueError(f"train: chunk must be a positive int, got {chunk!r}")
     if state is None:
-        state = init_train_state(jax.random.fold_in(key, -1 % (1 << 31)), config)
+        state = init_train_state(jax.random.fold_in(key, 2**31 - 1), config)  # not a step index
     losses = []
     done = 0
     while done < num_steps:

@@ -174,3 +174,28 @@ def test_trained_toy_model_samples_match_data(name):
     blob = ed(m + jax.random.normal(jax.random.key(7), other.shape) @ jnp.linalg.cholesky(c).T, ref)
     got = ed(x, ref)
     assert got < tol < blob, (got, tol, blob)
+
+
+@pytest.mark.slow
+def test_cli_optimized_grid_persisted_in_checkpoint(tmp_path, capsys):
+    """'sample --grid optimized' on a checkpoint tunes once and stores the grid in the folder; a new
+    process (simulated by clearing the in-memory cache) reads it back instead of re-tuning."""
+    from samplax.diffusion import optimize_grid
+    out = str(tmp_path / "ck")
+    cli.run(_parser().parse_args(["diffusion", "train", "--data", "moons", "--out", out, "--width", "16", "--depth",
+                                  "1", "--batch-size", "32", "--steps", "20"]))
+    argv = ["diffusion", "sample", "--checkpoint", out, "--n", "50", "--nfe", "6", "--solver", "dpmpp_2m",
+            "--grid", "optimized"]
+    assert cli.run(_parser().parse_args(argv)) == 0
+    stored = json.load(open(tmp_path / "ck" / "optimized_grids.json"))
+    assert len(stored) == 1
+    optimize_grid._CACHE.clear()
+    calls = []
+    orig = optimize_grid.solve_pf_ode
+    optimize_grid.solve_pf_ode = lambda *a, **k: calls.append(1) or orig(*a, **k)
+    try:
+        assert cli.run(_parser().parse_args(argv)) == 0
+    finally:
+        optimize_grid.solve_pf_ode = orig
+    assert not calls  # read from the file, not re-tuned
+    assert len(json.load(open(tmp_path / "ck" / "optimized_grids.json"))) == 1
