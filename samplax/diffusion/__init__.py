@@ -1,7 +1,8 @@
 """Diffusion-model sampling: schedules, denoiser adapters, exact GMM models, grids, solvers.
 
-Public entry point: :func:`sample` (VE convention ``x = x0 + sigma * noise``, a denoiser
-``D(x, sigma) = E[x0 | x]`` for one point). :func:`solver_names` and :func:`grid_names`
+Public entry points: :func:`sample`, :func:`log_likelihood` and :mod:`samplax.diffusion.train`
+(``train.train`` fits small MLP denoisers). VE convention ``x = x0 + sigma * noise``, a denoiser
+``D(x, sigma) = E[x0 | x]`` for one point. :func:`solver_names` and :func:`grid_names`
 list what ``solver=`` and ``grid=`` accept.
 """
 from samplax.diffusion.schedules import (  # noqa: F401
@@ -12,6 +13,12 @@ from samplax.diffusion.grids import make_grid, grid_names  # noqa: F401
 from samplax.diffusion.solvers import Solver, get_solver, solver_names  # noqa: F401
 from samplax.diffusion.sampling import sample, SampleInfo, auto_choice, AUTO_RULE  # noqa: F401
 from samplax.diffusion.reference import solve_pf_ode  # noqa: F401
+from samplax.diffusion.likelihood import log_likelihood  # noqa: F401
+from samplax.diffusion.optimize_grid import optimized_grid  # noqa: F401
+from samplax.diffusion.train import (  # noqa: F401
+    MLPDenoiser, TrainConfig, TrainState, init_train_state, save_checkpoint, load_checkpoint, load_denoiser,
+)
+from samplax.diffusion import train  # noqa: F401,E402  (the module: train.train runs training)
 from samplax.diffusion.denoisers import (  # noqa: F401
     from_eps, from_v, from_score, from_velocity, from_discrete_eps, to_eps, to_score,
 )
@@ -20,6 +27,8 @@ __all__ = [
     "Schedule", "VPDiscrete", "VPLinear", "VPCosine", "VE", "EDM", "LinearInterpolant", "ddpm_linear",
     "GaussianMixtureDiffusion", "ring8", "grid25", "random_mixture", "get_model",
     "make_grid", "grid_names", "Solver", "get_solver", "solver_names",
-    "sample", "SampleInfo", "auto_choice", "AUTO_RULE", "solve_pf_ode",
+    "sample", "SampleInfo", "auto_choice", "AUTO_RULE", "solve_pf_ode", "log_likelihood", "optimized_grid",
+    "MLPDenoiser", "TrainConfig", "TrainState", "train", "init_train_state", "save_checkpoint", "load_checkpoint",
+    "load_denoiser",
     "from_eps", "from_v", "from_score", "from_velocity", "from_discrete_eps", "to_eps", "to_score",
 ]

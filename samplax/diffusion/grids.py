@@ -16,7 +16,12 @@ Grids (``lambda = -log sigma`` is half the log-SNR):
   k = 2 ("quadratic" DEIS grid, Zhang & Chen 2023).
 * ``"beta"`` -- schedule times at the quantiles of Beta(0.6, 0.6) (Lee et al. 2024,
   "Beta sampling is all you need").
-* ``"optimized"`` -- see :mod:`samplax.diffusion.optimize_grid` (Align-Your-Steps style).
+* ``"optimized"`` -- tuned for a given model, solver and NFE: the log-sigma step lengths
+  (and the last positive node) that minimise the mean endpoint error against an exact
+  PF-ODE solve on a tuning batch, by Adam through the solver (in the spirit of Align Your
+  Steps, Sabour et al. 2024); cached per (model, solver, NFE, ...). See
+  :mod:`samplax.diffusion.optimize_grid`. Through :func:`samplax.diffusion.sample` the
+  model and solver are supplied automatically.
 """
 from __future__ import annotations
 
@@ -127,8 +132,13 @@ def make_grid(name: str, n: int, sigma_max: float, sigma_end: float, **options) 
     if not (0 < sigma_end < sigma_max):
         raise ValueError(f"make_grid: need 0 < sigma_end < sigma_max, got sigma_end={sigma_end}, sigma_max={sigma_max}")
     if name == "optimized":
+        missing = [k for k in ("model", "solver", "nfe", "event_shape") if k not in options]
+        if missing:
+            raise ValueError(f"make_grid: grid 'optimized' needs the options {missing} "
+                             "(or use sample(..., grid='optimized'), which supplies them)")
         from samplax.diffusion.optimize_grid import optimized_grid
-        return optimized_grid(n=n, sigma_max=sigma_max, sigma_end=sigma_end, **options)
+        options = dict(options)
+        return optimized_grid(options.pop("model"), n=int(n), sigma_max=sigma_max, sigma_end=sigma_end, **options)
     if name not in _GRIDS:
         raise ValueError(f"make_grid: unknown grid {name!r}; choose one of {grid_names()}")
     s = np.asarray(_GRIDS[name](int(n), sigma_max, sigma_end, **options), dtype=np.float64)

@@ -1,6 +1,16 @@
-"""The public sampling entry point :func:`sample`."""
+"""The public sampling entry point :func:`sample`.
+
+Per-call cost: one call checks its arguments, looks up the grid and plan of its
+configuration (cached per solver, grid, nfe, sigma_max, sigma_end, final step, dtype)
+and runs one compiled program (cached per solver, final step, denoiser structure,
+batch shape and dtype) that draws the initial noise, walks the grid and denoises;
+changing ``sigma_max``, ``sigma_end``, ``nfe`` (up to 255 steps), the key or the
+model's numbers never recompiles. The benchmark in ``benchmarks/diffusion_vs_diffusers.py``
+measures the remaining per-step overhead.
+"""
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any, Callable, NamedTuple, Optional
 
 import equinox as eqx
@@ -49,7 +59,119 @@ def auto_choice(nfe: int):
     raise AssertionError("unreachable")
 
 
-_CACHE: dict = {}
+_PROGRAMS: "OrderedDict" = OrderedDict()  # compiled sampling programs (LRU)
+_PREPARED: "OrderedDict" = OrderedDict()  # host-side grids and plans (LRU)
+_SPLIT: "OrderedDict" = OrderedDict()  # denoiser -> (array leaves, static part)
+_MAX_PROGRAMS, _MAX_PREPARED = 64, 512
+
+
+def _lru_put(cache, key, value, size):
+    cache[key] = value
+    while len(cache) > size:
+        cache.popitem(last=False)
+    return value
+
+
+def _hashable(obj):
+    try:
+        hash(obj)
+        return True
+    except TypeError:
+        return False
+
+
+def _split(denoiser):
+    """``(array leaves, static rest)`` of a denoiser, cached by identity (arrays become jit arguments)."""
+    k = id(denoiser)
+    hit = _SPLIT.get(k)
+    if hit is not None and hit[0] is denoiser:
+        return hit[1], hit[2]
+    dyn, static = eqx.partition(denoiser, eqx.is_array)
+    _lru_put(_SPLIT, k, (denoiser, dyn, static), _MAX_PROGRAMS)
+    return dyn, static
+
+
+class _Prepared(NamedTuple):
+    solver: Any
+    final_denoise: bool
+    nodes: np.ndarray
+    visited: np.ndarray
+    sig_p: Optional[jax.Array]  # padded nodes (device)
+    plan_p: Optional[dict]  # padded plan (device)
+    n: Optional[jax.Array]
+    sigma_end: float
+
+
+def _prepare(denoiser, solver, solver_options, grid, grid_options, nfe, sigma_max, sigma_min, sigma_end, final_step,
+             dtype, event_shape):
+    """Grid, plan and padded device arrays of one configuration (pure host work; cached by the caller)."""
+    s = get_solver(solver, **solver_options)
+    ends_at_zero = sigma_min == 0.0
+    if ends_at_zero:
+        sigma_end = 0.002 if sigma_end is None else float(sigma_end)
+        if not (0 < sigma_end < sigma_max):
+            raise ValueError(f"sample: need 0 < sigma_end < sigma_max, got sigma_end={sigma_end}")
+    else:
+        sigma_end = sigma_min
+    final_denoise = ends_at_zero and final_step == "denoise"
+    budget = nfe - 1 if final_denoise else nfe
+    solver_to_zero = ends_at_zero and final_step == "integrate"
+    plan = s.plan(budget, solver_to_zero) if budget > 0 else {"order": np.zeros(0, np.int32)}
+    n = len(plan["order"])
+    n_grid = n - 1 if solver_to_zero else n
+    if n_grid < 1:
+        raise ValueError(f"sample: nfe={nfe} is too small for solver {solver!r} with final_step={final_step!r}")
+    if grid == "optimized":
+        from samplax.diffusion.optimize_grid import optimized_grid
+        nodes = optimized_grid(denoiser, solver=solver, solver_options=solver_options, nfe=nfe, sigma_max=sigma_max,
+                               sigma_end=sigma_end, final_step=final_step if ends_at_zero else "none",
+                               event_shape=event_shape, **grid_options)
+        sigma_end = float(nodes[-1])
+    else:
+        nodes = make_grid(grid, n_grid, sigma_max, sigma_end, **grid_options)
+    if solver_to_zero:
+        nodes = np.concatenate([nodes, [0.0]])
+    expected = s.evals(plan, solver_to_zero) + (1 if final_denoise else 0)
+    if expected > nfe:  # a planning bug, never a silent overrun
+        raise AssertionError(f"solver {solver!r} planned {expected} calls for a budget of {nfe}")
+    visited = np.concatenate([nodes, [0.0]]) if final_denoise else nodes
+    if "run" in s.params:  # solvers with their own loop structure (Restart)
+        return _Prepared(s, final_denoise, nodes, visited, None, None, None, sigma_end)
+    # pad to a bucket so that one compilation serves every nfe up to 255
+    length = max(256, 1 << int(np.ceil(np.log2(len(nodes) + 1))))
+    sig_p = jnp.asarray(np.concatenate([nodes, np.full(length - len(nodes), nodes[-1])]), dtype=dtype)
+    plan_p = {k: jnp.asarray(np.concatenate([v, np.ones(length - len(v), v.dtype)])) for k, v in plan.items()}
+    return _Prepared(s, final_denoise, nodes, visited, sig_p, plan_p, jnp.asarray(len(nodes) - 1, jnp.int32), sigma_end)
+
+
+def _program(solver, opts_key, final_denoise, static, init_shape, dtype):
+    """The jitted sampling program of one structure; ``init_shape`` set: it also draws the initial noise."""
+    key = (solver.name, opts_key, final_denoise, static, init_shape, dtype)
+    prog = _PROGRAMS.get(key)
+    if prog is not None:
+        return prog
+
+    @jax.jit
+    def run(dyn, x, key, sigmas, plan, n):
+        denoiser = eqx.combine(dyn, static)
+        k_init, k_noise = jax.random.split(key)
+        if init_shape is not None:
+            x = sigmas[0] * jax.vmap(lambda b: jax.random.normal(jax.random.fold_in(k_init, b), init_shape[1:], dtype))(
+                jnp.arange(init_shape[0]))
+        sample_keys = jax.vmap(lambda b: jax.random.fold_in(k_noise, b))(jnp.arange(x.shape[0]))
+
+        def dz(xb, s):
+            return jax.vmap(denoiser, in_axes=(0, None))(xb, s)
+
+        x, ne = run_solver(solver, dz, x, sigmas, plan, sample_keys, {}, num_steps=n)
+        if final_denoise:
+            x = dz(x, sigmas[n])
+            ne = ne + 1
+        return x, ne
+
+    return _lru_put(_PROGRAMS, key, run, _MAX_PROGRAMS)
+
+
 _BATCHED: dict = {}
 
 
@@ -59,26 +181,6 @@ def _batched(denoiser):
     if k not in _BATCHED or _BATCHED[k][0] is not denoiser:
         _BATCHED[k] = (denoiser, lambda xb, sg: jax.vmap(denoiser, in_axes=(0, None))(xb, sg))
     return _BATCHED[k][1]
-
-
-def _compiled(solver_name, options_key, solver, final_denoise):
-    key = (solver_name, options_key, final_denoise)
-    if key not in _CACHE:
-        @eqx.filter_jit
-        def run(denoiser, x, sigmas, plan, k_noise, n):
-            sample_keys = jax.vmap(lambda b: jax.random.fold_in(k_noise, b))(jnp.arange(x.shape[0]))
-
-            def dz(xb, s):
-                return jax.vmap(denoiser, in_axes=(0, None))(xb, s)
-
-            x, ne = run_solver(solver, dz, x, sigmas, plan, sample_keys, {}, num_steps=n)
-            if final_denoise:
-                x = dz(x, sigmas[n])
-                ne = ne + 1
-            return x, ne
-
-        _CACHE[key] = run
-    return _CACHE[key]
 
 
 def sample(denoiser: Callable, *, key: jax.Array, shape: Optional[tuple] = None, x_init: Optional[jax.Array] = None,
@@ -110,9 +212,13 @@ def sample(denoiser: Callable, *, key: jax.Array, shape: Optional[tuple] = None,
       sigma_max, sigma_min: start and end noise levels (VE), ``sigma_max > sigma_min >= 0``.
       nfe: number of denoiser calls allowed per sample; never exceeded (``info.num_model_evals``).
       solver: one of :func:`solver_names`; ``"auto"`` uses :func:`auto_choice`.
-      grid: one of :func:`grid_names`.
+      grid: one of :func:`grid_names`. ``"optimized"`` tunes the grid for this denoiser, solver
+        and ``nfe`` on first use (:mod:`samplax.diffusion.optimize_grid`, deterministic solvers
+        only; ``grid_options`` go to :func:`~samplax.diffusion.optimize_grid.optimized_grid`)
+        and caches it; it also moves the last positive node (``info.sigma_end``).
       sigma_end: the last positive node when ``sigma_min == 0`` (default 0.002, or the
-        ``auto`` rule's value); ignored when ``sigma_min > 0``.
+        ``auto`` rule's value; the starting value for ``grid="optimized"``); ignored when
+        ``sigma_min > 0``.
       final_step: ``"denoise"`` or ``"integrate"`` (see above).
       grid_options, solver_options: passed to the grid and solver factories.
 
@@ -148,57 +254,45 @@ def sample(denoiser: Callable, *, key: jax.Array, shape: Optional[tuple] = None,
         raise ValueError("sample: key is required (a typed key from jax.random.key)")
     if (shape is None) == (x_init is None):
         raise ValueError("sample: give exactly one of shape= and x_init=")
-    k_init, k_noise = jax.random.split(key)
     if x_init is None:
-        shape = tuple(int(s) for s in shape)
-        if len(shape) < 2 or any(s < 1 for s in shape):
+        shape = tuple(int(d) for d in shape)
+        if len(shape) < 2 or any(d < 1 for d in shape):
             raise ValueError(f"sample: shape must be (batch, *event_shape) with positive sizes, got {shape}")
-        dtype = jnp.result_type(float)
-        x_init = sigma_max * jax.vmap(lambda b: jax.random.normal(jax.random.fold_in(k_init, b), shape[1:], dtype))(
-            jnp.arange(shape[0]))
+        dtype = jnp.dtype(jnp.result_type(float))
     else:
-        x_init = jnp.asarray(x_init)
+        if not isinstance(x_init, jax.Array):
+            x_init = jnp.asarray(x_init)
         if x_init.ndim < 2:
             raise ValueError(f"sample: x_init must be a batch [batch, *event_shape], got shape {x_init.shape}")
-    batch = x_init.shape[0]
-
-    s = get_solver(solver, **solver_options)
-    ends_at_zero = sigma_min == 0.0
-    if ends_at_zero:
-        sigma_end = 0.002 if sigma_end is None else float(sigma_end)
-        if not (0 < sigma_end < sigma_max):
-            raise ValueError(f"sample: need 0 < sigma_end < sigma_max, got sigma_end={sigma_end}")
-    else:
-        sigma_end = sigma_min
-    final_denoise = ends_at_zero and final_step == "denoise"
-    budget = nfe - 1 if final_denoise else nfe
-    solver_to_zero = ends_at_zero and final_step == "integrate"
-    plan = s.plan(budget, solver_to_zero) if budget > 0 else {"order": np.zeros(0, np.int32)}
-    n = len(plan["order"])
-    n_grid = n - 1 if solver_to_zero else n
-    if n_grid < 1:
-        raise ValueError(f"sample: nfe={nfe} is too small for solver {solver!r} with final_step={final_step!r}")
-    nodes = make_grid(grid, n_grid, sigma_max, sigma_end, **grid_options)
-    if solver_to_zero:
-        nodes = np.concatenate([nodes, [0.0]])
-    expected = s.evals(plan, solver_to_zero) + (1 if final_denoise else 0)
-    if expected > nfe:  # a planning bug, never a silent overrun
-        raise AssertionError(f"solver {solver!r} planned {expected} calls for a budget of {nfe}")
-    sig_j = jnp.asarray(nodes, dtype=x_init.dtype)
+        shape, dtype = tuple(x_init.shape), x_init.dtype
+    opts_key = tuple(sorted(solver_options.items()))
+    grid_key = tuple(sorted(grid_options.items()))
+    pkey = (solver, opts_key, grid, grid_key, nfe, sigma_max, sigma_min, sigma_end, final_step, str(dtype),
+            id(denoiser) if grid == "optimized" else None, shape[1:] if grid == "optimized" else None)
+    cacheable = _hashable(pkey)
+    prep = _PREPARED.get(pkey) if cacheable else None
+    if prep is None or (grid == "optimized" and prep[0] is not denoiser):
+        prep = (denoiser, _prepare(denoiser, solver, solver_options, grid, grid_options, nfe, sigma_max, sigma_min,
+                                   sigma_end, final_step, dtype, shape[1:]))
+        if cacheable:
+            _lru_put(_PREPARED, pkey, prep, _MAX_PREPARED)
+    prep = prep[1]
+    s = prep.solver
     if "run" in s.params:  # solvers with their own loop structure (Restart)
+        k_init, k_noise = jax.random.split(key)
+        if x_init is None:
+            x_init = sigma_max * jax.vmap(lambda b: jax.random.normal(jax.random.fold_in(k_init, b), shape[1:], dtype))(
+                jnp.arange(shape[0]))
         dz = _batched(denoiser)
-        sample_keys = jax.vmap(lambda b: jax.random.fold_in(k_noise, b))(jnp.arange(batch))
-        x, ne = s.params["run"](dz, x_init, nodes, plan, sample_keys, {})
-        if final_denoise:
-            x = dz(x, sig_j[-1])
+        sample_keys = jax.vmap(lambda b: jax.random.fold_in(k_noise, b))(jnp.arange(shape[0]))
+        x, ne = s.params["run"](dz, x_init, prep.nodes, None, sample_keys, {})
+        if prep.final_denoise:
+            x = dz(x, jnp.asarray(prep.nodes[-1], dtype))
             ne = ne + 1
     else:
-        opts_key = tuple(sorted(solver_options.items()))
-        run = _compiled(solver, opts_key, s, final_denoise)
-        # pad to a bucket so that one compilation serves every nfe up to 255
-        length = max(256, 1 << int(np.ceil(np.log2(len(nodes) + 1))))
-        sig_p = jnp.asarray(np.concatenate([nodes, np.full(length - len(nodes), nodes[-1])]), dtype=x_init.dtype)
-        plan_p = {k: jnp.asarray(np.concatenate([v, np.ones(length - len(v), v.dtype)])) for k, v in plan.items()}
-        x, ne = run(denoiser, x_init, sig_p, plan_p, k_noise, jnp.asarray(len(nodes) - 1, jnp.int32))
-    visited = np.concatenate([nodes, [0.0]]) if final_denoise else nodes
-    return x, SampleInfo(ne, visited, solver, grid, final_step, float(sigma_end))
+        dyn, static = _split(denoiser)
+        if not _hashable(static):
+            raise ValueError("sample: the denoiser's non-array parts must be hashable (use an equinox Module or a function)")
+        run = _program(s, opts_key, prep.final_denoise, static, shape if x_init is None else None, dtype)
+        x, ne = run(dyn, x_init, key, prep.sig_p, prep.plan_p, prep.n)
+    return x, SampleInfo(ne, prep.visited, solver, grid, final_step, prep.sigma_end)

@@ -73,7 +73,9 @@ def test_gmm_bad_input():
         sd.get_model("nope")
 
 
-@pytest.mark.parametrize("sch", [sd.VPLinear(), sd.VPCosine(), sd.LinearInterpolant(), sd.EDM()], ids=lambda s: type(s).__name__)
+@pytest.mark.parametrize("sch", [sd.VPLinear(), pytest.param(sd.VPCosine(), marks=pytest.mark.slow),
+                                 pytest.param(sd.LinearInterpolant(), marks=pytest.mark.slow), sd.EDM()],
+                         ids=lambda s: type(s).__name__)
 def test_adapters_roundtrip(sch, key):
     """Each parameterization, built exactly from the GMM, converts back to the same denoiser."""
     model = sd.random_mixture(3, 3, 4, 0.4)

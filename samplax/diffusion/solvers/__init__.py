@@ -5,7 +5,7 @@ from functools import partial
 
 from samplax.diffusion.solvers.base import Solver, StepContext, run_solver
 from samplax.diffusion.solvers.ode import ddim, deis, dpm_solver, dpmpp, euler, heun, ipndm, unipc
-from samplax.diffusion.solvers.sde import ddpm, euler_maruyama, restart, sde_dpmpp_2m
+from samplax.diffusion.solvers.sde import ddpm, er_sde, euler_maruyama, restart, sde_dpmpp_2m
 
 SOLVERS = {
     "euler": euler,
@@ -26,6 +26,7 @@ SOLVERS = {
     "ddpm": ddpm,
     "sde_dpmpp_2m": sde_dpmpp_2m,
     "restart": restart,
+    "er_sde": er_sde,
 }
 
 
@@ -47,4 +48,4 @@ def get_solver(name: str, **options) -> Solver:
 
 __all__ = ["Solver", "StepContext", "run_solver", "SOLVERS", "solver_names", "get_solver",
            "euler", "ddim", "heun", "dpm_solver", "dpmpp", "unipc", "deis", "ipndm",
-           "euler_maruyama", "ddpm", "sde_dpmpp_2m", "restart"]
+           "euler_maruyama", "ddpm", "sde_dpmpp_2m", "restart", "er_sde"]

@@ -1,0 +1,278 @@
+"""Training small denoisers: an EDM-preconditioned MLP, DSM and flow-matching losses, EMA, checkpoints.
+
+The trained object is always a samplax denoiser ``D(x, sigma) = E[x0 | x0 + sigma eps = x]``
+for ONE point (VE convention), so it plugs straight into :func:`samplax.diffusion.sample`.
+
+Network (:class:`MLPDenoiser`): the preconditioning of Karras et al. (2022, Table 1, "EDM"),
+
+``D(x, s) = c_skip(s) x + c_out(s) F(c_in(s) x, emb(c_noise(s)))`` with
+``c_skip = sd^2/(s^2 + sd^2)``, ``c_out = s sd / sqrt(s^2 + sd^2)``, ``c_in = 1/sqrt(s^2 + sd^2)``,
+``c_noise = log(s)/4`` and ``sd`` the data standard deviation; ``F`` is an MLP (SiLU)
+fed with the scaled point and a sinusoidal embedding of ``c_noise`` (Vaswani et al. 2017).
+
+Losses (both regress the clean point; they differ in the noise distribution and weight):
+
+* ``"dsm"`` -- denoising score matching (Vincent 2011) in EDM form:
+  ``E_{s, x0, eps} lambda(s) |D(x0 + s eps, s) - x0|^2`` with ``ln s ~ N(P_mean, P_std^2)``
+  and ``lambda(s) = (s^2 + sd^2) / (s sd)^2`` (Karras et al. 2022, sec. 5).
+* ``"fm"`` -- conditional flow matching on the linear interpolant
+  ``x_t = (1 - t) x0 + t eps``, ``t ~ U(t_min, t_max)`` (Lipman et al. 2022; Liu et al. 2022):
+  ``E |u_hat(x_t, t) - (eps - x0)|^2``. Reading the velocity off the x0-prediction
+  ``D = D(x_t/(1-t), t/(1-t))`` (the VE state of ``x_t`` is ``x0 + sigma eps`` with
+  ``sigma = t/(1-t)``) gives ``u_hat = (x_t - D)/t`` and ``u = (x_t - x0)/t``, so
+  ``u_hat - u = (x0 - D)/t`` and the loss is ``E |D(x0 + sigma eps, sigma) - x0|^2 / t^2``.
+
+Optimiser: Adam (Kingma & Ba 2015) after global-norm clipping. EMA of the weights
+(Polyak & Juditsky 1992) with the warm-up ``decay_k = min(decay, (1 + k)/(10 + k))``
+(as TensorFlow's ``ExponentialMovingAverage(num_updates=k)``).
+
+Randomness: the batch and the noise of step ``k`` come from ``fold_in(key, k)`` only, so a
+run split into chunks, or saved and resumed with the same key, reproduces a single
+uninterrupted run exactly. Keys are never stored; the CLI stores the seed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from typing import Callable, NamedTuple, Optional
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+LOSSES = ("dsm", "fm")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Structure and hyper-parameters of a training run (JSON-serialisable, hashable).
+
+    Attributes:
+      dim: data dimension.
+      width, depth: MLP hidden width and number of hidden layers.
+      emb_dim: size of the sinusoidal noise embedding (even).
+      sigma_data: data standard deviation used by the preconditioning.
+      loss: ``"dsm"`` or ``"fm"``.
+      learning_rate, batch_size, grad_clip: Adam step size, points per step, global-norm clip.
+      ema_decay: EMA decay (with warm-up, see module docstring).
+      p_mean, p_std: log-normal noise distribution of the DSM loss.
+      t_min, t_max: time range of the flow-matching loss.
+      dtype: ``"float32"`` or ``"float64"`` (parameters).
+    """
+
+    dim: int = 2
+    width: int = 128
+    depth: int = 3
+    emb_dim: int = 16
+    sigma_data: float = 0.5
+    loss: str = "dsm"
+    learning_rate: float = 1e-3
+    batch_size: int = 256
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    p_mean: float = -1.2
+    p_std: float = 1.2
+    t_min: float = 1e-3
+    t_max: float = 0.999
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        for name in ("dim", "width", "depth", "emb_dim", "batch_size"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"TrainConfig: {name} must be a positive int, got {v!r}")
+        if self.emb_dim % 2:
+            raise ValueError(f"TrainConfig: emb_dim must be even, got {self.emb_dim}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"TrainConfig: loss must be one of {LOSSES}, got {self.loss!r}")
+        if not (0.0 <= self.ema_decay < 1.0):
+            raise ValueError(f"TrainConfig: ema_decay must be in [0, 1), got {self.ema_decay}")
+        for name in ("sigma_data", "learning_rate", "grad_clip", "p_std"):
+            if not (getattr(self, name) > 0):
+                raise ValueError(f"TrainConfig: {name} must be positive, got {getattr(self, name)}")
+        if not (0.0 < self.t_min < self.t_max < 1.0):
+            raise ValueError(f"TrainConfig: need 0 < t_min < t_max < 1, got {self.t_min}, {self.t_max}")
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"TrainConfig: dtype must be 'float32' or 'float64', got {self.dtype!r}")
+
+
+class MLPDenoiser(eqx.Module):
+    """EDM-preconditioned MLP denoiser ``D(x, sigma)`` for one point ``x`` ``[dim]`` (see module docstring)."""
+
+    mlp: eqx.nn.MLP
+    sigma_data: float = eqx.field(static=True)
+    emb_dim: int = eqx.field(static=True)
+
+    def __init__(self, key, dim: int, width: int = 128, depth: int = 3, emb_dim: int = 16,
+                 sigma_data: float = 0.5, dtype=None):
+        self.mlp = eqx.nn.MLP(dim + emb_dim, dim, width, depth, activation=jax.nn.silu, key=key, dtype=dtype)
+        self.sigma_data = float(sigma_data)
+        self.emb_dim = int(emb_dim)
+
+    def embed(self, c_noise):
+        """Sinusoidal embedding ``[cos(f_k c), sin(f_k c)]`` with frequencies ``f_k`` geometric in [1, 64]."""
+        half = self.emb_dim // 2
+        freqs = jnp.exp(jnp.linspace(0.0, math.log(64.0), half)).astype(c_noise.dtype)
+        return jnp.concatenate([jnp.cos(freqs * c_noise), jnp.sin(freqs * c_noise)])
+
+    def __call__(self, x, sigma):
+        """``c_skip x + c_out F(c_in x, emb(log(sigma)/4))`` (Karras et al. 2022)."""
+        dt = self.mlp.layers[0].weight.dtype
+        x = jnp.asarray(x, dt)
+        s = jnp.asarray(sigma, dt)
+        sd = self.sigma_data
+        norm = jnp.sqrt(s * s + sd * sd)
+        h = jnp.concatenate([x / norm, self.embed(jnp.log(s) / 4.0)])
+        return (sd * sd / (norm * norm)) * x + (s * sd / norm) * self.mlp(h)
+
+
+class TrainState(NamedTuple):
+    """Training state: ``step`` (number of optimiser steps taken, int32), the model, the optimiser state and the EMA model."""
+
+    step: jax.Array
+    model: MLPDenoiser
+    opt_state: optax.OptState
+    ema: MLPDenoiser
+
+
+def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
+    """Global-norm clipping followed by Adam (Kingma & Ba 2015)."""
+    return optax.chain(optax.clip_by_global_norm(config.grad_clip), optax.adam(config.learning_rate))
+
+
+def init_train_state(key, config: TrainConfig) -> TrainState:
+    """A fresh state: MLP weights from ``key``, EMA = weights, step 0."""
+    dtype = jnp.float64 if config.dtype == "float64" else jnp.float32
+    if dtype == jnp.float64 and not jax.config.jax_enable_x64:
+        raise ValueError("init_train_state: dtype 'float64' needs jax_enable_x64")
+    model = MLPDenoiser(key, config.dim, config.width, config.depth, config.emb_dim, config.sigma_data, dtype=dtype)
+    params = eqx.filter(model, eqx.is_inexact_array)
+    return TrainState(jnp.asarray(0, jnp.int32), model, make_optimizer(config).init(params), model)
+
+
+def point_loss(model, key, x0, config: TrainConfig):
+    """One point's loss (``config.loss``): ``lambda(s)|D(x0 + s eps, s) - x0|^2`` (DSM) or ``|D - x0|^2 / t^2`` (FM), averaged over coordinates."""
+    k1, k2 = jax.random.split(key)
+    dt = x0.dtype
+    eps = jax.random.normal(k2, x0.shape, dt)
+    if config.loss == "dsm":
+        s = jnp.exp(config.p_mean + config.p_std * jax.random.normal(k1, (), dt))
+        sd2 = config.sigma_data**2
+        w = (s * s + sd2) / (s * s * sd2)
+    else:
+        t = jax.random.uniform(k1, (), dt, minval=config.t_min, maxval=config.t_max)
+        s = t / (1.0 - t)
+        w = 1.0 / (t * t)
+    return w * jnp.mean((model(x0 + s * eps, s) - x0) ** 2)
+
+
+def batch_loss(model, key, x0, config: TrainConfig):
+    """Mean of :func:`point_loss` over a batch ``x0`` ``[B, dim]``; point i uses ``fold_in(key, i)``."""
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(x0.shape[0]))
+    return jnp.mean(jax.vmap(point_loss, (None, 0, 0, None))(model, keys, x0, config))
+
+
+def _one_step(key, state: TrainState, config: TrainConfig, data_fn: Callable):
+    k_data, k_loss = jax.random.split(jax.random.fold_in(key, state.step))
+    dtype = jnp.float64 if config.dtype == "float64" else jnp.float32
+    x0 = jnp.asarray(data_fn(k_data, config.batch_size), dtype)
+    params, static = eqx.partition(state.model, eqx.is_inexact_array)
+    loss, grads = jax.value_and_grad(lambda p: batch_loss(eqx.combine(p, static), k_loss, x0, config))(params)
+    updates, opt_state = make_optimizer(config).update(grads, state.opt_state, params)
+    params = optax.apply_updates(params, updates)
+    k = state.step.astype(dtype)
+    decay = jnp.minimum(config.ema_decay, (1.0 + k) / (10.0 + k))
+    ema_p = eqx.filter(state.ema, eqx.is_inexact_array)
+    ema_p = jax.tree_util.tree_map(lambda e, p: decay * e + (1.0 - decay) * p, ema_p, params)
+    return TrainState(state.step + 1, eqx.combine(params, static), opt_state, eqx.combine(ema_p, static)), loss
+
+
+@eqx.filter_jit
+def _run_chunk(key, state, num_steps: int, config: TrainConfig, data_fn: Callable):
+    dyn, static = eqx.partition(state, eqx.is_array)
+
+    def body(d, _):
+        st, loss = _one_step(key, eqx.combine(d, static), config, data_fn)
+        return eqx.filter(st, eqx.is_array), loss
+
+    dyn, losses = jax.lax.scan(body, dyn, None, length=num_steps)
+    return eqx.combine(dyn, static), losses
+
+
+def train(key, config: TrainConfig, data_fn: Callable, num_steps: int, state: Optional[TrainState] = None,
+          chunk: int = 500, callback: Optional[Callable] = None):
+    """Run ``num_steps`` optimiser steps (from ``state``, or from a fresh state drawn from ``key``).
+
+    Step ``k`` uses ``fold_in(key, k)`` for its batch (``data_fn(key, batch_size) -> [B, dim]``)
+    and noise, so resuming a saved state with the same ``key`` continues the run exactly.
+    Steps run in jitted ``lax.scan`` chunks of ``chunk`` steps; ``callback(state, losses)``
+    is called after each chunk (e.g. for progress).
+
+    Returns:
+      ``(state, losses)`` with ``losses`` a numpy array of the ``num_steps`` batch losses.
+    """
+    if not isinstance(num_steps, (int, np.integer)) or num_steps < 0:
+        raise ValueError(f"train: num_steps must be an int >= 0, got {num_steps!r}")
+    if not isinstance(chunk, (int, np.integer)) or chunk < 1:
+        raise ValueError(f"train: chunk must be a positive int, got {chunk!r}")
+    if state is None:
+        state = init_train_state(jax.random.fold_in(key, 2**31 - 1), config)  # not a step index
+    losses = []
+    done = 0
+    while done < num_steps:
+        n = min(int(chunk), int(num_steps) - done)
+        state, ls = _run_chunk(key, state, n, config, data_fn)
+        ls = np.asarray(ls)
+        losses.append(ls)
+        done += n
+        if not np.all(np.isfinite(ls)):
+            raise FloatingPointError(f"train: non-finite loss at step {int(state.step) - n + int(np.argmin(np.isfinite(ls)))}")
+        if callback is not None:
+            callback(state, ls)
+    return state, (np.concatenate(losses) if losses else np.zeros(0))
+
+
+# ---------------------------------------------------------------- checkpoints
+STATE_FILE = "state.eqx"
+CONFIG_FILE = "config.json"
+
+
+def save_checkpoint(directory: str, state: TrainState, config: TrainConfig, metadata: Optional[dict] = None) -> None:
+    """Write ``state`` (equinox leaf serialisation) and ``config`` + ``metadata`` (JSON) to ``directory``.
+
+    Files are written to temporaries and renamed, so an interrupted save leaves the previous checkpoint intact.
+    """
+    os.makedirs(directory, exist_ok=True)
+    meta = dict(metadata or {})
+    step = int(state.step)
+    meta.update(step=step, num_model_evals=step * config.batch_size)
+    tmp_state = os.path.join(directory, STATE_FILE + ".tmp")
+    eqx.tree_serialise_leaves(tmp_state, state)
+    tmp_cfg = os.path.join(directory, CONFIG_FILE + ".tmp")
+    with open(tmp_cfg, "w") as f:
+        json.dump({"config": dataclasses.asdict(config), "metadata": meta}, f, indent=2)
+    os.replace(tmp_state, os.path.join(directory, STATE_FILE))
+    os.replace(tmp_cfg, os.path.join(directory, CONFIG_FILE))
+
+
+def load_checkpoint(directory: str):
+    """Read a checkpoint written by :func:`save_checkpoint`; returns ``(state, config, metadata)``."""
+    cfg_path = os.path.join(directory, CONFIG_FILE)
+    if not os.path.isfile(cfg_path) or not os.path.isfile(os.path.join(directory, STATE_FILE)):
+        raise FileNotFoundError(f"load_checkpoint: {directory!r} has no {CONFIG_FILE} and {STATE_FILE}")
+    with open(cfg_path) as f:
+        blob = json.load(f)
+    config = TrainConfig(**blob["config"])
+    skeleton = init_train_state(jax.random.key(0), config)
+    state = eqx.tree_deserialise_leaves(os.path.join(directory, STATE_FILE), skeleton)
+    return state, config, blob.get("metadata", {})
+
+
+def load_denoiser(directory: str, ema: bool = True) -> MLPDenoiser:
+    """The trained denoiser of a checkpoint (its EMA weights by default)."""
+    state, _, _ = load_checkpoint(directory)
+    return state.ema if ema else state.model
