@@ -1,4 +1,4 @@
-"""Stochastic samplers against exact GMM samples (mode weights, NLL under the true mixture)."""
+"""Stochastic samplers against exact GMM samples (mode weights, NLL under the true mixture, energy distance)."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -37,6 +37,18 @@ def test_stochastic_sampler_matches_exact_mixture(name, nfe):
     # radial spread (distance to the unit circle): variance of |x| - 1 vs exact
     r_s, r_e = np.linalg.norm(np.asarray(x), axis=1), np.linalg.norm(np.asarray(exact), axis=1)
     assert abs(r_s.mean() - r_e.mean()) < Z * np.sqrt(r_s.var() / N + r_e.var() / N)
+    # energy distance (samplax.metrics) to exact draws: a permutation test at level 1/100 —
+    # the statistic must not exceed every one of 99 statistics of random splits of the pooled draws
+    from samplax.metrics import energy_distance
+
+    n = 800
+    xs, es = np.asarray(x[:n]), np.asarray(exact[:n])
+    stat = float(energy_distance(xs, es)["energy_distance"])
+    pooled = np.concatenate([xs, es])
+    rng = np.random.default_rng(0)
+    null = [float(energy_distance(*np.split(pooled[rng.permutation(2 * n)], 2))["energy_distance"])
+            for _ in range(99)]
+    assert stat <= max(null), (stat, max(null))
 
 
 @pytest.mark.slow
