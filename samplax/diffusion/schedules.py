@@ -55,6 +55,19 @@ class Schedule(eqx.Module):
         """Inverse of :meth:`sigma_ve`."""
         return self.t_from_logsnr(-2.0 * jnp.log(s))
 
+    def state_to_ve(self, x, t):
+        """Map a state of this schedule, ``x_t = alpha(t) x0 + sigma(t) eps``, to the VE convention.
+
+        Returns ``(x_t / alpha(t), sigma(t) / alpha(t))``: the VE state ``x0 + sigma_ve eps``
+        and its noise level, which is what :func:`samplax.diffusion.sample` works with.
+        """
+        return x / self.alpha(t), self.sigma_ve(t)
+
+    def state_from_ve(self, x_ve, sigma_ve):
+        """Inverse of :meth:`state_to_ve`: ``(alpha(t) x_ve, t)`` with ``t = t_from_sigma_ve(sigma_ve)``."""
+        t = self.t_from_sigma_ve(sigma_ve)
+        return self.alpha(t) * x_ve, t
+
     def dalpha(self, t):
         """``d alpha / dt`` (autodiff)."""
         return jax.grad(lambda u: self.alpha(u))(jnp.asarray(t, dtype=jnp.result_type(float)))

@@ -136,3 +136,19 @@ def test_grid_formulas_and_errors():
         sd.make_grid("karras", 4, 1.0, 2.0)
     with pytest.raises(ValueError, match="n must be"):
         sd.make_grid("karras", 0, 1.0, 0.1)
+
+
+@pytest.mark.parametrize("schedule", [sd.VPLinear(), sd.VPCosine(), sd.LinearInterpolant(), sd.EDM(), sd.VE()],
+                         ids=lambda s: type(s).__name__)
+def test_state_conversion_to_and_from_ve(schedule):
+    """x_t = alpha x0 + sigma eps  <->  x_ve = x0 + (sigma/alpha) eps, and back."""
+    x0 = jnp.array([0.3, -1.2])
+    eps = jnp.array([0.7, 0.1])
+    lo, hi = schedule.t_range
+    t = jnp.asarray(lo + 0.37 * (hi - lo))
+    x_t = schedule.alpha(t) * x0 + schedule.sigma(t) * eps
+    x_ve, s_ve = schedule.state_to_ve(x_t, t)
+    np.testing.assert_allclose(x_ve, x0 + s_ve * eps, rtol=1e-10, atol=1e-12)
+    back, t_back = schedule.state_from_ve(x_ve, s_ve)
+    np.testing.assert_allclose(t_back, t, rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(back, x_t, rtol=1e-7, atol=1e-9)
