@@ -251,7 +251,8 @@ def sample(target: Target, method: Any = "nuts", *, seed: int = 0, num_chains: i
         return result
     total = num_warmup + num_samples * thinning
     if chunk_size is None:
-        chunk_size = int(min(max(math.ceil(total / 20), 10), 500))
+        # ~10 chunks: progress and checkpoints stay frequent while per-chunk host work stays small
+        chunk_size = int(min(max(math.ceil(total / 10), 10), 1000))
     chunk_size = _check_int("chunk_size", chunk_size, 1)
     num_chunks = math.ceil(total / chunk_size)
     dtype = jnp.result_type(float)
