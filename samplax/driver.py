@@ -325,16 +325,22 @@ def sample(target: Target, method: Any = "nuts", *, seed: int = 0, num_chains: i
         num_traces[0] += 1
         algo = build(tgt)
 
+        after = algo.adapter.sampling_update or (lambda a, *_: a)
+
         def step_batch(keys, states, astate, i):
             params = algo.adapter.params(astate)
             new_states, infos = jax.vmap(algo.step)(keys, states, params)
-            new_astate = algo.adapter.update(astate, i, new_states, infos)
+            # warm-up iterations adapt; afterwards the adapter is (nearly always) frozen,
+            # and a real branch saves its per-step work
+            new_astate = jax.lax.cond(i < num_warmup, algo.adapter.update, after, astate, i, new_states, infos)
             stats = jax.vmap(algo.stats)(new_states, infos, params)
             return new_states, new_astate, infos, stats
 
+        chain_keys = jax.vmap(lambda c: jax.random.fold_in(k_run, c))(chain_ids)
+
         def one(carry, i):
             states, astate, n_lp, n_grad = carry
-            keys = jax.vmap(lambda c: jax.random.fold_in(jax.random.fold_in(k_run, c), i))(chain_ids)
+            keys = jax.vmap(lambda kc: jax.random.fold_in(kc, i))(chain_keys)
             ii = jnp.broadcast_to(i, (num_padded,))
             new_states, new_astate, infos, stats = in_blocks(
                 lambda k, s, a, j: step_batch(k, s, a, j[0]))(keys, states, astate, ii)
@@ -390,25 +396,34 @@ def sample(target: Target, method: Any = "nuts", *, seed: int = 0, num_chains: i
     bar = _Progress(progress, total, num_warmup, f"{spec.name}/{target.name}")
     interrupted = False
     last_ckpt = time.perf_counter()
-    run_seconds = 0.0
+    t_loop = time.perf_counter()
+
+    def run_seconds():
+        return time.perf_counter() - t_loop
 
     def save_ckpt():
         if ckpt_path is not None:
             _save_checkpoint(ckpt_path, config_hash, carry, draws, stats_store, next_chunk, totals,
-                             seconds_before + run_seconds)
+                             seconds_before + run_seconds())
+
+    def dispatch(chunk, carry):
+        # asynchronous: returns at once, the host copies the previous chunk meanwhile
+        return compiled(dyn_target, carry, jnp.asarray(chunk * chunk_size, jnp.int32), k_run)
 
     try:
+        pending = dispatch(next_chunk, carry) if next_chunk < num_chunks else None
         while next_chunk < num_chunks:
             start = next_chunk * chunk_size
-            ts = time.perf_counter()
-            new_carry, (pos, stats) = compiled(dyn_target, carry, jnp.asarray(start, jnp.int32), k_run)
-            pos = np.asarray(pos)  # blocks
+            new_carry, (pos, stats) = pending
+            next_carry = (new_carry[0], new_carry[1], zeros, zeros)
+            if next_chunk + 1 < num_chunks:
+                pending = dispatch(next_chunk + 1, next_carry)
+            pos = np.asarray(pos)  # blocks until this chunk is done
             stats = jax.tree.map(np.asarray, stats)
-            run_seconds += time.perf_counter() - ts
             n_lp_chunk = np.asarray(new_carry[2])[:num_chains]
             n_grad_chunk = np.asarray(new_carry[3])[:num_chains]
-            carry = (new_carry[0], new_carry[1], zeros, zeros)
-            totals = {"lp": totals["lp"] + int(n_lp_chunk.sum()), "grad": totals["grad"] + int(n_grad_chunk.sum())}
+            new_totals = {"lp": totals["lp"] + int(n_lp_chunk.sum()),
+                          "grad": totals["grad"] + int(n_grad_chunk.sum())}
             steps = start + np.arange(chunk_size)
             keep = (steps >= num_warmup) & (steps < total) & ((steps - num_warmup) % thinning == 0)
             if keep.any():
@@ -418,7 +433,8 @@ def sample(target: Target, method: Any = "nuts", *, seed: int = 0, num_chains: i
                     if k not in stats_store:
                         stats_store[k] = np.zeros((num_chains, num_samples), dtype=v.dtype)
                     stats_store[k][:, idx] = np.swapaxes(v[keep][:, :num_chains], 0, 1)
-            next_chunk += 1
+            # one assignment, so that a Ctrl-C checkpoint is always consistent
+            carry, totals, next_chunk = next_carry, new_totals, next_chunk + 1
             bar.update(min(next_chunk * chunk_size, total))
             if ckpt_path is not None and (time.perf_counter() - last_ckpt >= checkpoint_interval
                                           or next_chunk == num_chunks):
@@ -430,6 +446,7 @@ def sample(target: Target, method: Any = "nuts", *, seed: int = 0, num_chains: i
         if progress:
             sys.stderr.write("\n[samplax] interrupted: "
                              + (f"checkpoint saved in {checkpoint_dir}\n" if ckpt_path else "no checkpoint_dir\n"))
+    run_total = run_seconds()
 
     done_steps = min(next_chunk * chunk_size, total)
     n_kept = max(0, min(num_samples, (done_steps - num_warmup + thinning - 1) // thinning)) if done_steps > num_warmup else 0
@@ -441,7 +458,7 @@ def sample(target: Target, method: Any = "nuts", *, seed: int = 0, num_chains: i
                          if hasattr(final_params, "_asdict") else {})
     cost = {
         "num_logdensity_evals": totals["lp"], "num_grad_evals": totals["grad"],
-        "compile_seconds": compile_seconds, "sampling_seconds": seconds_before + run_seconds,
+        "compile_seconds": compile_seconds, "sampling_seconds": seconds_before + run_total,
         "num_compilations": num_traces[0],
     }
     from samplax.postprocess import finish_result

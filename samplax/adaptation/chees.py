@@ -210,4 +210,9 @@ def chees_adapter(logdensity_fn: Callable, dim: int, num_warmup: int, num_chains
         frozen = st._replace(counter=st.counter + 1)
         return jax.tree.map(lambda a, b: jnp.where(i < nw, a, b), new, frozen)
 
-    return Adapter(init_fn, update, params, per_chain=False)
+    def sampling_update(st, i, states, infos):
+        # after warm-up only the jitter sequence advances (identical to ``update`` there)
+        del i, states, infos
+        return st._replace(counter=st.counter + 1)
+
+    return Adapter(init_fn, update, params, per_chain=False, sampling_update=sampling_update)

@@ -14,7 +14,7 @@ chain's positions (faster warm-up with many chains).
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -49,6 +49,11 @@ class Adapter(NamedTuple):
     #: (``chain_method="sequential"``), which makes draws bitwise independent of
     #: the number of chains.  Pooled adapters set False.
     per_chain: bool = True
+    #: The update during sampling (iterations ``i >= num_warmup``), same signature as
+    #: ``update``.  ``None`` (the usual case) means the state is frozen after warm-up,
+    #: so the driver skips the update there (``lax.cond``) instead of computing it and
+    #: throwing it away.  ChEES sets it to advance its jitter counter.
+    sampling_update: Optional[Callable] = None
 
 
 def window_adapter(logdensity_fn: Callable, params_cls, dim: int, num_warmup: int, *,

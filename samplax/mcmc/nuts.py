@@ -144,13 +144,13 @@ def build_kernel(logdensity_fn: Callable, max_tree_depth: int = 10,
             cr = jnp.where(is_even, cr.at[idx_max].set(rho), cr)
             idx_min = idx_max - _trailing_ones(n) + 1
 
-            def check(k, t):
-                rho_sub = rho - cr[k] + cp[k]
-                turn = metrics.is_turning(imm, cp[k], s.momentum, rho_sub)
-                active = (~is_even) & (k >= idx_min) & (k <= idx_max)
-                return t | (active & turn)
-
-            turning = jax.lax.fori_loop(0, max_tree_depth, check, jnp.asarray(False))
+            # All checkpoint checks at once (one fused vector op instead of a loop):
+            # sub-tree k spans leaves from checkpoint k to n.
+            ks = jnp.arange(max_tree_depth)
+            active = (~is_even) & (ks >= idx_min) & (ks <= idx_max)
+            turns = jax.vmap(metrics.is_turning, in_axes=(None, 0, None, 0))(
+                imm, cp, s.momentum, rho - cr + cp)
+            turning = jnp.any(active & turns)
             return (new_leaf, prop, new_log_w, rho, turning, diverging, nonfinite | is_nonfinite,
                     sum_acc, n + 1, cp, cr)
 
