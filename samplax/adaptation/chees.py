@@ -38,10 +38,9 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from samplax.adaptation.fisher import FisherState, fisher_diagonal, fisher_init, fisher_update
+from samplax.adaptation.fisher import FisherState, fisher_diag_estimator
 from samplax.adaptation.step_size import DualAveragingState, da_init, da_update, find_reasonable_step_size
-from samplax.adaptation.window import window_ends
-from samplax.adaptation.windowed import Adapter
+from samplax.adaptation.windowed import Adapter, select, window_metric_update, window_schedule
 from samplax.core.types import PointState, point_state
 from samplax.mcmc import integrators, metrics
 
@@ -150,18 +149,14 @@ def chees_adapter(logdensity_fn: Callable, dim: int, num_warmup: int, num_chains
                   adapt_mass_matrix: bool = True, initial_step_size=None, initial_trajectory_length=None,
                   max_num_steps: int = 1000) -> Adapter:
     """Pooled ChEES adapter of ``(step_size, inverse_mass_matrix, trajectory_length, jitter)`` (module docstring)."""
-    slow_start, slow_end, ends = window_ends(num_warmup)
-    if not adapt_mass_matrix:
-        ends = -jnp.ones_like(jnp.asarray(ends))
-        slow_start = slow_end = num_warmup
-    ends = jnp.asarray(ends)
-    nw = jnp.asarray(num_warmup, jnp.int32)
-    s0a, s1a = jnp.asarray(slow_start, jnp.int32), jnp.asarray(slow_end, jnp.int32)
+    schedule = window_schedule(num_warmup, adapt_mass_matrix)
+    estimator = fisher_diag_estimator()
+    nw = schedule.num_warmup
 
     def init_fn(keys, states):
         pos = states.position
         dtype = pos.dtype
-        imm = jnp.ones((dim,), dtype)
+        imm = estimator.initial(dim, dtype)
         if initial_step_size is None:
             eps, n = jax.vmap(lambda k, x: find_reasonable_step_size(k, logdensity_fn, x, imm, 1.0))(keys, pos)
             eps0 = jnp.median(eps)
@@ -169,7 +164,7 @@ def chees_adapter(logdensity_fn: Callable, dim: int, num_warmup: int, num_chains
             eps0, n = jnp.asarray(initial_step_size, dtype), jnp.zeros((keys.shape[0],), jnp.int32)
         t0 = eps0 if initial_trajectory_length is None else jnp.asarray(initial_trajectory_length, dtype)
         st = ChEESState(eps0, imm, t0, da_init(eps0), jnp.log(t0), jnp.log(t0), jnp.zeros((), dtype),
-                        jnp.zeros((), dtype), jnp.asarray(0, jnp.int32), fisher_init(dim, False, dtype))
+                        jnp.zeros((), dtype), jnp.asarray(0, jnp.int32), estimator.init(dim, dtype))
         return st, n
 
     def jitter_of(st):
@@ -195,20 +190,15 @@ def chees_adapter(logdensity_fn: Callable, dim: int, num_warmup: int, num_chains
         log_len = st.log_length + jnp.where(jnp.isfinite(upd), upd, 0.0)
         wt = t ** -0.5
         log_avg = (1.0 - wt) * st.log_length_avg + wt * log_len
-        in_slow = (i >= s0a) & (i < s1a)
-        fs = jax.tree.map(lambda a, b: jnp.where(in_slow, a, b),
-                          fisher_update(st.fisher, states.position, states.logdensity_grad), st.fisher)
-        is_end = jnp.any(ends == i)
-        imm = jnp.where(is_end, fisher_diagonal(fs), st.inverse_mass_matrix)
-        fs = jax.tree.map(lambda a, b: jnp.where(is_end, a, b), fisher_init(dim, False, eps.dtype), fs)
-        da = jax.tree.map(lambda a, b: jnp.where(is_end, a, b), da_init(eps), da)
+        fs, imm, da = window_metric_update(schedule, estimator, i, st.fisher, st.inverse_mass_matrix, da, eps,
+                                           states.position, states.logdensity_grad)
         last = i == nw - 1
         eps = jnp.where(last, jnp.exp(da.log_step_size_avg), eps)
         length = jnp.where(last, jnp.exp(log_avg), jnp.exp(log_len))
         length = jnp.clip(length, eps, max_num_steps * eps)
         new = ChEESState(eps, imm, length, da, log_len, log_avg, v, t, st.counter + 1, fs)
         frozen = st._replace(counter=st.counter + 1)
-        return jax.tree.map(lambda a, b: jnp.where(i < nw, a, b), new, frozen)
+        return select(i < nw, new, frozen)
 
     def sampling_update(st, i, states, infos):
         # after warm-up only the jitter sequence advances (identical to ``update`` there)

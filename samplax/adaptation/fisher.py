@@ -40,8 +40,8 @@ import jax
 import jax.numpy as jnp
 
 from samplax.adaptation.mass_matrix import WelfordState, welford_init, welford_update
-from samplax.adaptation.step_size import DualAveragingState, da_init, da_update, find_reasonable_step_size
-from samplax.adaptation.window import window_ends
+from samplax.adaptation.step_size import DualAveragingState, da_init, da_update
+from samplax.adaptation.windowed import Adapter, MetricEstimator, identity_metric, windowed_adapter
 
 #: bounds of a diagonal inverse-mass entry (guards against a zero gradient variance)
 IMM_MIN, IMM_MAX = 1e-20, 1e20
@@ -161,85 +161,62 @@ def fisher_inverse_mass_matrix(state: FisherState, metric: str, rank: int = 0):
 
 
 # ---------------------------------------------------------------------------
-# Stan-windowed adapter with the Fisher estimate in place of Welford's
+# Metric estimators for the Stan-windowed adapter (samplax.adaptation.windowed)
 
 
-class FisherWindowState(NamedTuple):
-    step_size: jax.Array
-    inverse_mass_matrix: jax.Array
-    da: DualAveragingState
-    fisher: FisherState
+def fisher_diag_estimator() -> MetricEstimator:
+    """:class:`~samplax.adaptation.windowed.MetricEstimator`: :func:`fisher_diagonal` of a window's draws and gradients.
+
+    ``C_ii = sqrt(Var[x_i] / Var[g_i])`` (Tran & Kleppe 2024; nutpie's
+    gradient-based mass matrix adaptation).
+    """
+    return MetricEstimator(
+        init=lambda dim, dtype: fisher_init(dim, False, dtype),
+        update=fisher_update,
+        finalize=fisher_diagonal,
+        initial=identity_metric(False),
+        uses_grads=True,
+    )
+
+
+def fisher_low_rank_estimator(rank: int) -> MetricEstimator:
+    """:class:`~samplax.adaptation.windowed.MetricEstimator`: nutpie's low-rank + diagonal metric (module docstring).
+
+    Dense accumulators; ``finalize`` gives the dense ``[d, d]`` matrix of
+    :func:`fisher_low_rank` (at most ``rank`` eigen-directions).
+    """
+    return MetricEstimator(
+        init=lambda dim, dtype: fisher_init(dim, True, dtype),
+        update=fisher_update,
+        finalize=lambda state: low_rank_inverse_mass_matrix(fisher_low_rank(state, rank)),
+        initial=identity_metric(True),
+        uses_grads=True,
+    )
 
 
 def fisher_window_adapter(logdensity_fn: Callable, params_cls, dim: int, num_warmup: int, *,
                           target_accept: float, metric: str = "diag", rank: int = 10,
-                          pooled: bool = False, initial_step_size=None, num_chains: int = 1):
+                          pooled: bool = False, initial_step_size=None, num_chains: int = 1) -> Adapter:
     """Stan's windowed warm-up (:mod:`samplax.adaptation.window`) with a draws+gradients metric.
 
-    Identical schedule to :func:`samplax.adaptation.windowed.window_adapter`
-    (dual averaging throughout, slow windows of doubling length, restart of dual
-    averaging at each window end), but at the end of each slow window the
-    inverse mass matrix becomes the Fisher estimate of that window's draws and
-    gradients: ``sqrt(Var x / Var g)`` (``metric="diag"``) or nutpie's low-rank
-    + diagonal matrix (``metric="low_rank"``, at most ``rank`` directions).
-    Kernel states must carry ``position`` and ``logdensity_grad``.
+    :func:`samplax.adaptation.windowed.windowed_adapter` (dual averaging
+    throughout, slow windows of doubling length, restart of dual averaging at
+    each window end) whose inverse mass matrix, at the end of each slow window,
+    is the Fisher estimate of that window's draws and gradients:
+    ``sqrt(Var x / Var g)`` (``metric="diag"``, :func:`fisher_diag_estimator`) or
+    nutpie's low-rank + diagonal matrix (``metric="low_rank"``, at most ``rank``
+    directions, :func:`fisher_low_rank_estimator`).  Kernel states must carry
+    ``position`` and ``logdensity_grad``.
     """
-    from samplax.adaptation.windowed import Adapter
-
-    if metric not in ("diag", "low_rank"):
+    if metric == "diag":
+        estimator = fisher_diag_estimator()
+    elif metric == "low_rank":
+        estimator = fisher_low_rank_estimator(min(int(rank), dim))
+    else:
         raise ValueError(f"fisher_window_adapter: metric must be 'diag' or 'low_rank', got {metric!r}")
-    dense = metric == "low_rank"
-    rank = min(int(rank), dim)
-    slow_start, slow_end, ends = window_ends(num_warmup)
-    ends = jnp.asarray(ends)
-    num_warmup_a = jnp.asarray(num_warmup, jnp.int32)
-    slow_start_a, slow_end_a = jnp.asarray(slow_start, jnp.int32), jnp.asarray(slow_end, jnp.int32)
-    target = jnp.asarray(target_accept)
-
-    def init_one(key, state):
-        pos = state.position
-        imm = jnp.eye(dim, dtype=pos.dtype) if dense else jnp.ones((dim,), pos.dtype)
-        eps0 = jnp.asarray(1.0 if initial_step_size is None else initial_step_size, pos.dtype)
-        n = jnp.asarray(0, jnp.int32)
-        if initial_step_size is None:
-            eps0, n = find_reasonable_step_size(key, logdensity_fn, pos, imm, eps0)
-        return FisherWindowState(eps0, imm, da_init(eps0), fisher_init(dim, dense, pos.dtype)), n
-
-    def init(keys, states):
-        ws, n = jax.vmap(init_one)(keys, states)
-        if pooled:
-            eps0 = jnp.median(ws.step_size)
-            one = jax.tree.map(lambda a: a[0], ws)
-            ws = FisherWindowState(eps0, one.inverse_mass_matrix, da_init(eps0), one.fisher)
-        return ws, n
-
-    def update_one(ws, i, accept_stat, positions, grads):
-        da = da_update(ws.da, accept_stat, target)
-        step_size = jnp.exp(da.log_step_size)
-        in_slow = (i >= slow_start_a) & (i < slow_end_a)
-        fs = jax.tree.map(lambda a, b: jnp.where(in_slow, a, b), fisher_update(ws.fisher, positions, grads), ws.fisher)
-        is_end = jnp.any(ends == i)
-        imm = jnp.where(is_end, fisher_inverse_mass_matrix(fs, metric, rank), ws.inverse_mass_matrix)
-        fs = jax.tree.map(lambda a, b: jnp.where(is_end, a, b), fisher_init(dim, dense, positions.dtype), fs)
-        da = jax.tree.map(lambda a, b: jnp.where(is_end, a, b), da_init(step_size), da)
-        step_size = jnp.where(i == num_warmup_a - 1, jnp.exp(da.log_step_size_avg), step_size)
-        new = FisherWindowState(step_size, imm, da, fs)
-        return jax.tree.map(lambda a, b: jnp.where(i < num_warmup_a, a, b), new, ws)
-
-    def update(ws, i, states, infos):
-        accept = jnp.where(jnp.isfinite(infos.acceptance_rate), infos.acceptance_rate, 0.0)
-        pos, grad = states.position, states.logdensity_grad
-        if pooled:
-            return update_one(ws, i, jnp.mean(accept), pos, grad)
-        return jax.vmap(update_one, in_axes=(0, None, 0, 0, 0))(ws, i, accept, pos[:, None, :], grad[:, None, :])
-
-    def params(ws):
-        p = params_cls(ws.step_size, ws.inverse_mass_matrix)
-        if pooled:
-            p = jax.tree.map(lambda a: jnp.broadcast_to(a, (num_chains,) + a.shape), p)
-        return p
-
-    return Adapter(init, update, params, per_chain=not pooled)
+    return windowed_adapter(logdensity_fn, params_cls, dim, num_warmup, estimator, target_accept=target_accept,
+                            pooled=pooled, initial_step_size=initial_step_size, find_initial_step_size=True,
+                            num_chains=num_chains)
 
 
 # ---------------------------------------------------------------------------

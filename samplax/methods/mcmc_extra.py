@@ -27,8 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from samplax.adaptation.mass_matrix import welford_covariance, welford_init, welford_update
-from samplax.adaptation.window import window_ends
-from samplax.adaptation.windowed import Adapter, WindowState  # noqa: F401
+from samplax.adaptation.windowed import Adapter, WindowState, select, window_schedule  # noqa: F401
 from samplax.methods import Algorithm, MethodSpec, Option, register_method
 
 slice_m = importlib.import_module("samplax.mcmc.slice")
@@ -66,14 +65,8 @@ def moment_adapter(dim: int, num_warmup: int, num_chains: int, make_params: Call
     ``c = 0``, ``s = 1``; after warm-up nothing changes.
     ``make_params(center, scale) -> params`` (one chain).
     """
-    slow_start, slow_end, ends = window_ends(num_warmup)
-    if not adapt:
-        ends = -np.ones_like(ends)
-        slow_start = slow_end = num_warmup
-    ends = jnp.asarray(ends)
-    slow_start_a = jnp.asarray(slow_start, jnp.int32)
-    slow_end_a = jnp.asarray(slow_end, jnp.int32)
-    num_warmup_a = jnp.asarray(num_warmup, jnp.int32)
+    schedule = window_schedule(num_warmup, adapt)
+    num_warmup_a = schedule.num_warmup
 
     def init(keys, states):
         n = keys.shape[0]  # the batch of chains the driver passes (may be a block)
@@ -85,13 +78,13 @@ def moment_adapter(dim: int, num_warmup: int, num_chains: int, make_params: Call
         return (c, s, w), jnp.zeros((n,), jnp.int32)
 
     def update_one(c, s, w, i, x):
-        in_slow = (i >= slow_start_a) & (i < slow_end_a) & (i < num_warmup_a)
-        w = jax.tree.map(lambda a, b: jnp.where(in_slow, a, b), welford_update(w, x[None, :]), w)
-        is_end = jnp.any(ends == i) & (i < num_warmup_a)
+        in_slow = schedule.in_slow(i) & (i < num_warmup_a)
+        w = select(in_slow, welford_update(w, x[None, :]), w)
+        is_end = schedule.is_end(i) & (i < num_warmup_a)
         c = jnp.where(is_end, w.mean, c)
         var = welford_covariance(w, regularize=False)
         s = jnp.where(is_end & (var > 0), jnp.sqrt(var), s)
-        w = jax.tree.map(lambda a, b: jnp.where(is_end, a, b), welford_init(dim, False, x.dtype), w)
+        w = select(is_end, welford_init(dim, False, x.dtype), w)
         return c, s, w
 
     def update(astate, i, states, infos):
@@ -124,29 +117,33 @@ def _slice_options(width_default=None):
     return out
 
 
-def _build_gpss(logdensity_fn, dim, num_warmup, num_chains, **o):
-    if dim < 2:
-        raise ValueError(f"method 'gpss' needs a target of dimension >= 2 (polar coordinates), got dim={dim}")
+def _width_slice_builder(module, params_cls, min_dim_error=None) -> Callable:
+    """``build`` of a slice sampler with params ``params_cls(center, scale, width)`` and options ``width``, ``max_steps``.
 
-    def init(key, position):
-        return gpss_m.init(key, position, logdensity_fn)
+    ``min_dim_error``: if given, a target of dimension < 2 is refused with this
+    message (formatted with ``dim``).
+    """
 
-    def make(c, s):
-        return gpss_m.GPSSParams(c, s, jnp.asarray(o["width"], c.dtype))
+    def build(logdensity_fn, dim, num_warmup, num_chains, **o):
+        if min_dim_error is not None and dim < 2:
+            raise ValueError(min_dim_error.format(dim=dim))
 
-    step = gpss_m.build_kernel(logdensity_fn, o["max_steps"])
-    return Algorithm(init, step, moment_adapter(dim, num_warmup, num_chains, make, adapt=o["adapt"]), _slice_stats)
+        def init(key, position):
+            return module.init(key, position, logdensity_fn)
+
+        def make(c, s):
+            return params_cls(c, s, jnp.asarray(o["width"], c.dtype))
+
+        step = module.build_kernel(logdensity_fn, o["max_steps"])
+        return Algorithm(init, step, moment_adapter(dim, num_warmup, num_chains, make, adapt=o["adapt"]),
+                         _slice_stats)
+
+    return build
 
 
-def _build_hrs(logdensity_fn, dim, num_warmup, num_chains, **o):
-    def init(key, position):
-        return slice_m.init(key, position, logdensity_fn)
-
-    def make(c, s):
-        return slice_m.HitAndRunSliceParams(c, s, jnp.asarray(o["width"], c.dtype))
-
-    step = slice_m.build_kernel(logdensity_fn, o["max_steps"])
-    return Algorithm(init, step, moment_adapter(dim, num_warmup, num_chains, make, adapt=o["adapt"]), _slice_stats)
+_build_gpss = _width_slice_builder(
+    gpss_m, gpss_m.GPSSParams, "method 'gpss' needs a target of dimension >= 2 (polar coordinates), got dim={dim}")
+_build_hrs = _width_slice_builder(slice_m, slice_m.HitAndRunSliceParams)
 
 
 def _build_ess(logdensity_fn, dim, num_warmup, num_chains, **o):
@@ -243,20 +240,21 @@ def warmup_flag_adapter(inner: Adapter, num_warmup: int, make_params: Callable) 
     return Adapter(init, update, params)
 
 
-def _build_ula(logdensity_fn, dim, num_warmup, num_chains, **o):
-    def init(key, position):
-        return langevin_m.init(key, position, logdensity_fn)
+def _langevin_builder(build_kernel: Callable) -> Callable:
+    """``build`` of an overdamped Langevin method whose kernel is ``build_kernel(logdensity_fn)``."""
 
-    return Algorithm(init, langevin_m.build_ula_kernel(logdensity_fn), _langevin_adapter(
-        logdensity_fn, dim, num_warmup, num_chains, o), _basic_stats)
+    def build(logdensity_fn, dim, num_warmup, num_chains, **o):
+        def init(key, position):
+            return langevin_m.init(key, position, logdensity_fn)
+
+        return Algorithm(init, build_kernel(logdensity_fn), _langevin_adapter(
+            logdensity_fn, dim, num_warmup, num_chains, o), _basic_stats)
+
+    return build
 
 
-def _build_rlmc(logdensity_fn, dim, num_warmup, num_chains, **o):
-    def init(key, position):
-        return langevin_m.init(key, position, logdensity_fn)
-
-    return Algorithm(init, langevin_m.build_randomized_midpoint_kernel(logdensity_fn), _langevin_adapter(
-        logdensity_fn, dim, num_warmup, num_chains, o), _basic_stats)
+_build_ula = _langevin_builder(langevin_m.build_ula_kernel)
+_build_rlmc = _langevin_builder(langevin_m.build_randomized_midpoint_kernel)
 
 
 def _langevin_adapter(logdensity_fn, dim, num_warmup, num_chains, o):
