@@ -3,8 +3,8 @@
 Methods: ``gpss``, ``elliptical_slice``, ``hit_and_run_slice`` (exact, derivative free);
 ``ula``, ``randomized_midpoint_overdamped``, ``kinetic_langevin``, ``randomized_midpoint``
 (underdamped), ``mclmc`` (unadjusted: a ``biased`` run warning is attached, and during
-warm-up ULA / randomized midpoint / kinetic Langevin Metropolize their moves so that dual averaging can explore step
-sizes without the chain diverging); ``adjusted_mclmc`` (exact); ``myula``,
+warm-up ULA / both randomized midpoint schemes / kinetic Langevin Metropolize their moves
+so that dual averaging can explore step sizes without the chain diverging); ``adjusted_mclmc`` (exact); ``myula``,
 ``bregman_myula`` (need a :class:`~samplax.targets.composite.CompositeTarget`).
 
 The unadjusted and proximal methods run through a ``runner`` (to attach the run
