@@ -120,8 +120,9 @@ def build_randomized_midpoint_kernel(logdensity_fn: Callable) -> Callable:
 
     (the same Brownian path drives the midpoint and the full step).  Two
     gradient evaluations per step (at ``x_u`` and at ``x'``).  BIASED at finite
-    step size.  (Shen & Lee's main algorithm is for the underdamped diffusion;
-    this is its overdamped form.)
+    step size.  (Shen & Lee's main algorithm is for the underdamped diffusion,
+    :mod:`samplax.mcmc.randomized_midpoint`; this is its overdamped form,
+    registered as ``randomized_midpoint_overdamped``.)
     """
     vg = jax.value_and_grad(logdensity_fn)
     grad = jax.grad(logdensity_fn)
@@ -163,7 +164,8 @@ def ula(logdensity_fn: Callable, step_size, inverse_mass_matrix=None) -> Kernel:
     return _kernel(build_ula_kernel, logdensity_fn, step_size, inverse_mass_matrix)
 
 
-def randomized_midpoint(logdensity_fn: Callable, step_size, inverse_mass_matrix=None) -> Kernel:
-    """Randomized-midpoint Langevin kernel (biased at finite step size; see
-    :func:`build_randomized_midpoint_kernel`)."""
+def randomized_midpoint_overdamped(logdensity_fn: Callable, step_size, inverse_mass_matrix=None) -> Kernel:
+    """Overdamped randomized-midpoint Langevin kernel (biased at finite step size; see
+    :func:`build_randomized_midpoint_kernel`).  The underdamped (kinetic) scheme of
+    Shen & Lee 2019 is :func:`samplax.mcmc.randomized_midpoint`."""
     return _kernel(build_randomized_midpoint_kernel, logdensity_fn, step_size, inverse_mass_matrix)

@@ -1,10 +1,10 @@
 """Registration of the slice samplers, the Langevin family, MCLMC and the proximal samplers.
 
 Methods: ``gpss``, ``elliptical_slice``, ``hit_and_run_slice`` (exact, derivative free);
-``ula``, ``randomized_midpoint``, ``kinetic_langevin``, ``mclmc`` (unadjusted: a
-``biased`` run warning is attached, and during warm-up ULA / randomized midpoint /
-kinetic Langevin Metropolize their moves so that dual averaging can explore step
-sizes without the chain diverging); ``adjusted_mclmc`` (exact); ``myula``,
+``ula``, ``randomized_midpoint_overdamped``, ``kinetic_langevin``, ``randomized_midpoint``
+(underdamped), ``mclmc`` (unadjusted: a ``biased`` run warning is attached, and during
+warm-up ULA / both randomized midpoint schemes / kinetic Langevin Metropolize their moves
+so that dual averaging can explore step sizes without the chain diverging); ``adjusted_mclmc`` (exact); ``myula``,
 ``bregman_myula`` (need a :class:`~samplax.targets.composite.CompositeTarget`).
 
 The unadjusted and proximal methods run through a ``runner`` (to attach the run
@@ -300,13 +300,46 @@ register_method(MethodSpec(
     "Unadjusted Langevin algorithm, preconditioned; BIASED at finite step size (Roberts & Tweedie 1996)",
     _langevin_options(0.9), runner=_biased_runner(_BIAS_MSG)))
 register_method(MethodSpec(
-    "randomized_midpoint", _build_rlmc,
-    "Randomized-midpoint Langevin Monte Carlo (Shen & Lee 2019; Yu & Dalalyan 2024); BIASED at finite step size",
+    "randomized_midpoint_overdamped", _build_rlmc,
+    "Randomized-midpoint overdamped Langevin Monte Carlo (Shen & Lee 2019; He, Balasubramanian & Erdogdu 2020; "
+    "Yu & Dalalyan 2024); BIASED at finite step size",
     _langevin_options(0.9), runner=_biased_runner(_BIAS_MSG)))
 register_method(MethodSpec(
     "kinetic_langevin", _build_kl,
     "Underdamped Langevin, BAOAB splitting (Leimkuhler & Matthews 2013); BIASED at finite step size",
     {**_langevin_options(0.9),
+     "friction": Option(1.0, "friction gamma (in units of the adapted metric's time scale)", _pos_float,
+                        "a positive number")},
+    runner=_biased_runner(_BIAS_MSG)))
+
+rmkl_m = importlib.import_module("samplax.mcmc.randomized_midpoint")
+
+
+def _build_rmkl(logdensity_fn, dim, num_warmup, num_chains, **o):
+    """Randomized-midpoint kinetic Langevin (Shen & Lee 2019) with the same warm-up as ``kinetic_langevin``."""
+    gamma = o["friction"]
+
+    def init(key, position):
+        return rmkl_m.init(key, position, logdensity_fn)
+
+    def make(p, in_warmup):
+        return rmkl_m.RandomizedMidpointParams(p.step_size, p.inverse_mass_matrix,
+                                               jnp.full_like(p.step_size, gamma), in_warmup)
+
+    inner = _adapter(logdensity_fn, _EpsImm, dim, num_warmup, num_chains, o)
+    return Algorithm(init, rmkl_m.build_kernel(logdensity_fn), warmup_flag_adapter(inner, num_warmup, make),
+                     _kl_stats)
+
+
+_RM_SURROGATE = ("target acceptance statistic for dual averaging (a surrogate: min(1, exp(-W)) with the "
+                 "discretization work W = log p(x) - log p(x') + g(x_mid).(x' - x); the move is always taken)")
+_rm_opts = _langevin_options(0.9)
+_rm_opts["target_accept"] = dataclasses.replace(_rm_opts["target_accept"], doc=_RM_SURROGATE)
+register_method(MethodSpec(
+    "randomized_midpoint", _build_rmkl,
+    "Underdamped (kinetic) Langevin, randomized midpoint discretization (Shen & Lee 2019; Yu & Dalalyan 2024); "
+    "2 gradients per step; BIASED at finite step size",
+    {**_rm_opts,
      "friction": Option(1.0, "friction gamma (in units of the adapted metric's time scale)", _pos_float,
                         "a positive number")},
     runner=_biased_runner(_BIAS_MSG)))

@@ -1,4 +1,5 @@
-"""Unadjusted Langevin family: ula, randomized_midpoint, kinetic_langevin.
+"""Unadjusted Langevin family: ula, randomized_midpoint_overdamped, kinetic_langevin
+(the underdamped randomized_midpoint has its own file, test_randomized_midpoint.py).
 
 The tests compare against the *exact stationary law of the discretization* on
 a Gaussian target (derived in tests/mcmc/mcmc2_helpers.py): mean m, covariance
@@ -36,8 +37,8 @@ def test_ula_exact_stationary_law():
     assert r.cost["num_grad_evals"] == r.cost["num_logdensity_evals"]
 
 
-def test_randomized_midpoint_exact_stationary_law():
-    r, mean, cov = _run("randomized_midpoint", **FIXED)
+def test_randomized_midpoint_overdamped_exact_stationary_law():
+    r, mean, cov = _run("randomized_midpoint_overdamped", **FIXED)
     v = rlmc_stationary_cov(cov, EPS)
     check_moments(r, mean, np.sqrt(np.diag(v)), z=5.0)
     # two gradients per step (midpoint and new point)
@@ -63,7 +64,8 @@ def test_stationary_formulas_scalar():
     assert np.isclose(rlmc_stationary_cov(np.array([[s2]]), eps)[0, 0], rl)
 
 
-@pytest.mark.parametrize("method", ["ula", "randomized_midpoint", "kinetic_langevin"])
+@pytest.mark.parametrize("method", ["ula", "randomized_midpoint_overdamped", "kinetic_langevin",
+                                    "randomized_midpoint"])
 def test_kernel_counts_and_factories(method, key):
     lp = lambda x: -0.5 * jnp.sum(x**2 / jnp.array([1.0, 4.0]))  # noqa: E731
     counted, count = counting(lp)
@@ -97,4 +99,5 @@ def test_bad_options():
     with pytest.raises(ValueError, match="target_accept"):
         samplax.sample(target, method="ula", target_accept=1.5, num_samples=10, progress=False)
     with pytest.raises(TypeError, match="unknown option"):
-        samplax.sample(target, method="randomized_midpoint", friction=1.0, num_samples=10, progress=False)
+        samplax.sample(target, method="randomized_midpoint_overdamped", friction=1.0, num_samples=10,
+                       progress=False)
