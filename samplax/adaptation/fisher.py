@@ -41,6 +41,7 @@ import jax.numpy as jnp
 
 from samplax.adaptation.mass_matrix import WelfordState, welford_init, welford_update
 from samplax.adaptation.step_size import DualAveragingState, da_init, da_update
+from samplax.mcmc.metrics import LowRankMetric, low_rank_to_dense
 from samplax.adaptation.windowed import Adapter, MetricEstimator, identity_metric, windowed_adapter
 
 #: bounds of a diagonal inverse-mass entry (guards against a zero gradient variance)
@@ -105,14 +106,6 @@ def spd_geometric_mean_inverse(a, b):
     return 0.5 * (out + out.T)
 
 
-class LowRankMetric(NamedTuple):
-    """``C = diag(s) (I + U diag(l - 1) U^T) diag(s)``; unused columns of ``U`` have ``l = 1``."""
-
-    scale: jax.Array  # s = sqrt(diagonal Fisher estimate), [d]
-    vectors: jax.Array  # U, [d, rank]
-    values: jax.Array  # l, [rank]
-
-
 def fisher_low_rank(state: FisherState, rank: int, cutoff: float = 2.0, gamma: float = 1e-5) -> LowRankMetric:
     """nutpie's low-rank + diagonal estimate from dense accumulators (see the module docstring).
 
@@ -145,10 +138,7 @@ def fisher_low_rank(state: FisherState, rank: int, cutoff: float = 2.0, gamma: f
 
 def low_rank_inverse_mass_matrix(m: LowRankMetric):
     """The dense ``[d, d]`` inverse mass matrix of a :class:`LowRankMetric`."""
-    d = m.scale.shape[0]
-    core = jnp.eye(d, dtype=m.scale.dtype) + (m.vectors * (m.values - 1.0)) @ m.vectors.T
-    c = core * jnp.outer(m.scale, m.scale)
-    return 0.5 * (c + c.T)
+    return low_rank_to_dense(m)
 
 
 def fisher_inverse_mass_matrix(state: FisherState, metric: str, rank: int = 0):

@@ -49,6 +49,7 @@ from samplax.adaptation.fisher import (
     RunningFisherState, fisher_window_adapter, running_init, running_prepare, running_update,
 )
 from samplax.adaptation.step_size import find_reasonable_step_size
+from samplax.mcmc.metrics import LowRankMetric, low_rank_to_dense
 from samplax.mcmc import integrators
 import importlib  # noqa: E402
 nuts_m = importlib.import_module("samplax.mcmc.nuts")  # trapezoidal U-turn criterion lives in metrics.is_turning
@@ -194,10 +195,70 @@ def _auto_options():
         "step_tol": Option(0.15, "stop when the RMS over chains of the log change of the step size over a chunk "
                            "is below this", _pos_num,
                            "a positive number"),
+        "low_rank": Option(True, "after the diagonal warm-up, switch to nutpie's low-rank + diagonal Fisher "
+                           "metric estimated from the last warm-up draws and gradients of all chains when some "
+                           "direction's scale differs from the diagonal's by more than low_rank_cutoff",
+                           lambda v: isinstance(v, bool), "True/False"),
+        "max_rank": Option(32, "most eigen-directions of the low-rank correction", _pos_int, "an int >= 1"),
+        "low_rank_cutoff": Option(2.0, "keep eigen-directions with max(l, 1/l) above this", 
+                                  lambda v: _pos_num(v) and v > 1.0, "a number > 1"),
         "rhat_tol": Option(1.1, "stop when the chunk's split R-hat (all coordinates, lp) is below this",
                            lambda v: _pos_num(v) and v > 1.0, "a number > 1"),
         **_nuts_options(),
     }
+
+
+def _pooled_low_rank(xs, gs, max_rank: int, cutoff: float, gamma: float = 1e-5, rank=None):
+    """nutpie's low-rank + diagonal Fisher metric from pooled warm-up draws ``xs`` and gradients ``gs`` ``[n, d]``.
+
+    Diagonal ``D = sqrt(Var x / Var g)`` and ``s = sqrt(D)``; with ``x~ = x / s`` and
+    ``g~ = g s`` the Fisher-optimal full covariance is the SPD geometric mean
+    ``Sigma = A # B^{-1}`` of ``A = Cov[x~] + gamma I`` and ``B = Cov[g~] + gamma I``
+    (exact for a Gaussian target from any ``d + 1`` draws, because ``g`` is then
+    an affine function of ``x``).  The eigen-directions of ``Sigma`` with
+    ``max(l, 1/l) > cutoff`` are kept (at most ``max_rank``, largest ``|log l|``
+    first); the structural rank is their number rounded up to a power of two.
+    ``rank`` fixes the structural rank instead (then the metric is returned
+    even when no direction passes, with every ``l = 1``: the diagonal).
+    Returns ``(LowRankMetric or None, info)``; None when no direction passes the
+    cutoff, when there are fewer than ``2 d`` finite draws, or when a moment is degenerate.
+    """
+    n, d = xs.shape
+    ok = np.all(np.isfinite(xs), axis=1) & np.all(np.isfinite(gs), axis=1)
+    xs, gs = xs[ok].astype(np.float64), gs[ok].astype(np.float64)
+    info = {"num_draws": int(xs.shape[0]), "kept": 0, "eigenvalues": []}
+    if xs.shape[0] < 2 * d:
+        info["reason"] = "fewer than 2 d draws"
+        return None, info
+    vx, vg = xs.var(axis=0, ddof=1), gs.var(axis=0, ddof=1)
+    if not (np.all(vx > 0) and np.all(vg > 0)):
+        info["reason"] = "zero variance"
+        return None, info
+    s = np.sqrt(np.sqrt(vx / vg))
+    a = np.cov((xs / s).T).reshape(d, d) + gamma * np.eye(d)
+    b = np.cov((gs * s).T).reshape(d, d) + gamma * np.eye(d)
+    la, ua = np.linalg.eigh(a)
+    a_half = (ua * np.sqrt(np.maximum(la, 1e-300))) @ ua.T
+    li, ui = np.linalg.eigh(a_half @ b @ a_half)
+    sigma = a_half @ ((ui / np.sqrt(np.maximum(li, 1e-300))) @ ui.T) @ a_half
+    lam, u = np.linalg.eigh(0.5 * (sigma + sigma.T))
+    lam = np.maximum(lam, 1e-300)
+    dist = np.abs(np.log(lam))
+    order = np.argsort(-dist)
+    kept = int(min(np.sum(dist > np.log(cutoff)), max_rank, d))
+    info.update(kept=kept, eigenvalues=np.sort(lam)[::-1][:8].tolist() + (["..."] if d > 8 else []))
+    if not np.all(np.isfinite(sigma)):
+        info["reason"] = "non-finite estimate"
+        return None, info
+    if kept == 0 and rank is None:
+        info["reason"] = "no direction beyond the cutoff"
+        return None, info
+    k = int(rank) if rank is not None else int(min(d, max_rank, 1 << (kept - 1).bit_length()))
+    kept = min(kept, k)
+    idx = order[:k]
+    vals = np.where(np.arange(k) < kept, lam[idx], 1.0)
+    dtype = jnp.result_type(float)
+    return LowRankMetric(jnp.asarray(s, dtype), jnp.asarray(u[:, idx], dtype), jnp.asarray(vals, dtype)), info
 
 
 def _rhat_check(pos, lp):
@@ -264,26 +325,35 @@ def auto_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init
 
         return jax.vmap(one)(chain_ids, x0)
 
-    def run_chunk(tgt, carry, start, phase, n_active, k_run):
+    def run_chunk(tgt, carry, start, phase, n_active, k_run, metric):
+        """``metric``: None (per-chain running diagonal) or a pooled LowRankMetric (structural)."""
         _, step = kernel(tgt)
+        chain_keys = jax.vmap(lambda c: jax.random.fold_in(k_run, c))(chain_ids)
+
+        def adapt(rs_p, info, new_states):
+            return jax.vmap(lambda r, a, x, g: running_update(r, a, x, g, target_accept, late_interval=K))(
+                rs_p, info.acceptance_rate, new_states.position, new_states.logdensity_grad)
 
         def one(carry, j):
             states, rs = carry
             i = start + j
             active = j < n_active
             rs_p = jax.vmap(running_prepare, (0, None))(rs, phase)
-            keys = jax.vmap(lambda c: jax.random.fold_in(jax.random.fold_in(k_run, c), i))(chain_ids)
-            params = nuts_m.NUTSParams(rs_p.step_size, rs_p.inverse_mass_matrix)
+            keys = jax.vmap(lambda kc: jax.random.fold_in(kc, i))(chain_keys)
+            imm = rs_p.inverse_mass_matrix if metric is None else jax.tree.map(
+                lambda a: jnp.broadcast_to(a, (num_chains,) + a.shape), metric)
+            params = nuts_m.NUTSParams(rs_p.step_size, imm)
             new_states, info = jax.vmap(step)(keys, states, params)
-            rs_n = jax.vmap(lambda r, a, x, g: running_update(r, a, x, g, target_accept, late_interval=K))(
-                rs_p, info.acceptance_rate, new_states.position, new_states.logdensity_grad)
+            # sampling (phase 2) freezes the adaptation: skip its work
+            rs_n = jax.lax.cond(phase == 2, lambda *a: rs_p, adapt, rs_p, info, new_states)
             new_states = jax.tree.map(lambda a, b: jnp.where(active, a, b), new_states, states)
             rs_n = jax.tree.map(lambda a, b: jnp.where(active, a, b), rs_n, rs)
             stats = _nuts_stats(new_states, info, params)
-            return (new_states, rs_n), (new_states.position, stats, jnp.where(active, info.num_grad_evals, 0))
+            return (new_states, rs_n), (new_states.position, new_states.logdensity_grad, stats,
+                                        jnp.where(active, info.num_grad_evals, 0))
 
-        carry, (pos, stats, ng) = jax.lax.scan(one, carry, jnp.arange(K, dtype=jnp.int32))
-        return carry, pos, stats, jnp.sum(ng)
+        carry, (pos, grads, stats, ng) = jax.lax.scan(one, carry, jnp.arange(K, dtype=jnp.int32))
+        return carry, pos, grads, stats, jnp.sum(ng)
 
     cache_key = driver._cache_key(spec, o, static_target, dyn_target, num_chains, K, dtype)
     cached = _COMPILED.get(cache_key) if cache_key is not None else None
@@ -291,41 +361,78 @@ def auto_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init
     states, rs, n_init = init_jit(dyn_target, x0, k_adapt)
     carry = (states, rs)
     i32 = lambda v: jnp.asarray(v, jnp.int32)  # noqa: E731
-    t0 = time.perf_counter()
-    if cached is not None:
-        compiled = cached[1]
-    else:
-        compiled = jax.jit(run_chunk).lower(dyn_target, carry, i32(0), i32(0), i32(K), k_run).compile()
-        if cache_key is not None:
-            _COMPILED[cache_key] = (init_jit, compiled)
+    num_compilations = 0
+    compile_seconds = 0.0
+
+    def get_compiled(metric):
+        """The chunk program for the diagonal (``metric`` None) or a low-rank metric of its rank (cached)."""
+        nonlocal num_compilations, compile_seconds
+        k = None if metric is None else int(metric.values.shape[0])
+        ck = None if cache_key is None else cache_key + (k,)
+        hit = _COMPILED.get(ck) if ck is not None else None
+        if hit is not None:
+            return hit[1]
+        t0 = time.perf_counter()
+        c = jax.jit(run_chunk).lower(dyn_target, carry, i32(0), i32(0), i32(K), k_run, metric).compile()
+        compile_seconds += time.perf_counter() - t0
+        num_compilations += 1
+        if ck is not None:
+            _COMPILED[ck] = (init_jit, c)
             while len(_COMPILED) > 16:
                 _COMPILED.pop(next(iter(_COMPILED)))
-    compile_seconds = time.perf_counter() - t0
+        return c
+
+    if cache_key is not None and cached is None:
+        _COMPILED[cache_key] = (init_jit, None)
+    compiled = get_compiled(None)
+    metric = None
 
     n_grad = int(num_chains) + int(np.sum(n_init))
     run_seconds = 0.0
     step_i = 0
     bar = driver._Progress(progress, num_warmup + num_samples * thinning, num_warmup, f"auto/{target.name}")
 
-    def go(phase, n):
-        nonlocal carry, n_grad, run_seconds, step_i
-        ts = time.perf_counter()
-        carry, pos, stats, ng = compiled(dyn_target, carry, i32(step_i), i32(phase), i32(n), k_run)
-        pos = np.asarray(pos)[:n]
-        stats = {k: np.asarray(v)[:n] for k, v in stats.items()}
-        run_seconds += time.perf_counter() - ts
-        n_grad += int(ng)
+    def launch(phase, n):
+        nonlocal carry, step_i
+        out = compiled(dyn_target, carry, i32(step_i), i32(phase), i32(n), k_run, metric)
+        carry = out[0]
         step_i += n
-        return pos, stats
+        return out, n
+
+    def collect(launched):
+        nonlocal n_grad
+        (_, pos, grads, stats, ng), n = launched
+        pos = np.asarray(pos)[:n]
+        grads = np.asarray(grads)[:n]
+        stats = {k: np.asarray(v)[:n] for k, v in stats.items()}
+        n_grad += int(ng)
+        return pos, grads, stats
+
+    def go(phase, n):
+        nonlocal run_seconds
+        ts = time.perf_counter()
+        out = collect(launch(phase, n))
+        run_seconds += time.perf_counter() - ts
+        return out
 
     # ---------------------------------------------------------------- warm-up
     adapt_done = 0
     prev = None
     converged = False
     history = []
+    recent = []  # (positions, gradients) of the latest chunks, for the low-rank metric
+    use_low_rank = bool(o["low_rank"]) and d >= 2
+    low_rank_info = {}
+
+    def low_rank_from(chunks, rank=None):
+        xs = np.concatenate([p.reshape(-1, d) for p, _ in chunks])
+        gs = np.concatenate([g.reshape(-1, d) for _, g in chunks])
+        return _pooled_low_rank(xs, gs, int(o["max_rank"]), float(o["low_rank_cutoff"]), rank=rank)
+
     while adapt_done < max_adapt:
         n = min(K, max_adapt - adapt_done)
-        pos, stats = go(0, n)
+        pos, grads, stats = go(0, n)
+        recent = (recent + [(pos, grads)])[-2:]
         adapt_done += n
         bar.update(adapt_done)
         rs_now: RunningFisherState = carry[1]
@@ -340,7 +447,20 @@ def auto_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init
             if d_mass < o["mass_tol"] and d_step < o["step_tol"] and r_hat < o["rhat_tol"]:
                 converged = True
                 break
+            if use_low_rank and metric is None and len(recent) == 2:
+                # not settled with the diagonal: try the low-rank metric now, keep adapting
+                cand, low_rank_info = low_rank_from(recent)
+                if cand is not None:
+                    metric, compiled = cand, get_compiled(cand)
+                    history[-1]["switched_to_low_rank"] = int(cand.values.shape[0])
+                    recent, snap = [], None
         prev = snap
+    if use_low_rank and recent and term > 0:
+        # final estimate from the latest draws (structural rank kept once chosen)
+        cand, low_rank_info = low_rank_from(recent, None if metric is None else int(metric.values.shape[0]))
+        if cand is not None:
+            metric, compiled = cand, get_compiled(cand)
+    metric_kind = "fisher_diag" if metric is None else f"fisher_low_rank(k={int(metric.values.shape[0])})"
     if term > 0:
         left = term
         while left > 0:
@@ -350,23 +470,32 @@ def auto_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init
     warmup_used = adapt_done + term
 
     # ---------------------------------------------------------------- sampling
+    # Nothing is decided on the host any more: queue every chunk (asynchronous
+    # dispatch), then copy the draws out.
     total = num_samples * thinning
-    pos_all, stats_all = [], []
+    ts = time.perf_counter()
+    launched = []
     done = 0
     while done < total:
         n = min(K, total - done)
-        pos, stats = go(2, n)
+        launched.append(launch(2, n))
+        done += n
+    pos_all, stats_all = [], []
+    done = 0
+    for item in launched:
+        pos, _, stats = collect(item)
         pos_all.append(pos)
         stats_all.append(stats)
-        done += n
+        done += item[1]
         bar.update(warmup_used + done)
+    run_seconds += time.perf_counter() - ts
     pos = np.concatenate(pos_all)[::thinning][:num_samples]
     samples = np.swapaxes(pos, 0, 1)
     stats_out = {k: np.swapaxes(np.concatenate([s[k] for s in stats_all])[::thinning][:num_samples], 0, 1)
                  for k in stats_all[0]}
     rs_final = carry[1]
     cost = {"num_logdensity_evals": n_grad, "num_grad_evals": n_grad, "compile_seconds": compile_seconds,
-            "sampling_seconds": run_seconds, "num_compilations": 0 if cached is not None else 1}
+            "sampling_seconds": run_seconds, "num_compilations": num_compilations}
     config = {"method": spec.name, "options": dict(o), "target": driver._target_id(target), "seed": seed,
               "num_chains": num_chains, "num_warmup": num_warmup, "num_samples": num_samples,
               "thinning": thinning, "dtype": str(dtype)}
@@ -377,10 +506,12 @@ def auto_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init
             "code": "auto_warmup", "value": int(warmup_used),
             "message": f"auto warm-up did not meet its convergence rule within num_warmup={num_warmup} "
                        f"(last check: {last}); the adaptation may be poor (raise num_warmup)"})
+    imm_final = (np.asarray(rs_final.inverse_mass_matrix) if metric is None
+                 else np.asarray(low_rank_to_dense(metric)))
     extra = {"final_step_size": np.asarray(rs_final.step_size).tolist(),
-             "inverse_mass_matrix": np.asarray(rs_final.inverse_mass_matrix).tolist(),
+             "inverse_mass_matrix": imm_final.tolist(),
              "warmup_steps": int(warmup_used), "warmup_converged": bool(converged), "warmup_checks": history,
-             "sampler": "nuts", "metric": "fisher_diag"}
+             "sampler": "nuts", "metric": metric_kind, "low_rank": low_rank_info}
     return finish_result(target, spec.name, samples, stats_out, cost, config, extra=extra,
                          extra_warnings=extra_warnings)
 

@@ -91,3 +91,32 @@ def test_nuts_detects_u_turns_of_periodic_trajectories(step_size, key):
     n = np.asarray(n)
     assert n.max() < 2**10 - 1
     assert n.mean() < 8
+
+
+def test_low_rank_metric_matches_its_dense_matrix():
+    """velocity, kinetic energy, noise scaling, whitening and momentum draws of a LowRankMetric."""
+    import jax
+    from samplax.mcmc import metrics as M
+
+    rng = np.random.default_rng(0)
+    d, k = 6, 3
+    u, _ = np.linalg.qr(rng.normal(size=(d, k)))
+    m = M.LowRankMetric(jnp.asarray(rng.uniform(0.5, 2, d)), jnp.asarray(u), jnp.asarray([3.0, 0.2, 1.0]))
+    c = np.asarray(M.low_rank_to_dense(m))
+    assert np.all(np.linalg.eigvalsh(c) > 0)
+    p = jnp.asarray(rng.normal(size=d))
+    np.testing.assert_allclose(M.velocity(m, p), c @ np.asarray(p), rtol=1e-12)
+    np.testing.assert_allclose(M.kinetic_energy(m, p), 0.5 * np.asarray(p) @ c @ np.asarray(p), rtol=1e-12)
+    eye = jnp.eye(d)
+    a = np.stack([np.asarray(M.scale_noise(m, eye[i])) for i in range(d)], 1)  # C^{1/2}
+    np.testing.assert_allclose(a @ a.T, c, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(M.whiten(m, M.scale_noise(m, p)), p, rtol=1e-10)
+    # momentum draws p = A z from the same normal z: A A^T must be C^{-1}
+    keys = jax.random.split(jax.random.key(0), d)
+    zs = np.stack([np.asarray(jax.random.normal(kk, (d,), dtype=p.dtype)) for kk in keys])
+    ps = np.stack([np.asarray(M.sample_momentum(kk, m, p)) for kk in keys])
+    amap = np.linalg.solve(zs, ps).T  # ps = zs @ A^T
+    np.testing.assert_allclose(amap @ amap.T, np.linalg.inv(c), rtol=1e-8, atol=1e-9)
+    # a diagonal written as a LowRankMetric is that diagonal
+    diag = jnp.asarray(rng.uniform(0.1, 3, d))
+    np.testing.assert_allclose(M.low_rank_to_dense(M.diagonal_as_low_rank(diag, 2)), np.diag(diag), rtol=1e-12)
