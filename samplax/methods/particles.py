@@ -246,7 +246,10 @@ def _score_ensemble_runner(target, spec, *, seed, num_chains, num_warmup, num_sa
         init_fn=_gaussian_start(num_samples, target.dim),
         cost_per_chain=score_ensemble.cost_per_chain(num_samples, num_steps=num_warmup,
                                                      draws_per_member=o["draws_per_member"]),
-        extra={"t_min": rdmc.T_MIN, "T": float(o["T"]), "ensemble_size": num_samples})
+        extra={"t_min": rdmc.T_MIN, "T": float(o["T"]), "ensemble_size": num_samples},
+        extra_warnings=[{"code": "biased", "value": o["draws_per_member"],
+                         "message": f"{spec.name} with draws_per_member={o['draws_per_member']}: "
+                                    f"{score_ensemble.BIAS_MESSAGE}"}])
 
 
 _T = Option(5.0, "diffusion horizon T (start from N(0, I) at time T)", _pos_number, "a positive number")
@@ -273,7 +276,8 @@ register_method(MethodSpec(
     "target evaluations shared across the ensemble (gradient-free); num_samples = ensemble size per chain, "
     "num_warmup = reverse steps",
     {"T": _T,
-     "draws_per_member": Option(4, "target evaluations per member and step (shared by the whole ensemble)",
+     "draws_per_member": Option(16, "target evaluations per member and step (shared by the whole ensemble); "
+                                "the accuracy knob, see samplax.particles.score_ensemble",
                                 _int_ge1, "an int >= 1")},
     family="particles", gradient_based=False, runner=_score_ensemble_runner))
 
