@@ -32,9 +32,11 @@ estimate is then pulled towards the member's own proposal centre, which weakens
 the score and widens the output.  Measured on the 5-D correlated Gaussian of the
 tests (sds 0.5 ... 2), relative sd error of the narrowest coordinate:
 
-    L = 4:  N = 250: +4%,  N = 500: +6.6% (4.2 i.i.d. SE),  N = 1000: +4.3%,
-            N = 500 with 800 steps: +8%   (neither N nor the time grid removes it)
-    L = 16: N = 500: all five sds within 0.8 SE (-0.3% ... +1.9%), means within 2 SE.
+    L = 4:  N = 250 (8 ensembles): +7.1% (4.5 i.i.d. SE),  N = 500: +6.6% (4.2 SE),
+            N = 1000: +4.3% (2.7 SE),  N = 500 with 800 steps: +8% (3.6 SE)
+            (neither N nor the time grid removes it)
+    L = 16: N = 250 (8 ensembles): +1.8% (1.1 SE), all five sds within 1.1 SE;
+            N = 500: all five sds within 0.8 SE; means within 2 SE.
 
 So the accuracy knob is ``L`` (cost ``N L`` evaluations and ``O(N^2 L d)``
 arithmetic per step), and the default is ``L = 16``.  In 2-D ``L = 4`` is
