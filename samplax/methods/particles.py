@@ -86,7 +86,14 @@ def _svgd_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, ini
         target, spec.name, run_chain, seed=seed, num_chains=num_chains, num_particles=num_samples, init=init,
         gradient_based=True, options=o, num_warmup=num_warmup, num_samples=num_samples,
         cost_per_chain=stein.svgd_cost(num_samples, num_warmup),
-        extra={"particles_per_chain": num_samples, "num_steps": num_warmup})
+        extra={"particles_per_chain": num_samples, "num_steps": num_warmup},
+        extra_warnings=[_svgd_bias_warning(spec.name, num_samples)])
+
+
+def _svgd_bias_warning(name, num_particles):
+    """The ``biased`` run warning of SVGD-type methods (finite-particle variance collapse)."""
+    return {"code": "biased", "value": int(num_particles),
+            "message": f"{name} with {num_particles} particles per chain: {stein.SVGD_BIAS_MESSAGE}"}
 
 
 def _mirrored_svgd_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init, progress, **o):
@@ -100,7 +107,8 @@ def _mirrored_svgd_runner(target, spec, *, seed, num_chains, num_warmup, num_sam
         target, spec.name, run_chain, seed=seed, num_chains=num_chains, num_particles=num_samples, init=init,
         gradient_based=True, options=o, num_warmup=num_warmup, num_samples=num_samples,
         cost_per_chain=stein.svgd_cost(num_samples, num_warmup),
-        extra={"particles_per_chain": num_samples, "num_steps": num_warmup, "mirror_map": "entropic"})
+        extra={"particles_per_chain": num_samples, "num_steps": num_warmup, "mirror_map": "entropic"},
+        extra_warnings=[_svgd_bias_warning(spec.name, num_samples)])
     import numpy as np
     if not np.all(np.isfinite(res.samples)):
         raise ValueError(
@@ -219,7 +227,10 @@ def _rdmc_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, ini
         cost_per_chain=rdmc.cost_per_chain(num_samples, num_steps=num_warmup, inner=o["inner"],
                                            num_inner=o["num_inner"], inner_steps=o["inner_steps"],
                                            init_steps=init_steps),
-        extra={"t_min": rdmc.T_MIN, "T": float(o["T"]), "inner": o["inner"], "init_steps": init_steps})
+        extra={"t_min": rdmc.T_MIN, "T": float(o["T"]), "inner": o["inner"], "init_steps": init_steps},
+        extra_warnings=[{"code": "biased", "value": o["num_inner"],
+                         "message": f"{spec.name} with inner={o['inner']!r}, num_inner={o['num_inner']}: "
+                                    + (rdmc.BIAS_MESSAGE if o["inner"] == "is" else rdmc.ULA_BIAS_MESSAGE)}])
 
 
 def _score_ensemble_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init, progress, **o):
@@ -235,7 +246,10 @@ def _score_ensemble_runner(target, spec, *, seed, num_chains, num_warmup, num_sa
         init_fn=_gaussian_start(num_samples, target.dim),
         cost_per_chain=score_ensemble.cost_per_chain(num_samples, num_steps=num_warmup,
                                                      draws_per_member=o["draws_per_member"]),
-        extra={"t_min": rdmc.T_MIN, "T": float(o["T"]), "ensemble_size": num_samples})
+        extra={"t_min": rdmc.T_MIN, "T": float(o["T"]), "ensemble_size": num_samples},
+        extra_warnings=[{"code": "biased", "value": o["draws_per_member"],
+                         "message": f"{spec.name} with draws_per_member={o['draws_per_member']}: "
+                                    f"{score_ensemble.BIAS_MESSAGE}"}])
 
 
 _T = Option(5.0, "diffusion horizon T (start from N(0, I) at time T)", _pos_number, "a positive number")
@@ -262,7 +276,8 @@ register_method(MethodSpec(
     "target evaluations shared across the ensemble (gradient-free); num_samples = ensemble size per chain, "
     "num_warmup = reverse steps",
     {"T": _T,
-     "draws_per_member": Option(4, "target evaluations per member and step (shared by the whole ensemble)",
+     "draws_per_member": Option(16, "target evaluations per member and step (shared by the whole ensemble); "
+                                "the accuracy knob, see samplax.particles.score_ensemble",
                                 _int_ge1, "an int >= 1")},
     family="particles", gradient_based=False, runner=_score_ensemble_runner))
 

@@ -3,6 +3,8 @@
 Tolerances: z * MCSE with the MCSE of the returned draws.  rdmc trajectories are independent,
 so that MCSE is exact; score_ensemble members interact only through a shared O(1/N) estimate
 (N = 300 members), which we do not inflate the tolerance for.  Mode weights use the binomial SE.
+The 2-D score_ensemble tests run with draws_per_member = 4 (a quarter of the default cost), which
+is accurate in 2-D; the default (16) is checked in 5-D in test_slow_5d.py.
 """
 import numpy as np
 import pytest
@@ -14,7 +16,7 @@ from tests.particles.helpers import check_moments_mcse, correlated_gaussian, mod
 def test_score_ensemble_gaussian():
     t = correlated_gaussian(2)
     r = samplax.sample(t, method="score_ensemble", seed=1, num_chains=4, num_warmup=150, num_samples=300,
-                       progress=False)
+                       draws_per_member=4, progress=False)
     check_moments_mcse(r, t)
     assert r.cost["num_logdensity_evals"] == 4 * 300 * 4 * 150
     assert r.cost["num_grad_evals"] == 0
@@ -23,7 +25,7 @@ def test_score_ensemble_gaussian():
 def test_score_ensemble_gmm_mode_weights():
     t = two_mode_gmm()
     r = samplax.sample(t, method="score_ensemble", seed=2, num_chains=4, num_warmup=150, num_samples=300,
-                       progress=False)
+                       draws_per_member=4, progress=False)
     mode_weight_check(r.samples, 0.3)
     check_moments_mcse(r, t)
 
