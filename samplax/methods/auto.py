@@ -261,6 +261,32 @@ def _pooled_low_rank(xs, gs, max_rank: int, cutoff: float, gamma: float = 1e-5, 
     return LowRankMetric(jnp.asarray(s, dtype), jnp.asarray(u[:, idx], dtype), jnp.asarray(vals, dtype)), info
 
 
+#: pooled draws feed the low-rank metric only when the chains roughly agree
+LOW_RANK_RHAT = 1.5
+
+
+def _stuck_chains(lp_last, step_size, d):
+    """Chains to restart during warm-up: a log-density more than ``max(1000, 100 d)`` below the
+    median of the better half of the chains, or a step size below ``1e-8`` times theirs.
+
+    Such a chain sits where the target has negligible mass (``exp(-1000)`` relative)
+    or cannot move (e.g. a Stan-style initial point where the log-density is finite
+    but -1e100).  At most half of the chains are ever restarted; warm-up draws are
+    discarded, so this changes no stationary distribution.
+    """
+    lp_last = np.asarray(lp_last, dtype=float)
+    step_size = np.asarray(step_size, dtype=float)
+    c = lp_last.shape[0]
+    top = -(-c // 2)  # the reference is the median of the better half of the chains
+    with np.errstate(all="ignore"):
+        ref_lp = np.median(np.sort(np.where(np.isfinite(lp_last), lp_last, -np.inf))[-top:])
+        ref_eps = np.median(np.sort(np.where(np.isfinite(step_size), step_size, 0.0))[-top:])
+        bad = ~np.isfinite(lp_last) | (lp_last < ref_lp - max(1000.0, 100.0 * d))
+        bad |= ~np.isfinite(step_size) | (step_size < 1e-8 * ref_eps)
+    idx = [int(i) for i in np.flatnonzero(bad)]
+    return idx if 0 < len(idx) <= c // 2 else []
+
+
 def _rhat_check(pos, lp):
     """max(R-hat of lp, median R-hat over coordinates) of warm-up draws ``[n, C, d]``, ``[n, C]``."""
     from samplax.diagnostics import rhat
@@ -421,6 +447,7 @@ def auto_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init
     converged = False
     history = []
     recent = []  # (positions, gradients) of the latest chunks, for the low-rank metric
+    resets = []
     use_low_rank = bool(o["low_rank"]) and d >= 2
     low_rank_info = {}
 
@@ -432,9 +459,19 @@ def auto_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init
     while adapt_done < max_adapt:
         n = min(K, max_adapt - adapt_done)
         pos, grads, stats = go(0, n)
-        recent = (recent + [(pos, grads)])[-2:]
         adapt_done += n
         bar.update(adapt_done)
+        stuck = _stuck_chains(stats["lp"][-1], np.asarray(carry[1].step_size), d)
+        if stuck:
+            # warm-up only: restart a stuck chain from a healthy one's state (and adaptation)
+            healthy = [c for c in range(num_chains) if c not in stuck]
+            src = jnp.asarray([healthy[j % len(healthy)] for j in range(len(stuck))])
+            dst = jnp.asarray(stuck)
+            carry = jax.tree.map(lambda a: a.at[dst].set(a[src]), carry)
+            resets.append({"step": adapt_done, "chains": stuck})
+            recent, prev = [], None
+            continue
+        recent = (recent + [(pos, grads)])[-2:]
         rs_now: RunningFisherState = carry[1]
         imm = np.asarray(rs_now.inverse_mass_matrix)
         log_eps = np.asarray(rs_now.last_log_step_size_avg)
@@ -447,7 +484,7 @@ def auto_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init
             if d_mass < o["mass_tol"] and d_step < o["step_tol"] and r_hat < o["rhat_tol"]:
                 converged = True
                 break
-            if use_low_rank and metric is None and len(recent) == 2:
+            if use_low_rank and metric is None and len(recent) == 2 and r_hat < LOW_RANK_RHAT:
                 # not settled with the diagonal: try the low-rank metric now, keep adapting
                 cand, low_rank_info = low_rank_from(recent)
                 if cand is not None:
@@ -455,7 +492,8 @@ def auto_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init
                     history[-1]["switched_to_low_rank"] = int(cand.values.shape[0])
                     recent, snap = [], None
         prev = snap
-    if use_low_rank and recent and term > 0:
+    last_rhat = history[-1]["rhat"] if history else float("inf")
+    if use_low_rank and recent and term > 0 and (converged or last_rhat < LOW_RANK_RHAT):
         # final estimate from the latest draws (structural rank kept once chosen)
         cand, low_rank_info = low_rank_from(recent, None if metric is None else int(metric.values.shape[0]))
         if cand is not None:
@@ -511,7 +549,7 @@ def auto_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init
     extra = {"final_step_size": np.asarray(rs_final.step_size).tolist(),
              "inverse_mass_matrix": imm_final.tolist(),
              "warmup_steps": int(warmup_used), "warmup_converged": bool(converged), "warmup_checks": history,
-             "sampler": "nuts", "metric": metric_kind, "low_rank": low_rank_info}
+             "sampler": "nuts", "metric": metric_kind, "low_rank": low_rank_info, "warmup_resets": resets}
     return finish_result(target, spec.name, samples, stats_out, cost, config, extra=extra,
                          extra_warnings=extra_warnings)
 

@@ -124,3 +124,26 @@ def test_auto_switches_to_low_rank_on_a_strongly_correlated_target():
         return float(np.min(res.diagnostics["ess_bulk"])) / res.cost["num_grad_evals"]
 
     assert ess_per_grad(r) > 3 * ess_per_grad(off), (ess_per_grad(r), ess_per_grad(off))
+
+
+def test_stuck_chain_rule():
+    from samplax.methods.auto import _stuck_chains
+
+    assert _stuck_chains([-1e111, -1e60, -10.0, -12.0], [1e-56, 1e-30, 0.8, 0.7], 4) == [0, 1]
+    assert _stuck_chains([-10.0, -11.0, -9.0, -12.0], [0.5, 0.6, 0.7, 0.8], 4) == []
+    # a chain in a minor mode (log-density a few hundred lower) is left alone
+    assert _stuck_chains([-10.0, -400.0, -9.0, -12.0], [0.5, 0.6, 0.7, 0.8], 4) == []
+    # never more than half the chains
+    assert _stuck_chains([-1e50, -1e50, -1e50, -12.0], [0.5, 0.6, 0.7, 0.8], 4) == []
+
+
+def test_auto_restarts_chains_started_in_absurd_regions():
+    """Finite but absurd initial points (log-density -1e100) must not freeze chains (arma11-like)."""
+    t = samplax.targets.get("std_gaussian", dim=3)
+    init = np.zeros((4, 3))
+    init[0] = 1e50
+    init[1] = -3e49
+    r = samplax.sample(t, "auto", seed=0, num_chains=4, num_warmup=500, num_samples=500, init=init, progress=False)
+    assert r.extra["warmup_resets"] and r.extra["warmup_resets"][0]["chains"] == [0, 1]
+    _check(r, t.ground_truth())
+    assert not r.warnings, r.warnings
