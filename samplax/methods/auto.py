@@ -30,6 +30,19 @@ previous one and stops adapting when all three hold:
    max over many coordinates of R-hats from 50-draw chunks exceeds 1.1 by
    chance; the full run's R-hat warning still checks every coordinate).
 
+When a check fails and the chains roughly agree (R-hat below 1.5), the
+low-rank + diagonal Fisher metric of the last two chunks' draws and gradients,
+pooled over chains (nutpie's low-rank mass matrix; :func:`_pooled_low_rank`),
+replaces the per-chain diagonal if some direction's scale differs from the
+diagonal's by more than ``low_rank_cutoff``; warm-up then goes on with it (a
+second compiled chunk program, of the chosen rank).  After the checks pass the
+metric is re-estimated once more from the latest draws.
+
+A chain whose log-density is more than ``max(1000, 100 d)`` below the better
+half's or whose step size collapsed (``< 1e-8`` of theirs) is restarted from a
+healthy chain's state during warm-up (:func:`_stuck_chains`; e.g. a
+Stan-style initial point with a finite log-density of -1e111).
+
 Then one final window of ``terminal_steps`` adapts the step size only (dual
 averaging restarted, the average kept, as in Stan's terminal buffer) and
 sampling starts.  ``num_warmup`` is the most warm-up steps ``auto`` may take;
@@ -301,7 +314,7 @@ def _rhat_check(pos, lp):
 
 def auto_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init, progress,
                 driver_options=None, **o):
-    """``method="auto"``: NUTS with running Fisher-diagonal adaptation and early-stopped warm-up.
+    """``method="auto"``: NUTS with running Fisher adaptation (diagonal, then low-rank) and early-stopped warm-up.
 
     Sampler: multinomial NUTS (Hoffman & Gelman 2014; Betancourt 2017).
     Adaptation per chain (nutpie-style): dual averaging of the step size on the
@@ -309,8 +322,12 @@ def auto_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init
     matrix is ``sqrt(Var x / Var grad)`` (Tran & Kleppe 2024) over two
     overlapping windows of draws and gradients, refreshed every step, windows
     switching every 10 steps during the first 100 and every 50 after.  Warm-up
-    stops by the rule in :mod:`samplax.methods.auto`; every gradient is counted
-    (the initial step-size search, all warm-up and sampling steps).
+    stops by the rule in :mod:`samplax.methods.auto`, which also switches to the
+    pooled low-rank + diagonal metric (Seyboldt's nutpie; Tran & Kleppe 2024 for
+    the diagonal) on targets with correlations and restarts stuck chains; every
+    gradient is counted (the initial step-size search, all warm-up and sampling
+    steps).  ``Result.extra`` records the checks, the metric kind, the low-rank
+    estimate's eigenvalues and any restarts.
     """
     from samplax import driver
     from samplax.postprocess import finish_result
@@ -556,8 +573,9 @@ def auto_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init
 
 register_method(MethodSpec(
     "auto", None,
-    "Automatic: NUTS with running Fisher-diagonal (draws + gradients) adaptation; warm-up stops early once "
-    "step size, mass matrix and chains have settled (num_warmup is the maximum)",
+    "Automatic: NUTS with running Fisher (draws + gradients) adaptation, diagonal then low-rank + diagonal "
+    "when the target has correlations; warm-up stops early once step size, mass matrix and chains have "
+    "settled (num_warmup is the maximum)",
     _auto_options(), runner=auto_runner))
 
 del math
