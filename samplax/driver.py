@@ -344,11 +344,15 @@ def sample(target: Target, method: Any = "nuts", *, seed: int = 0, num_chains: i
             ii = jnp.broadcast_to(i, (num_padded,))
             new_states, new_astate, infos, stats = in_blocks(
                 lambda k, s, a, j: step_batch(k, s, a, j[0]))(keys, states, astate, ii)
-            active = i < total
-            new_states = jax.tree.map(lambda a, b: jnp.where(active, a, b), new_states, states)
-            new_astate = jax.tree.map(lambda a, b: jnp.where(active, a, b), new_astate, astate)
-            n_lp = n_lp + jnp.where(active, infos.num_logdensity_evals, 0)
-            n_grad = n_grad + jnp.where(active, infos.num_grad_evals, 0)
+            if total % chunk_size:  # only then does the last chunk run past the end
+                active = i < total
+                new_states = jax.tree.map(lambda a, b: jnp.where(active, a, b), new_states, states)
+                new_astate = jax.tree.map(lambda a, b: jnp.where(active, a, b), new_astate, astate)
+                n_lp = n_lp + jnp.where(active, infos.num_logdensity_evals, 0)
+                n_grad = n_grad + jnp.where(active, infos.num_grad_evals, 0)
+            else:
+                n_lp = n_lp + infos.num_logdensity_evals
+                n_grad = n_grad + infos.num_grad_evals
             return (new_states, new_astate, n_lp, n_grad), (jax.vmap(algo.position)(new_states), stats)
 
         return jax.lax.scan(one, carry, start + jnp.arange(chunk_size, dtype=jnp.int32))

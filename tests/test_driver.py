@@ -157,3 +157,14 @@ def test_kill_9_and_resume_is_bitwise_identical(tmp_path):
     assert ckpt.exists(), "no checkpoint was written before the kill"
     subprocess.run([sys.executable, str(script), str(ck), str(out)], check=True, env=env)
     np.testing.assert_array_equal(np.load(out), np.load(full))
+
+
+def test_chunking_does_not_change_draws_or_counts():
+    """Draws and evaluation counts are the same whether the last chunk runs past the end or not."""
+    t = samplax.targets.get("std_gaussian", dim=3)
+    kw = dict(num_chains=2, num_warmup=30, num_samples=40, seed=3, progress=False)
+    runs = [samplax.sample(t, "nuts", chunk_size=c, **kw) for c in (7, 10, 70)]
+    for r in runs[1:]:
+        np.testing.assert_array_equal(r.samples, runs[0].samples)
+        np.testing.assert_array_equal(r.stats["n_steps"], runs[0].stats["n_steps"])
+        assert r.cost["num_grad_evals"] == runs[0].cost["num_grad_evals"]
