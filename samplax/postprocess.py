@@ -37,9 +37,9 @@ def _exact_draws(target, key, n: int):
 def quantities_of(target: Target, samples: np.ndarray) -> np.ndarray:
     """``target.constrain`` applied to draws ``[chains, draws, d]`` -> ``[chains, draws, k]``."""
     c, n = samples.shape[:2]
-    flat = samples.reshape(c * n, -1)
     if type(target).constrain is Target.constrain or n == 0:
-        return samples.reshape(c, n, -1)
+        return samples.reshape(c, n, int(np.prod(samples.shape[2:])))
+    flat = samples.reshape(c * n, -1)
     q = _constrain_all(target, jnp.asarray(flat))
     return np.asarray(q).reshape(c, n, -1)
 

@@ -168,3 +168,25 @@ def test_chunking_does_not_change_draws_or_counts():
         np.testing.assert_array_equal(r.samples, runs[0].samples)
         np.testing.assert_array_equal(r.stats["n_steps"], runs[0].stats["n_steps"])
         assert r.cost["num_grad_evals"] == runs[0].cost["num_grad_evals"]
+
+
+def test_result_of_a_run_interrupted_during_warmup():
+    """Ctrl-C before the first kept draw still gives a (marked incomplete) Result, also for constrained targets."""
+    from samplax.postprocess import finish_result
+
+    for name in ("std_gaussian", "eight_schools"):
+        t = samplax.targets.get(name)
+        cost = {"num_grad_evals": 0, "num_logdensity_evals": 0, "compile_seconds": 0.0, "sampling_seconds": 0.0}
+        r = finish_result(t, "nuts", np.zeros((2, 0, t.dim)), {"lp": np.zeros((2, 0))}, cost, {}, complete=False)
+        assert r.samples.shape == (2, 0) + tuple(t.event_shape)
+        assert any(w["code"] == "interrupted" for w in r.warnings)
+
+
+def test_warmup_flag_methods_run_with_more_chains_than_a_block():
+    """Unadjusted Langevin methods keep one warm-up counter per chain (5 chains = 2 blocks on CPU)."""
+    t = samplax.targets.get("std_gaussian", dim=2)
+    for m in ("ula", "kinetic_langevin"):
+        r = samplax.sample(t, m, num_chains=5, num_warmup=60, num_samples=20, progress=False)
+        assert r.samples.shape == (5, 20, 2)
+        r4 = samplax.sample(t, m, num_chains=4, num_warmup=60, num_samples=20, progress=False)
+        np.testing.assert_array_equal(r.samples[:4], r4.samples)

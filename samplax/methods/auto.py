@@ -62,7 +62,7 @@ from samplax.adaptation.fisher import (
     RunningFisherState, fisher_window_adapter, running_init, running_prepare, running_update,
 )
 from samplax.adaptation.step_size import find_reasonable_step_size
-from samplax.mcmc.metrics import LowRankMetric, low_rank_to_dense
+from samplax.mcmc.metrics import LowRankMetric
 from samplax.mcmc import integrators
 import importlib  # noqa: E402
 nuts_m = importlib.import_module("samplax.mcmc.nuts")  # trapezoidal U-turn criterion lives in metrics.is_turning
@@ -254,25 +254,29 @@ def _pooled_low_rank(xs, gs, max_rank: int, cutoff: float, gamma: float = 1e-5, 
     a_half = (ua * np.sqrt(np.maximum(la, 1e-300))) @ ua.T
     li, ui = np.linalg.eigh(a_half @ b @ a_half)
     sigma = a_half @ ((ui / np.sqrt(np.maximum(li, 1e-300))) @ ui.T) @ a_half
+    if not np.all(np.isfinite(sigma)):
+        info["reason"] = "non-finite estimate"
+        return None, info
     lam, u = np.linalg.eigh(0.5 * (sigma + sigma.T))
     lam = np.maximum(lam, 1e-300)
     dist = np.abs(np.log(lam))
     order = np.argsort(-dist)
     kept = int(min(np.sum(dist > np.log(cutoff)), max_rank, d))
     info.update(kept=kept, eigenvalues=np.sort(lam)[::-1][:8].tolist() + (["..."] if d > 8 else []))
-    if not np.all(np.isfinite(sigma)):
-        info["reason"] = "non-finite estimate"
-        return None, info
     if kept == 0 and rank is None:
         info["reason"] = "no direction beyond the cutoff"
         return None, info
     k = int(rank) if rank is not None else int(min(d, max_rank, 1 << (kept - 1).bit_length()))
     kept = min(kept, k)
+    info["kept"] = kept
     idx = order[:k]
     vals = np.where(np.arange(k) < kept, lam[idx], 1.0)
     dtype = jnp.result_type(float)
     return LowRankMetric(jnp.asarray(s, dtype), jnp.asarray(u[:, idx], dtype), jnp.asarray(vals, dtype)), info
 
+
+#: sampling chunks queued ahead of the host copy (asynchronous dispatch)
+MAX_IN_FLIGHT = 3
 
 #: pooled draws feed the low-rank metric only when the chains roughly agree
 LOW_RANK_RHAT = 1.5
@@ -284,7 +288,7 @@ def _stuck_chains(lp_last, step_size, d):
 
     Such a chain sits where the target has negligible mass (``exp(-1000)`` relative)
     or cannot move (e.g. a Stan-style initial point where the log-density is finite
-    but -1e100).  At most half of the chains are ever restarted; warm-up draws are
+    but -1e100).  At most half of the chains are restarted at one check; warm-up draws are
     discarded, so this changes no stationary distribution.
     """
     lp_last = np.asarray(lp_last, dtype=float)
@@ -407,18 +411,24 @@ def auto_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init
     num_compilations = 0
     compile_seconds = 0.0
 
+    programs = {}  # this run's chunk programs by structural rank (None: diagonal)
+
     def get_compiled(metric):
         """The chunk program for the diagonal (``metric`` None) or a low-rank metric of its rank (cached)."""
         nonlocal num_compilations, compile_seconds
         k = None if metric is None else int(metric.values.shape[0])
+        if k in programs:
+            return programs[k]
         ck = None if cache_key is None else cache_key + (k,)
         hit = _COMPILED.get(ck) if ck is not None else None
         if hit is not None:
+            programs[k] = hit[1]
             return hit[1]
         t0 = time.perf_counter()
         c = jax.jit(run_chunk).lower(dyn_target, carry, i32(0), i32(0), i32(K), k_run, metric).compile()
         compile_seconds += time.perf_counter() - t0
         num_compilations += 1
+        programs[k] = c
         if ck is not None:
             _COMPILED[ck] = (init_jit, c)
             while len(_COMPILED) > 16:
@@ -446,7 +456,7 @@ def auto_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init
         nonlocal n_grad
         (_, pos, grads, stats, ng), n = launched
         pos = np.asarray(pos)[:n]
-        grads = np.asarray(grads)[:n]
+        grads = None if grads is None else np.asarray(grads)[:n]
         stats = {k: np.asarray(v)[:n] for k, v in stats.items()}
         n_grad += int(ng)
         return pos, grads, stats
@@ -529,19 +539,19 @@ def auto_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init
     # dispatch), then copy the draws out.
     total = num_samples * thinning
     ts = time.perf_counter()
-    launched = []
-    done = 0
-    while done < total:
-        n = min(K, total - done)
-        launched.append(launch(2, n))
-        done += n
+    pending = []  # at most MAX_IN_FLIGHT chunks queued ahead of the host copy
     pos_all, stats_all = [], []
-    done = 0
-    for item in launched:
-        pos, _, stats = collect(item)
+    launched_steps = done = 0
+    while done < total:
+        while launched_steps < total and len(pending) < MAX_IN_FLIGHT:
+            n = min(K, total - launched_steps)
+            (out, n) = launch(2, n)
+            pending.append(((out[0], out[1], None, out[3], out[4]), n))  # gradients not needed: drop them
+            launched_steps += n
+        pos, _, stats = collect(pending.pop(0))
         pos_all.append(pos)
         stats_all.append(stats)
-        done += item[1]
+        done += pos.shape[0]
         bar.update(warmup_used + done)
     run_seconds += time.perf_counter() - ts
     pos = np.concatenate(pos_all)[::thinning][:num_samples]
@@ -561,10 +571,12 @@ def auto_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init
             "code": "auto_warmup", "value": int(warmup_used),
             "message": f"auto warm-up did not meet its convergence rule within num_warmup={num_warmup} "
                        f"(last check: {last}); the adaptation may be poor (raise num_warmup)"})
-    imm_final = (np.asarray(rs_final.inverse_mass_matrix) if metric is None
-                 else np.asarray(low_rank_to_dense(metric)))
+    imm_final = (np.asarray(rs_final.inverse_mass_matrix) if metric is None  # per-chain diagonals
+                 else {"scale": np.asarray(metric.scale).tolist(), "vectors": np.asarray(metric.vectors).tolist(),
+                       "values": np.asarray(metric.values).tolist(),
+                       "form": "diag(scale) (I + vectors diag(values - 1) vectors^T) diag(scale)"})
     extra = {"final_step_size": np.asarray(rs_final.step_size).tolist(),
-             "inverse_mass_matrix": imm_final.tolist(),
+             "inverse_mass_matrix": imm_final if isinstance(imm_final, dict) else imm_final.tolist(),
              "warmup_steps": int(warmup_used), "warmup_converged": bool(converged), "warmup_checks": history,
              "sampler": "nuts", "metric": metric_kind, "low_rank": low_rank_info, "warmup_resets": resets}
     return finish_result(target, spec.name, samples, stats_out, cost, config, extra=extra,

@@ -226,7 +226,8 @@ def warmup_flag_adapter(inner: Adapter, num_warmup: int, make_params: Callable) 
 
     def init(keys, states):
         a, n = inner.init(keys, states)
-        return (a, jnp.zeros((), jnp.int32)), n
+        # one counter per chain: the driver splits adapter state into blocks of chains
+        return (a, jnp.zeros((keys.shape[0],), jnp.int32)), n
 
     def update(astate, i, states, infos):
         a, count = astate
