@@ -113,10 +113,17 @@ def build_kernel(logdensity_fn: Callable) -> Callable:
 
 def kinetic_langevin(logdensity_fn: Callable, step_size, friction=1.0, inverse_mass_matrix=None) -> Kernel:
     """BAOAB kinetic Langevin kernel (Leimkuhler & Matthews 2013); biased at finite step size."""
-    step_fn = build_kernel(logdensity_fn)
+    return fixed_kinetic_kernel(build_kernel, init, logdensity_fn, step_size, friction, inverse_mass_matrix)
+
+
+def fixed_kinetic_kernel(build_kernel_fn: Callable, init_fn_: Callable, logdensity_fn: Callable, step_size,
+                         friction, inverse_mass_matrix) -> Kernel:
+    """A :class:`Kernel` with fixed ``(step_size, friction, inverse_mass_matrix)`` for a kinetic Langevin
+    kernel module's ``build_kernel`` and ``init`` (params :class:`KineticLangevinParams`)."""
+    step_fn = build_kernel_fn(logdensity_fn)
 
     def init_fn(key, position):
-        return init(key, position, logdensity_fn, inverse_mass_matrix)
+        return init_fn_(key, position, logdensity_fn, inverse_mass_matrix)
 
     def step(key, state):
         imm = inverse_mass_matrix if inverse_mass_matrix is not None else jnp.ones_like(state.position)

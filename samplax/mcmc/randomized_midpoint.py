@@ -91,6 +91,7 @@ import jax.numpy as jnp
 from samplax.core.types import Kernel
 from samplax.mcmc import metrics
 from samplax.mcmc.kinetic_langevin import KineticLangevinInfo, KineticLangevinParams, KineticLangevinState
+from samplax.mcmc.kinetic_langevin import fixed_kinetic_kernel
 from samplax.mcmc.kinetic_langevin import init as _kl_init
 
 RandomizedMidpointParams = KineticLangevinParams
@@ -227,14 +228,4 @@ def randomized_midpoint(logdensity_fn: Callable, step_size, friction=1.0, invers
 
     See :func:`build_kernel` for the update rule.  ``step_size`` is the time step ``h``.
     """
-    step_fn = build_kernel(logdensity_fn)
-
-    def init_fn(key, position):
-        return init(key, position, logdensity_fn, inverse_mass_matrix)
-
-    def step(key, state):
-        imm = inverse_mass_matrix if inverse_mass_matrix is not None else jnp.ones_like(state.position)
-        return step_fn(key, state, KineticLangevinParams(jnp.asarray(step_size), jnp.asarray(imm),
-                                                         jnp.asarray(friction)))
-
-    return Kernel(init_fn, step)
+    return fixed_kinetic_kernel(build_kernel, init, logdensity_fn, step_size, friction, inverse_mass_matrix)

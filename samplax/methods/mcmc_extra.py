@@ -271,19 +271,27 @@ def _kl_stats(state, info, params):
     return out
 
 
-def _build_kl(logdensity_fn, dim, num_warmup, num_chains, **o):
-    gamma = o["friction"]
+def _kinetic_builder(module, params_cls) -> Callable:
+    """Builder for a kinetic Langevin kernel module (``init``, ``build_kernel``) whose params are
+    ``params_cls(step_size, inverse_mass_matrix, friction, in_warmup)``: window adapter plus a warm-up flag."""
 
-    def init(key, position):
-        return kl_m.init(key, position, logdensity_fn)
+    def build(logdensity_fn, dim, num_warmup, num_chains, **o):
+        gamma = o["friction"]
 
-    def make(p, in_warmup):
-        return kl_m.KineticLangevinParams(p.step_size, p.inverse_mass_matrix,
-                                          jnp.full_like(p.step_size, gamma), in_warmup)
+        def init(key, position):
+            return module.init(key, position, logdensity_fn)
 
-    inner = _adapter(logdensity_fn, _EpsImm, dim, num_warmup, num_chains, o)
-    return Algorithm(init, kl_m.build_kernel(logdensity_fn), warmup_flag_adapter(inner, num_warmup, make),
-                     _kl_stats)
+        def make(p, in_warmup):
+            return params_cls(p.step_size, p.inverse_mass_matrix, jnp.full_like(p.step_size, gamma), in_warmup)
+
+        inner = _adapter(logdensity_fn, _EpsImm, dim, num_warmup, num_chains, o)
+        return Algorithm(init, module.build_kernel(logdensity_fn), warmup_flag_adapter(inner, num_warmup, make),
+                         _kl_stats)
+
+    return build
+
+
+_build_kl = _kinetic_builder(kl_m, kl_m.KineticLangevinParams)
 
 
 _SURROGATE = ("target acceptance statistic for dual averaging (a surrogate: the Metropolis acceptance "
@@ -316,20 +324,8 @@ register_method(MethodSpec(
 rmkl_m = importlib.import_module("samplax.mcmc.randomized_midpoint")
 
 
-def _build_rmkl(logdensity_fn, dim, num_warmup, num_chains, **o):
-    """Randomized-midpoint kinetic Langevin (Shen & Lee 2019) with the same warm-up as ``kinetic_langevin``."""
-    gamma = o["friction"]
-
-    def init(key, position):
-        return rmkl_m.init(key, position, logdensity_fn)
-
-    def make(p, in_warmup):
-        return rmkl_m.RandomizedMidpointParams(p.step_size, p.inverse_mass_matrix,
-                                               jnp.full_like(p.step_size, gamma), in_warmup)
-
-    inner = _adapter(logdensity_fn, _EpsImm, dim, num_warmup, num_chains, o)
-    return Algorithm(init, rmkl_m.build_kernel(logdensity_fn), warmup_flag_adapter(inner, num_warmup, make),
-                     _kl_stats)
+#: randomized-midpoint kinetic Langevin (Shen & Lee 2019), same warm-up as ``kinetic_langevin``
+_build_rmkl = _kinetic_builder(rmkl_m, rmkl_m.RandomizedMidpointParams)
 
 
 _RM_SURROGATE = ("target acceptance statistic for dual averaging (a surrogate: min(1, exp(-W)) with the "
