@@ -262,10 +262,11 @@ def run(key, logdensity_fn: Callable, prior: GaussianReference, config: NSConfig
         def body(c, m=m, ks=ks):
             key = jax.random.fold_in(k_loop, c["it"])
             k_start, k_move = jax.random.split(key)
-            _, idx = jax.lax.top_k(-c["logl"], ks)  # ks worst, ascending likelihood
+            order = jnp.argsort(c["logl"])
+            idx = order[:ks]  # ks worst, ascending likelihood
             c, log_l_star = remove(c, idx, m, ks)
             alive = jnp.ones((m,), bool).at[idx].set(False)
-            starts = jax.random.categorical(k_start, jnp.where(alive, 0.0, -jnp.inf), shape=(ks,))
+            starts = order[ks:][jax.random.randint(k_start, (ks,), 0, m - ks)]  # uniform over the survivors
             w = alive.astype(dtype) / jnp.sum(alive)
             mu = jnp.sum(w[:, None] * c["x"], 0)
             xc = c["x"] - mu
