@@ -18,7 +18,7 @@ from the particle population at every step and have no burn-in); for
 ``parallel_tempering`` it is the number of tuning scans.  ``init``: refused
 (``ValueError``) by the particle methods, which start from the reference;
 ``parallel_tempering`` starts every replica there.  ``progress=True``
-prints one line per temperature (SMC), per 1000 iterations (nested sampling)
+prints one line per temperature (SMC), per 100 iterations (nested sampling)
 or per tuning round (parallel tempering) on stderr.
 
 ``Result.extra`` also reports the per-run ``log_Z``, the idealized CLT
@@ -358,20 +358,26 @@ register_method(MethodSpec(
 def _ns_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init, progress, **o):
     """Nested sampling: ``num_chains`` independent runs; ``num_live`` live points (default ``num_samples``).
 
-    ``log_Z`` is the inverse-variance (equal-``H``) average of the runs' ``log Z``;
-    ``log_Z_se = sqrt(mean_r H_r / (n_live R))`` (Skilling 2006); the spread over
-    runs is reported in ``extra["log_Z_sd_over_runs"]``.
+    ``log_Z`` is the mean of the runs' ``log Z``;
+    ``log_Z_se = sqrt(max(mean_r H_r / n_live, between-run variance) / R)`` (Skilling 2006; the
+    between-run spread also sees what ``H`` misses); the spread over runs is reported in
+    ``extra["log_Z_sd_over_runs"]``.  The runs go one after another (``lax.map``), so only one
+    dead-point buffer is in memory at a time.
     """
     del num_warmup
     d = target.dim
     n_live = o["num_live"] or num_samples
-    k = o["num_delete"] or 1
+    k = o["num_delete"] or max(1, n_live // 10)
     if not 1 <= k < n_live:
         raise ValueError(f"nested_sampling: num_delete={k} must be in [1, num_live={n_live})")
+    min_live = n_live if o["min_live"] is None and n_live <= 100 else (o["min_live"] or 100)
+    if not 2 <= min_live <= n_live:
+        raise ValueError(f"nested_sampling: min_live={min_live} must be in [2, num_live={n_live}]")
     repeats = o["num_repeats"] or max(10, 5 * d)
-    max_it = o["max_iterations"] or int(np.ceil(100 * n_live / k))
+    max_it = o["max_iterations"] or 100_000
+    max_dead = o["max_dead"] or 100 * n_live
     cfg = nested.NSConfig(num_live=n_live, num_delete=k, num_repeats=repeats, max_iterations=max_it,
-                          dlogz=o["dlogz"])
+                          dlogz=o["dlogz"], min_live=min_live if min_live < n_live else 0, max_dead=max_dead)
     dtype = jnp.result_type(float)
     prior = make_reference(d, o["reference_mean"], o["reference_scale"], dtype)
     lp = _flat_logdensity(target)
@@ -382,23 +388,25 @@ def _ns_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init,
     show = _printer(f"{spec.name}/{target.name}", "run {} iteration {}: log X {:.2f}, log Z so far {:.4f}") \
         if progress else None
 
-    def one(kk, prior, run_id):
+    def one(args):
+        kk, run_id = args
         out = nested.run(kk, lp, prior, cfg, progress=show, run_id=run_id)
         draws = _final_draws(jax.random.fold_in(kk, 1), out.positions, out.log_weights, num_samples)
         return out._replace(positions=None, log_weights=None), draws
 
-    fn = jax.jit(jax.vmap(one, in_axes=(0, None, 0)))
+    fn = jax.jit(lambda ks, ids: jax.lax.map(one, (ks, ids)))
     ids = jnp.arange(num_chains)
     t0 = time.perf_counter()
-    compiled = fn.lower(keys, prior, ids).compile()
+    compiled = fn.lower(keys, ids).compile()
     t1 = time.perf_counter()
-    out, draws = compiled(keys, prior, ids)
+    out, draws = compiled(keys, ids)
     jax.block_until_ready(draws)
     t2 = time.perf_counter()
     log_z_runs = np.asarray(out.log_Z, dtype=np.float64)
     h = np.asarray(out.information, dtype=np.float64)
     log_z = float(np.mean(log_z_runs))
-    log_z_se = float(np.sqrt(np.mean(h) / (n_live * num_chains)))
+    v_between = float(np.var(log_z_runs, ddof=1)) if num_chains > 1 else 0.0
+    log_z_se = float(np.sqrt(max(np.mean(h) / n_live, v_between) / num_chains))
     samples = np.asarray(draws)
     stats = {"lp": np.asarray(jax.jit(jax.vmap(jax.vmap(lp)))(draws))}
     warnings = []
@@ -406,12 +414,14 @@ def _ns_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init,
     if not conv.all():
         warnings.append({"code": "not_converged", "value": int((~conv).sum()),
                          "message": f"{int((~conv).sum())} nested-sampling run(s) hit max_iterations={max_it} "
-                                    "before the live points' remaining evidence fell below dlogz"})
+                                    f"or filled the dead-point buffer (max_dead={max_dead}) before the live points' "
+                                    "remaining evidence fell below dlogz"})
     extra = {"log_Z_runs": log_z_runs.tolist(), "information": h.tolist(),
-             "log_Z_se_method": "sqrt(H / (n_live * runs)) (Skilling 2006)",
+             "log_Z_se_method": "sqrt(max(H / n_live, between-run variance) / runs) (Skilling 2006)",
              "log_Z_sd_over_runs": float(np.std(log_z_runs, ddof=1)) if num_chains > 1 else None,
-             "num_iterations": np.asarray(out.num_iterations).tolist(), "num_live": n_live,
-             "num_delete": k, "num_repeats": repeats}
+             "num_iterations": np.asarray(out.num_iterations).tolist(),
+             "num_dead": np.asarray(out.num_dead).tolist(), "num_live": n_live,
+             "stages": nested.stages(cfg), "num_delete": k, "num_repeats": repeats}
     cost = {"num_logdensity_evals": int(np.sum(np.asarray(out.num_logdensity_evals, dtype=np.int64))),
             "num_grad_evals": 0, "compile_seconds": t1 - t0, "sampling_seconds": t2 - t1}
     cfg_d = {"method": spec.name, "options": o, "seed": seed, "num_chains": num_chains,
@@ -426,17 +436,24 @@ def _none_or_pos_int(v):
 
 
 register_method(MethodSpec(
-    "nested_sampling", None, "Nested sampling with constrained hit-and-run slice sampling, prior N(0, 5^2 I) "
-    "(Skilling 2006; Handley et al. 2015)",
+    "nested_sampling", None, "Nested sampling, prior N(0, 5^2 I): k = n/10 deletions per iteration, live "
+    "points decreasing with the remaining evidence, constrained hit-and-run slice sampling (Skilling 2006; "
+    "Higson et al. 2019; Handley et al. 2015)",
     {"num_live": Option(None, "live points (None: num_samples)", _none_or_pos_int, "None or an int >= 1"),
-     "num_delete": Option(None, "points replaced per iteration (None: 1, Skilling's scheme; k > 1 uses the "
-                          "expected log-volume of the j-th worst of n, -sum_{i<j} 1/(n-i))", _none_or_pos_int,
+     "num_delete": Option(None, "points replaced per iteration in the first stage (None: num_live // 10; "
+                          "removing the j-th worst of m live points shrinks log X by 1/(m - j))", _none_or_pos_int,
                           "None or an int >= 1"),
+     "min_live": Option(None, "decreasing live points: stages num_live / 4^s down to min_live, each stage "
+                        "until the live points hold less than the next stage's share of Z (Higson et al. 2019); "
+                        "None: 100 (constant num_live when num_live <= 100)", _none_or_pos_int,
+                        "None or an int >= 2"),
      "num_repeats": Option(None, "slice-sampling steps per new point (None: max(10, 5 d), PolyChord's "
                            "evidence setting)", _none_or_pos_int,
                            "None or an int >= 1"),
-     "max_iterations": Option(None, "iteration cap (None: 100 num_live / num_delete)", _none_or_pos_int,
+     "max_iterations": Option(None, "iteration cap (None: 100000)", _none_or_pos_int,
                               "None or an int >= 1"),
+     "max_dead": Option(None, "dead-point buffer size (None: 100 num_live); the run stops when it is full",
+                        _none_or_pos_int, "None or an int >= 1"),
      "dlogz": Option(1e-3, "stop when the live points can add at most this to log Z",
                      lambda v: isinstance(v, (int, float)) and v > 0, "a positive number"),
      "reference_scale": common_options()["reference_scale"],

@@ -1,26 +1,58 @@
-"""Nested sampling (Skilling 2006) with constrained hit-and-run slice sampling.
+"""Nested sampling (Skilling 2006): batch deletion, decreasing live points, constrained slice sampling.
 
-The target ``p`` is split as prior ``pi`` (the Gaussian reference,
-default ``N(0, 5^2 I)``) times likelihood ``L = p / pi``, so that
-``Z = int pi L = int p``.  ``n`` live points are drawn from ``pi``; each
-iteration removes the ``k`` lowest-likelihood live points and replaces them
-by draws from ``pi`` restricted to ``{L > L*}``, ``L*`` the largest removed
-likelihood.  Removing the ``k`` worst points one at a time from ``n, n-1, ...,
-n-k+1`` live points shrinks the prior volume by ``E[log t] = -1/(n-j)`` each
-(the "dynamic live points" view of batch deletion), so with deterministic
-expected volumes
+The target ``p`` is split as prior ``pi`` (the Gaussian reference, default
+``N(0, 5^2 I)``) times likelihood ``L = p / pi``, so that ``Z = int pi L = int p``.
+``n`` live points are drawn from ``pi``; each iteration removes the ``k``
+lowest-likelihood live points and replaces them by draws from ``pi``
+restricted to ``{L > L*}``, ``L*`` the largest removed likelihood.
 
-``log X_i = -sum_{j <= i} 1 / n_j``,  ``Z = sum_i L_i (X_{i-1} - X_i) + X_end mean(L_live)``.
+Volumes.  Removing the ``k`` worst points one at a time from ``m, m-1, ...,
+m-k+1`` live points shrinks the prior volume by ``E[log t] = -1/(m-j)`` each
+(the live points are i.i.d. uniform in the constrained prior, so the ``j``-th
+worst of them sits at the ``j``-th order statistic; this is the "varying
+number of live points" view of Higson et al. 2019, "Dynamic nested sampling",
+Statistics and Computing 29).  With deterministic expected volumes
 
-The information ``H = sum_i p_i log(L_i / Z)`` (``p_i`` the posterior weights
-of the dead points) gives Skilling's standard error ``sd(log Z) ~ sqrt(H / n)``.
+``log X_i = -sum_{j <= i} 1 / m_j``,  ``Z = sum_i L_i (X_{i-1} - X_i) + X_end mean(L_live)``.
 
-New points come from hit-and-run slice sampling (Neal 2003, "Slice sampling";
-the PolyChord move of Handley, Hobson & Lasenby 2015) on
-``pi(x) 1[L(x) > L*]``: a direction ``C^{1/2} u`` (``u`` uniform on the sphere,
-``C`` the live-point covariance), a slice level ``log pi(x) - Exp(1)``,
-stepping out and shrinkage; ``num_repeats`` such steps from a random
-surviving live point.
+Decreasing live points (``min_live < num_live``).  The variance of ``log Z``
+is ``Var ~ int R(u)^2 / m(u) du`` over ``u = -log X`` (``R(u)`` the fraction of
+``Z`` beyond ``u``, ``m(u)`` the live points there) and the cost is
+``int m(u) du``, so the evidence-optimal allocation is ``m(u) ~ R(u)`` (Higson
+et al. 2019, sec. 3).  The run therefore goes through stages
+``n, n/r, n/r^2, ..., min_live`` (``r = live_ratio``): stage ``s`` runs until the
+estimated remaining fraction ``R_hat = X mean(L_live) / (Z_dead + X mean(L_live))``
+falls below ``n_{s+1} / n``, then its ``n_s - n_{s+1}`` worst live points are
+removed *without replacement* (exact volume shrinkage ``1/(n_s - j)`` each), and
+the next stage continues with the survivors.  This matters for likelihoods with a
+heavy upper tail (a funnel under a Gaussian prior: ``L = p / pi`` grows without
+bound in the funnel's mouth, 1-2 % of ``Z`` lies beyond ``log X = -100``), which
+need a deep compression that would cost ``n`` dead points per unit of ``log X``
+at a constant ``n``.  The later stages delete half their live points per
+iteration (``tail_delete_fraction``), so the deep compression takes few
+sequential iterations.
+
+Stopping: the last stage stops when the live points can add at most ``dlogz`` to
+``log Z`` at their *mean* likelihood, ``log(Z_dead + X mean(L_live)) - log Z_dead
+< dlogz`` (PolyChord's precision criterion; the maximum likelihood would never stop
+on an unbounded ``L``).
+
+The information ``H = sum_i p_i log(L_i / Z)`` (``p_i`` the posterior weights of
+the dead points) gives Skilling's standard error ``sd(log Z) ~ sqrt(H / n)``.
+
+New points: hit-and-run slice sampling (Neal 2003, "Slice sampling", Ann.
+Statist. 31; the PolyChord move of Handley, Hobson & Lasenby 2015) on
+``pi(x) 1[L(x) > L*]`` from a random surviving live point, ``num_repeats``
+steps.  Each step: a direction ``C^{1/2} u`` (``u`` uniform on the sphere, ``C``
+the survivors' covariance) or, with probability 1/2, a random coordinate axis
+scaled by the survivors' standard deviation along it (coordinate-wise slice
+sampling, Neal 2003 sec. 4.2), a slice level ``log pi(x) - Exp(1)``, Neal's
+stepping out with unit width and at most ``m = MAX_STEP_OUT`` extensions split
+at random between the two sides (``J = floor(m V)``, ``K = m - 1 - J``; this keeps
+the move reversible), then shrinkage.  All new points of an iteration advance
+together through one loop in which every point makes exactly one evaluation per
+pass (its own stepping-out / shrinkage state machine), so a vectorized pass is
+never wasted on points that already finished their current step.
 """
 from __future__ import annotations
 
@@ -32,18 +64,30 @@ from jax.scipy.special import logsumexp
 
 from samplax.smc.paths import GaussianReference
 
-MAX_STEP_OUT = 20
+MAX_STEP_OUT = 32
 MAX_SHRINK = 60
 
 
 class NSConfig(NamedTuple):
-    """Structural configuration of a nested-sampling run."""
+    """Structural configuration of a nested-sampling run.
+
+    ``num_delete`` points are replaced per iteration in the first stage;
+    ``min_live < num_live`` turns on the decreasing live points (stages
+    ``num_live / live_ratio^s`` down to ``min_live``; 0: constant ``num_live``);
+    later stages delete ``tail_delete_fraction`` of their live points per
+    iteration.  ``max_dead``: size of the dead-point buffer (0:
+    ``max_iterations * num_delete``); the run stops (not converged) when it is full.
+    """
 
     num_live: int
     num_delete: int
     num_repeats: int
     max_iterations: int
-    dlogz: float = 1e-3  # stop when the live points can add at most this much to log Z
+    dlogz: float = 1e-3
+    min_live: int = 0
+    live_ratio: int = 4
+    tail_delete_fraction: float = 0.5
+    max_dead: int = 0
 
 
 class NSOutput(NamedTuple):
@@ -56,63 +100,106 @@ class NSOutput(NamedTuple):
     num_iterations: jax.Array
     converged: jax.Array
     num_logdensity_evals: jax.Array
+    num_dead: jax.Array
 
 
-def _slice_step(key, x, lp_x, log_l_star, direction, logdensity_fn, prior: GaussianReference):
-    """One hit-and-run slice step on ``pi * 1[L > L*]`` along ``direction``; returns ``(x, lp_target(x), evals)``."""
-    k_y, k_r, k_loop = jax.random.split(key, 3)
-    log_y = prior.logdensity(x) - jax.random.exponential(k_y, dtype=x.dtype)
+def stages(config: NSConfig) -> list[tuple[int, int]]:
+    """The ``(live points, deletions per iteration)`` of each stage (see the module docstring)."""
+    n, k = config.num_live, config.num_delete
+    out = [(n, k)]
+    m = n
+    if config.min_live and config.min_live < n:
+        while m > config.min_live:
+            m = max(config.min_live, m // config.live_ratio)
+            out.append((m, min(m - 1, max(1, int(m * config.tail_delete_fraction)))))
+    return out
 
-    def in_slice(t):
-        z = x + t * direction
-        lp_t = logdensity_fn(z)
-        lpi = prior.logdensity(z)
-        ok = (lpi > log_y) & (lp_t - lpi > log_l_star) & jnp.isfinite(lp_t)
-        return ok, lp_t
 
-    r = jax.random.uniform(k_r, dtype=x.dtype)
-    left, right = -r, 1.0 - r
+def constrained_slice(key, x, lp, log_l_star, chol, logdensity_fn: Callable, prior: GaussianReference,
+                      num_repeats: int):
+    """``num_repeats`` hit-and-run slice steps on ``pi * 1[L > L*]`` for each row of ``x [K, d]``.
 
-    def out_cond(c):
-        t, n, ok = c
-        return ok & (n < MAX_STEP_OUT)
+    ``lp`` holds the target log-densities at ``x``.  Each step's direction is, with
+    probability 1/2 each (independent of the state, so the mixture stays reversible),
+    ``chol @ u`` with ``u`` uniform on the unit sphere, or a random coordinate axis
+    scaled by that coordinate's standard deviation (a Gibbs-like slice step; it
+    moves a coordinate whose conditional scale differs from the global one, such
+    as ``x_0`` in a funnel's neck, where the covariance directions are dominated by
+    the mouth).  Returns ``(x, lp, evals [K])``: every point
+    advances through Neal's (2003) stepping out (unit width in units of the
+    direction, at most ``MAX_STEP_OUT`` extensions split at random between the
+    sides) and shrinkage, one target evaluation per pass of the loop.  A step whose
+    shrinkage fails ``MAX_SHRINK`` times keeps its point.
+    """
+    kk, d = x.shape
+    dtype = x.dtype
+    vlp = jax.vmap(logdensity_fn)
+    vpi = jax.vmap(prior.logdensity)
+    m = MAX_STEP_OUT
+    sd = jnp.sqrt(jnp.sum(chol**2, axis=1))  # marginal standard deviations
 
-    def out_left(c):
-        t, n, _ = c
-        ok, _ = in_slice(t - 1.0)
-        return t - 1.0, n + 1, ok
+    def setup(key, x):
+        k1, k2, k3, k4, k5, k6 = jax.random.split(key, 6)
+        u = jax.random.normal(k1, (kk, d), dtype)
+        u = u / jnp.linalg.norm(u, axis=1, keepdims=True)
+        axis = jax.nn.one_hot(jax.random.randint(k5, (kk,), 0, d), d, dtype=dtype) * sd
+        use_axis = jax.random.bernoulli(k6, 0.5, (kk,))
+        direction = jnp.where(use_axis[:, None], axis, u @ chol.T)
+        log_y = vpi(x) - jax.random.exponential(k2, (kk,), dtype)
+        r = jax.random.uniform(k3, (kk,), dtype)
+        j = jnp.floor(m * jax.random.uniform(k4, (kk,), dtype)).astype(jnp.int32)
+        return dict(direction=direction, log_y=log_y, lo=-r, hi=1.0 - r, j=j, kr=m - 1 - j,
+                    phase=jnp.zeros((kk,), jnp.int32), n_shrink=jnp.zeros((kk,), jnp.int32))
 
-    def out_right(c):
-        t, n, _ = c
-        ok, _ = in_slice(t + 1.0)
-        return t + 1.0, n + 1, ok
+    k0, k_loop = jax.random.split(key)
+    c0 = dict(x=x, lp=lp, rep=jnp.zeros((kk,), jnp.int32), evals=jnp.zeros((kk,), jnp.int32),
+              trip=jnp.zeros((), jnp.int32), **setup(k0, x))
+    max_trips = num_repeats * (2 * m + MAX_SHRINK + 2)
 
-    ok_l, _ = in_slice(left)
-    ok_r, _ = in_slice(right)
-    left, n_l, _ = jax.lax.while_loop(out_cond, out_left, (left, jnp.int32(0), ok_l))
-    right, n_r, _ = jax.lax.while_loop(out_cond, out_right, (right, jnp.int32(0), ok_r))
+    def cond(c):
+        return jnp.any(c["rep"] < num_repeats) & (c["trip"] < max_trips)
 
-    def sh_cond(c):
-        _, _, _, _, done, n = c
-        return (~done) & (n < MAX_SHRINK)
+    def body(c):
+        ka, kb = jax.random.split(jax.random.fold_in(k_loop, c["trip"]))
+        active = c["rep"] < num_repeats
+        phase, lo, hi = c["phase"], c["lo"], c["hi"]
+        t_shrink = lo + jax.random.uniform(ka, (kk,), dtype) * (hi - lo)
+        t = jnp.where(phase == 0, lo, jnp.where(phase == 1, hi, t_shrink))
+        z = c["x"] + t[:, None] * c["direction"]
+        lpz = vlp(z)
+        lpiz = vpi(z)
+        ok = (lpiz > c["log_y"]) & (lpz - lpiz > log_l_star) & jnp.isfinite(lpz)
+        p0, p1, p2 = active & (phase == 0), active & (phase == 1), active & (phase == 2)
+        ext_l = p0 & ok & (c["j"] > 0)
+        ext_r = p1 & ok & (c["kr"] > 0)
+        acc = p2 & ok
+        give_up = p2 & ~ok & (c["n_shrink"] + 1 >= MAX_SHRINK)
+        shr = p2 & ~ok & ~give_up
+        new = dict(c)
+        new["lo"] = jnp.where(ext_l, lo - 1.0, jnp.where(shr & (t < 0), t, lo))
+        new["hi"] = jnp.where(ext_r, hi + 1.0, jnp.where(shr & (t >= 0), t, hi))
+        new["j"] = c["j"] - ext_l.astype(jnp.int32)
+        new["kr"] = c["kr"] - ext_r.astype(jnp.int32)
+        new["phase"] = jnp.where(p0 & ~ext_l, 1, jnp.where(p1 & ~ext_r, 2, phase))
+        new["n_shrink"] = c["n_shrink"] + shr.astype(jnp.int32)
+        new["x"] = jnp.where(acc[:, None], z, c["x"])
+        new["lp"] = jnp.where(acc, lpz, c["lp"])
+        done = acc | give_up
+        new["rep"] = c["rep"] + done.astype(jnp.int32)
+        fresh = setup(kb, new["x"])
+        for name, v in fresh.items():
+            mask = done[:, None] if v.ndim == 2 else done
+            new[name] = jnp.where(mask, v, new[name])
+        new["evals"] = c["evals"] + active.astype(jnp.int32)
+        new["trip"] = c["trip"] + 1
+        return new
 
-    def sh_body(c):
-        lo, hi, t_acc, lp_acc, _, n = c
-        t = jax.random.uniform(jax.random.fold_in(k_loop, n), minval=lo, maxval=hi, dtype=x.dtype)
-        ok, lp_t = in_slice(t)
-        lo = jnp.where(ok | (t >= 0), lo, t)
-        hi = jnp.where(ok | (t < 0), hi, t)
-        return lo, hi, jnp.where(ok, t, t_acc), jnp.where(ok, lp_t, lp_acc), ok, n + 1
-
-    _, _, t, lp_new, done, n_s = jax.lax.while_loop(
-        sh_cond, sh_body, (left, right, jnp.zeros_like(r), lp_x, jnp.asarray(False), jnp.int32(0)))
-    x_new = jnp.where(done, x + t * direction, x)
-    lp_new = jnp.where(done, lp_new, lp_x)
-    return x_new, lp_new, 2 + n_l + n_r + n_s
+    c = jax.lax.while_loop(cond, body, c0)
+    return c["x"], c["lp"], c["evals"]
 
 
 def run(key, logdensity_fn: Callable, prior: GaussianReference, config: NSConfig,
-        progress: Callable | None = None, run_id=0, progress_every: int = 1000) -> NSOutput:
+        progress: Callable | None = None, run_id=0, progress_every: int = 100) -> NSOutput:
     """One nested-sampling run (see the module docstring).
 
     ``progress(run_id, iteration, log_X, log_Z)`` (a host function, through
@@ -123,92 +210,111 @@ def run(key, logdensity_fn: Callable, prior: GaussianReference, config: NSConfig
     dtype = prior.mean.dtype
     if not 1 <= k < n:
         raise ValueError(f"nested sampling: num_delete must be in [1, num_live), got {k} with num_live={n}")
-    max_dead = config.max_iterations * k
+    if config.min_live and not 2 <= config.min_live <= n:
+        raise ValueError(f"nested sampling: min_live must be in [2, num_live={n}] (or 0), got {config.min_live}")
+    plan = stages(config)
+    cap = config.max_dead or config.max_iterations * k
+    buf = cap + n  # the stage transitions remove at most n points in all
+    vpi = jax.vmap(prior.logdensity)
     k_init, k_loop = jax.random.split(key)
     x0 = prior.sample(k_init, n)
     lp0 = jax.vmap(logdensity_fn)(x0)
-    logl0 = lp0 - jax.vmap(prior.logdensity)(x0)
+    logl0 = lp0 - vpi(x0)
     logl0 = jnp.where(jnp.isnan(logl0), -jnp.inf, logl0)
-    # log-volume decrements for removing k of n points one at a time
-    shrink = jnp.cumsum(1.0 / (n - jnp.arange(k, dtype=dtype)))
 
-    carry0 = dict(
-        x=x0, lp=lp0, logl=logl0, log_x=jnp.zeros((), dtype), log_z=jnp.asarray(-jnp.inf, dtype),
-        dead_x=jnp.zeros((max_dead, d), dtype), dead_logl=jnp.full((max_dead,), -jnp.inf, dtype),
-        dead_logdx=jnp.full((max_dead,), -jnp.inf, dtype), it=jnp.zeros((), jnp.int32),
-        evals=jnp.asarray(n, jnp.int32))
+    c = dict(x=x0, lp=lp0, logl=logl0, log_x=jnp.zeros((), dtype), log_z=jnp.asarray(-jnp.inf, dtype),
+             dead_x=jnp.zeros((buf, d), dtype), dead_logl=jnp.full((buf,), -jnp.inf, dtype),
+             dead_logdx=jnp.full((buf,), -jnp.inf, dtype), ptr=jnp.zeros((), jnp.int32),
+             it=jnp.zeros((), jnp.int32), evals=jnp.asarray(n, jnp.int32), stopped=jnp.asarray(False))
 
-    def remaining(c):
-        return c["log_x"] + jnp.max(c["logl"])
+    def log_z_live(c, m):
+        return c["log_x"] + logsumexp(c["logl"]) - jnp.log(m)
 
-    def cond(c):
-        lz = c["log_z"]
-        more = jnp.logaddexp(lz, remaining(c)) - lz
-        return (c["it"] < config.max_iterations) & ~(more < config.dlogz)
-
-    def body(c):
-        key = jax.random.fold_in(k_loop, c["it"])
-        k_start, k_dir, k_move = jax.random.split(key, 3)
-        neg, idx = jax.lax.top_k(-c["logl"], k)  # k worst, ascending likelihood
-        dead_logl = -neg
-        log_l_star = dead_logl[-1]
-        log_x_new = c["log_x"] - shrink  # [k]
+    def remove(c, idx, m, j):
+        """Remove the live points ``idx`` (ascending likelihood) from ``m`` live points: dead-point bookkeeping."""
+        dead_logl = c["logl"][idx]
+        shrink = jnp.cumsum(1.0 / (m - jnp.arange(j, dtype=dtype)))
+        log_x_new = c["log_x"] - shrink
         log_x_prev = jnp.concatenate([c["log_x"][None], log_x_new[:-1]])
         log_dx = log_x_prev + jnp.log1p(-jnp.exp(log_x_new - log_x_prev))
-        log_z = jnp.logaddexp(c["log_z"], logsumexp(dead_logl + log_dx))
-        sl = c["it"] * k
-        dead_x_buf = jax.lax.dynamic_update_slice(c["dead_x"], c["x"][idx], (sl, jnp.zeros_like(sl)))
-        dead_l_buf = jax.lax.dynamic_update_slice(c["dead_logl"], dead_logl, (sl,))
-        dead_dx_buf = jax.lax.dynamic_update_slice(c["dead_logdx"], log_dx, (sl,))
-        # survivors: likelihood above L* (ties with L* are removed too)
-        alive = jnp.ones((n,), bool).at[idx].set(False)
-        logits = jnp.where(alive, 0.0, -jnp.inf)
-        starts = jax.random.categorical(k_start, logits, shape=(k,))
-        # live-point covariance for the slice directions
-        w = alive.astype(dtype) / jnp.sum(alive)
-        mu = jnp.sum(w[:, None] * c["x"], 0)
-        xc = c["x"] - mu
-        cov = (w[:, None] * xc).T @ xc + 1e-12 * jnp.eye(d, dtype=dtype)
-        chol = jnp.linalg.cholesky(cov)
-        chol = jnp.where(jnp.all(jnp.isfinite(chol)), chol, jnp.diag(jnp.sqrt(jnp.diag(cov))))
+        p = c["ptr"]
+        out = dict(c)
+        out["log_z"] = jnp.logaddexp(c["log_z"], logsumexp(dead_logl + log_dx))
+        out["dead_x"] = jax.lax.dynamic_update_slice(c["dead_x"], c["x"][idx], (p, jnp.zeros_like(p)))
+        out["dead_logl"] = jax.lax.dynamic_update_slice(c["dead_logl"], dead_logl, (p,))
+        out["dead_logdx"] = jax.lax.dynamic_update_slice(c["dead_logdx"], log_dx, (p,))
+        out["ptr"] = p + j
+        out["log_x"] = log_x_new[-1]
+        return out, dead_logl[-1]
 
-        def new_point(kk, x, lp):
-            def one(carry, kr):
-                x, lp, ev = carry
-                k1, k2 = jax.random.split(kr)
-                u = jax.random.normal(k1, (d,), dtype)
-                u = u / jnp.linalg.norm(u)
-                direction = chol @ u
-                x, lp, e = _slice_step(k2, x, lp, log_l_star, direction, logdensity_fn, prior)
-                return (x, lp, ev + e), None
+    for s, (m, ks) in enumerate(plan):
+        last = s == len(plan) - 1
+        next_frac = None if last else plan[s + 1][0] / n
 
-            (x, lp, ev), _ = jax.lax.scan(one, (x, lp, jnp.int32(0)), jax.random.split(kk, config.num_repeats))
-            return x, lp, ev
+        def cond(c, m=m, ks=ks, last=last, next_frac=next_frac):
+            lzl = log_z_live(c, m)
+            if last:
+                more = ~(jnp.logaddexp(c["log_z"], lzl) - c["log_z"] < config.dlogz)
+            else:
+                more = lzl - jnp.logaddexp(c["log_z"], lzl) >= jnp.log(next_frac)
+            return (c["it"] < config.max_iterations) & (c["ptr"] + ks <= cap) & more & ~c["stopped"]
 
-        xs, lps, evs = jax.vmap(new_point)(jax.random.split(k_move, k), c["x"][starts], c["lp"][starts])
-        logls = lps - jax.vmap(prior.logdensity)(xs)
-        x = c["x"].at[idx].set(xs)
-        lp = c["lp"].at[idx].set(lps)
-        logl = c["logl"].at[idx].set(logls)
-        if progress is not None:
-            jax.lax.cond((c["it"] + 1) % progress_every == 0,
-                         lambda: jax.debug.callback(progress, run_id, c["it"] + 1, log_x_new[-1], log_z),
-                         lambda: None)
-        return dict(x=x, lp=lp, logl=logl, log_x=log_x_new[-1], log_z=log_z, dead_x=dead_x_buf,
-                    dead_logl=dead_l_buf, dead_logdx=dead_dx_buf, it=c["it"] + 1,
-                    evals=c["evals"] + jnp.sum(evs).astype(jnp.int32))
+        def body(c, m=m, ks=ks):
+            key = jax.random.fold_in(k_loop, c["it"])
+            k_start, k_move = jax.random.split(key)
+            order = jnp.argsort(c["logl"])
+            idx = order[:ks]  # ks worst, ascending likelihood
+            c, log_l_star = remove(c, idx, m, ks)
+            alive = jnp.ones((m,), bool).at[idx].set(False)
+            starts = order[ks:][jax.random.randint(k_start, (ks,), 0, m - ks)]  # uniform over the survivors
+            w = alive.astype(dtype) / jnp.sum(alive)
+            mu = jnp.sum(w[:, None] * c["x"], 0)
+            xc = c["x"] - mu
+            cov = (w[:, None] * xc).T @ xc + 1e-12 * jnp.eye(d, dtype=dtype)
+            chol = jnp.linalg.cholesky(cov)
+            chol = jnp.where(jnp.all(jnp.isfinite(chol)), chol, jnp.diag(jnp.sqrt(jnp.diag(cov))))
+            xs, lps, evs = constrained_slice(k_move, c["x"][starts], c["lp"][starts], log_l_star, chol,
+                                             logdensity_fn, prior, config.num_repeats)
+            logls = lps - vpi(xs)
+            c["x"] = c["x"].at[idx].set(xs)
+            c["lp"] = c["lp"].at[idx].set(lps)
+            c["logl"] = c["logl"].at[idx].set(jnp.where(jnp.isnan(logls), -jnp.inf, logls))
+            if progress is not None:
+                jax.debug.callback(_every(progress, progress_every), run_id, c["it"] + 1, c["log_x"], c["log_z"])
+            c["it"] = c["it"] + 1
+            c["evals"] = c["evals"] + jnp.sum(evs).astype(jnp.int32)
+            return c
 
-    c = jax.lax.while_loop(cond, body, carry0)
-    converged = ~cond(c) & (c["it"] < config.max_iterations) | (jnp.logaddexp(c["log_z"], remaining(c))
-                                                                  - c["log_z"] < config.dlogz)
+        c = jax.lax.while_loop(cond, body, c)
+        if not last:
+            # full buffer or iteration cap: later stages only remove points (still exact), never iterate
+            c["stopped"] = c["stopped"] | (c["it"] >= config.max_iterations) | (c["ptr"] + ks > cap)
+            m_next = plan[s + 1][0]
+            order = jnp.argsort(c["logl"])
+            c, _ = remove(c, order[: m - m_next], m, m - m_next)
+            keep = order[m - m_next:]
+            c["x"], c["lp"], c["logl"] = c["x"][keep], c["lp"][keep], c["logl"][keep]
+
+    m_last = plan[-1][0]
+    lzl = log_z_live(c, m_last)
+    converged = ~c["stopped"] & (jnp.logaddexp(c["log_z"], lzl) - c["log_z"] < config.dlogz)
     # the live points fill the remaining volume equally
-    live_logdx = jnp.full((n,), c["log_x"] - jnp.log(n), dtype)
+    live_logdx = jnp.full((m_last,), c["log_x"] - jnp.log(m_last), dtype)
     all_x = jnp.concatenate([c["dead_x"], c["x"]])
     all_logl = jnp.concatenate([c["dead_logl"], c["logl"]])
     all_logdx = jnp.concatenate([c["dead_logdx"], live_logdx])
-    log_w = jnp.where(jnp.isfinite(all_logdx), all_logl + all_logdx, -jnp.inf)
+    log_w = jnp.where(jnp.isfinite(all_logdx) & jnp.isfinite(all_logl), all_logl + all_logdx, -jnp.inf)
     log_z = logsumexp(log_w)
     log_p = log_w - log_z
     p = jnp.exp(log_p)
     info = jnp.sum(jnp.where(p > 0, p * (all_logl - log_z), 0.0))
-    return NSOutput(log_z, info, all_x, log_p, c["it"], converged, c["evals"])
+    return NSOutput(log_z, info, all_x, log_p, c["it"], converged, c["evals"], c["ptr"])
+
+
+def _every(progress, every):
+    """Host-side filter: call ``progress`` only on iterations that are multiples of ``every``."""
+    def show(run_id, it, log_x, log_z):
+        import numpy as np
+        if int(np.asarray(it)) % every == 0:
+            progress(run_id, it, log_x, log_z)
+    return show
