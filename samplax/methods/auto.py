@@ -59,7 +59,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from samplax.adaptation.fisher import (
-    RunningFisherState, fisher_window_adapter, running_init, running_prepare, running_update,
+    RunningFisherState, fisher_init, fisher_low_rank, fisher_update, fisher_window_adapter, running_init,
+    running_prepare, running_update,
 )
 from samplax.adaptation.step_size import find_reasonable_step_size
 from samplax.mcmc.metrics import LowRankMetric
@@ -243,36 +244,27 @@ def _pooled_low_rank(xs, gs, max_rank: int, cutoff: float, gamma: float = 1e-5, 
     if xs.shape[0] < 2 * d:
         info["reason"] = "fewer than 2 d draws"
         return None, info
-    vx, vg = xs.var(axis=0, ddof=1), gs.var(axis=0, ddof=1)
-    if not (np.all(vx > 0) and np.all(vg > 0)):
+    if not (np.all(xs.var(axis=0, ddof=1) > 0) and np.all(gs.var(axis=0, ddof=1) > 0)):
         info["reason"] = "zero variance"
         return None, info
-    s = np.sqrt(np.sqrt(vx / vg))
-    a = np.cov((xs / s).T).reshape(d, d) + gamma * np.eye(d)
-    b = np.cov((gs * s).T).reshape(d, d) + gamma * np.eye(d)
-    la, ua = np.linalg.eigh(a)
-    a_half = (ua * np.sqrt(np.maximum(la, 1e-300))) @ ua.T
-    li, ui = np.linalg.eigh(a_half @ b @ a_half)
-    sigma = a_half @ ((ui / np.sqrt(np.maximum(li, 1e-300))) @ ui.T) @ a_half
-    if not np.all(np.isfinite(sigma)):
+    dtype = jnp.result_type(float)
+    state = fisher_update(fisher_init(d, True, dtype), jnp.asarray(xs, dtype), jnp.asarray(gs, dtype))
+    # all d directions, furthest from 1 first; those within the cutoff already have l = 1
+    full = fisher_low_rank(state, d, cutoff=cutoff, gamma=gamma)
+    if not all(bool(jnp.all(jnp.isfinite(a))) for a in full):
         info["reason"] = "non-finite estimate"
         return None, info
-    lam, u = np.linalg.eigh(0.5 * (sigma + sigma.T))
-    lam = np.maximum(lam, 1e-300)
-    dist = np.abs(np.log(lam))
-    order = np.argsort(-dist)
-    kept = int(min(np.sum(dist > np.log(cutoff)), max_rank, d))
-    info.update(kept=kept, eigenvalues=np.sort(lam)[::-1][:8].tolist() + (["..."] if d > 8 else []))
+    lam_sorted = np.sort(np.asarray(full.values))  # kept eigenvalues (l = 1 for the rest)
+    kept = int(min(np.sum(np.asarray(full.values) != 1.0), max_rank, d))
+    info.update(kept=kept, eigenvalues=lam_sorted[::-1][:8].tolist() + (["..."] if d > 8 else []))
     if kept == 0 and rank is None:
         info["reason"] = "no direction beyond the cutoff"
         return None, info
     k = int(rank) if rank is not None else int(min(d, max_rank, 1 << (kept - 1).bit_length()))
     kept = min(kept, k)
     info["kept"] = kept
-    idx = order[:k]
-    vals = np.where(np.arange(k) < kept, lam[idx], 1.0)
-    dtype = jnp.result_type(float)
-    return LowRankMetric(jnp.asarray(s, dtype), jnp.asarray(u[:, idx], dtype), jnp.asarray(vals, dtype)), info
+    vals = jnp.where(jnp.arange(k) < kept, full.values[:k], 1.0)
+    return LowRankMetric(full.scale, full.vectors[:, :k], vals), info
 
 
 #: sampling chunks queued ahead of the host copy (asynchronous dispatch)
@@ -376,6 +368,9 @@ def auto_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init
         """``metric``: None (per-chain running diagonal) or a pooled LowRankMetric (structural)."""
         _, step = kernel(tgt)
         chain_keys = jax.vmap(lambda c: jax.random.fold_in(k_run, c))(chain_ids)
+        # the pooled metric, one copy per chain (once per chunk, not per step)
+        metric_c = None if metric is None else jax.tree.map(
+            lambda a: jnp.broadcast_to(a, (num_chains,) + a.shape), metric)
 
         def adapt(rs_p, info, new_states):
             return jax.vmap(lambda r, a, x, g: running_update(r, a, x, g, target_accept, late_interval=K))(
@@ -387,8 +382,7 @@ def auto_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init
             active = j < n_active
             rs_p = jax.vmap(running_prepare, (0, None))(rs, phase)
             keys = jax.vmap(lambda kc: jax.random.fold_in(kc, i))(chain_keys)
-            imm = rs_p.inverse_mass_matrix if metric is None else jax.tree.map(
-                lambda a: jnp.broadcast_to(a, (num_chains,) + a.shape), metric)
+            imm = rs_p.inverse_mass_matrix if metric is None else metric_c
             params = nuts_m.NUTSParams(rs_p.step_size, imm)
             new_states, info = jax.vmap(step)(keys, states, params)
             # sampling (phase 2) freezes the adaptation: skip its work

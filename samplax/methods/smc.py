@@ -289,20 +289,21 @@ def _waste_free_runner(target, spec, *, seed, num_chains, num_warmup, num_sample
                         config=cfg, schedule=sched, init=init, progress=progress, **_common_kwargs(o))
 
 
-def _ais_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init, progress, **o):
-    del num_warmup
-    cfg = _config(num_samples, o, adaptive=False, ess_threshold=0.0)
-    sched = _resolve_schedule(o["schedule"], o["num_temperatures"], o["schedule_power"])
-    return run_tempered(target, spec.name, seed=seed, num_chains=num_chains, num_samples=num_samples,
-                        config=cfg, schedule=sched, init=init, progress=progress, **_common_kwargs(o))
+def _fixed_schedule_runner(ess_threshold: float):
+    """Runner for a fixed tempering schedule: ``ess_threshold`` 0 never resamples (AIS), 1 always (PA)."""
+
+    def runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init, progress, **o):
+        del num_warmup
+        cfg = _config(num_samples, o, adaptive=False, ess_threshold=ess_threshold)
+        sched = _resolve_schedule(o["schedule"], o["num_temperatures"], o["schedule_power"])
+        return run_tempered(target, spec.name, seed=seed, num_chains=num_chains, num_samples=num_samples,
+                            config=cfg, schedule=sched, init=init, progress=progress, **_common_kwargs(o))
+
+    return runner
 
 
-def _pa_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init, progress, **o):
-    del num_warmup
-    cfg = _config(num_samples, o, adaptive=False, ess_threshold=1.0)
-    sched = _resolve_schedule(o["schedule"], o["num_temperatures"], o["schedule_power"])
-    return run_tempered(target, spec.name, seed=seed, num_chains=num_chains, num_samples=num_samples,
-                        config=cfg, schedule=sched, init=init, progress=progress, **_common_kwargs(o))
+_ais_runner = _fixed_schedule_runner(0.0)
+_pa_runner = _fixed_schedule_runner(1.0)
 
 
 _ADAPTIVE = {
