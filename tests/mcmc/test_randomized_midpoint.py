@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import samplax
-from mcmc2_helpers import baoab_stationary_cov, check_moments, counting, langevin_gaussian
+from mcmc2_helpers import baoab_stationary_cov, check_moments, langevin_gaussian
 
 rm = importlib.import_module("samplax.mcmc.randomized_midpoint")
 
