@@ -82,9 +82,16 @@ def cmd_run(args) -> int:
         except KeyError as e:
             print(f"samplax run: {e.args[0]}", file=sys.stderr)
             return 2
+    from samplax.methods import METHODS
+
+    spec = METHODS.get(args.method)
+    if args.resume and not spec.supports_checkpoints:
+        print(f"samplax run: method {args.method!r} runs as one compiled program and writes no checkpoint, "
+              "so --resume does not apply to it", file=sys.stderr)
+        return 2
     out = args.out or _default_out(f"run-{args.method}-{args.target}")
-    ckpt = os.path.join(out, "checkpoint")
-    if os.path.exists(os.path.join(ckpt, "checkpoint.npz")) and not args.resume:
+    ckpt = os.path.join(out, "checkpoint") if spec.supports_checkpoints else None
+    if ckpt is not None and os.path.exists(os.path.join(ckpt, "checkpoint.npz")) and not args.resume:
         print(f"samplax run: {out} already holds a checkpoint; pass --resume to continue it "
               "or choose another --out", file=sys.stderr)
         return 2

@@ -44,6 +44,29 @@ def test_run_writes_run_folder_and_report(tmp_path, capsys):
     assert main(["report", str(out)]) == 0
 
 
+@pytest.mark.parametrize("method,sets", [
+    ("smc", []), ("ais", ["--set", "num_temperatures=20"]), ("nested_sampling", []),
+    ("parallel_tempering", ["--set", "num_temperatures=4"]), ("svgd", [])])
+def test_run_population_methods(tmp_path, capsys, method, sets):
+    """Methods that run as one compiled program (no checkpoints) work from the CLI; log Z reaches the output."""
+    out = tmp_path / method
+    rc = main(["run", method, "std_gaussian", "--chains", "2", "--warmup", "100", "--samples", "100",
+               "--out", str(out), "--quiet", "--no-report", "--target-param", "dim=2", *sets])
+    assert rc == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    meta = json.loads((out / "results.json").read_text())
+    with np.load(out / "samples.npz") as z:
+        assert z["samples"].shape[-1] == 2
+    if method != "svgd":
+        # std_gaussian is unnormalized: log Z = (d/2) log(2 pi)
+        assert abs(meta["log_Z"] - np.log(2 * np.pi)) < 0.5, meta["log_Z"]
+        assert "log_Z" in printed or "log Z" in printed
+    assert not (out / "checkpoint").exists()
+    # --resume names the reason instead of failing inside the sampler
+    assert main(["run", method, "std_gaussian", "--out", str(out), "--resume", "--quiet"]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
+
+
 def test_run_bad_input_is_a_clear_error(tmp_path, capsys):
     assert main(["run", "nuts", "no_such_target", "--out", str(tmp_path / "a")]) == 2
     assert "unknown target 'no_such_target'" in capsys.readouterr().err

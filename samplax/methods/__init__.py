@@ -67,6 +67,15 @@ class MethodSpec:
     #: the method on it); None means any target (a standard Gaussian is used).
     example_target: Optional[str] = None
 
+    @property
+    def supports_checkpoints(self) -> bool:
+        """Whether ``sample(..., checkpoint_dir=..., thinning=...)`` works: chain methods run by the driver
+        and runners that wrap it (they declare ``driver_options``).  Population methods (SMC, nested
+        sampling, ensembles, particle flows) run as one compiled program and have no checkpoints."""
+        import inspect
+
+        return self.runner is None or "driver_options" in inspect.signature(self.runner).parameters
+
     def resolve_options(self, given: dict) -> dict:
         unknown = sorted(set(given) - set(self.options))
         if unknown:
