@@ -20,7 +20,8 @@ def test_list(capsys):
     out = capsys.readouterr().out
     assert "nuts" in out and "max_tree_depth=10" in out
     assert main(["list", "suites"]) == 0
-    assert "quick" in capsys.readouterr().out
+    suites = capsys.readouterr().out
+    assert "quick" in suites and "logz" in suites
 
 
 def test_run_writes_run_folder_and_report(tmp_path, capsys):

@@ -30,6 +30,10 @@ class GroundTruth:
       version: version string of this ground truth (bump when it changes).
       mean, std: per-quantity posterior mean and standard deviation.
       mean_se, std_se: standard errors of ``mean``/``std`` themselves (0 when analytic).
+      kurtosis: per-quantity fourth standardized moment ``E[(x - mean)^4] / std^4``
+        where known (None otherwise).  Benchmarks use it for the standard error
+        of a sample sd when the draws' own kurtosis estimate is unreliable
+        (heavy tails: 3 e^9 for the funnel's ``x_i``).
       log_Z: log normalizing constant of ``exp(logdensity)`` (None if unknown).
       log_Z_se: its standard error.
       names: names of the reported quantities.
@@ -45,6 +49,7 @@ class GroundTruth:
     log_Z: Optional[float] = None
     log_Z_se: float = 0.0
     names: Optional[tuple] = None
+    kurtosis: Optional[np.ndarray] = None
 
     def to_dict(self) -> dict:
         out = {}
