@@ -160,8 +160,8 @@ def main():
             "smc": (f"samplax smc (defaults, CESS 0.9, N={n})", dict(method="smc", target_cess=0.9, num_samples=n)),
             "pt": ("samplax parallel_tempering (K=24, 2000 tuning + 4000 scans)",
                    dict(method="parallel_tempering", num_temperatures=24, num_warmup=2000, num_samples=4000)),
-            "ns": (f"samplax nested_sampling (defaults: n_live={lives[tname]}, k=n/10, live points down to 100, "
-                   "5d slice steps)",
+            "ns": (f"samplax nested_sampling (defaults: prior t_1(0, 5^2 I), n_live={lives[tname]}, k=n/10, "
+                   "live points down to 100, 5d slice steps)",
                    dict(method="nested_sampling", num_live=lives[tname], num_samples=1000)),
         }
         smc_cost = None
@@ -176,7 +176,8 @@ def main():
             if key == "smc":
                 smc_cost = r.cost["num_grad_evals"] / runs
             rows.append((tname, label, err.mean(), err.std(), cost, time.perf_counter() - t0))
-            print(rows[-1], flush=True)
+            print(rows[-1], "signed errors per run:", np.round(np.asarray(r.extra["log_Z_runs"]) - true, 4).tolist(),
+                  flush=True)
         if "blackjax" not in skip and smc_cost is not None:
             t0 = time.perf_counter()
             err, cost, _, m = _blackjax_matched(target, true, runs, n, smc_cost)
@@ -186,7 +187,7 @@ def main():
     lines = [
         "# log Z benchmark", "",
         f"|log Z_hat - log Z| over {runs} independent runs (seed 0, runs = fold-ins; mean +- std over runs). "
-        "Reference/prior N(0, 5^2 I) for every method. Cost = gradient evaluations per run (each comes with "
+        "Reference N(0, 5^2 I) for the SMC family; prior t_1(0, 5^2 I) for nested sampling (its default). Cost = gradient evaluations per run (each comes with "
         "its log-density; nested sampling: log-density evaluations); "
         "BlackJAX gets the same number of particles and about the same number of gradient evaluations as "
         "samplax smc (its num_mcmc_steps is set from a pilot run's temperature count).",
@@ -202,7 +203,8 @@ def main():
         keys = {r.split(" | ")[0] + " | " + r.split(" | ")[1] for r in new_rows}
         kept = [ln for ln in old_lines if ln.startswith("| ") and not ln.startswith("| target")
                 and "published best" not in ln and ln.split(" | ")[0] + " | " + ln.split(" | ")[1] not in keys]
-        head = [ln for ln in old_lines if not ln.startswith("|")]
+        head = [ln for ln in old_lines if not ln.startswith(("| ", "|---")) and
+                not ln.startswith("Rows marked (partial run)")]
         lines = head[:-1] + [f"Rows marked (partial run) were added by `benchmarks/logz.py --append` "
                              f"(that run: {time.perf_counter() - t_all:.0f} s, same machine).", "",
                              "| target | method | log Z error | grad (NS: density) evals / run | wall s |",

@@ -380,7 +380,7 @@ def _ns_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init,
     cfg = nested.NSConfig(num_live=n_live, num_delete=k, num_repeats=repeats, max_iterations=max_it,
                           dlogz=o["dlogz"], min_live=min_live if min_live < n_live else 0, max_dead=max_dead)
     dtype = jnp.result_type(float)
-    prior = make_reference(d, o["reference_mean"], o["reference_scale"], dtype)
+    prior = make_reference(d, o["reference_mean"], o["reference_scale"], dtype, dof=o["reference_dof"])
     lp = _flat_logdensity(target)
     key = jax.random.key(seed)
     keys = jax.vmap(lambda c: jax.random.fold_in(jax.random.fold_in(key, 11), c))(jnp.arange(num_chains))
@@ -436,8 +436,12 @@ def _none_or_pos_int(v):
     return v is None or _pos_int(v)
 
 
+def _dof_ok(v):
+    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < float("inf"))
+
+
 register_method(MethodSpec(
-    "nested_sampling", None, "Nested sampling, prior N(0, 5^2 I): k = n/10 deletions per iteration, live "
+    "nested_sampling", None, "Nested sampling, prior t_1(0, 5^2 I): k = n/10 deletions per iteration, live "
     "points decreasing with the remaining evidence, constrained hit-and-run slice sampling (Skilling 2006; "
     "Higson et al. 2019; Handley et al. 2015)",
     {"num_live": Option(None, "live points (None: num_samples)", _none_or_pos_int, "None or an int >= 1"),
@@ -457,8 +461,13 @@ register_method(MethodSpec(
                         _none_or_pos_int, "None or an int >= 1"),
      "dlogz": Option(1e-3, "stop when the live points can add at most this to log Z",
                      lambda v: isinstance(v, (int, float)) and v > 0, "a positive number"),
-     "reference_scale": common_options()["reference_scale"],
-     "reference_mean": common_options()["reference_mean"]},
+     "reference_scale": Option(DEFAULT_REFERENCE_SCALE, "scale of the prior t_nu(mean, scale^2 I) (or the "
+                               "std of N(mean, scale^2 I) with reference_dof=None): positive scalar or [d]",
+                               common_options()["reference_scale"].check, common_options()["reference_scale"].requirement),
+     "reference_mean": common_options()["reference_mean"],
+     "reference_dof": Option(1.0, "degrees of freedom nu of the multivariate Student-t prior (None: the Gaussian "
+                             "N(mean, scale^2 I)); a prior with lighter tails than the target makes L = p / prior "
+                             "unbounded (see samplax.smc.nested)", _dof_ok, "None or a positive finite number")},
     family="smc", gradient_based=False, runner=_ns_runner))
 
 

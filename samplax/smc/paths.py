@@ -8,7 +8,8 @@ where ``q`` is a *normalized* reference, so ``Z_0 = 1`` and the SMC estimate of
 
 samplax's default reference is the broad diagonal Gaussian ``N(0, 5^2 I)``
 (``reference_scale=5``); a fitted or user-given Gaussian is a
-``(mean, scale)`` pair.  Prior-to-posterior (likelihood) tempering is the
+``(mean, scale)`` pair.  :class:`StudentTReference` is the heavy-tailed
+alternative (nested sampling's default prior, see ``samplax.smc.nested``).  Prior-to-posterior (likelihood) tempering is the
 same path with ``q`` the prior and ``log p - log q`` the log-likelihood.
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.scipy.special import gammaln
 
 DEFAULT_REFERENCE_SCALE = 5.0
 
@@ -40,10 +42,44 @@ class GaussianReference(NamedTuple):
         return self.mean + self.scale * z
 
 
-def make_reference(dim: int, mean=None, scale=None, dtype=None) -> GaussianReference:
-    """Build a :class:`GaussianReference`, checking shapes; defaults ``N(0, 5^2 I)``.
+class StudentTReference(NamedTuple):
+    """Normalized multivariate Student-t ``t_nu(mean, diag(scale^2))`` (one shared ``nu``).
 
-    ``mean`` is a scalar or ``[dim]``; ``scale`` a positive scalar or ``[dim]`` vector of standard deviations.
+    Density: ``Gamma((nu + d) / 2) / (Gamma(nu / 2) (nu pi)^{d/2} prod(scale))
+    (1 + |z|^2 / nu)^{-(nu + d) / 2}``, ``z = (x - mean) / scale``.  Draws:
+    ``mean + scale * g / sqrt(w / nu)`` with ``g ~ N(0, I)``, ``w ~ chi^2_nu``
+    (a Gaussian scale mixture).  ``nu = 1`` is the multivariate Cauchy.  Its
+    polynomial tails dominate any target whose tails decay faster than
+    ``|x|^{-(nu + d)}``, which keeps ``p / reference`` bounded.
+    """
+
+    mean: jax.Array
+    scale: jax.Array
+    dof: jax.Array
+
+    def logdensity(self, x: jax.Array) -> jax.Array:
+        """``log t_nu(x; mean, diag(scale^2))`` for one point ``x`` of shape ``[d]``."""
+        z = (x - self.mean) / self.scale
+        d = x.shape[-1]
+        nu = self.dof
+        return (gammaln(0.5 * (nu + d)) - gammaln(0.5 * nu) - 0.5 * d * jnp.log(nu * jnp.pi)
+                - jnp.sum(jnp.log(self.scale)) - 0.5 * (nu + d) * jnp.log1p(jnp.sum(z**2) / nu))
+
+    def sample(self, key: jax.Array, n: int) -> jax.Array:
+        """``n`` exact draws ``[n, d]``."""
+        k1, k2 = jax.random.split(key)
+        dtype = self.mean.dtype
+        g = jax.random.normal(k1, (n, self.mean.shape[0]), dtype=dtype)
+        w = 2.0 * jax.random.gamma(k2, 0.5 * self.dof, (n,), dtype=dtype)  # chi^2_nu
+        return self.mean + self.scale * g * jnp.sqrt(self.dof / w)[:, None]
+
+
+def make_reference(dim: int, mean=None, scale=None, dtype=None, dof=None):
+    """Build a :class:`GaussianReference` (``dof=None``) or :class:`StudentTReference`, checking shapes.
+
+    Defaults ``N(0, 5^2 I)``.  ``mean`` is a scalar or ``[dim]``; ``scale`` a
+    positive scalar or ``[dim]`` vector (standard deviations for the Gaussian,
+    scales for the Student-t); ``dof`` a positive number of degrees of freedom.
     """
     dtype = dtype or jnp.result_type(float)
     m = np.zeros(dim) if mean is None else np.asarray(mean, dtype=np.float64)
@@ -60,7 +96,11 @@ def make_reference(dim: int, mean=None, scale=None, dtype=None) -> GaussianRefer
         raise ValueError("reference_mean must be finite")
     if not (np.all(np.isfinite(s)) and np.all(s > 0)):
         raise ValueError(f"reference_scale must be positive and finite, got {s}")
-    return GaussianReference(jnp.asarray(m, dtype), jnp.asarray(s, dtype))
+    if dof is None:
+        return GaussianReference(jnp.asarray(m, dtype), jnp.asarray(s, dtype))
+    if isinstance(dof, bool) or not isinstance(dof, (int, float)) or not (0 < dof < np.inf):
+        raise ValueError(f"reference_dof must be None or a positive finite number, got {dof!r}")
+    return StudentTReference(jnp.asarray(m, dtype), jnp.asarray(s, dtype), jnp.asarray(float(dof), dtype))
 
 
 def geometric_logdensity(beta, log_reference, log_target):
