@@ -360,7 +360,8 @@ def _ns_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init,
     """Nested sampling: ``num_chains`` independent runs; ``num_live`` live points (default ``num_samples``).
 
     ``log_Z`` is the mean of the runs' ``log Z``;
-    ``log_Z_se = sqrt(max(mean_r H_r / n_live, between-run variance) / R)`` (Skilling 2006; the
+    ``log_Z_se = sqrt(max(mean_r (H_r / n_live + V_r), between-run variance) / R)`` (Skilling 2006;
+    ``V_r`` the variance of the zero-likelihood plateau's volume, see ``nested.run``; the
     between-run spread also sees what ``H`` misses); the spread over runs is reported in
     ``extra["log_Z_sd_over_runs"]``.  The runs go one after another (``lax.map``), so only one
     dead-point buffer is in memory at a time.
@@ -403,11 +404,20 @@ def _ns_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init,
     out, draws = compiled(keys, ids)
     jax.block_until_ready(draws)
     t2 = time.perf_counter()
+    n_fin = np.asarray(out.num_initial_finite)
+    if np.any(n_fin == 0):
+        raise ValueError(f"nested_sampling: none of the num_live={n_live} initial draws from the prior "
+                         f"{type(prior).__name__}(mean={np.asarray(prior.mean).tolist()}, "
+                         f"scale={np.asarray(prior.scale).tolist()}) has a finite log-density on target "
+                         f"{target.name!r}; move the prior onto the target's support with reference_mean / "
+                         "reference_scale, or raise num_live")
     log_z_runs = np.asarray(out.log_Z, dtype=np.float64)
     h = np.asarray(out.information, dtype=np.float64)
     log_z = float(np.mean(log_z_runs))
     v_between = float(np.var(log_z_runs, ddof=1)) if num_chains > 1 else 0.0
-    log_z_se = float(np.sqrt(max(np.mean(h) / n_live, v_between) / num_chains))
+    # Skilling's H / n plus the variance of the zero-likelihood plateau's volume (nested.run)
+    v_theory = float(np.mean(h / n_live + np.asarray(out.plateau_var, dtype=np.float64)))
+    log_z_se = float(np.sqrt(max(v_theory, v_between) / num_chains))
     samples = np.asarray(draws)
     stats = {"lp": np.asarray(jax.jit(jax.vmap(jax.vmap(lp)))(draws))}
     warnings = []
@@ -418,11 +428,13 @@ def _ns_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init,
                                     f"or filled the dead-point buffer (max_dead={max_dead}) before the live points' "
                                     "remaining evidence fell below dlogz"})
     extra = {"log_Z_runs": log_z_runs.tolist(), "information": h.tolist(),
-             "log_Z_se_method": "sqrt(max(H / n_live, between-run variance) / runs) (Skilling 2006)",
+             "log_Z_se_method": "sqrt(max(H / n_live + plateau variance, between-run variance) / runs) "
+                                "(Skilling 2006; Fowlie et al. 2021)",
              "log_Z_sd_over_runs": float(np.std(log_z_runs, ddof=1)) if num_chains > 1 else None,
              "num_iterations": np.asarray(out.num_iterations).tolist(),
              "num_dead": np.asarray(out.num_dead).tolist(), "num_live": n_live,
-             "stages": nested.stages(cfg), "num_delete": k, "num_repeats": repeats}
+             "stages": nested.stages(cfg), "num_delete": k, "num_repeats": repeats,
+             "initial_finite_fraction": (n_fin / n_live).tolist()}
     cost = {"num_logdensity_evals": int(np.sum(np.asarray(out.num_logdensity_evals, dtype=np.int64))),
             "num_grad_evals": 0, "compile_seconds": t1 - t0, "sampling_seconds": t2 - t1}
     cfg_d = {"method": spec.name, "options": o, "seed": seed, "num_chains": num_chains,

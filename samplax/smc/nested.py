@@ -45,6 +45,14 @@ at a constant ``n``.  The later stages delete half their live points per
 iteration (``tail_delete_fraction``), so the deep compression takes few
 sequential iterations.
 
+Zero-likelihood plateau.  Initial prior draws where the target is ``-inf`` (outside
+its support) tie for last place; they are removed together without replacement
+(``log X -= sum_{j<q} 1 / (n - j)``, the exact order-statistic shrinkage with
+ties broken at random; Fowlie, Handley & Su 2021, "Nested sampling with
+plateaus", MNRAS 503), and the live set is refilled by constrained slice moves
+from the finite points.  The plateau adds ``sum_{j<q} 1 / (n - j)^2`` to the
+variance of ``log Z``.
+
 Stopping: the last stage stops when the live points can add at most ``dlogz`` to
 ``log Z`` at their *mean* likelihood, ``log(Z_dead + X mean(L_live)) - log Z_dead
 < dlogz`` (PolyChord's precision criterion; the maximum likelihood would never stop
@@ -116,6 +124,8 @@ class NSOutput(NamedTuple):
     converged: jax.Array
     num_logdensity_evals: jax.Array
     num_dead: jax.Array
+    num_initial_finite: jax.Array  # initial prior draws with a finite log-likelihood (0: the run could not start)
+    plateau_var: jax.Array  # Var(log X) of the zero-likelihood plateau's removal, sum_{j<q} 1 / (n - j)^2
 
 
 def stages(config: NSConfig) -> list[tuple[int, int]]:
@@ -213,6 +223,16 @@ def constrained_slice(key, x, lp, log_l_star, chol, logdensity_fn: Callable, pri
     return c["x"], c["lp"], c["evals"]
 
 
+def _chol(x, w):
+    """Cholesky factor of the covariance of the rows of ``x`` with weights ``w`` (diagonal fallback)."""
+    d = x.shape[1]
+    w = w / jnp.sum(w)
+    xc = x - jnp.sum(w[:, None] * x, 0)
+    cov = (w[:, None] * xc).T @ xc + 1e-12 * jnp.eye(d, dtype=x.dtype)
+    chol = jnp.linalg.cholesky(cov)
+    return jnp.where(jnp.all(jnp.isfinite(chol)), chol, jnp.diag(jnp.sqrt(jnp.diag(cov))))
+
+
 def run(key, logdensity_fn: Callable, prior: Prior, config: NSConfig,
         progress: Callable | None = None, run_id=0, progress_every: int = 100) -> NSOutput:
     """One nested-sampling run (see the module docstring).
@@ -235,12 +255,44 @@ def run(key, logdensity_fn: Callable, prior: Prior, config: NSConfig,
     x0 = prior.sample(k_init, n)
     lp0 = jax.vmap(logdensity_fn)(x0)
     logl0 = lp0 - vpi(x0)
-    logl0 = jnp.where(jnp.isnan(logl0), -jnp.inf, logl0)
+    logl0 = jnp.where(jnp.isnan(logl0) | (logl0 == jnp.inf), -jnp.inf, logl0)
+    evals0 = jnp.asarray(n, jnp.int32)
 
-    c = dict(x=x0, lp=lp0, logl=logl0, log_x=jnp.zeros((), dtype), log_z=jnp.asarray(-jnp.inf, dtype),
+    # Zero-likelihood plateau (a target that is -inf outside its support, e.g. a box): the q initial points
+    # with L = 0 tie for last place.  With ties broken at random they are the q lowest order statistics, so
+    # removing them without replacement shrinks log X by sum_{j<q} 1 / (n - j) exactly (Fowlie, Handley &
+    # Su 2021, "Nested sampling with plateaus"); replacing them one at a time instead, as if L were
+    # continuous, would credit the support with about e^-1 of the prior whatever its true share.  They carry
+    # no evidence, so they are not stored; the live set is then refilled with constrained-prior draws
+    # {L > 0} started from the finite points.
+    finite0 = jnp.isfinite(logl0)
+    num_finite0 = jnp.sum(finite0).astype(jnp.int32)
+    q = n - num_finite0
+    inv = 1.0 / (n - jnp.arange(n, dtype=dtype))
+    log_x0 = -jnp.sum(jnp.where(jnp.arange(n) < q, inv, 0.0))
+    plateau_var = jnp.sum(jnp.where(jnp.arange(n) < q, inv**2, 0.0))
+
+    def refill(args):
+        x, lp, logl, evals = args
+        k_start, k_move = jax.random.split(jax.random.fold_in(k_init, 1))
+        starts = jax.random.choice(k_start, n, (n,), p=finite0 / jnp.maximum(num_finite0, 1))
+        chol = _chol(x, finite0.astype(dtype))
+        xs, lps, evs = constrained_slice(k_move, x[starts], lp[starts], jnp.asarray(-jnp.inf, dtype), chol,
+                                         logdensity_fn, prior, config.num_repeats)
+        ls = lps - vpi(xs)
+        keep = finite0
+        x = jnp.where(keep[:, None], x, xs)
+        lp = jnp.where(keep, lp, lps)
+        logl = jnp.where(keep, logl, jnp.where(jnp.isfinite(ls), ls, -jnp.inf))
+        return x, lp, logl, evals + jnp.sum(jnp.where(keep, 0, evs)).astype(jnp.int32)
+
+    x0, lp0, logl0, evals0 = jax.lax.cond((q > 0) & (num_finite0 > 0), refill, lambda a: a,
+                                          (x0, lp0, logl0, evals0))
+
+    c = dict(x=x0, lp=lp0, logl=logl0, log_x=log_x0, log_z=jnp.asarray(-jnp.inf, dtype),
              dead_x=jnp.zeros((buf, d), dtype), dead_logl=jnp.full((buf,), -jnp.inf, dtype),
              dead_logdx=jnp.full((buf,), -jnp.inf, dtype), ptr=jnp.zeros((), jnp.int32),
-             it=jnp.zeros((), jnp.int32), evals=jnp.asarray(n, jnp.int32), stopped=jnp.asarray(False))
+             it=jnp.zeros((), jnp.int32), evals=evals0, stopped=num_finite0 == 0)
 
     def log_z_live(c, m):
         return c["log_x"] + logsumexp(c["logl"]) - jnp.log(m)
@@ -282,12 +334,7 @@ def run(key, logdensity_fn: Callable, prior: Prior, config: NSConfig,
             c, log_l_star = remove(c, idx, m, ks)
             alive = jnp.ones((m,), bool).at[idx].set(False)
             starts = order[ks:][jax.random.randint(k_start, (ks,), 0, m - ks)]  # uniform over the survivors
-            w = alive.astype(dtype) / jnp.sum(alive)
-            mu = jnp.sum(w[:, None] * c["x"], 0)
-            xc = c["x"] - mu
-            cov = (w[:, None] * xc).T @ xc + 1e-12 * jnp.eye(d, dtype=dtype)
-            chol = jnp.linalg.cholesky(cov)
-            chol = jnp.where(jnp.all(jnp.isfinite(chol)), chol, jnp.diag(jnp.sqrt(jnp.diag(cov))))
+            chol = _chol(c["x"], alive.astype(dtype))
             xs, lps, evs = constrained_slice(k_move, c["x"][starts], c["lp"][starts], log_l_star, chol,
                                              logdensity_fn, prior, config.num_repeats)
             logls = lps - vpi(xs)
@@ -323,7 +370,7 @@ def run(key, logdensity_fn: Callable, prior: Prior, config: NSConfig,
     log_p = log_w - log_z
     p = jnp.exp(log_p)
     info = jnp.sum(jnp.where(p > 0, p * (all_logl - log_z), 0.0))
-    return NSOutput(log_z, info, all_x, log_p, c["it"], converged, c["evals"], c["ptr"])
+    return NSOutput(log_z, info, all_x, log_p, c["it"], converged, c["evals"], c["ptr"], num_finite0, plateau_var)
 
 
 def _every(progress, every):
