@@ -86,8 +86,8 @@ def cmd_run(args) -> int:
 
     spec = METHODS.get(args.method)
     if args.resume and not spec.supports_checkpoints:
-        print(f"samplax run: method {args.method!r} runs as one compiled program and writes no checkpoint, "
-              "so --resume does not apply to it", file=sys.stderr)
+        print(f"samplax run: method {args.method!r} writes no checkpoint, so --resume does not apply to it",
+              file=sys.stderr)
         return 2
     out = args.out or _default_out(f"run-{args.method}-{args.target}")
     ckpt = os.path.join(out, "checkpoint") if spec.supports_checkpoints else None

@@ -66,14 +66,20 @@ class MethodSpec:
     #: A registered target this method is made for (the conformance suite runs
     #: the method on it); None means any target (a standard Gaussian is used).
     example_target: Optional[str] = None
+    #: Whether the method writes checkpoints (``sample(checkpoint_dir=...)``); None: inferred, see
+    #: :attr:`supports_checkpoints`.
+    checkpoints: Optional[bool] = None
 
     @property
     def supports_checkpoints(self) -> bool:
         """Whether ``sample(..., checkpoint_dir=..., thinning=...)`` works: chain methods run by the driver
-        and runners that wrap it (they declare ``driver_options``).  Population methods (SMC, nested
-        sampling, ensembles, particle flows) run as one compiled program and have no checkpoints."""
+        and runners that wrap it (they declare ``driver_options``), unless ``checkpoints=False`` (``auto``,
+        whose warm-up decisions are made on the host).  Population methods (SMC, nested sampling,
+        ensembles, particle flows) run as one compiled program and have no checkpoints."""
         import inspect
 
+        if self.checkpoints is not None:
+            return self.checkpoints
         return self.runner is None or "driver_options" in inspect.signature(self.runner).parameters
 
     def resolve_options(self, given: dict) -> dict:

@@ -582,6 +582,6 @@ register_method(MethodSpec(
     "Automatic: NUTS with running Fisher (draws + gradients) adaptation, diagonal then low-rank + diagonal "
     "when the target has correlations; warm-up stops early once step size, mass matrix and chains have "
     "settled (num_warmup is the maximum)",
-    _auto_options(), runner=auto_runner))
+    _auto_options(), runner=auto_runner, checkpoints=False))
 
 del math

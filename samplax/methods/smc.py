@@ -26,6 +26,7 @@ variance ``sum_t (1/CESS_t - 1/N)`` of each run and the schedules.
 """
 from __future__ import annotations
 
+import numbers
 import sys
 import time
 
@@ -405,18 +406,21 @@ def _ns_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init,
     jax.block_until_ready(draws)
     t2 = time.perf_counter()
     n_fin = np.asarray(out.num_initial_finite)
+    prior_txt = (f"{type(prior).__name__}(mean={np.asarray(prior.mean).tolist()}, "
+                 f"scale={np.asarray(prior.scale).tolist()})")
     if np.any(n_fin == 0):
-        raise ValueError(f"nested_sampling: none of the num_live={n_live} initial draws from the prior "
-                         f"{type(prior).__name__}(mean={np.asarray(prior.mean).tolist()}, "
-                         f"scale={np.asarray(prior.scale).tolist()}) has a finite log-density on target "
-                         f"{target.name!r}; move the prior onto the target's support with reference_mean / "
-                         "reference_scale, or raise num_live")
+        raise ValueError(f"nested_sampling: in {int(np.sum(n_fin == 0))} of {num_chains} run(s) none of the "
+                         f"num_live={n_live} initial draws from the prior {prior_txt} has a finite log-density on "
+                         f"target {target.name!r} (finite draws per run: {n_fin.tolist()}); move the prior onto "
+                         "the target's support with reference_mean / reference_scale, or raise num_live")
     log_z_runs = np.asarray(out.log_Z, dtype=np.float64)
     h = np.asarray(out.information, dtype=np.float64)
     log_z = float(np.mean(log_z_runs))
     v_between = float(np.var(log_z_runs, ddof=1)) if num_chains > 1 else 0.0
-    # Skilling's H / n plus the variance of the zero-likelihood plateau's volume (nested.run)
-    v_theory = float(np.mean(h / n_live + np.asarray(out.plateau_var, dtype=np.float64)))
+    # Skilling's H / n for the compression after the zero-likelihood plateau (H includes the plateau's
+    # -log X, whose variance is plateau_var instead; nested.run)
+    h_cont = np.maximum(h + np.asarray(out.plateau_log_x, dtype=np.float64), 0.0)
+    v_theory = float(np.mean(h_cont / n_live + np.asarray(out.plateau_var, dtype=np.float64)))
     log_z_se = float(np.sqrt(max(v_theory, v_between) / num_chains))
     samples = np.asarray(draws)
     stats = {"lp": np.asarray(jax.jit(jax.vmap(jax.vmap(lp)))(draws))}
@@ -427,6 +431,13 @@ def _ns_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init,
                          "message": f"{int((~conv).sum())} nested-sampling run(s) hit max_iterations={max_it} "
                                     f"or filled the dead-point buffer (max_dead={max_dead}) before the live points' "
                                     "remaining evidence fell below dlogz"})
+    if np.min(n_fin) < max(10, 2 * d):
+        warnings.append({"code": "plateau", "value": int(np.min(n_fin)),
+                         "message": f"only {int(np.min(n_fin))} of the num_live={n_live} initial draws from the "
+                                    f"prior {prior_txt} have a finite log-density (the target is -inf elsewhere); "
+                                    "the support's prior volume, hence log Z, is estimated from that few "
+                                    "(its variance is in log_Z_se); a prior closer to the support "
+                                    "(reference_mean / reference_scale) or more live points reduce it"})
     extra = {"log_Z_runs": log_z_runs.tolist(), "information": h.tolist(),
              "log_Z_se_method": "sqrt(max(H / n_live + plateau variance, between-run variance) / runs) "
                                 "(Skilling 2006; Fowlie et al. 2021)",
@@ -449,7 +460,7 @@ def _none_or_pos_int(v):
 
 
 def _dof_ok(v):
-    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < float("inf"))
+    return v is None or (isinstance(v, numbers.Real) and not isinstance(v, bool) and 0 < v < float("inf"))
 
 
 register_method(MethodSpec(

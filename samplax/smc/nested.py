@@ -126,6 +126,7 @@ class NSOutput(NamedTuple):
     num_dead: jax.Array
     num_initial_finite: jax.Array  # initial prior draws with a finite log-likelihood (0: the run could not start)
     plateau_var: jax.Array  # Var(log X) of the zero-likelihood plateau's removal, sum_{j<q} 1 / (n - j)^2
+    plateau_log_x: jax.Array  # log X after the plateau's removal, -sum_{j<q} 1 / (n - j)
 
 
 def stages(config: NSConfig) -> list[tuple[int, int]]:
@@ -276,7 +277,10 @@ def run(key, logdensity_fn: Callable, prior: Prior, config: NSConfig,
         x, lp, logl, evals = args
         k_start, k_move = jax.random.split(jax.random.fold_in(k_init, 1))
         starts = jax.random.choice(k_start, n, (n,), p=finite0 / jnp.maximum(num_finite0, 1))
-        chol = _chol(x, finite0.astype(dtype))
+        # few finite points (<= 2d) give a degenerate covariance: start from the prior's scales instead
+        # (stepping out and shrinkage adapt an oversized width at the cost of a few evaluations)
+        chol = jax.lax.cond(num_finite0 > 2 * d, lambda: _chol(x, finite0.astype(dtype)),
+                            lambda: jnp.diag(prior.scale).astype(dtype))
         xs, lps, evs = constrained_slice(k_move, x[starts], lp[starts], jnp.asarray(-jnp.inf, dtype), chol,
                                          logdensity_fn, prior, config.num_repeats)
         ls = lps - vpi(xs)
@@ -284,7 +288,7 @@ def run(key, logdensity_fn: Callable, prior: Prior, config: NSConfig,
         x = jnp.where(keep[:, None], x, xs)
         lp = jnp.where(keep, lp, lps)
         logl = jnp.where(keep, logl, jnp.where(jnp.isfinite(ls), ls, -jnp.inf))
-        return x, lp, logl, evals + jnp.sum(jnp.where(keep, 0, evs)).astype(jnp.int32)
+        return x, lp, logl, evals + jnp.sum(evs).astype(jnp.int32)  # all n rows ran their slice steps
 
     x0, lp0, logl0, evals0 = jax.lax.cond((q > 0) & (num_finite0 > 0), refill, lambda a: a,
                                           (x0, lp0, logl0, evals0))
@@ -370,7 +374,7 @@ def run(key, logdensity_fn: Callable, prior: Prior, config: NSConfig,
     log_p = log_w - log_z
     p = jnp.exp(log_p)
     info = jnp.sum(jnp.where(p > 0, p * (all_logl - log_z), 0.0))
-    return NSOutput(log_z, info, all_x, log_p, c["it"], converged, c["evals"], c["ptr"], num_finite0, plateau_var)
+    return NSOutput(log_z, info, all_x, log_p, c["it"], converged, c["evals"], c["ptr"], num_finite0, plateau_var, log_x0)
 
 
 def _every(progress, every):

@@ -14,6 +14,7 @@ same path with ``q`` the prior and ``log p - log q`` the log-likelihood.
 """
 from __future__ import annotations
 
+import numbers
 from typing import NamedTuple
 
 import jax
@@ -98,7 +99,7 @@ def make_reference(dim: int, mean=None, scale=None, dtype=None, dof=None):
         raise ValueError(f"reference_scale must be positive and finite, got {s}")
     if dof is None:
         return GaussianReference(jnp.asarray(m, dtype), jnp.asarray(s, dtype))
-    if isinstance(dof, bool) or not isinstance(dof, (int, float)) or not (0 < dof < np.inf):
+    if isinstance(dof, bool) or not isinstance(dof, numbers.Real) or not (0 < dof < np.inf):
         raise ValueError(f"reference_dof must be None or a positive finite number, got {dof!r}")
     return StudentTReference(jnp.asarray(m, dtype), jnp.asarray(s, dtype), jnp.asarray(float(dof), dtype))
 

@@ -72,7 +72,7 @@ class Funnel(Target):
         std[0] = s
         z = np.zeros(self.ndim)
         return GroundTruth(
-            kind="analytic", source="closed form: Var x_i = E[exp(x_0)] = exp(sigma^2/2)", version="1",
+            kind="analytic", source="closed form: Var x_i = E[exp(x_0)] = exp(sigma^2/2)", version="2",
             mean=z.copy(), std=std, mean_se=z.copy(), std_se=z.copy(), log_Z=0.0, log_Z_se=0.0,
             names=tuple(f"x[{i}]" for i in range(self.ndim)),
             # E[x_i^4] = 3 E[e^{2 x0}] = 3 e^{2 sigma^2}, Var x_i = e^{sigma^2 / 2}: kurtosis 3 e^{sigma^2}
