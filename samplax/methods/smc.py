@@ -101,7 +101,9 @@ def common_options(kernel="hmc", num_mcmc_steps=5, num_integration_steps=10):
         "resampling": Option("systematic", "resampling scheme", lambda v: v in RESAMPLERS,
                              f"one of {sorted(RESAMPLERS)}"),
         "reference_scale": Option(DEFAULT_REFERENCE_SCALE, "std of the Gaussian reference N(mean, scale^2 I) "
-                                  "(scalar or [d])", _scale_ok, "a positive number or a vector of them"),
+                                  "(scalar or [d]); it must cover the target's mass: modes a few reference sds "
+                                  "out are lost (GMM-40, modes to radius 40: log Z -0.84 at scale 5, "
+                                  "-0.01 at 25)", _scale_ok, "a positive number or a vector of them"),
         "reference_mean": Option(0.0, "mean of the Gaussian reference (scalar or [d])", _mean_ok,
                                  "a finite number or vector"),
     }
