@@ -16,8 +16,8 @@ Per run the table reports (all moments of the reported quantities
   compilation), ``compile_s``;
 * for methods that estimate the normalizing constant (SMC family, nested
   sampling): ``log_Z``, ``log_Z_se``, ``log_Z_err = log_Z - log Z_true``,
-  ``log_Z_z = |log_Z_err| / sqrt(log_Z_se^2 + se_truth^2)`` (not scored when both are 0) and ``log_Z_sd_runs`` (the spread of
-  the independent runs' estimates, i.e. the error of one run);
+  ``log_Z_z = |log_Z_err| / sqrt(log_Z_se^2 + se_truth^2)`` (not scored when both are 0) and
+  ``log_Z_sd_runs`` (the spread of the independent runs' estimates, i.e. the error of one run);
 * ``pass``: all z-scores (moments and, where the target's ``log Z`` is known,
   ``log_Z_z``) below ``Z_PASS`` (a Bonferroni-style bound for up to ~100
   quantities at a 1e-4 family-wise false-alarm rate), or the run raised a
@@ -96,13 +96,11 @@ def evaluate(result: Result, target) -> dict:
             mcse_sd = np.maximum(mcse_sd, ts * np.sqrt(np.maximum(kurt - 1.0, 0.0) / (4.0 * ess)))
             checkable = ~(kurt - 1.0 > ess)
         z_sd = np.abs(sd - ts) / np.sqrt(mcse_sd**2 + ts_se**2)
-        names = list(result.quantity_names) if getattr(result, "quantity_names", None) else \
-            [f"x[{i}]" for i in range(len(ts))]
         row.update(
             max_z_mean=float(np.nanmax(z_mean)), max_err_mean_sd=float(np.nanmax(np.abs(mean - tm) / ts)),
             max_rel_var_err=float(np.nanmax(np.abs(sd**2 / ts**2 - 1.0))),
             max_z_sd=float(np.nanmax(z_sd[checkable])) if checkable.any() else float("nan"),
-            sd_unchecked=",".join(n for n, c in zip(names, checkable) if not c))
+            sd_unchecked=",".join(n for n, c in zip(result.quantity_names, checkable) if not c))
     else:
         row.update(max_z_mean=float("nan"), max_err_mean_sd=float("nan"), max_rel_var_err=float("nan"),
                    max_z_sd=float("nan"))

@@ -26,7 +26,7 @@ variance ``sum_t (1/CESS_t - 1/N)`` of each run and the schedules.
 """
 from __future__ import annotations
 
-import numbers
+import dataclasses
 import sys
 import time
 
@@ -39,7 +39,7 @@ from samplax.postprocess import finish_result
 from samplax.smc import nested, tempered
 from samplax.smc.base import lee_whiteley_relative_variance
 from samplax.smc.mutation import KERNEL_NAMES, initial_step_size, is_gradient_based
-from samplax.smc.paths import DEFAULT_REFERENCE_SCALE, make_reference
+from samplax.smc.paths import DEFAULT_REFERENCE_SCALE, make_reference, valid_dof
 from samplax.smc.resampling import RESAMPLERS, systematic
 
 
@@ -461,10 +461,6 @@ def _none_or_pos_int(v):
     return v is None or _pos_int(v)
 
 
-def _dof_ok(v):
-    return v is None or (isinstance(v, numbers.Real) and not isinstance(v, bool) and 0 < v < float("inf"))
-
-
 register_method(MethodSpec(
     "nested_sampling", None, "Nested sampling, prior t_1(0, 5^2 I): k = n/10 deletions per iteration, live "
     "points decreasing with the remaining evidence, constrained hit-and-run slice sampling (Skilling 2006; "
@@ -486,13 +482,13 @@ register_method(MethodSpec(
                         _none_or_pos_int, "None or an int >= 1"),
      "dlogz": Option(1e-3, "stop when the live points can add at most this to log Z",
                      lambda v: isinstance(v, (int, float)) and v > 0, "a positive number"),
-     "reference_scale": Option(DEFAULT_REFERENCE_SCALE, "scale of the prior t_nu(mean, scale^2 I) (or the "
-                               "std of N(mean, scale^2 I) with reference_dof=None): positive scalar or [d]",
-                               common_options()["reference_scale"].check, common_options()["reference_scale"].requirement),
+     "reference_scale": dataclasses.replace(
+         common_options()["reference_scale"], doc="scale of the prior t_nu(mean, scale^2 I) (or the std of "
+         "N(mean, scale^2 I) with reference_dof=None): positive scalar or [d]"),
      "reference_mean": common_options()["reference_mean"],
      "reference_dof": Option(1.0, "degrees of freedom nu of the multivariate Student-t prior (None: the Gaussian "
                              "N(mean, scale^2 I)); a prior with lighter tails than the target makes L = p / prior "
-                             "unbounded (see samplax.smc.nested)", _dof_ok, "None or a positive finite number")},
+                             "unbounded (see samplax.smc.nested)", valid_dof, "None or a positive finite number")},
     family="smc", gradient_based=False, runner=_ns_runner))
 
 

@@ -224,6 +224,12 @@ def constrained_slice(key, x, lp, log_l_star, chol, logdensity_fn: Callable, pri
     return c["x"], c["lp"], c["evals"]
 
 
+def _log_likelihood(lp, lpi):
+    """``log L = log p - log pi``, with NaN and ``+inf`` (a broken target) counted as ``L = 0``."""
+    logl = lp - lpi
+    return jnp.where(jnp.isnan(logl) | (logl == jnp.inf), -jnp.inf, logl)
+
+
 def _chol(x, w):
     """Cholesky factor of the covariance of the rows of ``x`` with weights ``w`` (diagonal fallback)."""
     d = x.shape[1]
@@ -255,8 +261,7 @@ def run(key, logdensity_fn: Callable, prior: Prior, config: NSConfig,
     k_init, k_loop = jax.random.split(key)
     x0 = prior.sample(k_init, n)
     lp0 = jax.vmap(logdensity_fn)(x0)
-    logl0 = lp0 - vpi(x0)
-    logl0 = jnp.where(jnp.isnan(logl0) | (logl0 == jnp.inf), -jnp.inf, logl0)
+    logl0 = _log_likelihood(lp0, vpi(x0))
     evals0 = jnp.asarray(n, jnp.int32)
 
     # Zero-likelihood plateau (a target that is -inf outside its support, e.g. a box): the q initial points
@@ -283,11 +288,9 @@ def run(key, logdensity_fn: Callable, prior: Prior, config: NSConfig,
                             lambda: jnp.diag(prior.scale).astype(dtype))
         xs, lps, evs = constrained_slice(k_move, x[starts], lp[starts], jnp.asarray(-jnp.inf, dtype), chol,
                                          logdensity_fn, prior, config.num_repeats)
-        ls = lps - vpi(xs)
-        keep = finite0
-        x = jnp.where(keep[:, None], x, xs)
-        lp = jnp.where(keep, lp, lps)
-        logl = jnp.where(keep, logl, jnp.where(jnp.isfinite(ls), ls, -jnp.inf))
+        x = jnp.where(finite0[:, None], x, xs)
+        lp = jnp.where(finite0, lp, lps)
+        logl = jnp.where(finite0, logl, _log_likelihood(lps, vpi(xs)))
         return x, lp, logl, evals + jnp.sum(evs).astype(jnp.int32)  # all n rows ran their slice steps
 
     x0, lp0, logl0, evals0 = jax.lax.cond((q > 0) & (num_finite0 > 0), refill, lambda a: a,
@@ -341,10 +344,9 @@ def run(key, logdensity_fn: Callable, prior: Prior, config: NSConfig,
             chol = _chol(c["x"], alive.astype(dtype))
             xs, lps, evs = constrained_slice(k_move, c["x"][starts], c["lp"][starts], log_l_star, chol,
                                              logdensity_fn, prior, config.num_repeats)
-            logls = lps - vpi(xs)
             c["x"] = c["x"].at[idx].set(xs)
             c["lp"] = c["lp"].at[idx].set(lps)
-            c["logl"] = c["logl"].at[idx].set(jnp.where(jnp.isnan(logls), -jnp.inf, logls))
+            c["logl"] = c["logl"].at[idx].set(_log_likelihood(lps, vpi(xs)))
             if progress is not None:
                 jax.debug.callback(_every(progress, progress_every), run_id, c["it"] + 1, c["log_x"], c["log_z"])
             c["it"] = c["it"] + 1
@@ -374,7 +376,8 @@ def run(key, logdensity_fn: Callable, prior: Prior, config: NSConfig,
     log_p = log_w - log_z
     p = jnp.exp(log_p)
     info = jnp.sum(jnp.where(p > 0, p * (all_logl - log_z), 0.0))
-    return NSOutput(log_z, info, all_x, log_p, c["it"], converged, c["evals"], c["ptr"], num_finite0, plateau_var, log_x0)
+    return NSOutput(log_z, info, all_x, log_p, c["it"], converged, c["evals"], c["ptr"], num_finite0, plateau_var,
+                    log_x0)
 
 
 def _every(progress, every):

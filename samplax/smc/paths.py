@@ -9,8 +9,9 @@ where ``q`` is a *normalized* reference, so ``Z_0 = 1`` and the SMC estimate of
 samplax's default reference is the broad diagonal Gaussian ``N(0, 5^2 I)``
 (``reference_scale=5``); a fitted or user-given Gaussian is a
 ``(mean, scale)`` pair.  :class:`StudentTReference` is the heavy-tailed
-alternative (nested sampling's default prior, see ``samplax.smc.nested``).  Prior-to-posterior (likelihood) tempering is the
-same path with ``q`` the prior and ``log p - log q`` the log-likelihood.
+alternative (nested sampling's default prior, see ``samplax.smc.nested``).
+Prior-to-posterior (likelihood) tempering is the same path with ``q`` the
+prior and ``log p - log q`` the log-likelihood.
 """
 from __future__ import annotations
 
@@ -75,6 +76,11 @@ class StudentTReference(NamedTuple):
         return self.mean + self.scale * g * jnp.sqrt(self.dof / w)[:, None]
 
 
+def valid_dof(dof) -> bool:
+    """Whether ``dof`` is an accepted ``reference_dof``: None (Gaussian) or a positive finite real number."""
+    return dof is None or (isinstance(dof, numbers.Real) and not isinstance(dof, bool) and 0 < dof < np.inf)
+
+
 def make_reference(dim: int, mean=None, scale=None, dtype=None, dof=None):
     """Build a :class:`GaussianReference` (``dof=None``) or :class:`StudentTReference`, checking shapes.
 
@@ -99,7 +105,7 @@ def make_reference(dim: int, mean=None, scale=None, dtype=None, dof=None):
         raise ValueError(f"reference_scale must be positive and finite, got {s}")
     if dof is None:
         return GaussianReference(jnp.asarray(m, dtype), jnp.asarray(s, dtype))
-    if isinstance(dof, bool) or not isinstance(dof, numbers.Real) or not (0 < dof < np.inf):
+    if not valid_dof(dof):
         raise ValueError(f"reference_dof must be None or a positive finite number, got {dof!r}")
     return StudentTReference(jnp.asarray(m, dtype), jnp.asarray(s, dtype), jnp.asarray(float(dof), dtype))
 
