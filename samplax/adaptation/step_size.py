@@ -40,7 +40,7 @@ def da_update(state: DualAveragingState, accept_stat, target_accept,
 
 
 def find_reasonable_step_size(key, logdensity_fn, position, inverse_mass_matrix, step_size=1.0,
-                              target_log_accept=jnp.log(0.8), max_iter: int = 60):
+                              target_log_accept=jnp.log(0.8), max_iter: int = 60):  # noqa: B008 (an immutable constant)
     """Stan's ``init_stepsize`` heuristic (Hoffman & Gelman 2014, Alg. 4).
 
     Take one leapfrog step from ``position`` with a fresh momentum; double (or

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from typing import Callable
 
-import jax
 import jax.numpy as jnp
 
 from samplax.diffusion.schedules import LinearInterpolant, Schedule, VPDiscrete

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from samplax.core.types import Kernel
-from samplax.mcmc.slice import SliceState, _bad, _check_positive, shrink, step_out
+from samplax.mcmc.slice import SliceState, _check_positive, shrink, step_out
 from samplax.mcmc.slice import init as _init
 
 

@@ -183,7 +183,7 @@ def build_kernel(logdensity_fn: Callable, max_steps: int = 32, max_shrink: int =
     """
 
     def step(key, state: SliceState, params: HitAndRunSliceParams):
-        c, s, w = params.center, params.scale, params.width
+        s, w = params.scale, params.width
         x = state.position
         k_dir, k_lvl, k_out, k_shr = jax.random.split(key, 4)
         u = random_direction(k_dir, x.shape[0], x.dtype)

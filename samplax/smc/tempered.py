@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from samplax.smc import base, resampling
-from samplax.smc.mutation import (Particles, build_mutation, evaluate, is_gradient_based,
+from samplax.smc.mutation import (build_mutation, evaluate, is_gradient_based,
                                   weighted_variance)
 from samplax.smc.paths import GaussianReference, log_increment
 
