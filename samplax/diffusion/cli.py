@@ -11,6 +11,12 @@ Sub-commands:
   solver/grid and save them (``.npz``). For an exact model it prints the mean NLL of the
   samples under the true mixture next to that of exact draws; for a checkpoint, the
   energy distance of the samples to fresh draws of its training data.
+
+Both print a JSON summary whose ``"cost"`` is the shared cost record
+(:class:`samplax.core.cost.Cost`): of the sampling call (``info.cost``), or of the training
+steps run by this invocation (``train.train(..., return_cost=True)``; the summary's top-level
+``num_model_evals`` counts all steps of the checkpoint, resumed ones included). ``--out``
+files of ``sample`` keep the record's fields as ``cost_<field>`` entries.
 """
 from __future__ import annotations
 
@@ -85,9 +91,10 @@ def run(args) -> int:
     exact = model.sample(jax.random.fold_in(key, 1), args.n)
     nll_exact = float(-np.mean(np.asarray(jax.vmap(model.log_prob)(exact))))
     summary = {"model": args.model, "n": args.n, "solver": info.solver, "grid": info.grid,
-               "num_model_evals": int(info.num_model_evals), "nll": nll, "nll_exact_draws": nll_exact}
+               "num_model_evals": int(info.num_model_evals), "nll": nll, "nll_exact_draws": nll_exact,
+               "cost": dict(info.cost)}
     if args.out:
-        np.savez(args.out, samples=np.asarray(x), sigmas=info.sigmas, **{k: v for k, v in summary.items()})
+        _save(args.out, x, info, summary)
     print(json.dumps(summary))
     return 0
 
@@ -123,12 +130,14 @@ def _train(args) -> int:
         train_mod.save_checkpoint(args.out, st, config, meta)
         print(f"step {int(st.step)}/{args.steps}  loss {float(np.mean(losses)):.4f}", file=sys.stderr, flush=True)
 
-    state, losses = train_mod.train(key, config, data_fn, remaining, state=state, chunk=args.chunk, callback=progress)
+    state, losses, cost = train_mod.train(key, config, data_fn, remaining, state=state, chunk=args.chunk,
+                                          callback=progress, return_cost=True)
     if state is None:  # pragma: no cover - train always returns a state
         raise AssertionError
     train_mod.save_checkpoint(args.out, state, config, meta)
     summary = {"data": args.data, "steps": int(state.step), "num_model_evals": int(state.step) * config.batch_size,
-               "final_loss": float(np.mean(losses[-100:])) if len(losses) else None, "out": args.out}
+               "final_loss": float(np.mean(losses[-100:])) if len(losses) else None, "out": args.out,
+               "cost": dict(cost)}
     print(json.dumps(summary))
     return 0
 
@@ -145,12 +154,19 @@ def _sample_checkpoint(args) -> int:
                      solver=args.solver, grid=args.grid, sigma_end=args.sigma_end, final_step=args.final_step,
                      grid_options=grid_options)
     summary = {"checkpoint": args.checkpoint, "step": int(state.step), "n": args.n, "solver": info.solver,
-               "grid": info.grid, "num_model_evals": int(info.num_model_evals)}
+               "grid": info.grid, "num_model_evals": int(info.num_model_evals), "cost": dict(info.cost)}
     if meta.get("data") in toy2d.DATASETS:
         from samplax.metrics import energy_distance
         ref = toy2d.get_dataset(meta["data"])(jax.random.fold_in(key, 1), min(args.n, 4000))
         summary["energy_distance_to_data"] = float(energy_distance(x[:4000], ref.astype(x.dtype))["energy_distance"])
     if args.out:
-        np.savez(args.out, samples=np.asarray(x), sigmas=info.sigmas, **{k: v for k, v in summary.items()})
+        _save(args.out, x, info, summary)
     print(json.dumps(summary))
     return 0
+
+
+def _save(path, x, info, summary) -> None:
+    """Samples, visited sigmas and the summary in a ``.npz`` (the cost record flattened to ``cost_<field>``)."""
+    flat = {k: v for k, v in summary.items() if k != "cost"}
+    flat.update({f"cost_{k}": v for k, v in summary["cost"].items()})
+    np.savez(path, samples=np.asarray(x), sigmas=info.sigmas, **flat)

@@ -34,6 +34,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from samplax.core.cost import make_cost
+from samplax.diffusion._compiled import Clock
+
 METHODS = ("auto", "exact", "hutchinson")
 
 
@@ -84,7 +87,13 @@ def log_likelihood(denoiser: Callable, x: jax.Array, *, key: jax.Array, sigma_ma
       ``method``, ``per_probe`` ``[B, K]``, ``stderr`` ``[B]`` (probe standard error; 0 when exact),
       ``num_steps`` ``[B]`` (ODE steps attempted) and ``num_model_evals`` ``[B]`` (about
       ``6 num_steps + 1`` right-hand sides for Tsit5, each a denoiser call with its Jacobian trace or
-      ``num_probes`` Jacobian-vector products).
+      ``num_probes`` Jacobian-vector products) and ``cost``, the shared cost record
+      (:class:`samplax.core.cost.Cost`): ``num_model_evals`` the largest per-point count above
+      (int; the points run together in one vmapped solve), ``num_model_evals_total`` their sum,
+      ``compile_seconds`` (tracing and compiling the solve), ``sampling_seconds`` (running it,
+      until ready), ``num_compilations`` (1: the solve is compiled afresh on every call) and
+      ``num_devices`` (1). Inside a JAX transformation (``x`` or ``key`` a tracer) only
+      ``num_devices`` is recorded.
     """
     if method not in METHODS:
         raise ValueError(f"log_likelihood: method must be one of {METHODS}, got {method!r}")
@@ -111,9 +120,17 @@ def log_likelihood(denoiser: Callable, x: jax.Array, *, key: jax.Array, sigma_ma
         return _solve_one(denoiser, xb, probes, math.log(sigma_min), math.log(sigma_max), exact, prior_logpdf,
                           rtol, atol, max_steps)
 
-    per_probe, steps = jax.jit(jax.vmap(one))(keys, x)
+    clock = Clock()
+    per_probe, steps = clock.call(jax.jit(jax.vmap(one)), (keys, x))
     logp = jnp.mean(per_probe, axis=1)
     stderr = jnp.std(per_probe, axis=1, ddof=1) / math.sqrt(k) if k > 1 else jnp.zeros_like(logp)
     info = {"method": "exact" if exact else "hutchinson", "per_probe": per_probe, "stderr": stderr,
             "num_steps": steps, "num_model_evals": 6 * steps + 1}
+    if clock.timed:
+        evals = np.asarray(info["num_model_evals"])
+        info["cost"] = make_cost(num_model_evals=int(evals.max()), num_model_evals_total=int(evals.sum()),
+                                 compile_seconds=clock.compile_seconds, sampling_seconds=clock.run_seconds,
+                                 num_compilations=clock.num_compilations, num_devices=1)
+    else:
+        info["cost"] = make_cost(num_devices=1)
     return logp, info

@@ -7,9 +7,15 @@ batch shape and dtype) that draws the initial noise, walks the grid and denoises
 changing ``sigma_max``, ``sigma_end``, ``nfe`` (up to 255 steps), the key or the
 model's numbers never recompiles. The benchmark in ``benchmarks/diffusion_vs_diffusers.py``
 measures the remaining per-step overhead.
+
+The program is compiled ahead of time (``lower(...).compile()``, the executables kept in an
+LRU cache per program and argument shapes/dtypes) so that ``info.cost`` can report the
+compile seconds of this call apart from the run, which is timed to completion
+(:mod:`samplax.diffusion._compiled`).
 """
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from typing import Any, Callable, NamedTuple, Optional
 
@@ -18,6 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from samplax.core.cost import Cost, make_cost
+from samplax.diffusion._compiled import Clock, ExecutableCache
 from samplax.diffusion.grids import grid_names, make_grid
 from samplax.diffusion.solvers import get_solver, run_solver, solver_names
 
@@ -41,6 +49,18 @@ class SampleInfo(NamedTuple):
       sigmas: the noise levels visited by the solver (numpy), ending at 0 when it denoised to 0.
       solver, grid, final_step: what was used (after ``"auto"`` resolution).
       sigma_end: smallest positive node of the grid.
+      cost: the shared cost record (:class:`samplax.core.cost.Cost`) of this call:
+        ``num_model_evals`` (int, the same count as above), ``compile_seconds`` (tracing and
+        compiling the sampling program; 0.0 when it came from the cache), ``sampling_seconds``
+        (running it, until the samples are ready), ``num_compilations`` (1 or 0) and
+        ``num_devices`` (1); with ``grid="optimized"`` also ``grid_seconds``, the host-side
+        grid set-up of this call (the grid tuning when it ran; 0.0 when the grid was cached).
+        For ``solver="restart"`` (eager steps around a jitted core) the compile seconds and
+        compilations also count the first-use compilations of the eager operations (initial
+        noise, final denoise), so ``num_compilations`` can exceed 1 there. Called
+        inside a JAX transformation (the arguments are tracers) or under
+        ``jax.disable_jit()``, nothing is timed and the record has only ``num_model_evals``
+        (the planned count) and ``num_devices``.
     """
 
     num_model_evals: jax.Array
@@ -49,6 +69,7 @@ class SampleInfo(NamedTuple):
     grid: str
     final_step: str
     sigma_end: float
+    cost: Cost
 
 
 def auto_choice(nfe: int):
@@ -63,6 +84,7 @@ _PROGRAMS: "OrderedDict" = OrderedDict()  # compiled sampling programs (LRU)
 _PREPARED: "OrderedDict" = OrderedDict()  # host-side grids and plans (LRU)
 _SPLIT: "OrderedDict" = OrderedDict()  # denoiser -> (array leaves, static part)
 _MAX_PROGRAMS, _MAX_PREPARED = 64, 512
+_EXECUTABLES = ExecutableCache(_MAX_PROGRAMS)  # compiled executables of the programs (per argument shapes)
 
 
 def _lru_put(cache, key, value, size):
@@ -100,6 +122,7 @@ class _Prepared(NamedTuple):
     plan_p: Optional[dict]  # padded plan (device)
     n: Optional[jax.Array]
     sigma_end: float
+    num_model_evals: int  # planned denoiser calls per sample
 
 
 def _prepare(denoiser, solver, solver_options, grid, grid_options, nfe, sigma_max, sigma_min, sigma_end, final_step,
@@ -136,12 +159,13 @@ def _prepare(denoiser, solver, solver_options, grid, grid_options, nfe, sigma_ma
         raise AssertionError(f"solver {solver!r} planned {expected} calls for a budget of {nfe}")
     visited = np.concatenate([nodes, [0.0]]) if final_denoise else nodes
     if "run" in s.params:  # solvers with their own loop structure (Restart)
-        return _Prepared(s, final_denoise, nodes, visited, None, None, None, sigma_end)
+        return _Prepared(s, final_denoise, nodes, visited, None, None, None, sigma_end, expected)
     # pad to a bucket so that one compilation serves every nfe up to 255
     length = max(256, 1 << int(np.ceil(np.log2(len(nodes) + 1))))
     sig_p = jnp.asarray(np.concatenate([nodes, np.full(length - len(nodes), nodes[-1])]), dtype=dtype)
     plan_p = {k: jnp.asarray(np.concatenate([v, np.ones(length - len(v), v.dtype)])) for k, v in plan.items()}
-    return _Prepared(s, final_denoise, nodes, visited, sig_p, plan_p, jnp.asarray(len(nodes) - 1, jnp.int32), sigma_end)
+    return _Prepared(s, final_denoise, nodes, visited, sig_p, plan_p, jnp.asarray(len(nodes) - 1, jnp.int32), sigma_end,
+                     expected)
 
 
 def _program(solver, opts_key, final_denoise, static, init_shape, dtype):
@@ -223,7 +247,8 @@ def sample(denoiser: Callable, *, key: jax.Array, shape: Optional[tuple] = None,
       grid_options, solver_options: passed to the grid and solver factories.
 
     Returns:
-      ``(samples, info)`` with ``samples`` shaped like the batch and ``info`` a :class:`SampleInfo`.
+      ``(samples, info)`` with ``samples`` shaped like the batch and ``info`` a :class:`SampleInfo`
+      (``info.cost``: evaluations, compile and sampling seconds; the samples are ready on return).
     """
     grid_options = dict(grid_options or {})
     solver_options = dict(solver_options or {})
@@ -271,28 +296,45 @@ def sample(denoiser: Callable, *, key: jax.Array, shape: Optional[tuple] = None,
             id(denoiser) if grid == "optimized" else None, shape[1:] if grid == "optimized" else None)
     cacheable = _hashable(pkey)
     prep = _PREPARED.get(pkey) if cacheable else None
+    grid_seconds = 0.0
     if prep is None or (grid == "optimized" and prep[0] is not denoiser):
+        t0 = time.perf_counter()
         prep = (denoiser, _prepare(denoiser, solver, solver_options, grid, grid_options, nfe, sigma_max, sigma_min,
                                    sigma_end, final_step, dtype, shape[1:]))
+        grid_seconds = time.perf_counter() - t0
         if cacheable:
             _lru_put(_PREPARED, pkey, prep, _MAX_PREPARED)
     prep = prep[1]
     s = prep.solver
+    clock = Clock()
     if "run" in s.params:  # solvers with their own loop structure (Restart)
-        k_init, k_noise = jax.random.split(key)
-        if x_init is None:
-            x_init = sigma_max * jax.vmap(lambda b: jax.random.normal(jax.random.fold_in(k_init, b), shape[1:], dtype))(
-                jnp.arange(shape[0]))
-        dz = _batched(denoiser)
-        sample_keys = jax.vmap(lambda b: jax.random.fold_in(k_noise, b))(jnp.arange(shape[0]))
-        x, ne = s.params["run"](dz, x_init, prep.nodes, None, sample_keys, {})
-        if prep.final_denoise:
-            x = dz(x, jnp.asarray(prep.nodes[-1], dtype))
-            ne = ne + 1
+        t0 = time.perf_counter()
+        with clock.eager():  # the eager steps' first-use compilations count as compile time
+            k_init, k_noise = jax.random.split(key)
+            if x_init is None:
+                x_init = sigma_max * jax.vmap(
+                    lambda b: jax.random.normal(jax.random.fold_in(k_init, b), shape[1:], dtype))(jnp.arange(shape[0]))
+            dz = _batched(denoiser)
+            sample_keys = jax.vmap(lambda b: jax.random.fold_in(k_noise, b))(jnp.arange(shape[0]))
+            x, ne = s.params["run"](dz, x_init, prep.nodes, None, sample_keys, {},
+                                    call=lambda f, a, static: clock.call(f, a, _EXECUTABLES, static))
+            if prep.final_denoise:
+                x = dz(x, jnp.asarray(prep.nodes[-1], dtype))
+                ne = ne + 1
+            if clock.timed:
+                x, ne = jax.block_until_ready((x, ne))
+        clock.run_seconds = max(0.0, time.perf_counter() - t0 - clock.compile_seconds)
     else:
         dyn, static = _split(denoiser)
         if not _hashable(static):
             raise ValueError("sample: the denoiser's non-array parts must be hashable (use an equinox Module or a function)")
         run = _program(s, opts_key, prep.final_denoise, static, shape if x_init is None else None, dtype)
-        x, ne = run(dyn, x_init, key, prep.sig_p, prep.plan_p, prep.n)
-    return x, SampleInfo(ne, prep.visited, solver, grid, final_step, prep.sigma_end)
+        x, ne = clock.call(run, (dyn, x_init, key, prep.sig_p, prep.plan_p, prep.n), _EXECUTABLES)
+    if clock.timed:
+        cost = make_cost(num_model_evals=int(ne), compile_seconds=clock.compile_seconds,
+                         sampling_seconds=clock.run_seconds, num_compilations=clock.num_compilations, num_devices=1)
+    else:
+        cost = make_cost(num_model_evals=prep.num_model_evals, num_devices=1)
+    if grid == "optimized":
+        cost["grid_seconds"] = grid_seconds
+    return x, SampleInfo(ne, prep.visited, solver, grid, final_step, prep.sigma_end, cost)

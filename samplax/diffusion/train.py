@@ -44,6 +44,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from samplax.core.cost import make_cost
+from samplax.diffusion._compiled import Clock, ExecutableCache
+
 LOSSES = ("dsm", "fm")
 
 
@@ -203,8 +206,11 @@ def _run_chunk(key, state, num_steps: int, config: TrainConfig, data_fn: Callabl
     return eqx.combine(dyn, static), losses
 
 
+_EXECUTABLES = ExecutableCache(16)  # compiled chunks (per chunk length, config, data function, state shapes)
+
+
 def train(key, config: TrainConfig, data_fn: Callable, num_steps: int, state: Optional[TrainState] = None,
-          chunk: int = 500, callback: Optional[Callable] = None):
+          chunk: int = 500, callback: Optional[Callable] = None, return_cost: bool = False):
     """Run ``num_steps`` optimiser steps (from ``state``, or from a fresh state drawn from ``key``).
 
     Step ``k`` uses ``fold_in(key, k)`` for its batch (``data_fn(key, batch_size) -> [B, dim]``)
@@ -213,7 +219,14 @@ def train(key, config: TrainConfig, data_fn: Callable, num_steps: int, state: Op
     is called after each chunk (e.g. for progress).
 
     Returns:
-      ``(state, losses)`` with ``losses`` a numpy array of the ``num_steps`` batch losses.
+      ``(state, losses)`` with ``losses`` a numpy array of the ``num_steps`` batch losses;
+      with ``return_cost=True``, ``(state, losses, cost)`` with ``cost`` the shared cost record
+      (:class:`samplax.core.cost.Cost`) of this call: ``num_training_steps`` (``num_steps``),
+      ``num_model_evals`` (``num_steps * batch_size`` network forward passes, each with its
+      backward pass; the count the checkpoint metadata and CLI use), ``compile_seconds``
+      (tracing and compiling the chunk programs; 0.0 when they came from the cache),
+      ``sampling_seconds`` (running the steps until ready, callbacks excluded),
+      ``num_compilations`` (0, 1 or 2: one per new chunk length) and ``num_devices`` (1).
     """
     if not isinstance(num_steps, (int, np.integer)) or num_steps < 0:
         raise ValueError(f"train: num_steps must be an int >= 0, got {num_steps!r}")
@@ -223,9 +236,10 @@ def train(key, config: TrainConfig, data_fn: Callable, num_steps: int, state: Op
         state = init_train_state(jax.random.fold_in(key, 2**31 - 1), config)  # not a step index
     losses = []
     done = 0
+    clock = Clock()
     while done < num_steps:
         n = min(int(chunk), int(num_steps) - done)
-        state, ls = _run_chunk(key, state, n, config, data_fn)
+        state, ls = clock.call(_run_chunk, (key, state, n, config, data_fn), _EXECUTABLES)
         ls = np.asarray(ls)
         losses.append(ls)
         done += n
@@ -233,7 +247,14 @@ def train(key, config: TrainConfig, data_fn: Callable, num_steps: int, state: Op
             raise FloatingPointError(f"train: non-finite loss at step {int(state.step) - n + int(np.argmin(np.isfinite(ls)))}")
         if callback is not None:
             callback(state, ls)
-    return state, (np.concatenate(losses) if losses else np.zeros(0))
+    losses = np.concatenate(losses) if losses else np.zeros(0)
+    if not return_cost:
+        return state, losses
+    seconds = dict(compile_seconds=clock.compile_seconds, sampling_seconds=clock.run_seconds,
+                   num_compilations=clock.num_compilations) if clock.timed else {}
+    cost = make_cost(num_model_evals=int(num_steps) * config.batch_size, num_devices=1, **seconds,
+                     num_training_steps=int(num_steps))
+    return state, losses, cost
 
 
 # ---------------------------------------------------------------- checkpoints

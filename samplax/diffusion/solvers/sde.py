@@ -119,7 +119,8 @@ def restart(t_min: float = 0.06, t_max: float = 0.30, num_restarts: int = 2, res
         n = len(p["order"])
         return 2 * n - (1 if ends_at_zero else 0) + extra
 
-    def run(denoise_batched, x, sigmas_np, plan_, sample_keys, params):
+    def run(denoise_batched, x, sigmas_np, plan_, sample_keys, params, call=None):
+        """The sampling loop; ``call(jitted, args, static_argnums)``, when given, runs the jitted core (timing)."""
         sig = np.asarray(sigmas_np)
         pos = np.where(sig > 0)[0]
         j = int(pos[np.argmin(np.abs(np.log(sig[pos]) - np.log(t_min)))])
@@ -129,8 +130,11 @@ def restart(t_min: float = 0.06, t_max: float = 0.30, num_restarts: int = 2, res
         rs = (hi ** (1 / rho) + np.linspace(0, 1, restart_steps + 1) * (lo ** (1 / rho) - hi ** (1 / rho))) ** rho
         length = max(256, 1 << int(np.ceil(np.log2(len(sig) + 1))))
         sig_p = np.concatenate([sig, np.full(length - len(sig), sig[-1])])
-        return _restart_run(denoise_batched, x, jnp.asarray(sig_p, x.dtype), jnp.asarray(rs, x.dtype),
-                            jnp.asarray(j), jnp.asarray(len(sig) - 1), sample_keys, num_restarts)
+        args = (denoise_batched, x, jnp.asarray(sig_p, x.dtype), jnp.asarray(rs, x.dtype),
+                jnp.asarray(j), jnp.asarray(len(sig) - 1), sample_keys, num_restarts)
+        if call is not None:
+            return call(_restart_run, args, (0, 7))
+        return _restart_run(*args)
 
     s = Solver("restart", 0, True, _x_init, None, plan, evals, {"run": run})
     return s
