@@ -16,8 +16,9 @@ from samplax.core.result import Result  # noqa: F401
 from samplax import targets  # noqa: F401
 from samplax import mcmc  # noqa: F401
 from samplax import diffusion  # noqa: F401
+from samplax import run  # noqa: F401  (the run engine)
 from samplax.methods import method_names  # noqa: F401
-from samplax.driver import sample  # noqa: F401
+from samplax.api import sample  # noqa: F401
 
 __version__ = "0.1.0"
 

@@ -65,7 +65,7 @@ def cmd_list(args) -> int:
 
 def cmd_run(args) -> int:
     import samplax
-    from samplax.driver import CheckpointMismatchError
+    from samplax.run import CheckpointMismatchError
 
     target_params = _parse_sets(args.target_param)
     options = _parse_sets(args.set)

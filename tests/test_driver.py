@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import samplax
-from samplax.driver import CheckpointMismatchError
+from samplax.run import CheckpointMismatchError
 
 
 def _gauss(d=2):

@@ -27,7 +27,7 @@ chain's positions (faster warm-up with many chains).
 """
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -36,6 +36,7 @@ import numpy as np
 from samplax.adaptation.mass_matrix import welford_covariance, welford_init, welford_update
 from samplax.adaptation.step_size import DualAveragingState, da_init, da_update, find_reasonable_step_size
 from samplax.adaptation.window import window_ends
+from samplax.core.method import Adapter, fixed_adapter  # noqa: F401  (the adapter protocol lives in core)
 
 
 def select(pred, on_true, on_false):
@@ -133,30 +134,6 @@ class WindowState(NamedTuple):
     estimator: Any  # the MetricEstimator's accumulator
 
 
-class Adapter(NamedTuple):
-    """Warm-up over a batch of chains.
-
-    ``init(keys[C], states[C]) -> (astate, num_grad_evals[C])``,
-    ``update(astate, i, states[C], infos[C]) -> astate``,
-    ``params(astate) -> params`` with a leading chain axis.
-    """
-
-    init: Callable
-    update: Callable
-    params: Callable
-    #: True when chains adapt independently (the state has a leading chain axis
-    #: and ``update`` on a batch of one chain equals that chain's slice of the
-    #: batched update).  The driver then may run chains one by one
-    #: (``chain_method="sequential"``), which makes draws bitwise independent of
-    #: the number of chains.  Pooled adapters set False.
-    per_chain: bool = True
-    #: The update during sampling (iterations ``i >= num_warmup``), same signature as
-    #: ``update``.  ``None`` (the usual case) means the state is frozen after warm-up,
-    #: so the driver skips the update there (``lax.cond``) instead of computing it and
-    #: throwing it away.  ChEES sets it to advance its jitter counter.
-    sampling_update: Optional[Callable] = None
-
-
 def windowed_adapter(logdensity_fn: Callable, params_cls, dim: int, num_warmup: int, estimator: MetricEstimator, *,
                      target_accept: float, pooled: bool = False, adapt_step_size: bool = True,
                      adapt_mass_matrix: bool = True, initial_step_size=None, find_initial_step_size: bool = True,
@@ -239,25 +216,3 @@ def window_adapter(logdensity_fn: Callable, params_cls, dim: int, num_warmup: in
         position_fn=position_fn, num_chains=num_chains)
 
 
-def fixed_adapter(params_fn: Callable, num_chains: int) -> Adapter:
-    """No adaptation: ``params_fn()`` (one chain's params), copied to every chain of the batch.
-
-    The state is the per-chain params themselves (leading chain axis), so the
-    adapter works on any batch of chains (``per_chain=True``).
-    """
-    del num_chains  # the batch size comes from the keys
-
-    def init(keys, states):
-        del states
-        n = keys.shape[0]
-        p = jax.tree.map(lambda a: jnp.broadcast_to(jnp.asarray(a), (n,) + jnp.shape(a)), params_fn())
-        return p, jnp.zeros((n,), jnp.int32)
-
-    def update(astate, i, states, infos):
-        del i, states, infos
-        return astate
-
-    def params(astate):
-        return astate
-
-    return Adapter(init, update, params)

@@ -127,7 +127,7 @@ class Result:
             arrays["log_weights"] = self.log_weights
         if self.reference_draws is not None:
             arrays["reference_draws"] = self.reference_draws
-        _atomic_savez(os.path.join(path, "samples.npz"), arrays)
+        atomic_savez(os.path.join(path, "samples.npz"), arrays)
         meta = {
             "method": self.method, "target": self.target, "config": self.config,
             "quantity_names": list(self.quantity_names),
@@ -135,7 +135,7 @@ class Result:
             "cost": self.cost, "warnings": self.warnings, "log_Z": self.log_Z, "log_Z_se": self.log_Z_se,
             "complete": self.complete, "extra": self.extra,
         }
-        _atomic_write(os.path.join(path, "results.json"), json.dumps(meta, indent=1, default=_json_default))
+        atomic_write(os.path.join(path, "results.json"), json.dumps(meta, indent=1, default=_json_default))
 
     @classmethod
     def load(cls, path: str) -> "Result":
@@ -171,7 +171,7 @@ def _json_default(o: Any):
     return str(o)
 
 
-def _atomic_write(path: str, text: str) -> None:
+def atomic_write(path: str, text: str) -> None:
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         f.write(text)
@@ -180,7 +180,7 @@ def _atomic_write(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _atomic_savez(path: str, arrays: dict) -> None:
+def atomic_savez(path: str, arrays: dict) -> None:
     tmp = path + ".tmp.npz"
     with open(tmp, "wb") as f:
         np.savez(f, **arrays)

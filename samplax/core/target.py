@@ -91,6 +91,15 @@ class Target(eqx.Module):
         gt = self.ground_truth()
         return None if gt is None else gt.log_Z
 
+    def flat_logdensity(self) -> Callable:
+        """``lp(x_flat)``: the log-density of a flat point ``[dim]`` (kernels work on flat vectors)."""
+        shape = tuple(self.event_shape)
+
+        def lp(x):
+            return self.logdensity(jnp.reshape(x, shape))
+
+        return lp
+
     def score(self, x: jax.Array) -> jax.Array:
         """Gradient of the log-density (``jax.grad`` unless overridden)."""
         return jax.grad(self.logdensity)(x)

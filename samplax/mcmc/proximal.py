@@ -35,6 +35,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from samplax.core.composite import euclidean_mirror
 from samplax.core.types import Kernel
 
 
@@ -146,7 +147,7 @@ def build_bregman_myula_kernel(smooth_logdensity_fn: Callable, bregman_prox_fn: 
 
 
 def _check_composite(target, who):
-    from samplax.targets.composite import CompositeTarget
+    from samplax.core.composite import CompositeTarget
 
     if not isinstance(target, CompositeTarget):
         raise TypeError(f"{who} needs a samplax.targets.composite.CompositeTarget (smooth_logdensity, "
@@ -170,7 +171,7 @@ def myula(target, step_size, smoothing) -> Kernel:
 def bregman_myula(target, step_size, smoothing) -> Kernel:
     """Bregman MYULA kernel on a composite target with a mirror map (Euclidean if it has none); biased."""
     _check_composite(target, "bregman_myula")
-    mirror = target.mirror_map() or _euclidean()
+    mirror = target.mirror_map() or euclidean_mirror()
     step_fn = build_bregman_myula_kernel(target.smooth_logdensity, target.bregman_prox, mirror)
 
     def init_fn(key, position):
@@ -180,10 +181,3 @@ def bregman_myula(target, step_size, smoothing) -> Kernel:
         return step_fn(key, state, MYULAParams(jnp.asarray(step_size), jnp.asarray(smoothing)))
 
     return Kernel(init_fn, step)
-
-
-def _euclidean():
-    from samplax.targets.composite import MirrorMap
-
-    return MirrorMap(grad=lambda x: x, grad_conj=lambda y: y, hess_diag=lambda x: jnp.ones_like(x),
-                     hess_diag_dual=lambda y: jnp.ones_like(y))

@@ -68,8 +68,9 @@ from samplax.mcmc import integrators
 import importlib  # noqa: E402
 nuts_m = importlib.import_module("samplax.mcmc.nuts")  # trapezoidal U-turn criterion lives in metrics.is_turning
 from samplax.methods import Algorithm, MethodSpec, Option, register_method
-
-_COMPILED: dict = {}
+from samplax.core.cost import make_cost
+from samplax.postprocess import finish_result
+from samplax.run import PROGRAMS, Progress, check_user_init, find_initial_points, program_key, target_id
 
 
 def _prob(v):
@@ -308,8 +309,8 @@ def _rhat_check(pos, lp):
     return out if np.isfinite(out) else float("inf")
 
 
-def auto_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init, progress,
-                driver_options=None, **o):
+def auto_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_samples, init, progress,
+                thinning=1, devices=None, **o):
     """``method="auto"``: NUTS with running Fisher adaptation (diagonal, then low-rank) and early-stopped warm-up.
 
     Sampler: multinomial NUTS (Hoffman & Gelman 2014; Betancourt 2017).
@@ -325,13 +326,9 @@ def auto_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init
     steps).  ``Result.extra`` records the checks, the metric kind, the low-rank
     estimate's eigenvalues and any restarts.
     """
-    from samplax import driver
-    from samplax.postprocess import finish_result
-
-    driver_options = dict(driver_options or {})
-    if driver_options.get("checkpoint_dir") is not None:
-        raise ValueError("sample: method 'auto' does not support checkpoint_dir; use method='nuts_fisher'")
-    thinning = int(driver_options.get("thinning", 1) or 1)
+    if devices not in (None, 1):
+        raise ValueError("sample: method 'auto' pools its chains' draws on the host during warm-up and runs on "
+                         "one device; use devices=None or 1 (or method='nuts_fisher', which shards)")
     K = int(o["check_every"])
     term = int(min(o["terminal_steps"], max(num_warmup // 4, 0)))
     max_adapt = num_warmup - term
@@ -339,19 +336,18 @@ def auto_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init
     dtype = jnp.result_type(float)
     d = target.dim
 
-    key = jax.random.key(seed)
-    k_init, k_run, k_adapt = (jax.random.fold_in(key, i) for i in range(3))
+    k_init, k_run, k_adapt = keys.init, keys.run, keys.adapt
     if init is None:
-        x0, _ = driver._find_initial_points(target, k_init, num_chains, True, dtype)
+        x0, _ = find_initial_points(target, k_init, num_chains, True, dtype)
     else:
-        x0 = driver._check_user_init(target, init, num_chains, True, dtype)
+        x0 = check_user_init(target, init, num_chains, True, dtype)
 
     dyn_target, static_target = eqx.partition(target, eqx.is_array)
     chain_ids = jnp.arange(num_chains)
     target_accept = jnp.asarray(o["target_accept"], dtype)
 
     def kernel(tgt):
-        lp = driver._flat_logdensity(eqx.combine(tgt, static_target))
+        lp = eqx.combine(tgt, static_target).flat_logdensity()
         return lp, nuts_m.build_kernel(lp, o["max_tree_depth"], o["divergence_threshold"], o["integrator"])
 
     def init_all(tgt, x0, k_adapt):
@@ -396,8 +392,8 @@ def auto_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init
         carry, (pos, grads, stats, ng) = jax.lax.scan(one, carry, jnp.arange(K, dtype=jnp.int32))
         return carry, pos, grads, stats, jnp.sum(ng)
 
-    cache_key = driver._cache_key(spec, o, static_target, dyn_target, num_chains, K, dtype)
-    cached = _COMPILED.get(cache_key) if cache_key is not None else None
+    cache_key = program_key(spec.name, id(auto_runner), o, static_target, dyn_target, num_chains, K, dtype)
+    cached = PROGRAMS.get(cache_key)
     init_jit = cached[0] if cached is not None else jax.jit(init_all)
     states, rs, n_init = init_jit(dyn_target, x0, k_adapt)
     carry = (states, rs)
@@ -414,7 +410,7 @@ def auto_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init
         if k in programs:
             return programs[k]
         ck = None if cache_key is None else cache_key + (k,)
-        hit = _COMPILED.get(ck) if ck is not None else None
+        hit = PROGRAMS.get(ck)
         if hit is not None:
             programs[k] = hit[1]
             return hit[1]
@@ -423,21 +419,18 @@ def auto_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init
         compile_seconds += time.perf_counter() - t0
         num_compilations += 1
         programs[k] = c
-        if ck is not None:
-            _COMPILED[ck] = (init_jit, c)
-            while len(_COMPILED) > 16:
-                _COMPILED.pop(next(iter(_COMPILED)))
+        PROGRAMS.put(ck, (init_jit, c))
         return c
 
-    if cache_key is not None and cached is None:
-        _COMPILED[cache_key] = (init_jit, None)
+    if cached is None:
+        PROGRAMS.put(cache_key, (init_jit, None))
     compiled = get_compiled(None)
     metric = None
 
     n_grad = int(num_chains) + int(np.sum(n_init))
     run_seconds = 0.0
     step_i = 0
-    bar = driver._Progress(progress, num_warmup + num_samples * thinning, num_warmup, f"auto/{target.name}")
+    bar = Progress(progress, num_warmup + num_samples * thinning, num_warmup, f"auto/{target.name}")
 
     def launch(phase, n):
         nonlocal carry, step_i
@@ -553,9 +546,9 @@ def auto_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init
     stats_out = {k: np.swapaxes(np.concatenate([s[k] for s in stats_all])[::thinning][:num_samples], 0, 1)
                  for k in stats_all[0]}
     rs_final = carry[1]
-    cost = {"num_logdensity_evals": n_grad, "num_grad_evals": n_grad, "compile_seconds": compile_seconds,
-            "sampling_seconds": run_seconds, "num_compilations": num_compilations}
-    config = {"method": spec.name, "options": dict(o), "target": driver._target_id(target), "seed": seed,
+    cost = make_cost(num_logdensity_evals=n_grad, num_grad_evals=n_grad, compile_seconds=compile_seconds,
+                     sampling_seconds=run_seconds, num_compilations=num_compilations, num_devices=1)
+    config = {"method": spec.name, "options": dict(o), "target": target_id(target), "seed": seed_id,
               "num_chains": num_chains, "num_warmup": num_warmup, "num_samples": num_samples,
               "thinning": thinning, "dtype": str(dtype)}
     extra_warnings = []

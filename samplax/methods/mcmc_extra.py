@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from samplax.adaptation.mass_matrix import welford_covariance, welford_init, welford_update
+from samplax.core.composite import CompositeTarget
 from samplax.adaptation.windowed import Adapter, WindowState, select, window_schedule  # noqa: F401
 from samplax.methods import Algorithm, MethodSpec, Option, register_method
 
@@ -171,7 +172,6 @@ register_method(MethodSpec(
 
 # --------------------------------------------------------------------------- Langevin family
 import dataclasses  # noqa: E402
-import warnings  # noqa: E402
 
 from samplax.methods.mcmc import _adapter, _basic_stats, _common_options  # noqa: E402
 
@@ -179,28 +179,9 @@ langevin_m = importlib.import_module("samplax.mcmc.langevin")
 kl_m = importlib.import_module("samplax.mcmc.kinetic_langevin")
 
 
-def _biased_runner(message: str) -> Callable:
-    """Runner for unadjusted methods: run the kernel with the standard driver, then attach a run warning.
-
-    The driver's remaining arguments (thinning, chunking, checkpoints) arrive in
-    ``driver_options`` and are passed on.
-    """
-
-    def runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init, progress, driver_options,
-               **options):
-        from samplax.driver import sample
-
-        inner = dataclasses.replace(spec, runner=None)
-        warnings.warn(f"{spec.name}: {message}", UserWarning, stacklevel=3)
-        r = sample(target, inner, seed=seed, num_chains=num_chains, num_warmup=num_warmup,
-                   num_samples=num_samples, init=init, progress=progress, **driver_options, **options)
-        step = r.extra.get("final_step_size")
-        r.warnings.append({"code": "biased", "value": step,
-                           "message": f"{spec.name} is not Metropolis-adjusted: {message} "
-                                      f"(final step size {np.round(np.asarray(step), 4).tolist()})"})
-        return r
-
-    return runner
+def _bias(message: str) -> Callable:
+    """``MethodSpec.bias`` of an unadjusted method: the engine warns and attaches a ``biased`` run warning."""
+    return lambda options: message
 
 
 _BIAS_MSG = ("its stationary distribution is not the target at any finite step size (the bias shrinks "
@@ -307,19 +288,19 @@ def _langevin_options(target_accept):
 register_method(MethodSpec(
     "ula", _build_ula,
     "Unadjusted Langevin algorithm, preconditioned; BIASED at finite step size (Roberts & Tweedie 1996)",
-    _langevin_options(0.9), runner=_biased_runner(_BIAS_MSG)))
+    _langevin_options(0.9), bias=_bias(_BIAS_MSG)))
 register_method(MethodSpec(
     "randomized_midpoint_overdamped", _build_rlmc,
     "Randomized-midpoint overdamped Langevin Monte Carlo (Shen & Lee 2019; He, Balasubramanian & Erdogdu 2020; "
     "Yu & Dalalyan 2024); BIASED at finite step size",
-    _langevin_options(0.9), runner=_biased_runner(_BIAS_MSG)))
+    _langevin_options(0.9), bias=_bias(_BIAS_MSG)))
 register_method(MethodSpec(
     "kinetic_langevin", _build_kl,
     "Underdamped Langevin, BAOAB splitting (Leimkuhler & Matthews 2013); BIASED at finite step size",
     {**_langevin_options(0.9),
      "friction": Option(1.0, "friction gamma (in units of the adapted metric's time scale)", _pos_float,
                         "a positive number")},
-    runner=_biased_runner(_BIAS_MSG)))
+    bias=_bias(_BIAS_MSG)))
 
 rmkl_m = importlib.import_module("samplax.mcmc.randomized_midpoint")
 
@@ -339,7 +320,7 @@ register_method(MethodSpec(
     {**_rm_opts,
      "friction": Option(1.0, "friction gamma (in units of the adapted metric's time scale)", _pos_float,
                         "a positive number")},
-    runner=_biased_runner(_BIAS_MSG)))
+    bias=_bias(_BIAS_MSG)))
 
 
 # --------------------------------------------------------------------------- MCLMC
@@ -468,7 +449,7 @@ register_method(MethodSpec(
     {"desired_energy_var": Option(5e-4, "target energy-error variance per dimension, Var[dE]/d", _pos_float,
                                   "a positive number"),
      "diagonal_preconditioning": Option(True, "adapt a diagonal preconditioner in warm-up", _bool, "True/False")},
-    runner=_biased_runner("its stationary distribution is not the target at any finite step size; the bias "
+    bias=_bias("its stationary distribution is not the target at any finite step size; the bias "
                           "is controlled by desired_energy_var (lower it to reduce the bias)")))
 
 _adj_opts = {k: v for k, v in _common_options(0.9).items() if k != "dense_mass"}
@@ -486,55 +467,57 @@ register_method(MethodSpec(
 prox_m = importlib.import_module("samplax.mcmc.proximal")
 
 
-def _proximal_runner(kind: str) -> Callable:
-    """Runner for MYULA / Bregman MYULA: these need the composite structure of the target, not just log p."""
+def _prox_prepare(name: str) -> Callable:
+    """``MethodSpec.prepare`` of MYULA: the target must be composite; step size and smoothing from its Lipschitz
+    constant when not given (kept as ``resolved_step_size`` / ``resolved_smoothing`` in the configuration)."""
+    return lambda target, options: _prox_resolve(name, target, options)
+
+
+def _prox_resolve(name, target, options):
+    if not isinstance(target, CompositeTarget):
+        raise TypeError(f"method {name!r} needs a CompositeTarget (smooth_logdensity, nonsmooth_potential, "
+                        f"prox; see samplax.targets.composite), got {type(target).__name__} {target.name!r}")
+    if len(target.event_shape) != 1:
+        raise ValueError(f"method {name!r} needs a flat event shape, got {target.event_shape}")
+    lip = float(target.lipschitz)
+    lam = options["smoothing"] if options["smoothing"] is not None else 1.0 / lip
+    gamma = options["step_size"] if options["step_size"] is not None else 1.0 / (2.0 * (lip + 1.0 / lam))
+    return dict(options, resolved_step_size=gamma, resolved_smoothing=lam)
+
+
+def _prox_bias(options):
+    return (f"unadjusted: samples a smoothed and discretized version of the target (step size "
+            f"{options['resolved_step_size']:.3g}, Moreau smoothing {options['resolved_smoothing']:.3g}); "
+            "the bias shrinks with both")
+
+
+def _proximal_builder(kind: str) -> Callable:
+    """``build`` of MYULA / Bregman MYULA: these need the composite structure of the target, not just log p."""
     from samplax.adaptation.windowed import fixed_adapter
 
-    def runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init, progress, driver_options, **o):
-        from samplax.driver import sample
-        from samplax.targets.composite import CompositeTarget
+    def build(logdensity_fn, dim, num_warmup, num_chains, *, target, resolved_step_size, resolved_smoothing, **_):
+        del logdensity_fn, num_warmup, dim
+        gamma, lam = resolved_step_size, resolved_smoothing
+        mirror = (target.mirror_map() or prox_m.euclidean_mirror()) if kind == "bregman" else None
 
-        if not isinstance(target, CompositeTarget):
-            raise TypeError(f"method {spec.name!r} needs a CompositeTarget (smooth_logdensity, nonsmooth_potential, "
-                            f"prox; see samplax.targets.composite), got {type(target).__name__} {target.name!r}")
-        if len(target.event_shape) != 1:
-            raise ValueError(f"method {spec.name!r} needs a flat event shape, got {target.event_shape}")
-        lip = float(target.lipschitz)
-        lam = o["smoothing"] if o["smoothing"] is not None else 1.0 / lip
-        gamma = o["step_size"] if o["step_size"] is not None else 1.0 / (2.0 * (lip + 1.0 / lam))
-        mirror = (target.mirror_map() or prox_m._euclidean()) if kind == "bregman" else None
-
-        def build(logdensity_fn, dim, num_warmup_, num_chains_, **_):
-            del logdensity_fn, num_warmup_
-
-            def init_fn(key, position):
-                if kind == "bregman":
-                    return prox_m.init_bregman(key, position, target.smooth_logdensity, mirror)
-                return prox_m.init(key, position, target.smooth_logdensity)
-
+        def init_fn(key, position):
             if kind == "bregman":
-                step = prox_m.build_bregman_myula_kernel(target.smooth_logdensity, target.bregman_prox, mirror)
-            else:
-                step = prox_m.build_myula_kernel(target.smooth_logdensity, target.prox, target.nonsmooth_potential)
+                return prox_m.init_bregman(key, position, target.smooth_logdensity, mirror)
+            return prox_m.init(key, position, target.smooth_logdensity)
 
-            def stats(state, info, params):
-                return {"acceptance_rate": info.acceptance_rate, "step_size": params.step_size,
-                        "lp": state.logdensity, "nonfinite": info.is_nonfinite}
+        if kind == "bregman":
+            step = prox_m.build_bregman_myula_kernel(target.smooth_logdensity, target.bregman_prox, mirror)
+        else:
+            step = prox_m.build_myula_kernel(target.smooth_logdensity, target.prox, target.nonsmooth_potential)
 
-            adapter = fixed_adapter(lambda: prox_m.MYULAParams(jnp.asarray(gamma), jnp.asarray(lam)), num_chains_)
-            return Algorithm(init_fn, step, adapter, stats)
+        def stats(state, info, params):
+            return {"acceptance_rate": info.acceptance_rate, "step_size": params.step_size,
+                    "lp": state.logdensity, "nonfinite": info.is_nonfinite}
 
-        inner = dataclasses.replace(spec, build=build, runner=None, options={})
-        msg = (f"unadjusted: samples a smoothed and discretized version of the target (step size {gamma:.3g}, "
-               f"Moreau smoothing {lam:.3g}); the bias shrinks with both")
-        warnings.warn(f"{spec.name}: {msg}", UserWarning, stacklevel=3)
-        r = sample(target, inner, seed=seed, num_chains=num_chains, num_warmup=num_warmup, num_samples=num_samples,
-                   init=init, progress=progress, **driver_options)
-        r.config["options"] = dict(o, resolved_step_size=gamma, resolved_smoothing=lam)
-        r.warnings.append({"code": "biased", "value": [gamma, lam], "message": f"{spec.name} is {msg}"})
-        return r
+        adapter = fixed_adapter(lambda: prox_m.MYULAParams(jnp.asarray(gamma), jnp.asarray(lam)), num_chains)
+        return Algorithm(init_fn, step, adapter, stats)
 
-    return runner
+    return build
 
 
 _prox_options = {
@@ -544,10 +527,10 @@ _prox_options = {
                         lambda v: v is None or _pos_float(v), "a positive number or None"),
 }
 register_method(MethodSpec(
-    "myula", None, "Moreau-Yosida unadjusted Langevin for f + g composite targets (Durmus, Moulines & Pereyra "
-    "2018); BIASED (step size and smoothing)", _prox_options, runner=_proximal_runner("euclidean"),
-    example_target="bayesian_lasso"))
+    "myula", _proximal_builder("euclidean"), "Moreau-Yosida unadjusted Langevin for f + g composite targets (Durmus, Moulines & Pereyra "
+    "2018); BIASED (step size and smoothing)", _prox_options, prepare=_prox_prepare("myula"), needs_target=True,
+    bias=_prox_bias, example_target="bayesian_lasso"))
 register_method(MethodSpec(
-    "bregman_myula", None, "Bregman-Moreau mirror-Langevin for composite targets with a mirror map (after Lau & "
-    "Liu 2022); BIASED (step size and smoothing)", _prox_options, runner=_proximal_runner("bregman"),
-    example_target="box_gaussian"))
+    "bregman_myula", _proximal_builder("bregman"), "Bregman-Moreau mirror-Langevin for composite targets with a mirror map (after Lau & "
+    "Liu 2022); BIASED (step size and smoothing)", _prox_options, prepare=_prox_prepare("bregman_myula"),
+    needs_target=True, bias=_prox_bias, example_target="box_gaussian"))

@@ -1,7 +1,9 @@
 """Registration of population methods: ensembles, interacting particles, reverse diffusions.
 
-Each entry is a :class:`~samplax.methods.MethodSpec` with a ``runner`` (see
-:mod:`samplax.particles._common`).  For all of them ``num_samples`` is the
+Each entry is a population :class:`~samplax.core.method.MethodSpec`: its
+``population(target, ctx, **options)`` returns the plan of one independent
+population (see :func:`samplax.particles._common.population_plan`), which the run
+engine batches over chains, shards and compiles once.  For all of them ``num_samples`` is the
 number of draws (particles) returned per chain, so ``Result.samples`` has shape
 ``[num_chains, num_samples, *event_shape]``, and ``num_warmup`` is the number of
 burn-in iterations / optimisation steps / discretisation steps (documented per
@@ -10,9 +12,11 @@ The whole run is one compiled program (no progress bar, no checkpoints).
 """
 from __future__ import annotations
 
+import numpy as np
+
 from samplax.methods import MethodSpec, Option, register_method
 from samplax.particles import ensemble, mmd_flow, rdmc, score_ensemble, smoothing, stein, walk_jump
-from samplax.particles._common import flat_logdensity, run_population
+from samplax.particles._common import flat_logdensity, population_plan
 
 
 def _pos_int_or_none(v):
@@ -37,22 +41,22 @@ def _nonneg_int(v):
 
 # --------------------------------------------------------------------------- ensembles
 def _ensemble_runner(kind):
-    def runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init, progress, **o):
-        del progress
+    def runner(target, ctx, **o):
+        num_warmup, num_samples = ctx.num_warmup, ctx.num_samples
         d = target.dim
         W = ensemble.default_num_walkers(d) if o["num_walkers"] is None else o["num_walkers"]
         if W % 2 or W < 4 or W < 2 * d:
-            raise ValueError(f"{spec.name}: num_walkers must be even, >= 4 and >= 2 * dim = {2 * d}, got {W}")
+            raise ValueError(f"{ctx.method}: num_walkers must be even, >= 4 and >= 2 * dim = {2 * d}, got {W}")
         if kind == "stretch":
             if not float(o["a"]) > 1.0:
-                raise ValueError(f"{spec.name}: a (stretch scale) must be > 1, got {o['a']!r}")
+                raise ValueError(f"{ctx.method}: a (stretch scale) must be > 1, got {o['a']!r}")
             move = ensemble.make_move("stretch", d, a=float(o["a"]))
         else:
             move = ensemble.make_move("de", d, gamma=o["gamma"], jump_every=o["jump_every"])
         run_chain = ensemble.make_run_chain(flat_logdensity, move, W, num_warmup, num_samples)
-        return run_population(
-            target, spec.name, run_chain, seed=seed, num_chains=num_chains, num_particles=W, init=init,
-            gradient_based=False, options=o, num_warmup=num_warmup, num_samples=num_samples,
+        return population_plan(
+            target, ctx, run_chain, num_particles=W,
+            gradient_based=False,
             cost_per_chain=ensemble.cost_per_chain(W, num_warmup, num_samples),
             extra={"num_walkers": W, "draw_layout": "walker-major, one snapshot every W iterations"})
 
@@ -67,7 +71,7 @@ register_method(MethodSpec(
     "Affine-invariant ensemble sampler, stretch move (Goodman & Weare 2010); gradient-free",
     {"num_walkers": _walkers,
      "a": Option(2.0, "stretch scale a > 1 (z in [1/a, a])", _pos_number, "a number > 1")},
-    family="particles", gradient_based=False, runner=_ensemble_runner("stretch")))
+    family="particles", gradient_based=False, population=_ensemble_runner("stretch")))
 
 register_method(MethodSpec(
     "ensemble_de", None,
@@ -75,19 +79,19 @@ register_method(MethodSpec(
     {"num_walkers": _walkers,
      "gamma": Option(None, "DE scale (None: 2.38 / sqrt(2 dim))", _pos_number_or_none, "a positive number or None"),
      "jump_every": Option(10, "use gamma = 1 every this many iterations (0: never)", _nonneg_int, "an int >= 0")},
-    family="particles", gradient_based=False, runner=_ensemble_runner("de")))
+    family="particles", gradient_based=False, population=_ensemble_runner("de")))
 
 
 # --------------------------------------------------------------------------- Stein
-def _svgd_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init, progress, **o):
-    del progress
+def _svgd_runner(target, ctx, **o):
+    num_warmup, num_samples = ctx.num_warmup, ctx.num_samples
     run_chain = stein.make_svgd_chain(flat_logdensity, num_warmup, float(o["step_size"]))
-    return run_population(
-        target, spec.name, run_chain, seed=seed, num_chains=num_chains, num_particles=num_samples, init=init,
-        gradient_based=True, options=o, num_warmup=num_warmup, num_samples=num_samples,
+    return population_plan(
+        target, ctx, run_chain, num_particles=num_samples,
+        gradient_based=True,
         cost_per_chain=stein.svgd_cost(num_samples, num_warmup),
         extra={"particles_per_chain": num_samples, "num_steps": num_warmup},
-        extra_warnings=[_svgd_bias_warning(spec.name, num_samples)])
+        extra_warnings=[_svgd_bias_warning(ctx.method, num_samples)])
 
 
 def _svgd_bias_warning(name, num_particles):
@@ -96,30 +100,30 @@ def _svgd_bias_warning(name, num_particles):
             "message": f"{name} with {num_particles} particles per chain: {stein.SVGD_BIAS_MESSAGE}"}
 
 
-def _mirrored_svgd_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init, progress, **o):
-    del progress
+def _mirrored_svgd_runner(target, ctx, **o):
+    num_warmup, num_samples = ctx.num_warmup, ctx.num_samples
     ev = tuple(target.event_shape)
     if len(ev) != 1 or ev[0] < 2:
-        raise ValueError(f"{spec.name}: the target must live on the simplex in R^K with event_shape (K,), K >= 2; "
+        raise ValueError(f"{ctx.method}: the target must live on the simplex in R^K with event_shape (K,), K >= 2; "
                          f"got event_shape {ev}")
     run_chain = stein.make_mirrored_svgd_chain(flat_logdensity, num_warmup, float(o["step_size"]))
-    res = run_population(
-        target, spec.name, run_chain, seed=seed, num_chains=num_chains, num_particles=num_samples, init=init,
-        gradient_based=True, options=o, num_warmup=num_warmup, num_samples=num_samples,
+    def finalize(draws, stats):
+        if not np.all(np.isfinite(draws)):
+            raise ValueError(
+                f"{ctx.method}: the particles became non-finite on target {target.name!r}; this method needs a "
+                "density on the probability simplex (positive coordinates summing to 1, e.g. "
+                "samplax.targets.get('dirichlet')) whose log-density is finite inside it")
+        return draws, stats, []
+
+    return population_plan(
+        target, ctx, run_chain, num_particles=num_samples,
+        gradient_based=True,
         cost_per_chain=stein.svgd_cost(num_samples, num_warmup),
         extra={"particles_per_chain": num_samples, "num_steps": num_warmup, "mirror_map": "entropic"},
-        extra_warnings=[_svgd_bias_warning(spec.name, num_samples)])
-    import numpy as np
-    if not np.all(np.isfinite(res.samples)):
-        raise ValueError(
-            f"{spec.name}: the particles became non-finite on target {target.name!r}; this method needs a density "
-            "on the probability simplex (positive coordinates summing to 1, e.g. samplax.targets.get('dirichlet')) "
-            "whose log-density is finite inside it")
-    return res
+        extra_warnings=[_svgd_bias_warning(ctx.method, num_samples)], finalize=finalize)
 
 
 def _check_simplex_init(method, target, init):
-    import numpy as np
     if init is None:
         return
     a = np.asarray(init, dtype=np.float64)
@@ -133,31 +137,31 @@ register_method(MethodSpec(
     "svgd", None,
     "Stein variational gradient descent, RBF kernel with median bandwidth, Adam steps (Liu & Wang 2016); "
     "num_samples = particles per chain, num_warmup = iterations",
-    {"step_size": _step}, family="particles", gradient_based=True, runner=_svgd_runner))
+    {"step_size": _step}, family="particles", gradient_based=True, population=_svgd_runner))
 
 
-def _mirrored_entry(target, spec, **kw):
-    _check_simplex_init(spec.name, target, kw.get("init"))
-    return _mirrored_svgd_runner(target, spec, **kw)
+def _mirrored_entry(target, ctx, **o):
+    _check_simplex_init(ctx.method, target, ctx.init)
+    return _mirrored_svgd_runner(target, ctx, **o)
 
 
 register_method(MethodSpec(
     "mirrored_svgd", None,
     "Mirrored SVGD on the probability simplex, entropic mirror map (Shi, Liu & Mackey 2022); "
     "num_samples = particles per chain, num_warmup = iterations",
-    {"step_size": _step}, family="particles", gradient_based=True, runner=_mirrored_entry,
+    {"step_size": _step}, family="particles", gradient_based=True, population=_mirrored_entry,
     example_target="dirichlet"))
 
 
 # --------------------------------------------------------------------------- walk-jump
-def _walk_jump_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init, progress, **o):
-    del progress
+def _walk_jump_runner(target, ctx, **o):
+    num_warmup, num_samples = ctx.num_warmup, ctx.num_samples
     parts = smoothing.gaussian_mixture_parts(target) if o["smoothed_score"] in ("auto", "exact") else None
     if o["smoothed_score"] == "exact" and parts is None:
-        raise ValueError(f"{spec.name}: smoothed_score='exact' needs a Gaussian-mixture target exposing means, "
+        raise ValueError(f"{ctx.method}: smoothed_score='exact' needs a Gaussian-mixture target exposing means, "
                          f"weights and covs/scales (or a Gaussian with mean and chol); {target.name!r} does not")
     if num_warmup < 1:
-        raise ValueError(f"{spec.name}: num_warmup (total Langevin steps per trajectory) must be >= 1")
+        raise ValueError(f"{ctx.method}: num_warmup (total Langevin steps per trajectory) must be >= 1")
     run_chain = walk_jump.make_run_chain(
         flat_logdensity, parts, sigma=float(o["sigma"]), num_measurements=o["num_measurements"],
         num_warmup=num_warmup, step_size=float(o["step_size"] if o["step_size"] is not None
@@ -165,9 +169,9 @@ def _walk_jump_runner(target, spec, *, seed, num_chains, num_warmup, num_samples
         num_is=o["num_is"])
     exact = parts is not None
     s_final = float(o["sigma"]) ** 2 / o["num_measurements"]
-    return run_population(
-        target, spec.name, run_chain, seed=seed, num_chains=num_chains, num_particles=num_samples, init=init,
-        gradient_based=False, options=o, num_warmup=num_warmup, num_samples=num_samples,
+    return population_plan(
+        target, ctx, run_chain, num_particles=num_samples,
+        gradient_based=False,
         cost_per_chain=walk_jump.cost_per_chain(num_samples, exact=exact, num_measurements=o["num_measurements"],
                                                 num_warmup=num_warmup, num_is=o["num_is"]),
         extra={"smoothed_score": "exact mixture" if exact else f"SNIS with {o['num_is']} draws",
@@ -189,7 +193,7 @@ register_method(MethodSpec(
                       _int_ge1, "an int >= 1"),
      "smoothed_score": Option("auto", "'auto' (exact for Gaussian mixtures, else SNIS), 'exact' or 'snis'",
                               lambda v: v in ("auto", "exact", "snis"), "one of 'auto', 'exact', 'snis'")},
-    family="particles", gradient_based=False, runner=_walk_jump_runner))
+    family="particles", gradient_based=False, population=_walk_jump_runner))
 
 
 # --------------------------------------------------------------------------- reverse diffusions
@@ -204,51 +208,51 @@ def _gaussian_start(num_particles, dim):
     return init_fn
 
 
-def _check_reverse(spec, init, num_warmup, o):
+def _check_reverse(ctx, init, num_warmup, o):
     if init is not None:
-        raise ValueError(f"{spec.name}: init is not used (the reverse diffusion starts from N(0, I) at time T); "
+        raise ValueError(f"{ctx.method}: init is not used (the reverse diffusion starts from N(0, I) at time T); "
                          "pass init=None")
     if num_warmup < 1:
-        raise ValueError(f"{spec.name}: num_warmup (number of reverse-diffusion steps) must be >= 1")
+        raise ValueError(f"{ctx.method}: num_warmup (number of reverse-diffusion steps) must be >= 1")
     if not float(o["T"]) > rdmc.T_MIN:
-        raise ValueError(f"{spec.name}: T must be > {rdmc.T_MIN}, got {o['T']!r}")
+        raise ValueError(f"{ctx.method}: T must be > {rdmc.T_MIN}, got {o['T']!r}")
 
 
-def _rdmc_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init, progress, **o):
-    del progress
-    _check_reverse(spec, init, num_warmup, o)
+def _rdmc_runner(target, ctx, **o):
+    num_warmup, num_samples, init = ctx.num_warmup, ctx.num_samples, ctx.init
+    _check_reverse(ctx, init, num_warmup, o)
     init_steps = num_warmup if o["init_steps"] is None else o["init_steps"]
     run_chain = rdmc.make_run_chain(flat_logdensity, T=float(o["T"]), num_steps=num_warmup, inner=o["inner"],
                                     num_inner=o["num_inner"], inner_steps=o["inner_steps"], init_steps=init_steps)
-    return run_population(
-        target, spec.name, run_chain, seed=seed, num_chains=num_chains, num_particles=num_samples, init=None,
-        gradient_based=False, options=o, num_warmup=num_warmup, num_samples=num_samples,
+    return population_plan(
+        target, ctx, run_chain, num_particles=num_samples,
+        gradient_based=False,
         init_fn=_gaussian_start(num_samples, target.dim),
         cost_per_chain=rdmc.cost_per_chain(num_samples, num_steps=num_warmup, inner=o["inner"],
                                            num_inner=o["num_inner"], inner_steps=o["inner_steps"],
                                            init_steps=init_steps),
         extra={"t_min": rdmc.T_MIN, "T": float(o["T"]), "inner": o["inner"], "init_steps": init_steps},
         extra_warnings=[{"code": "biased", "value": o["num_inner"],
-                         "message": f"{spec.name} with inner={o['inner']!r}, num_inner={o['num_inner']}: "
+                         "message": f"{ctx.method} with inner={o['inner']!r}, num_inner={o['num_inner']}: "
                                     + (rdmc.BIAS_MESSAGE if o["inner"] == "is" else rdmc.ULA_BIAS_MESSAGE)}])
 
 
-def _score_ensemble_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init, progress, **o):
-    del progress
-    _check_reverse(spec, init, num_warmup, o)
+def _score_ensemble_runner(target, ctx, **o):
+    num_warmup, num_samples, init = ctx.num_warmup, ctx.num_samples, ctx.init
+    _check_reverse(ctx, init, num_warmup, o)
     if num_samples < 2:
-        raise ValueError(f"{spec.name}: num_samples (ensemble size) must be >= 2, got {num_samples}")
+        raise ValueError(f"{ctx.method}: num_samples (ensemble size) must be >= 2, got {num_samples}")
     run_chain = score_ensemble.make_run_chain(flat_logdensity, T=float(o["T"]), num_steps=num_warmup,
                                               draws_per_member=o["draws_per_member"])
-    return run_population(
-        target, spec.name, run_chain, seed=seed, num_chains=num_chains, num_particles=num_samples, init=None,
-        gradient_based=False, options=o, num_warmup=num_warmup, num_samples=num_samples,
+    return population_plan(
+        target, ctx, run_chain, num_particles=num_samples,
+        gradient_based=False,
         init_fn=_gaussian_start(num_samples, target.dim),
         cost_per_chain=score_ensemble.cost_per_chain(num_samples, num_steps=num_warmup,
                                                      draws_per_member=o["draws_per_member"]),
         extra={"t_min": rdmc.T_MIN, "T": float(o["T"]), "ensemble_size": num_samples},
         extra_warnings=[{"code": "biased", "value": o["draws_per_member"],
-                         "message": f"{spec.name} with draws_per_member={o['draws_per_member']}: "
+                         "message": f"{ctx.method} with draws_per_member={o['draws_per_member']}: "
                                     f"{score_ensemble.BIAS_MESSAGE}"}])
 
 
@@ -268,7 +272,7 @@ register_method(MethodSpec(
                      lambda v: v in ("is", "ula"), "'is' or 'ula'"),
      "num_inner": Option(256, "inner importance draws / ULA chains per particle and step", _int_ge1, "an int >= 1"),
      "inner_steps": Option(5, "ULA steps per inner chain (inner='ula')", _int_ge1, "an int >= 1")},
-    family="particles", gradient_based=False, runner=_rdmc_runner))
+    family="particles", gradient_based=False, population=_rdmc_runner))
 
 register_method(MethodSpec(
     "score_ensemble", None,
@@ -279,14 +283,14 @@ register_method(MethodSpec(
      "draws_per_member": Option(16, "target evaluations per member and step (shared by the whole ensemble); "
                                 "the accuracy knob, see samplax.particles.score_ensemble",
                                 _int_ge1, "an int >= 1")},
-    family="particles", gradient_based=False, runner=_score_ensemble_runner))
+    family="particles", gradient_based=False, population=_score_ensemble_runner))
 
 
 # --------------------------------------------------------------------------- MMD flow
-def _mmd_flow_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init, progress, **o):
-    del progress
+def _mmd_flow_runner(target, ctx, **o):
+    num_chains, num_warmup, num_samples = ctx.num_chains, ctx.num_warmup, ctx.num_samples
     if not getattr(target, "has_exact_sampler", False):
-        raise ValueError(f"{spec.name}: this variant (sample-based MMD flow with the negative-distance kernel) needs "
+        raise ValueError(f"{ctx.method}: this variant (sample-based MMD flow with the negative-distance kernel) needs "
                          f"draws from the target, but {target.name!r} has no exact sampler (target.sample); "
                          "use a score-based particle method such as 'svgd' instead")
     import jax.numpy as jnp
@@ -299,9 +303,9 @@ def _mmd_flow_runner(target, spec, *, seed, num_chains, num_warmup, num_samples,
     batch = num_samples if o["batch_size"] is None else o["batch_size"]
     run_chain = mmd_flow.make_run_chain(sample_fn, num_steps=num_warmup, step_size=float(o["step_size"]),
                                         batch=batch)
-    return run_population(
-        target, spec.name, run_chain, seed=seed, num_chains=num_chains, num_particles=num_samples, init=init,
-        gradient_based=False, options=o, num_warmup=num_warmup, num_samples=num_samples,
+    return population_plan(
+        target, ctx, run_chain, num_particles=num_samples,
+        gradient_based=False,
         cost_per_chain={"num_logdensity_evals": num_samples, "num_grad_evals": 0},
         extra={"num_target_samples": num_chains * batch * (num_warmup + 1), "variant": "sample-based energy MMD flow"})
 
@@ -314,4 +318,4 @@ register_method(MethodSpec(
                          _pos_number, "a positive number"),
      "batch_size": Option(None, "target draws per step (None: num_samples)", _pos_int_or_none,
                           "a positive int or None")},
-    family="particles", gradient_based=False, runner=_mmd_flow_runner))
+    family="particles", gradient_based=False, population=_mmd_flow_runner))

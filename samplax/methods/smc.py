@@ -27,15 +27,12 @@ variance ``sum_t (1/CESS_t - 1/N)`` of each run and the schedules.
 from __future__ import annotations
 
 import dataclasses
-import sys
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from samplax.methods import MethodSpec, Option, register_method
-from samplax.postprocess import finish_result
+from samplax.methods import MethodSpec, Option, PopulationOutput, PopulationPlan, register_method
 from samplax.smc import nested, tempered
 from samplax.smc.base import lee_whiteley_relative_variance
 from samplax.smc.mutation import KERNEL_NAMES, initial_step_size, is_gradient_based
@@ -136,11 +133,6 @@ def _combine_log_Z(log_z_runs: np.ndarray, lw_relvar: np.ndarray):
     return log_z, float(np.sqrt(v_lw)), "Lee & Whiteley (2018) single-run estimator"
 
 
-def _flat_logdensity(target):
-    shape = tuple(target.event_shape)
-    return lambda x: target.logdensity(jnp.reshape(x, shape))
-
-
 def _final_draws(key, positions, log_weights, num):
     """Systematic resampling to equal weights, then a random permutation (so index-order ESS reflects duplicates only)."""
     k1, k2 = jax.random.split(key)
@@ -155,88 +147,76 @@ def _reject_init(name, init):
                          "N(reference_mean, reference_scale^2 I); set reference_mean/reference_scale to move it")
 
 
-def _printer(label, fmt):
-    """Host-side progress printer for ``jax.debug.callback``: one line on stderr per call."""
+def _printer(ctx, fmt):
+    """Progress for ``jax.debug.callback``: one formatted line per call (None when progress is off)."""
+    if not ctx.show_progress:
+        return None
+
     def show(*args):
-        vals = [np.asarray(a).item() for a in args]
-        sys.stderr.write(f"[samplax {label}] " + fmt.format(*vals) + "\n")
-        sys.stderr.flush()
+        ctx.progress(fmt.format(*[np.asarray(a).item() for a in args]))
+
     return show
 
 
-def run_tempered(target, name, *, seed, num_chains, num_samples, config: tempered.TemperedConfig,
-                 schedule=None, step_size=None, reference_mean=0.0, reference_scale=DEFAULT_REFERENCE_SCALE,
-                 options=None, init=None, progress=False):
-    """Run ``num_chains`` independent tempered SMC runs and assemble a :class:`~samplax.core.result.Result`."""
+def tempered_plan(target, ctx, name, *, config: tempered.TemperedConfig, schedule=None, step_size=None,
+                  reference_mean=0.0, reference_scale=DEFAULT_REFERENCE_SCALE) -> PopulationPlan:
+    """One tempered SMC run (``tempered.run``) and the assembly of ``ctx.num_chains`` runs' results."""
     d = target.dim
+    num_chains, num_samples = ctx.num_chains, ctx.num_samples
     dtype = jnp.result_type(float)
     reference = make_reference(d, reference_mean, reference_scale, dtype)
-    lp = _flat_logdensity(target)
     sched = None if schedule is None else jnp.asarray(schedule, dtype)
     eps0 = None if step_size is None else jnp.asarray(step_size, dtype)
-    key = jax.random.key(seed)
-    keys = jax.vmap(lambda c: jax.random.fold_in(jax.random.fold_in(key, 7), c))(jnp.arange(num_chains))
+    _reject_init(name, ctx.init)
+    show = _printer(ctx, "run {} temperature {}: beta {:.5g}, ESS {:.0f}, acceptance {:.2f}, moves {}")
 
-    _reject_init(name, init)
-    show = _printer(f"{name}/{target.name}", "run {} temperature {}: beta {:.5g}, ESS {:.0f}, acceptance {:.2f}, "
-                    "moves {}") if progress else None
-
-    def one(k, ref, sched, eps0, run_id):
-        out = tempered.run(k, lp, ref, config, sched, eps0, progress=show, run_id=run_id)
+    def run(k, run_id, tgt):
+        lp = tgt.flat_logdensity()
+        out = tempered.run(k, lp, reference, config, sched, eps0, progress=show, run_id=run_id)
         draws = _final_draws(jax.random.fold_in(k, 1), out.state.particles.position, out.state.log_weights,
                              num_samples)
         lw = lee_whiteley_relative_variance(out.state)
-        return out, draws, lw
+        return out, draws, lw, jax.vmap(lp)(draws)
 
-    fn = jax.jit(jax.vmap(one, in_axes=(0, None, None, None, 0)))
-    ids = jnp.arange(num_chains)
-    t0 = time.perf_counter()
-    compiled = fn.lower(keys, reference, sched, eps0, ids).compile()
-    t1 = time.perf_counter()
-    out, draws, lw = compiled(keys, reference, sched, eps0, ids)
-    jax.block_until_ready(draws)
-    t2 = time.perf_counter()
+    def finish(res):
+        out, draws, lw, lp_draws = res
+        log_z_runs = np.asarray(out.state.log_Z, dtype=np.float64)
+        log_z, log_z_se, se_kind = _combine_log_Z(log_z_runs, np.asarray(lw))
+        n_steps = np.asarray(out.num_steps)
+        betas = np.asarray(out.betas)
+        warnings = []
+        unfinished = np.flatnonzero(betas[np.arange(num_chains), n_steps] < 1.0)
+        if unfinished.size:
+            warnings.append({"code": "schedule_unfinished", "value": int(unfinished.size),
+                             "message": f"{unfinished.size} run(s) stopped at max_steps before beta = 1; "
+                                        "log Z and samples are not for the target (raise max_steps)"})
+        if not np.all(np.isfinite(log_z_runs)):
+            warnings.append({"code": "nonfinite_log_Z", "value": int(np.sum(~np.isfinite(log_z_runs))),
+                             "message": "some runs gave a non-finite log Z (all weights zero?)"})
+        acc = np.asarray(out.acceptance)
+        extra = {
+            "log_Z_runs": log_z_runs.tolist(),
+            "log_Z_se_method": se_kind,
+            "log_Z_mean_of_logs": float(np.mean(log_z_runs)),
+            "log_Z_sd_over_runs": float(np.std(log_z_runs, ddof=1)) if num_chains > 1 else None,
+            "lee_whiteley_relative_variance": np.asarray(lw).tolist(),
+            "clt_log_Z_var": np.asarray(out.clt_var).tolist(),
+            "num_steps": n_steps.tolist(),
+            "schedules": [betas[c, : n_steps[c] + 1].tolist() for c in range(num_chains)],
+            "num_moves": [np.asarray(out.num_moves)[c, : n_steps[c]].tolist() for c in range(num_chains)],
+            "mean_acceptance": [float(np.nanmean(acc[c, : n_steps[c]])) if n_steps[c] else None
+                                for c in range(num_chains)],
+            "particles": np.asarray(out.state.particles.position),
+            "particle_log_weights": np.asarray(out.state.log_weights),
+        }
+        return PopulationOutput(
+            samples=np.asarray(draws), stats={"lp": np.asarray(lp_draws)},
+            num_logdensity_evals=int(np.sum(np.asarray(out.num_logdensity_evals, dtype=np.int64))),
+            num_grad_evals=int(np.sum(np.asarray(out.num_grad_evals, dtype=np.int64))),
+            log_Z=log_z, log_Z_se=log_z_se, log_weights=np.full((num_chains, num_samples), -np.log(num_samples)),
+            extra=extra, warnings=warnings, config={"config": config._asdict()})
 
-    log_z_runs = np.asarray(out.state.log_Z, dtype=np.float64)
-    log_z, log_z_se, se_kind = _combine_log_Z(log_z_runs, np.asarray(lw))
-    samples = np.asarray(draws)
-    lp_draws = np.asarray(jax.jit(jax.vmap(jax.vmap(lp)))(draws))
-    stats = {"lp": lp_draws}
-    n_steps = np.asarray(out.num_steps)
-    betas = np.asarray(out.betas)
-    warnings = []
-    unfinished = np.flatnonzero(betas[np.arange(num_chains), n_steps] < 1.0)
-    if unfinished.size:
-        warnings.append({"code": "schedule_unfinished", "value": int(unfinished.size),
-                         "message": f"{unfinished.size} run(s) stopped at max_steps before beta = 1; "
-                                    "log Z and samples are not for the target (raise max_steps)"})
-    if not np.all(np.isfinite(log_z_runs)):
-        warnings.append({"code": "nonfinite_log_Z", "value": int(np.sum(~np.isfinite(log_z_runs))),
-                         "message": "some runs gave a non-finite log Z (all weights zero?)"})
-    acc = np.asarray(out.acceptance)
-    extra = {
-        "log_Z_runs": log_z_runs.tolist(),
-        "log_Z_se_method": se_kind,
-        "log_Z_mean_of_logs": float(np.mean(log_z_runs)),
-        "log_Z_sd_over_runs": float(np.std(log_z_runs, ddof=1)) if num_chains > 1 else None,
-        "lee_whiteley_relative_variance": np.asarray(lw).tolist(),
-        "clt_log_Z_var": np.asarray(out.clt_var).tolist(),
-        "num_steps": n_steps.tolist(),
-        "schedules": [betas[c, : n_steps[c] + 1].tolist() for c in range(num_chains)],
-        "num_moves": [np.asarray(out.num_moves)[c, : n_steps[c]].tolist() for c in range(num_chains)],
-        "mean_acceptance": [float(np.nanmean(acc[c, : n_steps[c]])) if n_steps[c] else None
-                            for c in range(num_chains)],
-        "particles": np.asarray(out.state.particles.position),
-        "particle_log_weights": np.asarray(out.state.log_weights),
-    }
-    cost = {"num_logdensity_evals": int(np.sum(np.asarray(out.num_logdensity_evals, dtype=np.int64))),
-            "num_grad_evals": int(np.sum(np.asarray(out.num_grad_evals, dtype=np.int64))),
-            "compile_seconds": t1 - t0, "sampling_seconds": t2 - t1}
-    cfg = {"method": name, "options": options or {}, "seed": seed, "num_chains": num_chains,
-           "num_samples": num_samples, "config": config._asdict()}
-    log_weights = np.full((num_chains, num_samples), -np.log(num_samples))
-    return finish_result(target, name, samples, stats, cost, cfg, log_Z=log_z, log_Z_se=log_z_se,
-                         log_weights=log_weights, extra=extra, extra_warnings=warnings)
+    return PopulationPlan(run, finish)
 
 
 def _resolve_schedule(schedule, default_num, power=4.0):
@@ -260,21 +240,19 @@ def _config(num_samples, o, **kw):
 
 def _common_kwargs(o):
     return dict(step_size=o["step_size"], reference_mean=o["reference_mean"],
-                reference_scale=o["reference_scale"], options=o)
+                reference_scale=o["reference_scale"])
 
 
-def _smc_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init, progress, **o):
-    del num_warmup
+def _smc_population(target, ctx, **o):
     adaptive = o["schedule"] is None
-    cfg = _config(num_samples, o, adaptive=adaptive, target_cess=o["target_cess"],
+    cfg = _config(ctx.num_samples, o, adaptive=adaptive, target_cess=o["target_cess"],
                   ess_threshold=o["ess_threshold"], max_steps=o["max_steps"])
     sched = None if adaptive else _resolve_schedule(o["schedule"], None)
-    return run_tempered(target, spec.name, seed=seed, num_chains=num_chains, num_samples=num_samples,
-                        config=cfg, schedule=sched, init=init, progress=progress, **_common_kwargs(o))
+    return tempered_plan(target, ctx, "smc", config=cfg, schedule=sched, **_common_kwargs(o))
 
 
-def _waste_free_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init, progress, **o):
-    del num_warmup
+def _waste_free_population(target, ctx, **o):
+    num_samples = ctx.num_samples
     p = o["chain_length"]
     if p is None:  # the longest chain of at most 20 states that divides num_samples (at least 2)
         p = next((q for q in range(min(20, num_samples), 1, -1) if num_samples % q == 0), None)
@@ -288,25 +266,18 @@ def _waste_free_runner(target, spec, *, seed, num_chains, num_warmup, num_sample
     cfg = _config(num_samples, o, adaptive=adaptive, target_cess=o["target_cess"], ess_threshold=1.0,
                   max_steps=o["max_steps"], waste_free_chain_length=p)
     sched = None if adaptive else _resolve_schedule(o["schedule"], None)
-    return run_tempered(target, spec.name, seed=seed, num_chains=num_chains, num_samples=num_samples,
-                        config=cfg, schedule=sched, init=init, progress=progress, **_common_kwargs(o))
+    return tempered_plan(target, ctx, "waste_free_smc", config=cfg, schedule=sched, **_common_kwargs(o))
 
 
-def _fixed_schedule_runner(ess_threshold: float):
-    """Runner for a fixed tempering schedule: ``ess_threshold`` 0 never resamples (AIS), 1 always (PA)."""
+def _fixed_schedule_population(name: str, ess_threshold: float):
+    """A fixed tempering schedule: ``ess_threshold`` 0 never resamples (AIS), 1 always (PA)."""
 
-    def runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init, progress, **o):
-        del num_warmup
-        cfg = _config(num_samples, o, adaptive=False, ess_threshold=ess_threshold)
+    def population(target, ctx, **o):
+        cfg = _config(ctx.num_samples, o, adaptive=False, ess_threshold=ess_threshold)
         sched = _resolve_schedule(o["schedule"], o["num_temperatures"], o["schedule_power"])
-        return run_tempered(target, spec.name, seed=seed, num_chains=num_chains, num_samples=num_samples,
-                            config=cfg, schedule=sched, init=init, progress=progress, **_common_kwargs(o))
+        return tempered_plan(target, ctx, name, config=cfg, schedule=sched, **_common_kwargs(o))
 
-    return runner
-
-
-_ais_runner = _fixed_schedule_runner(0.0)
-_pa_runner = _fixed_schedule_runner(1.0)
+    return population
 
 
 _ADAPTIVE = {
@@ -339,7 +310,7 @@ register_method(MethodSpec(
                                 lambda v: isinstance(v, (int, float)) and 0 <= v <= 5, "a number in [0, 5]"),
      "ess_threshold": Option(0.5, "resample when ESS < ess_threshold * N",
                              lambda v: isinstance(v, (int, float)) and 0.0 <= v <= 1.0, "a number in [0, 1]")},
-    family="smc", gradient_based=True, runner=_smc_runner))
+    family="smc", gradient_based=True, population=_smc_population, run_stream=7))
 register_method(MethodSpec(
     "waste_free_smc", None, "Waste-free tempered SMC: N/P resampled chains of length P, all states kept "
     "(Dau & Chopin 2022)",
@@ -347,19 +318,21 @@ register_method(MethodSpec(
      "chain_length": Option(None, "MCMC chain length P (num_samples must be a multiple; None: the largest "
                             "divisor of num_samples in [2, 20])", lambda v: v is None or (_pos_int(v) and v >= 2),
                             "None or an int >= 2")},
-    family="smc", gradient_based=True, runner=_waste_free_runner))
+    family="smc", gradient_based=True, population=_waste_free_population, run_stream=7))
 register_method(MethodSpec(
     "ais", None, "Annealed importance sampling, independent chains, no resampling (Neal 2001)",
     {**common_options(num_mcmc_steps=2), **_FIXED},
-    family="smc", gradient_based=True, runner=_ais_runner))
+    family="smc", gradient_based=True, population=_fixed_schedule_population("ais", 0.0),
+    run_stream=7))
 register_method(MethodSpec(
     "population_annealing", None, "Population annealing: fixed schedule, resampling at every step "
     "(Hukushima & Iba 2003; Machta 2010)",
     {**common_options(), **_FIXED},
-    family="smc", gradient_based=True, runner=_pa_runner))
+    family="smc", gradient_based=True,
+    population=_fixed_schedule_population("population_annealing", 1.0), run_stream=7))
 
 
-def _ns_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init, progress, **o):
+def _ns_population(target, ctx, **o):
     """Nested sampling: ``num_chains`` independent runs; ``num_live`` live points (default ``num_samples``).
 
     ``log_Z`` is the mean of the runs' ``log Z``;
@@ -369,8 +342,8 @@ def _ns_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init,
     ``extra["log_Z_sd_over_runs"]``.  The runs go one after another (``lax.map``), so only one
     dead-point buffer is in memory at a time.
     """
-    del num_warmup
     d = target.dim
+    num_chains, num_samples = ctx.num_chains, ctx.num_samples
     n_live = o["num_live"] or num_samples
     k = o["num_delete"] or max(1, n_live // 10)
     if not 1 <= k < n_live:
@@ -385,28 +358,24 @@ def _ns_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init,
                           dlogz=o["dlogz"], min_live=min_live if min_live < n_live else 0, max_dead=max_dead)
     dtype = jnp.result_type(float)
     prior = make_reference(d, o["reference_mean"], o["reference_scale"], dtype, dof=o["reference_dof"])
-    lp = _flat_logdensity(target)
-    key = jax.random.key(seed)
-    keys = jax.vmap(lambda c: jax.random.fold_in(jax.random.fold_in(key, 11), c))(jnp.arange(num_chains))
+    _reject_init("nested_sampling", ctx.init)
+    show = _printer(ctx, "run {} iteration {}: log X {:.2f}, log Z so far {:.4f}")
 
-    _reject_init(spec.name, init)
-    show = _printer(f"{spec.name}/{target.name}", "run {} iteration {}: log X {:.2f}, log Z so far {:.4f}") \
-        if progress else None
-
-    def one(args):
-        kk, run_id = args
+    def run(kk, run_id, tgt):
+        lp = tgt.flat_logdensity()
         out = nested.run(kk, lp, prior, cfg, progress=show, run_id=run_id)
         draws = _final_draws(jax.random.fold_in(kk, 1), out.positions, out.log_weights, num_samples)
-        return out._replace(positions=None, log_weights=None), draws
+        return out._replace(positions=None, log_weights=None), draws, jax.vmap(lp)(draws)
 
-    fn = jax.jit(lambda ks, ids: jax.lax.map(one, (ks, ids)))
-    ids = jnp.arange(num_chains)
-    t0 = time.perf_counter()
-    compiled = fn.lower(keys, ids).compile()
-    t1 = time.perf_counter()
-    out, draws = compiled(keys, ids)
-    jax.block_until_ready(draws)
-    t2 = time.perf_counter()
+    return PopulationPlan(run, lambda res: _ns_finish(target, res, cfg, prior, o, num_chains, num_samples),
+                          batch="map")
+
+
+def _ns_finish(target, res, cfg, prior, o, num_chains, num_samples):
+    out, draws, lp_draws = res
+    d = target.dim
+    n_live, k, repeats = cfg.num_live, cfg.num_delete, cfg.num_repeats
+    max_it, max_dead = cfg.max_iterations, cfg.max_dead
     n_fin = np.asarray(out.num_initial_finite)
     prior_txt = (f"{type(prior).__name__}(mean={np.asarray(prior.mean).tolist()}, "
                  f"scale={np.asarray(prior.scale).tolist()})")
@@ -424,8 +393,6 @@ def _ns_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init,
     h_cont = np.maximum(h + np.asarray(out.plateau_log_x, dtype=np.float64), 0.0)
     v_theory = float(np.mean(h_cont / n_live + np.asarray(out.plateau_var, dtype=np.float64)))
     log_z_se = float(np.sqrt(max(v_theory, v_between) / num_chains))
-    samples = np.asarray(draws)
-    stats = {"lp": np.asarray(jax.jit(jax.vmap(jax.vmap(lp)))(draws))}
     warnings = []
     conv = np.asarray(out.converged)
     if not conv.all():
@@ -448,13 +415,11 @@ def _ns_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init,
              "num_dead": np.asarray(out.num_dead).tolist(), "num_live": n_live,
              "stages": nested.stages(cfg), "num_delete": k, "num_repeats": repeats,
              "initial_finite_fraction": (n_fin / n_live).tolist()}
-    cost = {"num_logdensity_evals": int(np.sum(np.asarray(out.num_logdensity_evals, dtype=np.int64))),
-            "num_grad_evals": 0, "compile_seconds": t1 - t0, "sampling_seconds": t2 - t1}
-    cfg_d = {"method": spec.name, "options": o, "seed": seed, "num_chains": num_chains,
-             "num_samples": num_samples, "config": cfg._asdict()}
-    return finish_result(target, spec.name, samples, stats, cost, cfg_d, log_Z=log_z, log_Z_se=log_z_se,
-                         log_weights=np.full((num_chains, num_samples), -np.log(num_samples)), extra=extra,
-                         extra_warnings=warnings)
+    return PopulationOutput(
+        samples=np.asarray(draws), stats={"lp": np.asarray(lp_draws)},
+        num_logdensity_evals=int(np.sum(np.asarray(out.num_logdensity_evals, dtype=np.int64))), num_grad_evals=0,
+        log_Z=log_z, log_Z_se=log_z_se, log_weights=np.full((num_chains, num_samples), -np.log(num_samples)),
+        extra=extra, warnings=warnings, config={"config": cfg._asdict()})
 
 
 def _none_or_pos_int(v):
@@ -489,12 +454,12 @@ register_method(MethodSpec(
      "reference_dof": Option(1.0, "degrees of freedom nu of the multivariate Student-t prior (None: the Gaussian "
                              "N(mean, scale^2 I)); a prior with lighter tails than the target makes L = p / prior "
                              "unbounded (see samplax.smc.nested)", valid_dof, "None or a positive finite number")},
-    family="smc", gradient_based=False, runner=_ns_runner))
+    family="smc", gradient_based=False, population=_ns_population, run_stream=11))
 
 
 
 # ------------------------------------------------------------------ parallel tempering
-def _pt_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init, progress, **o):
+def _pt_population(target, ctx, **o):
     """Non-reversible parallel tempering: ``num_chains`` independent PT runs of ``num_temperatures`` replicas.
 
     ``num_warmup`` is the number of tuning scans (schedule, step sizes, mass
@@ -502,6 +467,7 @@ def _pt_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init,
     ``num_samples`` the number of sampling scans, each giving one draw of the
     ``beta = 1`` replica.  ``init`` (``[*event]`` or ``[num_chains, *event]``)
     starts every replica of a run there; default: exact reference draws.
+    The tuning rounds run inside the compiled program (``lax.scan`` over rounds).
 
     ``log_Z`` is the mean over runs of the stepping-stone estimates; ``log_Z_se``
     is ``sqrt(v / R)`` with ``v`` the larger of the between-run variance and the
@@ -511,6 +477,7 @@ def _pt_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init,
     from samplax.smc import parallel_tempering as ptm
 
     d = target.dim
+    num_chains, num_warmup, num_samples = ctx.num_chains, ctx.num_warmup, ctx.num_samples
     dtype = jnp.result_type(float)
     k = o["num_temperatures"]
     cfg = ptm.PTConfig(num_temperatures=k, kernel=o["kernel"], num_mcmc_steps=o["num_mcmc_steps"],
@@ -520,107 +487,100 @@ def _pt_runner(target, spec, *, seed, num_chains, num_warmup, num_samples, init,
         raise ValueError(f"parallel_tempering: num_samples={num_samples} must be at least 2 * num_batches="
                          f"{2 * cfg.num_batches} (batch-means standard error of log Z)")
     reference = make_reference(d, o["reference_mean"], o["reference_scale"], dtype)
-    lp = _flat_logdensity(target)
-    x_init = None
-    if init is not None:
-        a = np.asarray(init, dtype=np.float64)
+    inputs = ()
+    if ctx.init is not None:
+        a = np.asarray(ctx.init, dtype=np.float64)
         shape = tuple(target.event_shape)
         if a.shape == shape:
             a = np.broadcast_to(a, (num_chains,) + shape)
         if a.shape != (num_chains,) + shape:
             raise ValueError(f"parallel_tempering: init must have shape {shape} or {(num_chains,) + shape}, "
-                             f"got {np.asarray(init).shape}")
+                             f"got {np.asarray(ctx.init).shape}")
         if not np.all(np.isfinite(a)):
             raise ValueError("parallel_tempering: init must be finite")
-        x_init = jnp.asarray(np.broadcast_to(a.reshape(num_chains, 1, d), (num_chains, k, d)), dtype)
-    init_fn, round_fn, sample_fn = ptm.build(lp, reference, cfg)
-    key = jax.random.key(seed)
-    keys = jax.vmap(lambda c: jax.random.fold_in(jax.random.fold_in(key, 13), c))(jnp.arange(num_chains))
+        inputs = (jnp.asarray(np.broadcast_to(a.reshape(num_chains, 1, d), (num_chains, k, d)), dtype),)
     eps0 = o["step_size"] or initial_step_size(cfg.kernel, d)
-    params = ptm.PTParams(
-        jnp.broadcast_to(ptm.initial_schedule(k, o["schedule_power"], dtype), (num_chains, k)),
-        jnp.full((num_chains, k), np.log(eps0), dtype),
-        jnp.ones((num_chains, k, d), dtype) * jnp.minimum(reference.scale**2, 1.0))
-    t0 = time.perf_counter()
-    if x_init is None:
-        state = jax.jit(jax.vmap(init_fn))(jax.vmap(lambda kk: jax.random.fold_in(kk, 0))(keys))
-    else:
-        state = jax.jit(jax.vmap(init_fn))(keys, x_init)
-    n_lp = num_chains * k
-    n_grad = num_chains * k if is_gradient_based(cfg.kernel) else 0
-    rnd = jax.jit(jax.vmap(round_fn, in_axes=(0, 0, 0, None, None)))
-    upd = jax.jit(jax.vmap(lambda p, s, m: ptm.update_params(p, s, cfg.adapt_schedule, m), in_axes=(0, 0, None)))
-    smp = jax.jit(jax.vmap(sample_fn, in_axes=(0, 0, 0, None)), static_argnums=3)
-    label = f"[samplax {spec.name}/{target.name}]"
     lengths = ptm.round_lengths(num_warmup)
-    history = []
-    compile_s = 0.0
-    for j, n_scans in enumerate(lengths):
-        tr = time.perf_counter()
-        rk = jax.vmap(lambda kk: jax.random.fold_in(kk, 100 + j))(keys)
-        state, params, stats, dl, dg = rnd(rk, state, params, jnp.asarray(n_scans, jnp.int32), jnp.asarray(True))
-        # the last round's step sizes were tuned to the current mass matrices: keep them
-        params, lam, rej = upd(params, stats, jnp.asarray(j < len(lengths) - 1))
-        n_lp += int(np.sum(np.asarray(dl, np.int64)))
-        n_grad += int(np.sum(np.asarray(dg, np.int64)))
-        lam = np.asarray(lam)
-        acc = np.asarray(stats.acceptance) / n_scans
-        history.append({"scans": n_scans, "Lambda": lam.tolist(), "round_trips": np.asarray(state.round_trips).tolist()})
-        if j == 0:
-            compile_s = time.perf_counter() - tr
-        if progress:
-            sys.stderr.write(f"{label} tuning round {j + 1}/{len(lengths)}: {n_scans} scans, barrier Lambda "
-                             f"{np.mean(lam):.2f}, mean swap rejection {np.mean(np.asarray(rej)):.2f}, "
-                             f"local acceptance {np.mean(acc[:, 1:]):.2f}, round trips "
-                             f"{int(np.sum(np.asarray(state.round_trips)))}\n")
-            sys.stderr.flush()
-    trips_before = np.asarray(state.round_trips)
-    ts = time.perf_counter()
-    state, draws, lp_draws, ell, acc, rej, dl, dg = smp(jax.vmap(lambda kk: jax.random.fold_in(kk, 1))(keys),
-                                                        state, params, num_samples)
-    jax.block_until_ready(draws)
-    if progress:
-        sys.stderr.write(f"{label} sampling: {num_samples} scans done in {time.perf_counter() - ts:.1f} s\n")
-        sys.stderr.flush()
-    n_lp += int(np.sum(np.asarray(dl, np.int64)))
-    n_grad += int(np.sum(np.asarray(dg, np.int64)))
-    log_z_r, se_r = jax.vmap(lambda b, e: ptm.stepping_stone(b, e, cfg.num_batches))(params.betas, ell)
-    log_z_r = np.asarray(log_z_r, np.float64)
-    se_r = np.asarray(se_r, np.float64)
-    log_z = float(np.mean(log_z_r))
-    v_within = float(np.mean(se_r**2))
-    v_between = float(np.var(log_z_r, ddof=1)) if num_chains > 1 else 0.0
-    log_z_se = float(np.sqrt(max(v_within, v_between) / num_chains))
-    t2 = time.perf_counter()
-    rej = np.asarray(rej)
-    betas = np.asarray(params.betas)
-    trips = np.asarray(state.round_trips) - trips_before
-    lam_final = rej.mean(axis=1).sum(axis=1)
-    warnings = []
-    if np.any(lam_final > 0.5 * k):
-        warnings.append({"code": "too_few_temperatures", "value": float(np.max(lam_final)),
-                         "message": f"estimated communication barrier Lambda = {np.max(lam_final):.1f} exceeds "
-                                    f"num_temperatures/2 = {k / 2}; raise num_temperatures to about 2 Lambda"})
-    if np.any(trips == 0):
-        warnings.append({"code": "no_round_trips", "value": int(np.sum(trips == 0)),
-                         "message": f"{int(np.sum(trips == 0))} run(s) made no round trip between beta = 0 and 1 "
-                                    "while sampling: the replicas did not mix across temperatures"})
-    stats = {"lp": np.asarray(lp_draws), "acceptance_rate": np.asarray(acc)[:, :, -1],
-             "step_size": np.broadcast_to(np.exp(np.asarray(params.log_step_size))[:, -1:],
-                                          (num_chains, num_samples)).copy()}
-    extra = {"log_Z_runs": log_z_r.tolist(), "log_Z_se_runs": se_r.tolist(),
-             "log_Z_se_method": "sqrt(max(between-run var, mean batch-means var) / runs); stepping-stone estimator",
-             "log_Z_sd_over_runs": float(np.sqrt(v_between)) if num_chains > 1 else None,
-             "schedules": betas.tolist(), "barrier_Lambda": lam_final.tolist(),
-             "swap_rejection": rej.mean(axis=1).tolist(), "round_trips": trips.tolist(),
-             "step_sizes": np.exp(np.asarray(params.log_step_size)).tolist(),
-             "local_acceptance": np.asarray(acc).mean(axis=1).tolist(), "tuning_rounds": history}
-    cost = {"num_logdensity_evals": n_lp, "num_grad_evals": n_grad, "compile_seconds": compile_s,
-            "sampling_seconds": t2 - t0 - compile_s}
-    cfg_d = {"method": spec.name, "options": o, "seed": seed, "num_chains": num_chains, "num_warmup": num_warmup,
-             "num_samples": num_samples, "config": cfg._asdict()}
-    return finish_result(target, spec.name, np.asarray(draws), stats, cost, cfg_d, log_Z=log_z, log_Z_se=log_z_se,
-                         extra=extra, extra_warnings=warnings)
+    num_rounds = len(lengths)
+    rounds = (jnp.arange(num_rounds, dtype=jnp.int32), jnp.asarray(lengths, jnp.int32),
+              jnp.arange(num_rounds) < num_rounds - 1)
+    show = _printer(ctx, "run {} tuning round {}: {} scans, barrier Lambda {:.2f}, mean swap rejection {:.2f}, "
+                         "local acceptance {:.2f}, round trips {}")
+    n_init_grad = k if is_gradient_based(cfg.kernel) else 0
+
+    def run(kk, run_id, tgt, *x_init):
+        init_fn, round_fn, sample_fn = ptm.build(tgt.flat_logdensity(), reference, cfg)
+        state = init_fn(jax.random.fold_in(kk, 0)) if not x_init else init_fn(kk, x_init[0])
+        params = ptm.PTParams(ptm.initial_schedule(k, o["schedule_power"], dtype), jnp.full((k,), np.log(eps0), dtype),
+                              jnp.ones((k, d), dtype) * jnp.minimum(reference.scale**2, 1.0))
+
+        def one_round(carry, xs):
+            state, params, n_lp, n_grad = carry
+            j, n_scans, not_last = xs
+            state, params, stats, dl, dg = round_fn(jax.random.fold_in(kk, 100 + j), state, params, n_scans,
+                                                    jnp.asarray(True))
+            # the last round's step sizes were tuned to the current mass matrices: keep them
+            params, lam, rej = ptm.update_params(params, stats, cfg.adapt_schedule, not_last)
+            if show is not None:
+                acc = stats.acceptance / n_scans
+                jax.debug.callback(show, run_id, j + 1, n_scans, lam, jnp.mean(rej), jnp.mean(acc[1:]),
+                                   state.round_trips)
+            return (state, params, n_lp + dl, n_grad + dg), (lam, state.round_trips)
+
+        z = jnp.zeros((), jnp.int32)
+        (state, params, n_lp, n_grad), (lams, trips_hist) = jax.lax.scan(
+            one_round, (state, params, z + k, z + n_init_grad), rounds)
+        trips_before = state.round_trips
+        state, draws, lp_draws, ell, acc, rej, dl, dg = sample_fn(jax.random.fold_in(kk, 1), state, params,
+                                                                  num_samples)
+        log_z, se = ptm.stepping_stone(params.betas, ell, cfg.num_batches)
+        return dict(draws=draws, lp=lp_draws, acc=acc, rej=rej, params=params, log_z=log_z, se=se,
+                    trips=state.round_trips - trips_before, n_lp=n_lp + dl, n_grad=n_grad + dg,
+                    lams=lams, trips_hist=trips_hist)
+
+    def finish(out):
+        log_z_r = np.asarray(out["log_z"], np.float64)
+        se_r = np.asarray(out["se"], np.float64)
+        log_z = float(np.mean(log_z_r))
+        v_within = float(np.mean(se_r**2))
+        v_between = float(np.var(log_z_r, ddof=1)) if num_chains > 1 else 0.0
+        log_z_se = float(np.sqrt(max(v_within, v_between) / num_chains))
+        rej = np.asarray(out["rej"])
+        params = out["params"]
+        betas = np.asarray(params.betas)
+        trips = np.asarray(out["trips"])
+        lam_final = rej.mean(axis=1).sum(axis=1)
+        warnings = []
+        if np.any(lam_final > 0.5 * k):
+            warnings.append({"code": "too_few_temperatures", "value": float(np.max(lam_final)),
+                             "message": f"estimated communication barrier Lambda = {np.max(lam_final):.1f} exceeds "
+                                        f"num_temperatures/2 = {k / 2}; raise num_temperatures to about 2 Lambda"})
+        if np.any(trips == 0):
+            warnings.append({"code": "no_round_trips", "value": int(np.sum(trips == 0)),
+                             "message": f"{int(np.sum(trips == 0))} run(s) made no round trip between beta = 0 "
+                                        "and 1 while sampling: the replicas did not mix across temperatures"})
+        acc = np.asarray(out["acc"])
+        stats = {"lp": np.asarray(out["lp"]), "acceptance_rate": acc[:, :, -1],
+                 "step_size": np.broadcast_to(np.exp(np.asarray(params.log_step_size))[:, -1:],
+                                              (num_chains, num_samples)).copy()}
+        lams, trips_hist = np.asarray(out["lams"]), np.asarray(out["trips_hist"])
+        history = [{"scans": n, "Lambda": lams[:, j].tolist(), "round_trips": trips_hist[:, j].tolist()}
+                   for j, n in enumerate(lengths)]
+        extra = {"log_Z_runs": log_z_r.tolist(), "log_Z_se_runs": se_r.tolist(),
+                 "log_Z_se_method": "sqrt(max(between-run var, mean batch-means var) / runs); stepping-stone "
+                                    "estimator",
+                 "log_Z_sd_over_runs": float(np.sqrt(v_between)) if num_chains > 1 else None,
+                 "schedules": betas.tolist(), "barrier_Lambda": lam_final.tolist(),
+                 "swap_rejection": rej.mean(axis=1).tolist(), "round_trips": trips.tolist(),
+                 "step_sizes": np.exp(np.asarray(params.log_step_size)).tolist(),
+                 "local_acceptance": acc.mean(axis=1).tolist(), "tuning_rounds": history}
+        return PopulationOutput(
+            samples=np.asarray(out["draws"]), stats=stats,
+            num_logdensity_evals=int(np.sum(np.asarray(out["n_lp"], np.int64))),
+            num_grad_evals=int(np.sum(np.asarray(out["n_grad"], np.int64))), log_Z=log_z, log_Z_se=log_z_se,
+            extra=extra, warnings=warnings, config={"config": cfg._asdict()})
+
+    return PopulationPlan(run, finish, inputs=inputs)
 
 
 register_method(MethodSpec(
@@ -640,4 +600,4 @@ register_method(MethodSpec(
                            lambda v: _pos_int(v) and v >= 2, "an int >= 2"),
      "reference_scale": common_options()["reference_scale"],
      "reference_mean": common_options()["reference_mean"]},
-    family="smc", gradient_based=True, runner=_pt_runner))
+    family="smc", gradient_based=True, population=_pt_population, run_stream=13))

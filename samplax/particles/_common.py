@@ -4,10 +4,10 @@ Every population method in :mod:`samplax.particles` is a pure function
 ``run_chain(key, x0, target) -> (draws [num_samples, d], stats {name: [num_samples]})``
 acting on ONE independent population (one "chain" of the Result).  It owns
 its particle axis explicitly and vmaps the single-point target inside.
-:func:`run_population` vmaps it over chains (chain ``c`` uses
-``fold_in(key_run, c)``, so 8 chains reproduce the first 8 of 64), compiles
-once (timed separately), and assembles a :class:`~samplax.core.result.Result`
-with :func:`samplax.postprocess.finish_result`.
+:func:`population_plan` turns it into a :class:`~samplax.core.method.PopulationPlan`
+that the run engine maps over chains (chain ``c`` uses ``fold_in(keys.run, c)``,
+so 8 chains reproduce the first 8 of 64), shards, compiles once and turns into
+a :class:`~samplax.core.result.Result`.
 
 Costs are exact counts supplied by each method: how many single-point
 log-density and gradient evaluations its program performs (the programs have
@@ -15,26 +15,19 @@ static shapes, so the count is a closed-form function of the settings).
 """
 from __future__ import annotations
 
-import hashlib
-import time
 from typing import Callable, Optional
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from samplax.core.method import PopulationOutput, PopulationPlan
 from samplax.core.target import Target
 
 
 def flat_logdensity(target: Target) -> Callable:
     """Log-density of a flat point ``[d]`` (the target acts on ``event_shape``)."""
-    shape = tuple(target.event_shape)
-
-    def lp(x):
-        return target.logdensity(jnp.reshape(x, shape))
-
-    return lp
+    return target.flat_logdensity()
 
 
 def safe_logdensity(lp: Callable) -> Callable:
@@ -47,8 +40,7 @@ def safe_logdensity(lp: Callable) -> Callable:
     return f
 
 
-def initial_particles(target: Target, key, num_chains: int, num_particles: int, init, gradient_based: bool,
-                      method: str) -> jax.Array:
+def initial_particles(target: Target, ctx, num_particles: int, gradient_based: bool) -> jax.Array:
     """Initial particles ``[num_chains, num_particles, d]``.
 
     Default (``init=None``): Stan's rule per particle, uniform(-2, 2) in
@@ -61,13 +53,12 @@ def initial_particles(target: Target, key, num_chains: int, num_particles: int, 
     ``[num_chains, *event]``, which is spread to a population by adding
     independent uniform(-2, 2) offsets to every coordinate.
     """
-    from samplax.driver import _find_initial_points  # reuse Stan-style retries
-
+    key, num_chains, init, method = ctx.init_key, ctx.num_chains, ctx.init, ctx.method
     d = target.dim
     ev = tuple(target.event_shape)
     dtype = jnp.result_type(float)
     if init is None:
-        x, _ = _find_initial_points(target, key, num_chains * num_particles, gradient_based, dtype)
+        x = ctx.initial_points(key, num_chains * num_particles, gradient_based)
         return jnp.reshape(x, (num_chains, num_particles, d))
     a = np.asarray(init, dtype=np.float64)
     if a.shape == (num_chains, num_particles) + ev:
@@ -94,12 +85,10 @@ def initial_particles(target: Target, key, num_chains: int, num_particles: int, 
     return x
 
 
-def run_population(target: Target, method: str, run_chain: Callable, *, seed: int, num_chains: int,
-                   num_particles: int, init, gradient_based: bool, options: dict, num_warmup: int,
-                   num_samples: int, cost_per_chain: dict, extra: Optional[dict] = None,
-                   extra_warnings: Optional[list] = None, init_fn: Optional[Callable] = None,
-                   finalize: Optional[Callable] = None):
-    """Run ``run_chain`` on ``num_chains`` independent populations and build the Result.
+def population_plan(target: Target, ctx, run_chain: Callable, *, num_particles: int, gradient_based: bool,
+                    cost_per_chain: dict, extra: Optional[dict] = None, extra_warnings: Optional[list] = None,
+                    init_fn: Optional[Callable] = None, finalize: Optional[Callable] = None) -> PopulationPlan:
+    """``run_chain`` on ``ctx.num_chains`` independent populations, as a plan for the run engine.
 
     Args:
       run_chain: ``run_chain(key, x0 [num_particles, d], target) -> (draws [num_samples, d],
@@ -112,53 +101,30 @@ def run_population(target: Target, method: str, run_chain: Callable, *, seed: in
         replacing the default initial particles (e.g. draws from a reference Gaussian).
       finalize: optional ``finalize(draws, stats) -> (draws, stats, warnings)`` on host arrays.
     """
-    from samplax.postprocess import finish_result
-
-    key = jax.random.key(seed)
-    k_init, k_run = jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
-    if init_fn is not None and init is None:
-        x0 = init_fn(k_init, num_chains)
+    if init_fn is not None and ctx.init is None:
+        x0 = init_fn(ctx.init_key, ctx.num_chains)
     else:
-        x0 = initial_particles(target, k_init, num_chains, num_particles, init, gradient_based, method)
-    dyn, static = eqx.partition(target, eqx.is_array)
-    chain_keys = jax.vmap(lambda c: jax.random.fold_in(k_run, c))(jnp.arange(num_chains))
+        x0 = initial_particles(target, ctx, num_particles, gradient_based)
 
-    def run_all(dyn, keys, x0):
-        tgt = eqx.combine(dyn, static)
-        return jax.vmap(lambda k, x: run_chain(k, x, tgt))(keys, x0)
+    def run(key, run_id, tgt, x0):
+        del run_id
+        return run_chain(key, x0, tgt)
 
-    t0 = time.perf_counter()
-    compiled = jax.jit(run_all).lower(dyn, chain_keys, x0).compile()
-    compile_seconds = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    draws, stats = compiled(dyn, chain_keys, x0)
-    draws = np.asarray(draws)
-    stats = {k: np.asarray(v) for k, v in stats.items()}
-    sampling_seconds = time.perf_counter() - t0
-    warnings = list(extra_warnings or [])
-    if finalize is not None:
-        draws, stats, w = finalize(draws, stats)
-        warnings += w
-    if not np.all(np.isfinite(draws)):
-        n_bad = int(np.sum(~np.all(np.isfinite(draws), axis=-1)))
-        warnings.append({"code": "nonfinite_draws", "value": n_bad,
-                         "message": f"{n_bad} returned draws are not finite: the particle system diverged "
-                                    "(lower the step size or check the target)"})
-    cost = {
-        "num_logdensity_evals": int(cost_per_chain["num_logdensity_evals"]) * num_chains,
-        "num_grad_evals": int(cost_per_chain["num_grad_evals"]) * num_chains,
-        "compile_seconds": compile_seconds, "sampling_seconds": sampling_seconds, "num_compilations": 1,
-    }
-    from samplax.driver import _target_id
+    def finish(out):
+        draws, stats = out
+        draws = np.asarray(draws)
+        stats = {k: np.asarray(v) for k, v in stats.items()}
+        warnings = list(extra_warnings or [])
+        if finalize is not None:
+            draws, stats, w = finalize(draws, stats)
+            warnings += w
+        return PopulationOutput(
+            samples=draws, stats=stats,
+            num_logdensity_evals=int(cost_per_chain["num_logdensity_evals"]) * ctx.num_chains,
+            num_grad_evals=int(cost_per_chain["num_grad_evals"]) * ctx.num_chains,
+            extra=extra or {}, warnings=warnings, config={"num_particles": num_particles})
 
-    config = {
-        "method": method, "options": options, "target": _target_id(target), "seed": seed,
-        "num_chains": num_chains, "num_warmup": num_warmup, "num_samples": num_samples,
-        "num_particles": num_particles, "dtype": str(jnp.result_type(float)),
-        "init": None if init is None else hashlib.sha256(np.asarray(init, np.float64).tobytes()).hexdigest()[:16],
-    }
-    return finish_result(target, method, draws, stats, cost, config, extra=extra or {},
-                         extra_warnings=warnings)
+    return PopulationPlan(run, finish, inputs=(x0,))
 
 
 def pairwise_sq_dists(x: jax.Array, y: jax.Array) -> jax.Array:

@@ -1,6 +1,6 @@
 """Composite targets ``log p(x) = -f(x) - g(x)``: smooth ``f`` plus a nonsmooth ``g`` with a proximal operator.
 
-The protocol :class:`CompositeTarget` is what proximal samplers (MYULA,
+The protocol :class:`~samplax.core.composite.CompositeTarget` (in core, so kernels need no target family) is what proximal samplers (MYULA,
 Bregman-MYULA in :mod:`samplax.mcmc.proximal`) need:
 
 * ``smooth_logdensity(x) = -f(x)`` (differentiable; ``grad f`` is ``lipschitz``-Lipschitz),
@@ -20,60 +20,15 @@ box; exact truncated-normal moments), with a log-barrier mirror map for the box.
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from samplax.core.target import GroundTruth, Target
+from samplax.core.composite import CompositeTarget, MirrorMap  # noqa: F401  (the protocol lives in core)
+from samplax.core.target import GroundTruth
 from samplax.targets import register
-
-
-class MirrorMap(NamedTuple):
-    """A separable Legendre function ``phi(x) = sum_i phi_i(x_i)`` on its domain.
-
-    ``grad(x) = phi'(x)`` (maps the domain onto R^d), ``grad_conj(y) = (phi')^{-1}(y)``,
-    ``hess_diag(x) = phi''(x) > 0`` and ``hess_diag_dual(y) = phi''((phi')^{-1}(y))``
-    (the same in the dual variable, written to stay accurate near the boundary of the domain).
-    """
-
-    grad: Callable
-    grad_conj: Callable
-    hess_diag: Callable
-    hess_diag_dual: Callable
-
-
-class CompositeTarget(Target):
-    """Abstract composite target ``p(x) ∝ exp(-f(x) - g(x))`` (see the module docstring)."""
-
-    def smooth_logdensity(self, x):  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def nonsmooth_potential(self, x):  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def prox(self, x, lam):  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    @property
-    def lipschitz(self) -> float:  # pragma: no cover - abstract
-        """Lipschitz constant of ``grad f``."""
-        raise NotImplementedError
-
-    def mirror_map(self):
-        """A :class:`MirrorMap` adapted to the support, or None (Euclidean)."""
-        return None
-
-    def bregman_prox(self, x, lam):
-        """Left Bregman proximal operator of ``lam * g``; the Euclidean prox when there is no mirror map."""
-        if self.mirror_map() is None:
-            return self.prox(x, lam)
-        raise NotImplementedError(f"{self.name}: bregman_prox is not defined for its mirror map")
-
-    def logdensity(self, x):
-        return self.smooth_logdensity(x) - self.nonsmooth_potential(x)
 
 
 def _quadrature_1d(logp_1d, lo, hi, n=200001):

@@ -14,7 +14,7 @@ def test_all_registered_with_defaults_documented():
     for m in PARTICLE_METHODS:
         assert m in names
         spec = get_method(m)
-        assert spec.runner is not None and spec.family == "particles"
+        assert spec.kind == "population" and spec.family == "particles"
         for opt in spec.options.values():
             assert opt.doc
 

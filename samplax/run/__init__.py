@@ -1,0 +1,34 @@
+"""The run engine: the one place that turns (target, method or kernel, seed or key, run length,
+devices) into compiled programs and a :class:`~samplax.core.result.Result`.
+
+It stands on :mod:`samplax.core` (and the diagnostics that assemble a Result);
+it never imports a method.  Methods are data (:class:`~samplax.core.method.MethodSpec`):
+
+* :func:`run_chains`: chain methods and user kernels: keys, initial points,
+  the chunked ``lax.scan`` loop, warm-up, checkpoints, progress, Ctrl-C,
+  sharding over devices.
+* :func:`run_population`: independent runs of population methods, batched
+  and sharded, compiled once.
+* the public pieces that controlled methods (``auto``) build their own host
+  loop from: :class:`RunKeys`, :func:`find_initial_points`,
+  :func:`check_user_init`, :class:`Progress`, :data:`PROGRAMS`,
+  :func:`program_key`, :func:`target_id`.
+
+See ``docs/architecture.md``.
+"""
+from samplax.run.cache import PROGRAMS, ProgramCache, program_key
+from samplax.run.chains import CHAIN_BLOCK, build_algorithm, run_chains
+from samplax.run.checkpoint import CheckpointMismatchError, array_digest, config_hash, target_id
+from samplax.run.engine import check_int, execute
+from samplax.run.init import MAX_INIT_ATTEMPTS, check_user_init, find_initial_points
+from samplax.run.kernel import kernel_method, kernel_reports_counts
+from samplax.run.keys import RunKeys, batch_keys, root_key, run_keys
+from samplax.run.population import run_population
+from samplax.run.progress import Progress
+
+__all__ = [
+    "CHAIN_BLOCK", "MAX_INIT_ATTEMPTS", "PROGRAMS", "CheckpointMismatchError", "ProgramCache", "Progress",
+    "RunKeys", "array_digest", "batch_keys", "build_algorithm", "check_int", "check_user_init", "config_hash",
+    "execute", "find_initial_points", "kernel_method", "kernel_reports_counts", "program_key", "root_key",
+    "run_chains", "run_keys", "run_population", "target_id",
+]

@@ -1,0 +1,112 @@
+"""The population loop: independent runs of a population method (SMC, nested sampling, parallel
+tempering, ensembles, particle flows), batched, sharded over devices, compiled once.
+
+A population method plans ONE run (:class:`~samplax.core.method.PopulationPlan`):
+``run(key, run_index, target, *inputs)``.  The engine gives run ``c`` the key
+``fold_in(keys.run, c)`` (so run ``c`` of 8 equals run ``c`` of 2), maps the
+runs (``vmap``, or ``lax.map`` for one run's memory at a time), splits them over
+devices with ``jax.shard_map`` when they divide evenly, compiles once (timed
+apart from the run), and assembles the Result from the plan's ``finish``.
+"""
+from __future__ import annotations
+
+import sys
+import time
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from samplax.core.cost import make_cost
+from samplax.core.method import MethodSpec, PopulationContext
+from samplax.core.result import Result
+from samplax.postprocess import finish_result
+from samplax.run import sharding
+from samplax.run.cache import PROGRAMS, program_key
+from samplax.run.checkpoint import array_digest, target_id
+from samplax.run.init import find_initial_points
+from samplax.run.keys import RunKeys, batch_keys
+
+
+def _printer(enabled: bool, label: str):
+    def show(text: str) -> None:
+        if enabled:
+            sys.stderr.write(f"[samplax {label}] {text}\n")
+            sys.stderr.flush()
+
+    return show
+
+
+def run_population(target, spec: MethodSpec, options: dict, *, keys: RunKeys, seed_id, num_chains: int,
+                   num_warmup: int, num_samples: int, init=None, progress: bool = False,
+                   devices=None) -> Result:
+    """Run ``num_chains`` independent runs of a population method and assemble the Result."""
+    label = f"{spec.name}/{target.name}"
+    dtype = jnp.result_type(float)
+
+    def initial_points(key, n, gradient_based):
+        return find_initial_points(target, key, n, gradient_based, dtype)[0]
+
+    ctx = PopulationContext(num_chains=num_chains, num_warmup=num_warmup, num_samples=num_samples, init=init,
+                            progress=_printer(progress, label), show_progress=bool(progress),
+                            initial_points=initial_points,
+                            init_key=keys.init, label=label, method=spec.name)
+    plan = spec.population(target, ctx, **options)
+    if plan.batch not in ("vmap", "map"):
+        raise ValueError(f"{spec.name}: PopulationPlan.batch must be 'vmap' or 'map', got {plan.batch!r}")
+    shard_devices = sharding.resolve_devices(devices, num_chains, what="runs")
+    num_devices = 1 if shard_devices is None else len(shard_devices)
+    dyn, static = eqx.partition(target, eqx.is_array)
+    run_keys_ = batch_keys(keys.run, num_chains)
+    ids = jnp.arange(num_chains)
+    inputs = tuple(plan.inputs)
+    num_traces = [0]
+
+    def run_all(dyn, ks, ids, *inputs):
+        num_traces[0] += 1
+        tgt = eqx.combine(dyn, static)
+        if plan.batch == "vmap":
+            return jax.vmap(lambda k, c, *a: plan.run(k, c, tgt, *a))(ks, ids, *inputs)
+        return jax.lax.map(lambda a: plan.run(a[0], a[1], tgt, *a[2:]), (ks, ids) + inputs)
+
+    prog = run_all
+    if shard_devices is not None:
+        mesh = sharding.make_mesh(shard_devices)
+        prog = sharding.shard_batch(run_all, mesh, (None, 0, 0) + (0,) * len(inputs), 0)
+        dyn = sharding.put(dyn, mesh, None)
+        run_keys_, ids = sharding.put(run_keys_, mesh, 0), sharding.put(ids, mesh, 0)
+        inputs = tuple(sharding.put(a, mesh, 0) for a in inputs)
+
+    # Everything a plan closes over is a function of these (options, the target's static part and
+    # shapes, run lengths, progress); per-run data travel in ``inputs``.
+    cache_key = program_key(spec.name, id(spec.population), options, static, dyn, num_chains, num_warmup,
+                            num_samples, num_devices, bool(progress), init is None,
+                            tuple((a.shape, str(a.dtype)) for a in inputs), dtype)
+    t0 = time.perf_counter()
+    compiled = PROGRAMS.get(cache_key)
+    if compiled is None:
+        compiled = jax.jit(prog).lower(dyn, run_keys_, ids, *inputs).compile()
+        PROGRAMS.put(cache_key, compiled)
+    t1 = time.perf_counter()
+    out = compiled(dyn, run_keys_, ids, *inputs)
+    out = jax.block_until_ready(out)
+    t2 = time.perf_counter()
+    res = plan.finish(out)
+    samples = np.asarray(res.samples)
+    warnings = list(res.warnings or [])
+    n_bad = int(np.sum(~np.all(np.isfinite(samples.reshape(samples.shape[:2] + (-1,))), axis=-1)))
+    if n_bad:  # never a silent NaN result
+        warnings.append({"code": "nonfinite_draws", "value": n_bad,
+                         "message": f"{n_bad} returned draws of {spec.name!r} are not finite (the population "
+                                    "diverged: lower the step size or check the target)"})
+    cost = make_cost(num_logdensity_evals=int(res.num_logdensity_evals), num_grad_evals=int(res.num_grad_evals),
+                     compile_seconds=t1 - t0, sampling_seconds=t2 - t1, num_compilations=num_traces[0],
+                     num_devices=num_devices)
+    config = {"method": spec.name, "options": options, "target": target_id(target), "seed": seed_id,
+              "num_chains": num_chains, "num_warmup": num_warmup, "num_samples": num_samples,
+              "dtype": str(dtype), "init": None if init is None else array_digest(init), **(res.config or {})}
+    return finish_result(target, spec.name, samples, dict(res.stats), cost, config, log_Z=res.log_Z,
+                         log_Z_se=res.log_Z_se, log_weights=res.log_weights, extra=dict(res.extra or {}),
+                         extra_warnings=warnings)
+
