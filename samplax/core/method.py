@@ -173,12 +173,16 @@ class PopulationPlan(NamedTuple):
       finish: ``finish(out) -> PopulationOutput`` on host arrays (leading run axis).
       inputs: per-run arrays ``[num_chains, ...]`` passed to ``run`` (e.g. initial particles).
       batch: ``"vmap"`` (runs vectorized) or ``"map"`` (one run at a time: memory).
+      shared: a pytree of arrays every run uses (e.g. the reference distribution), passed to
+        ``run`` as the keyword ``shared=`` (traced arguments, not constants baked into the
+        program; ``None``: no keyword).
     """
 
     run: Callable
     finish: Callable
     inputs: tuple = ()
     batch: str = "vmap"
+    shared: Any = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -170,8 +170,9 @@ def tempered_plan(target, ctx, name, *, config: tempered.TemperedConfig, schedul
     _reject_init(name, ctx.init)
     show = _printer(ctx, "run {} temperature {}: beta {:.5g}, ESS {:.0f}, acceptance {:.2f}, moves {}")
 
-    def run(k, run_id, tgt):
+    def run(k, run_id, tgt, shared):
         lp = tgt.flat_logdensity()
+        reference, sched, eps0 = shared
         out = tempered.run(k, lp, reference, config, sched, eps0, progress=show, run_id=run_id)
         draws = _final_draws(jax.random.fold_in(k, 1), out.state.particles.position, out.state.log_weights,
                              num_samples)
@@ -216,7 +217,7 @@ def tempered_plan(target, ctx, name, *, config: tempered.TemperedConfig, schedul
             log_Z=log_z, log_Z_se=log_z_se, log_weights=np.full((num_chains, num_samples), -np.log(num_samples)),
             extra=extra, warnings=warnings, config={"config": config._asdict()})
 
-    return PopulationPlan(run, finish)
+    return PopulationPlan(run, finish, shared=(reference, sched, eps0))
 
 
 def _resolve_schedule(schedule, default_num, power=4.0):

@@ -46,6 +46,28 @@ def build_algorithm(spec: MethodSpec, target, num_warmup: int, num_chains: int, 
     return spec.build(target.flat_logdensity(), target.dim, num_warmup, num_chains, **extra, **options)
 
 
+def _plan_sharding(devices, num_chains: int, block: int):
+    """The devices to shard the chains over and the block size: whole blocks per device when the blocks
+    divide evenly (draws then equal a single-device run bit for bit); otherwise, when the chains divide
+    evenly, one block of ``num_chains / devices`` chains per device (equal up to round-off: XLA
+    vectorizes a block of another width differently); otherwise one device."""
+    num_blocks = -(-num_chains // block)
+    try:
+        chosen = sharding.resolve_devices(devices, num_blocks, what="blocks of chains")
+    except ValueError:
+        if devices is None:
+            raise
+        chosen = None
+    if chosen is not None:
+        return chosen, block
+    if num_blocks > 1 and devices is None:
+        return None, block
+    chosen = sharding.resolve_devices(devices, num_chains, what="chains")
+    if chosen is None:
+        return None, block
+    return chosen, num_chains // len(chosen)
+
+
 def run_chains(target, spec: MethodSpec, options: dict, *, keys: RunKeys, seed_id, num_chains: int,
                num_warmup: int, num_samples: int, init=None, checkpoint_dir: Optional[str] = None,
                progress: bool = True, thinning: int = 1, chunk_size: Optional[int] = None,
@@ -82,21 +104,14 @@ def run_chains(target, spec: MethodSpec, options: dict, *, keys: RunKeys, seed_i
     if not per_chain:  # pooled adaptation couples the chains: one batch
         chain_method = "vectorized"
     block = {"sequential": 1, "blocked": CHAIN_BLOCK, "vectorized": num_chains}[chain_method]
-    num_padded = -(-num_chains // block) * block  # extra chains only fill the last block
-    num_blocks = num_padded // block
     if per_chain:
-        shard_devices = sharding.resolve_devices(devices, num_blocks, what="blocks of chains")
-        if shard_devices is None and chain_method == "vectorized" and devices is None and num_chains > 1:
-            # one vmap per device: as many chains per device
-            shard_devices = sharding.resolve_devices(None, num_chains)
-            if shard_devices is not None:
-                block = num_chains // len(shard_devices)
-                num_blocks = len(shard_devices)
+        shard_devices, block = _plan_sharding(devices, num_chains, block)
     else:
         if devices not in (None, 1):
             raise ValueError(f"sample: method {spec.name!r} with pooled adaptation couples its chains and "
                              "runs on one device; use devices=None or 1")
         shard_devices = None
+    num_padded = -(-num_chains // block) * block  # extra chains only fill the last block
     num_devices = 1 if shard_devices is None else len(shard_devices)
     mesh = None if shard_devices is None else sharding.make_mesh(shard_devices)
     chain_ids = jnp.arange(num_padded)

@@ -63,18 +63,22 @@ def run_population(target, spec: MethodSpec, options: dict, *, keys: RunKeys, se
     inputs = tuple(plan.inputs)
     num_traces = [0]
 
-    def run_all(dyn, ks, ids, *inputs):
+    shared = plan.shared
+
+    def run_all(dyn, sh, ks, ids, *inputs):
         num_traces[0] += 1
         tgt = eqx.combine(dyn, static)
+        kw = {} if sh is None else {"shared": sh}
         if plan.batch == "vmap":
-            return jax.vmap(lambda k, c, *a: plan.run(k, c, tgt, *a))(ks, ids, *inputs)
-        return jax.lax.map(lambda a: plan.run(a[0], a[1], tgt, *a[2:]), (ks, ids) + inputs)
+            return jax.vmap(lambda k, c, *a: plan.run(k, c, tgt, *a, **kw))(ks, ids, *inputs)
+        return jax.lax.map(lambda a: plan.run(a[0], a[1], tgt, *a[2:], **kw), (ks, ids) + inputs)
 
     prog = run_all
     if shard_devices is not None:
         mesh = sharding.make_mesh(shard_devices)
-        prog = sharding.shard_batch(run_all, mesh, (None, 0, 0) + (0,) * len(inputs), 0)
+        prog = sharding.shard_batch(run_all, mesh, (None, None, 0, 0) + (0,) * len(inputs), 0)
         dyn = sharding.put(dyn, mesh, None)
+        shared = sharding.put(shared, mesh, None)
         run_keys_, ids = sharding.put(run_keys_, mesh, 0), sharding.put(ids, mesh, 0)
         inputs = tuple(sharding.put(a, mesh, 0) for a in inputs)
 
@@ -82,14 +86,16 @@ def run_population(target, spec: MethodSpec, options: dict, *, keys: RunKeys, se
     # shapes, run lengths, progress); per-run data travel in ``inputs``.
     cache_key = program_key(spec.name, id(spec.population), options, static, dyn, num_chains, num_warmup,
                             num_samples, num_devices, bool(progress), init is None,
-                            tuple((a.shape, str(a.dtype)) for a in inputs), dtype)
+                            tuple((a.shape, str(a.dtype)) for a in inputs),
+                            jax.tree.structure(shared), tuple((a.shape, str(a.dtype)) for a in jax.tree.leaves(shared)),
+                            dtype)
     t0 = time.perf_counter()
     compiled = PROGRAMS.get(cache_key)
     if compiled is None:
-        compiled = jax.jit(prog).lower(dyn, run_keys_, ids, *inputs).compile()
+        compiled = jax.jit(prog).lower(dyn, shared, run_keys_, ids, *inputs).compile()
         PROGRAMS.put(cache_key, compiled)
     t1 = time.perf_counter()
-    out = compiled(dyn, run_keys_, ids, *inputs)
+    out = compiled(dyn, shared, run_keys_, ids, *inputs)
     out = jax.block_until_ready(out)
     t2 = time.perf_counter()
     res = plan.finish(out)
