@@ -24,24 +24,27 @@ previous one and stops adapting when all three hold:
    is below ``step_tol``,
    ``e`` being the dual-averaging average ``exp(log e_bar)`` of the chunk (the
    windows switch, and dual averaging restarts, at chunk ends);
-3. chains agree: the rank-normalized split R-hat of the log-density, and the
-   median over coordinates of the coordinates' R-hats, over the chunk's draws
-   (all chains) are below ``rhat_tol`` (the median, not the max, because the
+3. chains agree (:func:`samplax.adaptation.auto_rules.rhat_check`): the
+   rank-normalized split R-hat of the log-density, and the median over
+   coordinates of the coordinates' R-hats, over the chunk's draws (all chains)
+   are below ``rhat_tol`` (the median, not the max, because the
    max over many coordinates of R-hats from 50-draw chunks exceeds 1.1 by
    chance; the full run's R-hat warning still checks every coordinate).
 
 When a check fails and the chains roughly agree (R-hat below 1.5), the
 low-rank + diagonal Fisher metric of the last two chunks' draws and gradients,
-pooled over chains (nutpie's low-rank mass matrix; :func:`_pooled_low_rank`),
-replaces the per-chain diagonal if some direction's scale differs from the
-diagonal's by more than ``low_rank_cutoff``; warm-up then goes on with it (a
-second compiled chunk program, of the chosen rank).  After the checks pass the
+pooled over chains (nutpie's low-rank mass matrix;
+:func:`samplax.adaptation.auto_rules.pooled_low_rank`), replaces the per-chain
+diagonal if some direction's scale differs from the diagonal's by more than
+``low_rank_cutoff``; warm-up then goes on with it (a second compiled chunk
+program, of the chosen rank).  After the checks pass the
 metric is re-estimated once more from the latest draws.
 
 A chain whose log-density is more than ``max(1000, 100 d)`` below the better
 half's or whose step size collapsed (``< 1e-8`` of theirs) is restarted from a
-healthy chain's state during warm-up (:func:`_stuck_chains`; e.g. a
-Stan-style initial point with a finite log-density of -1e111).
+healthy chain's state during warm-up
+(:func:`samplax.adaptation.auto_rules.stuck_chains`; e.g. a Stan-style initial
+point with a finite log-density of -1e111).
 
 Then one final window of ``terminal_steps`` adapts the step size only (dual
 averaging restarted, the average kept, as in Stan's terminal buffer) and
@@ -58,12 +61,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from samplax.adaptation.auto_rules import pooled_low_rank, rhat_check, stuck_chains
 from samplax.adaptation.fisher import (
-    RunningFisherState, fisher_init, fisher_low_rank, fisher_update, fisher_window_adapter, running_init,
-    running_prepare, running_update,
+    RunningFisherState, fisher_window_adapter, running_init, running_prepare, running_update,
 )
 from samplax.adaptation.step_size import find_reasonable_step_size
-from samplax.mcmc.metrics import LowRankMetric
 from samplax.mcmc import integrators
 import importlib  # noqa: E402
 nuts_m = importlib.import_module("samplax.mcmc.nuts")  # trapezoidal U-turn criterion lives in metrics.is_turning
@@ -223,90 +225,11 @@ def _auto_options():
     }
 
 
-def _pooled_low_rank(xs, gs, max_rank: int, cutoff: float, gamma: float = 1e-5, rank=None):
-    """nutpie's low-rank + diagonal Fisher metric from pooled warm-up draws ``xs`` and gradients ``gs`` ``[n, d]``.
-
-    Diagonal ``D = sqrt(Var x / Var g)`` and ``s = sqrt(D)``; with ``x~ = x / s`` and
-    ``g~ = g s`` the Fisher-optimal full covariance is the SPD geometric mean
-    ``Sigma = A # B^{-1}`` of ``A = Cov[x~] + gamma I`` and ``B = Cov[g~] + gamma I``
-    (exact for a Gaussian target from any ``d + 1`` draws, because ``g`` is then
-    an affine function of ``x``).  The eigen-directions of ``Sigma`` with
-    ``max(l, 1/l) > cutoff`` are kept (at most ``max_rank``, largest ``|log l|``
-    first); the structural rank is their number rounded up to a power of two.
-    ``rank`` fixes the structural rank instead (then the metric is returned
-    even when no direction passes, with every ``l = 1``: the diagonal).
-    Returns ``(LowRankMetric or None, info)``; None when no direction passes the
-    cutoff, when there are fewer than ``2 d`` finite draws, or when a moment is degenerate.
-    """
-    n, d = xs.shape
-    ok = np.all(np.isfinite(xs), axis=1) & np.all(np.isfinite(gs), axis=1)
-    xs, gs = xs[ok].astype(np.float64), gs[ok].astype(np.float64)
-    info = {"num_draws": int(xs.shape[0]), "kept": 0, "eigenvalues": []}
-    if xs.shape[0] < 2 * d:
-        info["reason"] = "fewer than 2 d draws"
-        return None, info
-    if not (np.all(xs.var(axis=0, ddof=1) > 0) and np.all(gs.var(axis=0, ddof=1) > 0)):
-        info["reason"] = "zero variance"
-        return None, info
-    dtype = jnp.result_type(float)
-    state = fisher_update(fisher_init(d, True, dtype), jnp.asarray(xs, dtype), jnp.asarray(gs, dtype))
-    # all d directions, furthest from 1 first; those within the cutoff already have l = 1
-    full = fisher_low_rank(state, d, cutoff=cutoff, gamma=gamma)
-    if not all(bool(jnp.all(jnp.isfinite(a))) for a in full):
-        info["reason"] = "non-finite estimate"
-        return None, info
-    lam_sorted = np.sort(np.asarray(full.values))  # kept eigenvalues (l = 1 for the rest)
-    kept = int(min(np.sum(np.asarray(full.values) != 1.0), max_rank, d))
-    info.update(kept=kept, eigenvalues=lam_sorted[::-1][:8].tolist() + (["..."] if d > 8 else []))
-    if kept == 0 and rank is None:
-        info["reason"] = "no direction beyond the cutoff"
-        return None, info
-    k = int(rank) if rank is not None else int(min(d, max_rank, 1 << (kept - 1).bit_length()))
-    kept = min(kept, k)
-    info["kept"] = kept
-    vals = jnp.where(jnp.arange(k) < kept, full.values[:k], 1.0)
-    return LowRankMetric(full.scale, full.vectors[:, :k], vals), info
-
-
 #: sampling chunks queued ahead of the host copy (asynchronous dispatch)
 MAX_IN_FLIGHT = 3
 
 #: pooled draws feed the low-rank metric only when the chains roughly agree
 LOW_RANK_RHAT = 1.5
-
-
-def _stuck_chains(lp_last, step_size, d):
-    """Chains to restart during warm-up: a log-density more than ``max(1000, 100 d)`` below the
-    median of the better half of the chains, or a step size below ``1e-8`` times theirs.
-
-    Such a chain sits where the target has negligible mass (``exp(-1000)`` relative)
-    or cannot move (e.g. a Stan-style initial point where the log-density is finite
-    but -1e100).  At most half of the chains are restarted at one check; warm-up draws are
-    discarded, so this changes no stationary distribution.
-    """
-    lp_last = np.asarray(lp_last, dtype=float)
-    step_size = np.asarray(step_size, dtype=float)
-    c = lp_last.shape[0]
-    top = -(-c // 2)  # the reference is the median of the better half of the chains
-    with np.errstate(all="ignore"):
-        ref_lp = np.median(np.sort(np.where(np.isfinite(lp_last), lp_last, -np.inf))[-top:])
-        ref_eps = np.median(np.sort(np.where(np.isfinite(step_size), step_size, 0.0))[-top:])
-        bad = ~np.isfinite(lp_last) | (lp_last < ref_lp - max(1000.0, 100.0 * d))
-        bad |= ~np.isfinite(step_size) | (step_size < 1e-8 * ref_eps)
-    idx = [int(i) for i in np.flatnonzero(bad)]
-    return idx if 0 < len(idx) <= c // 2 else []
-
-
-def _rhat_check(pos, lp):
-    """max(R-hat of lp, median R-hat over coordinates) of warm-up draws ``[n, C, d]``, ``[n, C]``."""
-    from samplax.diagnostics import rhat
-
-    with np.errstate(all="ignore"):
-        r_lp = float(np.asarray(rhat(np.swapaxes(lp, 0, 1)[..., None]), dtype=float)[0])
-        r_x = np.asarray(rhat(np.swapaxes(pos, 0, 1)), dtype=float)
-    r_x = r_x[np.isfinite(r_x)]
-    out = max(r_lp, float(np.median(r_x)) if r_x.size else float("inf"))
-    return out if np.isfinite(out) else float("inf")
 
 
 def auto_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_samples, init, progress,
@@ -468,14 +391,14 @@ def auto_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_samp
     def low_rank_from(chunks, rank=None):
         xs = np.concatenate([p.reshape(-1, d) for p, _ in chunks])
         gs = np.concatenate([g.reshape(-1, d) for _, g in chunks])
-        return _pooled_low_rank(xs, gs, int(o["max_rank"]), float(o["low_rank_cutoff"]), rank=rank)
+        return pooled_low_rank(xs, gs, int(o["max_rank"]), float(o["low_rank_cutoff"]), rank=rank)
 
     while adapt_done < max_adapt:
         n = min(K, max_adapt - adapt_done)
         pos, grads, stats = go(0, n)
         adapt_done += n
         bar.update(adapt_done)
-        stuck = _stuck_chains(stats["lp"][-1], np.asarray(carry[1].step_size), d)
+        stuck = stuck_chains(stats["lp"][-1], np.asarray(carry[1].step_size), d)
         if stuck:
             # warm-up only: restart a stuck chain from a healthy one's state (and adaptation)
             healthy = [c for c in range(num_chains) if c not in stuck]
@@ -493,7 +416,7 @@ def auto_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_samp
         if prev is not None and adapt_done >= min_adapt and n == K:
             d_mass = float(np.max(np.sqrt(np.mean(np.log(imm / prev[0]) ** 2, axis=-1))))
             d_step = float(np.sqrt(np.mean((log_eps - prev[1]) ** 2)))
-            r_hat = _rhat_check(pos, stats["lp"])
+            r_hat = rhat_check(pos, stats["lp"])
             history.append({"step": adapt_done, "mass_change": d_mass, "step_change": d_step, "rhat": r_hat})
             if d_mass < o["mass_tol"] and d_step < o["step_tol"] and r_hat < o["rhat_tol"]:
                 converged = True

@@ -11,7 +11,7 @@ then shuffled); the weighted particles before that are in
 ``log_Z`` combines the runs through the unbiased ``Z`` estimates:
 ``log Z_hat = log mean_r Z_hat_r``; ``log_Z_se`` takes the larger of the
 between-run relative variance and the mean single-run Lee & Whiteley (2018)
-estimate (see :func:`_combine_log_Z`; one run: Lee & Whiteley alone).
+estimate (see :func:`samplax.smc.logz.combine_log_Z`; one run: Lee & Whiteley alone).
 
 ``num_warmup``: unused by the SMC samplers and nested sampling (they tune
 from the particle population at every step and have no burn-in); for
@@ -34,10 +34,12 @@ import numpy as np
 
 from samplax.methods import MethodSpec, Option, PopulationOutput, PopulationPlan, register_method
 from samplax.smc import nested, tempered
+from samplax.smc import parallel_tempering as ptm
 from samplax.smc.base import lee_whiteley_relative_variance
-from samplax.smc.mutation import KERNEL_NAMES, initial_step_size, is_gradient_based
+from samplax.smc.logz import combine_log_Z, mean_log_Z
+from samplax.smc.mutation import KERNEL_NAMES
 from samplax.smc.paths import DEFAULT_REFERENCE_SCALE, make_reference, valid_dof
-from samplax.smc.resampling import RESAMPLERS, systematic
+from samplax.smc.resampling import RESAMPLERS, equal_weight_draws
 
 
 def _pos_int(v):
@@ -106,41 +108,6 @@ def common_options(kernel="hmc", num_mcmc_steps=5, num_integration_steps=10):
     }
 
 
-def _combine_log_Z(log_z_runs: np.ndarray, lw_relvar: np.ndarray):
-    """``log mean_r Z_r`` and its standard error from the between-run spread and the Lee–Whiteley estimates.
-
-    With ``R`` runs, the relative variance of one run's ``Z_hat`` is estimated
-    twice: by the spread ``var_r(Z_r / Z_bar)`` (unbiased but noisy: ``R - 1``
-    degrees of freedom) and by the mean of the single-run Lee & Whiteley (2018)
-    estimates (one per run, from the genealogy; it can under-cover when the
-    particles miss a region altogether).  The larger one is used:
-    ``se = sqrt(max(v_between, mean_r V_r) / R)`` (delta method for ``log``).
-    With one run only the Lee–Whiteley estimate exists.
-    """
-    r = log_z_runs.shape[0]
-    finite = np.isfinite(log_z_runs)
-    if not finite.any():
-        return float("nan"), float("nan"), "none"
-    m = np.max(log_z_runs[finite])
-    z = np.exp(np.where(finite, log_z_runs - m, -np.inf))
-    log_z = float(m + np.log(np.mean(z)))
-    v_lw = float(np.mean(np.maximum(lw_relvar, 0.0)))
-    if r > 1:
-        ratio = z / np.mean(z)
-        v_between = float(np.var(ratio, ddof=1))
-        return (log_z, float(np.sqrt(max(v_between, v_lw) / r)),
-                "sqrt(max(between-run relative variance, mean Lee & Whiteley (2018) estimate) / runs)")
-    return log_z, float(np.sqrt(v_lw)), "Lee & Whiteley (2018) single-run estimator"
-
-
-def _final_draws(key, positions, log_weights, num):
-    """Systematic resampling to equal weights, then a random permutation (so index-order ESS reflects duplicates only)."""
-    k1, k2 = jax.random.split(key)
-    idx = systematic(k1, jnp.exp(log_weights), num)
-    idx = jax.random.permutation(k2, idx)
-    return positions[idx]
-
-
 def _reject_init(name, init):
     if init is not None:
         raise ValueError(f"{name}: init is not supported: the particles start as draws from the Gaussian reference "
@@ -174,15 +141,15 @@ def tempered_plan(target, ctx, name, *, config: tempered.TemperedConfig, schedul
         lp = tgt.flat_logdensity()
         reference, sched, eps0 = shared
         out = tempered.run(k, lp, reference, config, sched, eps0, progress=show, run_id=run_id)
-        draws = _final_draws(jax.random.fold_in(k, 1), out.state.particles.position, out.state.log_weights,
-                             num_samples)
+        draws = equal_weight_draws(jax.random.fold_in(k, 1), out.state.particles.position,
+                                   out.state.log_weights, num_samples)
         lw = lee_whiteley_relative_variance(out.state)
         return out, draws, lw, jax.vmap(lp)(draws)
 
     def finish(res):
         out, draws, lw, lp_draws = res
         log_z_runs = np.asarray(out.state.log_Z, dtype=np.float64)
-        log_z, log_z_se, se_kind = _combine_log_Z(log_z_runs, np.asarray(lw))
+        log_z, log_z_se, se_kind = combine_log_Z(log_z_runs, np.asarray(lw))
         n_steps = np.asarray(out.num_steps)
         betas = np.asarray(out.betas)
         warnings = []
@@ -365,7 +332,7 @@ def _ns_population(target, ctx, **o):
     def run(kk, run_id, tgt):
         lp = tgt.flat_logdensity()
         out = nested.run(kk, lp, prior, cfg, progress=show, run_id=run_id)
-        draws = _final_draws(jax.random.fold_in(kk, 1), out.positions, out.log_weights, num_samples)
+        draws = equal_weight_draws(jax.random.fold_in(kk, 1), out.positions, out.log_weights, num_samples)
         return out._replace(positions=None, log_weights=None), draws, jax.vmap(lp)(draws)
 
     return PopulationPlan(run, lambda res: _ns_finish(target, res, cfg, prior, o, num_chains, num_samples),
@@ -387,13 +354,8 @@ def _ns_finish(target, res, cfg, prior, o, num_chains, num_samples):
                          "the target's support with reference_mean / reference_scale, or raise num_live")
     log_z_runs = np.asarray(out.log_Z, dtype=np.float64)
     h = np.asarray(out.information, dtype=np.float64)
-    log_z = float(np.mean(log_z_runs))
-    v_between = float(np.var(log_z_runs, ddof=1)) if num_chains > 1 else 0.0
-    # Skilling's H / n for the compression after the zero-likelihood plateau (H includes the plateau's
-    # -log X, whose variance is plateau_var instead; nested.run)
-    h_cont = np.maximum(h + np.asarray(out.plateau_log_x, dtype=np.float64), 0.0)
-    v_theory = float(np.mean(h_cont / n_live + np.asarray(out.plateau_var, dtype=np.float64)))
-    log_z_se = float(np.sqrt(max(v_theory, v_between) / num_chains))
+    log_z, log_z_se, _ = mean_log_Z(
+        log_z_runs, nested.log_Z_variance(out.information, out.plateau_log_x, out.plateau_var, n_live))
     warnings = []
     conv = np.asarray(out.converged)
     if not conv.all():
@@ -468,15 +430,14 @@ def _pt_population(target, ctx, **o):
     ``num_samples`` the number of sampling scans, each giving one draw of the
     ``beta = 1`` replica.  ``init`` (``[*event]`` or ``[num_chains, *event]``)
     starts every replica of a run there; default: exact reference draws.
-    The tuning rounds run inside the compiled program (``lax.scan`` over rounds).
+    One run is :func:`samplax.smc.parallel_tempering.run_one` (the tuning rounds run inside the
+    compiled program, ``lax.scan`` over rounds); this function builds its options and assembles the results.
 
     ``log_Z`` is the mean over runs of the stepping-stone estimates; ``log_Z_se``
     is ``sqrt(v / R)`` with ``v`` the larger of the between-run variance and the
     mean single-run batch-means variance (the first is noisy for few runs, the
     second misses autocorrelation longer than a batch).
     """
-    from samplax.smc import parallel_tempering as ptm
-
     d = target.dim
     num_chains, num_warmup, num_samples = ctx.num_chains, ctx.num_warmup, ctx.num_samples
     dtype = jnp.result_type(float)
@@ -500,56 +461,23 @@ def _pt_population(target, ctx, **o):
         if not np.all(np.isfinite(a)):
             raise ValueError("parallel_tempering: init must be finite")
         inputs = (jnp.asarray(np.broadcast_to(a.reshape(num_chains, 1, d), (num_chains, k, d)), dtype),)
-    eps0 = o["step_size"] or initial_step_size(cfg.kernel, d)
     lengths = ptm.round_lengths(num_warmup)
-    num_rounds = len(lengths)
-    rounds = (jnp.arange(num_rounds, dtype=jnp.int32), jnp.asarray(lengths, jnp.int32),
-              jnp.arange(num_rounds) < num_rounds - 1)
     show = _printer(ctx, "run {} tuning round {}: {} scans, barrier Lambda {:.2f}, mean swap rejection {:.2f}, "
                          "local acceptance {:.2f}, round trips {}")
-    n_init_grad = k if is_gradient_based(cfg.kernel) else 0
 
     def run(kk, run_id, tgt, *x_init):
-        init_fn, round_fn, sample_fn = ptm.build(tgt.flat_logdensity(), reference, cfg)
-        state = init_fn(jax.random.fold_in(kk, 0)) if not x_init else init_fn(kk, x_init[0])
-        params = ptm.PTParams(ptm.initial_schedule(k, o["schedule_power"], dtype), jnp.full((k,), np.log(eps0), dtype),
-                              jnp.ones((k, d), dtype) * jnp.minimum(reference.scale**2, 1.0))
-
-        def one_round(carry, xs):
-            state, params, n_lp, n_grad = carry
-            j, n_scans, not_last = xs
-            state, params, stats, dl, dg = round_fn(jax.random.fold_in(kk, 100 + j), state, params, n_scans,
-                                                    jnp.asarray(True))
-            # the last round's step sizes were tuned to the current mass matrices: keep them
-            params, lam, rej = ptm.update_params(params, stats, cfg.adapt_schedule, not_last)
-            if show is not None:
-                acc = stats.acceptance / n_scans
-                jax.debug.callback(show, run_id, j + 1, n_scans, lam, jnp.mean(rej), jnp.mean(acc[1:]),
-                                   state.round_trips)
-            return (state, params, n_lp + dl, n_grad + dg), (lam, state.round_trips)
-
-        z = jnp.zeros((), jnp.int32)
-        (state, params, n_lp, n_grad), (lams, trips_hist) = jax.lax.scan(
-            one_round, (state, params, z + k, z + n_init_grad), rounds)
-        trips_before = state.round_trips
-        state, draws, lp_draws, ell, acc, rej, dl, dg = sample_fn(jax.random.fold_in(kk, 1), state, params,
-                                                                  num_samples)
-        log_z, se = ptm.stepping_stone(params.betas, ell, cfg.num_batches)
-        return dict(draws=draws, lp=lp_draws, acc=acc, rej=rej, params=params, log_z=log_z, se=se,
-                    trips=state.round_trips - trips_before, n_lp=n_lp + dl, n_grad=n_grad + dg,
-                    lams=lams, trips_hist=trips_hist)
+        return ptm.run_one(kk, tgt.flat_logdensity(), reference, cfg, num_warmup=num_warmup,
+                           num_samples=num_samples, schedule_power=o["schedule_power"], step_size=o["step_size"],
+                           x_init=x_init[0] if x_init else None, progress=show, run_id=run_id)
 
     def finish(out):
-        log_z_r = np.asarray(out["log_z"], np.float64)
-        se_r = np.asarray(out["se"], np.float64)
-        log_z = float(np.mean(log_z_r))
-        v_within = float(np.mean(se_r**2))
-        v_between = float(np.var(log_z_r, ddof=1)) if num_chains > 1 else 0.0
-        log_z_se = float(np.sqrt(max(v_within, v_between) / num_chains))
-        rej = np.asarray(out["rej"])
-        params = out["params"]
+        log_z_r = np.asarray(out.log_Z, np.float64)
+        se_r = np.asarray(out.log_Z_se, np.float64)
+        log_z, log_z_se, v_between = mean_log_Z(log_z_r, se_r**2)
+        rej = np.asarray(out.swap_rejection)
+        params = out.params
         betas = np.asarray(params.betas)
-        trips = np.asarray(out["trips"])
+        trips = np.asarray(out.round_trips)
         lam_final = rej.mean(axis=1).sum(axis=1)
         warnings = []
         if np.any(lam_final > 0.5 * k):
@@ -560,11 +488,11 @@ def _pt_population(target, ctx, **o):
             warnings.append({"code": "no_round_trips", "value": int(np.sum(trips == 0)),
                              "message": f"{int(np.sum(trips == 0))} run(s) made no round trip between beta = 0 "
                                         "and 1 while sampling: the replicas did not mix across temperatures"})
-        acc = np.asarray(out["acc"])
-        stats = {"lp": np.asarray(out["lp"]), "acceptance_rate": acc[:, :, -1],
+        acc = np.asarray(out.acceptance)
+        stats = {"lp": np.asarray(out.lp), "acceptance_rate": acc[:, :, -1],
                  "step_size": np.broadcast_to(np.exp(np.asarray(params.log_step_size))[:, -1:],
                                               (num_chains, num_samples)).copy()}
-        lams, trips_hist = np.asarray(out["lams"]), np.asarray(out["trips_hist"])
+        lams, trips_hist = np.asarray(out.barrier_history), np.asarray(out.round_trips_history)
         history = [{"scans": n, "Lambda": lams[:, j].tolist(), "round_trips": trips_hist[:, j].tolist()}
                    for j, n in enumerate(lengths)]
         extra = {"log_Z_runs": log_z_r.tolist(), "log_Z_se_runs": se_r.tolist(),
@@ -576,9 +504,9 @@ def _pt_population(target, ctx, **o):
                  "step_sizes": np.exp(np.asarray(params.log_step_size)).tolist(),
                  "local_acceptance": acc.mean(axis=1).tolist(), "tuning_rounds": history}
         return PopulationOutput(
-            samples=np.asarray(out["draws"]), stats=stats,
-            num_logdensity_evals=int(np.sum(np.asarray(out["n_lp"], np.int64))),
-            num_grad_evals=int(np.sum(np.asarray(out["n_grad"], np.int64))), log_Z=log_z, log_Z_se=log_z_se,
+            samples=np.asarray(out.draws), stats=stats,
+            num_logdensity_evals=int(np.sum(np.asarray(out.num_logdensity_evals, np.int64))),
+            num_grad_evals=int(np.sum(np.asarray(out.num_grad_evals, np.int64))), log_Z=log_z, log_Z_se=log_z_se,
             extra=extra, warnings=warnings, config={"config": cfg._asdict()})
 
     return PopulationPlan(run, finish, inputs=inputs)

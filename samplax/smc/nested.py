@@ -81,6 +81,7 @@ from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.special import logsumexp
 
 from samplax.smc.paths import GaussianReference, StudentTReference
@@ -378,6 +379,22 @@ def run(key, logdensity_fn: Callable, prior: Prior, config: NSConfig,
     info = jnp.sum(jnp.where(p > 0, p * (all_logl - log_z), 0.0))
     return NSOutput(log_z, info, all_x, log_p, c["it"], converged, c["evals"], c["ptr"], num_finite0, plateau_var,
                     log_x0)
+
+
+def log_Z_variance(information, plateau_log_x, plateau_var, num_live: int) -> np.ndarray:
+    """Each run's variance of ``log Z`` (host-side, float64): Skilling's ``H / n`` plus the plateau's.
+
+    Skilling (2006): ``Var(log Z) ~ H / n`` for ``n`` live points and information
+    ``H`` (:attr:`NSOutput.information`).  ``H`` includes the zero-likelihood
+    plateau's compression ``-log X_plateau`` (:attr:`NSOutput.plateau_log_x`),
+    whose variance is the exact order-statistic one, ``plateau_var``
+    (Fowlie, Handley & Su 2021); so ``H`` is reduced by it (floored at 0) and
+    ``plateau_var`` added: ``max(H + log X_plateau, 0) / n + plateau_var``.
+    Arguments are per run (``[R]``) or scalars.
+    """
+    h_cont = np.maximum(np.asarray(information, dtype=np.float64) + np.asarray(plateau_log_x, dtype=np.float64),
+                        0.0)
+    return h_cont / num_live + np.asarray(plateau_var, dtype=np.float64)
 
 
 def _every(progress, every):

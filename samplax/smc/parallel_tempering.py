@@ -52,6 +52,7 @@ from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from samplax.core.types import PointState
 from samplax.smc import mutation
@@ -328,3 +329,85 @@ def round_lengths(num_warmup: int, first: int = 16) -> list[int]:
         left -= take
         n *= 2
     return out
+
+
+class PTRunOutput(NamedTuple):
+    """One parallel-tempering run (:func:`run_one`): the ``beta = 1`` draws, the tuned parameters and ``log Z``."""
+
+    draws: jax.Array                 # [T, d] states of the beta = 1 replica, one per sampling scan
+    lp: jax.Array                    # [T] their target log-densities
+    acceptance: jax.Array            # [T, K] local-move acceptance per slot
+    swap_rejection: jax.Array        # [T, K-1] swap rejection probabilities 1 - alpha_k
+    params: PTParams                 # the frozen tuned parameters
+    log_Z: jax.Array                 # stepping-stone estimate
+    log_Z_se: jax.Array              # its batch-means standard error
+    round_trips: jax.Array           # round trips completed while sampling
+    num_logdensity_evals: jax.Array  # every evaluation, tuning and sampling
+    num_grad_evals: jax.Array
+    barrier_history: jax.Array       # [num_rounds] estimated barrier Lambda after each tuning round
+    round_trips_history: jax.Array   # [num_rounds] round trips counted at the end of each tuning round
+
+
+def run_one(key, logdensity_fn: Callable, reference: GaussianReference, config: PTConfig, *, num_warmup: int,
+            num_samples: int, schedule_power: float = 4.0, step_size: float | None = None, x_init=None,
+            progress: Callable | None = None, run_id=0) -> PTRunOutput:
+    """One complete parallel-tempering run: initialization, tuning rounds, sampling scans, stepping-stone ``log Z``.
+
+    - **init**: every replica at ``x_init [K, d]`` if given, else exact draws from
+      ``reference`` (key ``fold_in(key, 0)``);
+    - **tuning**: the rounds :func:`round_lengths` ``(num_warmup)`` of doubling
+      length run inside the program (``lax.scan`` over rounds, each round a
+      traced number of scans: one compilation), starting from the schedule
+      :func:`initial_schedule` ``(K, schedule_power)``, the step size
+      ``step_size`` (None: :func:`samplax.smc.mutation.initial_step_size`) for
+      every replica and the inverse mass matrices ``min(reference.scale^2, 1)``;
+      after each round :func:`update_params` (the last round keeps the mass
+      matrices its step sizes were tuned to); round ``j`` uses key
+      ``fold_in(key, 100 + j)``;
+    - **sampling**: ``num_samples`` scans with the parameters frozen (key
+      ``fold_in(key, 1)``), one draw of the ``beta = 1`` replica per scan;
+    - **log Z**: :func:`stepping_stone` with ``config.num_batches`` batches.
+
+    ``progress(run_id, round, num_scans, Lambda, mean swap rejection, mean local
+    acceptance, round trips)`` (a host function, through ``jax.debug.callback``)
+    is called after every tuning round.  Vectorize over independent runs outside.
+    """
+    k = config.num_temperatures
+    d = reference.mean.shape[0]
+    dtype = jnp.result_type(float)
+    eps0 = step_size or mutation.initial_step_size(config.kernel, d)
+    lengths = round_lengths(num_warmup)
+    num_rounds = len(lengths)
+    # host (numpy) constants, not traced iotas: XLA then compiles the same program as before this
+    # function existed (a traced iota changed the fusion and the draws in the last bits)
+    rounds = (jnp.arange(num_rounds, dtype=jnp.int32), jnp.asarray(lengths, jnp.int32),
+              jnp.arange(num_rounds) < num_rounds - 1)
+    n_init_grad = k if mutation.is_gradient_based(config.kernel) else 0
+
+    init_fn, round_fn, sample_fn = build(logdensity_fn, reference, config)
+    state = init_fn(jax.random.fold_in(key, 0)) if x_init is None else init_fn(key, x_init)
+    params = PTParams(initial_schedule(k, schedule_power, dtype), jnp.full((k,), np.log(eps0), dtype),
+                      jnp.ones((k, d), dtype) * jnp.minimum(reference.scale**2, 1.0))
+
+    def one_round(carry, xs):
+        state, params, n_lp, n_grad = carry
+        j, n_scans, not_last = xs
+        state, params, stats, dl, dg = round_fn(jax.random.fold_in(key, 100 + j), state, params, n_scans,
+                                                jnp.asarray(True))
+        # the last round's step sizes were tuned to the current mass matrices: keep them
+        params, lam, rej = update_params(params, stats, config.adapt_schedule, not_last)
+        if progress is not None:
+            acc = stats.acceptance / n_scans
+            jax.debug.callback(progress, run_id, j + 1, n_scans, lam, jnp.mean(rej), jnp.mean(acc[1:]),
+                               state.round_trips)
+        return (state, params, n_lp + dl, n_grad + dg), (lam, state.round_trips)
+
+    z = jnp.zeros((), jnp.int32)
+    (state, params, n_lp, n_grad), (lams, trips_hist) = jax.lax.scan(
+        one_round, (state, params, z + k, z + n_init_grad), rounds)
+    trips_before = state.round_trips
+    state, draws, lp_draws, ell, acc, rej, dl, dg = sample_fn(jax.random.fold_in(key, 1), state, params,
+                                                              num_samples)
+    log_z, se = stepping_stone(params.betas, ell, config.num_batches)
+    return PTRunOutput(draws, lp_draws, acc, rej, params, log_z, se, state.round_trips - trips_before, n_lp + dl,
+                       n_grad + dg, lams, trips_hist)

@@ -102,3 +102,16 @@ def conditional_ess(log_weights: jax.Array, log_increments: jax.Array) -> jax.Ar
     num = 2.0 * logsumexp(lw + log_increments)
     den = logsumexp(lw + 2.0 * log_increments)
     return n * jnp.exp(num - den)
+
+
+def equal_weight_draws(key: jax.Array, positions: jax.Array, log_weights: jax.Array, num: int) -> jax.Array:
+    """``num`` equally weighted draws from weighted particles ``positions [N, d]`` (``log_weights [N]``, normalized).
+
+    Systematic resampling, then a random permutation of the draws, so that an
+    ESS computed in index order reflects only the duplicates (systematic
+    resampling returns the ancestors sorted).
+    """
+    k1, k2 = jax.random.split(key)
+    idx = systematic(k1, jnp.exp(log_weights), num)
+    idx = jax.random.permutation(k2, idx)
+    return positions[idx]

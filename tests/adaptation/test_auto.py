@@ -88,7 +88,7 @@ def test_auto_funnel_right_or_warns():
 def test_pooled_low_rank_is_exact_for_a_gaussian():
     """Draws and gradients of a Gaussian determine its covariance exactly from 2 d draws."""
     from samplax.adaptation.fisher import LowRankMetric
-    from samplax.methods.auto import _pooled_low_rank
+    from samplax.adaptation.auto_rules import pooled_low_rank
     from samplax.mcmc.metrics import low_rank_to_dense
 
     rng = np.random.default_rng(3)
@@ -98,15 +98,15 @@ def test_pooled_low_rank_is_exact_for_a_gaussian():
     mu = rng.normal(size=d)
     x = rng.multivariate_normal(mu, cov, size=2 * d)
     g = -np.linalg.solve(cov, (x - mu).T).T
-    m, info = _pooled_low_rank(x, g, max_rank=d, cutoff=1.01, gamma=0.0)
+    m, info = pooled_low_rank(x, g, max_rank=d, cutoff=1.01, gamma=0.0)
     assert isinstance(m, LowRankMetric) and info["kept"] == d
     np.testing.assert_allclose(np.asarray(low_rank_to_dense(m)), cov, rtol=1e-8, atol=1e-10)
     # a diagonal Gaussian needs no correction
     x = rng.normal(size=(40, d)) * np.arange(1, d + 1)
-    m, info = _pooled_low_rank(x, -x / np.arange(1, d + 1) ** 2, max_rank=d, cutoff=2.0)
+    m, info = pooled_low_rank(x, -x / np.arange(1, d + 1) ** 2, max_rank=d, cutoff=2.0)
     assert m is None and info["kept"] == 0
     # too few draws: no estimate
-    m, info = _pooled_low_rank(x[:d], -x[:d], max_rank=d, cutoff=2.0)
+    m, info = pooled_low_rank(x[:d], -x[:d], max_rank=d, cutoff=2.0)
     assert m is None and "fewer" in info["reason"]
 
 
@@ -127,14 +127,14 @@ def test_auto_switches_to_low_rank_on_a_strongly_correlated_target():
 
 
 def test_stuck_chain_rule():
-    from samplax.methods.auto import _stuck_chains
+    from samplax.adaptation.auto_rules import stuck_chains
 
-    assert _stuck_chains([-1e111, -1e60, -10.0, -12.0], [1e-56, 1e-30, 0.8, 0.7], 4) == [0, 1]
-    assert _stuck_chains([-10.0, -11.0, -9.0, -12.0], [0.5, 0.6, 0.7, 0.8], 4) == []
+    assert stuck_chains([-1e111, -1e60, -10.0, -12.0], [1e-56, 1e-30, 0.8, 0.7], 4) == [0, 1]
+    assert stuck_chains([-10.0, -11.0, -9.0, -12.0], [0.5, 0.6, 0.7, 0.8], 4) == []
     # a chain in a minor mode (log-density a few hundred lower) is left alone
-    assert _stuck_chains([-10.0, -400.0, -9.0, -12.0], [0.5, 0.6, 0.7, 0.8], 4) == []
+    assert stuck_chains([-10.0, -400.0, -9.0, -12.0], [0.5, 0.6, 0.7, 0.8], 4) == []
     # never more than half the chains
-    assert _stuck_chains([-1e50, -1e50, -1e50, -12.0], [0.5, 0.6, 0.7, 0.8], 4) == []
+    assert stuck_chains([-1e50, -1e50, -1e50, -12.0], [0.5, 0.6, 0.7, 0.8], 4) == []
 
 
 def test_auto_restarts_chains_started_in_absurd_regions():

@@ -1,0 +1,112 @@
+"""Host-side warm-up rules of ``method="auto"`` (:mod:`samplax.methods.auto`).
+
+These work on numpy arrays of warm-up draws, gradients and per-chain adaptation
+state copied out of the compiled chunk program, between chunks:
+
+- :func:`pooled_low_rank`: nutpie's low-rank + diagonal Fisher metric from the
+  draws and gradients of all chains pooled (Seyboldt's nutpie; Tran & Kleppe 2024
+  for the diagonal);
+- :func:`stuck_chains`: which chains to restart from a healthy chain's state;
+- :func:`rhat_check`: the chains-agree statistic of the early-stopping rule.
+"""
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+from samplax.adaptation.fisher import fisher_init, fisher_low_rank, fisher_update
+from samplax.diagnostics import rhat
+from samplax.mcmc.metrics import LowRankMetric
+
+
+def pooled_low_rank(xs, gs, max_rank: int, cutoff: float, gamma: float = 1e-5, rank=None):
+    """nutpie's low-rank + diagonal Fisher metric from pooled warm-up draws ``xs`` and gradients ``gs`` ``[n, d]``.
+
+    Diagonal ``D = sqrt(Var x / Var g)`` and ``s = sqrt(D)``; with ``x~ = x / s`` and
+    ``g~ = g s`` the Fisher-optimal full covariance is the SPD geometric mean
+    ``Sigma = A # B^{-1}`` of ``A = Cov[x~] + gamma I`` and ``B = Cov[g~] + gamma I``
+    (exact for a Gaussian target from any ``d + 1`` draws, because ``g`` is then
+    an affine function of ``x``).  The eigen-directions of ``Sigma`` with
+    ``max(l, 1/l) > cutoff`` are kept (at most ``max_rank``, largest ``|log l|``
+    first); the structural rank is their number rounded up to a power of two.
+    ``rank`` fixes the structural rank instead (then the metric is returned
+    even when no direction passes, with every ``l = 1``: the diagonal).
+    Rows with a non-finite draw or gradient are dropped first.
+
+    Returns ``(LowRankMetric or None, info)``; None when no direction passes the
+    cutoff, when there are fewer than ``2 d`` finite draws, or when a moment is
+    degenerate (``info["reason"]`` says which).  ``info`` also holds the number of
+    draws used, the number of kept directions and the leading eigenvalues.
+    """
+    n, d = xs.shape
+    ok = np.all(np.isfinite(xs), axis=1) & np.all(np.isfinite(gs), axis=1)
+    xs, gs = xs[ok].astype(np.float64), gs[ok].astype(np.float64)
+    info = {"num_draws": int(xs.shape[0]), "kept": 0, "eigenvalues": []}
+    if xs.shape[0] < 2 * d:
+        info["reason"] = "fewer than 2 d draws"
+        return None, info
+    if not (np.all(xs.var(axis=0, ddof=1) > 0) and np.all(gs.var(axis=0, ddof=1) > 0)):
+        info["reason"] = "zero variance"
+        return None, info
+    dtype = jnp.result_type(float)
+    state = fisher_update(fisher_init(d, True, dtype), jnp.asarray(xs, dtype), jnp.asarray(gs, dtype))
+    # all d directions, furthest from 1 first; those within the cutoff already have l = 1
+    full = fisher_low_rank(state, d, cutoff=cutoff, gamma=gamma)
+    if not all(bool(jnp.all(jnp.isfinite(a))) for a in full):
+        info["reason"] = "non-finite estimate"
+        return None, info
+    lam_sorted = np.sort(np.asarray(full.values))  # kept eigenvalues (l = 1 for the rest)
+    kept = int(min(np.sum(np.asarray(full.values) != 1.0), max_rank, d))
+    info.update(kept=kept, eigenvalues=lam_sorted[::-1][:8].tolist() + (["..."] if d > 8 else []))
+    if kept == 0 and rank is None:
+        info["reason"] = "no direction beyond the cutoff"
+        return None, info
+    k = int(rank) if rank is not None else int(min(d, max_rank, 1 << (kept - 1).bit_length()))
+    kept = min(kept, k)
+    info["kept"] = kept
+    vals = jnp.where(jnp.arange(k) < kept, full.values[:k], 1.0)
+    return LowRankMetric(full.scale, full.vectors[:, :k], vals), info
+
+
+def stuck_chains(lp_last, step_size, d):
+    """Chains to restart during warm-up: a log-density more than ``max(1000, 100 d)`` below the
+    median of the better half of the chains, or a step size below ``1e-8`` times theirs.
+
+    ``lp_last``: ``[C]`` the chains' latest log-densities; ``step_size``: ``[C]``
+    their current step sizes; ``d``: the dimension.  Non-finite values count as
+    stuck.  Returns the list of chain indices to restart (empty when there are
+    none, or when more than half of the chains would be: then there is no
+    healthy majority to copy from).
+
+    Such a chain sits where the target has negligible mass (``exp(-1000)`` relative)
+    or cannot move (e.g. a Stan-style initial point where the log-density is finite
+    but -1e100).  At most half of the chains are restarted at one check; warm-up draws are
+    discarded, so this changes no stationary distribution.
+    """
+    lp_last = np.asarray(lp_last, dtype=float)
+    step_size = np.asarray(step_size, dtype=float)
+    c = lp_last.shape[0]
+    top = -(-c // 2)  # the reference is the median of the better half of the chains
+    with np.errstate(all="ignore"):
+        ref_lp = np.median(np.sort(np.where(np.isfinite(lp_last), lp_last, -np.inf))[-top:])
+        ref_eps = np.median(np.sort(np.where(np.isfinite(step_size), step_size, 0.0))[-top:])
+        bad = ~np.isfinite(lp_last) | (lp_last < ref_lp - max(1000.0, 100.0 * d))
+        bad |= ~np.isfinite(step_size) | (step_size < 1e-8 * ref_eps)
+    idx = [int(i) for i in np.flatnonzero(bad)]
+    return idx if 0 < len(idx) <= c // 2 else []
+
+
+def rhat_check(pos, lp):
+    """``max(R-hat of lp, median R-hat over coordinates)`` of warm-up draws ``pos [n, C, d]``, ``lp [n, C]``.
+
+    Rank-normalized split R-hat (:func:`samplax.diagnostics.rhat`).  The median
+    over coordinates, not the max, because the max over many coordinates of
+    R-hats from short chunks exceeds 1.1 by chance.  Non-finite R-hats of
+    coordinates are ignored; returns ``inf`` when the result is not finite.
+    """
+    with np.errstate(all="ignore"):
+        r_lp = float(np.asarray(rhat(np.swapaxes(lp, 0, 1)[..., None]), dtype=float)[0])
+        r_x = np.asarray(rhat(np.swapaxes(pos, 0, 1)), dtype=float)
+    r_x = r_x[np.isfinite(r_x)]
+    out = max(r_lp, float(np.median(r_x)) if r_x.size else float("inf"))
+    return out if np.isfinite(out) else float("inf")
