@@ -4,8 +4,9 @@ tempering, ensembles, particle flows), batched, sharded over devices, compiled o
 A population method plans ONE run (:class:`~samplax.core.method.PopulationPlan`):
 ``run(key, run_index, target, *inputs)``.  The engine gives run ``c`` the key
 ``fold_in(keys.run, c)`` (so run ``c`` of 8 equals run ``c`` of 2), maps the
-runs (``vmap``, or ``lax.map`` for one run's memory at a time), splits them over
-devices with ``jax.shard_map`` when they divide evenly, compiles once (timed
+runs with ``lax.map`` (one run at a time, so run ``c`` is computed identically
+whatever the number of runs or devices), splits them over devices with
+``jax.shard_map`` when they divide evenly, compiles once (timed
 apart from the run), and assembles the Result from the plan's ``finish``.
 """
 from __future__ import annotations
@@ -53,8 +54,6 @@ def run_population(target, spec: MethodSpec, options: dict, *, keys: RunKeys, se
                             initial_points=initial_points,
                             init_key=keys.init, label=label, method=spec.name)
     plan = spec.population(target, ctx, **options)
-    if plan.batch not in ("vmap", "map"):
-        raise ValueError(f"{spec.name}: PopulationPlan.batch must be 'vmap' or 'map', got {plan.batch!r}")
     shard_devices = sharding.resolve_devices(devices, num_chains, what="runs")
     num_devices = 1 if shard_devices is None else len(shard_devices)
     dyn, static = eqx.partition(target, eqx.is_array)
@@ -69,18 +68,19 @@ def run_population(target, spec: MethodSpec, options: dict, *, keys: RunKeys, se
         num_traces[0] += 1
         tgt = eqx.combine(dyn, static)
         kw = {} if sh is None else {"shared": sh}
-        if plan.batch == "vmap":
-            return jax.vmap(lambda k, c, *a: plan.run(k, c, tgt, *a, **kw))(ks, ids, *inputs)
+        # one run at a time: a run's arithmetic then depends neither on how many runs there are nor on
+        # the devices (XLA vectorizes another batch width differently, and adaptive schedules amplify
+        # round-off), and only one run's population is in memory
         return jax.lax.map(lambda a: plan.run(a[0], a[1], tgt, *a[2:], **kw), (ks, ids) + inputs)
 
-    prog = run_all
-    if shard_devices is not None:
-        mesh = sharding.make_mesh(shard_devices)
-        prog = sharding.shard_batch(run_all, mesh, (None, None, 0, 0) + (0,) * len(inputs), 0)
-        dyn = sharding.put(dyn, mesh, None)
-        shared = sharding.put(shared, mesh, None)
-        run_keys_, ids = sharding.put(run_keys_, mesh, 0), sharding.put(ids, mesh, 0)
-        inputs = tuple(sharding.put(a, mesh, 0) for a in inputs)
+    # Always through shard_map (a one-device mesh when not sharded): XLA compiles the per-run program
+    # the same way for every number of devices, so a sharded run equals a single-device one.
+    mesh = sharding.make_mesh(shard_devices if shard_devices is not None else jax.devices()[:1])
+    prog = sharding.shard_batch(run_all, mesh, (None, None, 0, 0) + (0,) * len(inputs), 0)
+    dyn = sharding.put(dyn, mesh, None)
+    shared = sharding.put(shared, mesh, None)
+    run_keys_, ids = sharding.put(run_keys_, mesh, 0), sharding.put(ids, mesh, 0)
+    inputs = tuple(sharding.put(a, mesh, 0) for a in inputs)
 
     # Everything a plan closes over is a function of these (options, the target's static part and
     # shapes, run lengths, progress); per-run data travel in ``inputs``.
