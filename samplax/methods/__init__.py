@@ -33,5 +33,5 @@ def method_names() -> list:
 from samplax.methods import mcmc  # noqa: E402,F401  (registers rwm, mala, hmc, nuts)
 from samplax.methods import mcmc_extra  # noqa: E402,F401  (gpss, slice samplers, Langevin family)
 from samplax.methods import smc  # noqa: E402,F401  (registers smc, waste_free_smc, ais, population_annealing, ...)
-from samplax.methods import particles  # noqa: E402,F401  (ensembles, SVGD, walk-jump, RDMC, ...)
+from samplax.methods import interacting  # noqa: E402,F401  (ensembles, SVGD, walk-jump, RDMC, ...)
 from samplax.methods import auto  # noqa: E402,F401  (registers auto, nuts_fisher, nuts_lowrank, chees_hmc)

@@ -31,6 +31,6 @@ from samplax.targets import many_well  # noqa: E402,F401
 from samplax.targets import logistic  # noqa: E402,F401
 from samplax.targets import posteriordb  # noqa: E402,F401
 from samplax.targets import composite  # noqa: E402,F401  (bayesian_lasso, box_gaussian)
-from samplax.targets import particles  # noqa: E402,F401
+from samplax.targets import molecular  # noqa: E402,F401
 from samplax.targets import lgcp  # noqa: E402,F401
 from samplax.targets import simplex  # noqa: E402,F401  (dirichlet)

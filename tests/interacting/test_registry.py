@@ -1,7 +1,7 @@
 import numpy as np
 
 import samplax
-from tests.particles.helpers import correlated_gaussian
+from tests.interacting.helpers import correlated_gaussian
 
 PARTICLE_METHODS = ["ensemble_stretch", "ensemble_de", "svgd", "mirrored_svgd", "mmd_flow", "walk_jump", "rdmc",
                     "score_ensemble"]
@@ -14,7 +14,7 @@ def test_all_registered_with_defaults_documented():
     for m in PARTICLE_METHODS:
         assert m in names
         spec = get_method(m)
-        assert spec.kind == "population" and spec.family == "particles"
+        assert spec.kind == "population" and spec.family == "interacting"
         for opt in spec.options.values():
             assert opt.doc
 

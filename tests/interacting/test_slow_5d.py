@@ -4,7 +4,7 @@ import pytest
 
 import samplax
 from samplax.targets.gaussian import _gaussian
-from tests.particles.helpers import Z, check_moments_mcse, correlated_gaussian
+from tests.interacting.helpers import Z, check_moments_mcse, correlated_gaussian
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +33,7 @@ def test_walk_jump_exact_5d():
 def test_rdmc_5d_accurate_with_many_inner_draws():
     """With num_inner = 2048 the SNIS bias is below the Monte Carlo error of 400 independent draws.
 
-    (With the default 256 the sds are 10-33% too large: see samplax.particles.rdmc.)  The draws are
+    (With the default 256 the sds are 10-33% too large: see samplax.interacting.rdmc.)  The draws are
     independent trajectories, so z * MCSE is the honest tolerance.
     """
     t = correlated_gaussian(5)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import samplax
-from samplax.particles import mmd_flow
-from tests.particles.helpers import Z, correlated_gaussian
+from samplax.interacting import mmd_flow
+from tests.interacting.helpers import Z, correlated_gaussian
 
 
 def test_mmd_flow_gaussian():

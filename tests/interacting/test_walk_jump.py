@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 import samplax
-from samplax.particles import smoothing
+from samplax.interacting import smoothing
 from samplax.targets.gaussian import _gaussian
-from tests.particles.helpers import Z, correlated_gaussian, mode_weight_check, two_mode_gmm
+from tests.interacting.helpers import Z, correlated_gaussian, mode_weight_check, two_mode_gmm
 
 
 def _shrunk_std(S, s):

@@ -20,13 +20,13 @@ multiple-importance-sampling (balance heuristic) estimate of their posterior mea
 so member ``i`` borrows the evaluations made near its ensemble neighbours
 (far more effective draws than ``L`` per member when the ensemble is dense).
 The members move with the same exponential-integrator step as
-:mod:`samplax.particles.rdmc` on a geometric grid from ``T = 5`` to ``1e-3``
+:mod:`samplax.interacting.rdmc` on a geometric grid from ``T = 5`` to ``1e-3``
 (``num_warmup`` steps), starting from ``N(0, I)``; the returned draws are the
 ensemble at ``t_min``.  Gradient-free.
 
 Finite-``L`` bias (inherent to the self-normalised estimator, not a bug; the
 formulas above were re-derived and the integrator reproduces the target with the
-exact score, see :mod:`samplax.particles.rdmc`).  The weights of member ``i``
+exact score, see :mod:`samplax.interacting.rdmc`).  The weights of member ``i``
 degenerate at moderate ``t`` in growing dimension, and the self-normalised
 estimate is then pulled towards the member's own proposal centre, which weakens
 the score and widens the output.  Measured on the 5-D correlated Gaussian of the
@@ -49,8 +49,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from samplax.particles._common import pairwise_sq_dists
-from samplax.particles.rdmc import T_MIN, reverse_step, time_grid
+from samplax.interacting._common import pairwise_sq_dists
+from samplax.interacting.rdmc import T_MIN, reverse_step, time_grid
 
 
 BIAS_MESSAGE = (

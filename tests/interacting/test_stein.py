@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import samplax
-from samplax.particles import stein
-from tests.particles.helpers import Z, correlated_gaussian
+from samplax.interacting import stein
+from tests.interacting.helpers import Z, correlated_gaussian
 
 
 def _iid_yardstick(samples, mean, std, z=Z):
@@ -39,7 +39,7 @@ def test_svgd_gaussian_2d():
 
 def test_median_bandwidth_matches_numpy():
     import jax
-    from samplax.particles._common import pairwise_sq_dists
+    from samplax.interacting._common import pairwise_sq_dists
 
     x = jax.random.normal(jax.random.key(1), (100, 3))
     sq = np.asarray(pairwise_sq_dists(x, x))

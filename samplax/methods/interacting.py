@@ -1,8 +1,9 @@
-"""Registration of population methods: ensembles, interacting particles, reverse diffusions.
+"""Registration of the ``"interacting"`` family (:mod:`samplax.interacting`): ensembles, interacting particles,
+reverse diffusions.
 
 Each entry is a population :class:`~samplax.core.method.MethodSpec`: its
 ``population(target, ctx, **options)`` returns the plan of one independent
-population (see :func:`samplax.particles._common.population_plan`), which the run
+population (see :func:`samplax.interacting._common.population_plan`), which the run
 engine batches over chains, shards and compiles once.  For all of them ``num_samples`` is the
 number of draws (particles) returned per chain, so ``Result.samples`` has shape
 ``[num_chains, num_samples, *event_shape]``, and ``num_warmup`` is the number of
@@ -15,8 +16,8 @@ from __future__ import annotations
 import numpy as np
 
 from samplax.methods import MethodSpec, Option, register_method
-from samplax.particles import ensemble, mmd_flow, rdmc, score_ensemble, smoothing, stein, walk_jump
-from samplax.particles._common import flat_logdensity, population_plan
+from samplax.interacting import ensemble, mmd_flow, rdmc, score_ensemble, smoothing, stein, walk_jump
+from samplax.interacting._common import flat_logdensity, population_plan
 
 
 def _pos_int_or_none(v):
@@ -71,7 +72,7 @@ register_method(MethodSpec(
     "Affine-invariant ensemble sampler, stretch move (Goodman & Weare 2010); gradient-free",
     {"num_walkers": _walkers,
      "a": Option(2.0, "stretch scale a > 1 (z in [1/a, a])", _pos_number, "a number > 1")},
-    family="particles", gradient_based=False, population=_ensemble_runner("stretch")))
+    family="interacting", gradient_based=False, population=_ensemble_runner("stretch")))
 
 register_method(MethodSpec(
     "ensemble_de", None,
@@ -79,7 +80,7 @@ register_method(MethodSpec(
     {"num_walkers": _walkers,
      "gamma": Option(None, "DE scale (None: 2.38 / sqrt(2 dim))", _pos_number_or_none, "a positive number or None"),
      "jump_every": Option(10, "use gamma = 1 every this many iterations (0: never)", _nonneg_int, "an int >= 0")},
-    family="particles", gradient_based=False, population=_ensemble_runner("de")))
+    family="interacting", gradient_based=False, population=_ensemble_runner("de")))
 
 
 # --------------------------------------------------------------------------- Stein
@@ -137,7 +138,7 @@ register_method(MethodSpec(
     "svgd", None,
     "Stein variational gradient descent, RBF kernel with median bandwidth, Adam steps (Liu & Wang 2016); "
     "num_samples = particles per chain, num_warmup = iterations",
-    {"step_size": _step}, family="particles", gradient_based=True, population=_svgd_runner))
+    {"step_size": _step}, family="interacting", gradient_based=True, population=_svgd_runner))
 
 
 def _mirrored_entry(target, ctx, **o):
@@ -149,7 +150,7 @@ register_method(MethodSpec(
     "mirrored_svgd", None,
     "Mirrored SVGD on the probability simplex, entropic mirror map (Shi, Liu & Mackey 2022); "
     "num_samples = particles per chain, num_warmup = iterations",
-    {"step_size": _step}, family="particles", gradient_based=True, population=_mirrored_entry,
+    {"step_size": _step}, family="interacting", gradient_based=True, population=_mirrored_entry,
     example_target="dirichlet"))
 
 
@@ -193,7 +194,7 @@ register_method(MethodSpec(
                       _int_ge1, "an int >= 1"),
      "smoothed_score": Option("auto", "'auto' (exact for Gaussian mixtures, else SNIS), 'exact' or 'snis'",
                               lambda v: v in ("auto", "exact", "snis"), "one of 'auto', 'exact', 'snis'")},
-    family="particles", gradient_based=False, population=_walk_jump_runner))
+    family="interacting", gradient_based=False, population=_walk_jump_runner))
 
 
 # --------------------------------------------------------------------------- reverse diffusions
@@ -263,7 +264,7 @@ register_method(MethodSpec(
     "Reverse diffusion Monte Carlo (Huang et al. 2023): reverse OU SDE with the noised score from inner "
     "importance sampling or ULA on p(x0 | x_t); num_samples independent trajectories per chain, "
     "num_warmup = reverse steps",
-    {"T": Option(1.0, "diffusion horizon T (moderate: see samplax.particles.rdmc)", _pos_number,
+    {"T": Option(1.0, "diffusion horizon T (moderate: see samplax.interacting.rdmc)", _pos_number,
                  "a positive number"),
      "init_steps": Option(None, "Langevin steps on p_T before the reverse pass (None: num_warmup)",
                           lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 0),
@@ -272,7 +273,7 @@ register_method(MethodSpec(
                      lambda v: v in ("is", "ula"), "'is' or 'ula'"),
      "num_inner": Option(256, "inner importance draws / ULA chains per particle and step", _int_ge1, "an int >= 1"),
      "inner_steps": Option(5, "ULA steps per inner chain (inner='ula')", _int_ge1, "an int >= 1")},
-    family="particles", gradient_based=False, population=_rdmc_runner))
+    family="interacting", gradient_based=False, population=_rdmc_runner))
 
 register_method(MethodSpec(
     "score_ensemble", None,
@@ -281,9 +282,9 @@ register_method(MethodSpec(
     "num_warmup = reverse steps",
     {"T": _T,
      "draws_per_member": Option(16, "target evaluations per member and step (shared by the whole ensemble); "
-                                "the accuracy knob, see samplax.particles.score_ensemble",
+                                "the accuracy knob, see samplax.interacting.score_ensemble",
                                 _int_ge1, "an int >= 1")},
-    family="particles", gradient_based=False, population=_score_ensemble_runner))
+    family="interacting", gradient_based=False, population=_score_ensemble_runner))
 
 
 # --------------------------------------------------------------------------- MMD flow
@@ -318,4 +319,4 @@ register_method(MethodSpec(
                          _pos_number, "a positive number"),
      "batch_size": Option(None, "target draws per step (None: num_samples)", _pos_int_or_none,
                           "a positive int or None")},
-    family="particles", gradient_based=False, population=_mmd_flow_runner))
+    family="interacting", gradient_based=False, population=_mmd_flow_runner))

@@ -61,7 +61,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from samplax.particles._common import pairwise_sq_dists
+from samplax.interacting._common import pairwise_sq_dists
 
 
 def median_pairwise_sq(sq: jax.Array, iters: int = 60) -> jax.Array:

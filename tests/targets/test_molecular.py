@@ -1,4 +1,4 @@
-"""Tests of the DW-4 and LJ-13 particle targets against the external reference files."""
+"""Tests of the DW-4 and LJ-13 molecular (particle-system) targets against the external reference files."""
 import math
 
 import jax
@@ -33,7 +33,7 @@ def _numpy_energy(x, name, pair_factor=2.0):
 
 
 @pytest.mark.parametrize("name,rtol", [("dw4", 1e-12), ("lj13", 2e-5)])  # lj13 file values are float32-accurate
-def test_particles_against_reference(name, rtol, key, check_protocol):
+def test_molecular_against_reference(name, rtol, key, check_protocol):
     ref = _load(name)
     t = T.get(name)
     check_protocol(t, key)
@@ -72,6 +72,6 @@ def test_lj13_pair_conventions():
     assert "ordered" in T.get("lj13").provenance()["variant"]
 
 
-def test_particles_bad_parameters():
+def test_molecular_bad_parameters():
     with pytest.raises(ValueError, match="pairs must be"):
         T.get("lj13", pairs="both")

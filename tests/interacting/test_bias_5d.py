@@ -1,7 +1,7 @@
 """5-D correlated Gaussian checks of methods with a documented finite-size bias.
 
 SVGD (median-heuristic RBF kernel) has a deterministic fixed point whose spread is too small at
-any finite number of particles N (variance collapse; see :mod:`samplax.particles.stein`), so a
+any finite number of particles N (variance collapse; see :mod:`samplax.interacting.stein`), so a
 z * MCSE test of its sd against the truth would fail for every affordable N.  What IS guaranteed,
 and tested here, is: the means are right (i.i.d. yardstick), the sd error has the documented sign
 (too small: a wrong-signed or mis-scaled repulsion would overshoot or collapse further), and it
@@ -12,7 +12,7 @@ conservative for C = 8).  The run carries the ``biased`` warning.
 import numpy as np
 
 import samplax
-from tests.particles.helpers import Z, correlated_gaussian
+from tests.interacting.helpers import Z, correlated_gaussian
 
 
 def _per_chain_rel_sd(samples, std):
@@ -62,8 +62,8 @@ def test_rdmc_snis_posterior_mean_bias_shrinks_with_num_inner():
     """
     import jax
     import jax.numpy as jnp
-    from samplax.particles import rdmc
-    from samplax.particles._common import flat_logdensity
+    from samplax.interacting import rdmc
+    from samplax.interacting._common import flat_logdensity
 
     t = correlated_gaussian(5)
     lp = flat_logdensity(t)

@@ -28,7 +28,7 @@ What this module does (per independent trajectory; a chain holds
   the first measurement gets ``max(1, num_warmup // 2)`` steps, each later one
   ``max(1, num_warmup // (2 (M - 1)))``;
 * Langevin steps are Metropolis-adjusted (MALA) when the smoothed density is
-  exact (Gaussian mixtures, see :mod:`samplax.particles.smoothing`) and
+  exact (Gaussian mixtures, see :mod:`samplax.interacting.smoothing`) and
   unadjusted (ULA with the SNIS score) otherwise;
 * the returned draw is the final jump ``x_hat_M``.
 
@@ -46,7 +46,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from samplax.particles import smoothing
+from samplax.interacting import smoothing
 
 
 def stage_steps(num_warmup: int, num_measurements: int) -> tuple:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import samplax
-from tests.particles.helpers import check_moments_mcse, correlated_gaussian, mode_weight_check, two_mode_gmm
+from tests.interacting.helpers import check_moments_mcse, correlated_gaussian, mode_weight_check, two_mode_gmm
 
 
 def test_score_ensemble_gaussian():

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 import samplax
-from samplax.particles import ensemble
-from tests.particles.helpers import check_moments_mcse, correlated_gaussian
+from samplax.interacting import ensemble
+from tests.interacting.helpers import check_moments_mcse, correlated_gaussian
 
 
 @pytest.mark.parametrize("method", ["ensemble_stretch", "ensemble_de"])

@@ -1,6 +1,6 @@
 """Shared plumbing for population methods (ensembles, interacting particles, reverse diffusions).
 
-Every population method in :mod:`samplax.particles` is a pure function
+Every population method in :mod:`samplax.interacting` is a pure function
 ``run_chain(key, x0, target) -> (draws [num_samples, d], stats {name: [num_samples]})``
 acting on ONE independent population (one "chain" of the Result).  It owns
 its particle axis explicitly and vmaps the single-point target inside.

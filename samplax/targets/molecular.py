@@ -1,4 +1,4 @@
-"""Particle-system targets: DW-4 (double-well pair potential) and LJ-13 (Lennard-Jones cluster).
+"""Molecular (particle-system) targets: DW-4 (double-well pair potential) and LJ-13 (Lennard-Jones cluster).
 
 A point is the flat vector of ``n`` particle positions in ``D`` dimensions,
 ``x = (x_1, ..., x_n)``, ``x_i in R^D`` (shape ``[n * D]``), and
@@ -27,8 +27,8 @@ follow; their virial check ``E[-x . grad log p] = 36`` holds only for it) and
 Ground truth (``kind="reference_draws"``): by rotation/permutation symmetry every
 coordinate has mean exactly 0 and the same std ``sqrt(E||x||^2 / (n D))``; that std
 is estimated from the public DEM reference samples (MD/MCMC; test + validation
-splits, 20000 draws) and stored in ``samplax/data/particles_reference.json`` by
-``benchmarks/make_particles_reference.py``.  Per-coordinate moments of those draws
+splits, 20000 draws) and stored in ``samplax/data/molecular_reference.json`` by
+``benchmarks/make_molecular_reference.py``.  Per-coordinate moments of those draws
 are not used: they are not rotation-equilibrated.  The DW-4 reference is
 approximate (its virial check gives 5.49 +- 0.12 against the exact 6).  For
 ``lj13`` with ``pairs="unique"`` there is
@@ -56,7 +56,7 @@ def _pair_distances(x, n, dim):
 
 
 def _reference(key: str):
-    with open(data_path("particles_reference.json")) as f:
+    with open(data_path("molecular_reference.json")) as f:
         return json.load(f)[key]
 
 
@@ -71,7 +71,7 @@ def _truth(key):
 
 
 class DoubleWellParticles(Target):
-    """DW-n: ``E = sum_{i<j} a (d_ij - d0)^4 + b (d_ij - d0)^2`` (see :mod:`samplax.targets.particles`)."""
+    """DW-n: ``E = sum_{i<j} a (d_ij - d0)^4 + b (d_ij - d0)^2`` (see :mod:`samplax.targets.molecular`)."""
 
     a: jax.Array
     b: jax.Array
@@ -102,7 +102,7 @@ class DoubleWellParticles(Target):
 
 
 class LennardJones(Target):
-    """LJ-n with harmonic confinement (see :mod:`samplax.targets.particles`); ``pairs`` picks k = 2 or 1."""
+    """LJ-n with harmonic confinement (see :mod:`samplax.targets.molecular`); ``pairs`` picks k = 2 or 1."""
 
     eps: jax.Array
     rm: jax.Array

@@ -40,7 +40,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from samplax.particles._common import safe_logdensity
+from samplax.interacting._common import safe_logdensity
 
 
 def default_num_walkers(dim: int) -> int:

@@ -1,4 +1,4 @@
-"""Summarize the external DW-4 / LJ-13 reference samples into ``samplax/data/particles_reference.json``.
+"""Summarize the external DW-4 / LJ-13 reference samples into ``samplax/data/molecular_reference.json``.
 
 Input: ``/work/shared/external/particles/{dw4,lj13}.npz`` (reference samples of the
 public DEM repository, Akhound-Sadegh et al., ICML 2024; MD/MCMC draws, mean-free).
@@ -15,7 +15,7 @@ and the energy/virial statistics recorded in the file.
 
 Usage::
 
-    python benchmarks/make_particles_reference.py [/path/to/particles]
+    python benchmarks/make_molecular_reference.py [/path/to/particles]
 """
 import json
 import pathlib
@@ -24,7 +24,7 @@ import sys
 import numpy as np
 
 SRC = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "/work/shared/external/particles")
-OUT = pathlib.Path(__file__).resolve().parents[1] / "samplax" / "data" / "particles_reference.json"
+OUT = pathlib.Path(__file__).resolve().parents[1] / "samplax" / "data" / "molecular_reference.json"
 
 NOTES = {
     "dw4": "approximate reference: its virial check gives 5.49 +- 0.12 against the exact 6",
