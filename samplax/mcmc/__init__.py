@@ -1,23 +1,28 @@
 """MCMC kernels sharing one :class:`~samplax.core.types.PointState`.
 
 Per algorithm module: ``XParams``, ``XInfo``, ``init``, ``build_kernel``
-(structural) and a lowercase factory returning a
-:class:`~samplax.core.types.Kernel`.  ``samplax.mcmc.nuts`` is both: calling it
-builds a kernel, and its attributes are the module's (``samplax.mcmc.nuts.build_kernel``).
+(structural), a lowercase factory returning a
+:class:`~samplax.core.types.Kernel`, and one ``register_kernel(KernelSpec(...))``
+line at its bottom (:mod:`samplax.mcmc.registry`).  Every registered kernel is
+a public name here: ``samplax.mcmc.nuts`` is both a factory (calling it builds a
+kernel) and its module's API (``samplax.mcmc.nuts.build_kernel``).
 """
 import importlib
+import pkgutil
+import sys
 
 from samplax.mcmc import integrators, metrics  # noqa: F401
+from samplax.mcmc.registry import KernelSpec, get_kernel, kernel_names, register_kernel  # noqa: F401
 
 
 class _Algorithm:
-    """A factory that also exposes its algorithm module's low-level API."""
+    """A registered kernel's factory that also exposes its algorithm module's low-level API."""
 
-    def __init__(self, module_name: str, factory_name: str):
-        self._module = importlib.import_module(module_name)
-        self._factory = getattr(self._module, factory_name)
+    def __init__(self, spec: KernelSpec):
+        self._module = sys.modules[spec.module]
+        self._factory = spec.factory
         self.__doc__ = self._factory.__doc__
-        self.__name__ = factory_name
+        self.__name__ = spec.name
 
     def __call__(self, *args, **kwargs):
         return self._factory(*args, **kwargs)
@@ -29,26 +34,12 @@ class _Algorithm:
         return f"<samplax.mcmc.{self.__name__}>"
 
 
-rwm = _Algorithm("samplax.mcmc.rwm", "rwm")
-mala = _Algorithm("samplax.mcmc.mala", "mala")
-hmc = _Algorithm("samplax.mcmc.hmc", "hmc")
-nuts = _Algorithm("samplax.mcmc.nuts", "nuts")
+# Import every module of the package: each kernel module registers its kernels.
+for _info in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_info.name}")
 
-__all__ = ["rwm", "mala", "hmc", "nuts", "integrators", "metrics"]
-
-# slice samplers and the Langevin family (appended; see samplax/methods/mcmc_extra.py)
-gpss = _Algorithm("samplax.mcmc.gpss", "gpss")
-elliptical_slice = _Algorithm("samplax.mcmc.elliptical_slice", "elliptical_slice")
-hit_and_run_slice = _Algorithm("samplax.mcmc.slice", "hit_and_run_slice")
-__all__ += ["gpss", "elliptical_slice", "hit_and_run_slice"]
-ula = _Algorithm("samplax.mcmc.langevin", "ula")
-randomized_midpoint_overdamped = _Algorithm("samplax.mcmc.langevin", "randomized_midpoint_overdamped")
-kinetic_langevin = _Algorithm("samplax.mcmc.kinetic_langevin", "kinetic_langevin")
-randomized_midpoint = _Algorithm("samplax.mcmc.randomized_midpoint", "randomized_midpoint")
-__all__ += ["ula", "randomized_midpoint_overdamped", "kinetic_langevin", "randomized_midpoint"]
-mclmc = _Algorithm("samplax.mcmc.mclmc", "mclmc")
-adjusted_mclmc = _Algorithm("samplax.mcmc.mclmc", "adjusted_mclmc")
-__all__ += ["mclmc", "adjusted_mclmc"]
-myula = _Algorithm("samplax.mcmc.proximal", "myula")
-bregman_myula = _Algorithm("samplax.mcmc.proximal", "bregman_myula")
-__all__ += ["myula", "bregman_myula"]
+__all__ = ["integrators", "metrics", "registry", "KernelSpec", "get_kernel", "kernel_names", "register_kernel"]
+for _name in kernel_names():
+    globals()[_name] = _Algorithm(get_kernel(_name))
+    __all__.append(_name)
+del _info, _name

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from samplax.core.types import Kernel
+from samplax.mcmc.registry import KernelSpec, register_kernel
 from samplax.mcmc.slice import SliceState, _bad, shrink
 from samplax.mcmc.slice import init as _init
 
@@ -99,3 +100,7 @@ def elliptical_slice(logdensity_fn: Callable, mean=None, scale=None, max_shrink:
         return step_fn(key, state, EllipticalSliceParams(cc, ss))
 
     return Kernel(init_fn, step)
+
+
+register_kernel(KernelSpec("elliptical_slice", init, build_kernel, EllipticalSliceParams, elliptical_slice,
+                           gradient_based=False, invariant=True))

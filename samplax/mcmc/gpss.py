@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from samplax.core.types import Kernel
+from samplax.mcmc.registry import KernelSpec, register_kernel
 from samplax.mcmc.slice import SliceState, _check_positive, shrink, step_out
 from samplax.mcmc.slice import init as _init
 
@@ -145,3 +146,6 @@ def gpss(logdensity_fn: Callable, width=2.0, center=None, scale=None,
         return step_fn(key, state, GPSSParams(cc, ss, jnp.asarray(width, state.position.dtype)))
 
     return Kernel(init_fn, step)
+
+
+register_kernel(KernelSpec("gpss", init, build_kernel, GPSSParams, gpss, gradient_based=False, invariant=True))

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 
 from samplax.core.types import Kernel, PointState, point_state
 from samplax.mcmc import integrators, metrics
+from samplax.mcmc.registry import KernelSpec, register_kernel
 
 
 class HMCParams(NamedTuple):
@@ -94,3 +95,8 @@ def hmc(logdensity_fn: Callable, step_size, inverse_mass_matrix=None, num_integr
         return step_fn(key, state, HMCParams(jnp.asarray(step_size), jnp.asarray(imm)))
 
     return Kernel(init_fn, step)
+
+
+register_kernel(KernelSpec("hmc", init, build_kernel, HMCParams, hmc, gradient_based=True, invariant=True,
+                           tunable=True, target_accept=0.8, population_target_accept=0.65,
+                           initial_step_size=lambda d: d ** -0.25))

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 
 from samplax.core.types import Kernel
 from samplax.mcmc import metrics
+from samplax.mcmc.registry import KernelSpec, register_kernel
 
 
 class KineticLangevinParams(NamedTuple):
@@ -131,3 +132,7 @@ def fixed_kinetic_kernel(build_kernel_fn: Callable, init_fn_: Callable, logdensi
                                                          jnp.asarray(friction)))
 
     return Kernel(init_fn, step)
+
+
+register_kernel(KernelSpec("kinetic_langevin", init, build_kernel, KineticLangevinParams, kinetic_langevin,
+                           gradient_based=True, invariant=False, target_accept=0.9))

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 
 from samplax.core.types import Kernel, PointState, point_state
 from samplax.mcmc import metrics
+from samplax.mcmc.registry import KernelSpec, register_kernel
 
 
 class LangevinParams(NamedTuple):
@@ -169,3 +170,10 @@ def randomized_midpoint_overdamped(logdensity_fn: Callable, step_size, inverse_m
     :func:`build_randomized_midpoint_kernel`).  The underdamped (kinetic) scheme of
     Shen & Lee 2019 is :func:`samplax.mcmc.randomized_midpoint`."""
     return _kernel(build_randomized_midpoint_kernel, logdensity_fn, step_size, inverse_mass_matrix)
+
+
+register_kernel(KernelSpec("ula", init, build_ula_kernel, LangevinParams, ula, gradient_based=True, invariant=False,
+                           tunable=True, target_accept=0.9))
+register_kernel(KernelSpec("randomized_midpoint_overdamped", init, build_randomized_midpoint_kernel, LangevinParams,
+                           randomized_midpoint_overdamped, gradient_based=True, invariant=False, tunable=True,
+                           target_accept=0.9))

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 
 from samplax.core.types import Kernel, PointState, point_state
 from samplax.mcmc import metrics
+from samplax.mcmc.registry import KernelSpec, register_kernel
 
 
 class MALAParams(NamedTuple):
@@ -76,3 +77,8 @@ def mala(logdensity_fn: Callable, step_size, inverse_mass_matrix=None) -> Kernel
         return step_fn(key, state, MALAParams(jnp.asarray(step_size), jnp.asarray(imm)))
 
     return Kernel(init_fn, step)
+
+
+register_kernel(KernelSpec("mala", init, build_kernel, MALAParams, mala, gradient_based=True, invariant=True,
+                           tunable=True, target_accept=0.574, population_target_accept=0.57,
+                           initial_step_size=lambda d: d ** (-1 / 3)))

@@ -28,12 +28,14 @@ velocity half step; one gradient).  The energy error of a step is
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from samplax.core.types import Kernel
+from samplax.mcmc.registry import KernelSpec, register_kernel
 
 
 class MCLMCParams(NamedTuple):
@@ -187,3 +189,10 @@ def mclmc(logdensity_fn: Callable, step_size, L=None, scale=None) -> Kernel:
 def adjusted_mclmc(logdensity_fn: Callable, step_size, L=None, scale=None) -> Kernel:
     """Metropolis-adjusted MCLMC kernel (Robnik, Cohn-Gordon & Seljak 2024); exact."""
     return _factory(build_adjusted_kernel, logdensity_fn, step_size, L, scale)
+
+
+register_kernel(KernelSpec("mclmc", init, build_kernel, MCLMCParams, mclmc, gradient_based=True, invariant=False,
+                           initial_step_size=lambda d: 0.25 * math.sqrt(d)))
+register_kernel(KernelSpec("adjusted_mclmc", init, build_adjusted_kernel, MCLMCParams, adjusted_mclmc,
+                           gradient_based=True, invariant=True, target_accept=0.9,
+                           initial_step_size=lambda d: 0.25 * math.sqrt(d)))

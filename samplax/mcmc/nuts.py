@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from samplax.core.types import Kernel, PointState, point_state
 from samplax.mcmc import integrators, metrics
 from samplax.mcmc.hmc import HMCParams as NUTSParams
+from samplax.mcmc.registry import KernelSpec, register_kernel
 
 __all__ = ["NUTSParams", "NUTSInfo", "init", "build_kernel", "nuts"]
 
@@ -214,3 +215,7 @@ def nuts(logdensity_fn: Callable, step_size, inverse_mass_matrix=None, max_tree_
         return step_fn(key, state, NUTSParams(jnp.asarray(step_size), jnp.asarray(imm)))
 
     return Kernel(init_fn, step)
+
+
+register_kernel(KernelSpec("nuts", init, build_kernel, NUTSParams, nuts, gradient_based=True, invariant=True,
+                           tunable=True, target_accept=0.8, initial_step_size=lambda d: d ** -0.25))

@@ -37,6 +37,7 @@ import jax.numpy as jnp
 
 from samplax.core.composite import euclidean_mirror
 from samplax.core.types import Kernel
+from samplax.mcmc.registry import KernelSpec, register_kernel
 
 
 class MYULAParams(NamedTuple):
@@ -181,3 +182,9 @@ def bregman_myula(target, step_size, smoothing) -> Kernel:
         return step_fn(key, state, MYULAParams(jnp.asarray(step_size), jnp.asarray(smoothing)))
 
     return Kernel(init_fn, step)
+
+
+register_kernel(KernelSpec("myula", init, build_myula_kernel, MYULAParams, myula, gradient_based=True, invariant=False,
+                           composite=True))
+register_kernel(KernelSpec("bregman_myula", init_bregman, build_bregman_myula_kernel, MYULAParams, bregman_myula,
+                           gradient_based=True, invariant=False, composite=True))

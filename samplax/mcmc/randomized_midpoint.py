@@ -93,6 +93,7 @@ from samplax.mcmc import metrics
 from samplax.mcmc.kinetic_langevin import KineticLangevinInfo, KineticLangevinParams, KineticLangevinState
 from samplax.mcmc.kinetic_langevin import fixed_kinetic_kernel
 from samplax.mcmc.kinetic_langevin import init as _kl_init
+from samplax.mcmc.registry import KernelSpec, register_kernel
 
 RandomizedMidpointParams = KineticLangevinParams
 RandomizedMidpointState = KineticLangevinState
@@ -229,3 +230,7 @@ def randomized_midpoint(logdensity_fn: Callable, step_size, friction=1.0, invers
     See :func:`build_kernel` for the update rule.  ``step_size`` is the time step ``h``.
     """
     return fixed_kinetic_kernel(build_kernel, init, logdensity_fn, step_size, friction, inverse_mass_matrix)
+
+
+register_kernel(KernelSpec("randomized_midpoint", init, build_kernel, RandomizedMidpointParams, randomized_midpoint,
+                           gradient_based=True, invariant=False, target_accept=0.9))

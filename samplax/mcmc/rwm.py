@@ -12,6 +12,7 @@ import jax.numpy as jnp
 
 from samplax.core.types import Kernel
 from samplax.mcmc import metrics
+from samplax.mcmc.registry import KernelSpec, register_kernel
 
 
 class RWMParams(NamedTuple):
@@ -71,3 +72,9 @@ def rwm(logdensity_fn: Callable, step_size, inverse_mass_matrix=None) -> Kernel:
         return step_fn(key, state, RWMParams(jnp.asarray(step_size), jnp.asarray(imm)))
 
     return Kernel(init_fn, step)
+
+
+register_kernel(KernelSpec("rwm", init, build_kernel, RWMParams, rwm, gradient_based=False, invariant=True,
+                           tunable=True, target_accept=0.234, population_target_accept=0.3,
+                           initial_step_size=lambda d: 2.38 * d ** -0.5,
+                           state_from_point=lambda position, logdensity, grad: RWMState(position, logdensity)))

@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 
 from samplax.core.types import Kernel
+from samplax.mcmc.registry import KernelSpec, register_kernel
 
 
 class SliceState(NamedTuple):
@@ -239,3 +240,7 @@ def _check_positive(name, v):
         ok = False
     if not ok:
         raise ValueError(f"{name} must be a positive number, got {v!r}")
+
+
+register_kernel(KernelSpec("hit_and_run_slice", init, build_kernel, HitAndRunSliceParams, hit_and_run_slice,
+                           gradient_based=False, invariant=True))

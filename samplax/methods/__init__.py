@@ -31,7 +31,10 @@ def method_names() -> list:
 
 
 from samplax.methods import mcmc  # noqa: E402,F401  (registers rwm, mala, hmc, nuts)
-from samplax.methods import mcmc_extra  # noqa: E402,F401  (gpss, slice samplers, Langevin family)
+from samplax.methods import slice  # noqa: E402,F401  (gpss, elliptical_slice, hit_and_run_slice)
+from samplax.methods import langevin  # noqa: E402,F401  (ula, kinetic_langevin, randomized midpoint schemes)
+from samplax.methods import mclmc  # noqa: E402,F401  (mclmc, adjusted_mclmc)
+from samplax.methods import proximal  # noqa: E402,F401  (myula, bregman_myula)
 from samplax.methods import smc  # noqa: E402,F401  (registers smc, waste_free_smc, ais, population_annealing, ...)
 from samplax.methods import interacting  # noqa: E402,F401  (ensembles, SVGD, walk-jump, RDMC, ...)
 from samplax.methods import auto  # noqa: E402,F401  (registers auto, nuts_fisher, nuts_lowrank, chees_hmc)

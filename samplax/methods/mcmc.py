@@ -1,46 +1,23 @@
-"""Registration of the gradient MCMC kernels with Stan-style windowed warm-up."""
+"""Registration of rwm, mala, hmc and nuts: registered kernels with Stan-style windowed warm-up."""
 from __future__ import annotations
 
-import jax.numpy as jnp
-
 from samplax.adaptation.windowed import window_adapter
-import importlib
-
+from samplax.core.options import boolean, pos_int, pos_number, pos_number_or_none, prob
 from samplax.mcmc import integrators
+from samplax.mcmc.registry import get_kernel
 from samplax.methods import Algorithm, MethodSpec, Option, register_method
-
-hmc_m = importlib.import_module("samplax.mcmc.hmc")
-mala_m = importlib.import_module("samplax.mcmc.mala")
-nuts_m = importlib.import_module("samplax.mcmc.nuts")
-rwm_m = importlib.import_module("samplax.mcmc.rwm")
-
-
-def _prob(v):
-    return isinstance(v, (int, float)) and 0.0 < float(v) < 1.0
-
-
-def _pos_int(v):
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
-
-
-def _bool(v):
-    return isinstance(v, bool)
-
-
-def _pos_float_or_none(v):
-    return v is None or (isinstance(v, (int, float)) and float(v) > 0)
 
 
 def _common_options(target_accept):
     return {
-        "target_accept": Option(target_accept, "target acceptance statistic for dual averaging", _prob,
+        "target_accept": Option(target_accept, "target acceptance statistic for dual averaging", prob,
                                 "a number in (0, 1)"),
-        "dense_mass": Option(False, "adapt a dense (instead of diagonal) inverse mass matrix", _bool, "True/False"),
-        "adapt_mass_matrix": Option(True, "adapt the inverse mass matrix in Stan's slow windows", _bool, "True/False"),
-        "adapt_step_size": Option(True, "adapt the step size by dual averaging", _bool, "True/False"),
-        "step_size": Option(None, "initial step size (None: Stan's heuristic)", _pos_float_or_none,
+        "dense_mass": Option(False, "adapt a dense (instead of diagonal) inverse mass matrix", boolean, "True/False"),
+        "adapt_mass_matrix": Option(True, "adapt the inverse mass matrix in Stan's slow windows", boolean, "True/False"),
+        "adapt_step_size": Option(True, "adapt the step size by dual averaging", boolean, "True/False"),
+        "step_size": Option(None, "initial step size (None: Stan's heuristic)", pos_number_or_none,
                             "a positive number or None"),
-        "pooled_adaptation": Option(False, "share step size and mass matrix across chains", _bool, "True/False"),
+        "pooled_adaptation": Option(False, "share step size and mass matrix across chains", boolean, "True/False"),
     }
 
 
@@ -61,41 +38,10 @@ def _basic_stats(state, info, params):
     }
 
 
-def _build_rwm(logdensity_fn, dim, num_warmup, num_chains, **o):
-    def init(key, position):
-        return rwm_m.init(key, position, logdensity_fn)
-
-    def stats(state, info, params):
-        return _basic_stats(state, info, params)
-
-    o = dict(o)
-    if o["step_size"] is None:
-        o["step_size"] = 2.38 / dim**0.5
-    return Algorithm(init, rwm_m.build_kernel(logdensity_fn),
-                     _adapter(logdensity_fn, rwm_m.RWMParams, dim, num_warmup, num_chains, o, False), stats)
-
-
-def _build_mala(logdensity_fn, dim, num_warmup, num_chains, **o):
-    def init(key, position):
-        return mala_m.init(key, position, logdensity_fn)
-
-    return Algorithm(init, mala_m.build_kernel(logdensity_fn),
-                     _adapter(logdensity_fn, mala_m.MALAParams, dim, num_warmup, num_chains, o), _basic_stats)
-
-
 def _hmc_stats(state, info, params):
     out = _basic_stats(state, info, params)
     out.update(diverging=info.is_divergent, energy=info.energy, n_steps=info.num_integration_steps)
     return out
-
-
-def _build_hmc(logdensity_fn, dim, num_warmup, num_chains, **o):
-    def init(key, position):
-        return hmc_m.init(key, position, logdensity_fn)
-
-    step = hmc_m.build_kernel(logdensity_fn, o["num_integration_steps"], o["integrator"])
-    return Algorithm(init, step, _adapter(logdensity_fn, hmc_m.HMCParams, dim, num_warmup, num_chains, o),
-                     _hmc_stats)
 
 
 def _nuts_stats(state, info, params):
@@ -104,39 +50,60 @@ def _nuts_stats(state, info, params):
     return out
 
 
-def _build_nuts(logdensity_fn, dim, num_warmup, num_chains, **o):
-    def init(key, position):
-        return nuts_m.init(key, position, logdensity_fn)
+def windowed_builder(kernel: str, stats, structural=(), find_initial_step_size=True, default_step_size=None):
+    """``build`` of the chain method that runs the registered kernel ``kernel`` (params
+    ``(step_size, inverse_mass_matrix)``) with Stan's windowed warm-up.
 
-    step = nuts_m.build_kernel(logdensity_fn, o["max_tree_depth"], o["divergence_threshold"], o["integrator"])
-    return Algorithm(init, step, _adapter(logdensity_fn, nuts_m.NUTSParams, dim, num_warmup, num_chains, o),
-                     _nuts_stats)
+    ``structural``: the method options passed to the kernel's ``build_kernel`` by name;
+    ``default_step_size(dim)``: the initial step size when the option ``step_size`` is None
+    (None: Stan's heuristic when ``find_initial_step_size``).
+    """
+    spec = get_kernel(kernel)
+
+    def build(logdensity_fn, dim, num_warmup, num_chains, **o):
+        def init(key, position):
+            return spec.init(key, position, logdensity_fn)
+
+        if o["step_size"] is None and default_step_size is not None:
+            o = dict(o, step_size=default_step_size(dim))
+        step = spec.build_kernel(logdensity_fn, **{k: o[k] for k in structural})
+        return Algorithm(init, step, _adapter(logdensity_fn, spec.params_cls, dim, num_warmup, num_chains, o,
+                                              find_initial_step_size), stats)
+
+    return build
+
+
+# RWM starts at 2.38 / sqrt(d) without the heuristic.  (The kernel spec's 2.38 * d**-0.5, used by the SMC
+# mutations, differs from it in the last bit for some d; kept apart so that seeded draws do not change.)
+_build_rwm = windowed_builder("rwm", _basic_stats, find_initial_step_size=False,
+                              default_step_size=lambda dim: 2.38 / dim**0.5)
+_build_mala = windowed_builder("mala", _basic_stats)
+_build_hmc = windowed_builder("hmc", _hmc_stats, ("num_integration_steps", "integrator"))
+_build_nuts = windowed_builder("nuts", _nuts_stats, ("max_tree_depth", "divergence_threshold", "integrator"))
 
 
 def _integrator_ok(v):
     return v in integrators.INTEGRATORS
 
 
-register_method(MethodSpec(
-    "rwm", _build_rwm, "Random-walk Metropolis with adapted Gaussian proposal (Metropolis 1953)",
-    _common_options(0.234), gradient_based=False))
-register_method(MethodSpec(
-    "mala", _build_mala, "Metropolis-adjusted Langevin, preconditioned (Roberts & Tweedie 1996)",
-    _common_options(0.574)))
-register_method(MethodSpec(
-    "hmc", _build_hmc, "Hamiltonian Monte Carlo, static trajectory (Neal 2011)",
-    {**_common_options(0.8),
-     "num_integration_steps": Option(16, "leapfrog steps per transition", _pos_int, "an int >= 1"),
-     "integrator": Option("velocity_verlet", "symplectic integrator", _integrator_ok,
-                          f"one of {sorted(integrators.INTEGRATORS)}")}))
-register_method(MethodSpec(
-    "nuts", _build_nuts, "No-U-Turn Sampler, multinomial (Hoffman & Gelman 2014; Betancourt 2017)",
-    {**_common_options(0.8),
-     "max_tree_depth": Option(10, "maximum tree depth (2^depth leapfrog steps)",
-                              lambda v: _pos_int(v) and v <= 30, "an int in [1, 30]"),
-     "divergence_threshold": Option(1000.0, "energy error that counts as a divergence",
-                                    lambda v: isinstance(v, (int, float)) and v > 0, "a positive number"),
-     "integrator": Option("velocity_verlet", "symplectic integrator", _integrator_ok,
-                          f"one of {sorted(integrators.INTEGRATORS)}")}))
+def _kernel_method(name, build, description, options):
+    """The chain method ``name`` of the registered kernel ``name`` (gradient use and the default
+    acceptance target from its :class:`~samplax.mcmc.registry.KernelSpec`)."""
+    spec = get_kernel(name)
+    return register_method(MethodSpec(name, build, description, {**_common_options(spec.target_accept), **options},
+                                      gradient_based=spec.gradient_based))
 
-del jnp
+
+_kernel_method("rwm", _build_rwm, "Random-walk Metropolis with adapted Gaussian proposal (Metropolis 1953)", {})
+_kernel_method("mala", _build_mala, "Metropolis-adjusted Langevin, preconditioned (Roberts & Tweedie 1996)", {})
+_kernel_method("hmc", _build_hmc, "Hamiltonian Monte Carlo, static trajectory (Neal 2011)", {
+    "num_integration_steps": Option(16, "leapfrog steps per transition", pos_int, "an int >= 1"),
+    "integrator": Option("velocity_verlet", "symplectic integrator", _integrator_ok,
+                         f"one of {sorted(integrators.INTEGRATORS)}")})
+_kernel_method("nuts", _build_nuts, "No-U-Turn Sampler, multinomial (Hoffman & Gelman 2014; Betancourt 2017)", {
+    "max_tree_depth": Option(10, "maximum tree depth (2^depth leapfrog steps)",
+                             lambda v: pos_int(v) and v <= 30, "an int in [1, 30]"),
+    "divergence_threshold": Option(1000.0, "energy error that counts as a divergence",
+                                   pos_number, "a positive number"),
+    "integrator": Option("velocity_verlet", "symplectic integrator", _integrator_ok,
+                         f"one of {sorted(integrators.INTEGRATORS)}")})
