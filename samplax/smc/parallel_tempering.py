@@ -378,8 +378,6 @@ def run_one(key, logdensity_fn: Callable, reference: GaussianReference, config: 
     eps0 = step_size or mutation.initial_step_size(config.kernel, d)
     lengths = round_lengths(num_warmup)
     num_rounds = len(lengths)
-    # host (numpy) constants, not traced iotas: XLA then compiles the same program as before this
-    # function existed (a traced iota changed the fusion and the draws in the last bits)
     rounds = (jnp.arange(num_rounds, dtype=jnp.int32), jnp.asarray(lengths, jnp.int32),
               jnp.arange(num_rounds) < num_rounds - 1)
     n_init_grad = k if mutation.is_gradient_based(config.kernel) else 0
