@@ -28,7 +28,9 @@ def sample(target: Target, method: Any = "nuts", *, kernel=None, seed: int = 0, 
       kernel: instead of ``method``, your own :class:`samplax.Kernel` ``(init, step)``
         whose state has ``.position`` (e.g. :class:`samplax.PointState`); ``init`` receives
         a point of the target's ``event_shape``.  It runs without adaptation, with the
-        same diagnostics, progress and checkpoints.
+        same diagnostics, progress and checkpoints.  A string is not a kernel object: it is
+        the method's own ``kernel`` option (the mutation kernel of the SMC family and of
+        parallel tempering, e.g. ``sample(t, "smc", kernel="mala")``).
       seed: integer seed; all randomness derives from ``(seed, chain, step)``.
       key: a JAX key to use instead of ``seed``.
       num_chains, num_warmup, num_samples, thinning: run length.  For population methods
@@ -59,6 +61,8 @@ def sample(target: Target, method: Any = "nuts", *, kernel=None, seed: int = 0, 
     Returns:
       a :class:`~samplax.core.result.Result`.
     """
+    if isinstance(kernel, str):  # the method's ``kernel`` option (a name), not a user Kernel
+        method_options["kernel"], kernel = kernel, None
     if kernel is not None:
         if not isinstance(target, Target):
             raise TypeError(f"sample: target must be a samplax Target, got {type(target).__name__}")

@@ -107,6 +107,9 @@ class Option:
     doc: str
     check: Optional[Callable[[Any], bool]] = None
     requirement: str = ""
+    #: ``explain(value) -> str``: why a value the check refuses is invalid, added to the error after the
+    #: requirement (e.g. which property a named kernel lacks); None: the requirement says it all.
+    explain: Optional[Callable[[Any], str]] = None
 
 
 class PopulationContext(NamedTuple):
@@ -257,6 +260,7 @@ class MethodSpec:
         for k, opt in self.options.items():
             v = given.get(k, opt.default)
             if k in given and opt.check is not None and not opt.check(v):
-                raise ValueError(f"method {self.name!r}: option {k}={v!r} is invalid: {opt.requirement}")
+                why = f"; {opt.explain(v)}" if opt.explain is not None else ""
+                raise ValueError(f"method {self.name!r}: option {k}={v!r} is invalid: {opt.requirement}{why}")
             out[k] = v
         return out

@@ -33,11 +33,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from samplax.methods import MethodSpec, Option, PopulationOutput, PopulationPlan, register_method
-from samplax.smc import nested, tempered
+from samplax.smc import mutation, nested, tempered
 from samplax.smc import parallel_tempering as ptm
 from samplax.smc.base import lee_whiteley_relative_variance
 from samplax.smc.logz import combine_log_Z, mean_log_Z
-from samplax.smc.mutation import KERNEL_NAMES
 from samplax.smc.paths import DEFAULT_REFERENCE_SCALE, make_reference, valid_dof
 from samplax.smc.resampling import RESAMPLERS, equal_weight_draws
 
@@ -84,7 +83,10 @@ def _schedule_ok(v):
 def common_options(kernel="hmc", num_mcmc_steps=5, num_integration_steps=10):
     """Options shared by every tempered method."""
     return {
-        "kernel": Option(kernel, "MCMC mutation kernel", lambda v: v in KERNEL_NAMES, f"one of {list(KERNEL_NAMES)}"),
+        "kernel": Option(kernel, "MCMC mutation kernel: a registered kernel (samplax.mcmc) that leaves the target "
+                         "invariant with (step_size, inverse_mass_matrix) params",
+                         lambda v: mutation.kernel_problem(v) is None,
+                         f"one of {list(mutation.kernel_names())}", explain=mutation.kernel_problem),
         "num_mcmc_steps": Option(num_mcmc_steps, "MCMC steps per temperature (smc: the minimum; "
                                  "correlation_threshold adds more)", _pos_int, "an int >= 1"),
         "num_integration_steps": Option(num_integration_steps, "leapfrog steps per HMC step", _pos_int,

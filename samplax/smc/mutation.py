@@ -1,9 +1,13 @@
 """MCMC mutations for tempered SMC, tuned from the particle population.
 
 At temperature ``beta`` the mutation runs ``num_mcmc_steps`` steps of an
-MCMC kernel from :mod:`samplax.mcmc` (``hmc``, ``rwm`` or ``mala``; each
-``build_kernel`` takes params ``(step_size, inverse_mass_matrix)``) that leaves
-``pi_beta`` invariant, on every particle (vmap).  Tuning (Buchholz, Chopin &
+MCMC kernel from the kernel registry (:mod:`samplax.mcmc.registry`) that leaves
+``pi_beta`` invariant, on every particle (vmap).  Any registered kernel that
+declares itself ``invariant`` and ``tunable`` (params ``(step_size,
+inverse_mass_matrix)``) with an acceptance target and a scale-free initial step
+size works (:func:`kernel_names`: ``hmc``, ``mala``, ``nuts``, ``rwm``); the
+structural option ``num_integration_steps`` goes to kernels whose
+``build_kernel`` takes it.  Tuning (Buchholz, Chopin &
 Jacob 2021, "Adaptive tuning of HMC within SMC"; Chopin & Papaspiliopoulos 2020,
 sec. 17.2):
 
@@ -20,24 +24,18 @@ moves the target is evaluated once per particle to refresh the cache (counted).
 """
 from __future__ import annotations
 
-import importlib
 from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from samplax.core.types import PointState
+from samplax.mcmc.registry import KERNELS, KernelSpec, get_kernel
 from samplax.smc.paths import GaussianReference, geometric_logdensity
 
-_KERNELS = {
-    "hmc": ("samplax.mcmc.hmc", True),
-    "mala": ("samplax.mcmc.mala", True),
-    "rwm": ("samplax.mcmc.rwm", False),
-}
 PLATEAU_BLOCK = 5
 PLATEAU_RATIO = 0.9
-DEFAULT_TARGET_ACCEPT = {"hmc": 0.65, "mala": 0.57, "rwm": 0.3}
-KERNEL_NAMES = tuple(_KERNELS)
+REQUIREMENT = "a registered kernel that leaves the target invariant and takes (step_size, inverse_mass_matrix) params"
 
 
 class Particles(NamedTuple):
@@ -63,13 +61,71 @@ class MutationInfo(NamedTuple):
     num_moves: jax.Array
 
 
+def kernel_problem(kernel) -> str | None:
+    """Why the kernel named ``kernel`` cannot mutate particles (None when it can)."""
+    if not isinstance(kernel, str) or kernel not in KERNELS:
+        return f"{kernel!r} is not a registered kernel"
+    spec = get_kernel(kernel)
+    if not spec.invariant:
+        return (f"kernel {kernel!r} does not leave the target invariant (unadjusted: its stationary "
+                "distribution is not the target at any finite step size)")
+    if not spec.tunable:
+        return f"kernel {kernel!r} does not take (step_size, inverse_mass_matrix) params"
+    if spec.composite:
+        return f"kernel {kernel!r} needs a composite target (smooth part and prox)"
+    if spec.target_accept is None and spec.population_target_accept is None:
+        return f"kernel {kernel!r} declares no acceptance target"
+    if spec.initial_step_size is None:
+        return f"kernel {kernel!r} declares no initial step size"
+    return None
+
+
+def kernel_names() -> tuple:
+    """The registered kernels that can mutate particles (and move PT replicas), sorted."""
+    return tuple(n for n in KERNELS.names() if kernel_problem(n) is None)
+
+
+def mutation_kernel(kernel: str) -> KernelSpec:
+    """The registered kernel ``kernel`` if it can mutate particles; ``ValueError`` saying why not otherwise."""
+    problem = kernel_problem(kernel)
+    if problem is not None:
+        raise ValueError(f"{problem}; the kernel must be {REQUIREMENT}: one of {list(kernel_names())}")
+    return get_kernel(kernel)
+
+
 def is_gradient_based(kernel: str) -> bool:
-    return _KERNELS[kernel][1]
+    return mutation_kernel(kernel).gradient_based
 
 
 def initial_step_size(kernel: str, dim: int) -> float:
-    """Scale-free starting step size (the mass matrix carries the scale): HMC ``d^-1/4``, MALA ``d^-1/3``, RWM ``2.38 d^-1/2``."""
-    return {"hmc": 1.0 * dim ** -0.25, "mala": 1.0 * dim ** (-1 / 3), "rwm": 2.38 * dim ** -0.5}[kernel]
+    """Scale-free starting step size (the mass matrix carries the scale), from the kernel's spec: HMC and NUTS
+    ``d^-1/4``, MALA ``d^-1/3``, RWM ``2.38 d^-1/2``."""
+    return mutation_kernel(kernel).initial_step_size(dim)
+
+
+def default_target_accept(kernel: str) -> float:
+    """Acceptance target of the population-tuned step size: the spec's ``population_target_accept``
+    (else its ``target_accept``): HMC 0.65, MALA 0.57, RWM 0.3, NUTS 0.8."""
+    spec = mutation_kernel(kernel)
+    return spec.population_target_accept if spec.population_target_accept is not None else spec.target_accept
+
+
+def structural_options(spec: KernelSpec, **options) -> dict:
+    """The ``options`` that ``spec.build_kernel`` takes (by name); the others do not apply to it."""
+    return {k: v for k, v in options.items() if k in spec.structural}
+
+
+def known_state(spec: KernelSpec, position, logdensity, logdensity_grad):
+    """The kernel's state at points whose log-density (and gradient) are known: no evaluation."""
+    if spec.state_from_point is not None:
+        return spec.state_from_point(position, logdensity, logdensity_grad)
+    return PointState(position, logdensity, logdensity_grad)
+
+
+def params_axes(spec: KernelSpec):
+    """``vmap`` axes of the params: a step size per particle (axis 0), one shared inverse mass matrix."""
+    n_extra = len(spec.params_cls._fields) - 2
+    return spec.params_cls(0, None, *([None] * n_extra))
 
 
 def evaluate(logdensity_fn: Callable, reference: GaussianReference, positions: jax.Array,
@@ -136,13 +192,11 @@ def build_mutation(logdensity_fn: Callable, reference: GaussianReference, kernel
     ``[e / exp(s), e exp(s)]``: on multi-scale targets (funnels) the particles
     in narrow regions get moves that the population-tuned ``e`` would reject.
     """
-    if kernel not in _KERNELS:
-        raise ValueError(f"kernel must be one of {sorted(_KERNELS)}, got {kernel!r}")
-    module = importlib.import_module(_KERNELS[kernel][0])
-    gradient = _KERNELS[kernel][1]
-    a_star = DEFAULT_TARGET_ACCEPT[kernel] if target_accept is None else float(target_accept)
-    params_cls = {"hmc": "HMCParams", "mala": "MALAParams", "rwm": "RWMParams"}[kernel]
-    params_cls = getattr(module, params_cls)
+    spec = mutation_kernel(kernel)
+    gradient = spec.gradient_based
+    a_star = default_target_accept(kernel) if target_accept is None else float(target_accept)
+    params_cls = spec.params_cls
+    structural = structural_options(spec, num_integration_steps=num_integration_steps)
     num_moves = num_mcmc_steps - 1 if keep_path else num_mcmc_steps
     adaptive_moves = correlation_threshold is not None and not keep_path
     if adaptive_moves:
@@ -153,20 +207,17 @@ def build_mutation(logdensity_fn: Callable, reference: GaussianReference, kernel
         def lp_beta(x):
             return geometric_logdensity(beta, reference.logdensity(x), logdensity_fn(x))
 
-        if kernel == "hmc":
-            step = module.build_kernel(lp_beta, num_integration_steps)
-        else:
-            step = module.build_kernel(lp_beta)
+        step = spec.build_kernel(lp_beta, **structural)
         n = particles.position.shape[0]
         dtype = particles.position.dtype
         lp0 = geometric_logdensity(beta, particles.lp_ref, particles.lp_tgt)
         if gradient:
             g0 = (jnp.where(beta < 1, 1 - beta, 0.0) * particles.grad_ref
                   + jnp.where(beta > 0, beta, 0.0) * particles.grad_tgt)
-            state = PointState(particles.position, lp0, g0)
         else:
-            state = module.RWMState(particles.position, lp0)
-        vstep = jax.vmap(step, in_axes=(0, 0, params_cls(0, None)))
+            g0 = particles.grad_tgt  # zeros: gradient-free kernels never read it
+        state = known_state(spec, particles.position, lp0, g0)
+        vstep = jax.vmap(step, in_axes=(0, 0, params_axes(spec)))
 
         def move(st, log_eps, k):
             k_eps, k_step = jax.random.split(k)

@@ -5,8 +5,10 @@ the geometric path ``log pi_beta = log q + beta ell``, ``ell = log p - log q``,
 from the normalized Gaussian reference ``q`` (:mod:`samplax.smc.paths`).  One
 *scan* is
 
-1. **local exploration**: ``num_mcmc_steps`` moves of a :mod:`samplax.mcmc`
-   kernel (HMC, MALA or RWM) on every replica ``k >= 1``, each with its own
+1. **local exploration**: ``num_mcmc_steps`` moves of a registered
+   :mod:`samplax.mcmc` kernel that leaves the target invariant and takes
+   ``(step_size, inverse_mass_matrix)`` params (HMC, MALA, NUTS, RWM:
+   :func:`samplax.smc.mutation.kernel_names`) on every replica ``k >= 1``, each with its own
    step size ``e_k`` and diagonal inverse mass matrix ``C_k``; replica 0 is
    replaced by an exact draw from ``q`` (Syed et al. 2021, sec. 2);
 2. **communication** (deterministic even/odd, "DEO"): at even scans the pairs
@@ -47,14 +49,12 @@ neighbouring replicas): with ``w_{k,b}`` the batch means of the ratio terms,
 """
 from __future__ import annotations
 
-import importlib
 from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from samplax.core.types import PointState
 from samplax.smc import mutation
 from samplax.smc.paths import GaussianReference, geometric_logdensity
 
@@ -163,14 +163,13 @@ def build(logdensity_fn: Callable, reference: GaussianReference, config: PTConfi
       adapting the step sizes when ``adapt``;
     - ``sample(key, state, params, num_samples) -> (state, draws [T, d], ell [T, K], acc [T], swap [T, K-1], n_lp, n_grad)``.
     """
-    if config.kernel not in mutation.KERNEL_NAMES:
-        raise ValueError(f"kernel must be one of {list(mutation.KERNEL_NAMES)}, got {config.kernel!r}")
+    spec = mutation.mutation_kernel(config.kernel)
     if config.num_temperatures < 2:
         raise ValueError(f"num_temperatures must be >= 2, got {config.num_temperatures}")
-    module = importlib.import_module(mutation._KERNELS[config.kernel][0])
-    gradient = mutation.is_gradient_based(config.kernel)
-    params_cls = getattr(module, {"hmc": "HMCParams", "mala": "MALAParams", "rwm": "RWMParams"}[config.kernel])
-    a_star = mutation.DEFAULT_TARGET_ACCEPT[config.kernel] if config.target_accept is None \
+    gradient = spec.gradient_based
+    params_cls = spec.params_cls
+    structural = mutation.structural_options(spec, num_integration_steps=config.num_integration_steps)
+    a_star = mutation.default_target_accept(config.kernel) if config.target_accept is None \
         else float(config.target_accept)
     kk = config.num_temperatures
 
@@ -197,14 +196,13 @@ def build(logdensity_fn: Callable, reference: GaussianReference, config: PTConfi
         def lp_beta(z):
             return geometric_logdensity(beta, reference.logdensity(z), logdensity_fn(z))
 
-        step = module.build_kernel(lp_beta, config.num_integration_steps) if config.kernel == "hmc" \
-            else module.build_kernel(lp_beta)
+        step = spec.build_kernel(lp_beta, **structural)
         lp0 = geometric_logdensity(beta, lr, lt)
         if gradient:
             g0 = jnp.where(beta < 1, 1 - beta, 0.0) * gr + jnp.where(beta > 0, beta, 0.0) * gt
-            st = PointState(x, lp0, g0)
         else:
-            st = module.RWMState(x, lp0)
+            g0 = gt  # zeros: gradient-free kernels never read it
+        st = mutation.known_state(spec, x, lp0, g0)
         p = params_cls(jnp.exp(log_eps), imm)
 
         def one(carry, k):
