@@ -54,6 +54,18 @@ def boolean(v) -> bool:
     return isinstance(v, bool)
 
 
+def one_of(choices) -> Callable:
+    """A check for a member of ``choices`` (a collection or mapping of names; unhashable values are not members)."""
+    def ok(v) -> bool:
+        try:
+            return v in choices
+        except TypeError:
+            return False
+
+    ok.__name__ = "one_of"
+    return ok
+
+
 def or_none(check: Callable) -> Callable:
     """``check`` that also accepts None."""
     def ok(v) -> bool:

@@ -71,33 +71,18 @@ import importlib  # noqa: E402
 nuts_m = importlib.import_module("samplax.mcmc.nuts")  # trapezoidal U-turn criterion lives in metrics.is_turning
 from samplax.methods import Algorithm, MethodSpec, Option, register_method
 from samplax.core.cost import make_cost
+from samplax.core.options import boolean, one_of, pos_int, pos_number, pos_number_or_none, prob
 from samplax.postprocess import finish_result
 from samplax.run import PROGRAMS, Progress, check_user_init, find_initial_points, program_key, target_id
-
-
-def _prob(v):
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 < float(v) < 1.0
-
-
-def _pos_int(v):
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
-
-
-def _pos_num(v):
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and float(v) > 0
-
-
-def _integrator_ok(v):
-    return v in integrators.INTEGRATORS
 
 
 def _nuts_options():
     return {
         "max_tree_depth": Option(10, "maximum tree depth (2^depth leapfrog steps)",
-                                 lambda v: _pos_int(v) and v <= 30, "an int in [1, 30]"),
-        "divergence_threshold": Option(1000.0, "energy error that counts as a divergence", _pos_num,
+                                 lambda v: pos_int(v) and v <= 30, "an int in [1, 30]"),
+        "divergence_threshold": Option(1000.0, "energy error that counts as a divergence", pos_number,
                                        "a positive number"),
-        "integrator": Option("velocity_verlet", "symplectic integrator", _integrator_ok,
+        "integrator": Option("velocity_verlet", "symplectic integrator", one_of(integrators.INTEGRATORS),
                              f"one of {sorted(integrators.INTEGRATORS)}"),
     }
 
@@ -128,12 +113,12 @@ def _build_nuts_metric(metric):
 
 def _fisher_options(target_accept=0.8):
     return {
-        "target_accept": Option(target_accept, "target acceptance statistic for dual averaging", _prob,
+        "target_accept": Option(target_accept, "target acceptance statistic for dual averaging", prob,
                                 "a number in (0, 1)"),
         "step_size": Option(None, "initial step size (None: Stan's heuristic)",
-                            lambda v: v is None or _pos_num(v), "a positive number or None"),
+                            pos_number_or_none, "a positive number or None"),
         "pooled_adaptation": Option(False, "share step size and mass matrix across chains",
-                                    lambda v: isinstance(v, bool), "True/False"),
+                                    boolean, "True/False"),
         **_nuts_options(),
     }
 
@@ -146,7 +131,7 @@ register_method(MethodSpec(
     "nuts_lowrank", _build_nuts_metric("low_rank"),
     "NUTS, Stan windows, nutpie's low-rank + diagonal mass matrix from draws and gradients",
     {**_fisher_options(),
-     "rank": Option(10, "most eigen-directions of the low-rank correction", _pos_int, "an int >= 1")}))
+     "rank": Option(10, "most eigen-directions of the low-rank correction", pos_int, "an int >= 1")}))
 
 
 # --------------------------------------------------------------------------- chees_hmc
@@ -180,18 +165,18 @@ register_method(MethodSpec(
     "chees_hmc", _build_chees,
     "Jittered HMC, trajectory length by ChEES (Adam on log T) over all chains, step size by dual averaging "
     "on the harmonic-mean acceptance (Hoffman, Radul & Sountsov 2021)",
-    {"target_accept": Option(0.651, "target harmonic-mean acceptance probability", _prob, "a number in (0, 1)"),
-     "learning_rate": Option(0.025, "Adam learning rate on log trajectory length", _pos_num, "a positive number"),
+    {"target_accept": Option(0.651, "target harmonic-mean acceptance probability", prob, "a number in (0, 1)"),
+     "learning_rate": Option(0.025, "Adam learning rate on log trajectory length", pos_number, "a positive number"),
      "adapt_mass_matrix": Option(True, "pooled Fisher-diagonal mass matrix in Stan's slow windows",
-                                 lambda v: isinstance(v, bool), "True/False"),
+                                 boolean, "True/False"),
      "step_size": Option(None, "initial step size (None: Stan's heuristic, median over chains)",
-                         lambda v: v is None or _pos_num(v), "a positive number or None"),
+                         pos_number_or_none, "a positive number or None"),
      "trajectory_length": Option(None, "initial trajectory length (None: one step)",
-                                 lambda v: v is None or _pos_num(v), "a positive number or None"),
-     "max_num_steps": Option(1000, "most leapfrog steps per transition", _pos_int, "an int >= 1"),
-     "divergence_threshold": Option(1000.0, "energy error that counts as a divergence", _pos_num,
+                                 pos_number_or_none, "a positive number or None"),
+     "max_num_steps": Option(1000, "most leapfrog steps per transition", pos_int, "an int >= 1"),
+     "divergence_threshold": Option(1000.0, "energy error that counts as a divergence", pos_number,
                                     "a positive number"),
-     "integrator": Option("velocity_verlet", "symplectic integrator", _integrator_ok,
+     "integrator": Option("velocity_verlet", "symplectic integrator", one_of(integrators.INTEGRATORS),
                           f"one of {sorted(integrators.INTEGRATORS)}")},
     family="mcmc"))
 
@@ -201,26 +186,26 @@ register_method(MethodSpec(
 
 def _auto_options():
     return {
-        "target_accept": Option(0.8, "target acceptance statistic for dual averaging", _prob, "a number in (0, 1)"),
+        "target_accept": Option(0.8, "target acceptance statistic for dual averaging", prob, "a number in (0, 1)"),
         "check_every": Option(50, "warm-up steps per chunk (and late window-switch period); convergence is "
-                              "checked after each chunk", lambda v: _pos_int(v) and v >= 10 and 100 % v == 0,
+                              "checked after each chunk", lambda v: pos_int(v) and v >= 10 and 100 % v == 0,
                               "an int >= 10 that divides 100"),
-        "min_warmup": Option(150, "adaptation steps before the first convergence check", _pos_int, "an int >= 1"),
-        "terminal_steps": Option(50, "final step-size-only warm-up window", _pos_int, "an int >= 1"),
+        "min_warmup": Option(150, "adaptation steps before the first convergence check", pos_int, "an int >= 1"),
+        "terminal_steps": Option(50, "final step-size-only warm-up window", pos_int, "an int >= 1"),
         "mass_tol": Option(0.3, "stop when RMS log change of the diagonal metric over a chunk is below this",
-                           _pos_num, "a positive number"),
+                           pos_number, "a positive number"),
         "step_tol": Option(0.15, "stop when the RMS over chains of the log change of the step size over a chunk "
-                           "is below this", _pos_num,
+                           "is below this", pos_number,
                            "a positive number"),
         "low_rank": Option(True, "after the diagonal warm-up, switch to nutpie's low-rank + diagonal Fisher "
                            "metric estimated from the last warm-up draws and gradients of all chains when some "
                            "direction's scale differs from the diagonal's by more than low_rank_cutoff",
-                           lambda v: isinstance(v, bool), "True/False"),
-        "max_rank": Option(32, "most eigen-directions of the low-rank correction", _pos_int, "an int >= 1"),
+                           boolean, "True/False"),
+        "max_rank": Option(32, "most eigen-directions of the low-rank correction", pos_int, "an int >= 1"),
         "low_rank_cutoff": Option(2.0, "keep eigen-directions with max(l, 1/l) above this", 
-                                  lambda v: _pos_num(v) and v > 1.0, "a number > 1"),
+                                  lambda v: pos_number(v) and v > 1.0, "a number > 1"),
         "rhat_tol": Option(1.1, "stop when the chunk's split R-hat (all coordinates, lp) is below this",
-                           lambda v: _pos_num(v) and v > 1.0, "a number > 1"),
+                           lambda v: pos_number(v) and v > 1.0, "a number > 1"),
         **_nuts_options(),
     }
 

@@ -15,29 +15,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from samplax.core.options import (
+    nonneg_int, one_of, or_none, pos_int, pos_int_or_none, pos_number, pos_number_or_none,
+)
 from samplax.methods import MethodSpec, Option, register_method
 from samplax.interacting import ensemble, mmd_flow, rdmc, score_ensemble, smoothing, stein, walk_jump
 from samplax.interacting._common import flat_logdensity, population_plan
-
-
-def _pos_int_or_none(v):
-    return v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1)
-
-
-def _pos_number(v):
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and float(v) > 0
-
-
-def _pos_number_or_none(v):
-    return v is None or _pos_number(v)
-
-
-def _int_ge1(v):
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
-
-
-def _nonneg_int(v):
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
 
 # --------------------------------------------------------------------------- ensembles
@@ -65,21 +48,21 @@ def _ensemble_runner(kind):
 
 
 _walkers = Option(None, "walkers per ensemble (None: max(16, 2 dim + 2)); even and >= 2 dim",
-                  _pos_int_or_none, "a positive even int or None")
+                  pos_int_or_none, "a positive even int or None")
 
 register_method(MethodSpec(
     "ensemble_stretch", None,
     "Affine-invariant ensemble sampler, stretch move (Goodman & Weare 2010); gradient-free",
     {"num_walkers": _walkers,
-     "a": Option(2.0, "stretch scale a > 1 (z in [1/a, a])", _pos_number, "a number > 1")},
+     "a": Option(2.0, "stretch scale a > 1 (z in [1/a, a])", pos_number, "a number > 1")},
     family="interacting", gradient_based=False, population=_ensemble_runner("stretch")))
 
 register_method(MethodSpec(
     "ensemble_de", None,
     "Differential-evolution MCMC ensemble (ter Braak 2006); gradient-free",
     {"num_walkers": _walkers,
-     "gamma": Option(None, "DE scale (None: 2.38 / sqrt(2 dim))", _pos_number_or_none, "a positive number or None"),
-     "jump_every": Option(10, "use gamma = 1 every this many iterations (0: never)", _nonneg_int, "an int >= 0")},
+     "gamma": Option(None, "DE scale (None: 2.38 / sqrt(2 dim))", pos_number_or_none, "a positive number or None"),
+     "jump_every": Option(10, "use gamma = 1 every this many iterations (0: never)", nonneg_int, "an int >= 0")},
     family="interacting", gradient_based=False, population=_ensemble_runner("de")))
 
 
@@ -132,7 +115,7 @@ def _check_simplex_init(method, target, init):
         raise ValueError(f"{method}: init must lie in the open simplex (positive coordinates summing to 1)")
 
 
-_step = Option(0.1, "initial Adam learning rate (cosine-decayed to 1/100 of it)", _pos_number, "a positive number")
+_step = Option(0.1, "initial Adam learning rate (cosine-decayed to 1/100 of it)", pos_number, "a positive number")
 
 register_method(MethodSpec(
     "svgd", None,
@@ -184,16 +167,16 @@ register_method(MethodSpec(
     "walk_jump", None,
     "Walk-jump sampling with accumulating measurements (Saremi & Hyvarinen 2019; Saremi et al. 2023); "
     "independent trajectories, num_samples per chain, num_warmup = Langevin steps per trajectory",
-    {"sigma": Option(2.0, "measurement noise std sigma", _pos_number, "a positive number"),
+    {"sigma": Option(2.0, "measurement noise std sigma", pos_number, "a positive number"),
      "num_measurements": Option(100, "number of accumulated measurements M (final noise sigma^2 / M)",
-                                _int_ge1, "an int >= 1"),
+                                pos_int, "an int >= 1"),
      "step_size": Option(None, "Langevin step size in units of sigma^2 (None: 0.5 for the exact, "
-                         "Metropolis-adjusted walk; 0.1 for the unadjusted SNIS walk)", _pos_number_or_none,
+                         "Metropolis-adjusted walk; 0.1 for the unadjusted SNIS walk)", pos_number_or_none,
                          "a positive number or None"),
      "num_is": Option(256, "importance draws per smoothed-score estimate (non-mixture targets)",
-                      _int_ge1, "an int >= 1"),
+                      pos_int, "an int >= 1"),
      "smoothed_score": Option("auto", "'auto' (exact for Gaussian mixtures, else SNIS), 'exact' or 'snis'",
-                              lambda v: v in ("auto", "exact", "snis"), "one of 'auto', 'exact', 'snis'")},
+                              one_of(("auto", "exact", "snis")), "one of 'auto', 'exact', 'snis'")},
     family="interacting", gradient_based=False, population=_walk_jump_runner))
 
 
@@ -257,22 +240,22 @@ def _score_ensemble_runner(target, ctx, **o):
                                     f"{score_ensemble.BIAS_MESSAGE}"}])
 
 
-_T = Option(5.0, "diffusion horizon T (start from N(0, I) at time T)", _pos_number, "a positive number")
+_T = Option(5.0, "diffusion horizon T (start from N(0, I) at time T)", pos_number, "a positive number")
 
 register_method(MethodSpec(
     "rdmc", None,
     "Reverse diffusion Monte Carlo (Huang et al. 2023): reverse OU SDE with the noised score from inner "
     "importance sampling or ULA on p(x0 | x_t); num_samples independent trajectories per chain, "
     "num_warmup = reverse steps",
-    {"T": Option(1.0, "diffusion horizon T (moderate: see samplax.interacting.rdmc)", _pos_number,
+    {"T": Option(1.0, "diffusion horizon T (moderate: see samplax.interacting.rdmc)", pos_number,
                  "a positive number"),
      "init_steps": Option(None, "Langevin steps on p_T before the reverse pass (None: num_warmup)",
-                          lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 0),
+                          or_none(nonneg_int),
                           "an int >= 0 or None"),
      "inner": Option("is", "inner estimator of E[x0 | x_t]: 'is' (importance sampling) or 'ula'",
-                     lambda v: v in ("is", "ula"), "'is' or 'ula'"),
-     "num_inner": Option(256, "inner importance draws / ULA chains per particle and step", _int_ge1, "an int >= 1"),
-     "inner_steps": Option(5, "ULA steps per inner chain (inner='ula')", _int_ge1, "an int >= 1")},
+                     one_of(("is", "ula")), "'is' or 'ula'"),
+     "num_inner": Option(256, "inner importance draws / ULA chains per particle and step", pos_int, "an int >= 1"),
+     "inner_steps": Option(5, "ULA steps per inner chain (inner='ula')", pos_int, "an int >= 1")},
     family="interacting", gradient_based=False, population=_rdmc_runner))
 
 register_method(MethodSpec(
@@ -283,7 +266,7 @@ register_method(MethodSpec(
     {"T": _T,
      "draws_per_member": Option(16, "target evaluations per member and step (shared by the whole ensemble); "
                                 "the accuracy knob, see samplax.interacting.score_ensemble",
-                                _int_ge1, "an int >= 1")},
+                                pos_int, "an int >= 1")},
     family="interacting", gradient_based=False, population=_score_ensemble_runner))
 
 
@@ -316,7 +299,7 @@ register_method(MethodSpec(
     "MMD particle flow with the negative-distance (energy) kernel towards fresh exact target draws "
     "(Hertrich et al. 2024); needs target.sample; num_samples = particles, num_warmup = steps",
     {"step_size": Option(1.0, "Euler step in units of the target's mean coordinate std (cosine-decayed to 1%)",
-                         _pos_number, "a positive number"),
-     "batch_size": Option(None, "target draws per step (None: num_samples)", _pos_int_or_none,
+                         pos_number, "a positive number"),
+     "batch_size": Option(None, "target draws per step (None: num_samples)", pos_int_or_none,
                           "a positive int or None")},
     family="interacting", gradient_based=False, population=_mmd_flow_runner))

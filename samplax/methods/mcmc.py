@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from samplax.adaptation.windowed import window_adapter
-from samplax.core.options import boolean, pos_int, pos_number, pos_number_or_none, prob
+from samplax.core.options import boolean, one_of, pos_int, pos_number, pos_number_or_none, prob
 from samplax.mcmc import integrators
 from samplax.mcmc.registry import get_kernel
 from samplax.methods import Algorithm, MethodSpec, Option, register_method
@@ -82,10 +82,6 @@ _build_hmc = windowed_builder("hmc", _hmc_stats, ("num_integration_steps", "inte
 _build_nuts = windowed_builder("nuts", _nuts_stats, ("max_tree_depth", "divergence_threshold", "integrator"))
 
 
-def _integrator_ok(v):
-    return v in integrators.INTEGRATORS
-
-
 def _kernel_method(name, build, description, options):
     """The chain method ``name`` of the registered kernel ``name`` (gradient use and the default
     acceptance target from its :class:`~samplax.mcmc.registry.KernelSpec`)."""
@@ -98,12 +94,12 @@ _kernel_method("rwm", _build_rwm, "Random-walk Metropolis with adapted Gaussian 
 _kernel_method("mala", _build_mala, "Metropolis-adjusted Langevin, preconditioned (Roberts & Tweedie 1996)", {})
 _kernel_method("hmc", _build_hmc, "Hamiltonian Monte Carlo, static trajectory (Neal 2011)", {
     "num_integration_steps": Option(16, "leapfrog steps per transition", pos_int, "an int >= 1"),
-    "integrator": Option("velocity_verlet", "symplectic integrator", _integrator_ok,
+    "integrator": Option("velocity_verlet", "symplectic integrator", one_of(integrators.INTEGRATORS),
                          f"one of {sorted(integrators.INTEGRATORS)}")})
 _kernel_method("nuts", _build_nuts, "No-U-Turn Sampler, multinomial (Hoffman & Gelman 2014; Betancourt 2017)", {
     "max_tree_depth": Option(10, "maximum tree depth (2^depth leapfrog steps)",
                              lambda v: pos_int(v) and v <= 30, "an int in [1, 30]"),
     "divergence_threshold": Option(1000.0, "energy error that counts as a divergence",
                                    pos_number, "a positive number"),
-    "integrator": Option("velocity_verlet", "symplectic integrator", _integrator_ok,
+    "integrator": Option("velocity_verlet", "symplectic integrator", one_of(integrators.INTEGRATORS),
                          f"one of {sorted(integrators.INTEGRATORS)}")})

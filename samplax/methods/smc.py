@@ -32,6 +32,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from samplax.core.options import (
+    boolean, int_at_least, is_number, one_of, or_none, pos_int, pos_int_or_none, pos_number,
+    pos_number_or_none, prob, prob_or_none,
+)
 from samplax.methods import MethodSpec, Option, PopulationOutput, PopulationPlan, register_method
 from samplax.smc import mutation, nested, tempered
 from samplax.smc import parallel_tempering as ptm
@@ -39,22 +43,6 @@ from samplax.smc.base import lee_whiteley_relative_variance
 from samplax.smc.logz import combine_log_Z, mean_log_Z
 from samplax.smc.paths import DEFAULT_REFERENCE_SCALE, make_reference, valid_dof
 from samplax.smc.resampling import RESAMPLERS, equal_weight_draws
-
-
-def _pos_int(v):
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1
-
-
-def _prob_open(v):
-    return isinstance(v, (int, float)) and 0.0 < float(v) < 1.0
-
-
-def _bool(v):
-    return isinstance(v, bool)
-
-
-def _pos_or_none(v):
-    return v is None or (isinstance(v, (int, float)) and float(v) > 0)
 
 
 def _scale_ok(v):
@@ -71,7 +59,7 @@ def _mean_ok(v):
 
 
 def _schedule_ok(v):
-    if v is None or _pos_int(v):
+    if v is None or pos_int(v):
         return True
     try:
         a = np.asarray(v, dtype=float)
@@ -88,18 +76,18 @@ def common_options(kernel="hmc", num_mcmc_steps=5, num_integration_steps=10):
                          lambda v: mutation.kernel_problem(v) is None,
                          f"one of {list(mutation.kernel_names())}", explain=mutation.kernel_problem),
         "num_mcmc_steps": Option(num_mcmc_steps, "MCMC steps per temperature (smc: the minimum; "
-                                 "correlation_threshold adds more)", _pos_int, "an int >= 1"),
-        "num_integration_steps": Option(num_integration_steps, "leapfrog steps per HMC step", _pos_int,
+                                 "correlation_threshold adds more)", pos_int, "an int >= 1"),
+        "num_integration_steps": Option(num_integration_steps, "leapfrog steps per HMC step", pos_int,
                                         "an int >= 1"),
         "target_accept": Option(None, "target acceptance of the mutation (None: 0.65 HMC, 0.57 MALA, 0.3 RWM)",
-                                lambda v: v is None or _prob_open(v), "None or a number in (0, 1)"),
+                                prob_or_none, "None or a number in (0, 1)"),
         "step_size": Option(None, "initial step size (None: HMC d^-1/4, MALA d^-1/3, RWM 2.38 d^-1/2)",
-                            _pos_or_none, "None or a positive number"),
+                            pos_number_or_none, "None or a positive number"),
         "adapt_step_size": Option(True, "adapt the step size to target_accept from the particles' acceptance",
-                                  _bool, "True/False"),
+                                  boolean, "True/False"),
         "adapt_mass_matrix": Option(True, "inverse mass matrix = weighted particle variance at each temperature",
-                                    _bool, "True/False"),
-        "resampling": Option("systematic", "resampling scheme", lambda v: v in RESAMPLERS,
+                                    boolean, "True/False"),
+        "resampling": Option("systematic", "resampling scheme", one_of(RESAMPLERS),
                              f"one of {sorted(RESAMPLERS)}"),
         "reference_scale": Option(DEFAULT_REFERENCE_SCALE, "std of the Gaussian reference N(mean, scale^2 I) "
                                   "(scalar or [d]); it must cover the target's mass: modes a few reference sds "
@@ -192,7 +180,7 @@ def tempered_plan(target, ctx, name, *, config: tempered.TemperedConfig, schedul
 def _resolve_schedule(schedule, default_num, power=4.0):
     if schedule is None:
         schedule = default_num
-    if _pos_int(schedule):
+    if pos_int(schedule):
         return np.asarray(tempered.power_schedule(int(schedule), power))
     return np.asarray(schedule, dtype=np.float64)
 
@@ -254,17 +242,17 @@ _ADAPTIVE = {
     "schedule": Option(None, "None: adaptive (CESS bisection); an int K: fixed power schedule (k/K)^4; "
                        "or an increasing list of betas from 0 to 1", _schedule_ok,
                        "None, an int >= 1, or an increasing sequence from 0 to 1"),
-    "target_cess": Option(0.8, "fraction of the conditional ESS kept at each adaptive step", _prob_open,
+    "target_cess": Option(0.8, "fraction of the conditional ESS kept at each adaptive step", prob,
                           "a number in (0, 1)"),
-    "max_steps": Option(500, "maximum number of temperatures (adaptive)", _pos_int, "an int >= 1"),
+    "max_steps": Option(500, "maximum number of temperatures (adaptive)", pos_int, "an int >= 1"),
 }
 _FIXED = {
     "schedule": Option(None, "None: power schedule (k/K)^schedule_power with K = num_temperatures; "
                        "or an increasing list of betas from 0 to 1", _schedule_ok,
                        "None, an int >= 1, or an increasing sequence from 0 to 1"),
-    "num_temperatures": Option(100, "number of annealing steps K", _pos_int, "an int >= 1"),
+    "num_temperatures": Option(100, "number of annealing steps K", pos_int, "an int >= 1"),
     "schedule_power": Option(4.0, "power p of the default schedule beta_k = (k/K)^p",
-                             lambda v: isinstance(v, (int, float)) and v > 0, "a positive number"),
+                             pos_number, "a positive number"),
 }
 
 register_method(MethodSpec(
@@ -273,20 +261,20 @@ register_method(MethodSpec(
     {**common_options(num_mcmc_steps=2, num_integration_steps=30), **_ADAPTIVE,
      "correlation_threshold": Option(0.1, "keep moving (after num_mcmc_steps moves) until the rank correlation "
                                      "of log p - log q between the start and the current particles is below this "
-                                     "(None: exactly num_mcmc_steps moves)", lambda v: v is None or _prob_open(v),
+                                     "(None: exactly num_mcmc_steps moves)", prob_or_none,
                                      "None or a number in (0, 1)"),
-     "max_mcmc_steps": Option(50, "cap on the adaptive number of moves per temperature", _pos_int, "an int >= 1"),
+     "max_mcmc_steps": Option(50, "cap on the adaptive number of moves per temperature", pos_int, "an int >= 1"),
      "step_size_spread": Option(2.5, "per-particle log-uniform step-size spread s: e * exp(s U(-1, 1))",
-                                lambda v: isinstance(v, (int, float)) and 0 <= v <= 5, "a number in [0, 5]"),
+                                lambda v: is_number(v) and 0 <= v <= 5, "a number in [0, 5]"),
      "ess_threshold": Option(0.5, "resample when ESS < ess_threshold * N",
-                             lambda v: isinstance(v, (int, float)) and 0.0 <= v <= 1.0, "a number in [0, 1]")},
+                             lambda v: is_number(v) and 0.0 <= v <= 1.0, "a number in [0, 1]")},
     family="smc", gradient_based=True, population=_smc_population, run_stream=7))
 register_method(MethodSpec(
     "waste_free_smc", None, "Waste-free tempered SMC: N/P resampled chains of length P, all states kept "
     "(Dau & Chopin 2022)",
     {**common_options(), **_ADAPTIVE,
      "chain_length": Option(None, "MCMC chain length P (num_samples must be a multiple; None: the largest "
-                            "divisor of num_samples in [2, 20])", lambda v: v is None or (_pos_int(v) and v >= 2),
+                            "divisor of num_samples in [2, 20])", or_none(int_at_least(2)),
                             "None or an int >= 2")},
     family="smc", gradient_based=True, population=_waste_free_population, run_stream=7))
 register_method(MethodSpec(
@@ -387,31 +375,27 @@ def _ns_finish(target, res, cfg, prior, o, num_chains, num_samples):
         extra=extra, warnings=warnings, config={"config": cfg._asdict()})
 
 
-def _none_or_pos_int(v):
-    return v is None or _pos_int(v)
-
-
 register_method(MethodSpec(
     "nested_sampling", None, "Nested sampling, prior t_1(0, 5^2 I): k = n/10 deletions per iteration, live "
     "points decreasing with the remaining evidence, constrained hit-and-run slice sampling (Skilling 2006; "
     "Higson et al. 2019; Handley et al. 2015)",
-    {"num_live": Option(None, "live points (None: num_samples)", _none_or_pos_int, "None or an int >= 1"),
+    {"num_live": Option(None, "live points (None: num_samples)", pos_int_or_none, "None or an int >= 1"),
      "num_delete": Option(None, "points replaced per iteration in the first stage (None: num_live // 10; "
-                          "removing the j-th worst of m live points shrinks log X by 1/(m - j))", _none_or_pos_int,
+                          "removing the j-th worst of m live points shrinks log X by 1/(m - j))", pos_int_or_none,
                           "None or an int >= 1"),
      "min_live": Option(None, "decreasing live points: stages num_live / 4^s down to min_live, each stage "
                         "until the live points hold less than the next stage's share of Z (Higson et al. 2019); "
-                        "None: 100 (constant num_live when num_live <= 100)", _none_or_pos_int,
+                        "None: 100 (constant num_live when num_live <= 100)", pos_int_or_none,
                         "None or an int >= 2"),
      "num_repeats": Option(None, "slice-sampling steps per new point (None: max(10, 5 d), PolyChord's "
-                           "evidence setting)", _none_or_pos_int,
+                           "evidence setting)", pos_int_or_none,
                            "None or an int >= 1"),
-     "max_iterations": Option(None, "iteration cap (None: 100000)", _none_or_pos_int,
+     "max_iterations": Option(None, "iteration cap (None: 100000)", pos_int_or_none,
                               "None or an int >= 1"),
      "max_dead": Option(None, "dead-point buffer size (None: 100 num_live); the run stops when it is full",
-                        _none_or_pos_int, "None or an int >= 1"),
+                        pos_int_or_none, "None or an int >= 1"),
      "dlogz": Option(1e-3, "stop when the live points can add at most this to log Z",
-                     lambda v: isinstance(v, (int, float)) and v > 0, "a positive number"),
+                     pos_number, "a positive number"),
      "reference_scale": dataclasses.replace(
          common_options()["reference_scale"], doc="scale of the prior t_nu(mean, scale^2 I) (or the std of "
          "N(mean, scale^2 I) with reference_dof=None): positive scalar or [d]"),
@@ -518,17 +502,17 @@ register_method(MethodSpec(
     "parallel_tempering", None, "Non-reversible parallel tempering (DEO swaps, schedule equalizing the "
     "communication barrier; Syed et al. 2021), tuned HMC per replica, stepping-stone log Z",
     {"num_temperatures": Option(16, "number of replicas K (beta_0 = 0 ... beta_{K-1} = 1)",
-                                lambda v: _pos_int(v) and v >= 2, "an int >= 2"),
+                                int_at_least(2), "an int >= 2"),
      "kernel": common_options()["kernel"],
-     "num_mcmc_steps": Option(1, "MCMC moves per replica per scan", _pos_int, "an int >= 1"),
+     "num_mcmc_steps": Option(1, "MCMC moves per replica per scan", pos_int, "an int >= 1"),
      "num_integration_steps": common_options()["num_integration_steps"],
      "target_accept": common_options()["target_accept"],
      "step_size": common_options()["step_size"],
-     "adapt_schedule": Option(True, "equalize the swap rejection rates in the tuning rounds", _bool, "True/False"),
+     "adapt_schedule": Option(True, "equalize the swap rejection rates in the tuning rounds", boolean, "True/False"),
      "schedule_power": Option(4.0, "initial schedule beta_k = (k/(K-1))^power",
-                              lambda v: isinstance(v, (int, float)) and v > 0, "a positive number"),
+                              pos_number, "a positive number"),
      "num_batches": Option(20, "batches for the batch-means standard error of log Z",
-                           lambda v: _pos_int(v) and v >= 2, "an int >= 2"),
+                           int_at_least(2), "an int >= 2"),
      "reference_scale": common_options()["reference_scale"],
      "reference_mean": common_options()["reference_mean"]},
     family="smc", gradient_based=True, population=_pt_population, run_stream=13))
