@@ -172,10 +172,9 @@ class PopulationPlan(NamedTuple):
         program by the method's options, the target's structure and the run lengths,
         so ``run`` must close over nothing else: anything drawn from the seed or
         taken from ``init`` travels in ``inputs``.  The engine maps it over runs
-        (``vmap`` or ``lax.map``, see ``batch``), sharding the runs over devices.
+        (``lax.map``: one run at a time), sharding the runs over devices.
       finish: ``finish(out) -> PopulationOutput`` on host arrays (leading run axis).
       inputs: per-run arrays ``[num_chains, ...]`` passed to ``run`` (e.g. initial particles).
-      batch: ``"vmap"`` (runs vectorized) or ``"map"`` (one run at a time: memory).
       shared: a pytree of arrays every run uses (e.g. the reference distribution), passed to
         ``run`` as the keyword ``shared=`` (traced arguments, not constants baked into the
         program; ``None``: no keyword).
@@ -184,7 +183,6 @@ class PopulationPlan(NamedTuple):
     run: Callable
     finish: Callable
     inputs: tuple = ()
-    batch: str = "vmap"
     shared: Any = None
 
 

@@ -325,8 +325,7 @@ def _ns_population(target, ctx, **o):
         draws = equal_weight_draws(jax.random.fold_in(kk, 1), out.positions, out.log_weights, num_samples)
         return out._replace(positions=None, log_weights=None), draws, jax.vmap(lp)(draws)
 
-    return PopulationPlan(run, lambda res: _ns_finish(target, res, cfg, prior, o, num_chains, num_samples),
-                          batch="map")
+    return PopulationPlan(run, lambda res: _ns_finish(target, res, cfg, prior, o, num_chains, num_samples))
 
 
 def _ns_finish(target, res, cfg, prior, o, num_chains, num_samples):
