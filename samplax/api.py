@@ -61,8 +61,12 @@ def sample(target: Target, method: Any = "nuts", *, kernel=None, seed: int = 0, 
     Returns:
       a :class:`~samplax.core.result.Result`.
     """
-    if isinstance(kernel, str):  # the method's ``kernel`` option (a name), not a user Kernel
-        method_options["kernel"], kernel = kernel, None
+    is_kernel = callable(getattr(kernel, "init", None)) and callable(getattr(kernel, "step", None))
+    if kernel is not None and not is_kernel:
+        named = method if isinstance(method, MethodSpec) else get_method(method)
+        if isinstance(kernel, str) or "kernel" in named.options:
+            # not a Kernel object: the method's own ``kernel`` option (e.g. the SMC mutation), checked there
+            method_options["kernel"], kernel = kernel, None
     if kernel is not None:
         if not isinstance(target, Target):
             raise TypeError(f"sample: target must be a samplax Target, got {type(target).__name__}")

@@ -52,6 +52,39 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 METHODS = samplax.method_names()
 
+
+#: Known failures found by this suite (2026-12-06), kept visible as strict xfails: each XPASS (a fix)
+#: fails the run until its entry is removed here.  Each is a bug to fix, not an accepted behaviour.
+_SILENT_NAN = "population method maps NaN to -inf (or keeps draws inside the NaN region) with no count or warning"
+KNOWN_FAILURES = {
+    ("test_batch_invariant", "randomized_midpoint"): "energy stat differs by 1 ulp between 2 and 5 chains",
+    **{("test_invalid_options", m): "kernel=None is read as sample(kernel=None) (no user kernel), so the option's "
+       "default is used: the SMC/PT option shares its name with sample's kernel argument"
+       for m in ("smc", "waste_free_smc", "ais", "population_annealing", "parallel_tempering")},
+    ("test_nan_target_everywhere", "parallel_tempering"): "NaN everywhere gives finite draws, log Z -inf, no warning",
+    **{("test_nan_target_in_part_of_the_space", m): _SILENT_NAN
+       for m in ("smc", "waste_free_smc", "ais", "population_annealing", "nested_sampling", "parallel_tempering",
+                 "rdmc", "score_ensemble", "walk_jump")},
+}
+#: Evaluation counts (slow tier): the initial-point search (+1 per chain, +1 per walker), SVGD's forward passes
+#: of gradients, the lp of the returned SMC/NS draws and nested sampling's finished slice rows are not counted.
+#: Not strict: the count test's outcome per method was measured once on a loaded machine.
+KNOWN_COUNT_FAILURES = {m for m in METHODS
+                        if m not in ("mmd_flow", "parallel_tempering", "rdmc", "score_ensemble", "walk_jump")}
+
+
+def _known(test: str, names):
+    """``names`` as pytest params, with the known failures of ``test`` marked xfail."""
+    out = []
+    for n in names:
+        if (test, n) in KNOWN_FAILURES:
+            out.append(pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=KNOWN_FAILURES[(test, n)])))
+        elif test == "test_evaluation_counts_exact" and n in KNOWN_COUNT_FAILURES:
+            out.append(pytest.param(n, marks=pytest.mark.xfail(strict=False, reason="uncounted evaluations")))
+        else:
+            out.append(n)
+    return out
+
 NUM_WARMUP = 20
 NUM_SAMPLES = 20
 NUM_CHAINS = 2
@@ -310,7 +343,7 @@ def _pooled(name):
     return None if per_chain else "the method's adapter pools all chains"
 
 
-@pytest.mark.parametrize("name", METHODS)
+@pytest.mark.parametrize("name", _known("test_batch_invariant", METHODS))
 def test_batch_invariant(name):
     reason = _pooled(name)
     if reason is not None:
@@ -430,13 +463,13 @@ def _check_nan_run(name, target, region, where, **over):
                      f"draws, {n_region} finite draws inside the NaN region)")
 
 
-@pytest.mark.parametrize("name", METHODS)
+@pytest.mark.parametrize("name", _known("test_nan_target_everywhere", METHODS))
 def test_nan_target_everywhere(name):
     target = _nan_where(base_target(name), lambda x: jnp.ones((), bool))
     _check_nan_run(name, target, lambda x: jnp.all(jnp.isfinite(x)), "everywhere")
 
 
-@pytest.mark.parametrize("name", METHODS)
+@pytest.mark.parametrize("name", _known("test_nan_target_in_part_of_the_space", METHODS))
 def test_nan_target_in_part_of_the_space(name):
     base = base_target(name)
     region = _nan_stripes(base)
@@ -451,7 +484,7 @@ def test_nan_target_in_part_of_the_space(name):
 BAD_VALUES = ["bogus", -1, 0, -0.5, 1.5, 1e9, 2.5, float("nan"), float("inf"), None, True, [], [1.0, -1.0]]
 
 
-@pytest.mark.parametrize("name", METHODS)
+@pytest.mark.parametrize("name", _known("test_invalid_options", METHODS))
 def test_invalid_options(name):
     spec = get_method(name)
     target = base_target(name)
@@ -548,7 +581,8 @@ COUNT_SETTINGS = {
 }
 
 
-@pytest.mark.parametrize("name", METHODS)
+@pytest.mark.slow  # recompiles 33 callback programs (not disk-cacheable): ~2 min; known failures listed below
+@pytest.mark.parametrize("name", _known("test_evaluation_counts_exact", METHODS))
 def test_evaluation_counts_exact(name):
     target, counts = _counting(base_target(name))
     kw = settings(name, num_chains=1, chain_method="sequential", **COUNT_SETTINGS.get(name, {}))
