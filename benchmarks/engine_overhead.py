@@ -45,6 +45,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import samplax  # noqa: E402
+from samplax.adaptation.windowed import window_adapter  # noqa: E402
 from samplax.run.kernel import kernel_method  # noqa: E402
 
 CHAINS = 4
@@ -143,13 +144,16 @@ def sample_with_cpu(*args, **kwargs):
 
 
 # ------------------------------------------------------------------ bare programs
-def bare_program(kern, n_steps, *, variant="plain", chunk=None):
+def bare_program(kern, n_steps, *, variant="plain", chunk=None, low_level=None):
     """``jit(lax.scan)`` over ``chunk or n_steps`` steps of ``kern`` on 4 chains (one ``vmap``).
 
-    variant ``plain``: the positions only.  ``stats``: also the per-step stats the
-    engine records for a user kernel (lp and the info fields) and its evaluation
-    counters.  ``cond``: ``stats`` plus an identity ``lax.cond`` on a per-chain adapter
-    state (as the engine's frozen adapter).
+    variant ``plain``: the positions only.  ``stats``: also the per-step stats the engine records for
+    a user kernel (lp and the info fields) and its evaluation counters.  ``stats+cond``: ``stats`` plus
+    an identity ``lax.cond`` on a per-chain scalar.  ``params``: the low-level kernel
+    (``low_level = (step, adapter)``) with its params read from the adapter's state every step, as
+    the registered method runs it (numbers at run time instead of constants).  ``params+cond``:
+    ``params`` plus the engine's ``lax.cond(i < num_warmup, adapter.update, identity, ...)`` on that
+    state (num_warmup = 0).
     """
     length = chunk or n_steps
     stat_fields = ("acceptance_rate", "is_divergent", "energy", "num_integration_steps", "tree_depth")
@@ -160,11 +164,17 @@ def bare_program(kern, n_steps, *, variant="plain", chunk=None):
         def one(carry, i):
             states, extra = carry
             keys = jax.vmap(lambda kc: jax.random.fold_in(kc, i))(chain_keys)
+            if variant.startswith("params"):
+                step, adapter = low_level
+                new, info = jax.vmap(step)(keys, states, adapter.params(extra))
+                if variant == "params+cond":
+                    extra = jax.lax.cond(i < 0, adapter.update, lambda a, *_: a, extra, i, new, info)
+                return (new, extra), new.position
             new, info = jax.vmap(kern.step)(keys, states)
             if variant == "plain":
                 return (new, extra), new.position
             astate, n_lp, n_grad = extra
-            if variant == "cond":
+            if variant == "stats+cond":
                 astate = jax.lax.cond(i < 0, lambda a: a + 1.0, lambda a: a, astate)
             stats = {"lp": new.logdensity}
             stats.update({f: getattr(info, f) for f in stat_fields if hasattr(info, f)})
@@ -176,14 +186,23 @@ def bare_program(kern, n_steps, *, variant="plain", chunk=None):
     return jax.jit(run)
 
 
+def low_level_kernel(kernel, logp):
+    """The kernel's ``build_kernel`` step and params class (what the registered method runs)."""
+    if kernel == "nuts":
+        return samplax.mcmc.nuts.build_kernel(logp, MAX_TREE_DEPTH), samplax.mcmc.nuts.NUTSParams
+    if kernel == "hmc":
+        return samplax.mcmc.hmc.build_kernel(logp, HMC_STEPS), samplax.mcmc.hmc.HMCParams
+    return samplax.mcmc.mala.build_kernel(logp), samplax.mcmc.mala.MALAParams
+
+
 def bare_extra():
     z = jnp.zeros((CHAINS,), jnp.int32)
     return (jnp.ones((CHAINS,)), z, z)
 
 
-def time_bare(compiled, states0, k_run, n_steps, chunk=None):
+def time_bare(compiled, states0, k_run, n_steps, chunk=None, extra=None):
     """Seconds for the whole run incl. copying draws (and stats) to the host; returns (seconds, draws)."""
-    extra = bare_extra()
+    extra = bare_extra() if extra is None else extra
     if chunk is None:
         t0 = time.perf_counter()
         (_, _), out = compiled(states0, k_run, jnp.asarray(0, jnp.int32), extra)
@@ -208,8 +227,8 @@ def time_bare(compiled, states0, k_run, n_steps, chunk=None):
 
 
 def grab_engine_program(target, x0):
-    """The chunk program of the engine's last run (a ``kernel=`` run always compiles, so it is the newest
-    entry of the program cache) with its inputs, to time it without the engine's host loop."""
+    """The chunk program of the engine's last run, which compiled (so it is the newest entry of the
+    program cache), with its inputs: to time the program without the engine's host loop."""
     import equinox as eqx
 
     from samplax.run.cache import PROGRAMS
@@ -250,17 +269,23 @@ def bench(name, kernel, repeats, n_steps, profile, with_method):
     zero = jnp.asarray(0, jnp.int32)
     chunk_d = default_chunk(n_steps)
 
-    # bare programs (compiled once, ahead of time)
-    bare = {"bare": (bare_program(kern, n_steps).lower(states0, k_run, zero, extra).compile(), None)}
+    # bare programs (compiled once, ahead of time): name -> (program, chunk or None, extra carry)
+    def compiled(variant="plain", chunk=None, low_level=None, ex=extra):
+        prog = bare_program(kern, n_steps, variant=variant, chunk=chunk, low_level=low_level)
+        return prog.lower(states0, k_run, zero, ex).compile(), chunk, ex
+
+    bare = {"bare": compiled()}
     if profile:
-        for v in ("stats", "cond"):
-            bare[f"bare+{v}"] = (bare_program(kern, n_steps, variant=v).lower(states0, k_run, zero, extra).compile(),
-                                 None)
-        bare[f"bare+cond, chunks of {chunk_d}"] = (
-            bare_program(kern, n_steps, variant="cond", chunk=chunk_d).lower(states0, k_run, zero, extra).compile(),
-            chunk_d)
-        bare[f"bare, chunks of {chunk_d}"] = (
-            bare_program(kern, n_steps, chunk=chunk_d).lower(states0, k_run, zero, extra).compile(), chunk_d)
+        bare["bare+stats"] = compiled("stats")
+        bare["bare+stats+cond"] = compiled("stats+cond")
+        bare[f"bare, chunks of {chunk_d}"] = compiled(chunk=chunk_d)
+        bare[f"bare+stats+cond, chunks of {chunk_d}"] = compiled("stats+cond", chunk=chunk_d)
+        step_fn, params_cls = low_level_kernel(kernel, logp)
+        adapter = window_adapter(logp, params_cls, target.dim, 0, target_accept=0.8, adapt_step_size=False,
+                                 adapt_mass_matrix=False, initial_step_size=eps, num_chains=CHAINS)
+        astate0, _ = jax.jit(adapter.init)(jax.random.split(jax.random.key(2), CHAINS), states0)
+        for v in ("params", "params+cond"):
+            bare[f"bare+{v}"] = compiled(v, low_level=(step_fn, adapter), ex=astate0)
 
     # The engine's kernel= path is ``kernel_method(kernel, event_shape)`` run as a chain method
     # (samplax.sample does exactly this).  samplax.sample(kernel=...) builds that spec anew on every
@@ -288,8 +313,8 @@ def bench(name, kernel, repeats, n_steps, profile, with_method):
     mismatch = {}
     grads = None
     runs = {}
-    for k, (prog, chunk) in bare.items():
-        runs[k] = (lambda prog=prog, chunk=chunk: time_bare(prog, states0, k_run, n_steps, chunk))
+    for k, (prog, chunk, ex) in bare.items():
+        runs[k] = (lambda prog=prog, chunk=chunk, ex=ex: time_bare(prog, states0, k_run, n_steps, chunk, ex))
     for cfg in engine_cfgs:
         runs[cfg] = (lambda cfg=cfg: run_engine(*cfg)[:2])
     # warm-up round: compiles everything, checks samplax.sample(kernel=...) itself
@@ -297,11 +322,11 @@ def bench(name, kernel, repeats, n_steps, profile, with_method):
     for cfg in engine_cfgs:
         _, draws, r = run_engine(*cfg)
         compile_s[cfg] = r.cost["compile_seconds"]
+        if profile and cfg[1] == n_steps and r.cost["num_compilations"] == 1:  # newest in the cache
+            prog_args = grab_engine_program(target, x0)
+            runs[f"engine {cfg[0]}= program alone"] = (lambda a=prog_args: time_engine_program(*a))
         if cfg[0] == "kernel":
             grads = r.cost["num_grad_evals"] - CHAINS  # less the initial points' gradients
-            if profile and cfg[1] == n_steps:  # this run compiled: its program is the newest in the cache
-                prog_args = grab_engine_program(target, x0)
-                runs["engine program alone, one chunk"] = (lambda: time_engine_program(*prog_args))
             _, draws_k, r_k = run_engine(*cfg, real_kernel_arg=True)
             mismatch[("kernel=", cfg[1])] = float(np.max(np.abs(draws_k - ref)))
     for k in runs:
