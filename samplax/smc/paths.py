@@ -34,7 +34,11 @@ class GaussianReference(NamedTuple):
 
     def logdensity(self, x: jax.Array) -> jax.Array:
         """``log N(x; mean, diag(scale^2))`` for one point ``x`` of shape ``[d]``."""
-        z = (x - self.mean) / self.scale
+        # times the reciprocal rather than a division by the broadcast scale: XLA rewrites
+        # ``a / broadcast(s)`` into ``a * broadcast(1 / s)`` only when the broadcast has one user, which
+        # depends on whether CSE ran first (it does in a program partitioned over devices), so a division
+        # would round differently sharded and on one device
+        z = (x - self.mean) * (1.0 / self.scale)
         d = x.shape[-1]
         return -0.5 * jnp.sum(z**2) - jnp.sum(jnp.log(self.scale)) - 0.5 * d * jnp.log(2 * jnp.pi)
 
@@ -61,7 +65,11 @@ class StudentTReference(NamedTuple):
 
     def logdensity(self, x: jax.Array) -> jax.Array:
         """``log t_nu(x; mean, diag(scale^2))`` for one point ``x`` of shape ``[d]``."""
-        z = (x - self.mean) / self.scale
+        # times the reciprocal rather than a division by the broadcast scale: XLA rewrites
+        # ``a / broadcast(s)`` into ``a * broadcast(1 / s)`` only when the broadcast has one user, which
+        # depends on whether CSE ran first (it does in a program partitioned over devices), so a division
+        # would round differently sharded and on one device
+        z = (x - self.mean) * (1.0 / self.scale)
         d = x.shape[-1]
         nu = self.dof
         return (gammaln(0.5 * (nu + d)) - gammaln(0.5 * nu) - 0.5 * d * jnp.log(nu * jnp.pi)
