@@ -9,6 +9,8 @@ in a centred hierarchical model), and a chain whose ESS is far below the others'
 """
 from __future__ import annotations
 
+import re
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -80,13 +82,32 @@ def divergence_concentration(quantities, diverging, names=None):
     return out
 
 
+def is_noncentred(target) -> bool:
+    """Whether ``target``'s name or provenance says it is a non-centred parameterization
+    (e.g. posteriordb's ``eight_schools_noncentered``): then a divergence hint does not
+    suggest non-centring it."""
+    if target is None:
+        return False
+    prov = target.provenance() if hasattr(target, "provenance") else {}
+    text = " ".join([str(getattr(target, "name", ""))] + [str(v) for v in prov.values()])
+    return re.search(r"non-?cent(er|re)", text, re.IGNORECASE) is not None
+
+
+def _reparam_hint(noncentred: bool) -> str:
+    if noncentred:
+        return "the target is already non-centred, so non-centring is no remedy here: raise target_accept"
+    return "raise target_accept; if a hierarchical scale is centred, a non-centred parameterization usually helps"
+
+
 def run_warnings(diagnostics: dict, stats: dict, num_chains: int, options: dict | None = None,
-                 quantities=None) -> list:
+                 quantities=None, noncentred: bool = False) -> list:
     """Structured warnings for a run that should not be trusted as is.
 
     ``quantities`` (``[chains, draws, k]``, optional) enables the draw-based
     checks: divergence concentration (:func:`divergence_concentration`) and a
     chain whose minimum bulk ESS is below 0.2 times the median chain's.
+    ``noncentred`` (:func:`is_noncentred` of the target): the divergence hints
+    then say the model is already non-centred instead of suggesting it.
     """
     out = []
     names = diagnostics.get("names")
@@ -102,9 +123,11 @@ def run_warnings(diagnostics: dict, stats: dict, num_chains: int, options: dict 
         ess = np.asarray(diagnostics.get(kind, []), dtype=float)
         if ess.size and np.nanmin(ess) < ESS_PER_CHAIN_MIN * num_chains:
             i = int(np.nanargmin(ess))
+            chains = f"{num_chains} chain{'s' if num_chains != 1 else ''}"
             out.append({"code": kind, "value": float(ess[i]),
-                        "message": f"min {kind.replace('_', ' ')} ESS {ess[i]:.0f} < {ESS_PER_CHAIN_MIN} per chain "
-                                   f"({names[i] if names else i}): estimates may be unreliable"})
+                        "message": f"{kind.split('_')[1]} ESS {ess[i]:.0f} of {names[i] if names else i} over "
+                                   f"{chains} is below {ESS_PER_CHAIN_MIN} per chain "
+                                   f"({ESS_PER_CHAIN_MIN * num_chains}): estimates may be unreliable"})
     if "diverging" in stats:
         n_div = int(np.sum(stats["diverging"]))
         if n_div:
@@ -113,7 +136,7 @@ def run_warnings(diagnostics: dict, stats: dict, num_chains: int, options: dict 
             out.append({"code": "divergences", "value": n_div,
                         "message": f"{n_div} divergent transitions after warm-up ({100 * frac:.2f}%; per chain "
                                    f"{per_chain.tolist()}): the sampler may miss part of the posterior "
-                                   "(raise target_accept or reparameterize)"})
+                                   f"({_reparam_hint(noncentred)})"})
     if "diverging" in stats and quantities is not None:
         conc = divergence_concentration(quantities, stats["diverging"], list(names) if names else None)
         if conc:
@@ -121,8 +144,8 @@ def run_warnings(diagnostics: dict, stats: dict, num_chains: int, options: dict 
             out.append({"code": "divergence_concentration", "value": c0["name"], "details": conc,
                         "message": f"divergences concentrate at {c0['side']} values of {c0['name']} (divergent "
                                    f"draws' mean percentile {100 * c0['percentile']:.0f}%, z = {c0['z']:.1f}): the "
-                                   f"sampler cannot enter that region, so estimates there are biased (typical of a "
-                                   f"funnel; reparameterize, e.g. non-centred)"})
+                                   f"sampler cannot enter that region, so estimates there are biased "
+                                   f"({_reparam_hint(noncentred)})"})
     if quantities is not None and num_chains > 1 and np.asarray(quantities).shape[1] >= 20:
         from samplax.diagnostics import ess_bulk
 
@@ -176,7 +199,7 @@ def finish_result(target: Target, method: str, samples: np.ndarray, stats: dict,
         diagnostics = {key: nan for key in ("mean", "sd", "mcse_mean", "mcse_sd", "ess_bulk", "ess_tail", "rhat")}
     diagnostics = {k: np.asarray(v) for k, v in diagnostics.items() if k != "names"}
     warnings = [] if n < 4 else run_warnings({**diagnostics, "names": names}, stats, c, config.get("options"),
-                                             quantities=quantities)
+                                             quantities=quantities, noncentred=is_noncentred(target))
     warnings += list(extra_warnings or [])
     if not complete:
         warnings.append({"code": "interrupted", "value": int(n),

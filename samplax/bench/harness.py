@@ -12,16 +12,23 @@ Per run the table reports (all moments of the reported quantities
   ``kurtosis_i - 1 > ESS_sd_i`` (relative error of the sd above 1/2: the funnel's ``x_i``,
   kurtosis 3 e^9) cannot be checked from the draws and are listed in ``sd_unchecked``;
 * ``min_ess_bulk``, ``ess_per_grad`` (min bulk ESS / all gradient evaluations,
-  warm-up included), ``ess_per_sec`` (min bulk ESS / sampling seconds after
+  warm-up included; NaN for a gradient-free method), ``ess_per_lp_eval`` (min bulk
+  ESS / all log-density evaluations, printed "ESS/lp-eval": the cost measure of
+  gradient-free methods), ``ess_per_sec`` (min bulk ESS / sampling seconds after
   compilation), ``compile_s``;
 * for methods that estimate the normalizing constant (SMC family, nested
   sampling): ``log_Z``, ``log_Z_se``, ``log_Z_err = log_Z - log Z_true``,
   ``log_Z_z = |log_Z_err| / sqrt(log_Z_se^2 + se_truth^2)`` (not scored when both are 0) and
   ``log_Z_sd_runs`` (the spread of the independent runs' estimates, i.e. the error of one run);
-* ``pass``: all z-scores (moments and, where the target's ``log Z`` is known,
-  ``log_Z_z``) below ``Z_PASS`` (a Bonferroni-style bound for up to ~100
-  quantities at a 1e-4 family-wise false-alarm rate), or the run raised a
-  warning that flags it as untrustworthy (``flagged``).
+* ``pass``: the run is accurate: all z-scores (moments and, where the target's
+  ``log Z`` is known, ``log_Z_z``) below ``Z_PASS`` (a Bonferroni-style bound for
+  up to ~100 quantities at a 1e-4 family-wise false-alarm rate); ``None`` when
+  the target has no ground truth to check against.  Warnings never make a run pass;
+* ``status``: ``passed`` or ``failed`` by that check (``no-truth`` without ground
+  truth), with `` (warned)`` appended when the run raised warnings (``warnings``
+  lists their codes): ``failed (warned)`` is an inaccurate run whose own diagnostics
+  flagged it, ``failed`` one that looked fine to them (the worst case),
+  ``passed (warned)`` an accurate run with warnings.
 """
 from __future__ import annotations
 
@@ -71,8 +78,9 @@ def evaluate(result: Result, target) -> dict:
         "divergences": int(np.sum(result.stats["diverging"])) if "diverging" in result.stats else 0,
         "warnings": ",".join(sorted({w["code"] for w in result.warnings})),
     }
-    evals = row["grad_evals"] or row["logdensity_evals"]
-    row["ess_per_grad"] = row["min_ess_bulk"] / max(evals, 1)
+    nan = float("nan")
+    row["ess_per_grad"] = row["min_ess_bulk"] / row["grad_evals"] if row["grad_evals"] else nan
+    row["ess_per_lp_eval"] = row["min_ess_bulk"] / row["logdensity_evals"] if row["logdensity_evals"] else nan
     row["ess_per_sec"] = row["min_ess_bulk"] / max(row["sampling_s"], 1e-9)
     gt = target.ground_truth()
     row["truth"] = gt.kind if gt is not None else "none"
@@ -119,15 +127,43 @@ def evaluate(result: Result, target) -> dict:
                 checks.append(row["log_Z_z"])
             else:
                 row["log_Z_z"] = float("nan")
+    warned = " (warned)" if result.warnings else ""
     if checks:
-        accurate = all(c <= Z_PASS for c in checks)
-        flagged = bool(result.warnings)
-        row["pass"] = bool(accurate or flagged)
-        row["status"] = "ok" if accurate else ("flagged" if flagged else "FAIL")
+        accurate = all(c <= Z_PASS for c in checks)  # a NaN score is not accurate
+        row["pass"] = bool(accurate)
+        row["status"] = ("passed" if accurate else "failed") + warned
     else:
-        row["pass"] = True
-        row["status"] = "no-truth"
+        row["pass"] = None
+        row["status"] = "no-truth" + warned
     return row
+
+
+#: every value of a row's ``status``, in the order the summary counts them
+STATUSES = ("passed", "passed (warned)", "failed (warned)", "failed", "no-truth", "no-truth (warned)")
+
+
+def status_counts(rows: list) -> dict:
+    """How many rows have each status (every status of :data:`STATUSES`, zeros included)."""
+    return {s: sum(1 for r in rows if r.get("status") == s) for s in STATUSES}
+
+
+def summary_line(rows: list) -> str:
+    """One line counting the runs of each status, e.g. ``2 passed, 1 failed (warned) of 3 runs``."""
+    counts = status_counts(rows)
+    parts = [f"{n} {s}" for s, n in counts.items() if n]
+    return f"{', '.join(parts) or 'no runs'} of {len(rows)} runs"
+
+
+def num_failed(rows: list) -> int:
+    """Rows whose accuracy check failed, warned or not."""
+    return sum(1 for r in rows if str(r.get("status", "")).startswith("failed"))
+
+
+def cost_label(row: dict) -> str:
+    """``ESS/grad=...`` for a run that evaluated gradients, else ``ESS/lp-eval=...`` (per log-density evaluation)."""
+    if row.get("grad_evals"):
+        return f"ESS/grad={row['ess_per_grad']:.4f}"
+    return f"ESS/lp-eval={row['ess_per_lp_eval']:.4f}"
 
 
 @dataclasses.dataclass
@@ -139,12 +175,23 @@ class SuiteRun:
 
 
 def run_suite(suite: str | dict, out_dir: Optional[str] = None, progress: bool = True,
-              only: Optional[list] = None) -> SuiteRun:
-    """Run every entry of a suite; write per-run folders and the table into ``out_dir``."""
+              only: Optional[list] = None, overrides: Optional[dict] = None) -> SuiteRun:
+    """Run every entry of a suite; write per-run folders and the table into ``out_dir``.
+
+    ``overrides`` (``num_chains``, ``num_warmup``, ``num_samples``, ``seed``) replace the suite's
+    and every entry's values, e.g. for a short smoke run; they are recorded in the suite
+    metadata (``config.json``, ``results.json``) under ``"overrides"``.
+    """
     import samplax
 
     spec = load_suite(suite) if isinstance(suite, str) else suite
-    meta = spec.get("suite", {})
+    meta = dict(spec.get("suite", {}))
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    unknown = sorted(set(overrides) - {"num_chains", "num_warmup", "num_samples", "seed"})
+    if unknown:
+        raise ValueError(f"run_suite: overrides may set num_chains, num_warmup, num_samples, seed; got {unknown}")
+    if overrides:
+        meta["overrides"] = overrides
     defaults = {k: meta[k] for k in ("num_chains", "num_warmup", "num_samples", "seed") if k in meta}
     rows, results = [], []
     entries = spec.get("run", [])
@@ -154,6 +201,7 @@ def run_suite(suite: str | dict, out_dir: Optional[str] = None, progress: bool =
         target = samplax.targets.get(e["target"], **e.get("target_params", {}))
         kw = dict(defaults)
         kw.update({k: e[k] for k in ("num_chains", "num_warmup", "num_samples", "seed") if k in e})
+        kw.update(overrides)
         t0 = time.perf_counter()
         res = samplax.sample(target, e["method"], progress=False, **kw, **e.get("options", {}))
         row = evaluate(res, target)
@@ -161,9 +209,9 @@ def run_suite(suite: str | dict, out_dir: Optional[str] = None, progress: bool =
         rows.append(row)
         results.append(res)
         if progress:
-            print(f"[{i + 1}/{len(entries)}] {e['method']:>8} on {e['target']:<22} {row['status']:>8}  "
+            print(f"[{i + 1}/{len(entries)}] {e['method']:>8} on {e['target']:<22} {row['status']:<15}  "
                   f"max|z|={row['max_z_mean']:.2f}  minESS={row['min_ess_bulk']:.0f}  "
-                  f"ESS/grad={row['ess_per_grad']:.4f}  ({row['wall_s']:.1f}s)", flush=True)
+                  f"{cost_label(row)}  ({row['wall_s']:.1f}s)", flush=True)
         if out_dir is not None:
             run_dir = os.path.join(out_dir, "runs", f"{i:02d}_{e['method']}_{e['target']}")
             res.save(run_dir)
@@ -173,27 +221,34 @@ def run_suite(suite: str | dict, out_dir: Optional[str] = None, progress: bool =
 
 
 COLUMNS = ["method", "target", "status", "max_z_mean", "max_err_mean_sd", "max_rel_var_err", "max_z_sd",
-           "min_ess_bulk", "ess_per_grad", "ess_per_sec", "compile_s", "sampling_s", "divergences", "max_rhat",
-           "warnings", "sd_unchecked", "log_Z", "log_Z_err", "log_Z_se", "log_Z_z", "log_Z_sd_runs"]
+           "min_ess_bulk", "ess_per_grad", "ess_per_lp_eval", "ess_per_sec", "compile_s", "sampling_s",
+           "divergences", "max_rhat", "warnings", "sd_unchecked", "log_Z", "log_Z_err", "log_Z_se", "log_Z_z",
+           "log_Z_sd_runs"]
+
+
+def _cell(key: str, value) -> str:
+    """One value of the terminal table as text: ratios of ESS to cost with 4 decimals, "-" where absent."""
+    if isinstance(value, float):
+        if np.isnan(value) and key.startswith("ess_per"):
+            return "-"
+        return f"{value:.4f}" if key in ("ess_per_grad", "ess_per_lp_eval") else f"{value:.3g}"
+    return str(value) if value not in ("", None) else "-"
 
 
 def format_table(rows: list) -> str:
-    """A fixed-width text table of the main columns."""
-    heads = ["method", "target", "status", "max|z|", "err/sd", "var_err", "z_sd", "minESS", "ESS/grad",
-             "ESS/s", "compile", "div", "R-hat"]
-    keys = ["method", "target", "status", "max_z_mean", "max_err_mean_sd", "max_rel_var_err", "max_z_sd",
-            "min_ess_bulk", "ess_per_grad", "ess_per_sec", "compile_s", "divergences", "max_rhat"]
-    out = [" ".join(f"{h:>10}" if j > 1 else f"{h:<22}" if j == 1 else f"{h:<8}" for j, h in enumerate(heads))]
-    for r in rows:
-        cells = []
-        for j, k in enumerate(keys):
-            v = r.get(k, "")
-            if isinstance(v, float):
-                s = f"{v:.4f}" if k == "ess_per_grad" else f"{v:.3g}"
-            else:
-                s = str(v)
-            cells.append(f"{s:>10}" if j > 1 else f"{s:<22}" if j == 1 else f"{s:<8}")
-        out.append(" ".join(cells))
+    """A fixed-width text table of the main columns, the warning codes last."""
+    cols = [("method", "method", -8), ("target", "target", -22), ("status", "status", -15),
+            ("max_z_mean", "max|z|", 10), ("max_err_mean_sd", "err/sd", 10), ("max_rel_var_err", "var_err", 10),
+            ("max_z_sd", "z_sd", 10), ("min_ess_bulk", "minESS", 10), ("ess_per_grad", "ESS/grad", 10),
+            ("ess_per_lp_eval", "ESS/lp-eval", 11), ("ess_per_sec", "ESS/s", 10), ("compile_s", "compile", 10),
+            ("divergences", "div", 10), ("max_rhat", "R-hat", 10), ("warnings", "warnings", 0)]
+
+    def line(texts):
+        return " ".join(t if w == 0 else f"{t:<{-w}}" if w < 0 else f"{t:>{w}}"
+                        for t, (_, _, w) in zip(texts, cols)).rstrip()
+
+    out = [line([h for _, h, _ in cols])]
+    out += [line([_cell(k, r.get(k, "")) for k, _, _ in cols]) for r in rows]
     z_rows = [r for r in rows if "log_Z" in r]
     if z_rows:  # the normalizing-constant estimates, one line per run that has one
         out += ["", f"{'method':<8} {'target':<22} {'log Z':>10} {'error':>10} {'se':>10} {'|err|/se':>10} "
@@ -209,7 +264,7 @@ def format_table(rows: list) -> str:
 def write_table(rows: list, out_dir: str, meta: dict) -> None:
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "results.json"), "w") as f:
-        json.dump({"suite": meta, "rows": rows}, f, indent=1, default=str)
+        json.dump({"suite": meta, "summary": status_counts(rows), "rows": rows}, f, indent=1, default=str)
     with open(os.path.join(out_dir, "config.json"), "w") as f:
         json.dump(meta, f, indent=1, default=str)
     try:
@@ -223,4 +278,4 @@ def write_table(rows: list, out_dir: str, meta: dict) -> None:
     except ImportError:  # pragma: no cover - pyarrow is a dependency
         pass
     with open(os.path.join(out_dir, "results.txt"), "w") as f:
-        f.write(format_table(rows) + "\n")
+        f.write(format_table(rows) + "\n\n" + summary_line(rows) + "\n")

@@ -129,12 +129,17 @@ def make_report(folder: str) -> str:
         meta = json.load(f)
     body = []
     if "rows" in meta:  # bench folder
-        from samplax.bench.harness import format_table
+        from samplax.bench.harness import Z_PASS, format_table, summary_line
 
         body.append(f"<h1>samplax bench: {html.escape(str(meta.get('suite', {}).get('name', '')))}</h1>")
-        body.append("<p>z-scores: |estimate - truth| / sqrt(MCSE^2 + se_truth^2); ESS/grad counts every "
-                    "gradient evaluation including warm-up; ESS/s uses sampling time after compilation.</p>")
-        body.append(f"<pre>{html.escape(format_table(meta['rows']))}</pre>")
+        body.append("<p>z-scores: |estimate - truth| / sqrt(MCSE^2 + se_truth^2). Status: <b>passed</b> when "
+                    f"every z-score is at most {Z_PASS:g}, else <b>failed</b>; <b>(warned)</b> when the run "
+                    "raised warnings (codes in the last column), which never turn a failed check into a pass. "
+                    "ESS/grad counts every gradient evaluation including warm-up; ESS/lp-eval every "
+                    "log-density evaluation (the cost of gradient-free methods); ESS/s uses sampling time "
+                    "after compilation.</p>")
+        body.append(f"<pre>{html.escape(format_table(meta['rows']))}\n\n"
+                    f"{html.escape(summary_line(meta['rows']))}</pre>")
         runs_dir = os.path.join(folder, "runs")
         for sub in sorted(os.listdir(runs_dir)) if os.path.isdir(runs_dir) else []:
             p = os.path.join(runs_dir, sub)

@@ -40,7 +40,7 @@ from samplax.diffusion.solvers import solver_names
 def add_subparser(subparsers) -> argparse.ArgumentParser:
     """Add the ``diffusion`` command (with sub-command ``sample``) to an argparse ``subparsers``."""
     p = subparsers.add_parser("diffusion", help="diffusion models: train small denoisers, sample")
-    p.set_defaults(func=run)
+    p.set_defaults(func=command)
     sub = p.add_subparsers(dest="diffusion_command", required=True)
     s = sub.add_parser("sample", help="sample an exact GMM diffusion model or a trained checkpoint")
     src = s.add_mutually_exclusive_group(required=True)
@@ -73,8 +73,20 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+def command(args) -> int:
+    """The ``samplax diffusion`` entry point: :func:`run`, with a user's mistake (an invalid value,
+    a missing checkpoint, a ``--resume`` that does not apply) printed as one line
+    ``samplax diffusion CMD: message`` on stderr and exit code 2 instead of a traceback."""
+    try:
+        return run(args)
+    except (ValueError, TypeError, FileNotFoundError) as e:
+        print(f"samplax diffusion {args.diffusion_command}: {e}", file=sys.stderr)
+        return 2
+
+
 def run(args) -> int:
-    """Execute a parsed ``diffusion`` command; returns the process exit code."""
+    """Execute a parsed ``diffusion`` command; returns the process exit code (raises ``ValueError``,
+    ``TypeError`` or ``FileNotFoundError`` for invalid arguments; :func:`command` reports them)."""
     if args.diffusion_command == "train":
         return _train(args)
     if args.diffusion_command != "sample":  # pragma: no cover - argparse restricts choices
@@ -104,7 +116,10 @@ def _train(args) -> int:
         raise ValueError(f"--steps must be >= 0, got {args.steps}")
     data_fn = toy2d.get_dataset(args.data)
     has_ckpt = os.path.isfile(os.path.join(args.out, train_mod.CONFIG_FILE))
-    if args.resume and has_ckpt:
+    if args.resume and not has_ckpt:
+        raise FileNotFoundError(f"--resume: {args.out!r} holds no checkpoint to continue "
+                                f"({train_mod.CONFIG_FILE} is missing); run without --resume to start training")
+    if args.resume:
         state, config, meta = train_mod.load_checkpoint(args.out)
         if meta.get("data") != args.data:
             raise ValueError(f"--data {args.data!r} differs from the checkpoint's data {meta.get('data')!r}")

@@ -225,7 +225,7 @@ def run_chains(target, spec: MethodSpec, options: dict, *, keys: RunKeys, seed_i
         cfg_path = os.path.join(checkpoint_dir, "checkpoint_config.json")
         if os.path.exists(ckpt_path):
             carry, draws, stats_store, next_chunk, totals, seconds_before = load_checkpoint(
-                ckpt_path, cfg_hash, carry)
+                ckpt_path, cfg_hash, carry, config)
             if mesh is not None:
                 carry = sharding.put(carry, mesh, 0)
         else:

@@ -50,9 +50,34 @@ def save_checkpoint(path, config_hash_, carry, draws, stats_store, next_chunk, t
     atomic_savez(path, arrays)
 
 
-def load_checkpoint(path, config_hash_, carry_template):
+def config_differences(stored: dict, current: dict, prefix: str = "") -> list:
+    """The fields where two run configurations differ, as ``"options.target_accept: 0.95 in the
+    checkpoint, 0.8 now"`` (nested dicts by dotted path; values compared as JSON)."""
+    stored = json.loads(json.dumps(stored, default=str))
+    current = json.loads(json.dumps(current, default=str))
+    out = []
+    for k in sorted(set(stored) | set(current), key=str):
+        a, b = stored.get(k, "<absent>"), current.get(k, "<absent>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_differences(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}: {a!r} in the checkpoint, {b!r} now")
+    return out
+
+
+def _stored_config(path):
+    """The configuration saved next to a checkpoint (``checkpoint_config.json``), if readable."""
+    try:
+        with open(os.path.join(os.path.dirname(path), "checkpoint_config.json")) as f:
+            return json.load(f).get("config")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def load_checkpoint(path, config_hash_, carry_template, config=None):
     """Read a checkpoint written by :func:`save_checkpoint` for the same configuration (else
-    :class:`CheckpointMismatchError`)."""
+    :class:`CheckpointMismatchError`, naming the fields that differ when ``config`` is given and
+    the checkpoint's ``checkpoint_config.json`` is readable)."""
     try:
         with np.load(path) as z:
             arrays = {k: z[k] for k in z.files}
@@ -61,9 +86,12 @@ def load_checkpoint(path, config_hash_, carry_template):
         raise CheckpointMismatchError(f"sample: checkpoint {path} is unreadable or corrupt ({e}); "
                                       "delete it to start over") from e
     if meta.get("hash") != config_hash_:
+        stored = _stored_config(path)
+        diffs = config_differences(stored, config) if isinstance(stored, dict) and config is not None else []
+        what = "; ".join(diffs) if diffs else f"hash {meta.get('hash')} != {config_hash_}"
         raise CheckpointMismatchError(
             f"sample: checkpoint in {os.path.dirname(path)} was written by a run with a different "
-            f"configuration (hash {meta.get('hash')} != {config_hash_}); refusing to resume. "
+            f"configuration ({what}); refusing to resume. "
             "Use another checkpoint_dir or delete the old checkpoint.")
     template_leaves, treedef = jax.tree.flatten(carry_template)
     if meta["num_leaves"] != len(template_leaves):
