@@ -162,7 +162,8 @@ def _walk_jump_runner(target, ctx, **o):
                                                 num_warmup=num_warmup, num_is=o["num_is"]),
         extra={"smoothed_score": "exact mixture" if exact else f"SNIS with {o['num_is']} draws",
                "final_noise_variance": s_final,
-               "steps_first_and_later": walk_jump.stage_steps(num_warmup, o["num_measurements"])})
+               "steps_first_and_later": walk_jump.stage_steps(num_warmup, o["num_measurements"])},
+        extra_warnings=[walk_jump.bias_warning(ctx.method, exact, s_final)])
 
 
 register_method(MethodSpec(
