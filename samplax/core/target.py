@@ -140,19 +140,29 @@ class Target(eqx.Module):
 
 
 def _check_event_shape(event_shape, fn_name: str) -> tuple:
-    if isinstance(event_shape, (int, np.integer)):
-        event_shape = (int(event_shape),)
-    try:
-        event_shape = tuple(int(s) for s in event_shape)
-    except TypeError:
-        raise TypeError(
-            f"{fn_name}: event_shape must be an int or a tuple of ints, got {event_shape!r}"
-        ) from None
-    if len(event_shape) == 0 or any(s <= 0 for s in event_shape):
+    """``event_shape`` as a tuple of positive ints; a ValueError naming it for anything else.
+
+    Accepted: an int or a tuple/list of ints (numpy integers too).  Refused: strings (``'2'`` is not
+    the shape ``(2,)``), floats (``2.0``, ``2.5``), bools, other objects, empty, zero or negative sizes.
+    """
+    def as_int(v):
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+            raise ValueError(
+                f"{fn_name}: event_shape must be an int or a tuple of ints, got {event_shape!r} "
+                f"({type(v).__name__} {v!r} is not an int)")
+        return int(v)
+
+    if isinstance(event_shape, np.ndarray) and event_shape.ndim == 1:
+        event_shape = event_shape.tolist()
+    if isinstance(event_shape, (tuple, list)):
+        shape = tuple(as_int(s) for s in event_shape)
+    else:
+        shape = (as_int(event_shape),)
+    if len(shape) == 0 or any(s <= 0 for s in shape):
         raise ValueError(
             f"{fn_name}: event_shape must be a non-empty tuple of positive ints, got {event_shape!r}"
         )
-    return event_shape
+    return shape
 
 
 class FunctionTarget(Target):
@@ -188,11 +198,12 @@ class FunctionTarget(Target):
         return self.truth
 
 
-def _validate_fn(fn, event_shape, fn_name):
+def _validate_fn(fn, event_shape, fn_name, check_indexing=True, label=None):
     if not callable(fn):
         raise TypeError(f"{fn_name}: fn must be callable, got {type(fn).__name__}")
+    point = jax.ShapeDtypeStruct(event_shape, jnp.result_type(float))
     try:
-        out = jax.eval_shape(fn, jax.ShapeDtypeStruct(event_shape, jnp.result_type(float)))
+        out = jax.eval_shape(fn, point)
     except Exception as e:  # noqa: BLE001 - re-raised with context
         raise ValueError(
             f"{fn_name}: calling fn on one point of shape {event_shape} failed: {e}"
@@ -203,41 +214,77 @@ def _validate_fn(fn, event_shape, fn_name):
             f"got shape {getattr(out, 'shape', type(out))}; samplax vmaps outside, "
             "so write fn for a single point"
         )
+    if check_indexing:
+        _check_indexing(fn, point, fn_name, label or getattr(fn, "__name__", "fn"))
+
+
+def _check_indexing(fn, point, fn_name, label):
+    """Evaluate ``fn`` once at the zero point with JAX's index checks on (``checkify.index_checks``).
+
+    JAX clamps out-of-bounds indices instead of failing (``x[2]`` of a 2-vector reads ``x[1]``),
+    so a log-density written for the wrong ``event_shape`` would run and sample the wrong
+    distribution.  Every gather and dynamic slice is checked here, in one compiled evaluation.
+    A function that cannot be checkified (an unsupported primitive) is not checked.
+    """
+    from jax.experimental import checkify
+
+    try:
+        checked = jax.jit(checkify.checkify(fn, errors=checkify.index_checks))
+        err, _ = checked(jnp.zeros(point.shape, point.dtype))
+        msg = err.get()
+    except Exception:  # noqa: BLE001 - the check is best effort; fn itself was validated above
+        return
+    if msg is not None:
+        first = msg.strip().splitlines()[0].rstrip(". ") if msg.strip() else msg
+        what = "energy function" if fn_name == "from_energy" else "log-density"
+        raise ValueError(
+            f"{fn_name}: the {what} {label!r} indexes outside its point of event_shape {point.shape}: "
+            f"{first} (JAX clamps such indices silently, so it would sample the wrong distribution). "
+            "Fix the indexing or the event_shape; pass check_indexing=False if the out-of-bounds access "
+            "is intended (jnp.take(..., mode='clip') or .at[].get(mode='fill'))")
 
 
 def from_logdensity(fn: Callable, event_shape, *, name: Optional[str] = None,
                     ground_truth: Optional[GroundTruth] = None,
-                    sampler: Optional[Callable] = None) -> FunctionTarget:
+                    sampler: Optional[Callable] = None, check_indexing: bool = True) -> FunctionTarget:
     """Wrap a log-density ``fn(x) -> scalar`` for one point of shape ``event_shape``.
+
+    ``fn`` is checked once here: its output shape (``jax.eval_shape``) and, with
+    ``check_indexing``, one evaluation at the zero point with JAX's index checks
+    (``jax.experimental.checkify``), since JAX clamps an out-of-bounds index instead of failing.
 
     Args:
       fn: unnormalized log-density of a single point.
-      event_shape: shape of one point (int or tuple).
+      event_shape: shape of one point: an int or a tuple of positive ints.
       name: display name (defaults to ``fn.__name__``).
       ground_truth: optional :class:`GroundTruth` (moments, log Z) for checks.
       sampler: optional exact sampler ``sampler(key, n) -> [n, *event_shape]``.
+      check_indexing: raise a ValueError when ``fn`` indexes outside its point (default True;
+        False for functions that use out-of-bounds indices on purpose with ``mode='clip'``/``'fill'``).
     """
     event_shape = _check_event_shape(event_shape, "from_logdensity")
-    _validate_fn(fn, event_shape, "from_logdensity")
     label = name or getattr(fn, "__name__", "target")
+    _validate_fn(fn, event_shape, "from_logdensity", check_indexing, label)
     return FunctionTarget(fn=fn, shape=event_shape, label=label, truth=ground_truth, sampler=sampler)
 
 
 def from_energy(energy_fn: Callable, event_shape, *, name: Optional[str] = None,
                 temperature: float = 1.0, ground_truth: Optional[GroundTruth] = None,
-                sampler: Optional[Callable] = None) -> FunctionTarget:
+                sampler: Optional[Callable] = None, check_indexing: bool = True) -> FunctionTarget:
     """Target with ``logdensity(x) = -energy_fn(x) / temperature``.
 
-    This is the only place in samplax where the sign of an energy appears.
+    This is the only place in samplax where the sign of an energy appears.  ``energy_fn`` is
+    checked as in :func:`from_logdensity` (output shape; out-of-bounds indexing unless
+    ``check_indexing=False``).
     """
     event_shape = _check_event_shape(event_shape, "from_energy")
     if not (isinstance(temperature, (int, float)) and temperature > 0):
         raise ValueError(f"from_energy: temperature must be a positive number, got {temperature!r}")
-    _validate_fn(energy_fn, event_shape, "from_energy")
+    label = name or getattr(energy_fn, "__name__", "energy")
+    _validate_fn(energy_fn, event_shape, "from_energy", check_indexing, label)
     inv_t = 1.0 / float(temperature)
 
     def logdensity(x):
         return -energy_fn(x) * inv_t
 
-    label = name or getattr(energy_fn, "__name__", "energy")
     return FunctionTarget(fn=logdensity, shape=event_shape, label=label, truth=ground_truth, sampler=sampler)

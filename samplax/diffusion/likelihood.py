@@ -36,11 +36,22 @@ import numpy as np
 
 from samplax.core.cost import make_cost
 from samplax.diffusion._compiled import Clock
+from samplax.diffusion.checks import check_denoiser, nonfinite_ode_report
+
 
 METHODS = ("auto", "exact", "hutchinson")
+_DEFAULT_NORM = diffrax.PIDController(rtol=1.0, atol=1.0).norm  # diffrax's default error norm (RMS)
 
 
 def _solve_one(denoiser, x, probes, u0, u1, exact, prior_logpdf, rtol, atol, max_steps):
+    """One point's solve; returns ``(log p, ODE steps, non-finite flag, sigma where the solve stopped)``.
+
+    The state carries a third component, the integral of "the model output (or its divergence) was
+    non-finite" over ``u``: a non-finite right-hand side is replaced by zero (so the controller does not
+    stall rejecting steps until ``max_steps``) and the flag becoming nonzero ends the solve
+    (``diffrax.Event``) at the end of the step where it first happened. The flag is left out of the
+    error norm, so a finite model takes exactly the steps it took without it.
+    """
     shape = x.shape
     d = int(np.prod(shape))
 
@@ -48,21 +59,27 @@ def _solve_one(denoiser, x, probes, u0, u1, exact, prior_logpdf, rtol, atol, max
         return denoiser(y_flat.reshape(shape), sigma).reshape(-1)
 
     def rhs(u, state, args):
-        y, _ = state
+        y, _, _ = state
         sigma = jnp.exp(u)
         if exact:
             dy = y - den(y, sigma)
             tr = jnp.trace(jax.jacfwd(lambda z: den(z, sigma))(y))
-            return dy, jnp.full((probes.shape[0],), d - tr, y.dtype)
-        out, jvps = jax.vmap(lambda v: jax.jvp(lambda z: den(z, sigma), (y,), (v,)))(probes)
-        tr = jnp.sum(probes * jvps, axis=-1)
-        return y - out[0], d - tr
+            dint = jnp.full((probes.shape[0],), d - tr, y.dtype)
+        else:
+            out, jvps = jax.vmap(lambda v: jax.jvp(lambda z: den(z, sigma), (y,), (v,)))(probes)
+            dy, dint = y - out[0], d - jnp.sum(probes * jvps, axis=-1)
+        ok = jnp.all(jnp.isfinite(dy)) & jnp.all(jnp.isfinite(dint))
+        return (jnp.where(ok, dy, 0.0), jnp.where(ok, dint, 0.0), jnp.where(ok, 0.0, 1.0).astype(y.dtype))
 
-    y0 = (x.reshape(-1), jnp.zeros((probes.shape[0],), x.dtype))
+    y0 = (x.reshape(-1), jnp.zeros((probes.shape[0],), x.dtype), jnp.zeros((), x.dtype))
+    controller = diffrax.PIDController(rtol=rtol, atol=atol, norm=lambda st: _DEFAULT_NORM((st[0], st[1])))
     sol = diffrax.diffeqsolve(diffrax.ODETerm(rhs), diffrax.Tsit5(), t0=u0, t1=u1, dt0=None, y0=y0,
-                              stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol), max_steps=max_steps)
-    y1, integral = sol.ys[0][-1], sol.ys[1][-1]
-    return prior_logpdf(y1.reshape(shape)) + integral, sol.stats["num_steps"]
+                              stepsize_controller=controller, max_steps=max_steps,
+                              event=diffrax.Event(lambda t, y, args, **kw: y[2] != 0))
+    y1, integral, flag = sol.ys[0][-1], sol.ys[1][-1], sol.ys[2][-1]
+    logp = prior_logpdf(y1.reshape(shape)) + integral
+    bad = flag != 0
+    return jnp.where(bad, jnp.nan, logp), sol.stats["num_steps"], bad, jnp.exp(sol.ts[-1])
 
 
 def log_likelihood(denoiser: Callable, x: jax.Array, *, key: jax.Array, sigma_max: float, sigma_min: float = 1e-3,
@@ -87,7 +104,11 @@ def log_likelihood(denoiser: Callable, x: jax.Array, *, key: jax.Array, sigma_ma
       ``method``, ``per_probe`` ``[B, K]``, ``stderr`` ``[B]`` (probe standard error; 0 when exact),
       ``num_steps`` ``[B]`` (ODE steps attempted) and ``num_model_evals`` ``[B]`` (about
       ``6 num_steps + 1`` right-hand sides for Tsit5, each a denoiser call with its Jacobian trace or
-      ``num_probes`` Jacobian-vector products) and ``cost``, the shared cost record
+      ``num_probes`` Jacobian-vector products), ``nonfinite`` ``[B]`` (the model's output or divergence
+      was non-finite along the point's ODE: its solve stopped there and its ``logp`` is NaN),
+      ``nonfinite_sigma`` ``[B]`` (the noise level at the end of the ODE step where that happened; NaN
+      elsewhere), ``warnings`` (a ``"nonfinite_samples"`` warning saying how many points and where;
+      a ValueError instead when every point is non-finite) and ``cost``, the shared cost record
       (:class:`samplax.core.cost.Cost`): ``num_model_evals`` the largest per-point count above
       (int; the points run together in one vmapped solve), ``num_model_evals_total`` their sum,
       ``compile_seconds`` (tracing and compiling the solve), ``sampling_seconds`` (running it,
@@ -104,6 +125,11 @@ def log_likelihood(denoiser: Callable, x: jax.Array, *, key: jax.Array, sigma_ma
     if not (0.0 < sigma_min < sigma_max and np.isfinite(sigma_max)):
         raise ValueError(f"log_likelihood: need 0 < sigma_min < sigma_max < inf, got sigma_min={sigma_min}, "
                          f"sigma_max={sigma_max}")
+    if not isinstance(x, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(x))):
+        bad = np.flatnonzero(~np.all(np.isfinite(np.asarray(x).reshape(x.shape[0], -1)), axis=1))
+        raise ValueError(f"log_likelihood: x has non-finite values in {bad.size} of its {x.shape[0]} points "
+                         f"(first: index {int(bad[0])})")
+    check_denoiser(denoiser, x.shape[1:], x.dtype, "log_likelihood", "x")
     if not isinstance(num_probes, (int, np.integer)) or num_probes < 1:
         raise ValueError(f"log_likelihood: num_probes must be a positive int, got {num_probes!r}")
     d = int(np.prod(x.shape[1:]))
@@ -121,11 +147,15 @@ def log_likelihood(denoiser: Callable, x: jax.Array, *, key: jax.Array, sigma_ma
                           rtol, atol, max_steps)
 
     clock = Clock()
-    per_probe, steps = clock.call(jax.jit(jax.vmap(one)), (keys, x))
+    per_probe, steps, bad, sigma_stop = clock.call(jax.jit(jax.vmap(one)), (keys, x))
     logp = jnp.mean(per_probe, axis=1)
     stderr = jnp.std(per_probe, axis=1, ddof=1) / math.sqrt(k) if k > 1 else jnp.zeros_like(logp)
     info = {"method": "exact" if exact else "hutchinson", "per_probe": per_probe, "stderr": stderr,
-            "num_steps": steps, "num_model_evals": 6 * steps + 1}
+            "num_steps": steps, "num_model_evals": 6 * steps + 1, "nonfinite": bad,
+            "nonfinite_sigma": jnp.where(bad, sigma_stop, jnp.nan), "warnings": []}
+    if not isinstance(bad, jax.core.Tracer):
+        info["warnings"] = nonfinite_ode_report("log_likelihood", np.asarray(bad), np.asarray(sigma_stop),
+                                                np.asarray(steps), sigma_min, sigma_max)
     if clock.timed:
         evals = np.asarray(info["num_model_evals"])
         info["cost"] = make_cost(num_model_evals=int(evals.max()), num_model_evals_total=int(evals.sum()),

@@ -12,6 +12,11 @@ from typing import Callable
 import diffrax
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from samplax.diffusion.checks import check_denoiser, nonfinite_ode_report
+
+_DEFAULT_NORM = diffrax.PIDController(rtol=1.0, atol=1.0).norm  # diffrax's default error norm (RMS)
 
 
 def solve_pf_ode(denoiser: Callable, x: jax.Array, sigma_start: float, sigma_stop: float, *,
@@ -22,20 +27,39 @@ def solve_pf_ode(denoiser: Callable, x: jax.Array, sigma_start: float, sigma_sto
     ``sigma_stop = 0`` is reached by solving to ``sigma_floor`` and applying the denoiser there
     (the remaining error is ``O(sigma_floor^2 * |score|)``). Each sample is solved with its
     own step-size controller (vmapped), with diffrax's Dopri8 and a PID controller.
+
+    A sample whose denoiser output becomes non-finite stops there (its row of the result is NaN;
+    the state carries a flag integrated from "the output was non-finite", which ends the solve
+    through a ``diffrax.Event`` instead of rejecting steps until ``max_steps``); the call then warns
+    (which sample, at which sigma) or, when every sample is non-finite, raises a ValueError.
     """
+    check_denoiser(denoiser, x.shape[1:], x.dtype, "solve_pf_ode", "x")
     to_zero = float(sigma_stop) == 0.0
     stop = sigma_floor if to_zero else float(sigma_stop)
 
-    def f(u, y, args):
-        return y - denoiser(y, jnp.exp(u))
+    def f(u, state, args):
+        y, _ = state
+        dy = y - denoiser(y, jnp.exp(u))
+        ok = jnp.all(jnp.isfinite(dy))
+        return jnp.where(ok, dy, 0.0), jnp.where(ok, 0.0, 1.0).astype(y.dtype)
 
     term = diffrax.ODETerm(f)
+    controller = diffrax.PIDController(rtol=rtol, atol=atol, norm=lambda st: _DEFAULT_NORM(st[0]))
 
     def one(y0):
         sol = diffrax.diffeqsolve(term, diffrax.Dopri8(), t0=jnp.log(sigma_start), t1=jnp.log(stop), dt0=-0.01,
-                                  y0=y0, stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
-                                  max_steps=max_steps)
-        y = sol.ys[-1]
-        return denoiser(y, jnp.asarray(stop, y.dtype)) if to_zero else y
+                                  y0=(y0, jnp.zeros((), y0.dtype)), stepsize_controller=controller,
+                                  max_steps=max_steps, event=diffrax.Event(lambda t, y, args, **kw: y[1] != 0))
+        y, flag = sol.ys[0][-1], sol.ys[1][-1]
+        sigma_end = jnp.exp(sol.ts[-1])
+        if to_zero:
+            y = denoiser(y, jnp.asarray(stop, y.dtype))
+            flag = jnp.where(jnp.all(jnp.isfinite(y)), flag, 1.0)
+        bad = flag != 0  # the flag integrates backwards in time here (t runs from log sigma_start down)
+        return jnp.where(bad, jnp.nan, y), bad, sigma_end, sol.stats["num_steps"]
 
-    return jax.jit(jax.vmap(one))(x)
+    y, bad, sigma_end, steps = jax.jit(jax.vmap(one))(x)
+    if not isinstance(bad, jax.core.Tracer):
+        nonfinite_ode_report("solve_pf_ode", np.asarray(bad), np.asarray(sigma_end), np.asarray(steps),
+                             float(sigma_start), float(sigma_stop), what="sample")
+    return y

@@ -26,8 +26,9 @@ import numpy as np
 
 from samplax.core.cost import Cost, make_cost
 from samplax.diffusion._compiled import Clock, ExecutableCache
+from samplax.diffusion.checks import check_denoiser, nonfinite_report
 from samplax.diffusion.grids import grid_names, make_grid
-from samplax.diffusion.solvers import get_solver, run_solver, solver_names
+from samplax.diffusion.solvers import get_solver, mark_nonfinite, no_nonfinite, run_solver, solver_names
 
 FINAL_STEPS = ("denoise", "integrate")
 
@@ -61,6 +62,13 @@ class SampleInfo(NamedTuple):
         inside a JAX transformation (the arguments are tracers) or under
         ``jax.disable_jit()``, nothing is timed and the record has only ``num_model_evals``
         (the planned count) and ``num_devices``.
+      nonfinite_step: ``[batch]`` int32, per sample the first solver step after which it was
+        non-finite (a non-finite denoiser output; steps ``0..N-1`` in the order they ran, ``N`` the
+        final denoise), -1 for the samples that stayed finite. Tracked inside the compiled program.
+      nonfinite_sigma: ``[batch]`` the noise level at the start of that step (NaN where finite).
+      warnings: run warnings (dicts with ``code``, ``value``, ``message``): ``"nonfinite_samples"``
+        when some samples are non-finite (which step and sigma, how many samples). Empty inside a
+        JAX transformation.
     """
 
     num_model_evals: jax.Array
@@ -70,6 +78,9 @@ class SampleInfo(NamedTuple):
     final_step: str
     sigma_end: float
     cost: Cost
+    nonfinite_step: Optional[jax.Array] = None
+    nonfinite_sigma: Optional[jax.Array] = None
+    warnings: tuple = ()
 
 
 def auto_choice(nfe: int):
@@ -187,11 +198,13 @@ def _program(solver, opts_key, final_denoise, static, init_shape, dtype):
         def dz(xb, s):
             return jax.vmap(denoiser, in_axes=(0, None))(xb, s)
 
-        x, ne = run_solver(solver, dz, x, sigmas, plan, sample_keys, {}, num_steps=n)
+        x, ne, nf = run_solver(solver, dz, x, sigmas, plan, sample_keys, {}, num_steps=n,
+                               nonfinite=no_nonfinite(x))
         if final_denoise:
             x = dz(x, sigmas[n])
             ne = ne + 1
-        return x, ne
+            nf = mark_nonfinite(nf, x, n, sigmas[n])
+        return x, ne, nf
 
     return _lru_put(_PROGRAMS, key, run, _MAX_PROGRAMS)
 
@@ -290,6 +303,11 @@ def sample(denoiser: Callable, *, key: jax.Array, shape: Optional[tuple] = None,
         if x_init.ndim < 2:
             raise ValueError(f"sample: x_init must be a batch [batch, *event_shape], got shape {x_init.shape}")
         shape, dtype = tuple(x_init.shape), x_init.dtype
+        if not isinstance(x_init, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(x_init))):
+            bad = np.flatnonzero(~np.all(np.isfinite(np.asarray(x_init).reshape(shape[0], -1)), axis=1))
+            raise ValueError(f"sample: x_init has non-finite values in {bad.size} of its {shape[0]} points "
+                             f"(first: index {int(bad[0])})")
+    check_denoiser(denoiser, shape[1:], dtype, "sample", "x_init" if x_init is not None else "shape")
     opts_key = tuple(sorted(solver_options.items()))
     grid_key = tuple(sorted(grid_options.items()))
     pkey = (solver, opts_key, grid, grid_key, nfe, sigma_max, sigma_min, sigma_end, final_step, str(dtype),
@@ -316,20 +334,24 @@ def sample(denoiser: Callable, *, key: jax.Array, shape: Optional[tuple] = None,
                     lambda b: jax.random.normal(jax.random.fold_in(k_init, b), shape[1:], dtype))(jnp.arange(shape[0]))
             dz = _batched(denoiser)
             sample_keys = jax.vmap(lambda b: jax.random.fold_in(k_noise, b))(jnp.arange(shape[0]))
-            x, ne = s.params["run"](dz, x_init, prep.nodes, None, sample_keys, {},
-                                    call=lambda f, a, static: clock.call(f, a, _EXECUTABLES, static))
+            x, ne, nf = s.params["run"](dz, x_init, prep.nodes, None, sample_keys, {},
+                                        call=lambda f, a, static: clock.call(f, a, _EXECUTABLES, static))
+            num_steps = len(prep.nodes) - 1 + s.params["extra_steps"]
             if prep.final_denoise:
-                x = dz(x, jnp.asarray(prep.nodes[-1], dtype))
+                sig_end = jnp.asarray(prep.nodes[-1], dtype)
+                x = dz(x, sig_end)
                 ne = ne + 1
+                nf = mark_nonfinite(nf, x, num_steps, sig_end)
             if clock.timed:
-                x, ne = jax.block_until_ready((x, ne))
+                x, ne, nf = jax.block_until_ready((x, ne, nf))
         clock.run_seconds = max(0.0, time.perf_counter() - t0 - clock.compile_seconds)
     else:
         dyn, static = _split(denoiser)
         if not _hashable(static):
             raise ValueError("sample: the denoiser's non-array parts must be hashable (use an equinox Module or a function)")
         run = _program(s, opts_key, prep.final_denoise, static, shape if x_init is None else None, dtype)
-        x, ne = clock.call(run, (dyn, x_init, key, prep.sig_p, prep.plan_p, prep.n), _EXECUTABLES)
+        x, ne, nf = clock.call(run, (dyn, x_init, key, prep.sig_p, prep.plan_p, prep.n), _EXECUTABLES)
+        num_steps = len(prep.nodes) - 1
     if clock.timed:
         cost = make_cost(num_model_evals=int(ne), compile_seconds=clock.compile_seconds,
                          sampling_seconds=clock.run_seconds, num_compilations=clock.num_compilations, num_devices=1)
@@ -337,4 +359,7 @@ def sample(denoiser: Callable, *, key: jax.Array, shape: Optional[tuple] = None,
         cost = make_cost(num_model_evals=prep.num_model_evals, num_devices=1)
     if grid == "optimized":
         cost["grid_seconds"] = grid_seconds
-    return x, SampleInfo(ne, prep.visited, solver, grid, final_step, prep.sigma_end, cost)
+    warns = ()
+    if not isinstance(nf.step, jax.core.Tracer):
+        warns = tuple(nonfinite_report("sample", np.asarray(nf.step), np.asarray(nf.sigma), num_steps))
+    return x, SampleInfo(ne, prep.visited, solver, grid, final_step, prep.sigma_end, cost, nf.step, nf.sigma, warns)

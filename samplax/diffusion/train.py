@@ -157,8 +157,8 @@ def init_train_state(key, config: TrainConfig) -> TrainState:
     return TrainState(jnp.asarray(0, jnp.int32), model, make_optimizer(config).init(params), model)
 
 
-def point_loss(model, key, x0, config: TrainConfig):
-    """One point's loss (``config.loss``): ``lambda(s)|D(x0 + s eps, s) - x0|^2`` (DSM) or ``|D - x0|^2 / t^2`` (FM), averaged over coordinates."""
+def _point_loss_and_sigma(model, key, x0, config: TrainConfig):
+    """:func:`point_loss` and the noise level ``sigma`` it drew (the VE level; ``t/(1-t)`` for flow matching)."""
     k1, k2 = jax.random.split(key)
     dt = x0.dtype
     eps = jax.random.normal(k2, x0.shape, dt)
@@ -170,13 +170,33 @@ def point_loss(model, key, x0, config: TrainConfig):
         t = jax.random.uniform(k1, (), dt, minval=config.t_min, maxval=config.t_max)
         s = t / (1.0 - t)
         w = 1.0 / (t * t)
-    return w * jnp.mean((model(x0 + s * eps, s) - x0) ** 2)
+    return w * jnp.mean((model(x0 + s * eps, s) - x0) ** 2), s
+
+
+def point_loss(model, key, x0, config: TrainConfig):
+    """One point's loss (``config.loss``): ``lambda(s)|D(x0 + s eps, s) - x0|^2`` (DSM) or ``|D - x0|^2 / t^2`` (FM), averaged over coordinates."""
+    return _point_loss_and_sigma(model, key, x0, config)[0]
+
+
+def _batch_loss_and_nonfinite(model, key, x0, config: TrainConfig):
+    """:func:`batch_loss` and, as auxiliary output, ``(points with a non-finite loss, the sigma of the first
+    such point (NaN if none), data points with non-finite coordinates)``: tracked inside the compiled step."""
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(x0.shape[0]))
+    losses, sigmas = jax.vmap(_point_loss_and_sigma, (None, 0, 0, None))(model, keys, x0, config)
+    bad = ~jnp.isfinite(losses)
+    first = jnp.argmax(bad)
+    aux = (jnp.sum(bad).astype(jnp.int32), jnp.where(bad[first], sigmas[first], jnp.nan),
+           jnp.sum(~jnp.all(jnp.isfinite(x0), axis=-1)).astype(jnp.int32))
+    return jnp.mean(losses), aux
 
 
 def batch_loss(model, key, x0, config: TrainConfig):
     """Mean of :func:`point_loss` over a batch ``x0`` ``[B, dim]``; point i uses ``fold_in(key, i)``."""
-    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(x0.shape[0]))
-    return jnp.mean(jax.vmap(point_loss, (None, 0, 0, None))(model, keys, x0, config))
+    return _batch_loss_and_nonfinite(model, key, x0, config)[0]
+
+
+class NonFiniteLossError(ValueError, FloatingPointError):
+    """Training met a non-finite loss (a ValueError, and a FloatingPointError as before)."""
 
 
 def _one_step(key, state: TrainState, config: TrainConfig, data_fn: Callable):
@@ -184,14 +204,15 @@ def _one_step(key, state: TrainState, config: TrainConfig, data_fn: Callable):
     dtype = jnp.float64 if config.dtype == "float64" else jnp.float32
     x0 = jnp.asarray(data_fn(k_data, config.batch_size), dtype)
     params, static = eqx.partition(state.model, eqx.is_inexact_array)
-    loss, grads = jax.value_and_grad(lambda p: batch_loss(eqx.combine(p, static), k_loss, x0, config))(params)
+    (loss, aux), grads = jax.value_and_grad(
+        lambda p: _batch_loss_and_nonfinite(eqx.combine(p, static), k_loss, x0, config), has_aux=True)(params)
     updates, opt_state = make_optimizer(config).update(grads, state.opt_state, params)
     params = optax.apply_updates(params, updates)
     k = state.step.astype(dtype)
     decay = jnp.minimum(config.ema_decay, (1.0 + k) / (10.0 + k))
     ema_p = eqx.filter(state.ema, eqx.is_inexact_array)
     ema_p = jax.tree_util.tree_map(lambda e, p: decay * e + (1.0 - decay) * p, ema_p, params)
-    return TrainState(state.step + 1, eqx.combine(params, static), opt_state, eqx.combine(ema_p, static)), loss
+    return TrainState(state.step + 1, eqx.combine(params, static), opt_state, eqx.combine(ema_p, static)), (loss, aux)
 
 
 @eqx.filter_jit
@@ -199,11 +220,11 @@ def _run_chunk(key, state, num_steps: int, config: TrainConfig, data_fn: Callabl
     dyn, static = eqx.partition(state, eqx.is_array)
 
     def body(d, _):
-        st, loss = _one_step(key, eqx.combine(d, static), config, data_fn)
-        return eqx.filter(st, eqx.is_array), loss
+        st, out = _one_step(key, eqx.combine(d, static), config, data_fn)
+        return eqx.filter(st, eqx.is_array), out
 
-    dyn, losses = jax.lax.scan(body, dyn, None, length=num_steps)
-    return eqx.combine(dyn, static), losses
+    dyn, (losses, nonfinite) = jax.lax.scan(body, dyn, None, length=num_steps)
+    return eqx.combine(dyn, static), losses, nonfinite
 
 
 _EXECUTABLES = ExecutableCache(16)  # compiled chunks (per chunk length, config, data function, state shapes)
@@ -237,14 +258,16 @@ def train(key, config: TrainConfig, data_fn: Callable, num_steps: int, state: Op
     losses = []
     done = 0
     clock = Clock()
+    if num_steps > 0:
+        _check_data_fn(key, config, data_fn)
     while done < num_steps:
         n = min(int(chunk), int(num_steps) - done)
-        state, ls = clock.call(_run_chunk, (key, state, n, config, data_fn), _EXECUTABLES)
+        state, ls, nonfinite = clock.call(_run_chunk, (key, state, n, config, data_fn), _EXECUTABLES)
         ls = np.asarray(ls)
         losses.append(ls)
         done += n
         if not np.all(np.isfinite(ls)):
-            raise FloatingPointError(f"train: non-finite loss at step {int(state.step) - n + int(np.argmin(np.isfinite(ls)))}")
+            _raise_nonfinite(int(state.step) - n, ls, *(np.asarray(a) for a in nonfinite), config.batch_size)
         if callback is not None:
             callback(state, ls)
     losses = np.concatenate(losses) if losses else np.zeros(0)
@@ -255,6 +278,36 @@ def train(key, config: TrainConfig, data_fn: Callable, num_steps: int, state: Op
     cost = make_cost(num_model_evals=int(num_steps) * config.batch_size, num_devices=1, **seconds,
                      num_training_steps=int(num_steps))
     return state, losses, cost
+
+
+def _check_data_fn(key, config: TrainConfig, data_fn: Callable) -> None:
+    """``data_fn(key, batch_size)`` must give ``[batch_size, dim]`` (checked with ``jax.eval_shape``, nothing runs)."""
+    try:
+        out = jax.eval_shape(lambda k: data_fn(k, config.batch_size), jax.random.fold_in(key, 0))
+    except Exception as e:  # noqa: BLE001 - re-raised with the argument named
+        raise ValueError(f"train: data_fn(key, batch_size) failed: {type(e).__name__}: {e}") from None
+    want = (config.batch_size, config.dim)
+    if getattr(out, "shape", None) != want:
+        raise ValueError(f"train: data_fn(key, batch_size) must return a batch of shape (batch_size, dim) = {want} "
+                         f"(config.batch_size, config.dim), got {getattr(out, 'shape', type(out).__name__)}")
+
+
+def _raise_nonfinite(step0, losses, n_bad, sigma_bad, n_bad_data, batch_size):
+    """The error for the first step of a chunk whose loss is non-finite (where, at which sigma, how many points)."""
+    i = int(np.argmin(np.isfinite(losses)))
+    step = step0 + i
+    if n_bad_data[i] > 0:
+        why = (f"data_fn returned {int(n_bad_data[i])} of {batch_size} points with non-finite coordinates "
+               "at that step")
+    elif n_bad[i] > 0:
+        why = (f"{int(n_bad[i])} of the batch's {batch_size} point losses are non-finite (the denoiser's output at "
+               f"noise level sigma {float(sigma_bad[i]):.4g} for the first of them)"
+               + ("; every point: the weights may have become non-finite in the update before"
+                  if n_bad[i] == batch_size and step > 0 else ""))
+    else:
+        why = "every point loss is finite but their mean overflows"
+    raise NonFiniteLossError(f"train: non-finite loss at step {step}: {why}. Lower learning_rate or grad_clip, "
+                             "check the data, or use float64")
 
 
 # ---------------------------------------------------------------- checkpoints

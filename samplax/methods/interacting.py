@@ -13,6 +13,8 @@ The whole run is one compiled program (no progress bar, no checkpoints).
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from samplax.core.options import (
@@ -160,7 +162,8 @@ def _walk_jump_runner(target, ctx, **o):
                                                 num_warmup=num_warmup, num_is=o["num_is"]),
         extra={"smoothed_score": "exact mixture" if exact else f"SNIS with {o['num_is']} draws",
                "final_noise_variance": s_final,
-               "steps_first_and_later": walk_jump.stage_steps(num_warmup, o["num_measurements"])})
+               "steps_first_and_later": walk_jump.stage_steps(num_warmup, o["num_measurements"])},
+        extra_warnings=[walk_jump.bias_warning(ctx.method, exact, s_final)])
 
 
 register_method(MethodSpec(
@@ -228,6 +231,10 @@ def _score_ensemble_runner(target, ctx, **o):
         raise ValueError(f"{ctx.method}: num_samples (ensemble size) must be >= 2, got {num_samples}")
     run_chain = score_ensemble.make_run_chain(flat_logdensity, T=float(o["T"]), num_steps=num_warmup,
                                               draws_per_member=o["draws_per_member"])
+    expensive = score_ensemble.cost_warning(ctx.method, num_samples, num_warmup, ctx.num_chains, target.dim,
+                                            o["draws_per_member"])
+    if expensive is not None:  # said before the run starts (it is one compiled program with no progress)
+        warnings.warn(expensive["message"], UserWarning, stacklevel=2)
     return population_plan(
         target, ctx, run_chain, num_particles=num_samples,
         gradient_based=False,
@@ -237,7 +244,7 @@ def _score_ensemble_runner(target, ctx, **o):
         extra={"t_min": rdmc.T_MIN, "T": float(o["T"]), "ensemble_size": num_samples},
         extra_warnings=[{"code": "biased", "value": o["draws_per_member"],
                          "message": f"{ctx.method} with draws_per_member={o['draws_per_member']}: "
-                                    f"{score_ensemble.BIAS_MESSAGE}"}])
+                                    f"{score_ensemble.BIAS_MESSAGE}"}] + ([expensive] if expensive else []))
 
 
 _T = Option(5.0, "diffusion horizon T (start from N(0, I) at time T)", pos_number, "a positive number")
@@ -262,7 +269,8 @@ register_method(MethodSpec(
     "score_ensemble", None,
     "Ensemble score-based sampler (after Riel & Bischoff 2024): reverse OU diffusion whose drifts come from "
     "target evaluations shared across the ensemble (gradient-free); num_samples = ensemble size per chain, "
-    "num_warmup = reverse steps",
+    "num_warmup = reverse steps; cost grows with the SQUARE of the ensemble size "
+    "(members^2 x draws_per_member x steps x chains x (dim + 50); warns when large)",
     {"T": _T,
      "draws_per_member": Option(16, "target evaluations per member and step (shared by the whole ensemble); "
                                 "the accuracy knob, see samplax.interacting.score_ensemble",

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from functools import partial
 
-from samplax.diffusion.solvers.base import Solver, StepContext, run_solver
+from samplax.diffusion.solvers.base import NonFinite, Solver, StepContext, mark_nonfinite, no_nonfinite, run_solver
 from samplax.diffusion.solvers.ode import ddim, deis, dpm_solver, dpmpp, euler, heun, ipndm, unipc
 from samplax.diffusion.solvers.sde import ddpm, er_sde, euler_maruyama, restart, sde_dpmpp_2m
 
@@ -46,6 +46,6 @@ def get_solver(name: str, **options) -> Solver:
     return s._replace(name=name)
 
 
-__all__ = ["Solver", "StepContext", "run_solver", "SOLVERS", "solver_names", "get_solver",
+__all__ = ["Solver", "StepContext", "run_solver", "NonFinite", "no_nonfinite", "mark_nonfinite", "SOLVERS", "solver_names", "get_solver",
            "euler", "ddim", "heun", "dpm_solver", "dpmpp", "unipc", "deis", "ipndm",
            "euler_maruyama", "ddpm", "sde_dpmpp_2m", "restart", "er_sde"]

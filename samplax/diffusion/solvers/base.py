@@ -78,14 +78,46 @@ def one_eval_per_step(order_max: int, warmup: bool = True):
     return plan, evals
 
 
+class NonFinite(NamedTuple):
+    """Where each sample of a batch first became non-finite: ``step`` ``[B]`` int32 (-1: never) and
+    ``sigma`` ``[B]`` (the noise level at the start of that step; NaN: never).  Carried through the
+    solver loop (no host callbacks); see :func:`mark_nonfinite`."""
+
+    step: jax.Array
+    sigma: jax.Array
+
+
+def no_nonfinite(x: jax.Array) -> NonFinite:
+    """The tracker of a batch ``x`` ``[B, ...]`` in which no sample has become non-finite yet."""
+    b = x.shape[0]
+    return NonFinite(jnp.full((b,), -1, jnp.int32), jnp.full((b,), jnp.nan, x.dtype))
+
+
+def mark_nonfinite(nf: NonFinite, x: jax.Array, step, sigma) -> NonFinite:
+    """Record ``step`` and ``sigma`` for the samples of ``x`` that are non-finite now and were not before.
+
+    A non-finite denoiser output reaches the state in the step that made it (every update
+    uses the newest ``D`` with a nonzero weight, and ``0 * nan = nan``), so checking the state
+    after each step locates the model's first non-finite output to the step.
+    """
+    bad = ~jnp.all(jnp.isfinite(jnp.reshape(x, (x.shape[0], -1))), axis=1)
+    new = bad & (nf.step < 0)
+    return NonFinite(jnp.where(new, jnp.asarray(step, jnp.int32), nf.step),
+                     jnp.where(new, jnp.asarray(sigma, nf.sigma.dtype), nf.sigma))
+
+
 def run_solver(solver: Solver, denoise_batched: Callable, x: jax.Array, sigmas: jax.Array,
                plan: Dict[str, np.ndarray], sample_keys: Optional[jax.Array], params: Dict[str, jax.Array],
-               num_steps=None, start=0):
+               num_steps=None, start=0, nonfinite: Optional[NonFinite] = None, step_offset=0):
     """Run ``solver`` over the first ``num_steps`` intervals of ``sigmas``; returns ``(x, num_evals)``.
 
     ``sigmas`` and the plan arrays may be padded beyond ``num_steps + 1`` entries and
     ``num_steps`` may be a traced integer: the loop is a ``fori_loop`` with a dynamic
     trip count, so one compilation serves every step count that fits the padding.
+
+    With a ``nonfinite`` tracker (:class:`NonFinite`) the loop also records, per sample, the first
+    step (numbered ``step_offset + i``) after which the state is non-finite, and the sigma where
+    that step started; it then returns ``(x, num_evals, nonfinite)``.
     """
     n = int(sigmas.shape[0]) - 1 if num_steps is None else num_steps
     plan_j = {k: jnp.asarray(v) for k, v in plan.items()}
@@ -99,10 +131,20 @@ def run_solver(solver: Solver, denoise_batched: Callable, x: jax.Array, sigmas: 
     ctx = StepContext(denoise_batched, sigmas, plan_j, noise, params)
     carry = solver.init(x, sigmas, plan_j)
 
-    def body(i, state):
-        c, ne = state
-        c, k = solver.step(c, i, ctx)
-        return c, ne + jnp.asarray(k, jnp.int32)
+    if nonfinite is None:
+        def body(i, state):
+            c, ne = state
+            c, k = solver.step(c, i, ctx)
+            return c, ne + jnp.asarray(k, jnp.int32)
 
-    carry, nevals = jax.lax.fori_loop(start, n, body, (carry, jnp.asarray(0, jnp.int32)))
-    return carry.x, nevals
+        carry, nevals = jax.lax.fori_loop(start, n, body, (carry, jnp.asarray(0, jnp.int32)))
+        return carry.x, nevals
+
+    def body_tracked(i, state):
+        c, ne, nf = state
+        c, k = solver.step(c, i, ctx)
+        return c, ne + jnp.asarray(k, jnp.int32), mark_nonfinite(nf, c.x, step_offset + i, sigmas[i])
+
+    carry, nevals, nonfinite = jax.lax.fori_loop(start, n, body_tracked,
+                                                 (carry, jnp.asarray(0, jnp.int32), nonfinite))
+    return carry.x, nevals, nonfinite

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from samplax.diffusion.solvers.base import Solver, lam, one_eval_per_step, run_solver
+from samplax.diffusion.solvers.base import Solver, lam, no_nonfinite, one_eval_per_step, run_solver
 from samplax.diffusion.solvers.ode import XCarry, MultiCarry, _multi_init, _push, _x_init, _heun_step
 
 
@@ -85,16 +85,22 @@ _HEUN = Solver("heun", 2, False, _x_init, _heun_step, None, None)
 
 @partial(jax.jit, static_argnums=(0, 7))
 def _restart_run(denoise_batched, x, sig_p, rs, j, n, sample_keys, num_restarts):
-    x, ne = run_solver(_HEUN, denoise_batched, x, sig_p, {}, None, {}, num_steps=j)
+    """Heun to node ``j``, the restarts, Heun from ``j`` to ``n``; steps are numbered in that order
+    (main steps ``0..j-1``, restart ``k``'s steps, then the main steps from ``j``) for the non-finite tracker."""
+    restart_steps = rs.shape[0] - 1
+    nf = no_nonfinite(x)
+    x, ne, nf = run_solver(_HEUN, denoise_batched, x, sig_p, {}, None, {}, num_steps=j, nonfinite=nf)
     lo, hi = sig_p[j], rs[0]
     for k in range(num_restarts):
         z = jax.vmap(lambda kk: jax.random.normal(jax.random.fold_in(jax.random.fold_in(kk, 1_000_000), k),
                                                   x.shape[1:], x.dtype))(sample_keys)
         x = x + jnp.sqrt(hi**2 - lo**2) * z
-        x, ne_k = run_solver(_HEUN, denoise_batched, x, rs, {}, None, {})
+        x, ne_k, nf = run_solver(_HEUN, denoise_batched, x, rs, {}, None, {}, nonfinite=nf,
+                                 step_offset=j + k * restart_steps)
         ne = ne + ne_k
-    x, ne_k = run_solver(_HEUN, denoise_batched, x, sig_p, {}, None, {}, num_steps=n, start=j)
-    return x, ne + ne_k
+    x, ne_k, nf = run_solver(_HEUN, denoise_batched, x, sig_p, {}, None, {}, num_steps=n, start=j, nonfinite=nf,
+                             step_offset=num_restarts * restart_steps)
+    return x, ne + ne_k, nf
 
 
 def restart(t_min: float = 0.06, t_max: float = 0.30, num_restarts: int = 2, restart_steps: int = 2) -> Solver:
@@ -120,7 +126,10 @@ def restart(t_min: float = 0.06, t_max: float = 0.30, num_restarts: int = 2, res
         return 2 * n - (1 if ends_at_zero else 0) + extra
 
     def run(denoise_batched, x, sigmas_np, plan_, sample_keys, params, call=None):
-        """The sampling loop; ``call(jitted, args, static_argnums)``, when given, runs the jitted core (timing)."""
+        """The sampling loop; ``call(jitted, args, static_argnums)``, when given, runs the jitted core (timing).
+
+        Returns ``(x, num_evals, nonfinite)`` (:class:`~samplax.diffusion.solvers.base.NonFinite`; the
+        ``len(sigmas) - 1 + num_restarts * restart_steps`` Heun steps numbered in the order they run)."""
         sig = np.asarray(sigmas_np)
         pos = np.where(sig > 0)[0]
         j = int(pos[np.argmin(np.abs(np.log(sig[pos]) - np.log(t_min)))])
@@ -136,7 +145,8 @@ def restart(t_min: float = 0.06, t_max: float = 0.30, num_restarts: int = 2, res
             return call(_restart_run, args, (0, 7))
         return _restart_run(*args)
 
-    s = Solver("restart", 0, True, _x_init, None, plan, evals, {"run": run})
+    s = Solver("restart", 0, True, _x_init, None, plan, evals,
+               {"run": run, "extra_steps": num_restarts * restart_steps})
     return s
 
 
