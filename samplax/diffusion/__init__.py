@@ -8,7 +8,10 @@ list what ``solver=`` and ``grid=`` accept.
 from samplax.diffusion.schedules import (  # noqa: F401
     Schedule, VPDiscrete, VPLinear, VPCosine, VE, EDM, LinearInterpolant, ddpm_linear,
 )
-from samplax.diffusion.gmm import GaussianMixtureDiffusion, ring8, grid25, random_mixture, get_model  # noqa: F401
+from samplax.diffusion.gmm import (  # noqa: F401
+    GaussianMixtureDiffusion, FullCovGaussianMixtureDiffusion, ring8, grid25, random_mixture, random_full_mixture,
+    get_model,
+)
 from samplax.diffusion.grids import make_grid, grid_names  # noqa: F401
 from samplax.diffusion.solvers import Solver, get_solver, solver_names  # noqa: F401
 from samplax.diffusion.sampling import sample, SampleInfo, auto_choice, AUTO_RULE  # noqa: F401
@@ -22,13 +25,14 @@ from samplax.diffusion import train  # noqa: F401,E402  (the module: train.train
 from samplax.diffusion.denoisers import (  # noqa: F401
     from_eps, from_v, from_score, from_velocity, from_discrete_eps, to_eps, to_score,
 )
+from samplax.diffusion import inverse  # noqa: F401,E402  (inverse problems: inverse.sample, inverse.posterior)
 
 __all__ = [
     "Schedule", "VPDiscrete", "VPLinear", "VPCosine", "VE", "EDM", "LinearInterpolant", "ddpm_linear",
-    "GaussianMixtureDiffusion", "ring8", "grid25", "random_mixture", "get_model",
+    "GaussianMixtureDiffusion", "FullCovGaussianMixtureDiffusion", "random_full_mixture", "ring8", "grid25", "random_mixture", "get_model",
     "make_grid", "grid_names", "Solver", "get_solver", "solver_names",
     "sample", "SampleInfo", "auto_choice", "AUTO_RULE", "solve_pf_ode", "log_likelihood", "optimized_grid",
     "MLPDenoiser", "TrainConfig", "TrainState", "train", "init_train_state", "save_checkpoint", "load_checkpoint",
     "load_denoiser",
-    "from_eps", "from_v", "from_score", "from_velocity", "from_discrete_eps", "to_eps", "to_score",
+    "from_eps", "from_v", "from_score", "from_velocity", "from_discrete_eps", "to_eps", "to_score", "inverse",
 ]
