@@ -73,43 +73,53 @@ def _plan(problem, nfe, sigma_max, num_samples, o) -> Plan:
 
 
 def _one_run(denoiser, problem, key, sigmas, params, shape, p, per_run, resample_fn):
+    """One SMC run of ``p`` particles; returns its draws, log Z, Lee-Whiteley variance, ESS history, counts."""
     dtype = sigmas.dtype
     n = sigmas.shape[0]
-    k_init, k_step, k_out = jax.random.split(key, 3)
+    k_step, k_out = jax.random.split(key)
     keys = common.item_keys(k_step, p)
     inflation = params["inflation"]
-
-    def twist(x, s):
-        return common.denoise_with_grad(denoiser, lambda d: problem.log_likelihood(d, inflation * s**2), x, s)
-
-    x = sigmas[0] * common.normals(common.item_keys(k_init, p), 0, 0, shape, dtype)
-    d, lt, g = twist(x, sigmas[0])
-    # particle: (x, d = D(x), g = grad log p~(y|x), lt = log p~(y|x), log-weight increment of the move that made it)
-    state = smc_base.init((x, d, g, lt, lt))
-    nf = mark_nonfinite(no_nonfinite(x), d, 0, sigmas[0])
     axes = tuple(range(1, len(shape) + 1))
 
+    def twist(x, s):  # D(x), log p~(y | x) and its gradient through the denoiser (one evaluation, one VJP)
+        return common.denoise_with_grad(denoiser, lambda d: problem.log_likelihood(d, inflation * s**2), x, s)
+
+    def twist_value(x, s):  # the last level needs no proposal gradient: one evaluation, no VJP
+        d = common.denoise(denoiser, x, s)
+        return d, jax.vmap(lambda di: problem.log_likelihood(di, inflation * s**2))(d), jnp.zeros_like(x)
+
+    # Particles: (x, d = D(x), g = grad log p~(y|x), lt = log p~(y|x), incr = log-weight increment of the move
+    # that made it). Step 0 draws x_0 ~ N(0, s_0^2 I) (weight p~_0); step i >= 1 moves from level i-1 to i.
+    zeros = jnp.zeros((p,) + shape, dtype)
+    state = smc_base.init((zeros, zeros, zeros, jnp.zeros((p,), dtype), jnp.zeros((p,), dtype)))
+
     def body(i, carry):
-        state, nf, ess_hist = carry
-        s, s_next = sigmas[i], sigmas[i + 1]
+        state, nf, ess_hist, ne, nv = carry
+        s_prev, s = sigmas[jnp.maximum(i - 1, 0)], sigmas[i]
 
         def mutate(key_unused, parts):
             x, d, g, lt, _ = parts
-            mean, std, delta = common.ancestral(x, d, s, s_next)
-            shift = delta * g
             z = common.normals(keys, i, 0, shape, dtype)
-            x_new = mean + shift + std * z
-            d_new, lt_new, g_new = twist(x_new, s_next)
+            mean, std, delta = common.ancestral(x, d, s_prev, s)
+            shift = delta * g
+            std = jnp.where(i == 0, 1.0, std)  # (unused at step 0)
+            x_new = jnp.where(i == 0, s * z, mean + shift + std * z)
+            d_new, lt_new, g_new = jax.lax.cond(i < n - 1, twist, twist_value, x_new, s)
             # log p(x'|x) - log q(x'|x) with x' - mean = shift + std z and x' - (mean + shift) = std z
             log_ratio = -(jnp.sum(shift**2, axis=axes) + 2.0 * std * jnp.sum(shift * z, axis=axes)) / (2.0 * std**2)
-            return (x_new, d_new, g_new, lt_new, lt_new - lt + log_ratio), None
+            incr = jnp.where(i == 0, lt_new, lt_new - lt + log_ratio)
+            return (x_new, d_new, g_new, lt_new, incr), None
 
         state, info = smc_base.fk_step(jax.random.fold_in(k_step, i), state, state.particles[4], mutate,
                                        resample_fn, params["ess_threshold"])
-        nf = mark_nonfinite(nf, state.particles[1], i + 1, s_next)
-        return state, nf, ess_hist.at[i].set(info.ess)
+        nf = mark_nonfinite(nf, state.particles[1], i, s)
+        ne = ne + p
+        nv = nv + jnp.where(i < n - 1, p, 0)
+        return state, nf, ess_hist.at[i].set(info.ess), ne, nv
 
-    state, nf, ess_hist = jax.lax.fori_loop(0, n - 1, body, (state, nf, jnp.zeros((n - 1,), dtype)))
+    zero = jnp.asarray(0, jnp.int32)
+    state, nf, ess_hist, ne, nv = jax.lax.fori_loop(0, n, body, (state, no_nonfinite(zeros), jnp.zeros((n,), dtype),
+                                                                 zero, zero))
     x, d, g, lt, incr = state.particles
     final = jax.vmap(problem.log_likelihood)(d) - lt  # p(y | x_clean) / p~_{N-1}(y | x_{N-1}); 0 without inflation
     log_g = jnp.where(jnp.isnan(incr + final), -jnp.inf, incr + final)
@@ -120,7 +130,9 @@ def _one_run(denoiser, problem, key, sigmas, params, shape, p, per_run, resample
     relvar = smc_base.lee_whiteley_relative_variance(final_state)
     flat = d.reshape(p, -1)
     draws = resampling.equal_weight_draws(k_out, flat, lw, per_run).reshape((per_run,) + shape)
-    return draws, final_state.log_Z, relvar, ess_hist, jnp.exp(-jax.nn.logsumexp(2.0 * lw)), state.num_resampling, nf
+    # ESS before each move from level i-1 to i (entry 0, before the initial draw, is always p)
+    return (draws, final_state.log_Z, relvar, ess_hist[1:], jnp.exp(-jax.nn.logsumexp(2.0 * lw)),
+            state.num_resampling, nf, ne, nv)
 
 
 def _run(denoiser, problem, key, sigmas, params, num_samples, shape, num_particles, draws_per_run, runs, resampler):
@@ -128,16 +140,12 @@ def _run(denoiser, problem, key, sigmas, params, num_samples, shape, num_particl
     run_keys = common.item_keys(key, runs)
     out = jax.vmap(lambda k: _one_run(denoiser, problem, k, sigmas, params, shape, num_particles, draws_per_run,
                                       resample_fn))(run_keys)
-    draws, log_z, relvar, ess_hist, ess_final, num_res, nf = out
+    draws, log_z, relvar, ess_hist, ess_final, num_res, nf, ne, nv = out
     samples = draws.reshape((runs * draws_per_run,) + shape)[:num_samples]
-    n = sigmas.shape[0]
-    items = runs * num_particles
-    nf = jax.tree.map(lambda a: a.reshape(items), nf)
-    ne = jnp.asarray(items * n, jnp.int32)
-    nv = jnp.asarray(items * (n - 1), jnp.int32)
+    nf = jax.tree.map(lambda a: a.reshape(runs * num_particles), nf)
     extras = {"log_evidence_runs": log_z, "lee_whiteley_relvar": relvar, "ess": ess_hist, "final_ess": ess_final,
               "num_resampling": num_res}
-    return MethodOutput(samples, ne, nv, nf, extras)
+    return MethodOutput(samples, jnp.sum(ne), jnp.sum(nv), nf, extras)
 
 
 def _finish(extras, plan):
