@@ -189,10 +189,12 @@ class FullCovGaussianMixtureDiffusion(eqx.Module):
 
     @property
     def dim(self) -> int:
+        """``D``."""
         return int(self.means.shape[1])
 
     @property
     def num_components(self) -> int:
+        """``K``."""
         return int(self.means.shape[0])
 
     def noised(self, sigma) -> "FullCovGaussianMixtureDiffusion":

@@ -618,3 +618,30 @@ def test_tds_log_evidence_calibrated_over_seeds():
         z.append((info["log_evidence"] - lz) / info["log_evidence_se"])
     z = np.asarray(z)
     assert np.all(np.abs(z) < 4) and abs(z.mean()) < 1.5, z  # the mean of 10 calibrated z has sd 0.32
+
+
+def test_active_design_picks_the_block_with_most_information(key):
+    """Gaussian posterior (one-component prior, inpainting): the scores from posterior samples match the exact
+    expected information gains 1/2 log det(I + C_bb / sigma^2), and TDS's samples choose the same block."""
+    prior = sd.random_full_mixture(7, 8, 1, 1.0, (0.05, 0.8))
+    mask = np.zeros(8, bool)
+    mask[:2] = True
+    x = np.asarray(prior.sample(key, 1)[0])
+    prob = inv.LinearGaussian(inv.Mask(mask), x[:2] + 0.1 * np.array([0.3, -0.2]), 0.1)
+    post = inv.posterior(prior, prob)
+    blocks = np.zeros((4, 8), bool)
+    for i in range(4):
+        blocks[i, 2 * i:2 * i + 2] = True
+    c = np.asarray(post.mean_and_cov()[1])
+    exact_eig = np.array([0.0] + [0.5 * np.linalg.slogdet(np.eye(2) + c[2 * i:2 * i + 2, 2 * i:2 * i + 2] / 0.01)[1]
+                                  for i in range(1, 4)])
+    best = int(np.argmax(exact_eig))
+    assert np.sort(exact_eig)[-1] - np.sort(exact_eig)[-2] > 0.2  # a clear choice
+    scores = inv.block_scores(post.sample(jax.random.fold_in(key, 1), 20000), blocks, 0.1, observed=mask)
+    assert scores[0] == 0.0
+    np.testing.assert_allclose(scores, exact_eig, atol=0.03)
+    s, _ = inv.sample(prior, prob, key=jax.random.key(0), num_samples=N, nfe=100, sigma_max=SIGMA_MAX, method="tds",
+                      num_particles=16)
+    assert inv.next_block(s, blocks, 0.1, observed=mask) == best
+    with pytest.raises(ValueError, match="blocks' shape"):
+        inv.block_scores(np.zeros((5, 3)), blocks, 0.1)

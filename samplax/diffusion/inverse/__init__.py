@@ -8,13 +8,16 @@
 * Samplers: ``sample(denoiser, problem, *, key, num_samples, nfe, sigma_max, method=..., **options)`` with
   :func:`method_names` (``dps``, ``mcg``, ``daps``, ``pnp_ula``, ``tds``; one module each, registered in
   :mod:`.registry`).
+* Active measurement design (:mod:`.design`): :func:`next_block` picks the mask block where the posterior samples
+  disagree most (largest expected information gain under a Gaussian approximation).
 """
 from samplax.diffusion.inverse.operators import LinearOperator, Dense, Mask, Blur, SubsampledFourier  # noqa: F401
 from samplax.diffusion.inverse.problems import LinearGaussian, Nonlinear  # noqa: F401
 from samplax.diffusion.inverse.exact import posterior, log_evidence  # noqa: F401
+from samplax.diffusion.inverse.design import block_scores, next_block  # noqa: F401
 from samplax.diffusion.inverse.registry import InverseMethod, get_method, method_names  # noqa: F401
 from samplax.diffusion.inverse import dps, mcg, daps, pnp_ula, tds  # noqa: F401,E402  (registration)
 from samplax.diffusion.inverse.api import sample  # noqa: F401
 
 __all__ = ["LinearOperator", "Dense", "Mask", "Blur", "SubsampledFourier", "LinearGaussian", "Nonlinear",
-           "posterior", "log_evidence", "InverseMethod", "get_method", "method_names", "sample"]
+           "posterior", "log_evidence", "block_scores", "next_block", "InverseMethod", "get_method", "method_names", "sample"]

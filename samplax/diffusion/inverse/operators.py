@@ -43,19 +43,24 @@ class LinearOperator(eqx.Module):
 
     @property
     def in_dim(self) -> int:
+        """``d``: entries of one point."""
         return int(math.prod(self.in_shape))
 
     @property
     def out_dim(self) -> int:  # pragma: no cover - every subclass defines it
+        """``m``: entries of one measurement."""
         raise NotImplementedError
 
     def matvec(self, x):
+        """``A x`` ``[m]`` for one point ``x`` (any shape with ``d`` entries)."""
         raise NotImplementedError  # pragma: no cover
 
     def rmatvec(self, y):
+        """``A^T y`` ``[d]`` (flat) for one measurement-space vector ``y`` ``[m]``."""
         raise NotImplementedError  # pragma: no cover
 
     def __call__(self, x):
+        """``A x`` (as :meth:`matvec`)."""
         return self.matvec(x)
 
     def dense(self):
@@ -126,21 +131,27 @@ class Dense(LinearOperator):
 
     @property
     def out_dim(self) -> int:
+        """Rows of ``A``."""
         return int(self.matrix.shape[0])
 
     def matvec(self, x):
+        """``A x``."""
         return self.matrix @ jnp.reshape(x, (-1,))
 
     def rmatvec(self, y):
+        """``A^T y``."""
         return self.matrix.T @ y
 
     def dense(self):
+        """The matrix itself."""
         return self.matrix
 
     def pinv(self, r):
+        """``A^+ r`` with the stored pseudo-inverse."""
         return self.pinv_matrix @ r
 
     def norm_sq(self) -> float:
+        """``sigma_max(A)^2`` (SVD, host)."""
         return float(np.linalg.norm(np.asarray(self.matrix, np.float64), 2) ** 2)
 
 
@@ -164,18 +175,23 @@ class Mask(LinearOperator):
 
     @property
     def out_dim(self) -> int:
+        """Number of observed entries."""
         return int(self.index.shape[0])
 
     def matvec(self, x):
+        """The observed entries ``x[mask]``."""
         return jnp.reshape(x, (-1,))[self.index]
 
     def rmatvec(self, y):
+        """Zero-fill: ``y`` at the observed entries, 0 elsewhere (flat)."""
         return jnp.zeros((self.in_dim,), y.dtype).at[self.index].set(y)
 
     def pinv(self, r):
+        """``A^+ = A^T`` (zero-fill)."""
         return self.rmatvec(r)
 
     def norm_sq(self) -> float:
+        """1."""
         return 1.0
 
 
@@ -224,6 +240,7 @@ class Blur(LinearOperator):
 
     @property
     def out_dim(self) -> int:
+        """``d`` (same-size output)."""
         return self.in_dim
 
     def _apply(self, x, sign):
@@ -239,9 +256,11 @@ class Blur(LinearOperator):
         return jnp.reshape(out, (-1,))
 
     def matvec(self, x):
+        """The convolution ``k * x`` (flat)."""
         return self._apply(x, 1)
 
     def rmatvec(self, y):
+        """The adjoint: correlation with ``k`` under the same boundary (flat)."""
         return self._apply(y, -1)
 
     def _transfer(self):
@@ -249,6 +268,7 @@ class Blur(LinearOperator):
         return jnp.fft.fftn(jnp.reshape(self.matvec(delta), self.in_shape))
 
     def pinv(self, r):
+        """Exact through the DFT for a circular blur; conjugate gradients for a zero boundary."""
         if self.boundary != "circular":
             return super().pinv(r)
         h = self._transfer()
@@ -259,6 +279,7 @@ class Blur(LinearOperator):
         return jnp.reshape(jnp.real(out), (-1,))
 
     def norm_sq(self) -> float:
+        """``max |h|^2`` over the DFT of the impulse response (circular); power iteration (zero boundary)."""
         if self.boundary != "circular":
             return super().norm_sq()
         return float(jnp.max(jnp.abs(self._transfer()) ** 2))
@@ -304,14 +325,17 @@ class SubsampledFourier(LinearOperator):
 
     @property
     def out_dim(self) -> int:
+        """Real parts of the selected frequencies plus imaginary parts of the non-self-conjugate ones."""
         return int(self.index.shape[0] + self.index_imag.shape[0])
 
     def matvec(self, x):
+        """``[scale Re F(x)_S, sqrt(2) Im F(x)_S']`` with ``F`` the unitary DFT."""
         f = jnp.fft.fftn(jnp.reshape(x, self.in_shape), norm="ortho").reshape(-1)
         return jnp.concatenate([self.scale * jnp.real(f[self.index]),
                                 math.sqrt(2.0) * jnp.imag(f[self.index_imag])]).astype(self.scale.dtype)
 
     def rmatvec(self, y):
+        """``Re F^H z`` with ``z`` the zero-filled complex coefficients built from ``y`` (the exact adjoint)."""
         n_re = self.index.shape[0]
         ctype = jnp.result_type(y.dtype, jnp.complex64)
         z = jnp.zeros((self.in_dim,), ctype).at[self.index].add(self.scale * y[:n_re])
@@ -319,7 +343,9 @@ class SubsampledFourier(LinearOperator):
         return jnp.real(jnp.fft.ifftn(z.reshape(self.in_shape), norm="ortho")).reshape(-1).astype(y.dtype)
 
     def pinv(self, r):
+        """``A^+ = A^T`` (orthonormal rows)."""
         return self.rmatvec(r)
 
     def norm_sq(self) -> float:
+        """1 (orthonormal rows)."""
         return 1.0

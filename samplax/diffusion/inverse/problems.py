@@ -91,18 +91,22 @@ class LinearGaussian(eqx.Module):
 
     @property
     def shape(self) -> tuple:
+        """The unknown's event shape (the operator's input shape)."""
         return self.operator.in_shape
 
     @property
     def dim(self) -> int:
+        """Entries of the unknown."""
         return self.operator.in_dim
 
     @property
     def num_measurements(self) -> int:
+        """``m``."""
         return self.operator.out_dim
 
     @property
     def linear(self) -> bool:
+        """True: the samplers may use ``A``, ``A^T`` and ``A^+``."""
         return True
 
     def noise_var(self):
@@ -168,20 +172,25 @@ class Nonlinear(eqx.Module):
 
     @property
     def dim(self) -> Optional[int]:
+        """Entries of the unknown (None until ``shape`` is given)."""
         return None if self.shape is None else int(math.prod(self.shape))
 
     @property
     def num_measurements(self) -> int:
+        """``m``."""
         return int(self.y.shape[0])
 
     @property
     def linear(self) -> bool:
+        """False: only ``forward`` and its derivatives are available."""
         return False
 
     def noise_var(self):
+        """``sigma_y^2`` broadcast to ``[m]``."""
         return jnp.broadcast_to(self.sigma_y**2, self.y.shape)
 
     def forward(self, x):
+        """``f(x)`` flattened to ``[m]`` for one point."""
         return jnp.reshape(self.forward_fn(x), (-1,))
 
     def log_likelihood(self, x, extra_var=0.0):
