@@ -301,9 +301,11 @@ def test_bad_input_names_the_argument():
     prob = inv.LinearGaussian(a, [1.0], 0.1)
     with pytest.raises(ValueError, match="dimension 2 .* prior has dimension 3"):
         inv.posterior(prior3, prob)
-    with pytest.raises(ValueError, match="denoiser fails on one point of shape \\(2,\\)"):
+    with pytest.raises(ValueError, match="denoiser fails on one point of the problem.s shape \\(2,\\)"):
         inv.sample(prior3, prob, key=jax.random.key(0), num_samples=4, nfe=4, sigma_max=5.0)
     prior2 = sd.random_full_mixture(0, 2, 2)
+    with pytest.raises(ValueError, match="for ONE point"):
+        inv.sample(lambda x, s: jnp.stack([x, x]), prob, key=jax.random.key(0), num_samples=4, nfe=4, sigma_max=5.0)
     with pytest.raises(ValueError, match="shape .* is required"):
         inv.sample(prior2, inv.Nonlinear(lambda x: x[:1], [1.0], 0.1), key=jax.random.key(0), num_samples=4, nfe=4,
                    sigma_max=5.0)

@@ -116,11 +116,15 @@ def sample(denoiser: Callable, problem, *, key: jax.Array, num_samples: int, nfe
     if isinstance(problem, Nonlinear):
         problem.check(dtype)
     shape = tuple(problem.shape)
+    if not callable(denoiser):
+        raise ValueError(f"inverse.sample: denoiser must be callable D(x, sigma), got {type(denoiser).__name__}")
     try:
-        check_denoiser(denoiser, shape, dtype, "inverse.sample", "problem")
-    except ValueError as e:
-        raise ValueError(f"{e} [the unknown's shape {shape} comes from the problem: A (or forward_fn) acts on "
-                         f"points of {int(np.prod(shape))} entries; it must match the model]") from None
+        jax.eval_shape(denoiser, jax.ShapeDtypeStruct(shape, dtype), jax.ShapeDtypeStruct((), dtype))
+    except Exception as e:  # noqa: BLE001 - re-raised naming the arguments
+        raise ValueError(f"inverse.sample: the denoiser fails on one point of the problem's shape {shape} (A, or "
+                         f"forward_fn, acts on points of {int(np.prod(shape))} entries; the model must have the same "
+                         f"shape): {type(e).__name__}: {str(e).rstrip('. ')}") from None
+    check_denoiser(denoiser, shape, dtype, "inverse.sample", "problem")  # the output's shape (cached per denoiser)
     plan = m.plan(problem, nfe, sigma_max, num_samples, opts)
 
     dyn_d, static_d = eqx.partition(denoiser, eqx.is_array)
