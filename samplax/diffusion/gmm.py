@@ -237,6 +237,27 @@ class FullCovGaussianMixtureDiffusion(eqx.Module):
         """The denoiser contract: ``D(x, sigma) = E[x0 | x]`` for one point (VE convention)."""
         return self.denoise(x, sigma)
 
+    def denoise_observed(self, x, sigma, mask):
+        """``E[x0 | x_O]``: the denoiser given only the entries ``O = {i: mask_i}`` of ``x = x0 + sigma eps``.
+
+        The exact ambient-diffusion denoiser (Daras et al. 2023: a model trained on corrupted data learns
+        ``E[x0 | A~ x_t, A~]``) of this mixture: ``sum_k r_k (mu_k + S_k[:, O] (S_k[O, O] + sigma^2 I)^{-1}
+        (x_O - mu_k[O]))`` with responsibilities from ``N(x_O; mu_k[O], S_k[O, O] + sigma^2 I)``. Computed with a
+        traceable mask (float or bool ``[D]``): ``G_k = M (S_k + sigma^2 I) M + (I - M)`` on ``M x`` has the
+        observed block's density times a constant shared by all components.
+        """
+        m = jnp.asarray(mask, self.means.dtype)
+        eye = jnp.eye(self.dim, dtype=self.means.dtype)
+        mm = m[:, None] * m[None, :]
+        g = mm * (self.covariances + sigma**2 * eye) + jnp.diag(1.0 - m)  # [K, D, D]
+        diff = m * x - m * self.means  # [K, D]
+        sol = jnp.linalg.solve(g, diff[..., None])[..., 0]
+        _, logdet = jnp.linalg.slogdet(g)
+        logp = jnp.log(self.weights) - 0.5 * (jnp.sum(diff * sol, axis=-1) + logdet)
+        r = jax.nn.softmax(logp)
+        post = self.means + jnp.einsum("kij,kj->ki", self.covariances, m * sol)
+        return jnp.sum(r[:, None] * post, axis=0)
+
     def eps(self, x, sigma):
         """Noise prediction ``(x - D(x, sigma)) / sigma`` in the VE convention."""
         return (x - self.denoise(x, sigma)) / sigma

@@ -6,8 +6,8 @@
 * Ground truth (:mod:`.exact`): :func:`posterior` (the exact posterior mixture of a Gaussian-mixture prior under
   a linear-Gaussian measurement) and :func:`log_evidence`.
 * Samplers: ``sample(denoiser, problem, *, key, num_samples, nfe, sigma_max, method=..., **options)`` with
-  :func:`method_names` (``dps``, ``mcg``, ``daps``, ``pnp_ula``, ``tds``; one module each, registered in
-  :mod:`.registry`).
+  :func:`method_names` (``dps``, ``mcg``, ``daps``, ``pnp_ula``, ``tds``, ``ambient_dps``; one module each,
+  registered in :mod:`.registry`).
 * Active measurement design (:mod:`.design`): :func:`next_block` picks the mask block where the posterior samples
   disagree most (largest expected information gain under a Gaussian approximation).
 """
@@ -16,7 +16,7 @@ from samplax.diffusion.inverse.problems import LinearGaussian, Nonlinear  # noqa
 from samplax.diffusion.inverse.exact import posterior, log_evidence  # noqa: F401
 from samplax.diffusion.inverse.design import block_scores, next_block  # noqa: F401
 from samplax.diffusion.inverse.registry import InverseMethod, get_method, method_names  # noqa: F401
-from samplax.diffusion.inverse import dps, mcg, daps, pnp_ula, tds  # noqa: F401,E402  (registration)
+from samplax.diffusion.inverse import dps, mcg, daps, pnp_ula, tds, ambient_dps  # noqa: F401,E402  (registration)
 from samplax.diffusion.inverse.api import sample  # noqa: F401
 
 __all__ = ["LinearOperator", "Dense", "Mask", "Blur", "SubsampledFourier", "LinearGaussian", "Nonlinear",

@@ -64,7 +64,9 @@ def sample(denoiser: Callable, problem, *, key: jax.Array, num_samples: int, nfe
     * ``daps`` (Zhang et al. 2024): decoupled annealing, Langevin on ``x0`` at each noise level;
     * ``pnp_ula`` (Laumont et al. 2022): unadjusted Langevin with the denoiser as prior score;
     * ``tds`` (Wu et al. 2023): twisted diffusion sampler, asymptotically exact Feynman–Kac SMC with a
-      log-evidence estimate.
+      log-evidence estimate;
+    * ``ambient_dps`` (Aali et al. 2025): DPS with an ambient model ``h(x, sigma, mask)`` trained on corrupted
+      data (pass ``h`` as ``denoiser`` and the option ``mask``).
 
     Args:
       denoiser: ``D(x, sigma)`` for one point of ``problem.shape``.
@@ -116,6 +118,8 @@ def sample(denoiser: Callable, problem, *, key: jax.Array, num_samples: int, nfe
     if isinstance(problem, Nonlinear):
         problem.check(dtype)
     shape = tuple(problem.shape)
+    if m.adapt_denoiser is not None:
+        denoiser = m.adapt_denoiser(denoiser, opts, shape)
     if not callable(denoiser):
         raise ValueError(f"inverse.sample: denoiser must be callable D(x, sigma), got {type(denoiser).__name__}")
     try:

@@ -64,6 +64,8 @@ class InverseMethod(NamedTuple):
       linear_only: needs a :class:`~samplax.diffusion.inverse.problems.LinearGaussian` problem.
       bias: what the method's known bias is (documented, measured in the tests); empty for exact methods.
       finish: optional ``finish(extras: dict of numpy, plan) -> dict`` of host-side info entries.
+      adapt_denoiser: optional ``adapt_denoiser(denoiser, options, shape) -> D(x, sigma)`` for a method whose
+        model has another signature (``ambient_dps``: ``D(x, sigma, mask)``); it checks its options.
     """
 
     name: str
@@ -75,6 +77,7 @@ class InverseMethod(NamedTuple):
     linear_only: bool = False
     bias: str = ""
     finish: Optional[Callable] = None
+    adapt_denoiser: Optional[Callable] = None
 
     def resolve_options(self, given: dict) -> dict:
         """Defaults filled in; unknown names are a TypeError, invalid values a ValueError naming the option."""
