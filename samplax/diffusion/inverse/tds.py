@@ -12,14 +12,17 @@ s_i^2) I)`` and the twisted proposal
 
 with incremental weights ``w_0 = p~_0(y | x_0)``,
 ``w_{i+1} = p(x_{i+1} | x_i) p~_{i+1}(y | x_{i+1}) / (q(x_{i+1} | x_i) p~_i(y | x_i))`` and the final
-``p(y | x_clean) / p~_{N-1}(y | x_{N-1})`` (1 when ``inflation = 0``). With ``inflation = 0`` the twist is the DPS approximation of
-``p(y | x_i)`` (the paper's); it ignores ``Var[x0 | x_i]`` and is far too sharp at high noise when ``sigma_y``
-is small (proposals overshoot, weights degenerate: on a 2-d test the evidence came out ``e^-21`` too small).
-The default ``inflation = 1`` adds ``s_i^2``, the small-noise limit of ``Var[a^T x0 | x_i]`` for a unit row
-``a`` (``Cov[x0 | x] = s^2 dD/dx -> s^2 I``), and keeps the twist weak at high noise. The product of the weights is
-``p(y | x_clean) p(x_{0:N-1}) / q(x_{0:N-1})`` whatever the twist, so the weighted particles converge to the
-discretized model's posterior as the number of particles grows, and ``prod_i mean_j w_ij`` (with resampling:
-the mean of the weights carried) is an unbiased estimate of its evidence ``p(y)`` (Del Moral 2004).
+``p(y | x_clean) / p~_{N-1}(y | x_{N-1})`` (1 when ``inflation = 0``). With ``inflation = 0`` the twist is the
+DPS approximation of ``p(y | x_i)`` (the paper's); it ignores ``Var[x0 | x_i]`` and is far too sharp at high
+noise when ``sigma_y`` is small (proposals overshoot, weights degenerate: on a 2-d test the evidence came out
+``e^-21`` too small). The default ``inflation = 1`` adds ``s_i^2``, the small-noise limit of ``Var[a^T x0 | x_i]``
+for a unit row ``a`` (``Cov[x0 | x] = s^2 dD/dx -> s^2 I``), and keeps the twist weak at high noise. The product
+of the weights is ``p(y | x_clean) p(x_{0:N-1}) / q(x_{0:N-1})`` whatever the twist, so the weighted particles
+converge to the discretized model's posterior as the number of particles grows, and ``prod_i mean_j w_ij`` (with
+resampling: the mean of the weights carried) is an unbiased estimate of its evidence ``p(y)`` (Del Moral 2004).
+The discretized model (``nfe`` ancestral steps) is itself an approximation of the diffusion prior: its evidence
+approaches the exact one as ``nfe`` grows (measured on an 8-d mixture with a sharp likelihood: ``log p(y)`` off
+by -0.17 at ``nfe = 200``, within the Monte-Carlo error at ``nfe = 800``).
 Resampling (``resampling``, :mod:`samplax.smc.resampling`) happens when the ESS falls below
 ``ess_threshold * num_particles``.
 
