@@ -87,7 +87,9 @@ def main():
         dims, budgets, particles = (2, 8), (200, 800), (2, 8, 32)
     else:
         dims, budgets, particles = (2, 8, 16, 64), (200, 800, 3200), (2, 8, 32, 128)
+    mode = "--quick" if args.quick else "full"
     lines = ["# Inverse problems: error to the exact posterior vs cost", "",
+             f"Mode {mode}: dimensions {dims}, budgets B = {budgets}, particle scan P = {particles}.", "",
              "Seed 0; cost = (denoiser evaluations + VJPs) per returned sample; 1000 samples (500 for d >= 16).",
              "Families: dps/mcg at nfe = B/2, daps/pnp_ula at nfe = B, tds at nfe = B/2 with 16 particles per run "
              "and every particle drawn (cost ~ B per sample), and the particle scan tds-P (nfe = 100, one draw "
