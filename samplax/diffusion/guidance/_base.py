@@ -137,6 +137,12 @@ def checked_call(fn: Callable, args: Sequence, *, who: str, name: str, shape: tu
     return fn(*args)
 
 
+def call_denoiser(denoiser: Callable, x, sigma, *, who: str, name: str = "denoiser"):
+    """``denoiser(x, sigma)`` after checking (``jax.eval_shape``) that it returns a point of ``x``'s shape."""
+    return checked_call(denoiser, (x, sigma), who=who, name=name, shape=jnp.shape(x),
+                        returns="E[x0 | x] of the point's shape")
+
+
 def _bits32(a) -> jax.Array:
     """The bits of a float array as uint32 words (float64: two words per element)."""
     a = jnp.ravel(jnp.asarray(a))

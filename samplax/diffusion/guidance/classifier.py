@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from samplax.diffusion.guidance._base import (
-    Guided, as_key, check_callable, check_interval, check_nonneg, check_positive_int, check_scale, checked_call,
+    Guided, as_key, call_denoiser, check_callable, check_interval, check_nonneg, check_positive_int, check_scale, checked_call,
     compose_cost, in_interval, inner_cost, point_key,
 )
 
@@ -32,7 +32,7 @@ class ClassifierGuidance(Guided):
         return compose_cost(inner_cost(self.denoiser), 1, 0, guide_evals=1, guide_grads=1)
 
     def __call__(self, x, sigma):
-        d = self.denoiser(x, sigma)
+        d = call_denoiser(self.denoiser, x, sigma, who="classifier")
 
         def logp(z):
             return checked_call(self.log_prob_fn, (z, sigma), who="classifier", name="log_prob_fn", shape=(),
@@ -79,10 +79,10 @@ class GradientFreeClassifier(Guided):
 
     denoiser: Callable
     clean_log_prob_fn: Callable
-    target: jax.Array
     scale: jax.Array
     uncond: Optional[Callable]
     cfg_scale: jax.Array
+    target: int = eqx.field(static=True)
     scale_fn: Callable = eqx.field(static=True)
 
     @property
@@ -98,13 +98,21 @@ class GradientFreeClassifier(Guided):
                             shape=x.shape, returns="E[x0 | x, label] = denoiser(x, sigma, label), the point's shape")
 
     def __call__(self, x, sigma):
-        target = self.target
+        target = jnp.asarray(self.target, jnp.int32)
         dc = self._cond(x, sigma, target)
-        spec = jax.eval_shape(self.clean_log_prob_fn, jax.ShapeDtypeStruct(x.shape, x.dtype))
+        who = "gradient_free_classifier"
+        try:
+            spec = jax.eval_shape(self.clean_log_prob_fn, jax.ShapeDtypeStruct(x.shape, x.dtype))
+        except Exception as e:  # noqa: BLE001 - re-raised with the argument named
+            raise ValueError(f"{who}: clean_log_prob_fn fails on one clean point of shape {x.shape}: "
+                             f"{type(e).__name__}: {e}") from None
         if getattr(spec, "ndim", None) != 1 or spec.shape[0] < 2:
-            raise ValueError("gradient_free_classifier: clean_log_prob_fn(x0) must return the class log-probabilities "
-                             f"(or logits) [num_classes >= 2] of one clean point; it returned "
+            raise ValueError(f"{who}: clean_log_prob_fn(x0) must return the class log-probabilities (or logits) "
+                             f"[num_classes >= 2] of one clean point; it returned "
                              f"{getattr(spec, 'shape', type(spec).__name__)}")
+        if self.target >= spec.shape[0]:
+            raise ValueError(f"{who}: target={self.target} is not a class of clean_log_prob_fn, which returns "
+                             f"{spec.shape[0]} classes")
         logp = jax.nn.log_softmax(self.clean_log_prob_fn(dc))
         others = jnp.where(jnp.arange(logp.shape[0]) == target, -jnp.inf, logp)
         ref = jnp.argmax(others)
@@ -163,8 +171,8 @@ def gradient_free_classifier(denoiser: Callable, clean_log_prob_fn: Callable, ta
         raise ValueError(f"{who}: target must be a class index (int), got {target!r}") from None
     if t < 0 or t != target:
         raise ValueError(f"{who}: target must be a non-negative class index, got {target!r}")
-    return GradientFreeClassifier(denoiser, clean_log_prob_fn, jnp.asarray(t, jnp.int32), check_scale(scale, who),
-                                  uncond_denoiser, check_scale(cfg_scale, who, "cfg_scale"), scale_fn)
+    return GradientFreeClassifier(denoiser, clean_log_prob_fn, check_scale(scale, who), uncond_denoiser,
+                                  check_scale(cfg_scale, who, "cfg_scale"), t, scale_fn)
 
 
 # ---------------------------------------------------------------- minority guidance
@@ -186,7 +194,7 @@ class Minority(Guided):
 
     def _loss(self, z, sigma, k):
         sp = self.sigma_perturb.astype(z.dtype)
-        d = self.denoiser(z, sigma)
+        d = call_denoiser(self.denoiser, z, sigma, who="minority")
         d0 = jax.lax.stop_gradient(d)
         eps = jax.random.normal(k, (self.num_mc,) + z.shape, z.dtype)
         recon = jax.lax.stop_gradient(jax.vmap(lambda e: self.denoiser(d0 + sp * e, sp))(eps))

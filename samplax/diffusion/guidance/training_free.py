@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from samplax.diffusion.guidance._base import (
-    Guided, as_key, check_callable, check_nonneg, check_positive_int, check_scale, checked_call, compose_cost,
+    Guided, as_key, call_denoiser, check_callable, check_nonneg, check_positive_int, check_scale, checked_call, compose_cost,
     inner_cost, point_key,
 )
 
@@ -44,7 +44,7 @@ class DPS(Guided):
         ell = _ell(self.log_likelihood, "dps")
 
         def f(z):
-            d = self.denoiser(z, sigma)
+            d = call_denoiser(self.denoiser, z, sigma, who="dps")
             return ell(d), d
 
         (_, d), g = jax.value_and_grad(f, has_aux=True)(x)
@@ -201,13 +201,13 @@ class TFG(Guided):
             std = self.gamma.astype(x.dtype) * sigma / jnp.sqrt(1.0 + sigma**2)
         if self.variance_guidance:
             def f(z):
-                d = self.denoiser(z, sigma)
+                d = call_denoiser(self.denoiser, z, sigma, who="tfg")
                 return self.smoothed_log_likelihood(d, eps, std), d
 
             (_, d), g = jax.value_and_grad(f, has_aux=True)(x)
             delta_t = self.rho.astype(x.dtype) * sigma**2 * g
         else:
-            d = self.denoiser(x, sigma)
+            d = call_denoiser(self.denoiser, x, sigma, who="tfg")
             delta_t = jnp.zeros_like(x)
         z = jax.lax.stop_gradient(d)
         if self.mean_guidance:
@@ -311,7 +311,7 @@ class SymplecticAdjoint(Guided):
         ell = _ell(self.log_likelihood, "symplectic_adjoint")
 
         def first(z):  # step 0, also returning the plain clean estimate D(x, sigma) for the output
-            d = self.denoiser(z, sig[0])
+            d = call_denoiser(self.denoiser, z, sig[0], who="symplectic_adjoint")
             r = sig[1] / sig[0]
             return r * z + (1.0 - r) * d, d
 
