@@ -28,10 +28,10 @@ def truncated_x0_moments(lo=STRIPE[0], hi=STRIPE[1]):
     return mass, -m1_in / mass, (1.0 - m2_in) / mass
 
 
-def nan_stripe_gaussian(dim=2, region=None, name="nan_stripe", base=None, counted=True):
-    """Standard Gaussian (unnormalized, ``log Z = dim/2 log 2 pi``; or ``base(x)``) that is NaN where ``region(x)``
-    (default: the stripe on ``x[0]``); returns ``(target, counter)`` with ``counter["nan"]`` the NaN log-densities
-    computed, counted on the host (a whole vmapped batch per callback, as the conformance suite's counting target).
+def nan_stripe_gaussian(dim=2, region=None, name="nan_stripe", base=None, counted=True, bad=float("nan")):
+    """Standard Gaussian (unnormalized, ``log Z = dim/2 log 2 pi``; or ``base(x)``) that is ``bad`` (NaN or +inf)
+    where ``region(x)`` (default: the stripe on ``x[0]``); returns ``(target, counter)`` with ``counter["nan"]`` the
+    NaN or +inf log-densities computed, counted on the host (a whole vmapped batch per callback, as the conformance suite's counting target).
     The counting is not differentiable: ``counted=False`` (no counter) for gradient-based methods."""
     if base is None:
         def base(x):
@@ -43,7 +43,7 @@ def nan_stripe_gaussian(dim=2, region=None, name="nan_stripe", base=None, counte
 
     def host(v):
         v = np.asarray(v)
-        counter["nan"] += int(np.sum(np.isnan(v)))
+        counter["nan"] += int(np.sum(np.isnan(v) | (v == np.inf)))
         counter["evals"] += int(v.size)
 
     @jax.custom_batching.custom_vmap
@@ -56,7 +56,7 @@ def nan_stripe_gaussian(dim=2, region=None, name="nan_stripe", base=None, counte
         return tick(v), False
 
     def logdensity(x):
-        v = jnp.where(region(x), jnp.nan, base(x))
+        v = jnp.where(region(x), bad, base(x))
         return v + tick(v) if counted else v
 
     return samplax.from_logdensity(logdensity, dim, name=name), counter

@@ -106,8 +106,9 @@ class RoundStats(NamedTuple):
 
 
 def _ell(lp_tgt, lp_ref):
+    """``log p - log q``; a NaN or ``+inf`` target log-density is zero density: ``-inf``."""
     ell = lp_tgt - lp_ref
-    return jnp.where(jnp.isnan(ell), -jnp.inf, ell)
+    return jnp.where(jnp.isnan(ell) | (ell == jnp.inf), -jnp.inf, ell)
 
 
 def swap_log_acceptance(betas: jax.Array, ell: jax.Array) -> jax.Array:

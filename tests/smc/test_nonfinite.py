@@ -44,13 +44,19 @@ def test_smc_nan_stripe_count_equals_host_recount_and_moments_are_the_truncated_
     assert abs(r.log_Z - log_z_truth) < 5 * r.log_Z_se, (r.log_Z, log_z_truth, r.log_Z_se)
 
 
-@pytest.mark.parametrize("method", ["ais", "waste_free_smc"])
-def test_fixed_schedule_and_waste_free_count_equals_host_recount(method):
-    t, counter = nan_stripe_gaussian(name=f"nan_stripe_{method}")
+@pytest.mark.parametrize("method, bad", [("ais", np.nan), ("waste_free_smc", np.nan), ("smc", np.inf)])
+def test_fixed_schedule_waste_free_and_plus_inf_count_equals_host_recount(method, bad):
+    """+inf is a broken evaluation like NaN: zero weight (not an infinite one), counted, never drawn."""
+    t, counter = nan_stripe_gaussian(name=f"stripe_{method}_{bad}", bad=bad)
     kw = {"num_temperatures": 10} if method == "ais" else {}
-    r = samplax.sample(t, method=method, kernel="rwm", seed=1, num_chains=2, num_samples=40, progress=False, **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        r = samplax.sample(t, method=method, kernel="rwm", seed=1, num_chains=2, num_samples=40, progress=False,
+                           **kw)
     jax.effects_barrier()
     assert nonfinite_warning(r)["value"] == r.extra["num_nonfinite"] == counter["nan"] > 0
+    assert np.isfinite(r.log_Z) and np.all(np.isfinite(r.samples))
+    assert not np.any((r.samples[..., 0] >= 0.5) & (r.samples[..., 0] < 1.5))
 
 
 def test_finite_target_has_no_count_and_no_warning():
