@@ -163,7 +163,9 @@ def _walk_jump_runner(target, ctx, **o):
         extra={"smoothed_score": "exact mixture" if exact else f"SNIS with {o['num_is']} draws",
                "final_noise_variance": s_final,
                "steps_first_and_later": walk_jump.stage_steps(num_warmup, o["num_measurements"])},
-        extra_warnings=[walk_jump.bias_warning(ctx.method, exact, s_final)])
+        extra_warnings=[walk_jump.bias_warning(ctx.method, exact, s_final)],
+        checked_evals=None if exact else walk_jump.snis_evals_per_chain(
+            num_samples, num_measurements=o["num_measurements"], num_warmup=num_warmup, num_is=o["num_is"]))
 
 
 register_method(MethodSpec(
@@ -211,13 +213,13 @@ def _rdmc_runner(target, ctx, **o):
     init_steps = num_warmup if o["init_steps"] is None else o["init_steps"]
     run_chain = rdmc.make_run_chain(flat_logdensity, T=float(o["T"]), num_steps=num_warmup, inner=o["inner"],
                                     num_inner=o["num_inner"], inner_steps=o["inner_steps"], init_steps=init_steps)
+    cost = rdmc.cost_per_chain(num_samples, num_steps=num_warmup, inner=o["inner"], num_inner=o["num_inner"],
+                               inner_steps=o["inner_steps"], init_steps=init_steps)
     return population_plan(
         target, ctx, run_chain, num_particles=num_samples,
         gradient_based=False,
         init_fn=_gaussian_start(num_samples, target.dim),
-        cost_per_chain=rdmc.cost_per_chain(num_samples, num_steps=num_warmup, inner=o["inner"],
-                                           num_inner=o["num_inner"], inner_steps=o["inner_steps"],
-                                           init_steps=init_steps),
+        cost_per_chain=cost, checked_evals=cost["num_logdensity_evals"],
         extra={"t_min": rdmc.T_MIN, "T": float(o["T"]), "inner": o["inner"], "init_steps": init_steps},
         extra_warnings=[{"code": "biased", "value": o["num_inner"],
                          "message": f"{ctx.method} with inner={o['inner']!r}, num_inner={o['num_inner']}: "
@@ -235,12 +237,12 @@ def _score_ensemble_runner(target, ctx, **o):
                                             o["draws_per_member"])
     if expensive is not None:  # said before the run starts (it is one compiled program with no progress)
         warnings.warn(expensive["message"], UserWarning, stacklevel=2)
+    cost = score_ensemble.cost_per_chain(num_samples, num_steps=num_warmup, draws_per_member=o["draws_per_member"])
     return population_plan(
         target, ctx, run_chain, num_particles=num_samples,
         gradient_based=False,
         init_fn=_gaussian_start(num_samples, target.dim),
-        cost_per_chain=score_ensemble.cost_per_chain(num_samples, num_steps=num_warmup,
-                                                     draws_per_member=o["draws_per_member"]),
+        cost_per_chain=cost, checked_evals=cost["num_logdensity_evals"],
         extra={"t_min": rdmc.T_MIN, "T": float(o["T"]), "ensemble_size": num_samples},
         extra_warnings=[{"code": "biased", "value": o["draws_per_member"],
                          "message": f"{ctx.method} with draws_per_member={o['draws_per_member']}: "
