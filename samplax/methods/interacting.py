@@ -290,7 +290,7 @@ def _mmd_flow_runner(target, ctx, **o):
     return population_plan(
         target, ctx, run_chain, num_particles=num_samples,
         gradient_based=False,
-        cost_per_chain={"num_logdensity_evals": num_samples, "num_grad_evals": 0},
+        cost_per_chain={"num_logdensity_evals": 0, "num_grad_evals": 0},  # draws only (the start: the engine)
         extra={"num_target_samples": num_chains * batch * (num_warmup + 1), "variant": "sample-based energy MMD flow"})
 
 
