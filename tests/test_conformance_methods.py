@@ -60,9 +60,6 @@ METHODS = samplax.method_names()
 _SILENT_NAN = "population method maps NaN to -inf (or keeps draws inside the NaN region) with no count or warning"
 KNOWN_FAILURES = {
     ("test_batch_invariant", "randomized_midpoint"): "energy stat differs by 1 ulp between 2 and 5 chains",
-    **{("test_invalid_options", m): "kernel=None is read as sample(kernel=None) (no user kernel), so the option's "
-       "default is used: the SMC/PT option shares its name with sample's kernel argument"
-       for m in ("smc", "waste_free_smc", "ais", "population_annealing", "parallel_tempering")},
     ("test_nan_target_everywhere", "parallel_tempering"): "NaN everywhere gives finite draws, log Z -inf, no warning",
     **{("test_nan_target_in_part_of_the_space", m): _SILENT_NAN
        for m in ("smc", "waste_free_smc", "ais", "population_annealing", "nested_sampling", "parallel_tempering",

@@ -114,3 +114,18 @@ def test_bad_kernels_are_clear_errors():
         samplax.sample(t, kernel=samplax.Kernel(init, step), num_samples=5, num_warmup=0, progress=False)
     with pytest.raises(TypeError, match="method options"):
         samplax.sample(t, kernel=samplax.mcmc.mala(_logdensity, 0.5), target_accept=0.5, progress=False)
+
+
+def test_kernel_none_is_no_kernel_or_the_methods_own_option():
+    """``kernel=None`` said explicitly: for a method without a ``kernel`` option it means no user kernel (the old
+    default); for a method whose own option is ``kernel`` (SMC family, parallel tempering) it is that option's
+    value, refused by its check (never silently replaced by the default)."""
+    t = _target()
+    kw = dict(seed=1, num_chains=1, num_warmup=5, num_samples=5, progress=False)
+    r = samplax.sample(t, "rwm", kernel=None, **kw)
+    np.testing.assert_array_equal(r.samples, samplax.sample(t, "rwm", **kw).samples)
+    for method in ("smc", "parallel_tempering"):
+        with pytest.raises(ValueError, match=r"option kernel=None is invalid"):
+            samplax.sample(t, method, kernel=None, **kw)
+    with pytest.raises(TypeError, match="unknown option"):  # a kernel name for a method without the option
+        samplax.sample(t, "rwm", kernel="mala", **kw)
