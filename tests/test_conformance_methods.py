@@ -59,7 +59,6 @@ METHODS = samplax.method_names()
 #: fails the run until its entry is removed here.  Each is a bug to fix, not an accepted behaviour.
 _SILENT_NAN = "population method maps NaN to -inf (or keeps draws inside the NaN region) with no count or warning"
 KNOWN_FAILURES = {
-    ("test_batch_invariant", "randomized_midpoint"): "energy stat differs by 1 ulp between 2 and 5 chains",
     ("test_nan_target_everywhere", "parallel_tempering"): "NaN everywhere gives finite draws, log Z -inf, no warning",
     **{("test_nan_target_in_part_of_the_space", m): _SILENT_NAN
        for m in ("smc", "waste_free_smc", "ais", "population_annealing", "nested_sampling", "parallel_tempering",
