@@ -469,8 +469,10 @@ def test_nan_target_in_part_of_the_space(name):
 
 
 # --------------------------------------------------------------------------- 6. invalid options
-#: Plausible user mistakes; for each option every one its declared check rejects is tried.
-BAD_VALUES = ["bogus", -1, 0, -0.5, 1.5, 1e9, 2.5, float("nan"), float("inf"), None, True, [], [1.0, -1.0]]
+#: Plausible user mistakes; for each option every one its declared check rejects is tried (0.5 and 1: a
+#: stretch scale must exceed 1; 5: an odd number of ensemble walkers).
+BAD_VALUES = ["bogus", -1, 0, -0.5, 0.5, 1, 1.5, 5, 1e9, 2.5, float("nan"), float("inf"), None, True, [],
+              [1.0, -1.0]]
 
 
 @pytest.mark.parametrize("name", _known("test_invalid_options", METHODS))
