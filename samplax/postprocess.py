@@ -187,6 +187,20 @@ def run_warnings(diagnostics: dict, stats: dict, num_chains: int, options: dict 
     return out
 
 
+def nonfinite_warmup_warning(count: int, num_warmup_steps: int) -> dict | None:
+    """The ``nonfinite_warmup`` run warning: ``count`` proposals (summed over chains) during the
+    ``num_warmup_steps`` warm-up iterations had a non-finite log-density or gradient and were rejected.
+    The warm-up draws are not returned, so the ``nonfinite`` warning (kept draws) cannot see them.
+    ``None`` when ``count`` is 0."""
+    if not count:
+        return None
+    return {"code": "nonfinite_warmup", "value": int(count),
+            "message": f"{int(count)} proposals during the {int(num_warmup_steps)} warm-up iterations (all chains) "
+                       "had a non-finite log-density or gradient and were rejected (not in the returned draws; "
+                       "the 'nonfinite' warning counts those after warm-up): check the target where it is "
+                       "evaluated, or lower the initial step size"}
+
+
 def finish_result(target: Target, method: str, samples: np.ndarray, stats: dict, cost: dict, config: dict,
                   *, complete: bool = True, extra: dict | None = None, log_Z=None, log_Z_se=None,
                   log_weights=None, extra_warnings: list | None = None) -> Result:

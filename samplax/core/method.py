@@ -124,7 +124,8 @@ class PopulationContext(NamedTuple):
       show_progress: whether progress is on (compile a callback only then).
       initial_points: ``initial_points(key, n, gradient_based) -> [n, d]``: the engine's
         Stan-style initial points (uniform(-2, 2), retried until finite); point ``j``
-        uses ``fold_in(key, j)``.
+        uses ``fold_in(key, j)``.  The engine counts the evaluations of this search in the
+        run's cost (the method's own counts leave them out).
       init_key: the run's initialisation key (derived once by the engine from the seed).
       label: ``"method/target"`` for messages.
       method: the method's registered name (for messages).
@@ -146,7 +147,9 @@ class PopulationOutput(NamedTuple):
     """A population method's results on the host (numpy), returned by :attr:`PopulationPlan.finish`.
 
     ``samples`` ``[num_chains, num_draws, d]`` (equal-weight draws per run), ``stats``
-    ``{name: [num_chains, num_draws]}``, exact evaluation counts summed over runs,
+    ``{name: [num_chains, num_draws]}``, exact evaluation counts summed over runs (every
+    evaluation the plan computes, in its program or while planning, except
+    ``PopulationContext.initial_points``, which the engine counts),
     optional ``log_Z``/``log_Z_se``/``log_weights``, ``extra`` and ``warnings``.
     """
 

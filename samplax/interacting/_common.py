@@ -97,8 +97,9 @@ def population_plan(target: Target, ctx, run_chain: Callable, *, num_particles: 
         stats {name: [num_samples]})``; ``target`` arrives as an argument so its arrays
         are traced (new data never retraces).
       num_particles: how many initial points each population needs.
-      cost_per_chain: ``{"num_logdensity_evals": int, "num_grad_evals": int}`` for one chain,
-        initialisation included.
+      cost_per_chain: ``{"num_logdensity_evals": int, "num_grad_evals": int}``: every evaluation
+        ``run_chain`` computes for one chain (the initial particles' search is counted by the run
+        engine, the check of a user's ``init`` here).
       init_fn: optional ``init_fn(key, num_chains) -> x0 [num_chains, num_particles, d]``
         replacing the default initial particles (e.g. draws from a reference Gaussian).
       finalize: optional ``finalize(draws, stats) -> (draws, stats, warnings)`` on host arrays.
@@ -118,6 +119,9 @@ def population_plan(target: Target, ctx, run_chain: Callable, *, num_particles: 
     def run(key, run_id, tgt, x0):
         del run_id
         return run_chain(key, x0, tgt)
+
+    # a user's init is checked on the host: one log-density per particle (initial_particles)
+    n_init_check = ctx.num_chains * num_particles if ctx.init is not None else 0
 
     def finish(out):
         draws, stats = out
@@ -139,7 +143,7 @@ def population_plan(target: Target, ctx, run_chain: Callable, *, num_particles: 
             warnings += w
         return PopulationOutput(
             samples=draws, stats=stats,
-            num_logdensity_evals=int(cost_per_chain["num_logdensity_evals"]) * ctx.num_chains,
+            num_logdensity_evals=int(cost_per_chain["num_logdensity_evals"]) * ctx.num_chains + n_init_check,
             num_grad_evals=int(cost_per_chain["num_grad_evals"]) * ctx.num_chains,
             extra=info, warnings=warnings, config={"num_particles": num_particles})
 

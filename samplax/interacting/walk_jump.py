@@ -174,7 +174,8 @@ def snis_evals_per_chain(num_particles, *, num_measurements, num_warmup, num_is)
 
 
 def cost_per_chain(num_particles, *, exact, num_measurements, num_warmup, num_is) -> dict:
-    """Per chain: ``N`` log-densities at init; SNIS costs ``num_is`` per smoothed evaluation.
+    """Per chain: SNIS costs ``num_is`` log-densities per smoothed evaluation (the initial points'
+    search is counted by the run engine).
 
     Smoothed evaluations per trajectory: one per Langevin step, one at the start
     of each measurement and one jump per measurement.  The exact (mixture) path
@@ -182,5 +183,5 @@ def cost_per_chain(num_particles, *, exact, num_measurements, num_warmup, num_is
     """
     first, later = stage_steps(num_warmup, num_measurements)
     n_smooth = first + (num_measurements - 1) * later + 2 * num_measurements
-    lp = num_particles * (1 + (0 if exact else num_is * n_smooth))
+    lp = num_particles * (0 if exact else num_is * n_smooth)
     return {"num_logdensity_evals": lp, "num_grad_evals": 0}

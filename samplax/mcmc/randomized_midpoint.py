@@ -217,8 +217,14 @@ def build_kernel(logdensity_fn: Callable) -> Callable:
         take = finite & (~jnp.asarray(params.metropolize, bool) | (jax.random.uniform(k_acc, dtype=dtype) < acc))
         new = KineticLangevinState(x_new, p_new, lp_new, g_new)
         fallback = state._replace(momentum=metrics.sample_momentum(k_fb, imm, x))
+        # the energy of the state returned, computed for both candidates and then selected (as the other
+        # kinetic kernels do): a kinetic energy of the *selected* momentum lets XLA fuse the fallback's
+        # momentum draw into the reduction in some programs and not in others (a lax.map over blocks of
+        # chains or not), and the reduction then rounds differently (FMA contraction): 1-ulp differences
+        # between runs with different numbers of chains
+        energy = jnp.where(take, -lp_new + metrics.kinetic_energy(imm, p_new),
+                           -lp + metrics.kinetic_energy(imm, fallback.momentum))
         new = jax.tree.map(lambda a, b: jnp.where(take, a, b), new, fallback)
-        energy = -new.logdensity + metrics.kinetic_energy(imm, new.momentum)
         two = jnp.asarray(2, jnp.int32)
         return new, KineticLangevinInfo(acc, ~finite, two, two, energy)
 

@@ -175,7 +175,9 @@ def tempered_plan(target, ctx, name, *, config: tempered.TemperedConfig, schedul
         nonfinite.report(name, out.num_nonfinite, extra, warnings)
         return PopulationOutput(
             samples=np.asarray(draws), stats={"lp": np.asarray(lp_draws)},
-            num_logdensity_evals=int(np.sum(np.asarray(out.num_logdensity_evals, dtype=np.int64))),
+            # + the lp of the returned draws (run computes it for the stats)
+            num_logdensity_evals=int(np.sum(np.asarray(out.num_logdensity_evals, dtype=np.int64)))
+            + num_chains * num_samples,
             num_grad_evals=int(np.sum(np.asarray(out.num_grad_evals, dtype=np.int64))),
             log_Z=log_z, log_Z_se=log_z_se, log_weights=np.full((num_chains, num_samples), -np.log(num_samples)),
             extra=extra, warnings=warnings, config={"config": config._asdict()})
@@ -401,7 +403,10 @@ def _ns_finish(target, res, cfg, prior, o, num_chains, num_samples):
     nonfinite.report("nested_sampling", out.num_nonfinite, extra, warnings)
     return PopulationOutput(
         samples=np.asarray(draws), stats={"lp": np.asarray(lp_draws)},
-        num_logdensity_evals=int(np.sum(np.asarray(out.num_logdensity_evals, dtype=np.int64))), num_grad_evals=0,
+        # + the lp of the returned draws (run computes it for the stats)
+        num_logdensity_evals=(int(np.sum(np.asarray(out.num_logdensity_evals, dtype=np.int64)))
+                              + num_chains * num_samples),
+        num_grad_evals=0,
         log_Z=log_z, log_Z_se=log_z_se, log_weights=np.full((num_chains, num_samples), -np.log(num_samples)),
         extra=extra, warnings=warnings, config={"config": cfg._asdict()})
 

@@ -26,7 +26,7 @@ from samplax.postprocess import finish_result
 from samplax.run import sharding
 from samplax.run.cache import PROGRAMS, program_key
 from samplax.run.checkpoint import array_digest, target_id
-from samplax.run.init import find_initial_points
+from samplax.run.init import find_initial_points, search_evaluations
 from samplax.run.keys import RunKeys, batch_keys
 
 
@@ -46,8 +46,15 @@ def run_population(target, spec: MethodSpec, options: dict, *, keys: RunKeys, se
     label = f"{spec.name}/{target.name}"
     dtype = jnp.result_type(float)
 
+    # evaluations made while planning, outside the run's program (the initial-point search)
+    start_evals = {"lp": 0, "grad": 0}
+
     def initial_points(key, n, gradient_based):
-        return find_initial_points(target, key, n, gradient_based, dtype)[0]
+        x, attempts = find_initial_points(target, key, n, gradient_based, dtype)
+        evals = search_evaluations(attempts)
+        start_evals["lp"] += evals
+        start_evals["grad"] += evals if gradient_based else 0
+        return x
 
     ctx = PopulationContext(num_chains=num_chains, num_warmup=num_warmup, num_samples=num_samples, init=init,
                             progress=_printer(progress, label), show_progress=bool(progress),
@@ -106,7 +113,8 @@ def run_population(target, spec: MethodSpec, options: dict, *, keys: RunKeys, se
         warnings.append({"code": "nonfinite_draws", "value": n_bad,
                          "message": f"{n_bad} returned draws of {spec.name!r} are not finite (the population "
                                     "diverged: lower the step size or check the target)"})
-    cost = make_cost(num_logdensity_evals=int(res.num_logdensity_evals), num_grad_evals=int(res.num_grad_evals),
+    cost = make_cost(num_logdensity_evals=int(res.num_logdensity_evals) + start_evals["lp"],
+                     num_grad_evals=int(res.num_grad_evals) + start_evals["grad"],
                      compile_seconds=t1 - t0, sampling_seconds=t2 - t1, num_compilations=num_traces[0],
                      num_devices=num_devices)
     config = {"method": spec.name, "options": options, "target": target_id(target), "seed": seed_id,

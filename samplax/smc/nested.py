@@ -159,8 +159,11 @@ def constrained_slice(key, x, lp, log_l_star, chol, logdensity_fn: Callable, pri
     advances through Neal's (2003) stepping out (unit width in units of the
     direction, at most ``MAX_STEP_OUT`` extensions split at random between the
     sides) and shrinkage, one target evaluation per pass of the loop.  A step whose
-    shrinkage fails ``MAX_SHRINK`` times keeps its point.  ``nonfinite`` counts the
-    evaluations (of ``evals``) whose log-density was NaN or ``+inf``: outside the slice.
+    shrinkage fails ``MAX_SHRINK`` times keeps its point.  The passes go on until every
+    row has made its ``num_repeats`` steps, and each pass evaluates all ``K`` rows (the
+    finished ones too, their results discarded), so ``evals`` counts the passes for every row.
+    ``nonfinite`` counts the evaluations of active rows whose log-density was NaN or ``+inf``
+    (outside the slice).
     """
     kk, d = x.shape
     dtype = x.dtype
@@ -221,7 +224,7 @@ def constrained_slice(key, x, lp, log_l_star, chol, logdensity_fn: Callable, pri
         for name, v in fresh.items():
             mask = done[:, None] if v.ndim == 2 else done
             new[name] = jnp.where(mask, v, new[name])
-        new["evals"] = c["evals"] + active.astype(jnp.int32)
+        new["evals"] = c["evals"] + 1  # every row is evaluated on every pass, finished rows too
         new["nonfinite"] = c["nonfinite"] + (active & is_nonfinite(lpz)).astype(jnp.int32)
         new["trip"] = c["trip"] + 1
         return new
