@@ -327,7 +327,7 @@ def auto_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_samp
             programs[k] = hit[1]
             return hit[1]
         t0 = time.perf_counter()
-        bar.compiling(f"auto/{target.name}" + ("" if k is None else f" (low-rank metric, rank {k})"))
+        bar.compiling(None if k is None else f"the low-rank metric's program (rank {k})")
         c = jax.jit(run_chunk).lower(dyn_target, carry, i32(0), i32(0), i32(K), k_run, metric).compile()
         compile_seconds += time.perf_counter() - t0
         bar.compiled()

@@ -2,10 +2,10 @@
 
 What a run shows, in order::
 
-    [samplax nuts/eight_schools] compiling nuts/eight_schools ...
-    [samplax nuts/eight_schools] compiled nuts/eight_schools in 2.4 s
-    [samplax nuts/eight_schools] sampling 1500/2000 75% | 1,234 steps/s | ETA 0:01
-    [samplax nuts/eight_schools] sampling 2000/2000 100% | 1,240 steps/s | 1.6 s
+    [samplax nuts/eight_schools] compiling ...
+    [samplax nuts/eight_schools] compiled in 2.4 s
+    [samplax nuts/eight_schools] sampling 1500/2000 75% | ETA 0:01 | 1,234 steps/s
+    [samplax nuts/eight_schools] sampling 2000/2000 100% | 1.6 s | 1,240 steps/s
 
 * The compile phase comes first (``compiling ...`` then its seconds), so a long
   compilation is not mistaken for a hang; a program found in the cache says so.
@@ -114,7 +114,7 @@ def _isatty(stream) -> bool:
 
 
 class Progress:
-    """The progress display of one run: compile phase, then ``phase done/total pct | rate | ETA``.
+    """The progress display of one run: compile phase, then ``phase done/total pct | ETA | rate``.
 
     Args:
       enabled: False: nothing is written (the counters still move).
@@ -182,21 +182,22 @@ class Progress:
 
     # ------------------------------------------------------------------ compile phase
     def compiling(self, what: Optional[str] = None) -> None:
-        """The compile phase begins (``compiling WHAT ...``); a second call before ``compiled`` is ignored."""
+        """The compile phase begins: ``[samplax METHOD/TARGET] compiling ...`` (``compiling WHAT ...`` when
+        ``what`` names a further program); a second call before ``compiled`` is ignored."""
         with self._lock:
             if self._compiling is not None:
                 return
-            what = what or self.label
+            what = "" if what is None else f"{what} "
             self._compiling = (what, self.clock())
             if not self.enabled:
                 return
             if self.tty:
-                self._draw(f"compiling {what} ...", self.clock())
+                self._draw(f"compiling {what}...", self.clock())
             else:
-                self._line(f"compiling {what} ...")
+                self._line(f"compiling {what}...")
 
     def compiled(self, seconds: Optional[float] = None) -> Optional[float]:
-        """The compile phase ends: ``compiled WHAT in S s`` (``seconds``: the time to show; default the
+        """The compile phase ends: ``compiled [WHAT ]in S s`` (``seconds``: the time to show; default the
         time since ``compiling``).  Returns the seconds, None when nothing was being compiled."""
         with self._lock:
             if self._compiling is None:
@@ -208,7 +209,7 @@ class Progress:
                 self.paused += now - began
             seconds = now - began if seconds is None else float(seconds)
             if self.enabled:
-                self._line(f"compiled {what} in {seconds:.1f} s")
+                self._line(f"compiled {what}in {seconds:.1f} s")
             return seconds
 
     def reused(self) -> None:
@@ -265,12 +266,12 @@ class Progress:
         phase = "warmup" if self.num_warmup > 0 and done <= self.num_warmup and done < total else self.what
         parts = [f"{phase} {done}/{total} {self._pct(done)}%"]
         r = self.rate()
-        if r is not None:
-            parts.append(rate_text(r, self.unit))
         if done >= total and self.t0 is not None:
             parts.append(f"{self.clock() - self.t0:.1f} s")
         elif r is not None:
             parts.append(f"ETA {clock_text(self.eta())}")
+        if r is not None:  # after the ETA, which a narrow terminal keeps first
+            parts.append(rate_text(r, self.unit))
         if self._note:
             parts.append(self._note)
         return " | ".join(parts)
