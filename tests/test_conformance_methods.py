@@ -11,8 +11,9 @@ registered method is covered without editing this file):
 3. ``test_batch_invariant``: the first 2 chains (MCMC) / runs (SMC, nested sampling, particle
    methods) of a 5-chain call equal a 2-chain call bit for bit (5 chains cross the CPU block of 4).
 4. ``test_resume_bit_for_bit``: with ``checkpoint_dir``, a run interrupted (KeyboardInterrupt raised
-   from its progress output) once in warm-up and once while sampling, then resumed, equals an
-   uninterrupted run bit for bit; a method without checkpoints refuses ``checkpoint_dir`` (ValueError).
+   from its progress display's update after a chunk) once in warm-up and once while sampling, then
+   resumed, equals an uninterrupted run bit for bit; a method without checkpoints refuses
+   ``checkpoint_dir`` (ValueError).
 5. ``test_nan_target_*``: a log-density that is NaN everywhere / NaN on stripes across ``x[0]`` (a quarter
    of the space; MCMC without warm-up, which would learn to step between the stripes) gives a ValueError
    naming the problem or a non-finiteness warning, never silent samples.
@@ -34,7 +35,6 @@ from __future__ import annotations
 import itertools
 import math
 import re
-import sys
 from typing import Any
 
 import equinox as eqx
@@ -45,6 +45,8 @@ import pytest
 
 import samplax
 from samplax.methods import get_method
+from samplax.run.progress import Progress
+
 try:
     from samplax.core.composite import CompositeTarget
 except ImportError:  # before the run engine: the protocol lived with the targets
@@ -344,25 +346,18 @@ def test_batch_invariant(name):
 
 
 # --------------------------------------------------------------------------- 4. resume
-class _InterruptingStderr:
-    """Raises KeyboardInterrupt (as Ctrl-C would) at the given progress lines; passes the rest through."""
+def _interrupting_update(at):
+    """``Progress.update`` that raises KeyboardInterrupt (as Ctrl-C would) on its ``at``-th call (the engine
+    updates the progress display once per chunk, after the chunk's results are stored)."""
+    orig, calls = Progress.update, [0]
 
-    def __init__(self, real, at):
-        self.real, self.at, self.n = real, set(at), 0
+    def update(self, done):
+        calls[0] += 1
+        if calls[0] == at:
+            raise KeyboardInterrupt
+        return orig(self, done)
 
-    def write(self, text):
-        if "[samplax" in text:
-            self.n += 1
-            if self.n in self.at:
-                self.at.discard(self.n)
-                raise KeyboardInterrupt
-        return self.real.write(text)
-
-    def flush(self):
-        self.real.flush()
-
-    def isatty(self):
-        return False
+    return update
 
 
 def _interrupted(result):
@@ -379,12 +374,12 @@ def test_resume_bit_for_bit(name, tmp_path, monkeypatch):
             samplax.sample(s.target, name, seed=1, checkpoint_dir=ck, **settings(name))
         return
     ref = s.run(seed=1)
-    total_chunks = (NUM_WARMUP + NUM_SAMPLES) // CHUNK  # a progress line per chunk (8 chunks, 12.5% each)
+    total_chunks = (NUM_WARMUP + NUM_SAMPLES) // CHUNK  # a progress update per chunk (8 chunks)
     assert total_chunks == 8
     partial = []
     # first interruption in warm-up (after chunk 2), the second while sampling (after chunk 6 of the run)
     for at in (2, 4):
-        monkeypatch.setattr(sys, "stderr", _InterruptingStderr(sys.stderr, [at]))
+        monkeypatch.setattr(Progress, "update", _interrupting_update(at))
         r = samplax.sample(s.target, name, seed=1, checkpoint_dir=ck, checkpoint_interval=0.0,
                            **settings(name, progress=True))
         monkeypatch.undo()

@@ -311,6 +311,10 @@ def auto_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_samp
 
     cache_key = program_key(spec.name, id(auto_runner), o, static_target, dyn_target, num_chains, K, dtype)
     cached = PROGRAMS.get(cache_key)
+    # num_warmup is the most warm-up there can be: the line's total shrinks when warm-up stops early
+    bar = Progress(progress, num_warmup + num_samples * thinning, num_warmup, f"auto/{target.name}")
+    if cached is None:
+        bar.compiling()  # the init program compiles on its first call, the chunk program in get_compiled
     init_jit = cached[0] if cached is not None else jax.jit(init_all)
     states, rs, n_init = init_jit(dyn_target, x0, k_adapt)
     carry = (states, rs)
@@ -332,8 +336,10 @@ def auto_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_samp
             programs[k] = hit[1]
             return hit[1]
         t0 = time.perf_counter()
+        bar.compiling(None if k is None else f"the low-rank metric's program (rank {k})")
         c = jax.jit(run_chunk).lower(dyn_target, carry, i32(0), i32(0), i32(K), k_run, metric).compile()
         compile_seconds += time.perf_counter() - t0
+        bar.compiled()
         num_compilations += 1
         programs[k] = c
         PROGRAMS.put(ck, (init_jit, c))
@@ -342,6 +348,9 @@ def auto_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_samp
     if cached is None:
         PROGRAMS.put(cache_key, (init_jit, None))
     compiled = get_compiled(None)
+    bar.compiled()  # the init program alone (cache hit of the chunk program); nothing when nothing compiled
+    if cached is not None and num_compilations == 0:
+        bar.reused()
     metric = None
 
     # the initial-point search (or the check of the user's init), each chain's init, the step-size search
@@ -349,7 +358,7 @@ def auto_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_samp
     n_nonfinite_warmup = 0
     run_seconds = 0.0
     step_i = 0
-    bar = Progress(progress, num_warmup + num_samples * thinning, num_warmup, f"auto/{target.name}")
+    bar.start(0)
 
     def launch(phase, n):
         nonlocal carry, step_i
@@ -439,8 +448,12 @@ def auto_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_samp
         while left > 0:
             go(1, min(K, left))
             left -= min(K, left)
-        bar.update(adapt_done + term)
     warmup_used = adapt_done + term
+    if warmup_used < num_warmup:  # warm-up stopped early: the line still ends at 100 %
+        bar.retotal(warmup_used + num_samples * thinning, warmup_used)
+        bar.message(f"warm-up {'converged' if converged else 'stopped'} after {warmup_used} of at most "
+                    f"{num_warmup} steps")
+    bar.update(warmup_used)
 
     # ---------------------------------------------------------------- sampling
     # Nothing is decided on the host any more: queue every chunk (asynchronous
@@ -461,6 +474,7 @@ def auto_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_samp
         stats_all.append(stats)
         done += pos.shape[0]
         bar.update(warmup_used + done)
+    bar.close()
     run_seconds += time.perf_counter() - ts
     pos = np.concatenate(pos_all)[::thinning][:num_samples]
     samples = np.swapaxes(pos, 0, 1)

@@ -9,7 +9,7 @@ number of draws (particles) returned per chain, so ``Result.samples`` has shape
 ``[num_chains, num_samples, *event_shape]``, and ``num_warmup`` is the number of
 burn-in iterations / optimisation steps / discretisation steps (documented per
 method).  Every method works with its defaults and no further options.
-The whole run is one compiled program (no progress bar, no checkpoints).
+The whole run is one compiled program (no checkpoints; the progress line counts finished runs).
 """
 from __future__ import annotations
 
@@ -247,7 +247,7 @@ def _score_ensemble_runner(target, ctx, **o):
                                               draws_per_member=o["draws_per_member"])
     expensive = score_ensemble.cost_warning(ctx.method, num_samples, num_warmup, ctx.num_chains, target.dim,
                                             o["draws_per_member"])
-    if expensive is not None:  # said before the run starts (it is one compiled program with no progress)
+    if expensive is not None:  # said before the run starts (one compiled program: progress only per finished run)
         warnings.warn(expensive["message"], UserWarning, stacklevel=2)
     cost = score_ensemble.cost_per_chain(num_samples, num_steps=num_warmup, draws_per_member=o["draws_per_member"])
     return population_plan(

@@ -18,8 +18,10 @@ from the particle population at every step and have no burn-in); for
 ``parallel_tempering`` it is the number of tuning scans.  ``init``: refused
 (``ValueError``) by the particle methods, which start from the reference;
 ``parallel_tempering`` starts every replica there.  ``progress=True``
-prints one line per temperature (SMC), per 100 iterations (nested sampling)
-or per tuning round (parallel tempering) on stderr.
+reports each temperature (SMC), every 100 iterations (nested sampling) or the
+end of the tuning rounds (parallel tempering) as the note of the engine's
+progress line (samplax/run/progress.py: redrawn on a terminal, at most every
+30 s elsewhere).
 
 ``Result.extra`` also reports the per-run ``log_Z``, the idealized CLT
 variance ``sum_t (1/CESS_t - 1/N)`` of each run and the schedules.
@@ -484,8 +486,7 @@ def _pt_population(target, ctx, **o):
             raise ValueError("parallel_tempering: init must be finite")
         inputs = (jnp.asarray(np.broadcast_to(a.reshape(num_chains, 1, d), (num_chains, k, d)), dtype),)
     lengths = ptm.round_lengths(num_warmup)
-    show = _printer(ctx, "run {} tuning round {}: {} scans, barrier Lambda {:.2f}, mean swap rejection {:.2f}, "
-                         "local acceptance {:.2f}, round trips {}")
+    show = _printer(ctx, "run {} tuned in {} rounds: barrier Lambda {:.2f}, round trips {}")
 
     def run(kk, run_id, tgt, *x_init):
         return ptm.run_one(kk, tgt.flat_logdensity(), reference, cfg, num_warmup=num_warmup,

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 import time
 from typing import Optional
 
@@ -218,6 +217,9 @@ def run_chains(target, spec: MethodSpec, options: dict, *, keys: RunKeys, seed_i
                             num_padded if per_chain else num_chains, num_warmup, total, chunk_size, chain_method,
                             block, num_devices, dtype)
     cached = PROGRAMS.get(cache_key)
+    bar = Progress(progress, total, num_warmup, f"{spec.name}/{target.name}")
+    if cached is None:
+        bar.compiling()  # the init program compiles on its first call, the chunk program below
     init_jit = cached[0] if cached is not None else jax.jit(init_prog)
     states, astate, n_init_grad = init_jit(dyn_target, x0, k_init, k_adapt, chain_ids)
     zeros = jnp.zeros((num_padded,), jnp.int32)
@@ -255,8 +257,11 @@ def run_chains(target, spec: MethodSpec, options: dict, *, keys: RunKeys, seed_i
                                              chain_ids).compile()
         PROGRAMS.put(cache_key, (init_jit, compiled))
     compile_seconds = time.perf_counter() - t0
-
-    bar = Progress(progress, total, num_warmup, f"{spec.name}/{target.name}")
+    if cached is None:
+        bar.compiled()
+    else:
+        bar.reused()
+    bar.start(min(next_chunk * chunk_size, total))  # the rate counts only this call's steps
     interrupted = False
     last_ckpt = time.perf_counter()
     t_loop = time.perf_counter()
@@ -311,9 +316,8 @@ def run_chains(target, spec: MethodSpec, options: dict, *, keys: RunKeys, seed_i
     except KeyboardInterrupt:
         interrupted = True
         save_ckpt()
-        if progress:
-            sys.stderr.write("\n[samplax] interrupted: "
-                             + (f"checkpoint saved in {checkpoint_dir}\n" if ckpt_path else "no checkpoint_dir\n"))
+        bar.message("interrupted: " + (f"checkpoint saved in {checkpoint_dir}" if ckpt_path else "no checkpoint_dir"))
+    bar.close()
     run_total = run_seconds()
 
     done_steps = min(next_chunk * chunk_size, total)

@@ -377,9 +377,10 @@ def run_one(key, logdensity_fn: Callable, reference: GaussianReference, config: 
       ``fold_in(key, 1)``), one draw of the ``beta = 1`` replica per scan;
     - **log Z**: :func:`stepping_stone` with ``config.num_batches`` batches.
 
-    ``progress(run_id, round, num_scans, Lambda, mean swap rejection, mean local
-    acceptance, round trips)`` (a host function, through ``jax.debug.callback``)
-    is called after every tuning round.  Vectorize over independent runs outside.
+    ``progress(run_id, num_rounds, Lambda, round trips)`` (a host function, through
+    ``jax.debug.callback``) is called once the tuning rounds are over (not after each
+    round: a callback inside the rounds' loop changed the draws).  Vectorize over
+    independent runs outside.
     """
     k = config.num_temperatures
     d = reference.mean.shape[0]
@@ -404,15 +405,14 @@ def run_one(key, logdensity_fn: Callable, reference: GaussianReference, config: 
                                                 jnp.asarray(True))
         # the last round's step sizes were tuned to the current mass matrices: keep them
         params, lam, rej = update_params(params, stats, config.adapt_schedule, not_last)
-        if progress is not None:
-            acc = stats.acceptance / n_scans
-            jax.debug.callback(progress, run_id, j + 1, n_scans, lam, jnp.mean(rej), jnp.mean(acc[1:]),
-                               state.round_trips)
         return (state, params, n_lp + dl, n_grad + dg, n_bad + db), (lam, state.round_trips)
 
     z = jnp.zeros((), jnp.int32)
     (state, params, n_lp, n_grad, n_bad), (lams, trips_hist) = jax.lax.scan(
         one_round, (state, params, z + k, z + n_init_grad, n_bad0), rounds)
+    if progress is not None:  # after the tuning rounds, not inside them: a host callback inside the rounds'
+        # loop changes how XLA compiles it, and the draws then depend on whether progress is shown
+        jax.debug.callback(progress, run_id, num_rounds, lams[-1], trips_hist[-1])
     trips_before = state.round_trips
     state, draws, lp_draws, ell, acc, rej, dl, dg, db = sample_fn(jax.random.fold_in(key, 1), state, params,
                                                                   num_samples)
