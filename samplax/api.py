@@ -10,7 +10,18 @@ from samplax.methods import get_method
 from samplax.run import execute, kernel_method, kernel_reports_counts
 
 
-def sample(target: Target, method: Any = "nuts", *, kernel=None, seed: int = 0, key=None, num_chains: int = 4,
+class _NoKernel:
+    """The default of :func:`sample`'s ``kernel``: none given (so that an explicit ``kernel=None`` can reach
+    a method's own ``kernel`` option and be refused there)."""
+
+    def __repr__(self):
+        return "<no kernel>"
+
+
+_NO_KERNEL = _NoKernel()
+
+
+def sample(target: Target, method: Any = "nuts", *, kernel=_NO_KERNEL, seed: int = 0, key=None, num_chains: int = 4,
            num_warmup: int = 1000, num_samples: int = 1000, init=None, checkpoint_dir: Optional[str] = None,
            progress: bool = True, thinning: int = 1, chunk_size: Optional[int] = None,
            checkpoint_interval: float = 30.0, chain_method: str = "auto", devices=None,
@@ -28,9 +39,11 @@ def sample(target: Target, method: Any = "nuts", *, kernel=None, seed: int = 0, 
       kernel: instead of ``method``, your own :class:`samplax.Kernel` ``(init, step)``
         whose state has ``.position`` (e.g. :class:`samplax.PointState`); ``init`` receives
         a point of the target's ``event_shape``.  It runs without adaptation, with the
-        same diagnostics, progress and checkpoints.  A string is not a kernel object: it is
-        the method's own ``kernel`` option (the mutation kernel of the SMC family and of
-        parallel tempering, e.g. ``sample(t, "smc", kernel="mala")``).
+        same diagnostics, progress and checkpoints.  Any other value given (a string, ``None``,
+        ...) is not a kernel object: for a method with its own ``kernel`` option (the mutation
+        kernel of the SMC family and of parallel tempering, e.g. ``sample(t, "smc", kernel="mala")``)
+        it is that option, checked there (``kernel=None`` is then refused, not read as the
+        default); for other methods ``kernel=None`` means no kernel.
       seed: integer seed; all randomness derives from ``(seed, chain, step)``.
       key: a JAX key to use instead of ``seed``.
       num_chains, num_warmup, num_samples, thinning: run length.  For population methods
@@ -62,12 +75,14 @@ def sample(target: Target, method: Any = "nuts", *, kernel=None, seed: int = 0, 
       a :class:`~samplax.core.result.Result`.
     """
     is_kernel = callable(getattr(kernel, "init", None)) and callable(getattr(kernel, "step", None))
-    if kernel is not None and not is_kernel:
+    if kernel is not _NO_KERNEL and not is_kernel:
         named = method if isinstance(method, MethodSpec) else get_method(method)
         if isinstance(kernel, str) or "kernel" in named.options:
             # not a Kernel object: the method's own ``kernel`` option (e.g. the SMC mutation), checked there
-            method_options["kernel"], kernel = kernel, None
-    if kernel is not None:
+            method_options["kernel"], kernel = kernel, _NO_KERNEL
+        elif kernel is None:  # no kernel, said explicitly
+            kernel = _NO_KERNEL
+    if kernel is not _NO_KERNEL:
         if not isinstance(target, Target):
             raise TypeError(f"sample: target must be a samplax Target, got {type(target).__name__}")
         if method_options:

@@ -99,6 +99,13 @@ def _reparam_hint(noncentred: bool) -> str:
     return "raise target_accept; if a hierarchical scale is centred, a non-centred parameterization usually helps"
 
 
+def _nan_reduce(fn, a):
+    """``fn`` over the non-NaN entries of ``a``; NaN when there are none (``np.nanmin`` & co. would warn)."""
+    a = np.asarray(a, dtype=float)
+    a = a[~np.isnan(a)]
+    return fn(a) if a.size else float("nan")
+
+
 def run_warnings(diagnostics: dict, stats: dict, num_chains: int, options: dict | None = None,
                  quantities=None, noncentred: bool = False) -> list:
     """Structured warnings for a run that should not be trusted as is.
@@ -112,7 +119,7 @@ def run_warnings(diagnostics: dict, stats: dict, num_chains: int, options: dict 
     out = []
     names = diagnostics.get("names")
     rhat = np.asarray(diagnostics.get("rhat", []), dtype=float)
-    if rhat.size and np.nanmax(rhat) > RHAT_MAX:
+    if rhat.size and _nan_reduce(np.max, rhat) > RHAT_MAX:
         i = int(np.nanargmax(rhat))
         out.append({"code": "rhat", "value": float(rhat[i]),
                     "message": f"max rank-normalized R-hat {rhat[i]:.3f} > {RHAT_MAX} "
@@ -121,7 +128,7 @@ def run_warnings(diagnostics: dict, stats: dict, num_chains: int, options: dict 
         out.append({"code": "rhat", "value": float("nan"), "message": "R-hat is undefined (constant draws?)"})
     for kind in ("ess_bulk", "ess_tail"):
         ess = np.asarray(diagnostics.get(kind, []), dtype=float)
-        if ess.size and np.nanmin(ess) < ESS_PER_CHAIN_MIN * num_chains:
+        if ess.size and _nan_reduce(np.min, ess) < ESS_PER_CHAIN_MIN * num_chains:
             i = int(np.nanargmin(ess))
             chains = f"{num_chains} chain{'s' if num_chains != 1 else ''}"
             out.append({"code": kind, "value": float(ess[i]),
@@ -150,9 +157,9 @@ def run_warnings(diagnostics: dict, stats: dict, num_chains: int, options: dict 
         from samplax.diagnostics import ess_bulk
 
         with np.errstate(all="ignore"):
-            per = np.array([np.nanmin(np.asarray(ess_bulk(np.asarray(quantities)[c:c + 1]), dtype=float))
+            per = np.array([_nan_reduce(np.min, ess_bulk(np.asarray(quantities)[c:c + 1]))
                             for c in range(num_chains)])
-        med = float(np.nanmedian(per))
+        med = float(_nan_reduce(np.median, per))
         bad = [int(c) for c in np.flatnonzero(per < CHAIN_ESS_RATIO * med)]
         if bad and med > 0:
             out.append({"code": "chain_ess", "value": bad,
@@ -178,6 +185,20 @@ def run_warnings(diagnostics: dict, stats: dict, num_chains: int, options: dict 
             out.append({"code": "nonfinite", "value": n_nf,
                         "message": f"{n_nf} proposals had a non-finite log-density or gradient and were rejected"})
     return out
+
+
+def nonfinite_warmup_warning(count: int, num_warmup_steps: int) -> dict | None:
+    """The ``nonfinite_warmup`` run warning: ``count`` proposals (summed over chains) during the
+    ``num_warmup_steps`` warm-up iterations had a non-finite log-density or gradient and were rejected.
+    The warm-up draws are not returned, so the ``nonfinite`` warning (kept draws) cannot see them.
+    ``None`` when ``count`` is 0."""
+    if not count:
+        return None
+    return {"code": "nonfinite_warmup", "value": int(count),
+            "message": f"{int(count)} proposals during the {int(num_warmup_steps)} warm-up iterations (all chains) "
+                       "had a non-finite log-density or gradient and were rejected (not in the returned draws; "
+                       "the 'nonfinite' warning counts those after warm-up): check the target where it is "
+                       "evaluated, or lower the initial step size"}
 
 
 def finish_result(target: Target, method: str, samples: np.ndarray, stats: dict, cost: dict, config: dict,

@@ -216,3 +216,35 @@ def window_adapter(logdensity_fn: Callable, params_cls, dim: int, num_warmup: in
         position_fn=position_fn, num_chains=num_chains)
 
 
+class EpsImm(NamedTuple):
+    """``(step_size, inverse_mass_matrix)`` as produced by the window adapter."""
+
+    step_size: jax.Array
+    inverse_mass_matrix: jax.Array
+
+
+def warmup_flag_adapter(inner: Adapter, num_warmup: int, make_params: Callable) -> Adapter:
+    """Wrap an adapter whose params are ``(step_size, inverse_mass_matrix)`` and add a warm-up flag.
+
+    ``make_params(inner_params, in_warmup) -> params``; ``in_warmup`` (bool, one per
+    chain) is true for the first ``num_warmup`` iterations.  Unadjusted kernels
+    use it to Metropolize their moves during warm-up only: dual averaging then
+    explores step sizes without the chain diverging; sampling is unadjusted.
+    """
+    n_w = jnp.asarray(num_warmup, jnp.int32)
+
+    def init(keys, states):
+        a, n = inner.init(keys, states)
+        # one counter per chain: the driver splits adapter state into blocks of chains
+        return (a, jnp.zeros((keys.shape[0],), jnp.int32)), n
+
+    def update(astate, i, states, infos):
+        a, count = astate
+        return inner.update(a, i, states, infos), count + 1
+
+    def params(astate):
+        a, count = astate
+        p = inner.params(a)
+        return make_params(p, jnp.broadcast_to(count < n_w, jnp.shape(p.step_size)))
+
+    return Adapter(init, update, params)

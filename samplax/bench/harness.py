@@ -180,7 +180,9 @@ def run_suite(suite: str | dict, out_dir: Optional[str] = None, progress: bool =
 
     ``overrides`` (``num_chains``, ``num_warmup``, ``num_samples``, ``seed``) replace the suite's
     and every entry's values, e.g. for a short smoke run; they are recorded in the suite
-    metadata (``config.json``, ``results.json``) under ``"overrides"``.
+    metadata (``config.json``, ``results.json``) under ``"overrides"``.  ``progress``: print
+    ``run i of n: METHOD on TARGET`` (stdout) before each run, the run's own progress display
+    (compile phase, steps, ETA; stderr) under it, and the run's result line after it.
     """
     import samplax
 
@@ -202,8 +204,10 @@ def run_suite(suite: str | dict, out_dir: Optional[str] = None, progress: bool =
         kw = dict(defaults)
         kw.update({k: e[k] for k in ("num_chains", "num_warmup", "num_samples", "seed") if k in e})
         kw.update(overrides)
+        if progress:  # the run's own progress display (stderr) follows this line
+            print(f"run {i + 1} of {len(entries)}: {e['method']} on {e['target']}", flush=True)
         t0 = time.perf_counter()
-        res = samplax.sample(target, e["method"], progress=False, **kw, **e.get("options", {}))
+        res = samplax.sample(target, e["method"], progress=progress, **kw, **e.get("options", {}))
         row = evaluate(res, target)
         row["wall_s"] = time.perf_counter() - t0
         rows.append(row)

@@ -119,12 +119,17 @@ class PopulationContext(NamedTuple):
       num_chains: independent runs.
       num_warmup, num_samples: run length as the method defines it (see its docs).
       init: the user's ``init`` (``None``: the method's default start).
-      progress: ``progress(message: str)`` writes one line on stderr when progress is on,
-        nothing otherwise; safe to call from ``jax.debug.callback``.
-      show_progress: whether progress is on (compile a callback only then).
+      progress: ``progress(message: str)`` shows ``message`` as the note of the run's progress
+        line when progress is on (redrawn on a terminal, at most every 30 s elsewhere), nothing
+        otherwise; safe to call from ``jax.debug.callback``.  It must not close over anything of
+        one call (the compiled program is cached and re-used by later calls).
+      show_progress: whether progress is on (compile a callback only then; put it after a tuning
+        loop rather than inside one: a host callback inside a loop can change how XLA compiles
+        the loop, and the draws must not depend on ``progress``).
       initial_points: ``initial_points(key, n, gradient_based) -> [n, d]``: the engine's
         Stan-style initial points (uniform(-2, 2), retried until finite); point ``j``
-        uses ``fold_in(key, j)``.
+        uses ``fold_in(key, j)``.  The engine counts the evaluations of this search in the
+        run's cost (the method's own counts leave them out).
       init_key: the run's initialisation key (derived once by the engine from the seed).
       label: ``"method/target"`` for messages.
       method: the method's registered name (for messages).
@@ -146,7 +151,9 @@ class PopulationOutput(NamedTuple):
     """A population method's results on the host (numpy), returned by :attr:`PopulationPlan.finish`.
 
     ``samples`` ``[num_chains, num_draws, d]`` (equal-weight draws per run), ``stats``
-    ``{name: [num_chains, num_draws]}``, exact evaluation counts summed over runs,
+    ``{name: [num_chains, num_draws]}``, exact evaluation counts summed over runs (every
+    evaluation the plan computes, in its program or while planning, except
+    ``PopulationContext.initial_points``, which the engine counts),
     optional ``log_Z``/``log_Z_se``/``log_weights``, ``extra`` and ``warnings``.
     """
 

@@ -1,7 +1,7 @@
 """Diffusion-model sampling: schedules, denoiser adapters, exact GMM models, grids, solvers.
 
-Public entry points: :func:`sample`, :func:`log_likelihood` and :mod:`samplax.diffusion.train`
-(``train.train`` fits small MLP denoisers). VE convention ``x = x0 + sigma * noise``, a denoiser
+Public entry points: :func:`sample`, :func:`log_likelihood`, :mod:`samplax.diffusion.train`
+(``train.train`` fits small MLP denoisers) and :mod:`samplax.diffusion.guidance` (guided denoisers). VE convention ``x = x0 + sigma * noise``, a denoiser
 ``D(x, sigma) = E[x0 | x]`` for one point. :func:`solver_names` and :func:`grid_names`
 list what ``solver=`` and ``grid=`` accept.
 """
@@ -25,6 +25,7 @@ from samplax.diffusion import train  # noqa: F401,E402  (the module: train.train
 from samplax.diffusion.denoisers import (  # noqa: F401
     from_eps, from_v, from_score, from_velocity, from_discrete_eps, to_eps, to_score,
 )
+from samplax.diffusion import guidance  # noqa: F401,E402  (guided denoisers and guided samplers)
 from samplax.diffusion import inverse  # noqa: F401,E402  (inverse problems: inverse.sample, inverse.posterior)
 
 __all__ = [
@@ -34,5 +35,6 @@ __all__ = [
     "sample", "SampleInfo", "auto_choice", "AUTO_RULE", "solve_pf_ode", "log_likelihood", "optimized_grid",
     "MLPDenoiser", "TrainConfig", "TrainState", "train", "init_train_state", "save_checkpoint", "load_checkpoint",
     "load_denoiser",
-    "from_eps", "from_v", "from_score", "from_velocity", "from_discrete_eps", "to_eps", "to_score", "inverse",
+    "from_eps", "from_v", "from_score", "from_velocity", "from_discrete_eps", "to_eps", "to_score", "guidance",
+    "inverse",
 ]

@@ -50,7 +50,10 @@ class SampleInfo(NamedTuple):
       sigmas: the noise levels visited by the solver (numpy), ending at 0 when it denoised to 0.
       solver, grid, final_step: what was used (after ``"auto"`` resolution).
       sigma_end: smallest positive node of the grid.
-      cost: the shared cost record (:class:`samplax.core.cost.Cost`) of this call:
+      cost: the shared cost record (:class:`samplax.core.cost.Cost`) of this call. For a guidance wrapper
+        (:mod:`samplax.diffusion.guidance`) it also has the wrapper's ``cost_per_call`` times the calls:
+        ``num_denoiser_evals`` and ``num_denoiser_vjps`` (work on the base model) and, where the wrapper calls a
+        user function, ``num_guide_evals`` / ``num_guide_grads``. The rest:
         ``num_model_evals`` (int, the same count as above), ``compile_seconds`` (tracing and
         compiling the sampling program; 0.0 when it came from the cache), ``sampling_seconds``
         (running it, until the samples are ready), ``num_compilations`` (1 or 0) and
@@ -265,6 +268,9 @@ def sample(denoiser: Callable, *, key: jax.Array, shape: Optional[tuple] = None,
     """
     grid_options = dict(grid_options or {})
     solver_options = dict(solver_options or {})
+    needs = getattr(denoiser, "sampler_required", None)
+    if isinstance(needs, str) and needs:  # e.g. a guidance wrapper with a recurrence (guidance.recurrent_sample)
+        raise ValueError(f"sample: {needs}")
     if not isinstance(nfe, (int, np.integer)) or isinstance(nfe, bool) or nfe < 1:
         raise ValueError(f"sample: nfe must be a positive int, got {nfe!r}")
     nfe = int(nfe)
@@ -359,6 +365,10 @@ def sample(denoiser: Callable, *, key: jax.Array, shape: Optional[tuple] = None,
         cost = make_cost(num_model_evals=prep.num_model_evals, num_devices=1)
     if grid == "optimized":
         cost["grid_seconds"] = grid_seconds
+    per_call = getattr(denoiser, "cost_per_call", None)
+    if isinstance(per_call, dict):  # a guidance wrapper: its base-model work per call (guidance.Guided)
+        calls = int(ne) if clock.timed else prep.num_model_evals
+        cost.update({f"num_{k}": calls * int(v) for k, v in per_call.items()})
     warns = ()
     if not isinstance(nf.step, jax.core.Tracer):
         warns = tuple(nonfinite_report("sample", np.asarray(nf.step), np.asarray(nf.sigma), num_steps))

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from samplax.core import nonfinite
 from samplax.core.method import PopulationOutput, PopulationPlan
 from samplax.core.target import Target
 
@@ -87,7 +88,8 @@ def initial_particles(target: Target, ctx, num_particles: int, gradient_based: b
 
 def population_plan(target: Target, ctx, run_chain: Callable, *, num_particles: int, gradient_based: bool,
                     cost_per_chain: dict, extra: Optional[dict] = None, extra_warnings: Optional[list] = None,
-                    init_fn: Optional[Callable] = None, finalize: Optional[Callable] = None) -> PopulationPlan:
+                    init_fn: Optional[Callable] = None, finalize: Optional[Callable] = None,
+                    checked_evals: Optional[int] = None) -> PopulationPlan:
     """``run_chain`` on ``ctx.num_chains`` independent populations, as a plan for the run engine.
 
     Args:
@@ -95,11 +97,19 @@ def population_plan(target: Target, ctx, run_chain: Callable, *, num_particles: 
         stats {name: [num_samples]})``; ``target`` arrives as an argument so its arrays
         are traced (new data never retraces).
       num_particles: how many initial points each population needs.
-      cost_per_chain: ``{"num_logdensity_evals": int, "num_grad_evals": int}`` for one chain,
-        initialisation included.
+      cost_per_chain: ``{"num_logdensity_evals": int, "num_grad_evals": int}``: every evaluation
+        ``run_chain`` computes for one chain (the initial particles' search is counted by the run
+        engine, the check of a user's ``init`` here).
       init_fn: optional ``init_fn(key, num_chains) -> x0 [num_chains, num_particles, d]``
         replacing the default initial particles (e.g. draws from a reference Gaussian).
       finalize: optional ``finalize(draws, stats) -> (draws, stats, warnings)`` on host arrays.
+      checked_evals: how many log-density evaluations of one chain's run the stat ``nonfinite_evals`` covers.
+
+    Non-finite log-densities: a ``run_chain`` whose stats hold ``"nonfinite_evals"`` (per draw: the NaN or
+    ``+inf`` evaluations made for it, treated as zero density) gets their per-chain sums in
+    ``extra["num_nonfinite_runs"]``, the total in ``extra["num_nonfinite"]`` and the ``nonfinite`` run
+    warning (:func:`samplax.core.nonfinite.report`); a chain in which all ``checked_evals`` evaluations
+    were non-finite is a ``ValueError`` (nothing finite to sample from).
     """
     if init_fn is not None and ctx.init is None:
         x0 = init_fn(ctx.init_key, ctx.num_chains)
@@ -110,19 +120,32 @@ def population_plan(target: Target, ctx, run_chain: Callable, *, num_particles: 
         del run_id
         return run_chain(key, x0, tgt)
 
+    # a user's init is checked on the host: one log-density per particle (initial_particles)
+    n_init_check = ctx.num_chains * num_particles if ctx.init is not None else 0
+
     def finish(out):
         draws, stats = out
         draws = np.asarray(draws)
         stats = {k: np.asarray(v) for k, v in stats.items()}
         warnings = list(extra_warnings or [])
+        info = dict(extra or {})
+        if "nonfinite_evals" in stats:
+            per_chain = stats["nonfinite_evals"].reshape(ctx.num_chains, -1).sum(axis=1)
+            if checked_evals:
+                dead = np.flatnonzero(per_chain >= checked_evals)
+                if dead.size:
+                    raise nonfinite.everywhere_error(ctx.method, target.name,
+                                                     f"all {checked_evals} log-density evaluations of the chain",
+                                                     dead, ctx.num_chains)
+            nonfinite.report(ctx.method, per_chain, info, warnings)
         if finalize is not None:
             draws, stats, w = finalize(draws, stats)
             warnings += w
         return PopulationOutput(
             samples=draws, stats=stats,
-            num_logdensity_evals=int(cost_per_chain["num_logdensity_evals"]) * ctx.num_chains,
+            num_logdensity_evals=int(cost_per_chain["num_logdensity_evals"]) * ctx.num_chains + n_init_check,
             num_grad_evals=int(cost_per_chain["num_grad_evals"]) * ctx.num_chains,
-            extra=extra or {}, warnings=warnings, config={"num_particles": num_particles})
+            extra=info, warnings=warnings, config={"num_particles": num_particles})
 
     return PopulationPlan(run, finish, inputs=(x0,))
 

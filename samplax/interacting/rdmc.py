@@ -65,6 +65,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from samplax.core.nonfinite import count_nonfinite, is_nonfinite
+
 T_MIN = 1e-3
 
 
@@ -92,19 +94,22 @@ def reverse_step(key, x, score, delta):
 
 
 def is_posterior_mean(key, lp_fn, x, t, num_inner):
-    """SNIS estimate of ``E[x_0 | x_t = x]`` with proposal ``N(x / a, v / a^2 I)``; also returns draws and log-weights."""
+    """SNIS estimate of ``E[x_0 | x_t = x]`` with proposal ``N(x / a, v / a^2 I)``; also returns draws, log-weights
+    and the number of them that were non-finite (NaN or ``+inf``: zero weight)."""
     a, v = jnp.exp(-t), -jnp.expm1(-2.0 * t)
     x0 = (x + jnp.sqrt(v) * jax.random.normal(key, (num_inner,) + x.shape, x.dtype)) / a
     lw = jax.vmap(lp_fn)(x0)
-    lw = jnp.where(jnp.isnan(lw), -jnp.inf, lw)
-    return jax.nn.softmax(lw) @ x0, x0, lw
+    n_bad = count_nonfinite(lw)
+    lw = jnp.where(is_nonfinite(lw), -jnp.inf, lw)
+    return jax.nn.softmax(lw) @ x0, x0, lw, n_bad
 
 
 def ula_posterior_mean(key, lp_fn, x, t, num_inner, inner_steps):
-    """Average of ``num_inner`` ULA chains on ``q_t(x_0 | x)`` started from SIR draws (module doc)."""
+    """Average of ``num_inner`` ULA chains on ``q_t(x_0 | x)`` started from SIR draws (module doc); also returns
+    the number of non-finite evaluations (log-weights, and gradients of the chains, which count as zero)."""
     a, v = jnp.exp(-t), -jnp.expm1(-2.0 * t)
     k1, k2, k3 = jax.random.split(key, 3)
-    _, x0, lw = is_posterior_mean(k1, lp_fn, x, t, num_inner)
+    _, x0, lw, n_bad = is_posterior_mean(k1, lp_fn, x, t, num_inner)
     idx = jax.random.categorical(k2, lw, shape=(num_inner,))
     z = x0[idx]
     h = 0.1 * v / (a * a + v)
@@ -114,17 +119,20 @@ def ula_posterior_mean(key, lp_fn, x, t, num_inner, inner_steps):
 
     def step(z, k):
         g = jax.vmap(grad_q)(z)
+        bad = jnp.sum(~jnp.all(jnp.isfinite(g), axis=-1), dtype=jnp.int32)
         g = jnp.where(jnp.isfinite(g), g, 0.0)
-        return z + h * g + jnp.sqrt(2 * h) * jax.random.normal(k, z.shape, z.dtype), None
+        return z + h * g + jnp.sqrt(2 * h) * jax.random.normal(k, z.shape, z.dtype), bad
 
-    z, _ = jax.lax.scan(step, z, jax.random.split(k3, inner_steps))
-    return jnp.mean(z, axis=0)
+    z, bad = jax.lax.scan(step, z, jax.random.split(k3, inner_steps))
+    return jnp.mean(z, axis=0), n_bad + jnp.sum(bad, dtype=jnp.int32)
 
 
 def make_run_chain(logdensity_of_target, *, T, num_steps, inner, num_inner, inner_steps, init_steps=0,
                    init_step_size=None):
     """``run_chain(key, x [N, d], target) -> (draws [N, d], stats)``; ``x`` should be ``N(0, I)`` draws.
 
+    ``stats["nonfinite_evals"] [N]``: each trajectory's evaluations with a NaN or ``+inf`` log-density (or a
+    non-finite gradient, ``inner="ula"``), which the estimators treat as zero density.
     With ``init_steps > 0`` the start is first moved towards ``p_T`` by that many
     ULA steps of size ``init_step_size`` (None: ``0.025 v(T)``) on ``p_T`` with the
     estimated score (RDMC's initialisation for a moderate ``T``).
@@ -139,36 +147,39 @@ def make_run_chain(logdensity_of_target, *, T, num_steps, inner, num_inner, inne
 
         def post_mean(k, x, t):
             if inner == "is":
-                return is_posterior_mean(k, lp_fn, x, t, num_inner)[0]
+                m, _, _, n_bad = is_posterior_mean(k, lp_fn, x, t, num_inner)
+                return m, n_bad
             return ula_posterior_mean(k, lp_fn, x, t, num_inner, inner_steps)
 
         def score_at(k, x, t):
             a, v = jnp.exp(-t), -jnp.expm1(-2.0 * t)
             ks = jax.random.split(k, x.shape[0])
-            m = jax.vmap(lambda kk, xx: post_mean(kk, xx, t))(ks, x)
-            return (a * m - x) / v
+            m, n_bad = jax.vmap(lambda kk, xx: post_mean(kk, xx, t))(ks, x)
+            return (a * m - x) / v, n_bad
 
-        def init_step(x, i):
+        def init_step(carry, i):
+            x, bad = carry
             k1, k2 = jax.random.split(jax.random.fold_in(key, 1_000_000 + i))
-            g = score_at(k1, x, ts[0])
-            return x + h_init * g + jnp.sqrt(2 * h_init) * jax.random.normal(k2, x.shape, x.dtype), None
+            g, nb = score_at(k1, x, ts[0])
+            return (x + h_init * g + jnp.sqrt(2 * h_init) * jax.random.normal(k2, x.shape, x.dtype), bad + nb), None
 
+        bad0 = jnp.zeros((xT.shape[0],), jnp.int32)
         if init_steps:
-            xT, _ = jax.lax.scan(init_step, xT, jnp.arange(init_steps))
+            (xT, bad0), _ = jax.lax.scan(init_step, (xT, bad0), jnp.arange(init_steps))
 
-        def step(x, i):
+        def step(carry, i):
+            x, bad = carry
             t_hi, t_lo = ts[i], ts[i + 1]
             k = jax.random.fold_in(key, i)
             ks = jax.random.split(k, x.shape[0] + 1)
             a, v = jnp.exp(-t_hi), -jnp.expm1(-2.0 * t_hi)
-            m = jax.vmap(lambda kk, xx: post_mean(kk, xx, t_hi))(ks[1:], x)
+            m, nb = jax.vmap(lambda kk, xx: post_mean(kk, xx, t_hi))(ks[1:], x)
             score = (a * m - x) / v
             x = reverse_step(ks[0], x, score, t_hi - t_lo)
-            return x, None
+            return (x, bad + nb), None
 
-        x, _ = jax.lax.scan(step, xT, jnp.arange(num_steps))
-        nonfinite = (~jnp.all(jnp.isfinite(x), axis=-1)).astype(jnp.int32)
-        return x, {"nonfinite": nonfinite}
+        (x, bad), _ = jax.lax.scan(step, (xT, bad0), jnp.arange(num_steps))
+        return x, {"nonfinite_evals": bad}
 
     return run_chain
 

@@ -60,6 +60,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from samplax.core.nonfinite import is_nonfinite
 from samplax.interacting._common import pairwise_sq_dists
 from samplax.interacting.rdmc import T_MIN, reverse_step, time_grid
 
@@ -100,7 +101,10 @@ BIAS_MESSAGE = (
 
 
 def ensemble_posterior_means(key, lp_fn, x, t, draws_per_member):
-    """Balance-heuristic MIS estimates of ``E[x_0 | x_t = x_i]`` for all members ``x`` [N, d] (module doc)."""
+    """Balance-heuristic MIS estimates of ``E[x_0 | x_t = x_i]`` for all members ``x`` [N, d] (module doc).
+
+    Also returns ``[N]``: how many of the ``draws_per_member`` draws each member proposed had a NaN or ``+inf``
+    log-density (a zero weight for every member)."""
     n, d = x.shape
     a, v = jnp.exp(-t), -jnp.expm1(-2.0 * t)
     centres = x / a
@@ -108,30 +112,33 @@ def ensemble_posterior_means(key, lp_fn, x, t, draws_per_member):
     eps = jax.random.normal(key, (n, draws_per_member, d), x.dtype)
     x0 = (centres[:, None, :] + jnp.sqrt(var) * eps).reshape(n * draws_per_member, d)
     lp = jax.vmap(lp_fn)(x0)
-    lp = jnp.where(jnp.isnan(lp), -jnp.inf, lp)
+    bad = is_nonfinite(lp)
+    lp = jnp.where(bad, -jnp.inf, lp)
     logk = -pairwise_sq_dists(centres, x0) / (2.0 * var)  # [N members, N L draws], common constants dropped
     log_mix = jax.scipy.special.logsumexp(logk, axis=0)  # proposal mixture density at each draw (up to consts)
     logw = lp[None, :] + logk - log_mix[None, :]
     w = jax.nn.softmax(logw, axis=1)
-    return w @ x0
+    return w @ x0, jnp.sum(bad.reshape(n, draws_per_member), axis=1, dtype=jnp.int32)
 
 
 def make_run_chain(logdensity_of_target, *, T, num_steps, draws_per_member):
-    """``run_chain(key, x_T [N, d], target) -> (ensemble at t_min [N, d], stats)``."""
+    """``run_chain(key, x_T [N, d], target) -> (ensemble at t_min [N, d], stats)``; ``stats["nonfinite_evals"]``
+    counts, per member, the non-finite evaluations at the draws it proposed (:func:`ensemble_posterior_means`)."""
 
     def run_chain(key, xT, target):
         lp_fn = logdensity_of_target(target)
         ts = time_grid(T, T_MIN, num_steps)
 
-        def step(x, i):
+        def step(carry, i):
+            x, bad = carry
             t_hi, t_lo = ts[i], ts[i + 1]
             k1, k2 = jax.random.split(jax.random.fold_in(key, i))
             a, v = jnp.exp(-t_hi), -jnp.expm1(-2.0 * t_hi)
-            m = ensemble_posterior_means(k1, lp_fn, x, t_hi, draws_per_member)
-            return reverse_step(k2, x, (a * m - x) / v, t_hi - t_lo), None
+            m, nb = ensemble_posterior_means(k1, lp_fn, x, t_hi, draws_per_member)
+            return (reverse_step(k2, x, (a * m - x) / v, t_hi - t_lo), bad + nb), None
 
-        x, _ = jax.lax.scan(step, xT, jnp.arange(num_steps))
-        return x, {"nonfinite": (~jnp.all(jnp.isfinite(x), axis=-1)).astype(jnp.int32)}
+        (x, bad), _ = jax.lax.scan(step, (xT, jnp.zeros((xT.shape[0],), jnp.int32)), jnp.arange(num_steps))
+        return x, {"nonfinite_evals": bad}
 
     return run_chain
 

@@ -13,6 +13,10 @@ Two estimators of ``log p_s`` and ``grad log p_s`` (Tweedie / Miyasawa:
   ``x_k = y + sqrt(s) eps_k``, ``w_k ∝ p(x_k)``,
   ``E[x | y] ≈ sum_k w_k x_k``, ``log p_s(y) ≈ log mean_k p(x_k)`` (up to log Z);
   ``K`` target log-density evaluations per call, biased O(1/K).
+
+Every estimator ``f(key, y, s)`` also returns the number of target evaluations it
+made that were NaN or ``+inf`` (zero weight; :mod:`samplax.core.nonfinite`): 0 for
+the exact ones, which evaluate no target.
 """
 from __future__ import annotations
 
@@ -21,6 +25,8 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from samplax.core.nonfinite import is_nonfinite
 
 
 class MixtureParts(NamedTuple):
@@ -91,18 +97,19 @@ def mixture_smoothed_logdensity(parts: MixtureParts, y: jax.Array, s) -> jax.Arr
 
 
 def exact_smoothed(parts: MixtureParts):
-    """``f(key, y, s) -> (log p_s(y), grad log p_s(y))`` in closed form (key unused)."""
+    """``f(key, y, s) -> (log p_s(y), grad log p_s(y), 0)`` in closed form (key unused)."""
     vg = jax.value_and_grad(lambda y, s: mixture_smoothed_logdensity(parts, y, s))
 
     def f(key, y, s):
         del key
-        return vg(y, s)
+        v, g = vg(y, s)
+        return v, g, jnp.zeros((), jnp.int32)
 
     return f
 
 
 def exact_posterior(parts: MixtureParts):
-    """``f(key, y, s) -> (E[x | y], Cov[x | y])`` for ``y = x + sqrt(s) eps`` (Tweedie: ``s I + s^2 Hess log p_s``)."""
+    """``f(key, y, s) -> (E[x | y], Cov[x | y], 0)`` for ``y = x + sqrt(s) eps`` (Tweedie: ``s I + s^2 Hess log p_s``)."""
     lp = lambda y, s: mixture_smoothed_logdensity(parts, y, s)  # noqa: E731
 
     def f(key, y, s):
@@ -110,36 +117,40 @@ def exact_posterior(parts: MixtureParts):
         g = jax.grad(lp)(y, s)
         H = jax.hessian(lp)(y, s)
         cov = s * jnp.eye(y.shape[0], dtype=y.dtype) + s * s * H
-        return y + s * g, 0.5 * (cov + cov.T)
+        return y + s * g, 0.5 * (cov + cov.T), jnp.zeros((), jnp.int32)
 
     return f
 
 
 def snis_posterior(lp_fn, num_is: int):
-    """``f(key, y, s) -> (E[x | y], Cov[x | y])`` by SNIS (weighted mean and covariance of ``N(y, s I)`` draws)."""
+    """``f(key, y, s) -> (E[x | y], Cov[x | y], n_nonfinite)`` by SNIS (weighted mean and covariance of
+    ``N(y, s I)`` draws)."""
 
     def f(key, y, s):
         x = y + jnp.sqrt(s) * jax.random.normal(key, (num_is,) + y.shape, y.dtype)
         lw = jax.vmap(lp_fn)(x)
-        lw = jnp.where(jnp.isnan(lw), -jnp.inf, lw)
+        bad = is_nonfinite(lw)
+        lw = jnp.where(bad, -jnp.inf, lw)
         w = jax.nn.softmax(lw)
         m = w @ x
         r = x - m
-        return m, (w[:, None] * r).T @ r
+        return m, (w[:, None] * r).T @ r, jnp.sum(bad, dtype=jnp.int32)
 
     return f
 
 
 def snis_smoothed(lp_fn, num_is: int):
-    """``f(key, y, s) -> (log p_s(y) + const, grad log p_s(y))`` by SNIS with ``num_is`` draws from ``N(y, s I)``."""
+    """``f(key, y, s) -> (log p_s(y) + const, grad log p_s(y), n_nonfinite)`` by SNIS with ``num_is`` draws from
+    ``N(y, s I)``."""
 
     def f(key, y, s):
         x = y + jnp.sqrt(s) * jax.random.normal(key, (num_is,) + y.shape, y.dtype)
         lw = jax.vmap(lp_fn)(x)
-        lw = jnp.where(jnp.isnan(lw), -jnp.inf, lw)
+        bad = is_nonfinite(lw)
+        lw = jnp.where(bad, -jnp.inf, lw)
         logZ = jax.scipy.special.logsumexp(lw) - jnp.log(num_is)
         w = jax.nn.softmax(lw)
         post_mean = w @ x
-        return logZ, (post_mean - y) / s
+        return logZ, (post_mean - y) / s, jnp.sum(bad, dtype=jnp.int32)
 
     return f

@@ -145,8 +145,10 @@ SVGD_BIAS_MESSAGE = (
 
 
 def svgd_cost(num_particles: int, num_steps: int) -> dict:
-    """Per chain: ``N`` gradients per step, ``N`` log-densities at the end (stats) and ``N`` at init."""
-    return {"num_logdensity_evals": num_particles * 2, "num_grad_evals": num_particles * (num_steps + 1)}
+    """Per chain: ``N`` gradients per step (each a forward pass, one log-density evaluation, and a
+    backward pass) and ``N`` log-densities at the end (stats).  The initial particles' search is
+    counted by the run engine."""
+    return {"num_logdensity_evals": num_particles * (num_steps + 1), "num_grad_evals": num_particles * num_steps}
 
 
 # --------------------------------------------------------------------------- simplex / mirror map

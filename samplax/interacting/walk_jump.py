@@ -83,7 +83,10 @@ def stage_steps(num_warmup: int, num_measurements: int) -> tuple:
 
 
 def make_run_chain(logdensity_of_target, parts, *, sigma, num_measurements, num_warmup, step_size, num_is):
-    """``run_chain(key, x0 [N, d], target) -> (x_hat [N, d], stats)`` (module doc)."""
+    """``run_chain(key, x0 [N, d], target) -> (x_hat [N, d], stats)`` (module doc).
+
+    ``stats["nonfinite_evals"] [N]``: each trajectory's target evaluations (SNIS draws) with a NaN or ``+inf``
+    log-density, which get zero weight (always 0 on the exact path, which evaluates no target)."""
     M = num_measurements
     first, later = stage_steps(num_warmup, M)
     s2 = float(sigma) ** 2
@@ -101,18 +104,18 @@ def make_run_chain(logdensity_of_target, parts, *, sigma, num_measurements, num_
             """log p(y_m | y_{1:m-1}) (+const) and its gradient at y_m = y."""
             ybar = (S_prev + y) / m
             ss = Q_prev + jnp.sum(y * y) - m * jnp.sum(ybar * ybar)
-            lps, g = smooth(k, ybar, s2 / m)
-            return lps - ss / (2 * s2), g / m - (y - ybar) / s2
+            lps, g, n_bad = smooth(k, ybar, s2 / m)
+            return lps - ss / (2 * s2), g / m - (y - ybar) / s2, n_bad
 
         def one_traj(k_traj, x_init):
             h = step_size * s2
 
             def langevin(carry, i):
-                y, lp, g, S_prev, Q_prev, m, acc_sum = carry
+                y, lp, g, S_prev, Q_prev, m, acc_sum, bad = carry
                 kk = jax.random.fold_in(k_traj, i)
                 k1, k2, k3 = jax.random.split(kk, 3)
                 prop = y + h * g + jnp.sqrt(2 * h) * jax.random.normal(k1, y.shape, y.dtype)
-                lp_p, g_p = cond_logp_grad(k2, prop, S_prev, Q_prev, m)
+                lp_p, g_p, nb = cond_logp_grad(k2, prop, S_prev, Q_prev, m)
                 if exact:
                     def logq(a, b, gb):  # log q(a | b), up to a constant
                         return -jnp.sum((a - b - h * gb) ** 2) / (4 * h)
@@ -126,46 +129,53 @@ def make_run_chain(logdensity_of_target, parts, *, sigma, num_measurements, num_
                 y = jnp.where(accept, prop, y)
                 lp = jnp.where(accept, lp_p, lp)
                 g = jnp.where(accept, g_p, g)
-                return (y, lp, g, S_prev, Q_prev, m, acc_sum + a), None
+                return (y, lp, g, S_prev, Q_prev, m, acc_sum + a, bad + nb), None
 
             def measurement(carry, m_idx):
-                S_prev, Q_prev, xhat, cov, acc_sum = carry
+                S_prev, Q_prev, xhat, cov, acc_sum, bad = carry
                 m = (m_idx + 1).astype(x_init.dtype)
                 km = jax.random.fold_in(k_traj, 10_000_000 + m_idx)
                 d = xhat.shape[0]
                 L = jnp.linalg.cholesky(cov + s2 * jnp.eye(d, dtype=xhat.dtype))
                 y0 = xhat + L @ jax.random.normal(km, xhat.shape, xhat.dtype)
-                lp0, g0 = cond_logp_grad(jax.random.fold_in(km, 1), y0, S_prev, Q_prev, m)
+                lp0, g0, nb0 = cond_logp_grad(jax.random.fold_in(km, 1), y0, S_prev, Q_prev, m)
                 n_steps = jnp.where(m_idx == 0, first, later)
                 base = jnp.where(m_idx == 0, 0, first + (m_idx - 1) * later)
 
                 def body(i, c):
                     return jax.lax.cond(i < n_steps, lambda c: langevin(c, base + i)[0], lambda c: c, c)
 
-                y, _, _, _, _, _, acc_sum = jax.lax.fori_loop(
-                    0, max(first, later), body, (y0, lp0, g0, S_prev, Q_prev, m, acc_sum))
+                y, _, _, _, _, _, acc_sum, bad = jax.lax.fori_loop(
+                    0, max(first, later), body, (y0, lp0, g0, S_prev, Q_prev, m, acc_sum, bad + nb0))
                 S, Q = S_prev + y, Q_prev + jnp.sum(y * y)
                 ybar = S / m
-                xhat, cov = posterior(jax.random.fold_in(km, 2), ybar, s2 / m)
-                return (S, Q, xhat, cov, acc_sum), None
+                xhat, cov, nb = posterior(jax.random.fold_in(km, 2), ybar, s2 / m)
+                return (S, Q, xhat, cov, acc_sum, bad + nb), None
 
             zero = jnp.zeros_like(x_init)
             cov0 = jnp.zeros((x_init.shape[0],) * 2, x_init.dtype)
-            (S, Q, xhat, _, acc_sum), _ = jax.lax.scan(
-                measurement, (zero, jnp.zeros((), x_init.dtype), x_init, cov0, jnp.zeros((), x_init.dtype)),
+            (S, Q, xhat, _, acc_sum, bad), _ = jax.lax.scan(
+                measurement, (zero, jnp.zeros((), x_init.dtype), x_init, cov0, jnp.zeros((), x_init.dtype),
+                              jnp.zeros((), jnp.int32)),
                 jnp.arange(M))
-            return xhat, acc_sum / (first + (M - 1) * later)
+            return xhat, acc_sum / (first + (M - 1) * later), bad
 
         keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(x0.shape[0]))
-        xhat, acc = jax.vmap(one_traj)(keys, x0)
-        nonfinite = (~jnp.all(jnp.isfinite(xhat), axis=-1)).astype(jnp.int32)
-        return xhat, {"acceptance_rate": acc, "nonfinite": nonfinite}
+        xhat, acc, bad = jax.vmap(one_traj)(keys, x0)
+        return xhat, {"acceptance_rate": acc, "nonfinite_evals": bad}
 
     return run_chain
 
 
+def snis_evals_per_chain(num_particles, *, num_measurements, num_warmup, num_is) -> int:
+    """Target evaluations inside one chain's run on the SNIS path (those ``stats["nonfinite_evals"]`` counts from)."""
+    first, later = stage_steps(num_warmup, num_measurements)
+    return num_particles * num_is * (first + (num_measurements - 1) * later + 2 * num_measurements)
+
+
 def cost_per_chain(num_particles, *, exact, num_measurements, num_warmup, num_is) -> dict:
-    """Per chain: ``N`` log-densities at init; SNIS costs ``num_is`` per smoothed evaluation.
+    """Per chain: SNIS costs ``num_is`` log-densities per smoothed evaluation (the initial points'
+    search is counted by the run engine).
 
     Smoothed evaluations per trajectory: one per Langevin step, one at the start
     of each measurement and one jump per measurement.  The exact (mixture) path
@@ -173,5 +183,5 @@ def cost_per_chain(num_particles, *, exact, num_measurements, num_warmup, num_is
     """
     first, later = stage_steps(num_warmup, num_measurements)
     n_smooth = first + (num_measurements - 1) * later + 2 * num_measurements
-    lp = num_particles * (1 + (0 if exact else num_is * n_smooth))
+    lp = num_particles * (0 if exact else num_is * n_smooth)
     return {"num_logdensity_evals": lp, "num_grad_evals": 0}

@@ -24,8 +24,8 @@ import jax
 import jax.numpy as jnp
 
 from samplax.core.types import Kernel
-from samplax.mcmc.registry import KernelSpec, register_kernel
-from samplax.mcmc.slice import SliceState, _bad, shrink
+from samplax.mcmc.registry import ChainMethod, KernelSpec, register_kernel
+from samplax.mcmc.slice import SliceState, _bad, shrink, slice_stats
 from samplax.mcmc.slice import init as _init
 
 
@@ -103,4 +103,7 @@ def elliptical_slice(logdensity_fn: Callable, mean=None, scale=None, max_shrink:
 
 
 register_kernel(KernelSpec("elliptical_slice", init, build_kernel, EllipticalSliceParams, elliptical_slice,
-                           gradient_based=False, invariant=True))
+                           gradient_based=False, invariant=True,
+                           method=ChainMethod("Elliptical slice sampling with a warm-up Gaussian reference "
+                                              "(Murray et al. 2010; Nishihara et al. 2014)", slice_stats,
+                                              adapter="moments")))

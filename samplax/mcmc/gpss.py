@@ -28,8 +28,9 @@ import jax
 import jax.numpy as jnp
 
 from samplax.core.types import Kernel
-from samplax.mcmc.registry import KernelSpec, register_kernel
-from samplax.mcmc.slice import SliceState, _check_positive, shrink, step_out
+from samplax.mcmc.registry import ChainMethod, KernelSpec, register_kernel
+from samplax.mcmc.slice import (SliceState, _check_positive, shrink, slice_options, slice_params, slice_stats,
+                                step_out)
 from samplax.mcmc.slice import init as _init
 
 
@@ -148,4 +149,8 @@ def gpss(logdensity_fn: Callable, width=2.0, center=None, scale=None,
     return Kernel(init_fn, step)
 
 
-register_kernel(KernelSpec("gpss", init, build_kernel, GPSSParams, gpss, gradient_based=False, invariant=True))
+register_kernel(KernelSpec("gpss", init, build_kernel, GPSSParams, gpss, gradient_based=False, invariant=True,
+                           method=ChainMethod("Gibbsian polar slice sampling about the warm-up mean (Schär, Habeck & "
+                                              "Rudolf 2023)", slice_stats, adapter="moments", options=slice_options(2.0),
+                                              make_params=slice_params(GPSSParams), min_dim=2,
+                                              settings={"min_dim_reason": "polar coordinates"})))

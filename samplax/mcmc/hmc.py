@@ -16,7 +16,10 @@ import jax.numpy as jnp
 
 from samplax.core.types import Kernel, PointState, point_state
 from samplax.mcmc import integrators, metrics
-from samplax.mcmc.registry import KernelSpec, register_kernel
+from samplax.core.method import Option
+from samplax.core.options import pos_int
+from samplax.mcmc import declare
+from samplax.mcmc.registry import ChainMethod, KernelSpec, register_kernel
 
 
 class HMCParams(NamedTuple):
@@ -99,4 +102,8 @@ def hmc(logdensity_fn: Callable, step_size, inverse_mass_matrix=None, num_integr
 
 register_kernel(KernelSpec("hmc", init, build_kernel, HMCParams, hmc, gradient_based=True, invariant=True,
                            tunable=True, target_accept=0.8, population_target_accept=0.65,
-                           initial_step_size=lambda d: d ** -0.25))
+                           initial_step_size=lambda d: d ** -0.25,
+                           method=ChainMethod("Hamiltonian Monte Carlo, static trajectory (Neal 2011)", declare.hmc_stats,
+                                              options={"num_integration_steps": Option(
+                                                           16, "leapfrog steps per transition", pos_int, "an int >= 1"),
+                                                       "integrator": declare.integrator_option()})))

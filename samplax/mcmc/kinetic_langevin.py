@@ -32,7 +32,8 @@ import jax.numpy as jnp
 
 from samplax.core.types import Kernel
 from samplax.mcmc import metrics
-from samplax.mcmc.registry import KernelSpec, register_kernel
+from samplax.mcmc import declare
+from samplax.mcmc.registry import ChainMethod, KernelSpec, register_kernel
 
 
 class KineticLangevinParams(NamedTuple):
@@ -134,5 +135,19 @@ def fixed_kinetic_kernel(build_kernel_fn: Callable, init_fn_: Callable, logdensi
     return Kernel(init_fn, step)
 
 
+def kinetic_params(p, in_warmup, dim, options):
+    """Params from the window adapter's ``(step_size, inverse_mass_matrix)``, the ``friction`` option and the
+    warm-up flag."""
+    return KineticLangevinParams(p.step_size, p.inverse_mass_matrix, jnp.full_like(p.step_size, options["friction"]),
+                                 in_warmup)
+
+
 register_kernel(KernelSpec("kinetic_langevin", init, build_kernel, KineticLangevinParams, kinetic_langevin,
-                           gradient_based=True, invariant=False, target_accept=0.9))
+                           gradient_based=True, invariant=False, target_accept=0.9,
+                           method=ChainMethod("Underdamped Langevin, BAOAB splitting (Leimkuhler & Matthews 2013); "
+                                              "BIASED at finite step size", declare.energy_stats,
+                                              adapter="windowed_flag", make_params=kinetic_params,
+                                              options={"target_accept": declare.surrogate_target_accept(
+                                                           0.9, declare.SURROGATE),
+                                                       "friction": declare.FRICTION},
+                                              bias=declare.LANGEVIN_BIAS)))

@@ -31,7 +31,8 @@ import jax.numpy as jnp
 
 from samplax.core.types import Kernel, PointState, point_state
 from samplax.mcmc import metrics
-from samplax.mcmc.registry import KernelSpec, register_kernel
+from samplax.mcmc import declare
+from samplax.mcmc.registry import ChainMethod, KernelSpec, register_kernel
 
 
 class LangevinParams(NamedTuple):
@@ -172,8 +173,24 @@ def randomized_midpoint_overdamped(logdensity_fn: Callable, step_size, inverse_m
     return _kernel(build_randomized_midpoint_kernel, logdensity_fn, step_size, inverse_mass_matrix)
 
 
+def _langevin_params(p, in_warmup, dim, options):
+    """Params from the window adapter's ``(step_size, inverse_mass_matrix)`` and the warm-up flag."""
+    return LangevinParams(p.step_size, p.inverse_mass_matrix, in_warmup)
+
+
+def _langevin_method(description):
+    return ChainMethod(description, declare.basic_stats, adapter="windowed_flag", make_params=_langevin_params,
+                       options={"target_accept": declare.surrogate_target_accept(0.9, declare.SURROGATE)},
+                       bias=declare.LANGEVIN_BIAS)
+
+
 register_kernel(KernelSpec("ula", init, build_ula_kernel, LangevinParams, ula, gradient_based=True, invariant=False,
-                           tunable=True, target_accept=0.9))
+                           tunable=True, target_accept=0.9,
+                           method=_langevin_method("Unadjusted Langevin algorithm, preconditioned; BIASED at finite "
+                                                   "step size (Roberts & Tweedie 1996)")))
 register_kernel(KernelSpec("randomized_midpoint_overdamped", init, build_randomized_midpoint_kernel, LangevinParams,
                            randomized_midpoint_overdamped, gradient_based=True, invariant=False, tunable=True,
-                           target_accept=0.9))
+                           target_accept=0.9,
+                           method=_langevin_method("Randomized-midpoint overdamped Langevin Monte Carlo (Shen & Lee "
+                                                   "2019; He, Balasubramanian & Erdogdu 2020; Yu & Dalalyan 2024); "
+                                                   "BIASED at finite step size")))

@@ -12,7 +12,8 @@ import jax.numpy as jnp
 
 from samplax.core.types import Kernel, PointState, point_state
 from samplax.mcmc import metrics
-from samplax.mcmc.registry import KernelSpec, register_kernel
+from samplax.mcmc import declare
+from samplax.mcmc.registry import ChainMethod, KernelSpec, register_kernel
 
 
 class MALAParams(NamedTuple):
@@ -81,4 +82,6 @@ def mala(logdensity_fn: Callable, step_size, inverse_mass_matrix=None) -> Kernel
 
 register_kernel(KernelSpec("mala", init, build_kernel, MALAParams, mala, gradient_based=True, invariant=True,
                            tunable=True, target_accept=0.574, population_target_accept=0.57,
-                           initial_step_size=lambda d: d ** (-1 / 3)))
+                           initial_step_size=lambda d: d ** (-1 / 3),
+                           method=ChainMethod("Metropolis-adjusted Langevin, preconditioned (Roberts & Tweedie 1996)",
+                                              declare.basic_stats)))

@@ -35,7 +35,9 @@ import jax
 import jax.numpy as jnp
 
 from samplax.core.types import Kernel
-from samplax.mcmc.registry import KernelSpec, register_kernel
+from samplax.core.method import Option
+from samplax.core.options import pos_int, pos_number_or_none
+from samplax.mcmc.registry import ChainMethod, KernelSpec, register_kernel
 
 
 class MCLMCParams(NamedTuple):
@@ -191,8 +193,38 @@ def adjusted_mclmc(logdensity_fn: Callable, step_size, L=None, scale=None) -> Ke
     return _factory(build_adjusted_kernel, logdensity_fn, step_size, L, scale)
 
 
+def _mclmc_stats(state, info, params):
+    return {"acceptance_rate": info.acceptance_rate, "step_size": params.step_size, "lp": state.logdensity,
+            "nonfinite": info.is_nonfinite, "n_steps": info.num_integration_steps}
+
+
+def _adjusted_params(p, in_warmup, dim, options):
+    """Params of adjusted MCLMC from the window adapter: its step size, ``L = sqrt(d)`` and the adapted diagonal
+    metric's scales ``sqrt(C)`` (no warm-up flag: the kernel is always adjusted)."""
+    del in_warmup, options
+    return MCLMCParams(p.step_size, jnp.full_like(p.step_size, float(math.sqrt(dim))), jnp.sqrt(p.inverse_mass_matrix))
+
+
 register_kernel(KernelSpec("mclmc", init, build_kernel, MCLMCParams, mclmc, gradient_based=True, invariant=False,
-                           initial_step_size=lambda d: 0.25 * math.sqrt(d)))
+                           initial_step_size=lambda d: 0.25 * math.sqrt(d),
+                           method=ChainMethod(
+                               "Microcanonical Langevin Monte Carlo, unadjusted, tuned by the energy-error variance "
+                               "(Robnik et al. 2023); BIASED at finite step size", _mclmc_stats, adapter="mclmc",
+                               min_dim=2,
+                               bias="its stationary distribution is not the target at any finite step size; the bias "
+                                    "is controlled by desired_energy_var (lower it to reduce the bias)")))
 register_kernel(KernelSpec("adjusted_mclmc", init, build_adjusted_kernel, MCLMCParams, adjusted_mclmc,
                            gradient_based=True, invariant=True, target_accept=0.9,
-                           initial_step_size=lambda d: 0.25 * math.sqrt(d)))
+                           initial_step_size=lambda d: 0.25 * math.sqrt(d),
+                           method=ChainMethod(
+                               "Metropolis-adjusted microcanonical HMC (MAMS; Robnik, Cohn-Gordon & Seljak 2024), "
+                               "L = sqrt(d) in the adapted diagonal metric, step size by dual averaging to an "
+                               "acceptance target", _mclmc_stats, adapter="windowed_flag", make_params=_adjusted_params,
+                               min_dim=2, default_step_size=lambda d: 0.25 * math.sqrt(d),
+                               options={"dense_mass": None,
+                                        "step_size": Option(None, "initial step size (None: 0.25 sqrt(d), Robnik et al.)",
+                                                            pos_number_or_none, "a positive number or None"),
+                                        "max_num_steps": Option(1024, "cap on integration steps per trajectory", pos_int,
+                                                                "an int >= 1")},
+                               settings={"fixed_options": {"dense_mass": False}, "find_initial_step_size": False,
+                                         "option_names": {"max_steps": "max_num_steps"}})))

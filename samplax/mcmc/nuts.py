@@ -22,7 +22,10 @@ import jax.numpy as jnp
 from samplax.core.types import Kernel, PointState, point_state
 from samplax.mcmc import integrators, metrics
 from samplax.mcmc.hmc import HMCParams as NUTSParams
-from samplax.mcmc.registry import KernelSpec, register_kernel
+from samplax.core.method import Option
+from samplax.core.options import pos_int, pos_number
+from samplax.mcmc import declare
+from samplax.mcmc.registry import ChainMethod, KernelSpec, register_kernel
 
 __all__ = ["NUTSParams", "NUTSInfo", "init", "build_kernel", "nuts"]
 
@@ -217,5 +220,18 @@ def nuts(logdensity_fn: Callable, step_size, inverse_mass_matrix=None, max_tree_
     return Kernel(init_fn, step)
 
 
+def _nuts_stats(state, info, params):
+    out = declare.hmc_stats(state, info, params)
+    out.update(tree_depth=info.tree_depth)
+    return out
+
+
 register_kernel(KernelSpec("nuts", init, build_kernel, NUTSParams, nuts, gradient_based=True, invariant=True,
-                           tunable=True, target_accept=0.8, initial_step_size=lambda d: d ** -0.25))
+                           tunable=True, target_accept=0.8, initial_step_size=lambda d: d ** -0.25,
+                           method=ChainMethod(
+                               "No-U-Turn Sampler, multinomial (Hoffman & Gelman 2014; Betancourt 2017)", _nuts_stats,
+                               options={"max_tree_depth": Option(10, "maximum tree depth (2^depth leapfrog steps)",
+                                                                 lambda v: pos_int(v) and v <= 30, "an int in [1, 30]"),
+                                        "divergence_threshold": Option(1000.0, "energy error that counts as a divergence",
+                                                                       pos_number, "a positive number"),
+                                        "integrator": declare.integrator_option()})))

@@ -91,9 +91,10 @@ import jax.numpy as jnp
 from samplax.core.types import Kernel
 from samplax.mcmc import metrics
 from samplax.mcmc.kinetic_langevin import KineticLangevinInfo, KineticLangevinParams, KineticLangevinState
-from samplax.mcmc.kinetic_langevin import fixed_kinetic_kernel
+from samplax.mcmc.kinetic_langevin import fixed_kinetic_kernel, kinetic_params
 from samplax.mcmc.kinetic_langevin import init as _kl_init
-from samplax.mcmc.registry import KernelSpec, register_kernel
+from samplax.mcmc import declare
+from samplax.mcmc.registry import ChainMethod, KernelSpec, register_kernel
 
 RandomizedMidpointParams = KineticLangevinParams
 RandomizedMidpointState = KineticLangevinState
@@ -216,8 +217,14 @@ def build_kernel(logdensity_fn: Callable) -> Callable:
         take = finite & (~jnp.asarray(params.metropolize, bool) | (jax.random.uniform(k_acc, dtype=dtype) < acc))
         new = KineticLangevinState(x_new, p_new, lp_new, g_new)
         fallback = state._replace(momentum=metrics.sample_momentum(k_fb, imm, x))
+        # the energy of the state returned, computed for both candidates and then selected (as the other
+        # kinetic kernels do): a kinetic energy of the *selected* momentum lets XLA fuse the fallback's
+        # momentum draw into the reduction in some programs and not in others (a lax.map over blocks of
+        # chains or not), and the reduction then rounds differently (FMA contraction): 1-ulp differences
+        # between runs with different numbers of chains
+        energy = jnp.where(take, -lp_new + metrics.kinetic_energy(imm, p_new),
+                           -lp + metrics.kinetic_energy(imm, fallback.momentum))
         new = jax.tree.map(lambda a, b: jnp.where(take, a, b), new, fallback)
-        energy = -new.logdensity + metrics.kinetic_energy(imm, new.momentum)
         two = jnp.asarray(2, jnp.int32)
         return new, KineticLangevinInfo(acc, ~finite, two, two, energy)
 
@@ -232,5 +239,16 @@ def randomized_midpoint(logdensity_fn: Callable, step_size, friction=1.0, invers
     return fixed_kinetic_kernel(build_kernel, init, logdensity_fn, step_size, friction, inverse_mass_matrix)
 
 
+_RM_SURROGATE = ("target acceptance statistic for dual averaging (a surrogate: min(1, exp(-W)) with the "
+                 "discretization work W = log p(x) - log p(x') + g(x_mid).(x' - x); the move is always taken)")
+
 register_kernel(KernelSpec("randomized_midpoint", init, build_kernel, RandomizedMidpointParams, randomized_midpoint,
-                           gradient_based=True, invariant=False, target_accept=0.9))
+                           gradient_based=True, invariant=False, target_accept=0.9,
+                           method=ChainMethod("Underdamped (kinetic) Langevin, randomized midpoint discretization "
+                                              "(Shen & Lee 2019; Yu & Dalalyan 2024); 2 gradients per step; BIASED at "
+                                              "finite step size", declare.energy_stats, adapter="windowed_flag",
+                                              make_params=kinetic_params,
+                                              options={"target_accept": declare.surrogate_target_accept(
+                                                           0.9, _RM_SURROGATE),
+                                                       "friction": declare.FRICTION},
+                                              bias=declare.LANGEVIN_BIAS)))

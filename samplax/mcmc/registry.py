@@ -5,18 +5,60 @@ A kernel module ends with one line, ``register_kernel(KernelSpec(...))``: its
 parts need to use it without a table of their own (gradient-based or not,
 exact or biased, whether its params are the tunable ``(step_size,
 inverse_mass_matrix)`` pair, the default acceptance targets and the scale-free
-initial step size).  ``samplax.mcmc`` builds its public factories from this
-registry; the SMC mutations and parallel tempering accept any registered kernel
-that leaves the target invariant and takes the tunable pair
-(:func:`samplax.smc.mutation.kernel_names`).
+initial step size), and, in :class:`ChainMethod`, the chain method of the same
+name: its description, options, per-step stats and the kind of warm-up adapter.
+``samplax.mcmc`` builds its public factories from this registry;
+``samplax.sample(target, "<name>")`` runs the declared chain method (the method
+registry reads the kernel registry: nothing else to register); the SMC mutations
+and parallel tempering accept any registered kernel that leaves the target
+invariant and takes the tunable pair (:func:`samplax.smc.mutation.kernel_names`).
 """
 from __future__ import annotations
 
 import dataclasses
 import inspect
-from typing import Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
 from samplax.registry import Registry
+
+
+@dataclasses.dataclass(frozen=True)
+class ChainMethod:
+    """The chain method of a kernel (``samplax.sample(target, "<kernel name>")``), declared as data
+    in the kernel's own module.
+
+    Attributes:
+      description: one line for ``samplax list methods`` (what it is, the paper).
+      stats: ``stats(state, info, params) -> dict`` of per-step arrays the Result keeps
+        (``lp`` and ``nonfinite`` at least; ``acceptance_rate``, ``step_size``, ``diverging``,
+        ``energy``, ``n_steps``, ``tree_depth`` where they exist).
+      adapter: the kind of warm-up (a name of :data:`samplax.adaptation.kinds.ADAPTER_KINDS`):
+        ``"windowed"`` (Stan's windows: dual averaging and a diagonal/dense metric; params
+        ``params_cls(step_size, inverse_mass_matrix)``), ``"windowed_flag"`` (the same with a
+        warm-up flag: ``make_params(p, in_warmup, dim, options)``), ``"moments"`` (centre and
+        scales of a whitening: ``make_params(center, scale, options)``), ``"mclmc"``
+        (Robnik et al.'s energy-variance tuning).  The kind declares its own options
+        (e.g. ``target_accept``), with this kernel's defaults.
+      options: further options (name -> :class:`~samplax.core.method.Option`); those named
+        like an argument of ``build_kernel`` are passed to it (structural: they recompile).
+      make_params: the params from the adapter's output (see ``adapter``); None: the
+        adapter's params are the kernel's.
+      bias: for a kernel that is not exact, the reason (a ``biased`` warning on every run).
+      min_dim: the smallest target dimension it accepts (a clear error below).
+      default_step_size: ``default_step_size(dim) -> float``: the initial step size when the
+        option ``step_size`` is None, instead of the kind's own heuristic.
+      settings: further facts for the adapter kind (e.g. ``{"find_initial_step_size": False}``).
+    """
+
+    description: str
+    stats: Callable
+    adapter: str = "windowed"
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    make_params: Optional[Callable] = None
+    bias: Optional[str] = None
+    min_dim: int = 1
+    default_step_size: Optional[Callable[[int], float]] = None
+    settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +96,9 @@ class KernelSpec:
       composite: ``init``/``build_kernel`` take the smooth part of a
         :class:`~samplax.core.composite.CompositeTarget` (and its prox among the structural
         arguments) instead of a plain log-density.
+      method: the chain method of the same name (:class:`ChainMethod`); None: the kernel is
+        only a building block (``samplax.mcmc.<name>``, SMC mutations, a method registered
+        by hand).
     """
 
     name: str
@@ -69,6 +114,7 @@ class KernelSpec:
     initial_step_size: Optional[Callable[[int], float]] = None
     state_from_point: Optional[Callable] = None
     composite: bool = False
+    method: Optional[ChainMethod] = None
 
     @property
     def structural(self) -> tuple:

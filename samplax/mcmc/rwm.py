@@ -12,7 +12,8 @@ import jax.numpy as jnp
 
 from samplax.core.types import Kernel
 from samplax.mcmc import metrics
-from samplax.mcmc.registry import KernelSpec, register_kernel
+from samplax.mcmc import declare
+from samplax.mcmc.registry import ChainMethod, KernelSpec, register_kernel
 
 
 class RWMParams(NamedTuple):
@@ -77,4 +78,9 @@ def rwm(logdensity_fn: Callable, step_size, inverse_mass_matrix=None) -> Kernel:
 register_kernel(KernelSpec("rwm", init, build_kernel, RWMParams, rwm, gradient_based=False, invariant=True,
                            tunable=True, target_accept=0.234, population_target_accept=0.3,
                            initial_step_size=lambda d: 2.38 * d ** -0.5,
-                           state_from_point=lambda position, logdensity, grad: RWMState(position, logdensity)))
+                           state_from_point=lambda position, logdensity, grad: RWMState(position, logdensity),
+                           # the method starts at 2.38 / sqrt(d) without the heuristic (differs from
+                           # initial_step_size in the last bit for some d; kept so seeded draws stay)
+                           method=ChainMethod("Random-walk Metropolis with adapted Gaussian proposal (Metropolis 1953)",
+                                              declare.basic_stats, default_step_size=lambda dim: 2.38 / dim**0.5,
+                                              settings={"find_initial_step_size": False})))

@@ -36,7 +36,9 @@ import jax
 import jax.numpy as jnp
 
 from samplax.core.types import Kernel
-from samplax.mcmc.registry import KernelSpec, register_kernel
+from samplax.core.method import Option
+from samplax.core.options import pos_float, pos_int
+from samplax.mcmc.registry import ChainMethod, KernelSpec, register_kernel
 
 
 class SliceState(NamedTuple):
@@ -242,5 +244,28 @@ def _check_positive(name, v):
         raise ValueError(f"{name} must be a positive number, got {v!r}")
 
 
+def slice_stats(state, info, params):
+    """Per-step stats of the slice samplers (``n_steps``: log-density evaluations of the step)."""
+    del params
+    return {"acceptance_rate": info.acceptance_rate, "lp": state.logdensity,
+            "n_steps": info.num_logdensity_evals, "nonfinite": info.is_nonfinite}
+
+
+def slice_options(width: float) -> dict:
+    """The ``width`` and ``max_steps`` options of a stepping-out slice sampler (initial width ``width``)."""
+    return {"width": Option(width, "initial slice interval width w in whitened units", pos_float, "a positive number"),
+            "max_steps": Option(32, "limit m of Neal's stepping-out procedure", pos_int, "an int >= 1")}
+
+
+def slice_params(params_cls):
+    """``make_params(center, scale, options)`` of a slice sampler whose params end with ``width``."""
+    def make(c, s, o):
+        return params_cls(c, s, jnp.asarray(o["width"], c.dtype))
+    return make
+
+
 register_kernel(KernelSpec("hit_and_run_slice", init, build_kernel, HitAndRunSliceParams, hit_and_run_slice,
-                           gradient_based=False, invariant=True))
+                           gradient_based=False, invariant=True,
+                           method=ChainMethod("Hit-and-run slice sampling with stepping out and shrinkage "
+                                              "(MacKay 2003; Neal 2003)", slice_stats, adapter="moments",
+                                              options=slice_options(2.0), make_params=slice_params(HitAndRunSliceParams))))

@@ -72,8 +72,10 @@ nuts_m = importlib.import_module("samplax.mcmc.nuts")  # trapezoidal U-turn crit
 from samplax.methods import Algorithm, MethodSpec, Option, register_method
 from samplax.core.cost import make_cost
 from samplax.core.options import boolean, one_of, pos_int, pos_number, pos_number_or_none, prob
-from samplax.postprocess import finish_result
-from samplax.run import PROGRAMS, Progress, check_user_init, find_initial_points, program_key, target_id
+from samplax.postprocess import finish_result, nonfinite_warmup_warning
+from samplax.run import (
+    PROGRAMS, Progress, check_user_init, find_initial_points, program_key, search_evaluations, target_id,
+)
 
 
 def _nuts_options():
@@ -230,8 +232,9 @@ def auto_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_samp
     stops by the rule in :mod:`samplax.methods.auto`, which also switches to the
     pooled low-rank + diagonal metric (Seyboldt's nutpie; Tran & Kleppe 2024 for
     the diagonal) on targets with correlations and restarts stuck chains; every
-    gradient is counted (the initial step-size search, all warm-up and sampling
-    steps).  ``Result.extra`` records the checks, the metric kind, the low-rank
+    gradient is counted (the initial-point search, the initial step-size search, all
+    warm-up and sampling steps; a chunk's steps past the run's end are skipped, not
+    computed).  Non-finite proposals in warm-up give a ``nonfinite_warmup`` warning.  ``Result.extra`` records the checks, the metric kind, the low-rank
     estimate's eigenvalues and any restarts.
     """
     if devices not in (None, 1):
@@ -246,9 +249,11 @@ def auto_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_samp
 
     k_init, k_run, k_adapt = keys.init, keys.run, keys.adapt
     if init is None:
-        x0, _ = find_initial_points(target, k_init, num_chains, True, dtype)
+        x0, attempts = find_initial_points(target, k_init, num_chains, True, dtype)
+        n_start = search_evaluations(attempts)
     else:
         x0 = check_user_init(target, init, num_chains, True, dtype)
+        n_start = num_chains
 
     dyn_target, static_target = eqx.partition(target, eqx.is_array)
     chain_ids = jnp.arange(num_chains)
@@ -280,10 +285,9 @@ def auto_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_samp
             return jax.vmap(lambda r, a, x, g: running_update(r, a, x, g, target_accept, late_interval=K))(
                 rs_p, info.acceptance_rate, new_states.position, new_states.logdensity_grad)
 
-        def one(carry, j):
+        def advance(carry, j):
             states, rs = carry
             i = start + j
-            active = j < n_active
             rs_p = jax.vmap(running_prepare, (0, None))(rs, phase)
             keys = jax.vmap(lambda kc: jax.random.fold_in(kc, i))(chain_keys)
             imm = rs_p.inverse_mass_matrix if metric is None else metric_c
@@ -291,17 +295,26 @@ def auto_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_samp
             new_states, info = jax.vmap(step)(keys, states, params)
             # sampling (phase 2) freezes the adaptation: skip its work
             rs_n = jax.lax.cond(phase == 2, lambda *a: rs_p, adapt, rs_p, info, new_states)
-            new_states = jax.tree.map(lambda a, b: jnp.where(active, a, b), new_states, states)
-            rs_n = jax.tree.map(lambda a, b: jnp.where(active, a, b), rs_n, rs)
             stats = _nuts_stats(new_states, info, params)
             return (new_states, rs_n), (new_states.position, new_states.logdensity_grad, stats,
-                                        jnp.where(active, info.num_grad_evals, 0))
+                                        jnp.broadcast_to(info.num_grad_evals, (num_chains,)))
+
+        def one(carry, j):
+            # a chunk shorter than K skips its last steps (a real branch: j is the same for every
+            # chain), so nothing is computed for them
+            shapes = jax.eval_shape(advance, carry, j)[1]
+            skip = lambda carry, j: (carry, jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), shapes))  # noqa: E731
+            return jax.lax.cond(j < n_active, advance, skip, carry, j)
 
         carry, (pos, grads, stats, ng) = jax.lax.scan(one, carry, jnp.arange(K, dtype=jnp.int32))
         return carry, pos, grads, stats, jnp.sum(ng)
 
     cache_key = program_key(spec.name, id(auto_runner), o, static_target, dyn_target, num_chains, K, dtype)
     cached = PROGRAMS.get(cache_key)
+    # num_warmup is the most warm-up there can be: the line's total shrinks when warm-up stops early
+    bar = Progress(progress, num_warmup + num_samples * thinning, num_warmup, f"auto/{target.name}")
+    if cached is None:
+        bar.compiling()  # the init program compiles on its first call, the chunk program in get_compiled
     init_jit = cached[0] if cached is not None else jax.jit(init_all)
     states, rs, n_init = init_jit(dyn_target, x0, k_adapt)
     carry = (states, rs)
@@ -323,8 +336,10 @@ def auto_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_samp
             programs[k] = hit[1]
             return hit[1]
         t0 = time.perf_counter()
+        bar.compiling(None if k is None else f"the low-rank metric's program (rank {k})")
         c = jax.jit(run_chunk).lower(dyn_target, carry, i32(0), i32(0), i32(K), k_run, metric).compile()
         compile_seconds += time.perf_counter() - t0
+        bar.compiled()
         num_compilations += 1
         programs[k] = c
         PROGRAMS.put(ck, (init_jit, c))
@@ -333,12 +348,17 @@ def auto_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_samp
     if cached is None:
         PROGRAMS.put(cache_key, (init_jit, None))
     compiled = get_compiled(None)
+    bar.compiled()  # the init program alone (cache hit of the chunk program); nothing when nothing compiled
+    if cached is not None and num_compilations == 0:
+        bar.reused()
     metric = None
 
-    n_grad = int(num_chains) + int(np.sum(n_init))
+    # the initial-point search (or the check of the user's init), each chain's init, the step-size search
+    n_grad = n_start + int(num_chains) + int(np.sum(n_init))
+    n_nonfinite_warmup = 0
     run_seconds = 0.0
     step_i = 0
-    bar = Progress(progress, num_warmup + num_samples * thinning, num_warmup, f"auto/{target.name}")
+    bar.start(0)
 
     def launch(phase, n):
         nonlocal carry, step_i
@@ -357,10 +377,12 @@ def auto_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_samp
         return pos, grads, stats
 
     def go(phase, n):
-        nonlocal run_seconds
+        """Warm-up chunk of ``n`` steps (phase 0: adapting, 1: terminal window)."""
+        nonlocal run_seconds, n_nonfinite_warmup
         ts = time.perf_counter()
         out = collect(launch(phase, n))
         run_seconds += time.perf_counter() - ts
+        n_nonfinite_warmup += int(np.sum(out[2]["nonfinite"]))
         return out
 
     # ---------------------------------------------------------------- warm-up
@@ -426,8 +448,12 @@ def auto_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_samp
         while left > 0:
             go(1, min(K, left))
             left -= min(K, left)
-        bar.update(adapt_done + term)
     warmup_used = adapt_done + term
+    if warmup_used < num_warmup:  # warm-up stopped early: the line still ends at 100 %
+        bar.retotal(warmup_used + num_samples * thinning, warmup_used)
+        bar.message(f"warm-up {'converged' if converged else 'stopped'} after {warmup_used} of at most "
+                    f"{num_warmup} steps")
+    bar.update(warmup_used)
 
     # ---------------------------------------------------------------- sampling
     # Nothing is decided on the host any more: queue every chunk (asynchronous
@@ -448,6 +474,7 @@ def auto_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_samp
         stats_all.append(stats)
         done += pos.shape[0]
         bar.update(warmup_used + done)
+    bar.close()
     run_seconds += time.perf_counter() - ts
     pos = np.concatenate(pos_all)[::thinning][:num_samples]
     samples = np.swapaxes(pos, 0, 1)
@@ -460,6 +487,9 @@ def auto_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_samp
               "num_chains": num_chains, "num_warmup": num_warmup, "num_samples": num_samples,
               "thinning": thinning, "dtype": str(dtype)}
     extra_warnings = []
+    warm_warning = nonfinite_warmup_warning(n_nonfinite_warmup, warmup_used)
+    if warm_warning:
+        extra_warnings.append(warm_warning)
     if not converged and max_adapt > 0:
         last = history[-1] if history else {}
         extra_warnings.append({

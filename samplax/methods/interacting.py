@@ -9,7 +9,7 @@ number of draws (particles) returned per chain, so ``Result.samples`` has shape
 ``[num_chains, num_samples, *event_shape]``, and ``num_warmup`` is the number of
 burn-in iterations / optimisation steps / discretisation steps (documented per
 method).  Every method works with its defaults and no further options.
-The whole run is one compiled program (no progress bar, no checkpoints).
+The whole run is one compiled program (no checkpoints; the progress line counts finished runs).
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import warnings
 import numpy as np
 
 from samplax.core.options import (
-    nonneg_int, one_of, or_none, pos_int, pos_int_or_none, pos_number, pos_number_or_none,
+    is_int, nonneg_int, one_of, or_none, pos_float, pos_int, pos_int_or_none, pos_number, pos_number_or_none,
 )
 from samplax.methods import MethodSpec, Option, register_method
 from samplax.interacting import ensemble, mmd_flow, rdmc, score_ensemble, smoothing, stein, walk_jump
@@ -34,8 +34,6 @@ def _ensemble_runner(kind):
         if W % 2 or W < 4 or W < 2 * d:
             raise ValueError(f"{ctx.method}: num_walkers must be even, >= 4 and >= 2 * dim = {2 * d}, got {W}")
         if kind == "stretch":
-            if not float(o["a"]) > 1.0:
-                raise ValueError(f"{ctx.method}: a (stretch scale) must be > 1, got {o['a']!r}")
             move = ensemble.make_move("stretch", d, a=float(o["a"]))
         else:
             move = ensemble.make_move("de", d, gamma=o["gamma"], jump_every=o["jump_every"])
@@ -49,14 +47,28 @@ def _ensemble_runner(kind):
     return runner
 
 
-_walkers = Option(None, "walkers per ensemble (None: max(16, 2 dim + 2)); even and >= 2 dim",
-                  pos_int_or_none, "a positive even int or None")
+def _walkers_ok(v):
+    """None or an even int >= 4 (the two halves of the ensemble move against each other, and a
+    differential-evolution move draws two distinct walkers of the other half); ``>= 2 dim`` is
+    checked against the target when the run is planned."""
+    return v is None or (is_int(v) and v >= 4 and v % 2 == 0)
+
+
+_walkers = Option(None, "walkers per ensemble (None: max(16, 2 dim + 2)); even, >= 4 and >= 2 dim",
+                  _walkers_ok, "None or an even int >= 4 (and >= 2 dim)")
+
+
+def _stretch_a_ok(v):
+    """A finite number > 1: the stretch factor z has density proportional to z^(-1/2) on [1/a, a]
+    (Goodman & Weare 2010), an empty interval for a <= 1."""
+    return pos_float(v) and v > 1
+
 
 register_method(MethodSpec(
     "ensemble_stretch", None,
     "Affine-invariant ensemble sampler, stretch move (Goodman & Weare 2010); gradient-free",
     {"num_walkers": _walkers,
-     "a": Option(2.0, "stretch scale a > 1 (z in [1/a, a])", pos_number, "a number > 1")},
+     "a": Option(2.0, "stretch scale a > 1 (z in [1/a, a])", _stretch_a_ok, "a finite number > 1")},
     family="interacting", gradient_based=False, population=_ensemble_runner("stretch")))
 
 register_method(MethodSpec(
@@ -163,7 +175,9 @@ def _walk_jump_runner(target, ctx, **o):
         extra={"smoothed_score": "exact mixture" if exact else f"SNIS with {o['num_is']} draws",
                "final_noise_variance": s_final,
                "steps_first_and_later": walk_jump.stage_steps(num_warmup, o["num_measurements"])},
-        extra_warnings=[walk_jump.bias_warning(ctx.method, exact, s_final)])
+        extra_warnings=[walk_jump.bias_warning(ctx.method, exact, s_final)],
+        checked_evals=None if exact else walk_jump.snis_evals_per_chain(
+            num_samples, num_measurements=o["num_measurements"], num_warmup=num_warmup, num_is=o["num_is"]))
 
 
 register_method(MethodSpec(
@@ -211,13 +225,13 @@ def _rdmc_runner(target, ctx, **o):
     init_steps = num_warmup if o["init_steps"] is None else o["init_steps"]
     run_chain = rdmc.make_run_chain(flat_logdensity, T=float(o["T"]), num_steps=num_warmup, inner=o["inner"],
                                     num_inner=o["num_inner"], inner_steps=o["inner_steps"], init_steps=init_steps)
+    cost = rdmc.cost_per_chain(num_samples, num_steps=num_warmup, inner=o["inner"], num_inner=o["num_inner"],
+                               inner_steps=o["inner_steps"], init_steps=init_steps)
     return population_plan(
         target, ctx, run_chain, num_particles=num_samples,
         gradient_based=False,
         init_fn=_gaussian_start(num_samples, target.dim),
-        cost_per_chain=rdmc.cost_per_chain(num_samples, num_steps=num_warmup, inner=o["inner"],
-                                           num_inner=o["num_inner"], inner_steps=o["inner_steps"],
-                                           init_steps=init_steps),
+        cost_per_chain=cost, checked_evals=cost["num_logdensity_evals"],
         extra={"t_min": rdmc.T_MIN, "T": float(o["T"]), "inner": o["inner"], "init_steps": init_steps},
         extra_warnings=[{"code": "biased", "value": o["num_inner"],
                          "message": f"{ctx.method} with inner={o['inner']!r}, num_inner={o['num_inner']}: "
@@ -233,14 +247,14 @@ def _score_ensemble_runner(target, ctx, **o):
                                               draws_per_member=o["draws_per_member"])
     expensive = score_ensemble.cost_warning(ctx.method, num_samples, num_warmup, ctx.num_chains, target.dim,
                                             o["draws_per_member"])
-    if expensive is not None:  # said before the run starts (it is one compiled program with no progress)
+    if expensive is not None:  # said before the run starts (one compiled program: progress only per finished run)
         warnings.warn(expensive["message"], UserWarning, stacklevel=2)
+    cost = score_ensemble.cost_per_chain(num_samples, num_steps=num_warmup, draws_per_member=o["draws_per_member"])
     return population_plan(
         target, ctx, run_chain, num_particles=num_samples,
         gradient_based=False,
         init_fn=_gaussian_start(num_samples, target.dim),
-        cost_per_chain=score_ensemble.cost_per_chain(num_samples, num_steps=num_warmup,
-                                                     draws_per_member=o["draws_per_member"]),
+        cost_per_chain=cost, checked_evals=cost["num_logdensity_evals"],
         extra={"t_min": rdmc.T_MIN, "T": float(o["T"]), "ensemble_size": num_samples},
         extra_warnings=[{"code": "biased", "value": o["draws_per_member"],
                          "message": f"{ctx.method} with draws_per_member={o['draws_per_member']}: "
@@ -298,7 +312,7 @@ def _mmd_flow_runner(target, ctx, **o):
     return population_plan(
         target, ctx, run_chain, num_particles=num_samples,
         gradient_based=False,
-        cost_per_chain={"num_logdensity_evals": num_samples, "num_grad_evals": 0},
+        cost_per_chain={"num_logdensity_evals": 0, "num_grad_evals": 0},  # draws only (the start: the engine)
         extra={"num_target_samples": num_chains * batch * (num_warmup + 1), "variant": "sample-based energy MMD flow"})
 
 

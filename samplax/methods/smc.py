@@ -18,8 +18,10 @@ from the particle population at every step and have no burn-in); for
 ``parallel_tempering`` it is the number of tuning scans.  ``init``: refused
 (``ValueError``) by the particle methods, which start from the reference;
 ``parallel_tempering`` starts every replica there.  ``progress=True``
-prints one line per temperature (SMC), per 100 iterations (nested sampling)
-or per tuning round (parallel tempering) on stderr.
+reports each temperature (SMC), every 100 iterations (nested sampling) or the
+end of the tuning rounds (parallel tempering) as the note of the engine's
+progress line (samplax/run/progress.py: redrawn on a terminal, at most every
+30 s elsewhere).
 
 ``Result.extra`` also reports the per-run ``log_Z``, the idealized CLT
 variance ``sum_t (1/CESS_t - 1/N)`` of each run and the schedules.
@@ -32,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from samplax.core import nonfinite
 from samplax.core.options import (
     boolean, int_at_least, is_number, one_of, or_none, pos_int, pos_int_or_none, pos_number,
     pos_number_or_none, prob, prob_or_none,
@@ -139,6 +142,8 @@ def tempered_plan(target, ctx, name, *, config: tempered.TemperedConfig, schedul
     def finish(res):
         out, draws, lw, lp_draws = res
         log_z_runs = np.asarray(out.state.log_Z, dtype=np.float64)
+        _check_nonfinite(name, target, reference, num_chains, num_samples, np.asarray(out.num_nonfinite),
+                         np.asarray(out.num_initial_nonfinite), log_z_runs)
         log_z, log_z_se, se_kind = combine_log_Z(log_z_runs, np.asarray(lw))
         n_steps = np.asarray(out.num_steps)
         betas = np.asarray(out.betas)
@@ -152,11 +157,13 @@ def tempered_plan(target, ctx, name, *, config: tempered.TemperedConfig, schedul
             warnings.append({"code": "nonfinite_log_Z", "value": int(np.sum(~np.isfinite(log_z_runs))),
                              "message": "some runs gave a non-finite log Z (all weights zero?)"})
         acc = np.asarray(out.acceptance)
+        with np.errstate(invalid="ignore"):  # -inf log Z of a run outside the support: nan, not a RuntimeWarning
+            sd_over_runs = float(np.std(log_z_runs, ddof=1)) if num_chains > 1 else None
         extra = {
             "log_Z_runs": log_z_runs.tolist(),
             "log_Z_se_method": se_kind,
             "log_Z_mean_of_logs": float(np.mean(log_z_runs)),
-            "log_Z_sd_over_runs": float(np.std(log_z_runs, ddof=1)) if num_chains > 1 else None,
+            "log_Z_sd_over_runs": sd_over_runs,
             "lee_whiteley_relative_variance": np.asarray(lw).tolist(),
             "clt_log_Z_var": np.asarray(out.clt_var).tolist(),
             "num_steps": n_steps.tolist(),
@@ -167,14 +174,36 @@ def tempered_plan(target, ctx, name, *, config: tempered.TemperedConfig, schedul
             "particles": np.asarray(out.state.particles.position),
             "particle_log_weights": np.asarray(out.state.log_weights),
         }
+        nonfinite.report(name, out.num_nonfinite, extra, warnings)
         return PopulationOutput(
             samples=np.asarray(draws), stats={"lp": np.asarray(lp_draws)},
-            num_logdensity_evals=int(np.sum(np.asarray(out.num_logdensity_evals, dtype=np.int64))),
+            # + the lp of the returned draws (run computes it for the stats)
+            num_logdensity_evals=int(np.sum(np.asarray(out.num_logdensity_evals, dtype=np.int64)))
+            + num_chains * num_samples,
             num_grad_evals=int(np.sum(np.asarray(out.num_grad_evals, dtype=np.int64))),
             log_Z=log_z, log_Z_se=log_z_se, log_weights=np.full((num_chains, num_samples), -np.log(num_samples)),
             extra=extra, warnings=warnings, config={"config": config._asdict()})
 
     return PopulationPlan(run, finish, shared=(reference, sched, eps0))
+
+
+def _check_nonfinite(name, target, reference, num_chains, num_particles, n_bad, n_bad0, log_z_runs):
+    """``ValueError`` for runs left with nothing finite: every initial particle non-finite, or every weight
+    lost (``log Z = -inf``) in a run that met non-finite log-densities."""
+    dead = np.flatnonzero(n_bad0 >= num_particles)
+    if dead.size:
+        raise nonfinite.everywhere_error(
+            name, target.name, f"all {num_particles} initial particles (draws from the reference "
+            f"N({np.asarray(reference.mean).tolist()}, diag({np.asarray(reference.scale).tolist()})^2))",
+            dead, num_chains, hint="move the reference onto the target's support with reference_mean / "
+                                   "reference_scale")
+    lost = np.flatnonzero(~np.isfinite(log_z_runs) & (n_bad > 0))
+    if lost.size:
+        raise ValueError(f"{name}: every particle of {lost.size} of {num_chains} run(s) (runs {lost.tolist()}) lost "
+                         f"its weight (log Z = {log_z_runs[lost].tolist()}) after non-finite (NaN or +inf) "
+                         f"log-densities on target {target.name!r} ({n_bad[lost].tolist()} non-finite evaluations, "
+                         f"of {num_particles} particles): the log-density is NaN, +inf or -inf wherever the "
+                         "particles went; check the target for NaN")
 
 
 def _resolve_schedule(schedule, default_num, power=4.0):
@@ -336,11 +365,17 @@ def _ns_finish(target, res, cfg, prior, o, num_chains, num_samples):
     n_fin = np.asarray(out.num_initial_finite)
     prior_txt = (f"{type(prior).__name__}(mean={np.asarray(prior.mean).tolist()}, "
                  f"scale={np.asarray(prior.scale).tolist()})")
+    n_bad0 = np.asarray(out.num_initial_nonfinite)
+    if np.any(n_bad0 >= n_live):
+        raise nonfinite.everywhere_error(
+            "nested_sampling", target.name, f"all num_live={n_live} initial draws from the prior {prior_txt}",
+            np.flatnonzero(n_bad0 >= n_live), num_chains)
     if np.any(n_fin == 0):
         raise ValueError(f"nested_sampling: in {int(np.sum(n_fin == 0))} of {num_chains} run(s) none of the "
                          f"num_live={n_live} initial draws from the prior {prior_txt} has a finite log-density on "
-                         f"target {target.name!r} (finite draws per run: {n_fin.tolist()}); move the prior onto "
-                         "the target's support with reference_mean / reference_scale, or raise num_live")
+                         f"target {target.name!r} (finite draws per run: {n_fin.tolist()}; NaN or +inf: "
+                         f"{n_bad0.tolist()}, the others -inf); move the prior onto the target's support with "
+                         "reference_mean / reference_scale, or raise num_live")
     log_z_runs = np.asarray(out.log_Z, dtype=np.float64)
     h = np.asarray(out.information, dtype=np.float64)
     log_z, log_z_se, _ = mean_log_Z(
@@ -367,9 +402,13 @@ def _ns_finish(target, res, cfg, prior, o, num_chains, num_samples):
              "num_dead": np.asarray(out.num_dead).tolist(), "num_live": n_live,
              "stages": nested.stages(cfg), "num_delete": k, "num_repeats": repeats,
              "initial_finite_fraction": (n_fin / n_live).tolist()}
+    nonfinite.report("nested_sampling", out.num_nonfinite, extra, warnings)
     return PopulationOutput(
         samples=np.asarray(draws), stats={"lp": np.asarray(lp_draws)},
-        num_logdensity_evals=int(np.sum(np.asarray(out.num_logdensity_evals, dtype=np.int64))), num_grad_evals=0,
+        # + the lp of the returned draws (run computes it for the stats)
+        num_logdensity_evals=(int(np.sum(np.asarray(out.num_logdensity_evals, dtype=np.int64)))
+                              + num_chains * num_samples),
+        num_grad_evals=0,
         log_Z=log_z, log_Z_se=log_z_se, log_weights=np.full((num_chains, num_samples), -np.log(num_samples)),
         extra=extra, warnings=warnings, config={"config": cfg._asdict()})
 
@@ -447,8 +486,7 @@ def _pt_population(target, ctx, **o):
             raise ValueError("parallel_tempering: init must be finite")
         inputs = (jnp.asarray(np.broadcast_to(a.reshape(num_chains, 1, d), (num_chains, k, d)), dtype),)
     lengths = ptm.round_lengths(num_warmup)
-    show = _printer(ctx, "run {} tuning round {}: {} scans, barrier Lambda {:.2f}, mean swap rejection {:.2f}, "
-                         "local acceptance {:.2f}, round trips {}")
+    show = _printer(ctx, "run {} tuned in {} rounds: barrier Lambda {:.2f}, round trips {}")
 
     def run(kk, run_id, tgt, *x_init):
         return ptm.run_one(kk, tgt.flat_logdensity(), reference, cfg, num_warmup=num_warmup,
@@ -458,7 +496,21 @@ def _pt_population(target, ctx, **o):
     def finish(out):
         log_z_r = np.asarray(out.log_Z, np.float64)
         se_r = np.asarray(out.log_Z_se, np.float64)
-        log_z, log_z_se, v_between = mean_log_Z(log_z_r, se_r**2)
+        n_bad, n_bad0 = np.asarray(out.num_nonfinite), np.asarray(out.num_initial_nonfinite)
+        start = "init" if inputs else (f"draws from the reference N({np.asarray(reference.mean).tolist()}, "
+                                       f"diag({np.asarray(reference.scale).tolist()})^2)")
+        if np.any(n_bad0 >= k):
+            raise nonfinite.everywhere_error("parallel_tempering", target.name,
+                                             f"all num_temperatures={k} initial replicas ({start})",
+                                             np.flatnonzero(n_bad0 >= k), num_chains)
+        lost = np.flatnonzero(~np.isfinite(log_z_r) & (n_bad > 0))
+        if lost.size:
+            raise ValueError(f"parallel_tempering: in {lost.size} of {num_chains} run(s) (runs {lost.tolist()}) a "
+                             f"replica had a non-finite log-density at every sampling scan, so log Z = "
+                             f"{log_z_r[lost].tolist()}: {n_bad[lost].tolist()} evaluations on target "
+                             f"{target.name!r} were non-finite (NaN or +inf); check the target for NaN")
+        with np.errstate(invalid="ignore"):  # a -inf log Z (outside the support): nan, not a RuntimeWarning
+            log_z, log_z_se, v_between = mean_log_Z(log_z_r, se_r**2)
         rej = np.asarray(out.swap_rejection)
         params = out.params
         betas = np.asarray(params.betas)
@@ -488,6 +540,7 @@ def _pt_population(target, ctx, **o):
                  "swap_rejection": rej.mean(axis=1).tolist(), "round_trips": trips.tolist(),
                  "step_sizes": np.exp(np.asarray(params.log_step_size)).tolist(),
                  "local_acceptance": acc.mean(axis=1).tolist(), "tuning_rounds": history}
+        nonfinite.report("parallel_tempering", n_bad, extra, warnings)
         return PopulationOutput(
             samples=np.asarray(out.draws), stats=stats,
             num_logdensity_evals=int(np.sum(np.asarray(out.num_logdensity_evals, np.int64))),

@@ -10,8 +10,8 @@ it never imports a method.  Methods are data (:class:`~samplax.core.method.Metho
 * :func:`run_population`: independent runs of population methods, batched
   and sharded, compiled once.
 * the public pieces that controlled methods (``auto``) build their own host
-  loop from: :class:`RunKeys`, :func:`find_initial_points`,
-  :func:`check_user_init`, :class:`Progress`, :data:`PROGRAMS`,
+  loop from: :class:`RunKeys`, :func:`find_initial_points` (and
+  :func:`search_evaluations`, what it computed), :func:`check_user_init`, :class:`Progress`, :data:`PROGRAMS`,
   :func:`program_key`, :func:`target_id`.
 
 See ``docs/architecture.md``.
@@ -20,7 +20,7 @@ from samplax.run.cache import PROGRAMS, ProgramCache, program_key
 from samplax.run.chains import CHAIN_BLOCK, build_algorithm, run_chains
 from samplax.run.checkpoint import CheckpointMismatchError, array_digest, config_hash, target_id
 from samplax.run.engine import check_int, execute
-from samplax.run.init import MAX_INIT_ATTEMPTS, check_user_init, find_initial_points
+from samplax.run.init import MAX_INIT_ATTEMPTS, check_user_init, find_initial_points, search_evaluations
 from samplax.run.kernel import kernel_method, kernel_reports_counts
 from samplax.run.keys import RunKeys, batch_keys, root_key, run_keys
 from samplax.run.population import run_population
@@ -30,5 +30,5 @@ __all__ = [
     "CHAIN_BLOCK", "MAX_INIT_ATTEMPTS", "PROGRAMS", "CheckpointMismatchError", "ProgramCache", "Progress",
     "RunKeys", "array_digest", "batch_keys", "build_algorithm", "check_int", "check_user_init", "config_hash",
     "execute", "find_initial_points", "kernel_method", "kernel_reports_counts", "program_key", "root_key",
-    "run_chains", "run_keys", "run_population", "target_id",
+    "run_chains", "run_keys", "run_population", "search_evaluations", "target_id",
 ]

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 import time
 from typing import Optional
 
@@ -26,11 +25,11 @@ import numpy as np
 from samplax.core.cost import make_cost
 from samplax.core.method import MethodSpec
 from samplax.core.result import Result, atomic_write
-from samplax.postprocess import finish_result
+from samplax.postprocess import finish_result, nonfinite_warmup_warning
 from samplax.run import sharding
 from samplax.run.cache import PROGRAMS, program_key
 from samplax.run.checkpoint import array_digest, config_hash, load_checkpoint, save_checkpoint, target_id
-from samplax.run.init import check_user_init, find_initial_points
+from samplax.run.init import check_user_init, find_initial_points, search_evaluations
 from samplax.run.keys import RunKeys
 from samplax.run.progress import Progress
 
@@ -117,11 +116,15 @@ def run_chains(target, spec: MethodSpec, options: dict, *, keys: RunKeys, seed_i
     chain_ids = jnp.arange(num_padded)
     config["chain_method"] = chain_method
     cfg_hash = config_hash(config)
+    # the initial points of the chains asked for; the padding chains of the last block start where the last
+    # real chain does (they are computed and thrown away, so their start does not matter)
     if init is None:
-        x0, _ = find_initial_points(target, k_init, num_padded, spec.gradient_based, dtype)
+        x0, attempts = find_initial_points(target, k_init, num_chains, spec.gradient_based, dtype)
+        n_start = search_evaluations(attempts)
     else:
         x0 = check_user_init(target, init, num_chains, spec.gradient_based, dtype)
-    if num_padded > num_chains and init is not None:
+        n_start = num_chains
+    if num_padded > num_chains:
         x0 = jnp.concatenate([x0, jnp.broadcast_to(x0[-1:], (num_padded - num_chains,) + x0.shape[1:])])
 
     def in_blocks(fn, n):
@@ -171,22 +174,31 @@ def run_chains(target, spec: MethodSpec, options: dict, *, keys: RunKeys, seed_i
 
         chain_keys = jax.vmap(lambda c: jax.random.fold_in(k_run, c))(ids)
 
-        def one(carry, i):
-            states, astate, n_lp, n_grad = carry
+        def advance(states, astate, i):
             keys = jax.vmap(lambda kc: jax.random.fold_in(kc, i))(chain_keys)
             ii = jnp.broadcast_to(i, (n,))
             new_states, new_astate, infos, stats = in_blocks(
                 lambda k, s, a, j: step_batch(k, s, a, j[0]), n)(keys, states, astate, ii)
-            if total % chunk_size:  # only then does the last chunk run past the end
-                active = i < total
-                new_states = jax.tree.map(lambda a, b: jnp.where(active, a, b), new_states, states)
-                new_astate = jax.tree.map(lambda a, b: jnp.where(active, a, b), new_astate, astate)
-                n_lp = n_lp + jnp.where(active, infos.num_logdensity_evals, 0)
-                n_grad = n_grad + jnp.where(active, infos.num_grad_evals, 0)
+            return (new_states, new_astate, jnp.broadcast_to(infos.num_logdensity_evals, (n,)),
+                    jnp.broadcast_to(infos.num_grad_evals, (n,)), stats)
+
+        def one(carry, i):
+            states, astate, n_lp, n_grad = carry
+            if total % chunk_size:
+                # the last chunk runs past the end: its steps there are skipped (a real branch: the
+                # step index is the same for every chain), not computed and thrown away
+                shapes = jax.eval_shape(advance, states, astate, i)
+
+                def skip(states, astate, i):
+                    del i
+                    return (states, astate, *jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), shapes[2:]))
+
+                new_states, new_astate, d_lp, d_grad, stats = jax.lax.cond(i < total, advance, skip,
+                                                                            states, astate, i)
             else:
-                n_lp = n_lp + infos.num_logdensity_evals
-                n_grad = n_grad + infos.num_grad_evals
-            return (new_states, new_astate, n_lp, n_grad), (jax.vmap(algo.position)(new_states), stats)
+                new_states, new_astate, d_lp, d_grad, stats = advance(states, astate, i)
+            return (new_states, new_astate, n_lp + d_lp, n_grad + d_grad), (jax.vmap(algo.position)(new_states),
+                                                                              stats)
 
         return jax.lax.scan(one, carry, start + jnp.arange(chunk_size, dtype=jnp.int32))
 
@@ -205,6 +217,9 @@ def run_chains(target, spec: MethodSpec, options: dict, *, keys: RunKeys, seed_i
                             num_padded if per_chain else num_chains, num_warmup, total, chunk_size, chain_method,
                             block, num_devices, dtype)
     cached = PROGRAMS.get(cache_key)
+    bar = Progress(progress, total, num_warmup, f"{spec.name}/{target.name}")
+    if cached is None:
+        bar.compiling()  # the init program compiles on its first call, the chunk program below
     init_jit = cached[0] if cached is not None else jax.jit(init_prog)
     states, astate, n_init_grad = init_jit(dyn_target, x0, k_init, k_adapt, chain_ids)
     zeros = jnp.zeros((num_padded,), jnp.int32)
@@ -215,8 +230,10 @@ def run_chains(target, spec: MethodSpec, options: dict, *, keys: RunKeys, seed_i
     stats_store: dict = {}
     next_chunk = 0
     n_init = int(np.sum(np.asarray(n_init_grad)[:num_chains]))
-    totals = {"lp": int(num_chains) + n_init,
-              "grad": (int(num_chains) if spec.gradient_based else 0) + n_init}
+    # the initial-point search (or the check of the user's init), each chain's init, the adapter's init
+    totals = {"lp": n_start + int(num_chains) + n_init,
+              "grad": ((n_start + int(num_chains)) if spec.gradient_based else 0) + n_init,
+              "nonfinite_warmup": 0}
     seconds_before = 0.0
     ckpt_path = None
     if checkpoint_dir is not None:
@@ -240,8 +257,11 @@ def run_chains(target, spec: MethodSpec, options: dict, *, keys: RunKeys, seed_i
                                              chain_ids).compile()
         PROGRAMS.put(cache_key, (init_jit, compiled))
     compile_seconds = time.perf_counter() - t0
-
-    bar = Progress(progress, total, num_warmup, f"{spec.name}/{target.name}")
+    if cached is None:
+        bar.compiled()
+    else:
+        bar.reused()
+    bar.start(min(next_chunk * chunk_size, total))  # the rate counts only this call's steps
     interrupted = False
     last_ckpt = time.perf_counter()
     t_loop = time.perf_counter()
@@ -270,9 +290,14 @@ def run_chains(target, spec: MethodSpec, options: dict, *, keys: RunKeys, seed_i
             stats = jax.tree.map(np.asarray, stats)
             n_lp_chunk = np.asarray(new_carry[2])[:num_chains]
             n_grad_chunk = np.asarray(new_carry[3])[:num_chains]
-            new_totals = {"lp": totals["lp"] + int(n_lp_chunk.sum()),
-                          "grad": totals["grad"] + int(n_grad_chunk.sum())}
             steps = start + np.arange(chunk_size)
+            warm = (steps < num_warmup) & (steps < total)
+            # non-finite proposals in warm-up (rejected; the warm-up draws are not kept, so count them here)
+            n_nf_warm = (int(np.sum(stats["nonfinite"][warm][:, :num_chains]))
+                         if "nonfinite" in stats and warm.any() else 0)
+            new_totals = {"lp": totals["lp"] + int(n_lp_chunk.sum()),
+                          "grad": totals["grad"] + int(n_grad_chunk.sum()),
+                          "nonfinite_warmup": totals.get("nonfinite_warmup", 0) + n_nf_warm}
             keep = (steps >= num_warmup) & (steps < total) & ((steps - num_warmup) % thinning == 0)
             if keep.any():
                 idx = (steps[keep] - num_warmup) // thinning
@@ -291,9 +316,8 @@ def run_chains(target, spec: MethodSpec, options: dict, *, keys: RunKeys, seed_i
     except KeyboardInterrupt:
         interrupted = True
         save_ckpt()
-        if progress:
-            sys.stderr.write("\n[samplax] interrupted: "
-                             + (f"checkpoint saved in {checkpoint_dir}\n" if ckpt_path else "no checkpoint_dir\n"))
+        bar.message("interrupted: " + (f"checkpoint saved in {checkpoint_dir}" if ckpt_path else "no checkpoint_dir"))
+    bar.close()
     run_total = run_seconds()
 
     done_steps = min(next_chunk * chunk_size, total)
@@ -308,7 +332,9 @@ def run_chains(target, spec: MethodSpec, options: dict, *, keys: RunKeys, seed_i
     cost = make_cost(num_logdensity_evals=totals["lp"], num_grad_evals=totals["grad"],
                      compile_seconds=compile_seconds, sampling_seconds=seconds_before + run_total,
                      num_compilations=num_traces[0], num_devices=num_devices)
+    warm_warning = nonfinite_warmup_warning(totals.get("nonfinite_warmup", 0), min(done_steps, num_warmup))
     return finish_result(target, spec.name, samples, stats_out, cost, config, complete=not interrupted,
                          extra={"final_params": final_params_dict,
                                 "final_step_size": final_params_dict.get("step_size"),
-                                "config_hash": cfg_hash})
+                                "config_hash": cfg_hash},
+                         extra_warnings=[warm_warning] if warm_warning else None)

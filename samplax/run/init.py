@@ -64,15 +64,34 @@ def find_initial_points(target, key, num_points: int, gradient_based: bool, dtyp
     return x, attempts
 
 
+def search_evaluations(attempts) -> int:
+    """Log-density evaluations that :func:`find_initial_points` computed, from its ``attempts`` per point.
+
+    The search is one ``vmap`` over the points of a ``while_loop`` of retries: every round evaluates
+    every point (a point that is already done is evaluated and its result discarded), until the
+    slowest point is done.  So it computes ``num_points * max(attempts)`` evaluations (one each when
+    every first draw is finite); a gradient-based search computes as many gradients (each attempt is
+    one value-and-gradient).
+    """
+    a = np.asarray(attempts)
+    return int(a.size * a.max()) if a.size else 0
+
+
 @eqx.filter_jit
 def _values_and_grads(target, x):
     return jax.vmap(jax.value_and_grad(target.flat_logdensity()))(x)
 
 
+@eqx.filter_jit
+def _values(target, x):
+    return jax.vmap(target.flat_logdensity())(x)
+
+
 def check_user_init(target, init, num_chains: int, gradient_based: bool, dtype=None):
     """The user's ``init`` (``[*event_shape]`` or ``[num_chains, *event_shape]``) as flat points
     ``[num_chains, d]``, refused with a clear error when its shape is wrong or the log-density
-    (or gradient) is not finite there."""
+    (or gradient) is not finite there.  The check evaluates each chain's point once: ``num_chains``
+    log-densities, and as many gradients when ``gradient_based`` (callers count them)."""
     dtype = jnp.result_type(float) if dtype is None else dtype
     init = np.asarray(init, dtype=np.float64)
     shape = tuple(target.event_shape)
@@ -83,11 +102,13 @@ def check_user_init(target, init, num_chains: int, gradient_based: bool, dtype=N
             f"sample: init must have shape {shape} or {(num_chains,) + shape} (num_chains, *event_shape), "
             f"got {init.shape}")
     x = jnp.asarray(init.reshape(num_chains, -1), dtype=dtype)
-    v, g = _values_and_grads(target, x)
-    v, g = np.asarray(v), np.asarray(g)
-    bad = ~np.isfinite(v)
     if gradient_based:
-        bad |= ~np.all(np.isfinite(g), axis=-1)
+        v, g = _values_and_grads(target, x)
+        v, g = np.asarray(v), np.asarray(g)
+        bad = ~np.isfinite(v) | ~np.all(np.isfinite(g), axis=-1)
+    else:
+        v = np.asarray(_values(target, x))
+        bad = ~np.isfinite(v)
     if bad.any():
         c = int(np.flatnonzero(bad)[0])
         what = f"log-density {v[c]}" if not np.isfinite(v[c]) else "a non-finite gradient"

@@ -86,7 +86,7 @@ def fk_step(key: jax.Array, state: SMCState, log_potential: jax.Array, mutate: C
       state: the current :class:`SMCState`.
       log_potential: ``[N]`` values ``log G_t(x^i)`` at the current particles
         (computed by the caller, usually from cached log-densities, so that no
-        evaluation is repeated; non-finite values count as ``-inf``).
+        evaluation is repeated; NaN and ``+inf`` values count as ``-inf``: zero weight).
       mutate: ``mutate(key, particles) -> (particles, info)``; must map
         ``num_ancestors`` particles to ``N`` (the identity count unless waste-free).
       resample_fn: ``resample_fn(key, weights, num) -> indices``.
@@ -101,7 +101,7 @@ def fk_step(key: jax.Array, state: SMCState, log_potential: jax.Array, mutate: C
     k_res, k_mut = jax.random.split(key)
     n = state.log_weights.shape[0]
     m = n if num_ancestors is None else int(num_ancestors)
-    log_g = jnp.where(jnp.isnan(log_potential), -jnp.inf, log_potential)
+    log_g = jnp.where(jnp.isnan(log_potential) | (log_potential == jnp.inf), -jnp.inf, log_potential)
     unnorm = state.log_weights + log_g
     log_z_inc = logsumexp(unnorm)  # state.log_weights are normalized
     log_w = unnorm - log_z_inc

@@ -29,6 +29,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from samplax.core.nonfinite import count_nonfinite
 from samplax.core.types import PointState
 from samplax.mcmc.registry import KERNELS, KernelSpec, get_kernel
 from samplax.smc.paths import GaussianReference, geometric_logdensity
@@ -52,13 +53,16 @@ class Particles(NamedTuple):
 
 
 class MutationInfo(NamedTuple):
-    """Mean acceptance over particles and steps, the adapted log step size, evaluation counts and the number of moves made."""
+    """Mean acceptance over particles and steps, the adapted log step size, evaluation counts, the number of moves
+    made and the number of non-finite evaluations (proposals the kernel flagged ``is_nonfinite``, and NaN/+inf
+    log-densities or non-finite gradients at the refreshed particles; :mod:`samplax.core.nonfinite`)."""
 
     acceptance_rate: jax.Array
     log_step_size: jax.Array
     num_logdensity_evals: jax.Array
     num_grad_evals: jax.Array
     num_moves: jax.Array
+    num_nonfinite: jax.Array
 
 
 def kernel_problem(kernel) -> str | None:
@@ -228,12 +232,13 @@ def build_mutation(logdensity_fn: Callable, reference: GaussianReference, kernel
             acc = jnp.mean(jnp.where(jnp.isfinite(info.acceptance_rate), info.acceptance_rate, 0.0))
             if adapt_step_size:
                 log_eps = log_eps + (acc - a_star)
-            return st, log_eps, acc, jnp.sum(info.num_logdensity_evals), jnp.sum(info.num_grad_evals)
+            return (st, log_eps, acc, jnp.sum(info.num_logdensity_evals), jnp.sum(info.num_grad_evals),
+                    jnp.sum(info.is_nonfinite, dtype=jnp.int32))
 
         def one_step(carry, k):
             st, log_eps = carry
-            st, log_eps, acc, n_lp, n_grad = move(st, log_eps, k)
-            return (st, log_eps), (st.position, acc, n_lp, n_grad)
+            st, log_eps, acc, n_lp, n_grad, n_bad = move(st, log_eps, k)
+            return (st, log_eps), (st.position, acc, n_lp, n_grad, n_bad)
 
         if adaptive_moves:
             ell0 = particles.lp_tgt - particles.lp_ref
@@ -248,24 +253,24 @@ def build_mutation(logdensity_fn: Callable, reference: GaussianReference, kernel
                 return (i < max_moves) & ((i < num_moves) | more)
 
             def w_body(c):
-                st, log_eps, i, _, corr_ref, _, acc_sum, n_lp, n_grad = c
-                st, log_eps, acc, dl, dg = move(st, log_eps, jax.random.fold_in(key, i))
+                st, log_eps, i, _, corr_ref, _, acc_sum, n_lp, n_grad, n_bad = c
+                st, log_eps, acc, dl, dg, db = move(st, log_eps, jax.random.fold_in(key, i))
                 corr = _spearman(ell0, ell_of(st))
                 # every PLATEAU_BLOCK moves: stalled if the correlation fell by less than PLATEAU_RATIO
                 check = (i + 1) % PLATEAU_BLOCK == 0
                 stalled = check & (i + 1 >= num_moves) & (corr > PLATEAU_RATIO * corr_ref)
                 corr_ref = jnp.where(check, corr, corr_ref)
                 return (st, log_eps, i + 1, corr, corr_ref, stalled, acc_sum + acc, n_lp + dl.astype(jnp.int32),
-                        n_grad + dg.astype(jnp.int32))
+                        n_grad + dg.astype(jnp.int32), n_bad + db)
 
             z = jnp.zeros((), jnp.int32)
             one_ = jnp.asarray(1.0, dtype)
-            state, log_eps, n_moves, _, _, _, acc_sum, n_lp, n_grad = jax.lax.while_loop(
+            state, log_eps, n_moves, _, _, _, acc_sum, n_lp, n_grad, n_bad = jax.lax.while_loop(
                 w_cond, w_body, (state, log_step_size, z, one_, one_, jnp.asarray(False),
-                                 jnp.zeros((), dtype), z, z))
+                                 jnp.zeros((), dtype), z, z, z))
             accs = acc_sum / jnp.maximum(n_moves, 1)
         else:
-            (state, log_eps), (path, accs, n_lp, n_grad) = jax.lax.scan(
+            (state, log_eps), (path, accs, n_lp, n_grad, n_bad) = jax.lax.scan(
                 one_step, (state, log_step_size), jax.random.split(key, num_moves))
             n_moves = jnp.asarray(num_moves, jnp.int32)
         if keep_path:
@@ -278,7 +283,8 @@ def build_mutation(logdensity_fn: Callable, reference: GaussianReference, kernel
         m = positions.shape[0]
         n_lp = jnp.sum(n_lp) + m
         n_grad = jnp.sum(n_grad) + (m if gradient else 0)
+        n_bad = jnp.sum(n_bad, dtype=jnp.int32) + count_nonfinite(new.lp_tgt, new.grad_tgt if gradient else None)
         acc = jnp.mean(accs) if num_moves > 0 else jnp.asarray(1.0, positions.dtype)
-        return new, MutationInfo(acc, log_eps, n_lp.astype(jnp.int32), n_grad.astype(jnp.int32), n_moves)
+        return new, MutationInfo(acc, log_eps, n_lp.astype(jnp.int32), n_grad.astype(jnp.int32), n_moves, n_bad)
 
     return mutate

@@ -84,6 +84,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
 
+from samplax.core.nonfinite import count_nonfinite, is_nonfinite
 from samplax.smc.paths import GaussianReference, StudentTReference
 
 Prior = GaussianReference | StudentTReference
@@ -128,6 +129,8 @@ class NSOutput(NamedTuple):
     num_initial_finite: jax.Array  # initial prior draws with a finite log-likelihood (0: the run could not start)
     plateau_var: jax.Array  # Var(log X) of the zero-likelihood plateau's removal, sum_{j<q} 1 / (n - j)^2
     plateau_log_x: jax.Array  # log X after the plateau's removal, -sum_{j<q} 1 / (n - j)
+    num_nonfinite: jax.Array  # evaluations with a NaN or +inf log-density (counted as L = 0)
+    num_initial_nonfinite: jax.Array  # of them, among the n initial prior draws
 
 
 def stages(config: NSConfig) -> list[tuple[int, int]]:
@@ -152,11 +155,15 @@ def constrained_slice(key, x, lp, log_l_star, chol, logdensity_fn: Callable, pri
     scaled by that coordinate's standard deviation (a Gibbs-like slice step; it
     moves a coordinate whose conditional scale differs from the global one, such
     as ``x_0`` in a funnel's neck, where the covariance directions are dominated by
-    the mouth).  Returns ``(x, lp, evals [K])``: every point
+    the mouth).  Returns ``(x, lp, evals [K], nonfinite [K])``: every point
     advances through Neal's (2003) stepping out (unit width in units of the
     direction, at most ``MAX_STEP_OUT`` extensions split at random between the
     sides) and shrinkage, one target evaluation per pass of the loop.  A step whose
-    shrinkage fails ``MAX_SHRINK`` times keeps its point.
+    shrinkage fails ``MAX_SHRINK`` times keeps its point.  The passes go on until every
+    row has made its ``num_repeats`` steps, and each pass evaluates all ``K`` rows (the
+    finished ones too, their results discarded), so ``evals`` counts the passes for every row.
+    ``nonfinite`` counts the evaluations of active rows whose log-density was NaN or ``+inf``
+    (outside the slice).
     """
     kk, d = x.shape
     dtype = x.dtype
@@ -180,7 +187,7 @@ def constrained_slice(key, x, lp, log_l_star, chol, logdensity_fn: Callable, pri
 
     k0, k_loop = jax.random.split(key)
     c0 = dict(x=x, lp=lp, rep=jnp.zeros((kk,), jnp.int32), evals=jnp.zeros((kk,), jnp.int32),
-              trip=jnp.zeros((), jnp.int32), **setup(k0, x))
+              nonfinite=jnp.zeros((kk,), jnp.int32), trip=jnp.zeros((), jnp.int32), **setup(k0, x))
     max_trips = num_repeats * (2 * m + MAX_SHRINK + 2)
 
     def cond(c):
@@ -217,12 +224,13 @@ def constrained_slice(key, x, lp, log_l_star, chol, logdensity_fn: Callable, pri
         for name, v in fresh.items():
             mask = done[:, None] if v.ndim == 2 else done
             new[name] = jnp.where(mask, v, new[name])
-        new["evals"] = c["evals"] + active.astype(jnp.int32)
+        new["evals"] = c["evals"] + 1  # every row is evaluated on every pass, finished rows too
+        new["nonfinite"] = c["nonfinite"] + (active & is_nonfinite(lpz)).astype(jnp.int32)
         new["trip"] = c["trip"] + 1
         return new
 
     c = jax.lax.while_loop(cond, body, c0)
-    return c["x"], c["lp"], c["evals"]
+    return c["x"], c["lp"], c["evals"], c["nonfinite"]
 
 
 def _log_likelihood(lp, lpi):
@@ -264,6 +272,7 @@ def run(key, logdensity_fn: Callable, prior: Prior, config: NSConfig,
     lp0 = jax.vmap(logdensity_fn)(x0)
     logl0 = _log_likelihood(lp0, vpi(x0))
     evals0 = jnp.asarray(n, jnp.int32)
+    bad0 = count_nonfinite(lp0)
 
     # Zero-likelihood plateau (a target that is -inf outside its support, e.g. a box): the q initial points
     # with L = 0 tie for last place.  With ties broken at random they are the q lowest order statistics, so
@@ -280,27 +289,28 @@ def run(key, logdensity_fn: Callable, prior: Prior, config: NSConfig,
     plateau_var = jnp.sum(jnp.where(jnp.arange(n) < q, inv**2, 0.0))
 
     def refill(args):
-        x, lp, logl, evals = args
+        x, lp, logl, evals, bad = args
         k_start, k_move = jax.random.split(jax.random.fold_in(k_init, 1))
         starts = jax.random.choice(k_start, n, (n,), p=finite0 / jnp.maximum(num_finite0, 1))
         # few finite points (<= 2d) give a degenerate covariance: start from the prior's scales instead
         # (stepping out and shrinkage adapt an oversized width at the cost of a few evaluations)
         chol = jax.lax.cond(num_finite0 > 2 * d, lambda: _chol(x, finite0.astype(dtype)),
                             lambda: jnp.diag(prior.scale).astype(dtype))
-        xs, lps, evs = constrained_slice(k_move, x[starts], lp[starts], jnp.asarray(-jnp.inf, dtype), chol,
-                                         logdensity_fn, prior, config.num_repeats)
+        xs, lps, evs, nfs = constrained_slice(k_move, x[starts], lp[starts], jnp.asarray(-jnp.inf, dtype), chol,
+                                              logdensity_fn, prior, config.num_repeats)
         x = jnp.where(finite0[:, None], x, xs)
         lp = jnp.where(finite0, lp, lps)
         logl = jnp.where(finite0, logl, _log_likelihood(lps, vpi(xs)))
-        return x, lp, logl, evals + jnp.sum(evs).astype(jnp.int32)  # all n rows ran their slice steps
+        # all n rows ran their slice steps
+        return x, lp, logl, evals + jnp.sum(evs).astype(jnp.int32), bad + jnp.sum(nfs, dtype=jnp.int32)
 
-    x0, lp0, logl0, evals0 = jax.lax.cond((q > 0) & (num_finite0 > 0), refill, lambda a: a,
-                                          (x0, lp0, logl0, evals0))
+    x0, lp0, logl0, evals0, nonfinite0 = jax.lax.cond((q > 0) & (num_finite0 > 0), refill, lambda a: a,
+                                                      (x0, lp0, logl0, evals0, bad0))
 
     c = dict(x=x0, lp=lp0, logl=logl0, log_x=log_x0, log_z=jnp.asarray(-jnp.inf, dtype),
              dead_x=jnp.zeros((buf, d), dtype), dead_logl=jnp.full((buf,), -jnp.inf, dtype),
              dead_logdx=jnp.full((buf,), -jnp.inf, dtype), ptr=jnp.zeros((), jnp.int32),
-             it=jnp.zeros((), jnp.int32), evals=evals0, stopped=num_finite0 == 0)
+             it=jnp.zeros((), jnp.int32), evals=evals0, nonfinite=nonfinite0, stopped=num_finite0 == 0)
 
     def log_z_live(c, m):
         return c["log_x"] + logsumexp(c["logl"]) - jnp.log(m)
@@ -343,8 +353,8 @@ def run(key, logdensity_fn: Callable, prior: Prior, config: NSConfig,
             alive = jnp.ones((m,), bool).at[idx].set(False)
             starts = order[ks:][jax.random.randint(k_start, (ks,), 0, m - ks)]  # uniform over the survivors
             chol = _chol(c["x"], alive.astype(dtype))
-            xs, lps, evs = constrained_slice(k_move, c["x"][starts], c["lp"][starts], log_l_star, chol,
-                                             logdensity_fn, prior, config.num_repeats)
+            xs, lps, evs, nfs = constrained_slice(k_move, c["x"][starts], c["lp"][starts], log_l_star, chol,
+                                                  logdensity_fn, prior, config.num_repeats)
             c["x"] = c["x"].at[idx].set(xs)
             c["lp"] = c["lp"].at[idx].set(lps)
             c["logl"] = c["logl"].at[idx].set(_log_likelihood(lps, vpi(xs)))
@@ -352,6 +362,7 @@ def run(key, logdensity_fn: Callable, prior: Prior, config: NSConfig,
                 jax.debug.callback(_every(progress, progress_every), run_id, c["it"] + 1, c["log_x"], c["log_z"])
             c["it"] = c["it"] + 1
             c["evals"] = c["evals"] + jnp.sum(evs).astype(jnp.int32)
+            c["nonfinite"] = c["nonfinite"] + jnp.sum(nfs, dtype=jnp.int32)
             return c
 
         c = jax.lax.while_loop(cond, body, c)
@@ -378,7 +389,7 @@ def run(key, logdensity_fn: Callable, prior: Prior, config: NSConfig,
     p = jnp.exp(log_p)
     info = jnp.sum(jnp.where(p > 0, p * (all_logl - log_z), 0.0))
     return NSOutput(log_z, info, all_x, log_p, c["it"], converged, c["evals"], c["ptr"], num_finite0, plateau_var,
-                    log_x0)
+                    log_x0, c["nonfinite"], bad0)
 
 
 def log_Z_variance(information, plateau_log_x, plateau_var, num_live: int) -> np.ndarray:

@@ -55,6 +55,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from samplax.core.nonfinite import count_nonfinite
 from samplax.smc import mutation
 from samplax.smc.paths import GaussianReference, geometric_logdensity
 
@@ -105,8 +106,9 @@ class RoundStats(NamedTuple):
 
 
 def _ell(lp_tgt, lp_ref):
+    """``log p - log q``; a NaN or ``+inf`` target log-density is zero density: ``-inf``."""
     ell = lp_tgt - lp_ref
-    return jnp.where(jnp.isnan(ell), -jnp.inf, ell)
+    return jnp.where(jnp.isnan(ell) | (ell == jnp.inf), -jnp.inf, ell)
 
 
 def swap_log_acceptance(betas: jax.Array, ell: jax.Array) -> jax.Array:
@@ -158,10 +160,15 @@ def build(logdensity_fn: Callable, reference: GaussianReference, config: PTConfi
 
     - ``init(key, positions [K, d] or None) -> (PTState, evals)``: replicas from
       ``positions`` (default: exact reference draws);
-    - ``scan_round(key, state, params, num_scans, adapt) -> (state, params, RoundStats, n_lp, n_grad)``:
+    - ``scan_round(key, state, params, num_scans, adapt) -> (state, params, RoundStats, n_lp, n_grad, n_bad)``:
       ``num_scans`` scans (a traced count: one compilation for every round),
       adapting the step sizes when ``adapt``;
-    - ``sample(key, state, params, num_samples) -> (state, draws [T, d], ell [T, K], acc [T], swap [T, K-1], n_lp, n_grad)``.
+    - ``sample(key, state, params, num_samples) -> (state, draws [T, d], lp [T], ell [T, K], acc [T],
+      swap [T, K-1], n_lp, n_grad, n_bad)``.
+
+    ``n_bad`` counts the non-finite evaluations (:mod:`samplax.core.nonfinite`): local-move proposals the
+    kernel flagged ``is_nonfinite`` (rejected) and NaN/+inf log-densities (or non-finite gradients) at the
+    re-evaluation of every scan (their ``ell`` is ``-inf``: zero density, a swap that never moves them up).
     """
     spec = mutation.mutation_kernel(config.kernel)
     if config.num_temperatures < 2:
@@ -206,20 +213,21 @@ def build(logdensity_fn: Callable, reference: GaussianReference, config: PTConfi
         p = params_cls(jnp.exp(log_eps), imm)
 
         def one(carry, k):
-            s, a, nl, ng = carry
+            s, a, nl, ng, nb = carry
             s, info = step(k, s, p)
             acc = jnp.where(jnp.isfinite(info.acceptance_rate), info.acceptance_rate, 0.0)
-            return (s, a + acc, nl + info.num_logdensity_evals, ng + info.num_grad_evals), None
+            return (s, a + acc, nl + info.num_logdensity_evals, ng + info.num_grad_evals,
+                    nb + info.is_nonfinite.astype(jnp.int32)), None
 
         z = jnp.zeros((), jnp.int32)
-        (st, acc, nl, ng), _ = jax.lax.scan(one, (st, jnp.zeros((), x.dtype), z, z),
-                                            jax.random.split(key, config.num_mcmc_steps))
-        return st.position, acc / config.num_mcmc_steps, nl, ng
+        (st, acc, nl, ng, nb), _ = jax.lax.scan(one, (st, jnp.zeros((), x.dtype), z, z, z),
+                                                jax.random.split(key, config.num_mcmc_steps))
+        return st.position, acc / config.num_mcmc_steps, nl, ng, nb
 
     def scan_once(key, state: PTState, params: PTParams, parity):
         """One scan: local moves, exact reference draw in slot 0, re-evaluation, DEO swap."""
         k_loc, k_ref, k_swap = jax.random.split(key, 3)
-        x, acc, nl, ng = jax.vmap(local)(jax.random.split(k_loc, kk), state.position, state.lp_ref, state.lp_tgt,
+        x, acc, nl, ng, nb = jax.vmap(local)(jax.random.split(k_loc, kk), state.position, state.lp_ref, state.lp_tgt,
                                  state.grad_ref, state.grad_tgt, params.betas, params.log_step_size,
                                  params.inverse_mass_matrix)
         x = x.at[0].set(reference.sample(k_ref, 1)[0])
@@ -239,7 +247,8 @@ def build(logdensity_fn: Callable, reference: GaussianReference, config: PTConfi
         # every evaluation made counts (slot 0's moves are computed, then replaced by the exact draw)
         n_lp = (jnp.sum(nl) + kk).astype(jnp.int32)
         n_grad = (jnp.sum(ng) + (kk if gradient else 0)).astype(jnp.int32)
-        return new, x, ell, acc, 1.0 - jnp.exp(log_alpha), n_lp, n_grad
+        n_bad = jnp.sum(nb, dtype=jnp.int32) + count_nonfinite(lt, gt if gradient else None)
+        return new, x, ell, acc, 1.0 - jnp.exp(log_alpha), n_lp, n_grad, n_bad
 
     def scan_round(key, state: PTState, params: PTParams, num_scans, adapt):
         d = state.position.shape[1]
@@ -248,8 +257,8 @@ def build(logdensity_fn: Callable, reference: GaussianReference, config: PTConfi
                             jnp.zeros((kk, d), dt), jnp.zeros((kk,), dt))
 
         def body(t, c):
-            st, prm, stats, n_lp, n_grad = c
-            st, x, _, acc, rej, dl, dg = scan_once(jax.random.fold_in(key, t), st, prm, t % 2)
+            st, prm, stats, n_lp, n_grad, n_bad = c
+            st, x, _, acc, rej, dl, dg, db = scan_once(jax.random.fold_in(key, t), st, prm, t % 2)
             gain = (t + 1.0) ** -RM_EXPONENT
             # slot 0 is an exact draw; its step size is never used
             log_eps = jnp.where(adapt & (jnp.arange(kk) > 0), prm.log_step_size + gain * (acc - a_star),
@@ -257,21 +266,21 @@ def build(logdensity_fn: Callable, reference: GaussianReference, config: PTConfi
             prm = prm._replace(log_step_size=log_eps)
             stats = RoundStats(stats.rejection + rej, stats.count + 1, stats.sum_x + x, stats.sum_x2 + x**2,
                                stats.acceptance + acc)
-            return st, prm, stats, n_lp + dl, n_grad + dg
+            return st, prm, stats, n_lp + dl, n_grad + dg, n_bad + db
 
         z = jnp.zeros((), jnp.int32)
-        return jax.lax.fori_loop(0, num_scans, body, (state, params, stats0, z, z))
+        return jax.lax.fori_loop(0, num_scans, body, (state, params, stats0, z, z, z))
 
     def sample(key, state: PTState, params: PTParams, num_samples: int):
         def body(c, t):
-            st, n_lp, n_grad = c
-            st, _, ell, acc, rej, dl, dg = scan_once(jax.random.fold_in(key, t), st, params, t % 2)
-            return (st, n_lp + dl, n_grad + dg), (st.position[-1], st.lp_tgt[-1], ell, acc, rej)
+            st, n_lp, n_grad, n_bad = c
+            st, _, ell, acc, rej, dl, dg, db = scan_once(jax.random.fold_in(key, t), st, params, t % 2)
+            return (st, n_lp + dl, n_grad + dg, n_bad + db), (st.position[-1], st.lp_tgt[-1], ell, acc, rej)
 
         z = jnp.zeros((), jnp.int32)
-        (state, n_lp, n_grad), (draws, lp, ell, acc, rej) = jax.lax.scan(
-            body, (state, z, z), jnp.arange(num_samples))
-        return state, draws, lp, ell, acc, rej, n_lp, n_grad
+        (state, n_lp, n_grad, n_bad), (draws, lp, ell, acc, rej) = jax.lax.scan(
+            body, (state, z, z, z), jnp.arange(num_samples))
+        return state, draws, lp, ell, acc, rej, n_lp, n_grad, n_bad
 
     return init, scan_round, sample
 
@@ -344,6 +353,8 @@ class PTRunOutput(NamedTuple):
     num_grad_evals: jax.Array
     barrier_history: jax.Array       # [num_rounds] estimated barrier Lambda after each tuning round
     round_trips_history: jax.Array   # [num_rounds] round trips counted at the end of each tuning round
+    num_nonfinite: jax.Array         # non-finite evaluations, tuning and sampling (see :func:`build`)
+    num_initial_nonfinite: jax.Array  # of them, among the K initial replicas (K: nothing finite to start from)
 
 
 def run_one(key, logdensity_fn: Callable, reference: GaussianReference, config: PTConfig, *, num_warmup: int,
@@ -366,9 +377,10 @@ def run_one(key, logdensity_fn: Callable, reference: GaussianReference, config: 
       ``fold_in(key, 1)``), one draw of the ``beta = 1`` replica per scan;
     - **log Z**: :func:`stepping_stone` with ``config.num_batches`` batches.
 
-    ``progress(run_id, round, num_scans, Lambda, mean swap rejection, mean local
-    acceptance, round trips)`` (a host function, through ``jax.debug.callback``)
-    is called after every tuning round.  Vectorize over independent runs outside.
+    ``progress(run_id, num_rounds, Lambda, round trips)`` (a host function, through
+    ``jax.debug.callback``) is called once the tuning rounds are over (not after each
+    round: a callback inside the rounds' loop changed the draws).  Vectorize over
+    independent runs outside.
     """
     k = config.num_temperatures
     d = reference.mean.shape[0]
@@ -382,28 +394,28 @@ def run_one(key, logdensity_fn: Callable, reference: GaussianReference, config: 
 
     init_fn, round_fn, sample_fn = build(logdensity_fn, reference, config)
     state = init_fn(jax.random.fold_in(key, 0)) if x_init is None else init_fn(key, x_init)
+    n_bad0 = count_nonfinite(state.lp_tgt, state.grad_tgt if n_init_grad else None)
     params = PTParams(initial_schedule(k, schedule_power, dtype), jnp.full((k,), np.log(eps0), dtype),
                       jnp.ones((k, d), dtype) * jnp.minimum(reference.scale**2, 1.0))
 
     def one_round(carry, xs):
-        state, params, n_lp, n_grad = carry
+        state, params, n_lp, n_grad, n_bad = carry
         j, n_scans, not_last = xs
-        state, params, stats, dl, dg = round_fn(jax.random.fold_in(key, 100 + j), state, params, n_scans,
+        state, params, stats, dl, dg, db = round_fn(jax.random.fold_in(key, 100 + j), state, params, n_scans,
                                                 jnp.asarray(True))
         # the last round's step sizes were tuned to the current mass matrices: keep them
         params, lam, rej = update_params(params, stats, config.adapt_schedule, not_last)
-        if progress is not None:
-            acc = stats.acceptance / n_scans
-            jax.debug.callback(progress, run_id, j + 1, n_scans, lam, jnp.mean(rej), jnp.mean(acc[1:]),
-                               state.round_trips)
-        return (state, params, n_lp + dl, n_grad + dg), (lam, state.round_trips)
+        return (state, params, n_lp + dl, n_grad + dg, n_bad + db), (lam, state.round_trips)
 
     z = jnp.zeros((), jnp.int32)
-    (state, params, n_lp, n_grad), (lams, trips_hist) = jax.lax.scan(
-        one_round, (state, params, z + k, z + n_init_grad), rounds)
+    (state, params, n_lp, n_grad, n_bad), (lams, trips_hist) = jax.lax.scan(
+        one_round, (state, params, z + k, z + n_init_grad, n_bad0), rounds)
+    if progress is not None:  # after the tuning rounds, not inside them: a host callback inside the rounds'
+        # loop changes how XLA compiles it, and the draws then depend on whether progress is shown
+        jax.debug.callback(progress, run_id, num_rounds, lams[-1], trips_hist[-1])
     trips_before = state.round_trips
-    state, draws, lp_draws, ell, acc, rej, dl, dg = sample_fn(jax.random.fold_in(key, 1), state, params,
-                                                              num_samples)
+    state, draws, lp_draws, ell, acc, rej, dl, dg, db = sample_fn(jax.random.fold_in(key, 1), state, params,
+                                                                  num_samples)
     log_z, se = stepping_stone(params.betas, ell, config.num_batches)
     return PTRunOutput(draws, lp_draws, acc, rej, params, log_z, se, state.round_trips - trips_before, n_lp + dl,
-                       n_grad + dg, lams, trips_hist)
+                       n_grad + dg, lams, trips_hist, n_bad + db, n_bad0)

@@ -126,7 +126,9 @@ def geometric_logdensity(beta, log_reference, log_target):
 
 
 def log_increment(beta, beta_next, log_reference, log_target):
-    """Incremental log-weight ``(beta' - beta)(log p - log q)``; ``-inf`` where ``log p = -inf`` and ``beta' > beta``."""
+    """Incremental log-weight ``(beta' - beta)(log p - log q)``; ``-inf`` where ``log p`` is ``-inf``, NaN or ``+inf``
+    (zero density; :mod:`samplax.core.nonfinite`) and ``beta' > beta``."""
     ell = log_target - log_reference
     inc = (beta_next - beta) * ell
-    return jnp.where(jnp.isnan(inc), jnp.where(beta_next > beta, -jnp.inf, 0.0), inc)
+    return jnp.where(jnp.isnan(inc), jnp.where(beta_next > beta, -jnp.inf, 0.0),
+                     jnp.where(inc == jnp.inf, -jnp.inf, inc))

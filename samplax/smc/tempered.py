@@ -24,6 +24,7 @@ from typing import Callable, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
+from samplax.core.nonfinite import count_nonfinite
 from samplax.smc import base, resampling
 from samplax.smc.mutation import (build_mutation, evaluate, is_gradient_based,
                                   weighted_variance)
@@ -106,6 +107,8 @@ class TemperedOutput(NamedTuple):
     clt_var: jax.Array        # sum_t (1 / CESS_t - 1 / N): idealized CLT variance of log Z
     num_logdensity_evals: jax.Array
     num_grad_evals: jax.Array
+    num_nonfinite: jax.Array          # evaluations with a NaN/+inf log-density or non-finite gradient (all steps)
+    num_initial_nonfinite: jax.Array  # of them, among the N initial particles (N: nothing finite to start from)
 
 
 def run(key, logdensity_fn: Callable, reference: GaussianReference, config: TemperedConfig,
@@ -124,6 +127,10 @@ def run(key, logdensity_fn: Callable, reference: GaussianReference, config: Temp
       progress: optional host function ``progress(run_id, step, beta, ess, acceptance, moves)`` called
         (through ``jax.debug.callback``) after every temperature.
       run_id: passed to ``progress`` (the run's index when runs are vmapped).
+
+    A NaN or ``+inf`` target log-density (or a non-finite gradient) is zero density: a zero weight at the
+    next reweighting, a rejected proposal in the moves; such evaluations are counted in ``num_nonfinite``
+    (:mod:`samplax.core.nonfinite`).  A run whose weights all vanish (``log Z = -inf``) stops there.
     """
     n = config.num_particles
     d = reference.mean.shape[0]
@@ -156,15 +163,18 @@ def run(key, logdensity_fn: Callable, reference: GaussianReference, config: Temp
     k_init, k_loop = jax.random.split(key)
     x0 = reference.sample(k_init, n)
     particles = evaluate(logdensity_fn, reference, x0, gradient)
+    n_bad0 = count_nonfinite(particles.lp_tgt, particles.grad_tgt if gradient else None)
     state = base.init(particles)
     nan = jnp.full((max_steps,), jnp.nan, dtype)
     carry0 = dict(state=state, beta=jnp.zeros((), dtype), i=jnp.zeros((), jnp.int32), log_eps=log_eps0,
                   betas=jnp.full((max_steps + 1,), jnp.nan, dtype).at[0].set(0.0), ess=nan, acc=nan, eps=nan,
                   resampled=jnp.zeros((max_steps,), bool), moves=jnp.zeros((max_steps,), jnp.int32), clt=jnp.zeros((), dtype),
-                  n_lp=jnp.asarray(n, jnp.int32), n_grad=jnp.asarray(n if gradient else 0, jnp.int32))
+                  n_lp=jnp.asarray(n, jnp.int32), n_grad=jnp.asarray(n if gradient else 0, jnp.int32),
+                  n_bad=n_bad0)
 
     def cond(c):
-        return (c["beta"] < 1.0) & (c["i"] < max_steps)
+        # a population whose weights are all zero (log Z = -inf) has nothing left to move: stop
+        return (c["beta"] < 1.0) & (c["i"] < max_steps) & jnp.isfinite(c["state"].log_Z)
 
     def body(c):
         st, beta, i = c["state"], c["beta"], c["i"]
@@ -196,11 +206,12 @@ def run(key, logdensity_fn: Callable, reference: GaussianReference, config: Temp
                     resampled=c["resampled"].at[i].set(info.resampled),
                     moves=c["moves"].at[i].set(mi.num_moves),
                     clt=c["clt"] + 1.0 / cess - 1.0 / n,
-                    n_lp=c["n_lp"] + mi.num_logdensity_evals, n_grad=c["n_grad"] + mi.num_grad_evals)
+                    n_lp=c["n_lp"] + mi.num_logdensity_evals, n_grad=c["n_grad"] + mi.num_grad_evals,
+                    n_bad=c["n_bad"] + mi.num_nonfinite)
 
     c = jax.lax.while_loop(cond, body, carry0)
     return TemperedOutput(c["state"], c["i"], c["betas"], c["ess"], c["acc"], c["eps"], c["resampled"],
-                          c["moves"], c["clt"], c["n_lp"], c["n_grad"])
+                          c["moves"], c["clt"], c["n_lp"], c["n_grad"], c["n_bad"], n_bad0)
 
 
 def power_schedule(num_temperatures: int, power: float = 4.0) -> jax.Array:

@@ -17,7 +17,8 @@ def test_ensemble_moments_correlated_gaussian(method):
     check_moments_mcse(r, target)
     W = ensemble.default_num_walkers(4)
     T = math.ceil(1000 / W)
-    assert r.cost["num_logdensity_evals"] == 4 * W * (1 + 300 + T * W)
+    # the walkers' initial-point search (one attempt each on a Gaussian) and the ensemble's own evaluations
+    assert r.cost["num_logdensity_evals"] == 4 * W + 4 * W * (1 + 300 + T * W)
     assert r.cost["num_grad_evals"] == 0
     assert 0.1 < np.mean(r.stats["acceptance_rate"]) < 0.9
     assert np.all(r.diagnostics["rhat"] < 1.02)
@@ -31,6 +32,16 @@ def test_ensemble_bad_options():
         samplax.sample(target, method="ensemble_stretch", num_walkers=8, progress=False)  # < 2 dim
     with pytest.raises(ValueError, match="a"):
         samplax.sample(target, method="ensemble_stretch", a=0.5, progress=False)
+    # the stretch move needs a > 1 (z in [1/a, a]; Goodman & Weare 2010), finite: refused by the option's check
+    for a in (1, 1.0, 0.5, float("inf")):
+        with pytest.raises(ValueError, match=r"option a=.*a finite number > 1"):
+            samplax.sample(target, method="ensemble_stretch", a=a, progress=False)
+    # walkers: an even int >= 4 (and >= 2 dim), for both moves, refused before anything runs
+    small = samplax.targets.get("std_gaussian", dim=2)
+    for method in ("ensemble_de", "ensemble_stretch"):
+        for w in (5, 3, 2, 7.0):
+            with pytest.raises(ValueError, match=r"option num_walkers=.*even int >= 4"):
+                samplax.sample(small, method=method, num_walkers=w, progress=False)
     with pytest.raises(TypeError, match="unknown option"):
         samplax.sample(target, method="ensemble_de", step_size=0.1, progress=False)
     with pytest.raises(ValueError, match="init"):

@@ -105,3 +105,44 @@ def test_duplicate_and_wrong_registrations_are_refused():
         register_kernel(get_kernel("rwm"))
     with pytest.raises(TypeError, match="expected a KernelSpec"):
         register_kernel("rwm")
+
+
+def test_kernel_declared_chain_method_needs_no_other_registration():
+    """A kernel registered with a ChainMethod is a method at once (samplax.sample(target, name)), its options are
+    the adapter kind's plus its own, checked, and passed to build_kernel by name; declared exactly like rwm's it
+    gives rwm's draws bit for bit."""
+    from samplax.core.method import Option
+    from samplax.core.options import pos_int
+    from samplax.mcmc import declare, rwm
+    from samplax.mcmc.registry import KERNELS, ChainMethod
+    from samplax.methods import METHODS, method_names
+
+    seen = []
+
+    def build_kernel(logdensity_fn, num_sweeps=1):
+        seen.append(num_sweeps)
+        return rwm.build_kernel(logdensity_fn)
+
+    name = "test_declared_walk"
+    decl = ChainMethod("a random walk declared in a test", declare.basic_stats,
+                       default_step_size=lambda dim: 2.38 / dim**0.5, settings={"find_initial_step_size": False},
+                       options={"num_sweeps": Option(1, "sweeps per step", pos_int, "an int >= 1")})
+    register_kernel(KernelSpec(name, rwm.init, build_kernel, rwm.RWMParams, rwm.rwm, gradient_based=False,
+                               invariant=True, tunable=True, target_accept=get_kernel("rwm").target_accept,
+                               method=decl))
+    try:
+        assert name in method_names()
+        spec = get_method(name)
+        assert set(spec.options) == set(get_method("rwm").options) | {"num_sweeps"}
+        assert not spec.gradient_based and spec.bias is None
+        target = samplax.targets.get("correlated_gaussian")
+        kw = dict(seed=4, num_chains=2, num_warmup=100, num_samples=50, progress=False)
+        mine = samplax.sample(target, name, num_sweeps=3, **kw)
+        assert seen and set(seen) == {3}  # (the engine builds the algorithm more than once)
+        ref = samplax.sample(target, "rwm", **kw)
+        np.testing.assert_array_equal(mine.samples, ref.samples)
+        with pytest.raises(ValueError, match="num_sweeps"):
+            samplax.sample(target, name, num_sweeps=0, **kw)
+    finally:
+        KERNELS._entries.pop(name, None)
+        METHODS._entries.pop(name, None)

@@ -29,8 +29,9 @@ def test_user_mala_kernel_moments_within_mcse():
     assert np.all(np.abs(mean) < 5 * mcse), (mean, mcse)
     sd, mcse_sd = r.diagnostics["sd"], r.diagnostics["mcse_sd"]
     assert np.all(np.abs(sd - SD) < 5 * mcse_sd), (sd, mcse_sd)
-    # MALA: one value-and-gradient per step and per chain, plus one per chain at the start
-    assert r.cost["num_grad_evals"] == 4 * (200 + 2000) + 4
+    # MALA: one value-and-gradient per step and per chain, plus one per chain at the start and one per chain
+    # in the initial-point search
+    assert r.cost["num_grad_evals"] == 4 * (200 + 2000) + 4 + 4
     assert r.cost["num_compilations"] == 1
     assert "acceptance_rate" in r.stats and "lp" in r.stats
 
@@ -113,3 +114,18 @@ def test_bad_kernels_are_clear_errors():
         samplax.sample(t, kernel=samplax.Kernel(init, step), num_samples=5, num_warmup=0, progress=False)
     with pytest.raises(TypeError, match="method options"):
         samplax.sample(t, kernel=samplax.mcmc.mala(_logdensity, 0.5), target_accept=0.5, progress=False)
+
+
+def test_kernel_none_is_no_kernel_or_the_methods_own_option():
+    """``kernel=None`` said explicitly: for a method without a ``kernel`` option it means no user kernel (the old
+    default); for a method whose own option is ``kernel`` (SMC family, parallel tempering) it is that option's
+    value, refused by its check (never silently replaced by the default)."""
+    t = _target()
+    kw = dict(seed=1, num_chains=1, num_warmup=5, num_samples=5, progress=False)
+    r = samplax.sample(t, "rwm", kernel=None, **kw)
+    np.testing.assert_array_equal(r.samples, samplax.sample(t, "rwm", **kw).samples)
+    for method in ("smc", "parallel_tempering"):
+        with pytest.raises(ValueError, match=r"option kernel=None is invalid"):
+            samplax.sample(t, method, kernel=None, **kw)
+    with pytest.raises(TypeError, match="unknown option"):  # a kernel name for a method without the option
+        samplax.sample(t, "rwm", kernel="mala", **kw)

@@ -137,8 +137,10 @@ def test_init_refused_and_progress_lines(capfd):
         with pytest.raises(ValueError, match="init is not supported"):
             samplax.sample(t, method=m, init=np.zeros(2), num_samples=50)
     assert "[samplax" not in capfd.readouterr().err  # nothing printed before the refusal
-    r = samplax.sample(t, method="smc", seed=0, num_chains=2, num_samples=100, progress=True, kernel="rwm")
+    samplax.sample(t, method="smc", seed=0, num_chains=2, num_samples=100, progress=True, kernel="rwm")
     err = capfd.readouterr().err
-    lines = [ln for ln in err.splitlines() if "[samplax smc/" in ln and "temperature" in ln]
-    assert len(lines) == sum(r.extra["num_steps"])  # one line per temperature and run
-    assert any("beta 1," in ln for ln in lines)
+    lines = [ln for ln in err.splitlines() if "[samplax smc/" in ln]
+    # not a line per temperature and run: compile, running, the final line (with the last temperature's
+    # report), and at most a heartbeat line (tests/run/test_progress.py checks the display itself)
+    assert 3 <= len(lines) <= 5, lines
+    assert "runs 2/2 100%" in lines[-1] and "temperature" in lines[-1] and "beta 1," in lines[-1]

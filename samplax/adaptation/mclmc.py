@@ -1,8 +1,7 @@
-"""Registration of microcanonical Langevin Monte Carlo: ``mclmc`` (unadjusted, BIASED at finite step size:
-a ``biased`` run warning is attached) and ``adjusted_mclmc`` (exact)."""
+"""Warm-up of microcanonical Langevin Monte Carlo: step size from the energy-error variance, trajectory
+length and a diagonal preconditioner from the warm-up variances (Robnik et al. 2023)."""
 from __future__ import annotations
 
-import dataclasses
 from typing import Callable, NamedTuple
 
 import jax
@@ -11,14 +10,7 @@ import numpy as np
 
 from samplax.adaptation.mass_matrix import welford_covariance, welford_init, welford_update
 from samplax.adaptation.windowed import Adapter
-from samplax.core.options import boolean, pos_float, pos_int
-from samplax.mcmc.registry import get_kernel
-from samplax.methods import Algorithm, MethodSpec, Option, register_method
-from samplax.methods.langevin import EpsImm, bias_of, warmup_flag_adapter
-from samplax.methods.mcmc import _adapter, _common_options
 
-_MCLMC = get_kernel("mclmc")
-_ADJUSTED = get_kernel("adjusted_mclmc")
 
 class MCLMCAdaptState(NamedTuple):
     """Per-chain MCLMC warm-up state (step size, L, preconditioner, decaying averages, Welford)."""
@@ -31,7 +23,7 @@ class MCLMCAdaptState(NamedTuple):
     welford: object
 
 
-def mclmc_adapter(dim: int, num_warmup: int, num_chains: int, *, desired_energy_var: float = 5e-4,
+def mclmc_adapter(params_cls, dim: int, num_warmup: int, num_chains: int, *, desired_energy_var: float = 5e-4,
                   trust_in_estimate: float = 1.5, num_effective_samples: float = 150.0,
                   diagonal_preconditioning: bool = True, position_fn: Callable = lambda s: s.position) -> Adapter:
     """Per-chain MCLMC warm-up (after Robnik et al. 2023, sec. 4 / Alg. 1, stages 1-2).
@@ -91,67 +83,6 @@ def mclmc_adapter(dim: int, num_warmup: int, num_chains: int, *, desired_energy_
         return jax.vmap(update_one, in_axes=(0, None, 0, 0))(astate, i, x, infos.energy_change)
 
     def params(astate):
-        return _MCLMC.params_cls(astate.step_size, astate.L, astate.scale)
+        return params_cls(astate.step_size, astate.L, astate.scale)
 
     return Adapter(init, update, params)
-
-
-def _mclmc_stats(state, info, params):
-    return {"acceptance_rate": info.acceptance_rate, "step_size": params.step_size, "lp": state.logdensity,
-            "nonfinite": info.is_nonfinite, "n_steps": info.num_integration_steps}
-
-
-def _build_mclmc(logdensity_fn, dim, num_warmup, num_chains, **o):
-    if dim < 2:
-        raise ValueError(f"method 'mclmc' needs a target of dimension >= 2, got dim={dim}")
-
-    def init(key, position):
-        return _MCLMC.init(key, position, logdensity_fn)
-
-    adapter = mclmc_adapter(dim, num_warmup, num_chains, desired_energy_var=o["desired_energy_var"],
-                            diagonal_preconditioning=o["diagonal_preconditioning"])
-    return Algorithm(init, _MCLMC.build_kernel(logdensity_fn), adapter, _mclmc_stats)
-
-
-def _build_adjusted_mclmc(logdensity_fn, dim, num_warmup, num_chains, **o):
-    if dim < 2:
-        raise ValueError(f"method 'adjusted_mclmc' needs a target of dimension >= 2, got dim={dim}")
-
-    def init(key, position):
-        return _ADJUSTED.init(key, position, logdensity_fn)
-
-    L = float(np.sqrt(dim))
-
-    def make(p, in_warmup):
-        del in_warmup
-        imm = p.inverse_mass_matrix
-        return _ADJUSTED.params_cls(p.step_size, jnp.full_like(p.step_size, L), jnp.sqrt(imm))
-
-    o = dict(o)
-    if o["step_size"] is None:
-        o["step_size"] = _ADJUSTED.initial_step_size(dim)
-    inner = _adapter(logdensity_fn, EpsImm, dim, num_warmup, num_chains, {**o, "dense_mass": False}, False)
-    return Algorithm(init, _ADJUSTED.build_kernel(logdensity_fn, o["max_num_steps"]),
-                     warmup_flag_adapter(inner, num_warmup, make), _mclmc_stats)
-
-
-register_method(MethodSpec(
-    "mclmc", _build_mclmc,
-    "Microcanonical Langevin Monte Carlo, unadjusted, tuned by the energy-error variance (Robnik et al. 2023); "
-    "BIASED at finite step size",
-    {"desired_energy_var": Option(5e-4, "target energy-error variance per dimension, Var[dE]/d", pos_float,
-                                  "a positive number"),
-     "diagonal_preconditioning": Option(True, "adapt a diagonal preconditioner in warm-up", boolean, "True/False")},
-    gradient_based=_MCLMC.gradient_based,
-    bias=bias_of("its stationary distribution is not the target at any finite step size; the bias "
-                 "is controlled by desired_energy_var (lower it to reduce the bias)")))
-
-_adj_opts = {k: v for k, v in _common_options(_ADJUSTED.target_accept).items() if k != "dense_mass"}
-_adj_opts["step_size"] = dataclasses.replace(_adj_opts["step_size"],
-                                             doc="initial step size (None: 0.25 sqrt(d), Robnik et al.)")
-_adj_opts["max_num_steps"] = Option(1024, "cap on integration steps per trajectory", pos_int, "an int >= 1")
-register_method(MethodSpec(
-    "adjusted_mclmc", _build_adjusted_mclmc,
-    "Metropolis-adjusted microcanonical HMC (MAMS; Robnik, Cohn-Gordon & Seljak 2024), L = sqrt(d) in the "
-    "adapted diagonal metric, step size by dual averaging to an acceptance target",
-    _adj_opts, gradient_based=_ADJUSTED.gradient_based))
