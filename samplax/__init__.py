@@ -19,10 +19,11 @@ from samplax import diffusion  # noqa: F401
 from samplax import run  # noqa: F401  (the run engine)
 from samplax.methods import method_names  # noqa: F401
 from samplax.api import sample  # noqa: F401
+from samplax.core.caches import clear_caches  # noqa: F401
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "sample", "method_names", "from_logdensity", "from_energy", "targets", "mcmc", "diffusion",
+    "sample", "method_names", "clear_caches", "from_logdensity", "from_energy", "targets", "mcmc", "diffusion",
     "Target", "GroundTruth", "Result", "Kernel", "PointState",
 ]

@@ -6,14 +6,29 @@ import jax  # noqa: E402
 import pytest  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
-# No persistent compilation cache by default: full default-tier runs segfaulted reading back an entry
-# written earlier in the same session (jax compilation_cache.get_executable_and_time, at the same test
-# each time, also with a fresh folder); the in-memory caches still compile identical programs once.
-# SAMPLAX_TEST_JAX_CACHE names a folder to use one anyway.
+# No persistent compilation cache unless SAMPLAX_TEST_JAX_CACHE names a folder for one (also when the
+# environment sets JAX_COMPILATION_CACHE_DIR): the in-memory caches compile identical programs once.
 _cache_dir = os.environ.get("SAMPLAX_TEST_JAX_CACHE")
 if _cache_dir:
     jax.config.update("jax_compilation_cache_dir", _cache_dir)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+else:
+    jax.config.update("jax_enable_compilation_cache", False)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _fresh_programs_per_module():
+    """Drop every compiled program after each test module (``samplax.clear_caches``).
+
+    Each live XLA:CPU executable holds memory mappings of its own; kept for a whole
+    session, the default tier's programs passed the kernel's limit of 65530 mappings per
+    process (vm.max_map_count) about a third of the way through, and XLA crashed with a
+    segmentation fault while compiling the next one.
+    """
+    yield
+    import samplax
+
+    samplax.clear_caches()
 
 
 @pytest.fixture

@@ -31,6 +31,8 @@ from typing import Callable, Optional, Sequence
 import jax
 import numpy as np
 
+from samplax.core.caches import register
+
 
 _COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/jaxpr_to_mlir_module_duration",
                    "/jax/core/compile/backend_compile_duration")
@@ -61,6 +63,7 @@ class ExecutableCache:
     def __init__(self, size: int):
         self.size = int(size)
         self._items: "OrderedDict" = OrderedDict()
+        register(self)
 
     def __len__(self):
         return len(self._items)
@@ -75,6 +78,9 @@ class ExecutableCache:
         self._items[key] = value
         while len(self._items) > self.size:
             self._items.popitem(last=False)
+
+    def clear(self):
+        self._items.clear()
 
 
 class Clock:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import jax
 
+from samplax.core.caches import register
+
 #: Programs kept (oldest dropped first).
 CACHE_SIZE = 32
 
@@ -18,6 +20,7 @@ class ProgramCache:
     def __init__(self, size: int = CACHE_SIZE):
         self.size = size
         self._entries: dict = {}
+        register(self)
 
     def get(self, key):
         return None if key is None else self._entries.get(key)
