@@ -138,6 +138,7 @@ KILL_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # ~30-50 s
 def test_kill_9_and_resume_is_bitwise_identical(tmp_path):
     script = tmp_path / "run.py"
     script.write_text(KILL_SCRIPT)

@@ -86,6 +86,7 @@ def test_nested_sampling_decreasing_live_points_bimodal():
     assert abs(small.mean() - 0.3) <= 5 * se, (small, se)
 
 
+@pytest.mark.slow  # ~30-50 s
 def test_nested_sampling_funnel_mouth_mass():
     """Funnel-10 with the default Student-t prior: the mouth (x0 > 6, 2.28 % of the mass, where p / N(0, 5^2 I)
     is unbounded and a Gaussian prior's runs lose it) gets its mass within 5 standard errors, and log Z = 0
@@ -113,6 +114,7 @@ def test_nested_sampling_funnel_log_Z():
     assert r.log_Z_se < 0.05
 
 
+@pytest.mark.slow  # ~30-50 s
 def test_nested_sampling_zero_likelihood_plateau():
     """A Gaussian truncated to a box (-inf outside): the prior draws outside the box are a zero-likelihood
     plateau, removed together (Fowlie et al. 2021).  Replacing them one by one, as for a continuous L, credits
