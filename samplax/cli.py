@@ -2,7 +2,7 @@
 
   samplax list targets|methods|suites
   samplax run METHOD TARGET [--chains --warmup --samples --seed --out DIR --set key=value ... --resume]
-  samplax bench [SUITE] [--out DIR] [--chains N --warmup N --samples N]
+  samplax bench [SUITE] [--out DIR] [--chains N --warmup N --samples N] [--ray [ADDRESS]]
 
 A mistake on the command line (unknown name, invalid option, a --resume that does not
 match the stored run) is one line on stderr and exit code 2, and leaves no run folder.
@@ -211,7 +211,11 @@ def cmd_bench(args) -> int:
     out = args.out or _default_out(f"bench-{args.suite}")
     overrides = {"num_chains": args.chains, "num_warmup": args.warmup, "num_samples": args.samples}
     try:
-        run = run_suite(args.suite, out_dir=out, progress=True, only=args.only, overrides=overrides)
+        run = run_suite(args.suite, out_dir=out, progress=True, only=args.only, overrides=overrides,
+                        ray=args.ray, retries=args.retries)
+    except ImportError as e:
+        print(f"samplax bench: {e}", file=sys.stderr)
+        return 2
     except (ValueError, KeyError, TypeError) as e:
         print(f"samplax bench: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
         return 2
@@ -270,6 +274,11 @@ def build_parser() -> argparse.ArgumentParser:
         pb.add_argument(flag, type=int, default=None,
                         help=f"{what} of every run, overriding the suite (e.g. a short smoke run); recorded "
                              "in the run folder's config.json")
+    pb.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                    help="spread the runs over a Ray cluster: a local one when no ADDRESS is given, else "
+                         "ray.init(address=ADDRESS); same table and run folder as a serial run")
+    pb.add_argument("--retries", type=int, default=2,
+                    help="with --ray: times a run that raised or lost its worker is tried again (default 2)")
     pb.add_argument("--no-report", action="store_true")
     pb.set_defaults(func=cmd_bench)
 

@@ -139,7 +139,7 @@ def evaluate(result: Result, target) -> dict:
 
 
 #: every value of a row's ``status``, in the order the summary counts them
-STATUSES = ("passed", "passed (warned)", "failed (warned)", "failed", "no-truth", "no-truth (warned)")
+STATUSES = ("passed", "passed (warned)", "failed (warned)", "failed", "no-truth", "no-truth (warned)", "error")
 
 
 def status_counts(rows: list) -> dict:
@@ -155,8 +155,8 @@ def summary_line(rows: list) -> str:
 
 
 def num_failed(rows: list) -> int:
-    """Rows whose accuracy check failed, warned or not."""
-    return sum(1 for r in rows if str(r.get("status", "")).startswith("failed"))
+    """Rows whose accuracy check failed, warned or not, and runs that raised (status ``error``)."""
+    return sum(1 for r in rows if str(r.get("status", "")).startswith(("failed", "error")))
 
 
 def cost_label(row: dict) -> str:
@@ -174,8 +174,63 @@ class SuiteRun:
     out_dir: Optional[str]
 
 
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One (method, target, seed) run of a suite: everything a process needs to run it on its own."""
+
+    index: int
+    method: str
+    target: str
+    target_params: dict
+    kwargs: dict  # num_chains, num_warmup, num_samples, seed
+    options: dict
+
+    @property
+    def run_dir(self) -> str:
+        """The run's sub-folder of the suite's run folder."""
+        return f"{self.index:02d}_{self.method}_{self.target}"
+
+
+def suite_cells(spec: dict, only: Optional[list] = None, overrides: Optional[dict] = None) -> list:
+    """The cells of a loaded suite, with the suite's defaults, each entry's values and ``overrides`` applied."""
+    meta = dict(spec.get("suite", {}))
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    defaults = {k: meta[k] for k in ("num_chains", "num_warmup", "num_samples", "seed") if k in meta}
+    entries = spec.get("run", [])
+    if only:
+        entries = [e for e in entries if e["target"] in only or e["method"] in only]
+    cells = []
+    for i, e in enumerate(entries):
+        kw = dict(defaults)
+        kw.update({k: e[k] for k in ("num_chains", "num_warmup", "num_samples", "seed") if k in e})
+        kw.update(overrides)
+        cells.append(Cell(i, e["method"], e["target"], dict(e.get("target_params", {})), kw,
+                          dict(e.get("options", {}))))
+    return cells
+
+
+def run_cell(cell: Cell, progress: bool = False):
+    """Run one cell and score it: ``(row, result)``.  Raises what the run raises."""
+    import samplax
+
+    target = samplax.targets.get(cell.target, **cell.target_params)
+    t0 = time.perf_counter()
+    res = samplax.sample(target, cell.method, progress=progress, **cell.kwargs, **cell.options)
+    row = evaluate(res, target)
+    row["wall_s"] = time.perf_counter() - t0
+    return row, res
+
+
+def error_row(cell: Cell, error: BaseException | str, attempts: int = 1) -> dict:
+    """The row of a cell whose run raised (status ``error``; the message in ``error``)."""
+    msg = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    return {"method": cell.method, "target": cell.target, "status": "error", "pass": False, "error": msg,
+            "attempts": attempts, "warnings": ""}
+
+
 def run_suite(suite: str | dict, out_dir: Optional[str] = None, progress: bool = True,
-              only: Optional[list] = None, overrides: Optional[dict] = None) -> SuiteRun:
+              only: Optional[list] = None, overrides: Optional[dict] = None, ray: Optional[str] = None,
+              retries: int = 2) -> SuiteRun:
     """Run every entry of a suite; write per-run folders and the table into ``out_dir``.
 
     ``overrides`` (``num_chains``, ``num_warmup``, ``num_samples``, ``seed``) replace the suite's
@@ -183,45 +238,71 @@ def run_suite(suite: str | dict, out_dir: Optional[str] = None, progress: bool =
     metadata (``config.json``, ``results.json``) under ``"overrides"``.  ``progress``: print
     ``run i of n: METHOD on TARGET`` (stdout) before each run, the run's own progress display
     (compile phase, steps, ETA; stderr) under it, and the run's result line after it.
-    """
-    import samplax
 
+    A run that raises becomes a row with status ``error`` and the message (the other runs go
+    on).  ``ray``: spread the cells over a Ray cluster -- ``"local"`` starts one on this
+    machine, anything else is a cluster address -- each cell retried up to ``retries`` times
+    when it raises or its worker dies (:mod:`samplax.bench.ray_runner`); the rows, results
+    and run folder are those of a serial run.
+    """
     spec = load_suite(suite) if isinstance(suite, str) else suite
     meta = dict(spec.get("suite", {}))
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     unknown = sorted(set(overrides) - {"num_chains", "num_warmup", "num_samples", "seed"})
     if unknown:
         raise ValueError(f"run_suite: overrides may set num_chains, num_warmup, num_samples, seed; got {unknown}")
+    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+        raise ValueError(f"run_suite: retries must be an integer >= 0, got {retries!r}")
     if overrides:
         meta["overrides"] = overrides
-    defaults = {k: meta[k] for k in ("num_chains", "num_warmup", "num_samples", "seed") if k in meta}
-    rows, results = [], []
-    entries = spec.get("run", [])
-    if only:
-        entries = [e for e in entries if e["target"] in only or e["method"] in only]
-    for i, e in enumerate(entries):
-        target = samplax.targets.get(e["target"], **e.get("target_params", {}))
-        kw = dict(defaults)
-        kw.update({k: e[k] for k in ("num_chains", "num_warmup", "num_samples", "seed") if k in e})
-        kw.update(overrides)
-        if progress:  # the run's own progress display (stderr) follows this line
-            print(f"run {i + 1} of {len(entries)}: {e['method']} on {e['target']}", flush=True)
-        t0 = time.perf_counter()
-        res = samplax.sample(target, e["method"], progress=progress, **kw, **e.get("options", {}))
-        row = evaluate(res, target)
-        row["wall_s"] = time.perf_counter() - t0
-        rows.append(row)
-        results.append(res)
-        if progress:
-            print(f"[{i + 1}/{len(entries)}] {e['method']:>8} on {e['target']:<22} {row['status']:<15}  "
+    cells = suite_cells(spec, only, overrides)
+    for c in cells:  # unknown target names fail before anything runs (the CLI turns this into one line)
+        _check_cell(c)
+    n = len(cells)
+
+    def report(cell, row):
+        if progress and row.get("status") == "error":
+            print(f"[{cell.index + 1}/{n}] {cell.method:>8} on {cell.target:<22} error: {row['error']}", flush=True)
+        elif progress:
+            print(f"[{cell.index + 1}/{n}] {cell.method:>8} on {cell.target:<22} {row['status']:<15}  "
                   f"max|z|={row['max_z_mean']:.2f}  minESS={row['min_ess_bulk']:.0f}  "
                   f"{cost_label(row)}  ({row['wall_s']:.1f}s)", flush=True)
-        if out_dir is not None:
-            run_dir = os.path.join(out_dir, "runs", f"{i:02d}_{e['method']}_{e['target']}")
-            res.save(run_dir)
+
+    if ray is not None:
+        from samplax.bench.ray_runner import run_cells
+
+        outcomes = run_cells(cells, address=ray, retries=retries, on_done=report)
+    else:
+        outcomes = []
+        for cell in cells:
+            if progress:  # the run's own progress display (stderr) follows this line
+                print(f"run {cell.index + 1} of {n}: {cell.method} on {cell.target}", flush=True)
+            try:
+                row, res = run_cell(cell, progress=progress)
+            except Exception as e:  # noqa: BLE001 - a failed run is a row of the table, not the suite's end
+                row, res = error_row(cell, e), None
+            report(cell, row)
+            outcomes.append((row, res))
+    rows, results = [], []
+    for cell, (row, res) in zip(cells, outcomes):
+        row["run_dir"] = cell.run_dir
+        rows.append(row)
+        results.append(res)
+        if out_dir is not None and res is not None:
+            res.save(os.path.join(out_dir, "runs", cell.run_dir))
     if out_dir is not None:
         write_table(rows, out_dir, meta)
     return SuiteRun(meta.get("name", str(suite)), rows, results, out_dir)
+
+
+def _check_cell(cell: Cell) -> None:
+    import samplax
+    from samplax.methods import method_names
+
+    if cell.target not in samplax.targets.names():
+        raise ValueError(f"suite entry {cell.index}: unknown target {cell.target!r}")
+    if cell.method not in method_names():
+        raise ValueError(f"suite entry {cell.index}: unknown method {cell.method!r}")
 
 
 COLUMNS = ["method", "target", "status", "max_z_mean", "max_err_mean_sd", "max_rel_var_err", "max_z_sd",
