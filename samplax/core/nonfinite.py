@@ -30,6 +30,16 @@ def is_nonfinite(logdensity, grad=None):
     return bad
 
 
+def is_broken_proposal(position, logdensity, grad=None):
+    """A kernel's proposal that counts as a broken evaluation: :func:`is_nonfinite` at a finite ``position``.
+
+    A proposal whose position itself overflowed (an integrator that blew up with too large a
+    step, e.g. on a Gaussian) is a divergence of the sampler, not a broken log-density: it
+    is rejected, but not counted as non-finite.  ``position [..., d]``.
+    """
+    return jnp.all(jnp.isfinite(position), axis=-1) & is_nonfinite(logdensity, grad)
+
+
 def count_nonfinite(logdensity, grad=None, axis=None):
     """Number of :func:`is_nonfinite` evaluations (``int32``; summed over ``axis``, all axes by default)."""
     return jnp.sum(is_nonfinite(logdensity, grad), axis=axis, dtype=jnp.int32)

@@ -14,6 +14,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from samplax.core.nonfinite import is_broken_proposal
 from samplax.core.types import Kernel, PointState, point_state
 from samplax.mcmc import integrators, metrics
 from samplax.core.method import Option
@@ -68,7 +69,12 @@ def build_kernel(logdensity_fn: Callable, num_integration_steps: int = 10,
         p0 = metrics.sample_momentum(k_mom, imm, state.position)
         s0 = integrators.IntegratorState(state.position, p0, state.logdensity, state.logdensity_grad)
         h0 = integrators.hamiltonian(s0, imm)
-        s1 = jax.lax.fori_loop(0, num_integration_steps, lambda _, s: integ(s, eps, imm), s0)
+        def leapfrog(_, carry):  # also: did the log-density break at a finite point on the way?
+            s, broken = carry
+            s = integ(s, eps, imm)
+            return s, broken | is_broken_proposal(s.position, s.logdensity, s.logdensity_grad)
+
+        s1, broken = jax.lax.fori_loop(0, num_integration_steps, leapfrog, (s0, jnp.zeros((), bool)))
         h1 = integrators.hamiltonian(s1, imm)
         finite = jnp.isfinite(s1.logdensity) & jnp.all(jnp.isfinite(s1.logdensity_grad)) & jnp.isfinite(h1)
         delta = jnp.where(finite, h0 - h1, -jnp.inf)
@@ -79,7 +85,7 @@ def build_kernel(logdensity_fn: Callable, num_integration_steps: int = 10,
         new_state = jax.tree.map(lambda a, b: jnp.where(accepted, a, b), proposal, state)
         energy = jnp.where(accepted, h1, h0)
         n = jnp.asarray(num_integration_steps * grads_per_step, jnp.int32)
-        return new_state, HMCInfo(accept_prob, accepted, divergent, ~finite, energy,
+        return new_state, HMCInfo(accept_prob, accepted, divergent, broken, energy,
                                   jnp.asarray(num_integration_steps, jnp.int32), n, n)
 
     return step

@@ -30,6 +30,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from samplax.core.nonfinite import is_broken_proposal
 from samplax.core.types import Kernel
 from samplax.mcmc import metrics
 from samplax.mcmc import declare
@@ -108,7 +109,7 @@ def build_kernel(logdensity_fn: Callable) -> Callable:
         fallback = state._replace(momentum=metrics.sample_momentum(k_fb, imm, state.position))
         new = jax.tree.map(lambda a, b: jnp.where(take, a, b), new, fallback)
         one = jnp.ones((), jnp.int32)
-        return new, KineticLangevinInfo(acc, ~finite, one, one, jnp.where(take, h1, h0))
+        return new, KineticLangevinInfo(acc, is_broken_proposal(x, lp_new, g_new), one, one, jnp.where(take, h1, h0))
 
     return step
 

@@ -10,6 +10,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from samplax.core.nonfinite import is_broken_proposal
 from samplax.core.types import Kernel, PointState, point_state
 from samplax.mcmc import metrics
 from samplax.mcmc import declare
@@ -61,7 +62,8 @@ def build_kernel(logdensity_fn: Callable) -> Callable:
         accepted = jnp.log(jax.random.uniform(k_acc, dtype=x.dtype)) < log_alpha
         new_state = jax.tree.map(lambda a, b: jnp.where(accepted, a, b), PointState(y, lp_y, g_y), state)
         one = jnp.ones((), jnp.int32)
-        return new_state, MALAInfo(jnp.minimum(1.0, jnp.exp(log_alpha)), accepted, ~finite, one, one)
+        return new_state, MALAInfo(jnp.minimum(1.0, jnp.exp(log_alpha)), accepted,
+                                   is_broken_proposal(y, lp_y, g_y), one, one)
 
     return step
 

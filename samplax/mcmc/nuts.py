@@ -19,6 +19,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from samplax.core.nonfinite import is_broken_proposal
 from samplax.core.types import Kernel, PointState, point_state
 from samplax.mcmc import integrators, metrics
 from samplax.mcmc.hmc import HMCParams as NUTSParams
@@ -155,7 +156,8 @@ def build_kernel(logdensity_fn: Callable, max_tree_depth: int = 10,
             turns = jax.vmap(metrics.is_turning, in_axes=(None, 0, None, 0))(
                 imm, cp, s.momentum, rho - cr + cp)
             turning = jnp.any(active & turns)
-            return (new_leaf, prop, new_log_w, rho, turning, diverging, nonfinite | is_nonfinite,
+            broken = is_broken_proposal(s.position, s.logdensity, s.logdensity_grad)
+            return (new_leaf, prop, new_log_w, rho, turning, diverging, nonfinite | broken,
                     sum_acc, n + 1, cp, cr)
 
         out = jax.lax.while_loop(cond, body, carry0)
