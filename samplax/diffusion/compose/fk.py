@@ -2,15 +2,15 @@
 
 The composed path (:mod:`samplax.diffusion.compose.operators`) is ``gamma_sigma(x) = prod_k q_{k, sigma}(x)^{a_k}
 exp(-sum_j lambda_j(sigma) c_j(x))`` on the noise levels ``s_0 = sigma_max > s_1 > ... > s_{N-1} = sigma_end``
-(``N = nfe``). Particles move by the DDPM ancestral step of the composed model (VE form),
+(``N = nfe``). With ``"fkc"`` weights the particles move by the DDPM ancestral step of the composed model (VE form),
 
-``y = x + delta s(x) + (s_{i+1} / s_i) sqrt(delta) z``, ``delta = s_i^2 - s_{i+1}^2``, ``s = grad log gamma_{s_i}``,
+``y = x + delta s(x) + (s_{i+1} / s_i) sqrt(delta) z``, ``delta = s_i^2 - s_{i+1}^2``, ``s = grad log gamma_{s_i}``;
 
-(``"fkc"`` weights), or the same step for the composed path read as a diffusion at noise level
-``sigma / sqrt(gamma)``, ``gamma = sum_k a_k`` (``"exact"`` weights; ``pi_sigma`` is close to ``N(0, sigma^2 / gamma)``
-at large noise, and this step maps that Gaussian exactly to the next level's),
+with ``"exact"`` weights by the same step for the composed path read as a diffusion at noise level
+``sigma / sqrt(gamma)``, ``gamma = sum_k a_k`` (``gamma_sigma`` is close to ``N(0, sigma^2 / gamma)`` at large noise,
+and this step maps that Gaussian exactly onto the next level's),
 
-``y = x + (delta / gamma) s(x) + (s_{i+1} / s_i) sqrt(delta / gamma) z``,
+``y = x + (delta / gamma) s(x) + (s_{i+1} / s_i) sqrt(delta / gamma) z``;
 
 and are weighted, resampled (:mod:`samplax.smc.resampling`, when the ESS falls below ``ess_threshold * N``) and
 moved again by :func:`samplax.smc.base.fk_step`, the step every SMC sampler of samplax (and the twisted diffusion
