@@ -215,7 +215,9 @@ class GridReference(NamedTuple):
     def sample(self, key, n: int) -> jax.Array:
         """``n`` draws: a cell by its mass, then uniform inside the cell (error of order the cell size)."""
         k1, k2 = jax.random.split(key)
-        idx = jax.random.categorical(k1, jnp.asarray(self.log_mass), shape=(int(n),))
+        cdf = np.cumsum(np.exp(self.log_mass - np.max(self.log_mass)))  # inverse CDF: O(n log cells) memory
+        u = np.asarray(jax.random.uniform(k1, (int(n),), dtype=jnp.result_type(float))) * cdf[-1]
+        idx = np.minimum(np.searchsorted(cdf, u, side="right"), cdf.size - 1)
         i, j = idx // self.num, idx % self.num
         h = (self.hi - self.lo) / self.num
         u = jax.random.uniform(k2, (int(n), 2), dtype=jnp.result_type(float))

@@ -197,7 +197,11 @@ def _one_run(comp, key, sigmas, ess_threshold, shape, p, weights, corr, resample
         state, info = smc_base.fk_step(jax.random.fold_in(k_step, i), state, state.particles[4], mutate,
                                        resample_fn, ess_threshold)
         ne_c, acc = info.mutation
-        nf = mark_nonfinite(nf, state.particles[0], i, s)
+        # a particle is non-finite when its point, its score or (with energies) its log-density is
+        check = state.particles[0].reshape(p, -1) + state.particles[2].reshape(p, -1)
+        if exact_init:
+            check = jnp.where(jnp.isfinite(state.particles[1])[:, None], check, jnp.nan)
+        nf = mark_nonfinite(nf, check, i, s)
         ess_hist = jnp.where(i > 0, ess_hist.at[jnp.maximum(i - 1, 0)].set(info.ess), ess_hist)
         return state, nf, ess_hist, acc_hist.at[jnp.maximum(i - 1, 0)].set(acc), ne + p + ne_c * p
 
