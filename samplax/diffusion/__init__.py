@@ -1,7 +1,9 @@
 """Diffusion-model sampling: schedules, denoiser adapters, exact GMM models, grids, solvers.
 
 Public entry points: :func:`sample`, :func:`log_likelihood`, :mod:`samplax.diffusion.train`
-(``train.train`` fits small MLP denoisers) and :mod:`samplax.diffusion.guidance` (guided denoisers). VE convention ``x = x0 + sigma * noise``, a denoiser
+(``train.train`` fits small MLP denoisers), :mod:`samplax.diffusion.guidance` (guided denoisers),
+:mod:`samplax.diffusion.compose` (products, powers, CFG of models; :func:`sample_smc`, Feynman–Kac correctors) and
+:mod:`samplax.diffusion.energy` (energy-parameterized models). VE convention ``x = x0 + sigma * noise``, a denoiser
 ``D(x, sigma) = E[x0 | x]`` for one point. :func:`solver_names` and :func:`grid_names`
 list what ``solver=`` and ``grid=`` accept.
 """
@@ -27,6 +29,12 @@ from samplax.diffusion.denoisers import (  # noqa: F401
 )
 from samplax.diffusion import guidance  # noqa: F401,E402  (guided denoisers and guided samplers)
 from samplax.diffusion import inverse  # noqa: F401,E402  (inverse problems: inverse.sample, inverse.posterior)
+from samplax.diffusion.energy import (  # noqa: F401,E402
+    EnergyDiffusion, MixtureEnergy, MLPDifferenceEnergy, MLPScalarEnergy, energy_model,
+)
+from samplax.diffusion.correctors import Corrector, corrector  # noqa: F401,E402
+from samplax.diffusion import compose  # noqa: F401,E402  (composition operators and their ground truth)
+from samplax.diffusion.compose import sample_smc, SMCInfo  # noqa: F401,E402
 
 __all__ = [
     "Schedule", "VPDiscrete", "VPLinear", "VPCosine", "VE", "EDM", "LinearInterpolant", "ddpm_linear",
@@ -36,5 +44,6 @@ __all__ = [
     "MLPDenoiser", "TrainConfig", "TrainState", "train", "init_train_state", "save_checkpoint", "load_checkpoint",
     "load_denoiser",
     "from_eps", "from_v", "from_score", "from_velocity", "from_discrete_eps", "to_eps", "to_score", "guidance",
-    "inverse",
+    "inverse", "EnergyDiffusion", "MixtureEnergy", "MLPDifferenceEnergy", "MLPScalarEnergy", "energy_model",
+    "Corrector", "corrector", "compose", "sample_smc", "SMCInfo",
 ]

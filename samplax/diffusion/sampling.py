@@ -26,6 +26,7 @@ import numpy as np
 
 from samplax.core.cost import Cost, make_cost
 from samplax.diffusion._compiled import Clock, ExecutableCache
+from samplax.diffusion import correctors as _corr
 from samplax.diffusion.checks import check_denoiser, nonfinite_report
 from samplax.diffusion.grids import grid_names, make_grid
 from samplax.diffusion.solvers import get_solver, mark_nonfinite, no_nonfinite, run_solver, solver_names
@@ -72,6 +73,8 @@ class SampleInfo(NamedTuple):
       warnings: run warnings (dicts with ``code``, ``value``, ``message``): ``"nonfinite_samples"``
         when some samples are non-finite (which step and sigma, how many samples). Empty inside a
         JAX transformation.
+      corrector_acceptance: with ``corrector=``, ``[num_steps]`` numpy: the mean acceptance over the batch of the
+        corrector run after each solver step (1 for the unadjusted kinds; NaN where it did not run, at sigma = 0).
     """
 
     num_model_evals: jax.Array
@@ -84,6 +87,7 @@ class SampleInfo(NamedTuple):
     nonfinite_step: Optional[jax.Array] = None
     nonfinite_sigma: Optional[jax.Array] = None
     warnings: tuple = ()
+    corrector_acceptance: Optional[np.ndarray] = None
 
 
 def auto_choice(nfe: int):
@@ -212,6 +216,66 @@ def _program(solver, opts_key, final_denoise, static, init_shape, dtype):
     return _lru_put(_PROGRAMS, key, run, _MAX_PROGRAMS)
 
 
+def _hooked_program(solver, opts_key, final_denoise, static, init_shape, dtype, corr, static_proj, corr_gamma):
+    """The sampling program with a corrector and/or a projection after every step (see :func:`sample`)."""
+    key = ("hooked", solver.name, opts_key, final_denoise, static, init_shape, dtype, corr, static_proj, corr_gamma)
+    prog = _PROGRAMS.get(key)
+    if prog is not None:
+        return prog
+
+    @jax.jit
+    def run(dyn, x, key, sigmas, plan, n, dyn_proj):
+        denoiser = eqx.combine(dyn, static)
+        project = None if static_proj is None else eqx.combine(dyn_proj, static_proj)
+        k_init, k_noise = jax.random.split(key)
+        if init_shape is not None:
+            x = sigmas[0] * jax.vmap(lambda b: jax.random.normal(jax.random.fold_in(k_init, b), init_shape[1:], dtype))(
+                jnp.arange(init_shape[0]))
+        b = x.shape[0]
+        sample_keys = jax.vmap(lambda i: jax.random.fold_in(k_noise, i))(jnp.arange(b))
+        evaluate = _corr.batched_evaluator(denoiser, corr.needs_energy) if corr is not None else None
+        scale = 1.0 / corr_gamma
+
+        def dz(xb, s):
+            return jax.vmap(denoiser, in_axes=(0, None))(xb, s)
+
+        def apply_project(i, x, bad):
+            px = jax.vmap(project)(x)
+            fin = lambda a: jnp.all(jnp.isfinite(a.reshape(b, -1)), axis=1)  # noqa: E731
+            new_bad = fin(x) & ~fin(px) & (bad < 0)
+            return px, jnp.where(new_bad, jnp.asarray(i, jnp.int32), bad)
+
+        def after(i, x, sig, hs):
+            acc_trace, bad = hs
+            k = jnp.asarray(0, jnp.int32)
+            if corr is not None:
+                def do(xc):
+                    xn, _, _, ne, acc = _corr.run(corr, evaluate, xc, sig, sample_keys, i, scale=scale)
+                    return xn, jnp.asarray(ne, jnp.int32), jnp.mean(acc)
+
+                def skip(xc):
+                    return xc, jnp.asarray(0, jnp.int32), jnp.asarray(jnp.nan, dtype)
+
+                x, k, acc = jax.lax.cond(sig > 0, do, skip, x)
+                acc_trace = acc_trace.at[i].set(acc.astype(dtype))
+            if project is not None:
+                x, bad = apply_project(i, x, bad)
+            return x, k, (acc_trace, bad)
+
+        hs0 = (jnp.full(sigmas.shape, jnp.nan, dtype), jnp.full((b,), -1, jnp.int32))
+        x, ne, nf, (acc_trace, bad) = run_solver(solver, dz, x, sigmas, plan, sample_keys, {}, num_steps=n,
+                                                 nonfinite=no_nonfinite(x), after_step=after, hook_state=hs0)
+        if final_denoise:
+            x = dz(x, sigmas[n])
+            ne = ne + 1
+            if project is not None:
+                x, bad = apply_project(n, x, bad)
+            nf = mark_nonfinite(nf, x, n, sigmas[n])
+        return x, ne, nf, acc_trace, bad
+
+    return _lru_put(_PROGRAMS, key, run, _MAX_PROGRAMS)
+
+
 _BATCHED: dict = {}
 
 
@@ -226,7 +290,7 @@ def _batched(denoiser):
 def sample(denoiser: Callable, *, key: jax.Array, shape: Optional[tuple] = None, x_init: Optional[jax.Array] = None,
            sigma_max: float, sigma_min: float = 0.0, nfe: int, solver: str = "dpmpp_2m", grid: str = "logsnr",
            sigma_end: Optional[float] = None, final_step: str = "denoise", grid_options: Optional[dict] = None,
-           solver_options: Optional[dict] = None):
+           solver_options: Optional[dict] = None, corrector=None, project: Optional[Callable] = None):
     """Draw samples from a diffusion model given as a denoiser, within ``nfe`` denoiser calls.
 
     The state is VE (``x = x0 + sigma * noise``); ``denoiser(x, sigma)`` returns
@@ -261,6 +325,16 @@ def sample(denoiser: Callable, *, key: jax.Array, shape: Optional[tuple] = None,
         ``sigma_min > 0``.
       final_step: ``"denoise"`` or ``"integrate"`` (see above).
       grid_options, solver_options: passed to the grid and solver factories.
+      corrector: ``None``, a kind (``"ula"``, ``"mala"``, ``"hmc"``, ``"underdamped"``) or
+        :func:`samplax.diffusion.corrector` ``(kind, num_steps=, step_size=, ...)``: MCMC steps on the model's density
+        at the noise level each solver step lands on (:mod:`samplax.diffusion.correctors`; MALA and HMC need an
+        energy-parameterized model or a composition of such models). Their evaluations come on top of ``nfe``:
+        ``info.num_model_evals`` counts all, ``info.cost["num_corrector_evals"]`` the corrector's. Best with a
+        one-step solver (``ddpm``, ``euler_maruyama``, ``ddim``, ``euler``): a multistep solver's history stays the
+        one of the uncorrected points. Not with ``solver="restart"``.
+      project: a map ``P(x)`` of one point onto a set (e.g. :func:`samplax.diffusion.compose.box`), applied to every
+        sample after each step and after the final denoise (projected diffusion). A ``P`` that returns another
+        shape, or non-finite values for a finite point, is a ValueError naming ``project``.
 
     Returns:
       ``(samples, info)`` with ``samples`` shaped like the batch and ``info`` a :class:`SampleInfo`
@@ -314,6 +388,17 @@ def sample(denoiser: Callable, *, key: jax.Array, shape: Optional[tuple] = None,
             raise ValueError(f"sample: x_init has non-finite values in {bad.size} of its {shape[0]} points "
                              f"(first: index {int(bad[0])})")
     check_denoiser(denoiser, shape[1:], dtype, "sample", "x_init" if x_init is not None else "shape")
+    corr = _corr.as_corrector(corrector, "sample")
+    if (corr is not None or project is not None) and solver == "restart":
+        raise ValueError("sample: corrector= and project= need a solver with one step per interval, not 'restart'")
+    if corr is not None and corr.needs_energy:
+        _corr.batched_evaluator(denoiser, True)  # a ValueError when the model has no energy
+    static_proj = dyn_proj = None
+    if project is not None:
+        _check_project(project, shape[1:], dtype, "sample")
+        dyn_proj, static_proj = eqx.partition(project, eqx.is_array)
+        if not _hashable(static_proj):
+            raise ValueError("sample: project's non-array parts must be hashable (use a function or an equinox Module)")
     opts_key = tuple(sorted(solver_options.items()))
     grid_key = tuple(sorted(grid_options.items()))
     pkey = (solver, opts_key, grid, grid_key, nfe, sigma_max, sigma_min, sigma_end, final_step, str(dtype),
@@ -355,21 +440,63 @@ def sample(denoiser: Callable, *, key: jax.Array, shape: Optional[tuple] = None,
         dyn, static = _split(denoiser)
         if not _hashable(static):
             raise ValueError("sample: the denoiser's non-array parts must be hashable (use an equinox Module or a function)")
-        run = _program(s, opts_key, prep.final_denoise, static, shape if x_init is None else None, dtype)
-        x, ne, nf = clock.call(run, (dyn, x_init, key, prep.sig_p, prep.plan_p, prep.n), _EXECUTABLES)
+        if corr is None and project is None:
+            run = _program(s, opts_key, prep.final_denoise, static, shape if x_init is None else None, dtype)
+            x, ne, nf = clock.call(run, (dyn, x_init, key, prep.sig_p, prep.plan_p, prep.n), _EXECUTABLES)
+        else:
+            gamma = getattr(denoiser, "exponent_sum", 1.0)
+            gamma = float(gamma) if isinstance(gamma, (int, float)) and gamma > 0 else 1.0
+            run = _hooked_program(s, opts_key, prep.final_denoise, static, shape if x_init is None else None, dtype,
+                                  corr, static_proj, gamma)
+            x, ne, nf, acc_trace, bad_proj = clock.call(
+                run, (dyn, x_init, key, prep.sig_p, prep.plan_p, prep.n, dyn_proj), _EXECUTABLES)
         num_steps = len(prep.nodes) - 1
+    planned = prep.num_model_evals
+    if corr is not None:
+        planned += corr.evals_per_level() * int(np.sum(prep.nodes[1:] > 0))
     if clock.timed:
         cost = make_cost(num_model_evals=int(ne), compile_seconds=clock.compile_seconds,
                          sampling_seconds=clock.run_seconds, num_compilations=clock.num_compilations, num_devices=1)
     else:
-        cost = make_cost(num_model_evals=prep.num_model_evals, num_devices=1)
+        cost = make_cost(num_model_evals=planned, num_devices=1)
+    acc_out = None
+    if corr is not None:
+        cost["num_corrector_evals"] = planned - prep.num_model_evals
+        if not isinstance(ne, jax.core.Tracer) and int(ne) != planned:  # a counting bug, never a silent mismatch
+            raise AssertionError(f"sample: made {int(ne)} model evaluations per sample, planned {planned}")
+        if not isinstance(acc_trace, jax.core.Tracer):
+            acc_out = np.asarray(acc_trace)[:num_steps]
+    if project is not None and not isinstance(bad_proj, jax.core.Tracer):
+        bad = np.asarray(bad_proj)
+        if np.any(bad >= 0):
+            first = int(bad[bad >= 0].min())
+            where = "the final denoise" if first == num_steps else f"step {first} of {num_steps}"
+            raise ValueError(f"sample: project returned non-finite values (NaN or inf) for {int(np.sum(bad >= 0))} of "
+                             f"{bad.size} samples whose input was finite; the first at {where}")
     if grid == "optimized":
         cost["grid_seconds"] = grid_seconds
     per_call = getattr(denoiser, "cost_per_call", None)
     if isinstance(per_call, dict):  # a guidance wrapper: its base-model work per call (guidance.Guided)
-        calls = int(ne) if clock.timed else prep.num_model_evals
+        calls = int(ne) if clock.timed else planned
         cost.update({f"num_{k}": calls * int(v) for k, v in per_call.items()})
     warns = ()
     if not isinstance(nf.step, jax.core.Tracer):
         warns = tuple(nonfinite_report("sample", np.asarray(nf.step), np.asarray(nf.sigma), num_steps))
-    return x, SampleInfo(ne, prep.visited, solver, grid, final_step, prep.sigma_end, cost, nf.step, nf.sigma, warns)
+    return x, SampleInfo(ne, prep.visited, solver, grid, final_step, prep.sigma_end, cost, nf.step, nf.sigma, warns,
+                         acc_out)
+
+
+def _check_project(project, event_shape, dtype, who):
+    """``jax.eval_shape`` of ``project`` on one point: a ValueError naming ``project`` unless it returns the point's
+    shape."""
+    if not callable(project):
+        raise ValueError(f"{who}: project must be a function P(x) of one point, got {type(project).__name__}")
+    point = jax.ShapeDtypeStruct(tuple(event_shape), dtype)
+    try:
+        out = jax.eval_shape(project, point)
+    except Exception as e:  # noqa: BLE001 - re-raised naming the argument
+        raise ValueError(f"{who}: project fails on one point of shape {tuple(event_shape)}: {type(e).__name__}: "
+                         f"{str(e).rstrip('. ')}") from None
+    if getattr(out, "shape", None) != tuple(event_shape):
+        raise ValueError(f"{who}: project must return a point of the input's shape {tuple(event_shape)}, got "
+                         f"{getattr(out, 'shape', type(out).__name__)}")

@@ -46,8 +46,12 @@ import optax
 
 from samplax.core.cost import make_cost
 from samplax.diffusion._compiled import Clock, ExecutableCache
+from samplax.diffusion.energy import MLPDifferenceEnergy, MLPScalarEnergy
 
 LOSSES = ("dsm", "fm")
+#: ``TrainConfig.model``: the network trained. ``"denoiser"`` is :class:`MLPDenoiser`; the energy-parameterized
+#: models (:mod:`samplax.diffusion.energy`) are trained through their implied denoiser ``x - sigma^2 grad_x E``.
+MODEL_KINDS = ("denoiser", "energy_difference", "energy_scalar")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +69,10 @@ class TrainConfig:
       p_mean, p_std: log-normal noise distribution of the DSM loss.
       t_min, t_max: time range of the flow-matching loss.
       dtype: ``"float32"`` or ``"float64"`` (parameters).
+      model: ``"denoiser"`` (:class:`MLPDenoiser`), ``"energy_difference"``
+        (:class:`~samplax.diffusion.energy.MLPDifferenceEnergy`) or ``"energy_scalar"``
+        (:class:`~samplax.diffusion.energy.MLPScalarEnergy`); the losses act on the model's denoiser (for an
+        energy model ``x - sigma^2 grad_x E``, so every step differentiates through a gradient).
     """
 
     dim: int = 2
@@ -82,6 +90,7 @@ class TrainConfig:
     t_min: float = 1e-3
     t_max: float = 0.999
     dtype: str = "float32"
+    model: str = "denoiser"
 
     def __post_init__(self):
         for name in ("dim", "width", "depth", "emb_dim", "batch_size"):
@@ -101,6 +110,8 @@ class TrainConfig:
             raise ValueError(f"TrainConfig: need 0 < t_min < t_max < 1, got {self.t_min}, {self.t_max}")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"TrainConfig: dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        if self.model not in MODEL_KINDS:
+            raise ValueError(f"TrainConfig: model must be one of {MODEL_KINDS}, got {self.model!r}")
 
 
 class MLPDenoiser(eqx.Module):
@@ -148,11 +159,15 @@ def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
 
 
 def init_train_state(key, config: TrainConfig) -> TrainState:
-    """A fresh state: MLP weights from ``key``, EMA = weights, step 0."""
+    """A fresh state: the network of ``config.model`` with weights from ``key``, EMA = weights, step 0."""
     dtype = jnp.float64 if config.dtype == "float64" else jnp.float32
     if dtype == jnp.float64 and not jax.config.jax_enable_x64:
         raise ValueError("init_train_state: dtype 'float64' needs jax_enable_x64")
-    model = MLPDenoiser(key, config.dim, config.width, config.depth, config.emb_dim, config.sigma_data, dtype=dtype)
+    if config.model == "denoiser":
+        cls = MLPDenoiser
+    else:
+        cls = MLPDifferenceEnergy if config.model == "energy_difference" else MLPScalarEnergy
+    model = cls(key, config.dim, config.width, config.depth, config.emb_dim, config.sigma_data, dtype=dtype)
     params = eqx.filter(model, eqx.is_inexact_array)
     return TrainState(jnp.asarray(0, jnp.int32), model, make_optimizer(config).init(params), model)
 

@@ -108,7 +108,8 @@ def mark_nonfinite(nf: NonFinite, x: jax.Array, step, sigma) -> NonFinite:
 
 def run_solver(solver: Solver, denoise_batched: Callable, x: jax.Array, sigmas: jax.Array,
                plan: Dict[str, np.ndarray], sample_keys: Optional[jax.Array], params: Dict[str, jax.Array],
-               num_steps=None, start=0, nonfinite: Optional[NonFinite] = None, step_offset=0):
+               num_steps=None, start=0, nonfinite: Optional[NonFinite] = None, step_offset=0,
+               after_step: Optional[Callable] = None, hook_state=None):
     """Run ``solver`` over the first ``num_steps`` intervals of ``sigmas``; returns ``(x, num_evals)``.
 
     ``sigmas`` and the plan arrays may be padded beyond ``num_steps + 1`` entries and
@@ -118,6 +119,11 @@ def run_solver(solver: Solver, denoise_batched: Callable, x: jax.Array, sigmas: 
     With a ``nonfinite`` tracker (:class:`NonFinite`) the loop also records, per sample, the first
     step (numbered ``step_offset + i``) after which the state is non-finite, and the sigma where
     that step started; it then returns ``(x, num_evals, nonfinite)``.
+
+    With ``after_step(i, x, sigma_next, hook_state) -> (x, num_evals, hook_state)`` (a corrector or a projection of
+    :func:`samplax.diffusion.sample`; needs ``nonfinite``) the state's ``x`` is replaced after each step by the
+    hook's output (the carry must be a NamedTuple with a field ``x``), its evaluations are added, and the call
+    returns ``(x, num_evals, nonfinite, hook_state)``.
     """
     n = int(sigmas.shape[0]) - 1 if num_steps is None else num_steps
     plan_j = {k: jnp.asarray(v) for k, v in plan.items()}
@@ -139,6 +145,19 @@ def run_solver(solver: Solver, denoise_batched: Callable, x: jax.Array, sigmas: 
 
         carry, nevals = jax.lax.fori_loop(start, n, body, (carry, jnp.asarray(0, jnp.int32)))
         return carry.x, nevals
+
+    if after_step is not None:
+        def body_hooked(i, state):
+            c, ne, nf, hs = state
+            c, k = solver.step(c, i, ctx)
+            x_new, k2, hs = after_step(i, c.x, sigmas[i + 1], hs)
+            c = c._replace(x=x_new)
+            ne = ne + jnp.asarray(k, jnp.int32) + jnp.asarray(k2, jnp.int32)
+            return c, ne, mark_nonfinite(nf, x_new, step_offset + i, sigmas[i]), hs
+
+        carry, nevals, nonfinite, hook_state = jax.lax.fori_loop(
+            start, n, body_hooked, (carry, jnp.asarray(0, jnp.int32), nonfinite, hook_state))
+        return carry.x, nevals, nonfinite, hook_state
 
     def body_tracked(i, state):
         c, ne, nf = state
