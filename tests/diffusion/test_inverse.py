@@ -157,6 +157,7 @@ def test_operator_adjoint_dense_pinv_norm(name):
     want = np.linalg.pinv(a, rcond=1e-10) @ np.asarray(y)
     np.testing.assert_allclose(op.pinv(y), want, atol=1e-9 * np.abs(want).max())  # CG for zero-boundary blurs
     assert abs(op.norm_sq() - np.linalg.norm(a, 2) ** 2) < 1e-6 * np.linalg.norm(a, 2) ** 2
+    np.testing.assert_allclose(op.row_norms_sq(), np.sum(a**2, axis=1), rtol=1e-12)  # tds's twist variances
 
 
 def test_blur_is_the_convolution():
