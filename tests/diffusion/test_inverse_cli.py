@@ -99,18 +99,24 @@ def test_reshaped_denoiser():
         sd.denoisers.reshaped(model, (2, 3), (4,))
 
 
-def test_cli_inverse_digits_tiny(tmp_path):
-    """The digits preset with a few training steps: the pipeline runs, outputs are finite and shaped, the
-    observed pixels stay within the noise of y, SBC ranks are in range (``draws_per_run=1`` and ``--n`` equal to
-    ``--sbc-draws``: the calibration reuses the run's compiled program)."""
+def test_cli_inverse_digits_tiny(tmp_path, capsys):
+    """A digits denoiser with a few training steps (``samplax diffusion train --data digits``), reused by the preset
+    (``--model digits --train-dir``): the pipeline runs, outputs are finite and shaped, the observed pixels stay
+    within the noise of y, SBC ranks are in range (``draws_per_run=1`` and ``--n`` equal to ``--sbc-draws``: the
+    calibration reuses the run's compiled program)."""
+    ck = tmp_path / "ck"
+    assert cli.main(["diffusion", "train", "--data", "digits", "--steps", "40", "--chunk", "40", "--out", str(ck)]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["data"] == "digits" and summary["steps"] == 40
     out = tmp_path / "inpaint"
-    rc = _run(["--model", "digits", "--train-steps", "40", "--problem", "inpaint", "--sigma-y", "0.1",
-               "--n", "3", "--nfe", "10", "--set", "num_particles=8", "--set", "draws_per_run=1", "--sbc", "3",
-               "--sbc-draws", "3", "--out", str(out)])
+    rc = _run(["--model", "digits", "--train-dir", str(ck), "--train-steps", "40", "--problem", "inpaint",
+               "--sigma-y", "0.1", "--n", "3", "--nfe", "10", "--set", "num_particles=8", "--set", "draws_per_run=1",
+               "--sbc", "3", "--sbc-draws", "3", "--out", str(out)])
     assert rc == 0
     doc = json.loads((out / "metrics.json").read_text())
     m = doc["metrics"]
-    assert m["num_nonfinite_samples"] == 0 and doc["training"]["steps_run"] == 40
+    assert m["num_nonfinite_samples"] == 0 and doc["training"] is None  # the checkpoint had its 40 steps
+    assert doc["config"]["source"] == {"checkpoint": str(ck), "step": 40, "data": "digits"}
     # inpainting keeps the observed pixels within the measurement noise (exact posterior: rms <= 1)
     assert m["residual_rms_over_sigma_y"] < 1.5, m
     assert doc["cost"]["denoiser_evals_per_sample"] == 80 and doc["cost"]["denoiser_vjps_per_sample"] == 72
