@@ -56,6 +56,11 @@ PRESETS = ("digits",)
 DIGITS_TRAIN_STEPS = 4000
 
 
+def cli_methods() -> list:
+    """The samplers the command offers: those that take a plain denoiser ``D(x, sigma)`` (no ``adapt_denoiser``)."""
+    return [m for m in inverse.method_names() if inverse.get_method(m).adapt_denoiser is None]
+
+
 def add_parser(sub) -> None:
     """Add the ``inverse`` sub-command to the ``samplax diffusion`` sub-parsers ``sub``."""
     q = sub.add_parser("inverse", help="posterior sampling for an inverse problem with a diffusion prior, into a "
@@ -66,7 +71,9 @@ def add_parser(sub) -> None:
                           "scikit-learn's 8x8 digits)")
     src.add_argument("--checkpoint", help="checkpoint folder written by 'samplax diffusion train'")
     q.add_argument("--problem", required=True, choices=PROBLEMS)
-    q.add_argument("--method", default="tds", choices=inverse.method_names())
+    q.add_argument("--method", default="tds", choices=cli_methods(),
+                   help="posterior sampler (ambient_dps is left out: it needs an ambient model h(x, sigma, mask), "
+                        "which none of these priors is)")
     q.add_argument("--set", action="append", metavar="KEY=VALUE", help="option of the method (repeatable)")
     q.add_argument("--n", type=int, default=256, help="posterior draws")
     q.add_argument("--nfe", type=int, default=100, help="denoiser evaluations per draw (per particle for tds)")
