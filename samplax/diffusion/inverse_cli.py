@@ -334,9 +334,9 @@ def _image_figure(path, truth, meas, meas_label, samples, shape, value_range, ti
     cmap = plt.get_cmap("gray_r").with_extremes(bad="#f4d6a0")
     lo, hi = value_range
     panels = [(truth, "truth"), (np.ma.masked_invalid(meas), meas_label), (s.mean(0), "posterior mean")]
-    for ax, (img, title) in zip(axes[0], panels):
+    for ax, (img, name) in zip(axes[0], panels):
         ax.imshow(img, cmap=cmap, vmin=lo, vmax=hi)
-        ax.set_title(title, fontsize=7)
+        ax.set_title(name, fontsize=7)
     im = axes[0, 3].imshow(s.std(0), cmap="magma")
     axes[0, 3].set_title("posterior sd", fontsize=7)
     fig.colorbar(im, ax=axes[0, 3], fraction=0.046)
@@ -408,15 +408,16 @@ def _sbc_figure(path, res):
         counts = np.bincount(which[r.astype(int)], minlength=bins)
         p = np.bincount(which, minlength=bins) / levels
         e = r.size * p
-        ax.bar(np.arange(bins), counts, color="tab:blue", alpha=0.7)
-        ax.plot(np.arange(bins), e, "k-", lw=1)
         band = 2.0 * np.sqrt(e * (1 - p))
-        ax.fill_between(np.arange(bins), e - band, e + band, color="0.7", alpha=0.5, step=None)
+        x = np.arange(bins)
+        ax.bar(x, 2.0 * band, bottom=e - band, width=0.9, color="0.85", zorder=0)
+        ax.bar(x, counts, width=0.6, color="tab:blue", alpha=0.8, zorder=1)
+        ax.hlines(e, x - 0.45, x + 0.45, colors="k", lw=1, zorder=2)
         ax.set_title(title, fontsize=8)
         ax.set_xlabel(f"rank bin ({levels} ranks in {bins} bins)", fontsize=7)
     verdict = "uniform" if res["uniform"] else "NOT uniform"
     fig.suptitle(f"SBC ranks, {rep} replicates x {res['num_draws']} draws: {verdict} (min p {res['min_p']:.3g}, "
-                 f"threshold {res['threshold']:.2g}); band: expected +- 2 sd", fontsize=8)
+                 f"threshold {res['threshold']:.2g}); grey: expected count +- 2 sd", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
