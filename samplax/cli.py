@@ -11,23 +11,10 @@ match the stored run) is one line on stderr and exit code 2, and leaves no run f
 from __future__ import annotations
 
 import argparse
-import ast
 import datetime
 import json
 import os
 import sys
-
-
-def _parse_value(text: str):
-    low = text.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    if low in ("none", "null"):
-        return None
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
 
 
 class UsageError(Exception):
@@ -35,13 +22,12 @@ class UsageError(Exception):
 
 
 def _parse_sets(pairs, flag: str = "--set") -> dict:
-    out = {}
-    for p in pairs or []:
-        if "=" not in p:
-            raise UsageError(f"{flag} expects key=value, got {p!r}")
-        k, v = p.split("=", 1)
-        out[k.strip()] = _parse_value(v.strip())
-    return out
+    from samplax.core.options import parse_assignments
+
+    try:
+        return parse_assignments(pairs, flag)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
 
 def _default_out(kind: str) -> str:

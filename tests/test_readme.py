@@ -13,7 +13,8 @@
   ``python benchmarks/mcmc_vs_peers.py`` needs the ``peers`` extra (BlackJAX, NumPyro): it runs
   shortened in the slow tier when they are installed.
 
-The slow tier also runs the heavy commands (the bench suites, nested sampling on the funnel).
+The slow tier also runs the heavy commands (the bench suites, nested sampling on the funnel,
+``samplax diffusion inverse``: its default tier is tests/diffusion/test_inverse_cli.py).
 Any other kind of line fails :func:`test_every_readme_line_is_covered`, so a new README line
 gets a test or an explicit reason here.
 """
@@ -33,7 +34,8 @@ from samplax.cli import main
 REPO = pathlib.Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
 SHORT = {"--warmup": "50", "--samples": "50"}
-SLOW = (("samplax", "bench"), ("samplax", "run", "nested_sampling"), ("python", "benchmarks/mcmc_vs_peers.py"))
+SLOW = (("samplax", "bench"), ("samplax", "run", "nested_sampling"), ("python", "benchmarks/mcmc_vs_peers.py"),
+        ("samplax", "diffusion", "inverse"))
 
 
 def code_blocks(text: str) -> list:
@@ -93,6 +95,13 @@ def shortened(argv) -> list:
             argv = _set(argv, flag, value)
     elif argv[:3] == ["samplax", "diffusion", "train"]:
         argv = _set(argv, "--steps", "50")
+    elif argv[:3] == ["samplax", "diffusion", "inverse"]:
+        for flag, value in {"--n": "32", "--nfe": "10"}.items():
+            argv = _set(argv, flag, value)
+        if "digits" in argv:
+            argv = _set(argv, "--train-steps", "50")
+        if "--sbc" in argv:
+            argv = _set(_set(argv, "--sbc", "3"), "--sbc-draws", "2")
     elif argv[:2] == ["python", "benchmarks/mcmc_vs_peers.py"]:
         argv = [*argv, "--chains", "2", "--seeds", "0", "--targets", "std_gaussian", *sum(
             ([f, v] for f, v in SHORT.items()), [])]

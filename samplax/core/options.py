@@ -7,6 +7,7 @@ Python numbers.
 """
 from __future__ import annotations
 
+import ast
 import math
 import numbers
 from typing import Callable
@@ -89,3 +90,28 @@ pos_int_or_none = or_none(pos_int)
 pos_number_or_none = or_none(pos_number)
 pos_float_or_none = or_none(pos_float)
 prob_or_none = or_none(prob)
+
+
+def parse_value(text: str):
+    """A command-line option value: ``true``/``false``, ``none``/``null``, a Python literal (number, string, tuple,
+    list, dict), else the text itself."""
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def parse_assignments(pairs, flag: str = "--set") -> dict:
+    """``{key: parse_value(value)}`` of command-line ``key=value`` strings (ValueError naming ``flag`` otherwise)."""
+    out = {}
+    for p in pairs or []:
+        if "=" not in p:
+            raise ValueError(f"{flag} expects key=value, got {p!r}")
+        k, v = p.split("=", 1)
+        out[k.strip()] = parse_value(v.strip())
+    return out

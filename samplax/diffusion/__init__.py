@@ -25,7 +25,7 @@ from samplax.diffusion.train import (  # noqa: F401
 )
 from samplax.diffusion import train  # noqa: F401,E402  (the module: train.train runs training)
 from samplax.diffusion.denoisers import (  # noqa: F401
-    from_eps, from_v, from_score, from_velocity, from_discrete_eps, to_eps, to_score,
+    from_eps, from_v, from_score, from_velocity, from_discrete_eps, to_eps, to_score, reshaped,
 )
 from samplax.diffusion import guidance  # noqa: F401,E402  (guided denoisers and guided samplers)
 from samplax.diffusion import inverse  # noqa: F401,E402  (inverse problems: inverse.sample, inverse.posterior)
@@ -43,7 +43,7 @@ __all__ = [
     "sample", "SampleInfo", "auto_choice", "AUTO_RULE", "solve_pf_ode", "log_likelihood", "optimized_grid",
     "MLPDenoiser", "TrainConfig", "TrainState", "train", "init_train_state", "save_checkpoint", "load_checkpoint",
     "load_denoiser",
-    "from_eps", "from_v", "from_score", "from_velocity", "from_discrete_eps", "to_eps", "to_score", "guidance",
-    "inverse", "EnergyDiffusion", "MixtureEnergy", "MLPDifferenceEnergy", "MLPScalarEnergy", "energy_model",
-    "Corrector", "corrector", "compose", "sample_smc", "SMCInfo",
+    "from_eps", "from_v", "from_score", "from_velocity", "from_discrete_eps", "to_eps", "to_score", "reshaped",
+    "guidance", "inverse", "EnergyDiffusion", "MixtureEnergy", "MLPDifferenceEnergy", "MLPScalarEnergy",
+    "energy_model", "Corrector", "corrector", "compose", "sample_smc", "SMCInfo",
 ]

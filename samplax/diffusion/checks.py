@@ -66,11 +66,8 @@ def nonfinite_report(who: str, step: np.ndarray, sigma: np.ndarray, num_steps: i
              else f"step {first} of {num_steps} (the step from sigma {sig:.4g})")
     msg = (f"{who}: the denoiser returned non-finite values (NaN or inf): {n_bad} of {step.size} {what}s are "
            f"non-finite; the first at {where}, in {int(at_first.sum())} {what}(s) there")
-    if n_bad == step.size:
-        raise ValueError(msg + "; every output is non-finite. Check the model (its weights, and its input "
-                         "scaling at this noise level)")
-    warnings.warn(msg, UserWarning, stacklevel=3)
-    return [{"code": "nonfinite_samples", "value": n_bad, "message": msg}]
+    return _report(msg, n_bad, step.size, "every output is non-finite. Check the model (its weights, and its input "
+                   "scaling at this noise level)")
 
 
 def nonfinite_ode_report(who: str, bad: np.ndarray, sigma_stop: np.ndarray, steps: np.ndarray, sigma_from: float,
@@ -86,8 +83,14 @@ def nonfinite_ode_report(who: str, bad: np.ndarray, sigma_stop: np.ndarray, step
            f"sigma {sigma_from:.4g} to {sigma_to:.4g}: {n_bad} of {bad.size} {what}s are non-finite (NaN); the "
            f"earliest in the solve at ODE step {int(steps[i])} (the step ending at sigma {float(sigma_stop[i]):.4g}), "
            f"{what} {i}")
-    if n_bad == bad.size:
-        raise ValueError(msg + "; every result is non-finite. Check the model (its weights, and its input scaling "
-                         "at these noise levels)")
-    warnings.warn(msg, UserWarning, stacklevel=3)
+    return _report(msg, n_bad, bad.size, "every result is non-finite. Check the model (its weights, and its input "
+                   "scaling at these noise levels)")
+
+
+def _report(msg: str, n_bad: int, n_total: int, all_bad: str) -> list:
+    """The ValueError (``msg; all_bad``) when every item is non-finite; else a ``UserWarning`` pointing at the caller
+    of the public report function and the ``"nonfinite_samples"`` warning entry."""
+    if n_bad == n_total:
+        raise ValueError(f"{msg}; {all_bad}")
+    warnings.warn(msg, UserWarning, stacklevel=4)
     return [{"code": "nonfinite_samples", "value": n_bad, "message": msg}]

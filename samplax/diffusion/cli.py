@@ -3,7 +3,8 @@
 Sub-commands:
 
 * ``train``: train a small MLP denoiser (:mod:`samplax.diffusion.train`) on a 2-D toy set
-  (``moons``, ``rings``, ``checkerboard``, generated in JAX) and save a checkpoint folder
+  (``moons``, ``rings``, ``checkerboard``, generated in JAX) or on scikit-learn's 8x8 digits (``digits``, 64-d,
+  :mod:`samplax.diffusion.digits`) and save a checkpoint folder
   (``state.eqx`` + ``config.json``) after every chunk of steps; ``--resume`` continues a
   checkpoint to ``--steps`` total steps exactly as an uninterrupted run would.
 * ``sample``: draw samples from an exact GMM diffusion model (``--model ring8|grid25|mixture64``)
@@ -11,8 +12,11 @@ Sub-commands:
   solver/grid and save them (``.npz``). For an exact model it prints the mean NLL of the
   samples under the true mixture next to that of exact draws; for a checkpoint, the
   energy distance of the samples to fresh draws of its training data.
+* ``inverse``: posterior sampling for an inverse problem (inpainting, deblurring, a random linear
+  measurement) with an exact GMM prior, a checkpoint or the digits preset, into a run folder with metrics,
+  costs and pictures, optionally with simulation-based calibration (:mod:`samplax.diffusion.inverse_cli`).
 
-Both print a JSON summary whose ``"cost"`` is the shared cost record
+``train`` and ``sample`` print a JSON summary whose ``"cost"`` is the shared cost record
 (:class:`samplax.core.cost.Cost`): of the sampling call (``info.cost``), or of the training
 steps run by this invocation (``train.train(..., return_cost=True)``; the summary's top-level
 ``num_model_evals`` counts all steps of the checkpoint, resumed ones included). ``--out``
@@ -30,7 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from samplax.diffusion import gmm, toy2d
+from samplax.diffusion import digits, gmm, toy2d
+from samplax.diffusion import inverse_cli
 from samplax.diffusion import train as train_mod
 from samplax.diffusion.grids import grid_names
 from samplax.diffusion.sampling import sample
@@ -58,18 +63,20 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
     s.add_argument("--out", default=None, help="write samples to this .npz file")
 
     t = sub.add_parser("train", help="train a small MLP denoiser on 2-D toy data and save a checkpoint")
-    t.add_argument("--data", required=True, choices=sorted(toy2d.DATASETS))
+    t.add_argument("--data", required=True, choices=sorted(toy2d.DATASETS) + ["digits"],
+                   help="a 2-D toy set, or scikit-learn's 8x8 digits (64-d; width and depth default to the digits preset)")
     t.add_argument("--steps", type=int, required=True, help="total number of optimiser steps")
     t.add_argument("--out", required=True, help="checkpoint folder")
     t.add_argument("--loss", default="dsm", choices=list(train_mod.LOSSES))
     t.add_argument("--batch-size", type=int, default=256)
     t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--width", type=int, default=128)
-    t.add_argument("--depth", type=int, default=3)
+    t.add_argument("--width", type=int, default=None, help="MLP width (default 128; digits: the preset's)")
+    t.add_argument("--depth", type=int, default=None, help="hidden layers (default 3; digits: the preset's)")
     t.add_argument("--ema-decay", type=float, default=0.999)
     t.add_argument("--chunk", type=int, default=500, help="steps between progress lines and checkpoint saves")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--resume", action="store_true", help="continue the checkpoint in --out up to --steps")
+    inverse_cli.add_parser(sub)
     return p
 
 
@@ -79,7 +86,7 @@ def command(args) -> int:
     ``samplax diffusion CMD: message`` on stderr and exit code 2 instead of a traceback."""
     try:
         return run(args)
-    except (ValueError, TypeError, FileNotFoundError) as e:
+    except (ValueError, TypeError, FileNotFoundError, ImportError) as e:
         print(f"samplax diffusion {args.diffusion_command}: {e}", file=sys.stderr)
         return 2
 
@@ -89,6 +96,8 @@ def run(args) -> int:
     ``TypeError`` or ``FileNotFoundError`` for invalid arguments; :func:`command` reports them)."""
     if args.diffusion_command == "train":
         return _train(args)
+    if args.diffusion_command == "inverse":
+        return inverse_cli.run(args)
     if args.diffusion_command != "sample":  # pragma: no cover - argparse restricts choices
         raise ValueError(f"unknown diffusion command {args.diffusion_command!r}")
     if args.n < 1:
@@ -114,7 +123,6 @@ def run(args) -> int:
 def _train(args) -> int:
     if args.steps < 0:
         raise ValueError(f"--steps must be >= 0, got {args.steps}")
-    data_fn = toy2d.get_dataset(args.data)
     has_ckpt = os.path.isfile(os.path.join(args.out, train_mod.CONFIG_FILE))
     if args.resume and not has_ckpt:
         raise FileNotFoundError(f"--resume: {args.out!r} holds no checkpoint to continue "
@@ -128,12 +136,19 @@ def _train(args) -> int:
         if has_ckpt and not args.resume:
             raise ValueError(f"--out {args.out!r} already holds a checkpoint; pass --resume to continue it")
         seed = args.seed
-        # sigma_data: the data's overall standard deviation (EDM preconditioning), from 10^4 draws
-        sd = float(jnp.std(data_fn(jax.random.key(seed + 1), 10_000)))
-        config = train_mod.TrainConfig(dim=2, width=args.width, depth=args.depth, sigma_data=sd, loss=args.loss,
-                                       learning_rate=args.lr, batch_size=args.batch_size, ema_decay=args.ema_decay,
-                                       dtype="float64" if jax.config.jax_enable_x64 else "float32")
+        dtype = "float64" if jax.config.jax_enable_x64 else "float32"
+        common = dict(loss=args.loss, learning_rate=args.lr, batch_size=args.batch_size, ema_decay=args.ema_decay)
+        if args.data == "digits":  # the preset (sigma_data: the training images' standard deviation)
+            sizes = {k: v for k, v in (("width", args.width), ("depth", args.depth)) if v is not None}
+            config = digits.preset_config(dtype, **common, **sizes)
+        else:  # sigma_data: the data's overall standard deviation (EDM preconditioning), from 10^4 draws
+            sd = float(jnp.std(toy2d.get_dataset(args.data)(jax.random.key(seed + 1), 10_000)))
+            config = train_mod.TrainConfig(dim=2, width=128 if args.width is None else args.width,
+                                           depth=3 if args.depth is None else args.depth, sigma_data=sd,
+                                           dtype=dtype, **common)
         state = None
+    data_fn = (digits.data_fn(jnp.dtype(config.dtype)) if args.data == "digits"
+               else toy2d.get_dataset(args.data))
     key = jax.random.key(seed)
     meta = {"data": args.data, "seed": seed}
     start = 0 if state is None else int(state.step)

@@ -21,8 +21,10 @@ model of another parameterization (used to drive diffusers' schedulers).
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
+import equinox as eqx
 import jax.numpy as jnp
 
 from samplax.diffusion.schedules import LinearInterpolant, Schedule, VPDiscrete
@@ -118,3 +120,29 @@ def to_score(denoiser: Callable) -> Callable:
         return (denoiser(x, sigma) - x) / sigma**2
 
     return score
+
+
+class Reshaped(eqx.Module):
+    """A denoiser for points of ``shape`` made from one for points of ``model_shape`` with as many entries
+    (built by :func:`reshaped`); the wrapped model is a field, so its arrays stay data of a compiled program."""
+
+    denoiser: Callable
+    shape: tuple = eqx.field(static=True)
+    model_shape: tuple = eqx.field(static=True)
+
+    def __call__(self, x, sigma):
+        """``D(x.reshape(model_shape), sigma).reshape(shape)``."""
+        return jnp.reshape(self.denoiser(jnp.reshape(x, self.model_shape), sigma), self.shape)
+
+
+def reshaped(denoiser: Callable, shape, model_shape) -> Reshaped:
+    """The denoiser ``denoiser`` (written for points of ``model_shape``, e.g. a flat ``[64]`` MLP) on points of
+    ``shape`` with the same number of entries (e.g. ``(8, 8)`` images, the event shape of a 2-D blur):
+    ``D'(x, sigma) = D(x.reshape(model_shape), sigma).reshape(shape)`` (row-major order).
+
+    Raises ValueError when the two shapes have different numbers of entries."""
+    shape, model_shape = tuple(int(s) for s in shape), tuple(int(s) for s in model_shape)
+    if math.prod(shape) != math.prod(model_shape):
+        raise ValueError(f"reshaped: shape {shape} has {math.prod(shape)} entries but the model's points "
+                         f"{model_shape} have {math.prod(model_shape)}")
+    return Reshaped(denoiser, shape, model_shape)

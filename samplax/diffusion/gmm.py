@@ -22,7 +22,64 @@ import jax.numpy as jnp
 import numpy as np
 
 
-class GaussianMixtureDiffusion(eqx.Module):
+def _means_and_weights(means, weights, who):
+    """``means`` as a float array ``[K, D]`` and ``weights`` as ``[K]`` of its dtype (ValueError naming the argument
+    otherwise); the weights' values are checked by each class."""
+    means = jnp.asarray(means, dtype=jnp.result_type(float))
+    if means.ndim != 2:
+        raise ValueError(f"{who}: means must have shape [K, D], got {means.shape}")
+    w = jnp.asarray(weights, dtype=means.dtype)
+    if w.shape != (means.shape[0],):
+        raise ValueError(f"{who}: weights must have shape [{means.shape[0]}], got {w.shape}")
+    return means, w
+
+
+class GaussianMixtureBase(eqx.Module):
+    """What the diagonal and the full-covariance mixtures share (the denoiser contract, noise prediction, density,
+    responsibilities, component labels, moments), written once on top of each subclass's
+    ``_component_logpdf(x, sigma) -> [K]`` (``log N(x; mu_k, S_k + sigma^2 I)``), ``denoise`` and
+    ``_within_covariance()`` (``sum_k w_k S_k``). Subclasses hold ``weights [K]`` and ``means [K, D]``."""
+
+    @property
+    def dim(self) -> int:
+        """``D``."""
+        return int(self.means.shape[1])
+
+    @property
+    def num_components(self) -> int:
+        """``K``."""
+        return int(self.means.shape[0])
+
+    def log_prob(self, x, sigma=0.0):
+        """Exact ``log p_sigma(x)`` of the VE-noised marginal at one point ``x`` ``[D]``."""
+        return jax.nn.logsumexp(jnp.log(self.weights) + self._component_logpdf(x, sigma))
+
+    def responsibilities(self, x, sigma=0.0):
+        """Posterior component probabilities ``r_k(x, sigma)``."""
+        return jax.nn.softmax(jnp.log(self.weights) + self._component_logpdf(x, sigma))
+
+    def __call__(self, x, sigma):
+        """The denoiser contract: ``D(x, sigma) = E[x0 | x]`` for one point (VE convention)."""
+        return self.denoise(x, sigma)
+
+    def eps(self, x, sigma):
+        """Noise prediction ``(x - D(x, sigma)) / sigma`` in the VE convention."""
+        return (x - self.denoise(x, sigma)) / sigma
+
+    def component_of(self, x0):
+        """Most probable component of each clean point (for mode-weight metrics); ``x0`` is ``[n, D]``."""
+        return jax.vmap(lambda x: jnp.argmax(self._component_logpdf(x, 0.0) + jnp.log(self.weights)))(x0)
+
+    def mean_and_cov(self):
+        """Mean ``[D]`` and full covariance ``[D, D]`` of the clean mixture: between-component spread of the
+        means plus ``sum_k w_k S_k``."""
+        m = jnp.sum(self.weights[:, None] * self.means, axis=0)
+        d = self.means - m
+        cov = jnp.einsum("k,ki,kj->ij", self.weights, d, d) + self._within_covariance()
+        return m, cov
+
+
+class GaussianMixtureDiffusion(GaussianMixtureBase):
     """A diagonal-covariance Gaussian mixture with its exact noised marginals.
 
     Attributes:
@@ -36,13 +93,8 @@ class GaussianMixtureDiffusion(eqx.Module):
     variances: jax.Array
 
     def __init__(self, weights, means, stds):
-        means = jnp.asarray(means, dtype=jnp.result_type(float))
-        if means.ndim != 2:
-            raise ValueError(f"GaussianMixtureDiffusion: means must have shape [K, D], got {means.shape}")
+        means, w = _means_and_weights(means, weights, "GaussianMixtureDiffusion")
         k, d = means.shape
-        w = jnp.asarray(weights, dtype=means.dtype)
-        if w.shape != (k,):
-            raise ValueError(f"GaussianMixtureDiffusion: weights must have shape [{k}], got {w.shape}")
         if np.any(np.asarray(w) <= 0):
             raise ValueError("GaussianMixtureDiffusion: weights must be positive")
         stds = jnp.broadcast_to(jnp.asarray(stds, dtype=means.dtype).reshape(
@@ -53,26 +105,10 @@ class GaussianMixtureDiffusion(eqx.Module):
         self.means = means
         self.variances = stds**2
 
-    @property
-    def dim(self) -> int:
-        return int(self.means.shape[1])
-
-    @property
-    def num_components(self) -> int:
-        return int(self.means.shape[0])
-
     def _component_logpdf(self, x, sigma):
         var = self.variances + sigma**2  # [K, D]
         diff = x[None, :] - self.means
         return -0.5 * jnp.sum(diff**2 / var + jnp.log(2.0 * math.pi * var), axis=-1)
-
-    def log_prob(self, x, sigma=0.0):
-        """Exact ``log p_sigma(x)`` of the VE-noised marginal at one point ``x`` ``[D]``."""
-        return jax.nn.logsumexp(jnp.log(self.weights) + self._component_logpdf(x, sigma))
-
-    def responsibilities(self, x, sigma=0.0):
-        """Posterior component probabilities ``r_k(x, sigma)``."""
-        return jax.nn.softmax(jnp.log(self.weights) + self._component_logpdf(x, sigma))
 
     def score(self, x, sigma=0.0):
         """Closed-form ``grad_x log p_sigma(x) = sum_k r_k (mu_k - x)/(v_k + sigma^2)``."""
@@ -86,29 +122,14 @@ class GaussianMixtureDiffusion(eqx.Module):
         post = self.means + gain * (x[None, :] - self.means)
         return jnp.sum(r[:, None] * post, axis=0)
 
-    def __call__(self, x, sigma):
-        """The denoiser contract: ``D(x, sigma) = E[x0 | x]`` for one point (VE convention)."""
-        return self.denoise(x, sigma)
-
-    def eps(self, x, sigma):
-        """Noise prediction ``(x - D(x, sigma)) / sigma`` in the VE convention."""
-        return (x - self.denoise(x, sigma)) / sigma
-
     def sample(self, key, n: int, sigma=0.0):
         """``n`` exact draws of the noised marginal ``p_sigma``; draw i depends only on ``fold_in(key, i)``."""
 
         return _sample_impl(self, key, int(n), jnp.asarray(sigma, self.means.dtype))
 
-    def component_of(self, x0):
-        """Most probable component of each clean point (for mode-weight metrics); ``x0`` is ``[n, D]``."""
-        return jax.vmap(lambda x: jnp.argmax(self._component_logpdf(x, 0.0) + jnp.log(self.weights)))(x0)
-
-    def mean_and_cov(self):
-        """Mean ``[D]`` and full covariance ``[D, D]`` of the clean mixture."""
-        m = jnp.sum(self.weights[:, None] * self.means, axis=0)
-        d = self.means - m
-        cov = jnp.einsum("k,ki,kj->ij", self.weights, d, d) + jnp.diag(jnp.sum(self.weights[:, None] * self.variances, 0))
-        return m, cov
+    def _within_covariance(self):
+        """``sum_k w_k diag(v_k)``."""
+        return jnp.diag(jnp.sum(self.weights[:, None] * self.variances, 0))
 
 
 @eqx.filter_jit
@@ -122,7 +143,7 @@ def _sample_impl(model, key, n, sigma):
     return jax.vmap(one)(jnp.arange(n))
 
 
-class FullCovGaussianMixtureDiffusion(eqx.Module):
+class FullCovGaussianMixtureDiffusion(GaussianMixtureBase):
     """A Gaussian mixture with full component covariances and its exact VE-noised marginals.
 
     ``x0 ~ sum_k w_k N(mu_k, S_k)``; the noised marginal ``x = x0 + s * eps`` is
@@ -150,13 +171,8 @@ class FullCovGaussianMixtureDiffusion(eqx.Module):
     eigvecs: jax.Array
 
     def __init__(self, weights, means, covariances):
-        means = jnp.asarray(means, dtype=jnp.result_type(float))
-        if means.ndim != 2:
-            raise ValueError(f"FullCovGaussianMixtureDiffusion: means must have shape [K, D], got {means.shape}")
+        means, w = _means_and_weights(means, weights, "FullCovGaussianMixtureDiffusion")
         k, d = means.shape
-        w = jnp.asarray(weights, dtype=means.dtype)
-        if w.shape != (k,):
-            raise ValueError(f"FullCovGaussianMixtureDiffusion: weights must have shape [{k}], got {w.shape}")
         if not np.all(np.isfinite(np.asarray(w))) or np.any(np.asarray(w) < 0) or float(jnp.sum(w)) <= 0:
             raise ValueError("FullCovGaussianMixtureDiffusion: weights must be finite, non-negative, with a positive sum")
         cov = jnp.asarray(covariances, dtype=means.dtype)
@@ -187,16 +203,6 @@ class FullCovGaussianMixtureDiffusion(eqx.Module):
         cov = jax.vmap(jnp.diag)(model.variances)
         return cls(model.weights, model.means, cov)
 
-    @property
-    def dim(self) -> int:
-        """``D``."""
-        return int(self.means.shape[1])
-
-    @property
-    def num_components(self) -> int:
-        """``K``."""
-        return int(self.means.shape[0])
-
     def noised(self, sigma) -> "FullCovGaussianMixtureDiffusion":
         """The mixture of ``x0 + sigma * eps`` (covariances ``S_k + sigma^2 I``) as a clean mixture."""
         eye = jnp.eye(self.dim, dtype=self.means.dtype)
@@ -211,14 +217,6 @@ class FullCovGaussianMixtureDiffusion(eqx.Module):
         """``[K]``: ``log N(x; mu_k, S_k + sigma^2 I)`` at one point (without the weights)."""
         return self._component_logpdf(x, sigma)
 
-    def log_prob(self, x, sigma=0.0):
-        """Exact ``log p_sigma(x)`` of the VE-noised marginal at one point ``x`` ``[D]``."""
-        return jax.nn.logsumexp(jnp.log(self.weights) + self._component_logpdf(x, sigma))
-
-    def responsibilities(self, x, sigma=0.0):
-        """Posterior component probabilities ``r_k(x, sigma)``."""
-        return jax.nn.softmax(jnp.log(self.weights) + self._component_logpdf(x, sigma))
-
     def score(self, x, sigma=0.0):
         """Closed-form ``grad_x log p_sigma(x) = sum_k r_k (S_k + sigma^2 I)^{-1} (mu_k - x)``."""
         r = self.responsibilities(x, sigma)
@@ -232,10 +230,6 @@ class FullCovGaussianMixtureDiffusion(eqx.Module):
         gain = self.eigvals / (self.eigvals + sigma**2)
         post = self.means + jnp.einsum("kij,kj->ki", self.eigvecs, gain * z)
         return jnp.sum(r[:, None] * post, axis=0)
-
-    def __call__(self, x, sigma):
-        """The denoiser contract: ``D(x, sigma) = E[x0 | x]`` for one point (VE convention)."""
-        return self.denoise(x, sigma)
 
     def denoise_observed(self, x, sigma, mask):
         """``E[x0 | x_O]``: the denoiser given only the entries ``O = {i: mask_i}`` of ``x = x0 + sigma eps``.
@@ -258,24 +252,13 @@ class FullCovGaussianMixtureDiffusion(eqx.Module):
         post = self.means + jnp.einsum("kij,kj->ki", self.covariances, m * sol)
         return jnp.sum(r[:, None] * post, axis=0)
 
-    def eps(self, x, sigma):
-        """Noise prediction ``(x - D(x, sigma)) / sigma`` in the VE convention."""
-        return (x - self.denoise(x, sigma)) / sigma
-
     def sample(self, key, n: int, sigma=0.0):
         """``n`` exact draws of ``p_sigma``: ``mu_c + U_c diag(sqrt(l_c + sigma^2)) z``; draw i uses ``fold_in(key, i)``."""
         return _sample_full_impl(self, key, int(n), jnp.asarray(sigma, self.means.dtype))
 
-    def component_of(self, x0):
-        """Most probable component of each clean point (for mode-weight metrics); ``x0`` is ``[n, D]``."""
-        return jax.vmap(lambda x: jnp.argmax(self._component_logpdf(x, 0.0) + jnp.log(self.weights)))(x0)
-
-    def mean_and_cov(self):
-        """Mean ``[D]`` and full covariance ``[D, D]`` of the clean mixture."""
-        m = jnp.sum(self.weights[:, None] * self.means, axis=0)
-        d = self.means - m
-        cov = jnp.einsum("k,ki,kj->ij", self.weights, d, d) + jnp.einsum("k,kij->ij", self.weights, self.covariances)
-        return m, cov
+    def _within_covariance(self):
+        """``sum_k w_k S_k``."""
+        return jnp.einsum("k,kij->ij", self.weights, self.covariances)
 
 
 @eqx.filter_jit

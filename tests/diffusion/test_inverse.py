@@ -157,6 +157,7 @@ def test_operator_adjoint_dense_pinv_norm(name):
     want = np.linalg.pinv(a, rcond=1e-10) @ np.asarray(y)
     np.testing.assert_allclose(op.pinv(y), want, atol=1e-9 * np.abs(want).max())  # CG for zero-boundary blurs
     assert abs(op.norm_sq() - np.linalg.norm(a, 2) ** 2) < 1e-6 * np.linalg.norm(a, 2) ** 2
+    np.testing.assert_allclose(op.row_norms_sq(), np.sum(a**2, axis=1), rtol=1e-12)  # tds's twist variances
 
 
 def test_blur_is_the_convolution():
@@ -596,15 +597,21 @@ def test_tds_8d_converges_and_evidence():
     # measured (seeds 0-2): P=8 SW 0.58-0.69, TV 0.14-0.20; P=64 SW 0.27-0.32, TV 0.03-0.04
     assert errs[8]["sw"] > 1.5 * errs[64]["sw"] and errs[8]["tv"] > errs[64]["tv"] + 0.05, errs
     assert errs[64]["tv"] < 0.06
-    # evidence: the discretized model's log p(y) approaches the exact one as nfe grows (measured -0.15..-0.19 at
-    # nfe=200, any particle count; within the error at nfe=800)
+    # evidence: the discretized model's log p(y) approaches the exact one as nfe grows (errors averaged over seeds
+    # 1-3, standard error from theirs; measured -0.18 at nfe=200 and -0.05 at nfe=800 with the twist variance s^2,
+    # -0.10 and -0.06 with s^2 ||a_j||^2, whose nfe=200 run at seed 1 has one heavy-tailed weight: +0.06 +- 0.21)
     prior, prob, post, ex, floor = exact("8d_well_lo")
     lz = inv.log_evidence(prior, prob)
     out = {}
     for nfe in (200, 800):
-        s, info = inv.sample(prior, prob, key=jax.random.key(1), num_samples=N, nfe=nfe, sigma_max=SIGMA_MAX,
-                             method="tds", num_particles=64, draws_per_run=8)
-        out[nfe] = (info["log_evidence"] - lz, info["log_evidence_se"], errors(post, s, ex)["sw"])
+        errs_nfe, ses, sws = [], [], []
+        for seed in (1, 2, 3):
+            s, info = inv.sample(prior, prob, key=jax.random.key(seed), num_samples=N, nfe=nfe, sigma_max=SIGMA_MAX,
+                                 method="tds", num_particles=64, draws_per_run=8)
+            errs_nfe.append(info["log_evidence"] - lz)
+            ses.append(info["log_evidence_se"])
+            sws.append(errors(post, s, ex)["sw"])
+        out[nfe] = (float(np.mean(errs_nfe)), float(np.sqrt(np.sum(np.square(ses)))) / 3, sws[0])
     assert abs(out[800][0]) < 4 * out[800][1] and abs(out[200][0]) > abs(out[800][0]), out
     assert out[800][2] < 2 * floor, (out, floor)
 

@@ -35,9 +35,17 @@ class Guided(eqx.Module):
     (evaluations and gradients of the classifier, loss or value function).
     """
 
+    #: ``(forward calls, VJPs through them, own counts)`` of one call, for a wrapper of ``self.denoiser`` whose work
+    #: is fixed (:func:`compose_cost`); a wrapper whose work depends on its settings defines ``cost_per_call`` itself
+    fixed_cost = None
+
     @property
-    def cost_per_call(self) -> dict:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def cost_per_call(self) -> dict:
+        """The work of one call: :func:`compose_cost` of ``self.denoiser`` and :attr:`fixed_cost`."""
+        if self.fixed_cost is None:  # pragma: no cover - every wrapper sets one or the other
+            raise NotImplementedError(f"{type(self).__name__} defines neither fixed_cost nor cost_per_call")
+        forward, vjp, own = self.fixed_cost
+        return compose_cost(inner_cost(self.denoiser), forward, vjp, **own)
 
 
 def inner_cost(denoiser) -> dict:

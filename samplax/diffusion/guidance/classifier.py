@@ -27,9 +27,7 @@ class ClassifierGuidance(Guided):
     scale: jax.Array
     interval: Optional[jax.Array]
 
-    @property
-    def cost_per_call(self) -> dict:
-        return compose_cost(inner_cost(self.denoiser), 1, 0, guide_evals=1, guide_grads=1)
+    fixed_cost = (1, 0, {"guide_evals": 1, "guide_grads": 1})
 
     def __call__(self, x, sigma):
         d = call_denoiser(self.denoiser, x, sigma, who="classifier")

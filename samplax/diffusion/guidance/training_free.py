@@ -35,9 +35,7 @@ class DPS(Guided):
     log_likelihood: Callable
     scale: jax.Array
 
-    @property
-    def cost_per_call(self) -> dict:
-        return compose_cost(inner_cost(self.denoiser), 1, 1, guide_evals=1, guide_grads=1)
+    fixed_cost = (1, 1, {"guide_evals": 1, "guide_grads": 1})
 
     def guidance_term(self, x, sigma):
         """``(D(x, sigma), grad_x ell(D(x, sigma)))`` -- one forward pass and one VJP through the denoiser."""
@@ -87,9 +85,7 @@ class MCG(Guided):
     project: Callable
     scale: jax.Array
 
-    @property
-    def cost_per_call(self) -> dict:
-        return compose_cost(inner_cost(self.denoiser), 1, 1, guide_evals=1, guide_grads=1, project_evals=1)
+    fixed_cost = (1, 1, {"guide_evals": 1, "guide_grads": 1, "project_evals": 1})
 
     def __call__(self, x, sigma):
         d, g = DPS(self.denoiser, self.log_likelihood, self.scale).guidance_term(x, sigma)

@@ -39,6 +39,23 @@ def positive_levels(grid: str, num: int, sigma_max: float, sigma_end: float, who
     return make_grid(grid, num - 1, sigma_max, sigma_end)
 
 
+def step_fraction_option(default: float, doc: str) -> Option:
+    """The ``step_fraction`` option of the Langevin-type methods (``daps``, ``pnp_ula``): a number in ``(0, 1]``."""
+    return Option(default, doc, lambda v: ck.is_number(v) and 0 < v <= 1, "a number in (0, 1]")
+
+
+def start_keys(key, n: int):
+    """``(keys, init_keys)``: the per-item keys of the steps and of the initial draw, from ``(k_init, k_step) =
+    split(key)`` (``item_keys(k_step, n)``, ``item_keys(k_init, n)``), shared by the samplers that start from noise."""
+    k_init, k_step = jax.random.split(key)
+    return item_keys(k_step, n), item_keys(k_init, n)
+
+
+def initial_noise(init_keys, sigma, shape, dtype):
+    """The start ``x = sigma * z``, ``z ~ N(0, I)`` from ``normals(init_keys, 0, 0, ...)``: ``[n, *shape]``."""
+    return sigma * normals(init_keys, 0, 0, shape, dtype)
+
+
 def item_keys(key, n: int):
     """``[n]`` keys ``fold_in(key, b)``."""
     return jax.vmap(lambda b: jax.random.fold_in(key, b))(jnp.arange(n))

@@ -36,8 +36,7 @@ OPTIONS = {
     "ode_steps": Option(1, "denoiser evaluations of the PF-ODE solve x0_hat = ODE(x_i, s_i -> 0) per level",
                         ck.pos_int, "an int >= 1"),
     "langevin_steps": Option(50, "Langevin steps on x0 per level", ck.pos_int, "an int >= 1"),
-    "step_fraction": Option(0.1, "Langevin step as a fraction of 1 / (1/r^2 + L_y)",
-                            lambda v: ck.is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
+    "step_fraction": common.step_fraction_option(0.1, "Langevin step as a fraction of 1 / (1/r^2 + L_y)"),
     "r_scale": Option(1.0, "r_i = r_scale * s_i, the spread of the Gaussian stand-in for p(x0 | x_i)",
                       ck.pos_float, "a positive finite number"),
     **common.grid_options(),
@@ -59,9 +58,8 @@ def _plan(problem, nfe, sigma_max, num_samples, o) -> Plan:
 
 def _run(denoiser, problem, key, sigmas, params, num_samples, shape, ode_steps, langevin_steps):
     dtype = sigmas.dtype
-    k_init, k_step = jax.random.split(key)
-    keys = common.item_keys(k_step, num_samples)
-    x = sigmas[0] * common.normals(common.item_keys(k_init, num_samples), 0, 0, shape, dtype)
+    keys, init_keys = common.start_keys(key, num_samples)
+    x = common.initial_noise(init_keys, sigmas[0], shape, dtype)
     n = sigmas.shape[0]
     grad_ll = jax.vmap(problem.grad_log_likelihood)
 

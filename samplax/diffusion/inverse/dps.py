@@ -62,9 +62,8 @@ def guided_reverse(denoiser: Callable, problem, key, sigmas, scale, num_samples:
                    project: Optional[Callable] = None) -> MethodOutput:
     """The DPS loop (see the module docstring); ``project(x, s_next, keys, i)`` is applied after each step (MCG)."""
     dtype = sigmas.dtype
-    k_init, k_step = jax.random.split(key)
-    keys = common.item_keys(k_step, num_samples)
-    x = sigmas[0] * common.normals(common.item_keys(k_init, num_samples), 0, 0, shape, dtype)
+    keys, init_keys = common.start_keys(key, num_samples)
+    x = common.initial_noise(init_keys, sigmas[0], shape, dtype)
     n = sigmas.shape[0] - 1
 
     if step == "likelihood":

@@ -6,7 +6,8 @@ shape with ``d`` entries is accepted) to a flat measurement ``[m]`` and provides
 * ``matvec(x) -> A x`` ``[m]`` and ``rmatvec(y) -> A^T y`` ``[d]`` (the exact adjoint),
 * ``dense() -> A`` ``[m, d]`` (what the exact posterior needs, for small ``d``),
 * ``pinv(r) -> A^+ r = A^T (A A^T)^+ r`` (the projection of MCG), exact where the structure gives it,
-* ``norm_sq() -> ||A||_2^2`` (host float; step sizes of the Langevin-type methods).
+* ``norm_sq() -> ||A||_2^2`` (host float; step sizes of the Langevin-type methods),
+* ``row_norms_sq() -> [m]``, ``diag(A A^T)`` (the twisting variances of ``tds``).
 
 They are equinox Modules: their arrays are data (changing a mask or a kernel never recompiles).
 
@@ -79,6 +80,11 @@ class LinearOperator(eqx.Module):
     def norm_sq(self) -> float:
         """``||A||_2^2``, the largest eigenvalue of ``A^T A`` (power iteration, 300 steps; host float)."""
         return float(_power_iteration(self))
+
+    def row_norms_sq(self):
+        """``[m]``: the squared norms ``||a_j||^2`` of the rows of ``A`` (``diag(A A^T)``; from :meth:`dense` here,
+        exact without the matrix in the structured operators)."""
+        return jnp.sum(self.dense() ** 2, axis=1)
 
 
 @eqx.filter_jit
@@ -154,6 +160,10 @@ class Dense(LinearOperator):
         """``sigma_max(A)^2`` (SVD, host)."""
         return float(np.linalg.norm(np.asarray(self.matrix, np.float64), 2) ** 2)
 
+    def row_norms_sq(self):
+        """``sum_i A_ji^2`` per row."""
+        return jnp.sum(self.matrix**2, axis=1)
+
 
 class Mask(LinearOperator):
     """Inpainting: observe the entries of a point where ``mask`` is True, ``A x = x[mask]`` (row-major order).
@@ -193,6 +203,10 @@ class Mask(LinearOperator):
     def norm_sq(self) -> float:
         """1."""
         return 1.0
+
+    def row_norms_sq(self):
+        """Ones (each row picks one entry)."""
+        return jnp.ones((self.out_dim,), jnp.result_type(float))
 
 
 def _shift(x, s, axis, circular):
@@ -284,6 +298,11 @@ class Blur(LinearOperator):
             return super().norm_sq()
         return float(jnp.max(jnp.abs(self._transfer()) ** 2))
 
+    def row_norms_sq(self):
+        """``sum_j k_j^2`` over the kernel entries that land inside the point: the blur with kernel ``k^2`` applied to
+        ones (the same boundary; constant for a circular blur)."""
+        return Blur(self.kernel**2, self.in_shape, self.boundary).matvec(jnp.ones(self.in_shape, self.kernel.dtype))
+
 
 class SubsampledFourier(LinearOperator):
     """Chosen coefficients of the unitary DFT (``fftn``, ``norm="ortho"``) of a real signal or image, as real numbers.
@@ -349,3 +368,7 @@ class SubsampledFourier(LinearOperator):
     def norm_sq(self) -> float:
         """1 (orthonormal rows)."""
         return 1.0
+
+    def row_norms_sq(self):
+        """Ones (orthonormal rows)."""
+        return jnp.ones((self.out_dim,), self.scale.dtype)

@@ -40,8 +40,7 @@ OPTIONS = {
     "sigma_denoiser": Option(0.05, "noise level eps of the denoiser used as prior score (data units)",
                              ck.pos_float, "a positive finite number"),
     "alpha": Option(1.0, "weight of the prior score", ck.pos_float, "a positive finite number"),
-    "step_fraction": Option(0.25, "Langevin step delta as a fraction of 1 / L",
-                            lambda v: ck.is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
+    "step_fraction": common.step_fraction_option(0.25, "Langevin step delta as a fraction of 1 / L"),
     "projection_radius": Option(None, "radius of the ball C of the projection term (None: no projection)",
                                 ck.pos_float_or_none, "None or a positive finite number"),
     "init": Option("prior", "chain start: 'prior' (DDPM prior draw with init_nfe evaluations) or 'pinv' (A^+ y)",
@@ -75,15 +74,13 @@ def _plan(problem, nfe, sigma_max, num_samples, o) -> Plan:
 
 def _run(denoiser, problem, key, sigmas, params, num_samples, shape, steps, init):
     dtype = params["delta"].dtype
-    k_init, k_step = jax.random.split(key)
-    keys = common.item_keys(k_step, num_samples)
-    init_keys = common.item_keys(k_init, num_samples)
+    keys, init_keys = common.start_keys(key, num_samples)
     if init == "pinv":
         x0 = problem.operator.pinv(problem.y).reshape(shape)
         x = jnp.broadcast_to(x0, (num_samples,) + shape).astype(dtype)
         ne = jnp.asarray(0, jnp.int32)
     else:
-        x = sigmas[0] * common.normals(init_keys, 0, 0, shape, dtype)
+        x = common.initial_noise(init_keys, sigmas[0], shape, dtype)
         x = common.prior_ancestral(denoiser, x, sigmas, init_keys, step0=1)
         ne = jnp.asarray(sigmas.shape[0] * num_samples, jnp.int32)
     grad_ll = jax.vmap(problem.grad_log_likelihood)

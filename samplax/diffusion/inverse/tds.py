@@ -5,8 +5,8 @@ The diffusion model's reverse chain on ``s_0 = sigma_max > ... > s_{N-1} = sigma
 ``x_0 ~ N(0, s_0^2 I)``, DDPM ancestral transitions ``p(x_{i+1} | x_i) = N(m_i, v_i)`` with
 ``m_i = d_i + (s_{i+1}/s_i)^2 (x_i - d_i)``, ``v_i = s_{i+1}^2 (s_i^2 - s_{i+1}^2) / s_i^2``, ``d_i = D(x_i, s_i)``,
 and the clean output ``x_clean = d_{N-1}``. Its posterior given ``y`` is targeted by Feynman–Kac SMC
-(:func:`samplax.smc.base.fk_step`) with twisting functions ``p~_i(y | x_i) = N(y; A d_i, (sigma_y^2 + inflation
-s_i^2) I)`` and the twisted proposal
+(:func:`samplax.smc.base.fk_step`) with twisting functions ``p~_i(y | x_i) = N(y; A d_i, diag(sigma_y^2 + inflation
+s_i^2 ||a_j||^2))`` (``a_j`` the rows of ``A``; ``||a_j|| = 1`` for a nonlinear problem) and the twisted proposal
 
 ``q(x_{i+1} | x_i) = N(m_i + (s_i^2 - s_{i+1}^2) grad_x log p~_i(y | x_i), v_i)``,
 
@@ -15,8 +15,12 @@ with incremental weights ``w_0 = p~_0(y | x_0)``,
 ``p(y | x_clean) / p~_{N-1}(y | x_{N-1})`` (1 when ``inflation = 0``). With ``inflation = 0`` the twist is the
 DPS approximation of ``p(y | x_i)`` (the paper's); it ignores ``Var[x0 | x_i]`` and is far too sharp at high
 noise when ``sigma_y`` is small (proposals overshoot, weights degenerate: on a 2-d test the evidence came out
-``e^-21`` too small). The default ``inflation = 1`` adds ``s_i^2``, the small-noise limit of ``Var[a^T x0 | x_i]``
-for a unit row ``a`` (``Cov[x0 | x] = s^2 dD/dx -> s^2 I``), and keeps the twist weak at high noise. The product
+``e^-21`` too small). The default ``inflation = 1`` adds ``s_i^2 ||a_j||^2`` to measurement ``j``, the small-noise
+limit of ``Var[a_j^T x0 | x_i]`` (``Cov[x0 | x] = s^2 dD/dx -> s^2 I``), and keeps the twist weak at high noise.
+(Adding ``s_i^2`` whatever the row, as before, over-inflates rows of small norm -- a 2-D blur's rows have
+``||a_j||^2 ~ 0.08`` -- and the under-guided proposals left the digits deblurring draws miscalibrated: in
+simulation-based calibration their log-likelihood ranked below the truth's in 86 % of 60 replicates, 48 % with the
+row norms.) The product
 of the weights is ``p(y | x_clean) p(x_{0:N-1}) / q(x_{0:N-1})`` whatever the twist, so the weighted particles
 converge to the discretized model's posterior as the number of particles grows, and ``prod_i mean_j w_ij`` (with
 resampling: the mean of the weights carried) is an unbiased estimate of its evidence ``p(y)`` (Del Moral 2004).
@@ -56,7 +60,7 @@ OPTIONS = {
                             lambda v: ck.is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
     "resampling": Option("systematic", "resampling scheme (samplax.smc.resampling)",
                          ck.one_of(resampling.RESAMPLERS), f"one of {sorted(resampling.RESAMPLERS)}"),
-    "inflation": Option(1.0, "twist variance sigma_y^2 + inflation * s_i^2 (0: the paper's DPS twist)",
+    "inflation": Option(1.0, "twist variance sigma_y^2 + inflation * s_i^2 * ||a_j||^2 (0: the paper's DPS twist)",
                         lambda v: ck.is_number(v) and np.isfinite(v) and v >= 0, "a finite number >= 0"),
     **common.grid_options(),
 }
@@ -71,7 +75,11 @@ def _plan(problem, nfe, sigma_max, num_samples, o) -> Plan:
     levels = common.positive_levels(o["grid"], nfe, sigma_max, o["sigma_end"], "inverse.sample (tds)")
     static = (("num_particles", p), ("draws_per_run", per_run), ("runs", runs), ("resampler", o["resampling"]))
     items = runs * p
-    return Plan(levels, {"ess_threshold": o["ess_threshold"], "inflation": o["inflation"]}, static, items * nfe,
+    # the twist's variance inflation per measurement: s^2 ||a_j||^2 (row norms of A; 1 for a nonlinear problem)
+    rows = (np.asarray(problem.operator.row_norms_sq(), np.float64) if problem.linear
+            else np.ones(problem.num_measurements))
+    params = {"ess_threshold": o["ess_threshold"], "inflation": o["inflation"], "row_norms_sq": rows}
+    return Plan(levels, params, static, items * nfe,
                 items * (nfe - 1), num_steps=nfe, items=items, item="particle")
 
 
@@ -81,7 +89,7 @@ def _one_run(denoiser, problem, key, sigmas, params, shape, p, per_run, resample
     n = sigmas.shape[0]
     k_step, k_out = jax.random.split(key)
     keys = common.item_keys(k_step, p)
-    inflation = params["inflation"]
+    inflation = params["inflation"] * params["row_norms_sq"]  # [m]
     axes = tuple(range(1, len(shape) + 1))
 
     def twist(x, s):  # D(x), log p~(y | x) and its gradient through the denoiser (one evaluation, one VJP)
