@@ -43,11 +43,16 @@ nb_execution_mode = "force"          # every build runs every tutorial (no cache
 nb_execution_raise_on_error = True   # a cell that raises fails the build
 nb_execution_timeout = 300           # seconds per cell
 nb_execution_show_tb = True          # the traceback goes to the build log
-# Tutorials kept out of execution (rendered with their code, without outputs). Each entry needs a reason;
-# tests/test_docs.py checks the list.
-NOT_EXECUTED = {}
+# Tutorials kept out of execution (rendered with their code, without outputs): page -> reason.
+# tests/test_docs.py fails once the reason is gone (the API exists), so the entry cannot be forgotten.
+NOT_EXECUTED = {
+    # TODO(issue 14): execute once samplax.from_numpyro / samplax.from_pymc are on main (branch `adapters`);
+    # then delete this entry and add numpyro and pymc to the docs extra in pyproject.toml.
+    "tutorials/numpyro_pymc.md": "samplax.from_numpyro / samplax.from_pymc are not on main yet",
+}
 nb_execution_excludepatterns = sorted(NOT_EXECUTED)
 nb_merge_streams = True
+nb_render_markdown_format = "myst"   # markdown outputs (the method table) may hold tables
 myst_enable_extensions = ["dollarmath", "colon_fence"]
 myst_heading_anchors = 3
 
