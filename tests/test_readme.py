@@ -9,7 +9,9 @@
   ``--chains 2 --warmup 50 --samples 50`` (the bench's override flags) and ``samplax diffusion
   train`` gets ``--steps 50``.  Each must exit with code 0; a shortened bench may also exit with 1
   (a 50-draw run failing its accuracy check), but it must finish and print its summary.
-* Not run: ``pip install ...`` and ``pytest`` (installing, and running these tests themselves).
+* Not run: ``pip install ...`` and ``pytest`` (installing, and running these tests themselves), and
+  ``sphinx-build`` (the documentation build, minutes long: CI's docs step runs it, and
+  ``tests/test_docs.py`` checks that step runs this very command).
   ``python benchmarks/mcmc_vs_peers.py`` needs the ``peers`` extra (BlackJAX, NumPyro): it runs
   shortened in the slow tier when they are installed.
 
@@ -70,7 +72,7 @@ def commands() -> list:
 
 def kind(argv) -> str:
     """``skip`` (install, the tests), ``slow`` or ``run``; ``unknown`` for a line no rule covers."""
-    if argv[:2] == ["pip", "install"] or argv[0] == "pytest":
+    if argv[:2] == ["pip", "install"] or argv[0] in ("pytest", "sphinx-build"):
         return "skip"
     if any(tuple(argv[:len(s)]) == s for s in SLOW):
         return "slow"

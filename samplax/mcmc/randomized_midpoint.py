@@ -36,7 +36,7 @@ per coordinate, with a 3 x 3 covariance.
 **Derivation of the noise covariance.**  For one whitened coordinate let
 ``X(tau) = sqrt(2 gamma) int_0^tau phi(tau - s) dB_s`` and
 ``V(tau) = sqrt(2 gamma) int_0^tau e^{-gamma (tau - s)} dB_s`` (the noise of an OU
-step of length ``tau``).  By Ito's isometry, with ``y = gamma tau``,
+step of length ``tau``).  By Ito's isometry, with ``y = gamma tau``::
 
     Var X  = 2 gamma int_0^tau phi(r)^2 dr = 2 f3(y) / gamma^2,
              f3(y) = y - 2 (1 - e^{-y}) + (1 - e^{-2 y}) / 2   (~ y^3 / 3),
@@ -46,7 +46,7 @@ step of length ``tau``).  By Ito's isometry, with ``y = gamma tau``,
 Split ``[0, h]`` at ``t``: let ``(X1, V1)`` be the pair over ``[0, t]`` and
 ``(X2, V2)`` the independent pair over ``[t, h]`` (length ``h - t``).  For
 ``s <= t``, ``phi(h - s) = phi(t - s) + e^{-gamma (t - s)} phi(h - t)`` and
-``e^{-gamma (h - s)} = e^{-gamma (h - t)} e^{-gamma (t - s)}``, hence exactly
+``e^{-gamma (h - s)} = e^{-gamma (h - t)} e^{-gamma (t - s)}``, hence exactly::
 
     W_mid = X1,   W_x = X1 + phi(h - t) V1 + X2,   W_v = e^{-gamma (h - t)} V1 + V2
 
