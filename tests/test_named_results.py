@@ -40,7 +40,7 @@ def test_element_names_and_flatten():
     assert samplax.from_logdensity(lambda x: -jnp.sum(x**2), 2).variables() is None
 
 
-@pytest.mark.parametrize("method", ["nuts", "auto"])
+@pytest.mark.parametrize("method", ["mala", "auto"])
 def test_posterior_summary_arviz_and_warmup(method, tmp_path):
     t = Named()
     r = samplax.sample(t, method, seed=1, num_chains=2, num_warmup=100, num_samples=60, progress=False,
@@ -57,7 +57,7 @@ def test_posterior_summary_arviz_and_warmup(method, tmp_path):
         assert any(line.split()[0] == name for line in rows[2:]), name
     # warm-up: every second warm-up step (thinning 2) of the warm-up that ran
     n_warm = r.warmup_samples.shape[1]
-    expect = 50 if method == "nuts" else -(-r.extra["warmup_steps"] // 2)
+    expect = 50 if method == "mala" else -(-r.extra["warmup_steps"] // 2)
     assert n_warm == expect
     assert r.warmup_posterior["L"].shape == (2, n_warm, 2, 2)
     assert set(r.warmup_stats) == set(r.stats) and r.warmup_stats["lp"].shape == (2, n_warm)
@@ -84,20 +84,20 @@ def test_keep_warmup_leaves_draws_unchanged_and_resumes(tmp_path):
     t = Named()
     # the run lengths of the test above: the compiled program is reused
     kw = dict(seed=3, num_chains=2, num_warmup=100, num_samples=60, thinning=2, progress=False)
-    plain = samplax.sample(t, "nuts", **kw)
-    kept = samplax.sample(t, "nuts", keep_warmup=True, **kw)
+    plain = samplax.sample(t, "mala", **kw)
+    kept = samplax.sample(t, "mala", keep_warmup=True, **kw)
     np.testing.assert_array_equal(plain.samples, kept.samples)
     assert plain.warmup_samples is None and plain.to_arviz().groups() == ["posterior", "sample_stats"]
     assert kept.warmup_samples.shape == (2, 50, 6)
     # a finished checkpointed run reloads its warm-up draws too
     d = str(tmp_path / "ck")
-    first = samplax.sample(t, "nuts", keep_warmup=True, checkpoint_dir=d, checkpoint_interval=0.0, **kw)
-    again = samplax.sample(t, "nuts", keep_warmup=True, checkpoint_dir=d, **kw)
+    first = samplax.sample(t, "mala", keep_warmup=True, checkpoint_dir=d, checkpoint_interval=0.0, **kw)
+    again = samplax.sample(t, "mala", keep_warmup=True, checkpoint_dir=d, **kw)
     np.testing.assert_array_equal(first.warmup_samples, kept.warmup_samples)
     np.testing.assert_array_equal(again.warmup_samples, kept.warmup_samples)
     np.testing.assert_array_equal(again.warmup_stats["lp"], kept.warmup_stats["lp"])
     with pytest.raises(ValueError, match="keep_warmup must be True or False"):
-        samplax.sample(t, "nuts", keep_warmup="yes", **kw)
+        samplax.sample(t, "mala", keep_warmup="yes", **kw)
     with pytest.raises(ValueError, match="no warm-up draws"):
         samplax.sample(t, "smc", keep_warmup=True, num_chains=1, num_samples=50, progress=False)
 

@@ -158,6 +158,11 @@ class Target(eqx.Module):
             return tuple(gt.names)
         return tuple(f"x[{i}]" for i in range(self.dim))
 
+    def nonfinite_terms(self, x: jax.Array) -> tuple:
+        """Names of the terms of the log-density that are not finite at ``x`` (a model's sites), for the
+        error when no finite initial point is found; empty when the target cannot tell."""
+        return ()
+
     def ground_truth(self) -> Optional[GroundTruth]:
         """Ground truth for this target, or None."""
         return None
