@@ -248,7 +248,7 @@ def test_auto_on_both_routes_agrees_with_the_reference_and_numpyro_nuts(name):
     from samplax.targets.posteriordb import _bundle
 
     gt = pdb.load(name).ground_truth()
-    kw = dict(seed=0, num_chains=4, num_warmup=1000, num_samples=1000, progress=False)
+    kw = dict(seed=0, num_chains=4, num_warmup=500, num_samples=1000, progress=False)
     means = {}
     for framework, build in sorted(FRAMEWORKS.items()):
         r = samplax.sample(build(name), method="auto", **kw)
@@ -260,8 +260,8 @@ def test_auto_on_both_routes_agrees_with_the_reference_and_numpyro_nuts(name):
     # NumPyro's own NUTS on the same model and data (dense mass matrix: several of these posteriors are
     # strongly correlated, and a diagonal one needs the maximum tree depth there)
     model = numpyro_models.MODELS[name]
-    mcmc = MCMC(NUTS(model, dense_mass=True), num_warmup=1000, num_samples=1000, num_chains=4,
-                chain_method="sequential", progress_bar=False)
+    mcmc = MCMC(NUTS(model, dense_mass=True), num_warmup=500, num_samples=1000, num_chains=4,
+                chain_method="vectorized", progress_bar=False)
     mcmc.run(jax.random.PRNGKey(0), **_bundle.program_data(model, _bundle.load_data(name)))
     q = _reference_draws(mcmc.get_samples(group_by_chain=True), gt.names)
     m_np, se_np = q.mean(axis=(0, 1)), mcse_mean(q)
