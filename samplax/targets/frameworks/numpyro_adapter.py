@@ -265,8 +265,9 @@ def from_numpyro(model: Callable, *args, **kwargs) -> NumPyroTarget:
     ``[chains, draws, *shape]`` and a named ``to_arviz()`` (plate names become dims).
 
     ``args``/``kwargs`` are passed to the model; arrays among them are data (a new data set of the
-    same shapes reuses the compiled programs), other values (ints, strings) are part of the
-    model's structure.  The model is traced once here (abstractly: nothing is computed or
+    same shapes reuses the compiled programs), other values (Python numbers, strings, ``None``) are
+    part of the model's structure (another value compiles anew; pass a number that changes as an
+    array), and so is the model function itself (define it once, not anew for each data set).  The model is traced once here (abstractly: nothing is computed or
     compiled): an exception names the last site it reached; a discrete latent site, a
     ``numpyro.param`` site, a subsampling plate, or observed data whose shape does not match its
     distribution is a ``ValueError`` naming the site.  When ``samplax.sample`` finds no initial

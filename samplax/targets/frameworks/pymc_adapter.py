@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from samplax.core.caches import register
 from samplax.core.target import Target
 from samplax.targets.frameworks.common import (
     HostOnly, Layout, join_flat, layout_size, shape_tuple, short, split_flat,
@@ -123,9 +124,20 @@ class PyMCTarget(Target):
                 "data": ", ".join(self.data_names), "version": "1"}
 
 
-#: JAX functions of recent models, reused for a model of the same structure (most recent last)
-_FUNCTIONS: list = []
-_FUNCTIONS_SIZE = 16
+class _RecentFunctions:
+    """The JAX functions of recent models, ``entries`` of ``(inputs, outputs, functions)``, most recent
+    last, reused for a model of the same structure; emptied by ``samplax.clear_caches``."""
+
+    size = 16
+
+    def __init__(self):
+        self.entries: list = []
+
+    def clear(self) -> None:
+        self.entries.clear()
+
+
+_FUNCTIONS = register(_RecentFunctions())
 
 
 def _hashable(values) -> tuple:
@@ -142,7 +154,7 @@ def _jax_functions(inputs, outputs):
     from pymc.sampling.jax import get_jaxified_graph
     from pytensor.graph.basic import equal_computations
 
-    for entry in reversed(_FUNCTIONS):
+    for entry in reversed(_FUNCTIONS.entries):
         e_inputs, e_outputs, fns = entry
         if (len(e_inputs) == len(inputs) and len(e_outputs) == len(outputs)
                 and all(a.type == b.type for a, b in zip(inputs, e_inputs))
@@ -150,8 +162,8 @@ def _jax_functions(inputs, outputs):
             return fns
     fns = (get_jaxified_graph(inputs=list(inputs), outputs=[outputs[0]]),
            get_jaxified_graph(inputs=list(inputs), outputs=list(outputs[1:])))
-    _FUNCTIONS.append((list(inputs), list(outputs), fns))
-    del _FUNCTIONS[:-_FUNCTIONS_SIZE]
+    _FUNCTIONS.entries.append((list(inputs), list(outputs), fns))
+    del _FUNCTIONS.entries[:-_FUNCTIONS.size]
     return fns
 
 
