@@ -189,7 +189,8 @@ def from_pymc(model, *, name: str | None = None) -> PyMCTarget:
     shape does not match the distribution; a model whose log-density graph cannot be built.  The
     checks trace shapes only (nothing is computed here); when ``samplax.sample`` finds no initial
     point with a finite log-density, its error names the variables whose terms are not finite
-    (:meth:`PyMCTarget.nonfinite_terms`).
+    (:meth:`PyMCTarget.nonfinite_terms`).  Note: PyTensor's JAX backend sets ``jax_enable_x64`` to
+    match ``pytensor.config.floatX`` (float64 by default) when it is first used, for the whole process.
     """
     try:
         import pymc as pm
