@@ -14,6 +14,7 @@ from samplax.core import (  # noqa: F401
 )
 from samplax.core.result import Result  # noqa: F401
 from samplax import targets  # noqa: F401
+from samplax.targets.frameworks import from_numpyro, from_pymc  # noqa: F401  (NumPyro / PyMC models)
 from samplax import mcmc  # noqa: F401
 from samplax import diffusion  # noqa: F401
 from samplax import run  # noqa: F401  (the run engine)
@@ -24,6 +25,7 @@ from samplax.core.caches import clear_caches  # noqa: F401
 __version__ = "0.1.0"
 
 __all__ = [
-    "sample", "method_names", "clear_caches", "from_logdensity", "from_energy", "targets", "mcmc", "diffusion",
+    "sample", "method_names", "clear_caches", "from_logdensity", "from_energy", "from_numpyro", "from_pymc",
+    "targets", "mcmc", "diffusion",
     "Target", "GroundTruth", "Result", "Kernel", "PointState",
 ]

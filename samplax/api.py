@@ -25,7 +25,7 @@ def sample(target: Target, method: Any = "nuts", *, kernel=_NO_KERNEL, seed: int
            num_warmup: int = 1000, num_samples: int = 1000, init=None, checkpoint_dir: Optional[str] = None,
            progress: bool = True, thinning: int = 1, chunk_size: Optional[int] = None,
            checkpoint_interval: float = 30.0, chain_method: str = "auto", devices=None,
-           **method_options) -> Result:
+           keep_warmup: bool = False, **method_options) -> Result:
     """Draw ``num_samples`` post-warm-up draws from each of ``num_chains`` chains (or runs).
 
     Every method goes through one run engine (:mod:`samplax.run`): keys derived once
@@ -69,6 +69,10 @@ def sample(target: Target, method: Any = "nuts", *, kernel=_NO_KERNEL, seed: int
         or a list of devices.  Draws equal a single-device run with the same seed;
         ``result.cost["num_devices"]`` says how many were used.  Multi-host: call
         ``jax.distributed.initialize()`` on each host first.
+      keep_warmup: also return the warm-up draws (every ``thinning``-th warm-up step) and their
+        per-draw stats: ``Result.warmup_samples``, ``.warmup_posterior``, ``.warmup_stats`` and the
+        ``warmup_posterior`` / ``warmup_sample_stats`` groups of ``to_arviz()`` (chain methods and
+        ``auto``; population methods have no warm-up draws and refuse it).
       **method_options: options of the method (see ``samplax list methods``).
 
     Returns:
@@ -95,7 +99,7 @@ def sample(target: Target, method: Any = "nuts", *, kernel=_NO_KERNEL, seed: int
     result = execute(target, spec, seed=seed, key=key, num_chains=num_chains, num_warmup=num_warmup,
                      num_samples=num_samples, init=init, checkpoint_dir=checkpoint_dir, progress=progress,
                      thinning=thinning, chunk_size=chunk_size, checkpoint_interval=checkpoint_interval,
-                     chain_method=chain_method, devices=devices, **method_options)
+                     chain_method=chain_method, devices=devices, keep_warmup=keep_warmup, **method_options)
     if not counts_known:
         result.cost["num_logdensity_evals"] = None
         result.cost["num_grad_evals"] = None

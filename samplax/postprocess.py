@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from samplax.core.result import Result
-from samplax.core.target import Target
+from samplax.core.target import Target, flatten_quantities
 
 RHAT_MAX = 1.01
 ESS_PER_CHAIN_MIN = 100
@@ -28,7 +28,7 @@ REFERENCE_DRAWS = 4000
 @eqx.filter_jit
 def _constrain_all(target, flat):
     shape = tuple(target.event_shape)
-    return jax.vmap(lambda x: target.constrain(jnp.reshape(x, shape)))(flat)
+    return jax.vmap(lambda x: flatten_quantities(target.constrain(jnp.reshape(x, shape))))(flat)
 
 
 @eqx.filter_jit
@@ -37,10 +37,15 @@ def _exact_draws(target, key, n: int):
 
 
 def quantities_of(target: Target, samples: np.ndarray) -> np.ndarray:
-    """``target.constrain`` applied to draws ``[chains, draws, d]`` -> ``[chains, draws, k]``."""
+    """``target.constrain`` applied to draws ``[chains, draws, d]`` -> ``[chains, draws, k]`` (named variables
+    flattened by :func:`~samplax.core.target.flatten_quantities`)."""
     c, n = samples.shape[:2]
-    if type(target).constrain is Target.constrain or n == 0:
+    if type(target).constrain is Target.constrain:
         return samples.reshape(c, n, int(np.prod(samples.shape[2:])))
+    if n == 0:
+        point = jax.ShapeDtypeStruct(tuple(target.event_shape), jnp.result_type(float))
+        k = jax.eval_shape(lambda x: flatten_quantities(target.constrain(x)), point).shape[0]
+        return np.zeros((c, 0, k), samples.dtype)
     flat = samples.reshape(c * n, -1)
     q = _constrain_all(target, jnp.asarray(flat))
     return np.asarray(q).reshape(c, n, -1)
@@ -201,10 +206,23 @@ def nonfinite_warmup_warning(count: int, num_warmup_steps: int) -> dict | None:
                        "evaluated, or lower the initial step size"}
 
 
+def named_variables(target: Target, k: int):
+    """``(variables, coords, dims)`` of a target whose :meth:`~samplax.core.target.Target.constrain` returns
+    named variables (``variables`` None otherwise, or when their sizes do not add up to the ``k`` quantities)."""
+    variables = target.variables() if hasattr(target, "variables") else None
+    if variables is None or sum(int(np.prod(s)) for s in variables.values()) != k:
+        return None, {}, {}
+    coords, dims = target.coords_and_dims()
+    return ({n: tuple(s) for n, s in variables.items()}, dict(coords),
+            {n: tuple(d) for n, d in dims.items() if n in variables})
+
+
 def finish_result(target: Target, method: str, samples: np.ndarray, stats: dict, cost: dict, config: dict,
                   *, complete: bool = True, extra: dict | None = None, log_Z=None, log_Z_se=None,
-                  log_weights=None, extra_warnings: list | None = None) -> Result:
-    """Assemble a Result from flat draws ``[chains, draws, d]``."""
+                  log_weights=None, extra_warnings: list | None = None, warmup_samples: np.ndarray | None = None,
+                  warmup_stats: dict | None = None) -> Result:
+    """Assemble a Result from flat draws ``[chains, draws, d]`` (and the kept warm-up draws
+    ``[chains, warm-up draws, d]`` with their per-draw stats, when the run kept them)."""
     from samplax.diagnostics import summarize
 
     c, n = samples.shape[:2]
@@ -212,6 +230,11 @@ def finish_result(target: Target, method: str, samples: np.ndarray, stats: dict,
     names = tuple(target.quantity_names()) if hasattr(target, "quantity_names") else None
     if names is None or len(names) != quantities.shape[-1]:
         names = tuple(f"x[{i}]" for i in range(quantities.shape[-1]))
+    variables, coords, dims = named_variables(target, quantities.shape[-1])
+    warmup_quantities = None
+    if warmup_samples is not None:
+        warmup_quantities = quantities_of(target, warmup_samples)
+        warmup_samples = warmup_samples.reshape(warmup_samples.shape[:2] + tuple(target.event_shape))
     if n >= 4:
         diagnostics = summarize(quantities, names=list(names))
     else:
@@ -238,4 +261,6 @@ def finish_result(target: Target, method: str, samples: np.ndarray, stats: dict,
         samples=samples.reshape((c, n) + tuple(target.event_shape)), quantities=quantities,
         quantity_names=names, stats=stats, diagnostics=diagnostics, cost=cost, warnings=warnings,
         method=method, target=target.name, config=config, log_Z=log_Z, log_Z_se=log_Z_se,
-        log_weights=log_weights, complete=complete, extra=extra, reference_draws=reference)
+        log_weights=log_weights, complete=complete, extra=extra, reference_draws=reference,
+        variables=variables, coords=coords, dims=dims, warmup_samples=warmup_samples,
+        warmup_quantities=warmup_quantities, warmup_stats=None if warmup_samples is None else dict(warmup_stats or {}))

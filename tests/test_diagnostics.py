@@ -13,6 +13,20 @@ logging.getLogger("arviz").setLevel(logging.ERROR)
 RTOL = 1e-10
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _arviz_numpy_path():
+    """Compare with ArviZ's plain NumPy code: with numba installed (pytensor, of the pymc extra, brings
+    it) ArviZ 0.23 takes a numba path whose ``mcse`` returns a 1-element array instead of a scalar and
+    whose ``mcse(method="sd")`` raises under NumPy 2 (``float`` of a 1-element array)."""
+    numba = getattr(az, "Numba", None)
+    was_on = bool(getattr(numba, "numba_flag", False))
+    if was_on:
+        numba.disable_numba()
+    yield
+    if was_on:
+        numba.enable_numba()
+
+
 def ar1(rng, chains, draws, k=None, rho=0.5, heavy=False):
     """Stationary AR(1) chains x_t = rho x_{t-1} + e_t; e ~ N(0,1) or Student-t(3) when heavy."""
     shape = (chains, draws) if k is None else (chains, draws, k)

@@ -37,6 +37,12 @@ class Result:
       log_weights: ``[chains, draws]`` importance log-weights for weighted particle output.
       method, target: names; config: the full run configuration.
       complete: False when the run was interrupted.
+      variables: ``{name: shape}`` of the target's named variables (a model's constrained parameters and
+        deterministic quantities, e.g. :func:`samplax.from_numpyro`): ``quantities`` are these, each raveled
+        in C order, concatenated in this order; ``None`` for a target without named variables.
+      coords, dims: ArviZ coordinates ``{dim: values}`` and dimension names ``{variable: (dim, ...)}``.
+      warmup_samples, warmup_quantities, warmup_stats: the warm-up draws (unconstrained, reported
+        quantities, per-draw stats), when the run kept them (``sample(..., keep_warmup=True)``), else None.
     """
 
     samples: np.ndarray
@@ -56,6 +62,12 @@ class Result:
     extra: dict = dataclasses.field(default_factory=dict)
     #: exact draws of the quantities ``[n, k]`` from the target's exact sampler (for plots), or None
     reference_draws: Optional[np.ndarray] = None
+    variables: Optional[dict] = None
+    coords: dict = dataclasses.field(default_factory=dict)
+    dims: dict = dataclasses.field(default_factory=dict)
+    warmup_samples: Optional[np.ndarray] = None
+    warmup_quantities: Optional[np.ndarray] = None
+    warmup_stats: Optional[dict] = None
 
     # ------------------------------------------------------------------ views
     @property
@@ -65,6 +77,29 @@ class Result:
     @property
     def num_draws(self) -> int:
         return int(self.samples.shape[1])
+
+    def _named(self, quantities: np.ndarray) -> dict:
+        if self.variables is None:
+            return {n: quantities[:, :, i] for i, n in enumerate(self.quantity_names)}
+        c, n = quantities.shape[:2]
+        out, start = {}, 0
+        for name, shape in self.variables.items():
+            size = int(np.prod(shape, dtype=int))
+            out[name] = quantities[:, :, start:start + size].reshape((c, n) + tuple(shape))
+            start += size
+        return out
+
+    @property
+    def posterior(self) -> dict:
+        """``{name: [chains, draws, *shape]}``: the draws of each named variable in the constrained space
+        (a model's parameters and deterministic quantities); for a target without named variables, one
+        entry ``[chains, draws]`` per reported quantity.  The unconstrained draws are :attr:`samples`."""
+        return self._named(self.quantities)
+
+    @property
+    def warmup_posterior(self) -> Optional[dict]:
+        """:attr:`posterior` of the kept warm-up draws (``sample(..., keep_warmup=True)``), else None."""
+        return None if self.warmup_quantities is None else self._named(self.warmup_quantities)
 
     def summary(self, max_rows: int = 30) -> str:
         """A text table: per-quantity mean, sd, MCSE, bulk/tail ESS, R-hat; then cost and warnings."""
@@ -97,8 +132,11 @@ class Result:
         return self.summary()
 
     # -------------------------------------------------------------- exports
-    def to_arviz(self):
-        """An ``arviz.InferenceData`` with ``posterior`` (quantities) and ``sample_stats``.
+    def to_arviz(self, coords: Optional[dict] = None, dims: Optional[dict] = None):
+        """An ``arviz.InferenceData``: ``posterior`` (the named variables, :attr:`posterior`, with the
+        target's coords and dims; ``coords``/``dims`` given here add to or override them),
+        ``sample_stats`` (every per-draw statistic of the run, ArviZ names), and ``warmup_posterior`` /
+        ``warmup_sample_stats`` when the warm-up draws were kept (``keep_warmup=True``).
 
         Needs the optional ``arviz`` extra (ArviZ 0.x on Python 3.11 or 1.x on >= 3.12).
         """
@@ -106,16 +144,27 @@ class Result:
             import arviz as az
         except ImportError as e:  # pragma: no cover - depends on the environment
             raise ImportError("Result.to_arviz() needs ArviZ: pip install 'samplax[arviz]'") from e
-        posterior = {}
-        for i, n in enumerate(self.quantity_names):
-            posterior[_safe_var(n)] = self.quantities[:, :, i]
-        stats = {STAT_NAMES.get(k, k): np.asarray(v) for k, v in self.stats.items()}
-        if hasattr(az, "from_dict"):
-            try:
-                return az.from_dict(posterior=posterior, sample_stats=stats)
-            except TypeError:  # ArviZ 1.x: groups as one mapping
-                return az.from_dict({"posterior": posterior, "sample_stats": stats})
-        raise ImportError("this ArviZ version has no from_dict")  # pragma: no cover
+
+        def names(d):  # quantities without named variables: x[0] -> x_0 (a valid variable name)
+            return d if self.variables is not None else {_safe_var(k): v for k, v in d.items()}
+
+        groups = {"posterior": names(self.posterior),
+                  "sample_stats": {STAT_NAMES.get(k, k): np.asarray(v) for k, v in self.stats.items()}}
+        if self.warmup_quantities is not None:
+            groups["warmup_posterior"] = names(self.warmup_posterior)
+            groups["warmup_sample_stats"] = {STAT_NAMES.get(k, k): np.asarray(v)
+                                             for k, v in (self.warmup_stats or {}).items()}
+        all_coords = {**self.coords, **(coords or {})}
+        all_dims = {**{k: list(v) for k, v in self.dims.items()}, **{k: list(v) for k, v in (dims or {}).items()}}
+        all_coords = {k: list(v) for k, v in all_coords.items() if any(k in d for d in all_dims.values())}
+        attrs = {"inference_library": "samplax", "method": self.method, "target": self.target}
+        if not hasattr(az, "from_dict"):  # pragma: no cover
+            raise ImportError("this ArviZ version has no from_dict")
+        try:
+            return az.from_dict(**groups, coords=all_coords or None, dims=all_dims or None, attrs=attrs,
+                                save_warmup=self.warmup_quantities is not None)
+        except TypeError:  # pragma: no cover - ArviZ 1.x: groups as one mapping
+            return az.from_dict(groups, coords=all_coords or None, dims=all_dims or None)
 
     def save(self, path: str) -> None:
         """Write ``results.json`` and ``samples.npz`` into the folder ``path``."""
@@ -127,6 +176,11 @@ class Result:
             arrays["log_weights"] = self.log_weights
         if self.reference_draws is not None:
             arrays["reference_draws"] = self.reference_draws
+        if self.warmup_samples is not None:
+            arrays["warmup_samples"] = self.warmup_samples
+            arrays["warmup_quantities"] = self.warmup_quantities
+            for k, v in (self.warmup_stats or {}).items():
+                arrays[f"wstat__{k}"] = np.asarray(v)
         atomic_savez(os.path.join(path, "samples.npz"), arrays)
         meta = {
             "method": self.method, "target": self.target, "config": self.config,
@@ -134,6 +188,8 @@ class Result:
             "diagnostics": {k: np.asarray(v).tolist() for k, v in self.diagnostics.items()},
             "cost": self.cost, "warnings": self.warnings, "log_Z": self.log_Z, "log_Z_se": self.log_Z_se,
             "complete": self.complete, "extra": self.extra,
+            "variables": None if self.variables is None else {k: list(v) for k, v in self.variables.items()},
+            "coords": self.coords, "dims": {k: list(v) for k, v in self.dims.items()},
         }
         atomic_write(os.path.join(path, "results.json"), json.dumps(meta, indent=1, default=_json_default))
 
@@ -145,6 +201,8 @@ class Result:
         with np.load(os.path.join(path, "samples.npz")) as z:
             arrays = {k: z[k] for k in z.files}
         stats = {k[len("stat__"):]: v for k, v in arrays.items() if k.startswith("stat__")}
+        variables = meta.get("variables")
+        warmup_stats = {k[len("wstat__"):]: v for k, v in arrays.items() if k.startswith("wstat__")}
         return cls(
             samples=arrays["samples"], quantities=arrays["quantities"],
             quantity_names=tuple(meta["quantity_names"]), stats=stats,
@@ -152,7 +210,11 @@ class Result:
             cost=meta["cost"], warnings=meta["warnings"], method=meta["method"], target=meta["target"],
             config=meta["config"], log_Z=meta.get("log_Z"), log_Z_se=meta.get("log_Z_se"),
             log_weights=arrays.get("log_weights"), complete=meta.get("complete", True),
-            extra=meta.get("extra", {}), reference_draws=arrays.get("reference_draws"))
+            extra=meta.get("extra", {}), reference_draws=arrays.get("reference_draws"),
+            variables=None if variables is None else {k: tuple(v) for k, v in variables.items()},
+            coords=meta.get("coords", {}), dims={k: tuple(v) for k, v in meta.get("dims", {}).items()},
+            warmup_samples=arrays.get("warmup_samples"), warmup_quantities=arrays.get("warmup_quantities"),
+            warmup_stats=warmup_stats if "warmup_samples" in arrays else None)
 
 
 def _safe_var(name: str) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import equinox as eqx
 import jax
@@ -116,15 +116,52 @@ class Target(eqx.Module):
         """Exact i.i.d. draws of shape ``[n, *event_shape]`` (only for targets that have one)."""
         raise NotImplementedError(f"target {self.name!r} has no exact sampler")
 
-    def constrain(self, x: jax.Array) -> jax.Array:
-        """Reported quantities of a point (flat vector); the identity by default."""
+    def constrain(self, x: jax.Array):
+        """Reported quantities of a point: a flat vector (the identity by default), or a dict
+        ``{name: array}`` of named variables (a model's constrained parameters, e.g.
+        :func:`samplax.from_numpyro`); :func:`flatten_quantities` turns either into one flat vector
+        (each variable raveled in C order, in the dict's order)."""
         return jnp.reshape(x, (-1,))
 
+    def variables(self) -> Optional[Dict[str, tuple]]:
+        """``{name: shape}`` of the named variables :meth:`constrain` returns, in order, or ``None``
+        when it returns a flat vector (found with ``jax.eval_shape``, nothing is computed)."""
+        if type(self).constrain is Target.constrain:
+            return None
+        names = []
+
+        def values(x):  # the dict's own order (JAX would return a dict with sorted keys)
+            out = self.constrain(x)
+            if not isinstance(out, dict):
+                return None
+            names.extend(out)
+            return [jnp.asarray(v) for v in out.values()]
+
+        shapes = jax.eval_shape(values, jax.ShapeDtypeStruct(tuple(self.event_shape), jnp.result_type(float)))
+        if shapes is None:
+            return None
+        return {str(k): tuple(int(s) for s in v.shape) for k, v in zip(names, shapes)}
+
+    def coords_and_dims(self) -> Tuple[Dict[str, Any], Dict[str, tuple]]:
+        """ArviZ ``coords`` (``{dim name: values}``) and ``dims`` (``{variable: dim names}``) of the
+        named variables; empty by default (ArviZ then names dimensions ``<var>_dim_<i>``)."""
+        return {}, {}
+
     def quantity_names(self) -> tuple:
+        """Names of the reported quantities: one per element of each named variable (``theta[0]``,
+        ``L[0,1]``, ``mu``) when :meth:`variables` is known, else the ground truth's names, else ``x[i]``."""
+        variables = self.variables()
+        if variables is not None:
+            return element_names(variables)
         gt = self.ground_truth()
         if gt is not None and gt.names is not None:
             return tuple(gt.names)
         return tuple(f"x[{i}]" for i in range(self.dim))
+
+    def nonfinite_terms(self, x: jax.Array) -> tuple:
+        """Names of the terms of the log-density that are not finite at ``x`` (a model's sites), for the
+        error when no finite initial point is found; empty when the target cannot tell."""
+        return ()
 
     def ground_truth(self) -> Optional[GroundTruth]:
         """Ground truth for this target, or None."""
@@ -137,6 +174,30 @@ class Target(eqx.Module):
     def initial_point(self, key: jax.Array) -> jax.Array:
         """Stan-style initial point: uniform on [-2, 2] in unconstrained space."""
         return jax.random.uniform(key, self.event_shape, minval=-2.0, maxval=2.0)
+
+
+def element_names(variables: Dict[str, tuple]) -> tuple:
+    """One name per scalar of the named variables ``{name: shape}``, C order, 0-based:
+    ``mu``, ``theta[0]``, ..., ``L[0,1]``."""
+    out = []
+    for name, shape in variables.items():
+        if len(shape) == 0:
+            out.append(name)
+        else:
+            out += [f"{name}[{','.join(str(i) for i in idx)}]" for idx in np.ndindex(*shape)]
+    return tuple(out)
+
+
+def flatten_quantities(q) -> jax.Array:
+    """The flat quantity vector of what :meth:`Target.constrain` returned: a dict of named
+    arrays is raveled (C order) and concatenated in its order; an array is raveled."""
+    if isinstance(q, dict):
+        parts = [jnp.reshape(jnp.asarray(v), (-1,)) for v in q.values()]
+        if not parts:
+            return jnp.zeros((0,), jnp.result_type(float))
+        dtype = jnp.result_type(*parts)
+        return jnp.concatenate([p.astype(dtype) for p in parts])
+    return jnp.reshape(q, (-1,))
 
 
 def _check_event_shape(event_shape, fn_name: str) -> tuple:

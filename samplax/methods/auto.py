@@ -220,7 +220,7 @@ LOW_RANK_RHAT = 1.5
 
 
 def auto_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_samples, init, progress,
-                thinning=1, devices=None, **o):
+                thinning=1, devices=None, keep_warmup=False, **o):
     """``method="auto"``: NUTS with running Fisher adaptation (diagonal, then low-rank) and early-stopped warm-up.
 
     Sampler: multinomial NUTS (Hoffman & Gelman 2014; Betancourt 2017).
@@ -235,7 +235,8 @@ def auto_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_samp
     gradient is counted (the initial-point search, the initial step-size search, all
     warm-up and sampling steps; a chunk's steps past the run's end are skipped, not
     computed).  Non-finite proposals in warm-up give a ``nonfinite_warmup`` warning.  ``Result.extra`` records the checks, the metric kind, the low-rank
-    estimate's eigenvalues and any restarts.
+    estimate's eigenvalues and any restarts.  ``keep_warmup``: the warm-up draws (every ``thinning``-th
+    step of the warm-up actually run, restarted chains as they were) are returned too.
     """
     if devices not in (None, 1):
         raise ValueError("sample: method 'auto' pools its chains' draws on the host during warm-up and runs on "
@@ -376,13 +377,19 @@ def auto_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_samp
         n_grad += int(ng)
         return pos, grads, stats
 
+    warm_kept = []  # (positions, stats) of the kept warm-up steps, keep_warmup only
+
     def go(phase, n):
         """Warm-up chunk of ``n`` steps (phase 0: adapting, 1: terminal window)."""
         nonlocal run_seconds, n_nonfinite_warmup
+        first = step_i
         ts = time.perf_counter()
         out = collect(launch(phase, n))
         run_seconds += time.perf_counter() - ts
         n_nonfinite_warmup += int(np.sum(out[2]["nonfinite"]))
+        if keep_warmup:
+            sel = (first + np.arange(n)) % thinning == 0
+            warm_kept.append((out[0][sel], {k: v[sel] for k, v in out[2].items()}))
         return out
 
     # ---------------------------------------------------------------- warm-up
@@ -504,8 +511,15 @@ def auto_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_samp
              "inverse_mass_matrix": imm_final if isinstance(imm_final, dict) else imm_final.tolist(),
              "warmup_steps": int(warmup_used), "warmup_converged": bool(converged), "warmup_checks": history,
              "sampler": "nuts", "metric": metric_kind, "low_rank": low_rank_info, "warmup_resets": resets}
+    warm_samples = warm_stats = None
+    if keep_warmup:
+        config["keep_warmup"] = True
+        warm_samples = np.swapaxes(np.concatenate([p for p, _ in warm_kept]), 0, 1) if warm_kept else \
+            np.zeros((num_chains, 0, d), np.dtype(str(dtype)))
+        warm_stats = {k: np.swapaxes(np.concatenate([st[k] for _, st in warm_kept]), 0, 1)
+                      for k in (warm_kept[0][1] if warm_kept else {})}
     return finish_result(target, spec.name, samples, stats_out, cost, config, extra=extra,
-                         extra_warnings=extra_warnings)
+                         extra_warnings=extra_warnings, warmup_samples=warm_samples, warmup_stats=warm_stats)
 
 
 register_method(MethodSpec(

@@ -28,7 +28,9 @@ from samplax.core.result import Result, atomic_write
 from samplax.postprocess import finish_result, nonfinite_warmup_warning
 from samplax.run import sharding
 from samplax.run.cache import PROGRAMS, program_key
-from samplax.run.checkpoint import array_digest, config_hash, load_checkpoint, save_checkpoint, target_id
+from samplax.run.checkpoint import (
+    array_digest, config_hash, load_checkpoint, load_warmup, save_checkpoint, target_id,
+)
 from samplax.run.init import check_user_init, find_initial_points, search_evaluations
 from samplax.run.keys import RunKeys
 from samplax.run.progress import Progress
@@ -70,11 +72,13 @@ def _plan_sharding(devices, num_chains: int, block: int):
 def run_chains(target, spec: MethodSpec, options: dict, *, keys: RunKeys, seed_id, num_chains: int,
                num_warmup: int, num_samples: int, init=None, checkpoint_dir: Optional[str] = None,
                progress: bool = True, thinning: int = 1, chunk_size: Optional[int] = None,
-               checkpoint_interval: float = 30.0, chain_method: str = "auto", devices=None) -> Result:
+               checkpoint_interval: float = 30.0, chain_method: str = "auto", devices=None,
+               keep_warmup: bool = False) -> Result:
     """Run ``num_chains`` chains of a chain method (``spec.build``) and assemble the Result.
 
     See :func:`samplax.sample` for the arguments; ``seed_id`` is what identifies the root key in
-    the run configuration (the seed, or a digest of the user's key).
+    the run configuration (the seed, or a digest of the user's key).  ``keep_warmup``: also return
+    the warm-up draws (every ``thinning``-th warm-up step) and their stats.
     """
     total = num_warmup + num_samples * thinning
     if chunk_size is None:
@@ -90,6 +94,8 @@ def run_chains(target, spec: MethodSpec, options: dict, *, keys: RunKeys, seed_i
         "thinning": thinning, "chunk_size": chunk_size, "dtype": str(dtype),
         "init": None if init is None else array_digest(init),
     }
+    if keep_warmup:  # only when set: the configuration (and its hash) of other runs is unchanged
+        config["keep_warmup"] = True
     k_init, k_run, k_adapt = keys.init, keys.run, keys.adapt
     # Arrays of the target travel as arguments (new data never retraces); the rest is static.
     dyn_target, static_target = eqx.partition(target, eqx.is_array)
@@ -228,6 +234,9 @@ def run_chains(target, spec: MethodSpec, options: dict, *, keys: RunKeys, seed_i
     carry = (states, astate, zeros, zeros)
     draws = np.zeros((num_chains, num_samples, d), dtype=np.dtype(str(dtype)))
     stats_store: dict = {}
+    num_warm_kept = len(range(0, num_warmup, thinning)) if keep_warmup else 0
+    warm_draws = np.zeros((num_chains, num_warm_kept, d), dtype=np.dtype(str(dtype))) if keep_warmup else None
+    warm_stats: dict = {}
     next_chunk = 0
     n_init = int(np.sum(np.asarray(n_init_grad)[:num_chains]))
     # the initial-point search (or the check of the user's init), each chain's init, the adapter's init
@@ -243,6 +252,8 @@ def run_chains(target, spec: MethodSpec, options: dict, *, keys: RunKeys, seed_i
         if os.path.exists(ckpt_path):
             carry, draws, stats_store, next_chunk, totals, seconds_before = load_checkpoint(
                 ckpt_path, cfg_hash, carry, config)
+            if keep_warmup:
+                warm_draws, warm_stats = load_warmup(ckpt_path)
             if mesh is not None:
                 carry = sharding.put(carry, mesh, 0)
         else:
@@ -272,7 +283,8 @@ def run_chains(target, spec: MethodSpec, options: dict, *, keys: RunKeys, seed_i
     def save_ckpt():
         if ckpt_path is not None:
             save_checkpoint(ckpt_path, cfg_hash, carry, draws, stats_store, next_chunk, totals,
-                            seconds_before + run_seconds())
+                            seconds_before + run_seconds(),
+                            warmup=(warm_draws, warm_stats) if keep_warmup else None)
 
     def dispatch(chunk, carry):
         # asynchronous: returns at once, the host copies the previous chunk meanwhile
@@ -298,6 +310,15 @@ def run_chains(target, spec: MethodSpec, options: dict, *, keys: RunKeys, seed_i
             new_totals = {"lp": totals["lp"] + int(n_lp_chunk.sum()),
                           "grad": totals["grad"] + int(n_grad_chunk.sum()),
                           "nonfinite_warmup": totals.get("nonfinite_warmup", 0) + n_nf_warm}
+            if keep_warmup:
+                wkeep = warm & (steps % thinning == 0)
+                if wkeep.any():
+                    widx = steps[wkeep] // thinning
+                    warm_draws[:, widx] = np.swapaxes(pos[wkeep][:, :num_chains], 0, 1)
+                    for k, v in stats.items():
+                        if k not in warm_stats:
+                            warm_stats[k] = np.zeros((num_chains, num_warm_kept), dtype=v.dtype)
+                        warm_stats[k][:, widx] = np.swapaxes(v[wkeep][:, :num_chains], 0, 1)
             keep = (steps >= num_warmup) & (steps < total) & ((steps - num_warmup) % thinning == 0)
             if keep.any():
                 idx = (steps[keep] - num_warmup) // thinning
@@ -324,6 +345,11 @@ def run_chains(target, spec: MethodSpec, options: dict, *, keys: RunKeys, seed_i
     n_kept = max(0, min(num_samples, (done_steps - num_warmup + thinning - 1) // thinning)) if done_steps > num_warmup else 0
     samples = draws[:, :n_kept]
     stats_out = {k: v[:, :n_kept] for k, v in stats_store.items()}
+    warm_out = warm_stats_out = None
+    if keep_warmup:
+        n_warm = len(range(0, min(done_steps, num_warmup), thinning))
+        warm_out = warm_draws[:, :n_warm]
+        warm_stats_out = {k: v[:, :n_warm] for k, v in warm_stats.items()}
     final_params = jax.tree.map(np.asarray, build(dyn_target).adapter.params(carry[1]))
     # adapted parameters per chain (step size, inverse mass matrix, ...), for inspection and re-use
     final_params_dict = ({k: np.asarray(v)[:num_chains].tolist() if np.ndim(v) else np.asarray(v).tolist()
@@ -337,4 +363,5 @@ def run_chains(target, spec: MethodSpec, options: dict, *, keys: RunKeys, seed_i
                          extra={"final_params": final_params_dict,
                                 "final_step_size": final_params_dict.get("step_size"),
                                 "config_hash": cfg_hash},
-                         extra_warnings=[warm_warning] if warm_warning else None)
+                         extra_warnings=[warm_warning] if warm_warning else None,
+                         warmup_samples=warm_out, warmup_stats=warm_stats_out)

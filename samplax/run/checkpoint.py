@@ -37,13 +37,18 @@ def array_digest(a) -> str:
     return hashlib.sha256(np.asarray(a, np.float64).tobytes()).hexdigest()[:16]
 
 
-def save_checkpoint(path, config_hash_, carry, draws, stats_store, next_chunk, totals, seconds):
-    """Write the loop carry, the draws and stats so far, and the counters, atomically."""
+def save_checkpoint(path, config_hash_, carry, draws, stats_store, next_chunk, totals, seconds, warmup=None):
+    """Write the loop carry, the draws and stats so far, and the counters, atomically (with the kept
+    warm-up draws and stats ``warmup = (draws, stats)`` of a ``keep_warmup`` run)."""
     leaves = jax.tree.leaves(carry)
     arrays = {f"leaf_{i}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
     arrays["draws"] = draws
     for k, v in stats_store.items():
         arrays[f"stat__{k}"] = v
+    if warmup is not None:
+        arrays["warmup_draws"] = warmup[0]
+        for k, v in warmup[1].items():
+            arrays[f"wstat__{k}"] = v
     arrays["meta"] = np.frombuffer(json.dumps({
         "hash": config_hash_, "next_chunk": next_chunk, "totals": totals, "seconds": seconds,
         "num_leaves": len(leaves)}).encode(), dtype=np.uint8)
@@ -106,3 +111,12 @@ def load_checkpoint(path, config_hash_, carry_template, config=None):
     carry = jax.tree.unflatten(treedef, leaves)
     stats = {k[len("stat__"):]: v for k, v in arrays.items() if k.startswith("stat__")}
     return carry, arrays["draws"], stats, int(meta["next_chunk"]), meta["totals"], float(meta["seconds"])
+
+
+def load_warmup(path):
+    """``(draws, stats)``: the kept warm-up draws of a checkpoint written by a ``keep_warmup`` run (its
+    configuration hash, checked by :func:`load_checkpoint`, says it kept them)."""
+    with np.load(path) as z:
+        if "warmup_draws" not in z.files:
+            raise CheckpointMismatchError(f"sample: checkpoint {path} holds no warm-up draws")
+        return z["warmup_draws"], {k[len("wstat__"):]: z[k] for k in z.files if k.startswith("wstat__")}

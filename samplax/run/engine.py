@@ -2,6 +2,7 @@
 controlled method (or of a user's :class:`~samplax.core.types.Kernel`)."""
 from __future__ import annotations
 
+import inspect
 import warnings as _warnings
 from typing import Optional
 
@@ -26,7 +27,7 @@ def execute(target: Target, spec: MethodSpec, *, seed: int = 0, key=None, num_ch
             num_warmup: int = 1000, num_samples: int = 1000, init=None, checkpoint_dir: Optional[str] = None,
             progress: bool = True, thinning: int = 1, chunk_size: Optional[int] = None,
             checkpoint_interval: float = 30.0, chain_method: str = "auto", devices=None,
-            **method_options) -> Result:
+            keep_warmup: bool = False, **method_options) -> Result:
     """Run ``spec`` on ``target`` (see :func:`samplax.sample` for the arguments)."""
     if not isinstance(target, Target):
         raise TypeError(
@@ -43,6 +44,13 @@ def execute(target: Target, spec: MethodSpec, *, seed: int = 0, key=None, num_ch
     if chain_method not in CHAIN_METHODS:
         raise ValueError("sample: chain_method must be 'auto', 'blocked', 'vectorized' or 'sequential', "
                          f"got {chain_method!r}")
+    if not isinstance(keep_warmup, (bool, np.bool_)):
+        raise ValueError(f"sample: keep_warmup must be True or False, got {keep_warmup!r}")
+    if keep_warmup and spec.kind == "population":
+        raise ValueError(f"sample: keep_warmup=True: method {spec.name!r} runs independent runs that have no "
+                         "warm-up draws to keep")
+    if keep_warmup and spec.kind == "controlled" and "keep_warmup" not in inspect.signature(spec.runner).parameters:
+        raise ValueError(f"sample: keep_warmup=True: method {spec.name!r} cannot keep its warm-up draws")
     options = spec.resolve_options(method_options)
     if spec.prepare is not None:
         options = spec.prepare(target, options)
@@ -60,15 +68,16 @@ def execute(target: Target, spec: MethodSpec, *, seed: int = 0, key=None, num_ch
                                 num_warmup=num_warmup, num_samples=num_samples, init=init, progress=progress,
                                 devices=devices)
     elif spec.kind == "controlled":
+        kept = {"keep_warmup": True} if keep_warmup else {}
         result = spec.runner(target, spec, keys=keys, seed_id=seed_id, num_chains=num_chains,
                              num_warmup=num_warmup, num_samples=num_samples, init=init, progress=progress,
-                             thinning=thinning, devices=devices, **options)
+                             thinning=thinning, devices=devices, **kept, **options)
     else:
         result = run_chains(target, spec, options, keys=keys, seed_id=seed_id, num_chains=num_chains,
                             num_warmup=num_warmup, num_samples=num_samples, init=init,
                             checkpoint_dir=checkpoint_dir, progress=progress, thinning=thinning,
                             chunk_size=chunk_size, checkpoint_interval=checkpoint_interval,
-                            chain_method=chain_method, devices=devices)
+                            chain_method=chain_method, devices=devices, keep_warmup=bool(keep_warmup))
     if bias is not None:
         step = result.extra.get("final_step_size")
         result.warnings.append({"code": "biased", "value": step,

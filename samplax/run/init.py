@@ -56,10 +56,15 @@ def find_initial_points(target, key, num_points: int, gradient_based: bool, dtyp
     good = np.asarray(good)
     if not good.all():
         bad = int(np.flatnonzero(~good)[0])
+        try:  # which terms (a model's sites) are not finite at the last attempt, where the target can tell
+            terms = tuple(target.nonfinite_terms(jnp.reshape(jnp.asarray(x)[bad], tuple(target.event_shape))))
+        except Exception:  # noqa: BLE001 - a diagnosis only; the error below stands without it
+            terms = ()
         raise ValueError(
             f"sample: could not find a finite initial point for target {target.name!r} "
             f"(chain {bad}: log-density {float(np.asarray(value)[bad])} after {MAX_INIT_ATTEMPTS} "
-            "uniform(-2, 2) attempts); pass init= with a point where the log-density "
+            "uniform(-2, 2) attempts" + (f"; not finite there: the terms of {list(terms)}" if terms else "")
+            + "); pass init= with a point where the log-density "
             + ("and its gradient are finite" if gradient_based else "is finite"))
     return x, attempts
 

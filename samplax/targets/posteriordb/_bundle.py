@@ -13,6 +13,7 @@ sha256 of every bundled file; a file is verified every time it is read.
 from __future__ import annotations
 
 import functools
+import inspect
 import hashlib
 import json
 import pathlib
@@ -143,3 +144,21 @@ def shared_posteriordb_dir(start: Optional[pathlib.Path] = None) -> Optional[pat
     repo = pathlib.Path(start) if start is not None else DATA_DIR.parents[2]
     path = repo.parent / "shared" / "external" / "posteriordb"
     return path if path.is_dir() else None
+
+
+def program_data(model, data: dict) -> dict:
+    """The keyword arguments of a model function (named like the Stan program's data) from a posteriordb
+    ``data.json`` dict: arrays as float64 numpy arrays (data), integers as Python ints (sizes: the model's
+    structure), only the keys the function takes."""
+    out = {}
+    for key in inspect.signature(model).parameters:
+        if key not in data:
+            raise ValueError(f"{model.__name__}: the data have no {key!r} (keys: {sorted(data)})")
+        v = data[key]
+        if isinstance(v, (list, tuple, np.ndarray)):
+            out[key] = np.asarray(v, dtype=np.float64)
+        elif isinstance(v, (bool, int, np.integer)):
+            out[key] = int(v)
+        else:
+            out[key] = float(v)
+    return out
