@@ -45,7 +45,7 @@ nb_execution_timeout = 300           # seconds per cell
 nb_execution_show_tb = True          # the traceback goes to the build log
 # Tutorials kept out of execution (rendered with their code, without outputs): page -> reason.
 # tests/test_docs.py fails once the reason is gone (the API exists), so the entry cannot be forgotten.
-NOT_EXECUTED: dict = {}
+NOT_EXECUTED = {}  # page -> reason (none now)
 nb_execution_excludepatterns = sorted(NOT_EXECUTED)
 nb_merge_streams = True
 nb_render_markdown_format = "myst"   # markdown outputs (the method table) may hold tables
