@@ -111,10 +111,10 @@ def test_numpyro_names_dims_and_no_recompile_on_new_data():
     assert t1.variables() == {"theta_trans": (8,), "mu": (), "tau": (), "theta": (8,)}
     assert t1.coords_and_dims()[1] == {"theta_trans": ("school",)}
     kw = dict(num_chains=2, num_warmup=20, num_samples=10, progress=False, seed=0)
-    r1 = samplax.sample(t1, "mala", **kw)
+    r1 = samplax.sample(t1, "rwm", **kw)
     assert r1.posterior["theta"].shape == (2, 10, 8) and r1.cost["num_compilations"] >= 1
     t2 = samplax.from_numpyro(model, **{**d, "y": d["y"] + 1.0})
-    r2 = samplax.sample(t2, "mala", **kw)
+    r2 = samplax.sample(t2, "rwm", **kw)
     assert r2.cost["num_compilations"] == 0  # same model, new data: nothing recompiles
     assert not np.array_equal(r1.samples, r2.samples)
 
@@ -184,17 +184,17 @@ def test_pymc_names_coords_and_no_recompile_after_set_data():
     coords, dims = t1.coords_and_dims()
     assert dims["theta"] == ("school",) and coords["school"] == list(range(8))
     kw = dict(num_chains=2, num_warmup=20, num_samples=10, progress=False, seed=0)
-    r1 = samplax.sample(t1, "mala", **kw)
+    r1 = samplax.sample(t1, "rwm", **kw)
     idata = r1.to_arviz()
     assert idata.posterior["theta"].dims == ("chain", "draw", "school")
     with m:
         pm.set_data({"y_obs": d["y"] + 1.0})
     t2 = samplax.from_pymc(m)
-    r2 = samplax.sample(t2, "mala", **kw)
+    r2 = samplax.sample(t2, "rwm", **kw)
     assert r2.cost["num_compilations"] == 0
     assert not np.array_equal(r1.samples, r2.samples)
     # a model built again with the same structure reuses the compiled programs too
-    r3 = samplax.sample(samplax.from_pymc(_pymc_eight_schools(d["y"] - 1.0, d["sigma"])), "mala", **kw)
+    r3 = samplax.sample(samplax.from_pymc(_pymc_eight_schools(d["y"] - 1.0, d["sigma"])), "rwm", **kw)
     assert r3.cost["num_compilations"] == 0
 
 
