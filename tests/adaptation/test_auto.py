@@ -110,6 +110,7 @@ def test_pooled_low_rank_is_exact_for_a_gaussian():
     assert m is None and "fewer" in info["reason"]
 
 
+@pytest.mark.slow  # 20-45 s: the default tier must fit 15 min on 2 cores
 def test_auto_switches_to_low_rank_on_a_strongly_correlated_target():
     """rho = 0.95 in 8-d: the diagonal metric mixes badly; auto must switch and be right."""
     t = samplax.targets.get("correlated_gaussian", dim=8, rho=0.95)

@@ -157,6 +157,7 @@ def _parser():
     return p
 
 
+@pytest.mark.slow  # 25-35 s: the default tier must fit 15 min on 2 cores
 def test_cli_reports_cost(tmp_path, capsys):
     npz = tmp_path / "s.npz"
     assert cli.run(_parser().parse_args(["diffusion", "sample", "--model", "ring8", "--n", "16", "--nfe", "6",

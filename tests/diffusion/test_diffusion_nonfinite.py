@@ -78,6 +78,7 @@ def test_sample_shapes_are_checked_before_compiling():
         dm.sample(MODEL, key=key, x_init=jnp.array([[0.0, 1.0], [jnp.nan, 0.0], [1.0, 1.0]]), sigma_max=80.0, nfe=5)
 
 
+@pytest.mark.slow  # 20-45 s: the default tier must fit 15 min on 2 cores
 def test_log_likelihood_reports_nonfinite_and_does_not_stall():
     def nan_above(x, sigma):  # the ODE runs up from sigma_min: NaN above THR for x[0] > 0
         return jnp.where((sigma > THR) & (x[0] > 0), jnp.nan, 1.0) * MODEL(x, sigma)

@@ -330,6 +330,7 @@ def test_symplectic_adjoint_is_the_gradient_through_the_ode_solve():
 
 
 # ---------------------------------------------------------------- samplers
+@pytest.mark.slow  # 20-45 s: the default tier must fit 15 min on 2 cores
 def test_svdd_with_one_candidate_is_ddpm_and_recurrence_one_is_ddim():
     model = labelled().model
     k = jax.random.key(21)

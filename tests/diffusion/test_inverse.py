@@ -465,6 +465,7 @@ def test_tds_matches_exact_posterior_and_evidence():
     assert info["ess"].shape == (N // 16 + (N % 16 > 0), 399)
 
 
+@pytest.mark.slow  # 20-45 s: the default tier must fit 15 min on 2 cores
 def test_tds_converges_as_particles_grow():
     """Same number of draws; 2 particles per run (weights barely correct the proposal) against 32."""
     prior, prob, post, ex, _ = exact("2d_ill_lo")
@@ -501,6 +502,7 @@ def test_dps_bias_does_not_vanish_with_nfe():
     assert min(sw) > 4 * floor and sw[1] > 0.7 * sw[0], sw
 
 
+@pytest.mark.slow  # 25-35 s: the default tier must fit 15 min on 2 cores
 def test_cost_counts_and_no_recompile_for_new_y():
     prior, prob, post, ex, _ = exact("2d_ill_hi")
     for method, nfe, evals, vjps, grads in [("dps", 20, 20, 20, 0), ("mcg", 20, 20, 20, 0),
@@ -556,6 +558,7 @@ def _curved(x):
     return jnp.stack([x[0] + 0.4 * x[1] ** 2])
 
 
+@pytest.mark.slow  # 20-45 s: the default tier must fit 15 min on 2 cores
 def test_nonlinear_problem_tds_against_quadrature():
     """y = x0 + 0.4 x1^2 + noise on the 2-d prior: TDS's mean, spread and evidence against 2-d quadrature."""
     prior = sd.random_full_mixture(0, 2, 4, 1.0, (0.1, 0.4))
@@ -675,6 +678,7 @@ def test_denoise_observed_is_the_ambient_posterior_mean(key):
     np.testing.assert_allclose(full, jax.vmap(lambda x: prior(x, 0.7))(xs), atol=1e-10)
 
 
+@pytest.mark.slow  # 20-45 s: the default tier must fit 15 min on 2 cores
 def test_ambient_dps_measured():
     prior, prob, post, ex, floor = exact("2d_well_hi")
     dps, _ = inv.sample(prior, prob, key=jax.random.key(0), num_samples=N, nfe=100, sigma_max=SIGMA_MAX)

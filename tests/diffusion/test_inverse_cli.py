@@ -99,6 +99,7 @@ def test_reshaped_denoiser():
         sd.denoisers.reshaped(model, (2, 3), (4,))
 
 
+@pytest.mark.slow  # 25-35 s: the default tier must fit 15 min on 2 cores
 def test_cli_inverse_digits_tiny(tmp_path, capsys):
     """A digits denoiser with a few training steps (``samplax diffusion train --data digits``), reused by the preset
     (``--model digits --train-dir``): the pipeline runs, outputs are finite and shaped, the observed pixels stay

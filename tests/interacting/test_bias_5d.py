@@ -10,6 +10,7 @@ comparison taken from the spread of independent populations (Student-t, C - 1 do
 conservative for C = 8).  The run carries the ``biased`` warning.
 """
 import numpy as np
+import pytest
 
 import samplax
 from tests.interacting.helpers import Z, correlated_gaussian
@@ -19,6 +20,7 @@ def _per_chain_rel_sd(samples, std):
     return samples.std(axis=1, ddof=1) / std - 1.0  # [chains, d]
 
 
+@pytest.mark.slow  # 20-45 s: the default tier must fit 15 min on 2 cores
 def test_svgd_5d_bias_shrinks_with_particles():
     t = correlated_gaussian(5)
     gt = t.ground_truth()

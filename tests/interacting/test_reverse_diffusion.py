@@ -53,6 +53,7 @@ def test_rdmc_gaussian():
     assert r.cost["num_grad_evals"] == 0
 
 
+@pytest.mark.slow  # 20-45 s: the default tier must fit 15 min on 2 cores
 def test_rdmc_gmm_mode_weights():
     t = two_mode_gmm()
     r = samplax.sample(t, method="rdmc", seed=5, num_chains=4, num_warmup=200, num_samples=250, progress=False)

@@ -287,6 +287,7 @@ def test_disabled_or_degenerate_totals_write_nothing_odd(bad):
     assert len(lines) == 1 and lines[0].startswith("[samplax m/t] sampling 0/0 100% | "), lines
 
 
+@pytest.mark.slow  # 20-45 s: the default tier must fit 15 min on 2 cores
 def test_parallel_tempering_draws_do_not_depend_on_progress():
     """Its report used to be a callback inside the tuning rounds' loop, which changed how XLA compiled
     the loop (max difference 4.6 on a 2-d Gaussian); it now reports once the rounds are over."""

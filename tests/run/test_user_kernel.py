@@ -36,6 +36,7 @@ def test_user_mala_kernel_moments_within_mcse():
     assert "acceptance_rate" in r.stats and "lp" in r.stats
 
 
+@pytest.mark.slow  # 25-35 s: the default tier must fit 15 min on 2 cores
 def test_user_kernel_deterministic_batch_invariant_and_resumes(tmp_path):
     kernel = samplax.mcmc.hmc(_logdensity, step_size=0.4, num_integration_steps=5)
     kw = dict(seed=3, num_warmup=20, num_samples=40, progress=False)

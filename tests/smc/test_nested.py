@@ -8,6 +8,7 @@ import samplax
 from smc_helpers import gaussian_log_Z, gaussian_logdensity
 
 
+@pytest.mark.slow  # 20-45 s: the default tier must fit 15 min on 2 cores
 def test_nested_sampling_gaussian_log_Z_and_moments():
     mean, std = jnp.asarray([1.0, -2.0, 0.5]), jnp.asarray([0.5, 1.5, 1.0])
     t = samplax.from_logdensity(gaussian_logdensity(mean, std, 0.0), 3)
@@ -63,6 +64,7 @@ def test_stages_plan():
     assert stages(cfg._replace(min_live=0)) == [(2000, 200)]
 
 
+@pytest.mark.slow  # 20-45 s: the default tier must fit 15 min on 2 cores
 def test_nested_sampling_decreasing_live_points_bimodal():
     """k = n/10 deletions and live points decreasing 400 -> 100 -> 25 on an unequal two-mode mixture.
 
