@@ -263,7 +263,7 @@ def sample_smc(composition, *, key, num_particles: int, nfe: int, sigma_max: flo
         plain SMC along its own path).
       key: a typed PRNG key; run ``r`` uses ``fold_in(key, r)``, particle ``b`` of it ``fold_in(., b)``.
       num_particles: particles per run (>= 2); also the number of draws each run returns.
-      nfe: noise levels, ``= `` composed-model evaluations per particle (>= 2).
+      nfe: noise levels, equal to the composed-model evaluations per particle (>= 2).
       sigma_max, sigma_end: the first and last noise level (``0 < sigma_end < sigma_max``).
       shape: the event shape (default ``(dim,)`` from the models).
       grid: the noise-level grid (:func:`samplax.diffusion.grid_names`, not ``"optimized"``).
