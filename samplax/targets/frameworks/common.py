@@ -71,3 +71,16 @@ class HostOnly:
 
     def __repr__(self):
         return "HostOnly(...)"
+
+
+class LayoutNamed:
+    """The ``event_shape`` (the flat size of the ``latent`` layout) and ``name`` (the ``label`` field) that the
+    framework targets share; mixed into their ``Target`` classes."""
+
+    @property
+    def event_shape(self):
+        return (layout_size(self.latent),)
+
+    @property
+    def name(self):
+        return self.label

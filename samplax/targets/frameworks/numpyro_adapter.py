@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from samplax.core.target import Target
-from samplax.targets.frameworks.common import Layout, join_flat, layout_size, shape_tuple, short, split_flat
+from samplax.targets.frameworks.common import Layout, LayoutNamed, join_flat, shape_tuple, short, split_flat
 
 
 def _model_label(model) -> str:
@@ -43,7 +43,7 @@ def _as_data(v):
     return v
 
 
-class NumPyroTarget(Target):
+class NumPyroTarget(LayoutNamed, Target):
     """A NumPyro model's posterior on NumPyro's unconstrained space (log-Jacobians included).
 
     Built by :func:`from_numpyro`.  Fields: the model's positional ``args`` and keyword
@@ -60,14 +60,6 @@ class NumPyroTarget(Target):
     reported: Layout = eqx.field(static=True)
     site_dims: Tuple[Tuple[str, Tuple[str, ...]], ...] = eqx.field(static=True)
     label: str = eqx.field(static=True)
-
-    @property
-    def event_shape(self):
-        return (layout_size(self.latent),)
-
-    @property
-    def name(self):
-        return self.label
 
     def model_kwargs(self) -> Dict[str, Any]:
         """The keyword arguments the model is called with."""

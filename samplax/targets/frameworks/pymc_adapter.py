@@ -33,11 +33,11 @@ import numpy as np
 from samplax.core.caches import register
 from samplax.core.target import Target
 from samplax.targets.frameworks.common import (
-    HostOnly, Layout, join_flat, layout_size, shape_tuple, short, split_flat,
+    HostOnly, Layout, LayoutNamed, join_flat, shape_tuple, short, split_flat,
 )
 
 
-class PyMCTarget(Target):
+class PyMCTarget(LayoutNamed, Target):
     """A PyMC model's posterior on PyMC's unconstrained space (log-Jacobians included).
 
     Built by :func:`from_pymc`.  ``data`` are the values of the model's data (``pm.Data``
@@ -56,14 +56,6 @@ class PyMCTarget(Target):
     site_coords: Tuple[Tuple[str, tuple], ...] = eqx.field(static=True)
     label: str = eqx.field(static=True)
     host: HostOnly = eqx.field(static=True)
-
-    @property
-    def event_shape(self):
-        return (layout_size(self.latent),)
-
-    @property
-    def name(self):
-        return self.label
 
     def _values(self, x, fn):
         x = jnp.asarray(x)
