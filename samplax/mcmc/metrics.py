@@ -112,10 +112,11 @@ def is_turning(inverse_mass_matrix, momentum_left, momentum_right, momentum_sum)
     A trajectory with end momenta ``p-``, ``p+`` and momentum sum ``rho`` (ends
     included) turns when ``(C p-) . r <= 0`` or ``(C p+) . r <= 0`` with
     ``r = rho - (p- + p+)/2``: the end points count half (trapezoidal rule), as in
-    NumPyro's iterative NUTS.  With the full sum (Stan before 2.26) U-turns of
-    nearly periodic trajectories can be missed and trees run to the maximum
-    depth; Stan fixed this with extra sub-tree checks, the half-weighted ends fix
-    it without them.  Symmetric in its ends, so detailed balance is kept.
+    NumPyro's iterative NUTS.  Symmetric in its ends, so detailed balance is kept.
+    The half-weighted ends alone do not catch the U-turns of nearly periodic
+    trajectories (a 100-d standard normal at step size 0.42 ran ~50 leapfrog steps
+    per draw instead of ~7); :mod:`samplax.mcmc.nuts` therefore also applies it
+    to Stan's two extra spans at every merge of two halves.
     """
     v_left = velocity(inverse_mass_matrix, momentum_left)
     v_right = velocity(inverse_mass_matrix, momentum_right)
