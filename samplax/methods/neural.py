@@ -1,6 +1,7 @@
-"""Learned diffusion samplers (trained methods): ``pis`` and ``dds``, configurations of one path-measure core.
+"""Learned diffusion samplers (trained methods): ``pis``, ``dds`` and ``cmcd``, configurations of one
+path-measure core.
 
-``samplax.sample(target, method="pis" | "dds", seed=..., num_samples=..., training_evals=..., loss=...)``
+``samplax.sample(target, method="pis" | "dds" | "cmcd", seed=..., num_samples=..., training_evals=..., loss=...)``
 trains a drift network from the target's log-density alone (through the engine's trainer,
 :func:`samplax.run.train`: progress, checkpoints, a clear stop at a non-finite loss), then draws
 ``num_chains x num_samples`` paths and returns equal-weight draws with ``log_Z``, ``log_Z_se``, the ELBO
@@ -20,8 +21,8 @@ def _nonneg_float(v) -> bool:
     return pos_float(v) or (not isinstance(v, bool) and isinstance(v, (int, float)) and v == 0)
 
 
-def _options() -> dict:
-    d = SamplerConfig()
+def _options(**defaults) -> dict:
+    d = SamplerConfig(**defaults)
     return {
         "loss": Option(d.loss, "training loss: 'kl' (reparameterized reverse KL, PIS/DDS), 'logvar' (log-variance, "
                        "off-policy) or 'tb' (trajectory balance with a learned log Z)", one_of(LOSSES),
@@ -35,7 +36,8 @@ def _options() -> dict:
                         pos_float, "a finite number > 0"),
         "width": Option(d.width, "hidden width of the drift MLP", pos_int, "an int >= 1"),
         "depth": Option(d.depth, "hidden layers of the drift MLP", pos_int, "an int >= 1"),
-        "langevin": Option(d.langevin, "add g(t) * grad log pi(x) to the drift (needs the target's gradient)",
+        "langevin": Option(d.langevin, "add g(t) * grad log pi(x) to the drift (needs the target's gradient; not "
+                           "for cmcd, whose transitions follow it already)",
                            boolean, "True/False"),
         "learning_rate": Option(d.learning_rate, "Adam step size of the drift", pos_float, "a finite number > 0"),
         "log_z_learning_rate": Option(d.log_z_learning_rate, "Adam step size of the learned log Z (loss='tb')",
@@ -68,3 +70,7 @@ register_method(MethodSpec(
 register_method(MethodSpec(
     "dds", None, "Denoising Diffusion Sampler (Vargas et al. 2023): a learned drift on the stationary OU process",
     _options(), family="neural", gradient_based=True, trainer=_trainer("dds"), prepare=_prepare("dds")))
+register_method(MethodSpec(
+    "cmcd", None, "Controlled Monte Carlo Diffusion (Vargas et al. 2024): learned control of annealed Langevin "
+    "transitions in both directions", _options(langevin=False), family="neural", gradient_based=True,
+    trainer=_trainer("cmcd"), prepare=_prepare("cmcd")))

@@ -5,7 +5,7 @@
   ``log Z`` (standard error, ELBO, ESS).
 * :mod:`samplax.neural.losses`: reparameterized KL, log-variance and trajectory balance.
 * :mod:`samplax.neural.plan`: a configuration as the run engine's
-  :class:`~samplax.core.method.TrainingPlan` (registered as the methods ``pis`` and ``dds``).
+  :class:`~samplax.core.method.TrainingPlan` (registered as the methods ``pis``, ``dds`` and ``cmcd``).
 
 This part imports :mod:`samplax.core`, equinox and optax; the engine runs it (``samplax.run``), and
 ``samplax.methods.neural`` registers it.
@@ -13,12 +13,13 @@ This part imports :mod:`samplax.core`, equinox and optax; the engine runs it (``
 from samplax.neural.losses import LOSSES, kl_loss, logvar_loss, off_policy_paths, path_residuals, tb_loss
 from samplax.neural.plan import SamplerConfig, check_config, make_plan
 from samplax.neural.sde import (
-    DriftNet, Path, Reference, cosine_alphas, dds_reference, estimates, log_weight, logmeanexp, path_log_q,
-    pis_reference, simulate, systematic_resample,
+    DriftNet, Path, Reference, cmcd_reference, cosine_alphas, dds_reference, estimates, log_weight, logmeanexp,
+    path_log_b, path_log_q, pis_reference, simulate, systematic_resample,
 )
 
 __all__ = [
-    "LOSSES", "DriftNet", "Path", "Reference", "SamplerConfig", "check_config", "cosine_alphas", "dds_reference",
+    "LOSSES", "DriftNet", "Path", "Reference", "SamplerConfig", "check_config", "cmcd_reference", "cosine_alphas",
+    "dds_reference",
     "estimates", "kl_loss", "log_weight", "logmeanexp", "logvar_loss", "make_plan", "off_policy_paths",
-    "path_log_q", "path_residuals", "pis_reference", "simulate", "systematic_resample", "tb_loss",
+    "path_log_b", "path_log_q", "path_residuals", "pis_reference", "simulate", "systematic_resample", "tb_loss",
 ]

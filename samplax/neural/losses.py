@@ -21,7 +21,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from samplax.neural.sde import Path, path_log_q, simulate
+from samplax.neural.sde import Path, log_weight, path_log_b, path_log_q, simulate
 
 LOSSES = ("kl", "logvar", "tb")
 
@@ -34,7 +34,7 @@ def _paths(model, ref, logdensity_fn, keys, dim, langevin, exploration, differen
 def kl_loss(model, ref, logdensity_fn, keys, dim, *, langevin):
     """``mean(log q - log P~)`` over reparameterized on-policy paths (see the module)."""
     p: Path = _paths(model, ref, logdensity_fn, keys, dim, langevin, 0.0, True)
-    log_w = p.log_target - p.log_q0 - p.log_q
+    log_w = log_weight(p)
     return -jnp.mean(log_w), jax.lax.stop_gradient(log_w)
 
 
@@ -46,9 +46,11 @@ def off_policy_paths(model, ref, logdensity_fn, keys, dim, *, langevin, explorat
 
 
 def path_residuals(model, ref, paths: Path):
-    """``log P~ - log Q_theta`` of each path under the drift ``model`` (the log weights ``model`` would give)."""
+    """``log P~ - log Q_theta`` of each path under the drift ``model`` (the log weights ``model`` would give;
+    for CMCD the backward transitions are the model's too)."""
     log_q = jax.vmap(lambda p: path_log_q(model, ref, p))(paths)
-    return paths.log_target - paths.log_q0 - log_q
+    log_b = jax.vmap(lambda p: path_log_b(model, ref, p))(paths)
+    return paths.log_pi + log_b - paths.log_q0 - log_q
 
 
 def logvar_loss(model, ref, paths: Path):

@@ -24,12 +24,12 @@ import optax
 from samplax.core.method import PopulationOutput, TrainingContext, TrainingPlan
 from samplax.neural.losses import kl_loss, logvar_loss, off_policy_paths, tb_loss
 from samplax.neural.sde import (
-    DriftNet, Reference, dds_reference, estimates, log_weight, logmeanexp, pis_reference, simulate,
+    DriftNet, Reference, cmcd_reference, dds_reference, estimates, log_weight, logmeanexp, pis_reference, simulate,
     systematic_resample,
 )
 
 #: The configurations: ``reference(num_time_steps, sigma) -> Reference`` by name.
-CONFIGURATIONS = {"pis": pis_reference, "dds": dds_reference}
+CONFIGURATIONS = {"pis": pis_reference, "dds": dds_reference, "cmcd": cmcd_reference}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,15 +54,27 @@ class SamplerConfig:
         return CONFIGURATIONS[self.reference](self.num_time_steps, self.sigma)
 
     @property
-    def needs_gradient(self) -> bool:
-        """The KL loss differentiates ``log pi~(x_K)``; the Langevin drift evaluates the target's gradient."""
-        return self.loss == "kl" or self.langevin
+    def annealed(self) -> bool:
+        """CMCD: Langevin transitions along the annealing path (the target's gradient at every point)."""
+        return self.reference == "cmcd"
 
-    def evals_per_path(self) -> tuple:
-        """``(log-density, gradient)`` evaluations of one path in training: ``K`` scores with ``langevin``
-        (one of each) and ``log pi~(x_K)`` (plus its gradient for the KL loss)."""
+    @property
+    def needs_gradient(self) -> bool:
+        """The KL loss differentiates ``log pi~(x_K)``; the Langevin drift and CMCD's transitions evaluate the
+        target's gradient."""
+        return self.loss == "kl" or self.langevin or self.annealed
+
+    def evals_per_path(self, training: bool = True) -> tuple:
+        """``(log-density, gradient)`` evaluations of one path (in training, else in sampling): ``K`` scores with
+        ``langevin`` or CMCD (one of each), CMCD's score at ``x_K`` (which gives ``log pi~(x_K)``), else
+        ``log pi~(x_K)``; the KL loss differentiates ``log pi~(x_K)`` once more (PIS, DDS: its gradient;
+        CMCD: a value and gradient)."""
+        kl = training and self.loss == "kl"
+        if self.annealed:
+            n = self.num_time_steps + 1 + (1 if kl else 0)
+            return n, n
         k = self.num_time_steps if self.langevin else 0
-        return k + 1, k + (1 if self.loss == "kl" else 0)
+        return k + 1, k + (1 if kl else 0)
 
     def evals_per_step(self) -> tuple:
         lp, grad = self.evals_per_path()
@@ -83,6 +95,9 @@ def check_config(name: str, target, cfg: SamplerConfig) -> None:
             f"which evaluates the target {lp} times (batch_size={cfg.batch_size} paths x "
             f"{cfg.evals_per_path()[0]} evaluations per path with num_time_steps={cfg.num_time_steps}, "
             f"langevin={cfg.langevin}); give training_evals >= {lp} or a smaller batch_size / num_time_steps")
+    if cfg.annealed and cfg.langevin:
+        raise ValueError(f"method {name!r}: option langevin=True does not apply: CMCD's transitions already follow "
+                         "the annealed target's gradient (leave langevin=False)")
     if cfg.exploration > 0 and cfg.loss == "kl":
         raise ValueError(f"method {name!r}: option exploration={cfg.exploration} needs an off-policy loss "
                          "(loss='logvar' or 'tb'); loss='kl' trains on its own reparameterized paths")
@@ -94,6 +109,8 @@ def check_config(name: str, target, cfg: SamplerConfig) -> None:
         except Exception as e:  # noqa: BLE001 - any failure to trace the gradient
             why = "loss='kl' differentiates log pi(x_T)" if cfg.loss == "kl" else ""
             why += (" and " if why else "") + ("langevin=True feeds grad log pi to the drift" if cfg.langevin else "")
+            if cfg.annealed:
+                why += (" and " if why else "") + "CMCD's Langevin transitions follow grad log pi"
             raise ValueError(
                 f"method {name!r}: the target {target.name!r} has no gradient JAX can compute "
                 f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}), but {why}; use "
@@ -155,8 +172,7 @@ def make_plan(name: str, target, ctx: TrainingContext, cfg: SamplerConfig) -> Tr
         idx = systematic_resample(jax.random.fold_in(key, n), log_w, n)
         return {"x": x, "log_w": log_w, "log_pi": paths.log_pi, "draws": x[idx], "draws_lp": paths.log_pi[idx]}
 
-    lp_path = (cfg.num_time_steps if cfg.langevin else 0) + 1
-    grad_path = cfg.num_time_steps if cfg.langevin else 0
+    lp_path, grad_path = cfg.evals_per_path(training=False)
 
     def finish(state, out):
         num_chains = out["x"].shape[0]

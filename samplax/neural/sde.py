@@ -32,6 +32,15 @@ Two references (:class:`Reference`):
   ``r = s``).  ``alpha_k`` follow the cosine schedule (Nichol & Dhariwal 2021) of the noising process
   that the sampler runs backwards.
 
+* :func:`cmcd_reference`: Controlled Monte Carlo Diffusion (Vargas, Padhy, Blessing & Nusken 2024, ICLR):
+  the geometric annealing path ``pi_k ∝ N(0, sigma^2 I)^(1 - beta_k) pi~^beta_k``, ``beta_k = k / K``, with
+  Langevin transitions controlled in both directions: forward
+  ``N(x_k + delta (grad log pi_k(x_k) + f_theta(x_k, t_k)), 2 delta I)`` and backward
+  ``N(x_{k+1} + delta (grad log pi_{k+1}(x_{k+1}) - f_theta(x_{k+1}, t_{k+1})), 2 delta I)``,
+  ``delta = sigma^2 / K``, from ``q_0 = N(0, sigma^2 I)``.  Here the backward transitions depend on the
+  drift and on the target's gradient at ``x_{k+1}`` (``K + 1`` gradients per path); with ``f = 0`` the
+  weight is that of annealed importance sampling with unadjusted Langevin kernels.
+
 The drift is ``sigma^2 f_theta`` in PIS's Euler step and ``f_theta`` enters DDS's step as a score does,
 so ``f_theta`` plays the part of a score in both.  ``f_theta(x, t) = NN(x, emb(t)) + g(emb(t)) *
 clip(grad log pi~(x))`` when ``langevin`` (the Langevin-preconditioned network of both papers); the
@@ -75,6 +84,16 @@ class Reference(NamedTuple):
     r: np.ndarray
     backward_mask: np.ndarray
     prior_std: float
+    #: CMCD (:func:`cmcd_reference`): ``beta [K + 1]`` of the annealing path and the Langevin step ``delta``;
+    #: the forward and backward transitions then follow its controlled Langevin form instead of
+    #: ``a, b, s, c, r``.  None for PIS and DDS.
+    beta: np.ndarray | None = None
+    delta: float = 0.0
+
+    @property
+    def annealed(self) -> bool:
+        """Whether the transitions follow the annealing path (CMCD)."""
+        return self.beta is not None
 
     @property
     def num_steps(self) -> int:
@@ -113,6 +132,21 @@ def dds_reference(num_steps: int, sigma: float = 1.0) -> Reference:
     s = sigma * np.sqrt(alpha)
     return Reference("dds", np.arange(K) / K, np.full(K, 1.0 / K), keep, 2 * sigma**2 * (1 - keep), s, keep, s,
                      np.ones(K), float(sigma))
+
+
+def cmcd_reference(num_steps: int, sigma: float = 1.0) -> Reference:
+    """CMCD (Vargas et al. 2024): the geometric path from ``N(0, sigma^2 I)`` to the target, ``beta_k = k / K``,
+    controlled Langevin steps ``delta = sigma^2 / K`` (see the module)."""
+    K = int(num_steps)
+    delta = sigma**2 / K
+    s = np.full(K, math.sqrt(2 * delta))
+    return Reference("cmcd", np.arange(K) / K, np.full(K, 1.0 / K), np.ones(K), np.full(K, delta), s, np.ones(K), s,
+                     np.ones(K), float(sigma), beta=np.arange(K + 1) / K, delta=float(delta))
+
+
+def annealed_score(ref: Reference, x, beta, score):
+    """``grad log pi_beta(x) = (1 - beta) grad log N(x; 0, sigma^2 I) + beta score`` (CMCD's path)."""
+    return (1.0 - beta) * (-x / ref.prior_std**2) + beta * score
 
 
 class DriftNet(eqx.Module):
@@ -168,17 +202,17 @@ def normal_logpdf(x, mean, std):
 
 
 class Path(NamedTuple):
-    """One simulated path: ``xs [K+1, d]``, the clipped target ``scores [K, d]`` fed to the drift (zeros without
-    ``langevin``), ``log_target`` (``log pi~(x_K) + sum log p(x_k | x_{k+1})``: the target path measure's
-    log-density up to ``log Z``), ``log_q0`` and ``log_q`` (the density of the sampling policy: ``q_0`` and
-    the sum of its forward transitions), ``log_pi`` (``log pi~(x_K)``)."""
+    """One simulated path: ``xs [K+1, d]``; ``scores [K+1, d]``, the clipped target gradients the transitions
+    used (at ``x_0 .. x_{K-1}`` with ``langevin`` or CMCD, at ``x_K`` for CMCD; zeros elsewhere); ``log_pi``
+    (``log pi~(x_K)``), ``log_b`` (``sum_k log p(x_k | x_{k+1})``, the backward transitions), ``log_q0`` and
+    ``log_q`` (the sampling policy's density: ``q_0`` and the sum of its forward transitions)."""
 
     xs: jax.Array
     scores: jax.Array
-    log_target: jax.Array
+    log_pi: jax.Array
+    log_b: jax.Array
     log_q0: jax.Array
     log_q: jax.Array
-    log_pi: jax.Array
 
 
 def clipped_score(logdensity_fn, x):
@@ -195,6 +229,41 @@ def prior_sample(ref: Reference, key, dim: int, dtype):
     return x0, normal_logpdf(x0, jnp.zeros_like(x0), ref.prior_std)
 
 
+def _steps(ref: Reference, dtype):
+    """Per-step constants ``[K]``: ``t_k, t_{k+1}, h, a, b, s, c, r, mask, beta_k, beta_{k+1}``."""
+    K = ref.num_steps
+    beta = ref.beta if ref.annealed else np.zeros(K + 1)
+    t_next = np.append(ref.t[1:], 1.0)
+    return tuple(jnp.asarray(v, dtype) for v in (ref.t, t_next, ref.h, ref.a, ref.b, ref.s, ref.c, ref.r,
+                                                 ref.backward_mask, beta[:-1], beta[1:]))
+
+
+def forward_mean(model, ref: Reference, x, t, a, b, beta, score):
+    """The controlled forward transition's mean: ``a x + b f(x, t)`` (PIS, DDS), or
+    ``x + delta (grad log pi_beta(x) + f(x, t))`` (CMCD, ``b = delta``)."""
+    if ref.annealed:
+        return x + b * (annealed_score(ref, x, beta, score) + model(x, t, score))
+    return a * x + b * model(x, t, score)
+
+
+def backward_mean(model, ref: Reference, x_next, t_next, c, beta_next, score_next):
+    """The backward transition's mean: ``c x_{k+1}`` (the reference's), or
+    ``x_{k+1} + delta (grad log pi_beta(x_{k+1}) - f(x_{k+1}, t_{k+1}))`` (CMCD)."""
+    if ref.annealed:
+        return x_next + ref.delta * (annealed_score(ref, x_next, beta_next, score_next)
+                                     - model(x_next, t_next, score_next))
+    return c * x_next
+
+
+def _log_b(model, ref: Reference, xs, scores, consts):
+    """``sum_k log p(x_k | x_{k+1})`` of a path (masked steps, point masses, left out)."""
+    _, t_next, _, _, _, _, c, r, m, _, beta_next = consts
+    mean = jax.vmap(lambda xn, tn, cc, bn, sn: backward_mean(model, ref, xn, tn, cc, bn, sn))(
+        xs[1:], t_next, c, beta_next, scores[1:])
+    r_safe = jnp.where(m > 0, r, 1.0)
+    return jnp.sum(m * jax.vmap(normal_logpdf)(xs[:-1], mean, r_safe))
+
+
 def simulate(model: DriftNet, ref: Reference, logdensity_fn, key, dim: int, *, langevin: bool,
              exploration: float = 0.0, differentiable: bool = False) -> Path:
     """Simulate one path of the controlled SDE (see the module).
@@ -202,52 +271,63 @@ def simulate(model: DriftNet, ref: Reference, logdensity_fn, key, dim: int, *, l
     ``exploration``: the sampling policy's noise variance is ``s_k^2 + exploration^2 h_k`` (off-policy paths
     for the log-variance and trajectory-balance losses; ``log_q`` is then the density of that policy).
     ``differentiable``: the path is a reparameterized function of the drift's parameters and
-    ``log pi~(x_K)`` is differentiated (the KL loss: one log-density and one gradient evaluation at
-    ``x_K``); otherwise ``log pi~(x_K)`` is evaluated at ``stop_gradient(x_K)`` (one log-density evaluation).
-    Target evaluations: ``K`` scores with ``langevin`` (each one log-density and one gradient), and
-    ``log pi~(x_K)``.
+    ``log pi~(x_K)`` is differentiated (the KL loss: one more log-density and gradient evaluation at
+    ``x_K``); otherwise ``log pi~(x_K)`` is evaluated at ``stop_gradient(x_K)``.
+    Target evaluations: ``K`` scores with ``langevin`` or CMCD (each one log-density and one gradient), for
+    CMCD one more at ``x_K`` (which gives ``log pi~(x_K)`` too), and ``log pi~(x_K)``.
     """
     dtype = model.log_z.dtype
     k0, kn = jax.random.split(key)
     x0, log_q0 = prior_sample(ref, k0, dim, dtype)
-    consts = tuple(jnp.asarray(v, dtype) for v in (ref.t, ref.h, ref.a, ref.b, ref.s, ref.c, ref.r,
-                                                   ref.backward_mask))
+    consts = _steps(ref, dtype)
     noise = jax.random.normal(kn, (ref.num_steps, dim), dtype)
+    needs_score = langevin or ref.annealed
 
     def one(carry, inp):
-        x, log_q, log_b = carry
-        t, h, a, b, s, c, r, m, eps = inp
-        score = clipped_score(logdensity_fn, x) if langevin else jnp.zeros_like(x)
-        mean = a * x + b * model(x, t, score)
+        x, log_q = carry
+        t, _, h, a, b, s, _, _, _, beta, _ = inp[:-1]
+        eps = inp[-1]
+        score = clipped_score(logdensity_fn, x) if needs_score else jnp.zeros_like(x)
+        mean = forward_mean(model, ref, x, t, a, b, beta, score)
         std = jnp.sqrt(s * s + (exploration ** 2) * h) if exploration else s
         x_next = mean + std * eps
-        log_q = log_q + normal_logpdf(x_next, mean, std)
-        # a masked step is a point mass (r = 0): its term is left out (it cancels against q_0)
-        r_safe = jnp.where(m > 0, r, 1.0)
-        log_b = log_b + m * normal_logpdf(x, c * x_next, r_safe)
-        return (x_next, log_q, log_b), (x_next, score)
+        return (x_next, log_q + normal_logpdf(x_next, mean, std)), (x_next, score)
 
-    zero = jnp.zeros((), dtype)
-    (xK, log_q, log_b), (xs, scores) = jax.lax.scan(one, (x0, zero, zero), consts + (noise,))
-    log_pi = logdensity_fn(xK if differentiable else jax.lax.stop_gradient(xK))
+    (xK, log_q), (xs, scores) = jax.lax.scan(one, (x0, jnp.zeros((), dtype)), consts + (noise,))
     xs = jnp.concatenate([x0[None], xs])
-    return Path(xs, scores, log_pi + log_b, log_q0, log_q, log_pi)
+    if ref.annealed:
+        lp_K, g_K = jax.value_and_grad(logdensity_fn)(jax.lax.stop_gradient(xK))
+        score_K = jax.lax.stop_gradient(jnp.clip(g_K, -SCORE_CLIP, SCORE_CLIP))
+        log_pi = logdensity_fn(xK) if differentiable else jax.lax.stop_gradient(lp_K)
+    else:
+        score_K = jnp.zeros_like(xK)
+        log_pi = logdensity_fn(xK if differentiable else jax.lax.stop_gradient(xK))
+    scores = jnp.concatenate([scores, score_K[None]])
+    return Path(xs, scores, log_pi, _log_b(model, ref, xs, scores, consts), log_q0, log_q)
 
 
 def path_log_q(model: DriftNet, ref: Reference, path: Path):
     """``sum_k log q_theta(x_{k+1} | x_k)`` of the drift ``model`` on a given path (its stored scores): the
     proposal's log-density for the off-policy losses, differentiable in the parameters."""
     dtype = model.log_z.dtype
-    t, a, b, s = (jnp.asarray(v, dtype) for v in (ref.t, ref.a, ref.b, ref.s))
-    x, x_next = path.xs[:-1], path.xs[1:]
-    f = jax.vmap(model)(x, t, path.scores)
-    mean = a[:, None] * x + b[:, None] * f
-    return jnp.sum(jax.vmap(normal_logpdf)(x_next, mean, s))
+    t, _, _, a, b, s, _, _, _, beta, _ = _steps(ref, dtype)
+    mean = jax.vmap(lambda x, tt, aa, bb, be, sc: forward_mean(model, ref, x, tt, aa, bb, be, sc))(
+        path.xs[:-1], t, a, b, beta, path.scores[:-1])
+    return jnp.sum(jax.vmap(normal_logpdf)(path.xs[1:], mean, s))
+
+
+def path_log_b(model: DriftNet, ref: Reference, path: Path):
+    """``sum_k log p(x_k | x_{k+1})`` of a given path: the stored value for a fixed reference (PIS, DDS),
+    recomputed under ``model`` (differentiable in the parameters) when the backward transitions are
+    controlled too (CMCD)."""
+    if not ref.annealed:
+        return path.log_b
+    return _log_b(model, ref, path.xs, path.scores, _steps(ref, model.log_z.dtype))
 
 
 def log_weight(path: Path):
     """The path's log importance weight ``log P~(path) - log Q(path)`` (``E_Q[w] = Z``)."""
-    return path.log_target - path.log_q0 - path.log_q
+    return path.log_pi + path.log_b - path.log_q0 - path.log_q
 
 
 def logmeanexp(a, axis=None):

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import samplax
+from samplax.neural import SamplerConfig
 from samplax.run import NonFiniteLossError
 from samplax.targets.gaussian import Gaussian
 
@@ -30,11 +31,14 @@ def gaussian_target():
     return Gaussian(mean=mean, chol=chol, label="gauss2", chol_inv=jnp.linalg.inv(chol))
 
 
-def budget(steps, batch_size=32, num_time_steps=8, langevin=True):
-    return steps * batch_size * ((num_time_steps if langevin else 0) + 1)
+def budget(steps, batch_size=32, num_time_steps=8, langevin=True, method="pis", loss="kl"):
+    """``training_evals`` for ``steps`` training steps."""
+    cfg = SamplerConfig(reference=method, loss=loss, batch_size=batch_size, num_time_steps=num_time_steps,
+                        langevin=langevin and method != "cmcd")
+    return steps * batch_size * cfg.evals_per_path()[0]
 
 
-CASES = [("pis", "kl"), ("pis", "logvar"), ("pis", "tb"), ("dds", "kl"), ("dds", "logvar"), ("dds", "tb")]
+CASES = [(m, loss) for m in ("pis", "dds", "cmcd") for loss in ("kl", "logvar", "tb")]
 DEFAULT_TIER = {("pis", "kl")}
 
 
@@ -60,14 +64,17 @@ RUN = dict(num_chains=2, num_samples=2000, training_evals=budget(150), **SMALL)
                                          for c in CASES])
 def test_log_z_within_its_standard_error(method, loss):
     target = gaussian_target()
-    r = samplax.sample(target, method, seed=0, progress=False, loss=loss, **RUN)
+    run = {**RUN, "training_evals": budget(150, method=method, loss=loss)}
+    r = samplax.sample(target, method, seed=0, progress=False, loss=loss, **run)
     _check_log_z_and_moments(r, target, f"{method}/{loss}")
     c = r.cost
     steps = c["num_training_steps"]
     assert steps == 150
-    assert c["training_logdensity_evals"] == steps * 32 * 9
-    assert c["training_grad_evals"] == steps * 32 * (8 + (loss == "kl"))
-    assert c["sampling_logdensity_evals"] == 2 * 2000 * 9 and c["sampling_grad_evals"] == 2 * 2000 * 8
+    K = 8
+    lp, grad = (K + 1 + (loss == "kl"),) * 2 if method == "cmcd" else (K + 1, K + (loss == "kl"))
+    assert c["training_logdensity_evals"] == steps * 32 * lp and c["training_grad_evals"] == steps * 32 * grad
+    lp, grad = (K + 1, K + 1) if method == "cmcd" else (K + 1, K)
+    assert c["sampling_logdensity_evals"] == 2 * 2000 * lp and c["sampling_grad_evals"] == 2 * 2000 * grad
     assert c["num_logdensity_evals"] == c["training_logdensity_evals"] + c["sampling_logdensity_evals"]
     assert c["num_grad_evals"] == c["training_grad_evals"] + c["sampling_grad_evals"]
     assert r.extra["training"]["metrics"]["loss"].shape == (150,)
@@ -173,6 +180,10 @@ def test_bad_input_is_a_clear_error():
         samplax.sample(NoGradient(), "pis", training_evals=budget(2), progress=False, **SMALL)
     with pytest.raises(ValueError, match="no gradient.*langevin=True"):
         samplax.sample(NoGradient(), "dds", loss="tb", training_evals=budget(2), progress=False, **SMALL)
+    with pytest.raises(ValueError, match="langevin=True does not apply"):
+        samplax.sample(t, "cmcd", langevin=True, progress=False, **SMALL)
+    with pytest.raises(ValueError, match="no gradient.*CMCD"):
+        samplax.sample(NoGradient(), "cmcd", loss="logvar", progress=False, **SMALL)
     with pytest.raises(ValueError, match="exploration=0.5 needs an off-policy loss"):
         samplax.sample(t, "dds", loss="kl", exploration=0.5, training_evals=budget(2), progress=False, **SMALL)
     with pytest.raises(ValueError, match="option loss='bogus' is invalid"):
