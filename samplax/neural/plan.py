@@ -202,8 +202,3 @@ def _labels(params):
     labels = jax.tree.map(lambda _: "net", params)
     return eqx.tree_at(lambda m: m.log_z, labels, "log_z")
 
-
-def config_from_options(reference: str, options: dict) -> SamplerConfig:
-    """A :class:`SamplerConfig` from a method's resolved options."""
-    return SamplerConfig(reference=reference, **options)
-
