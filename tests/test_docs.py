@@ -29,6 +29,7 @@ API_PAGES = {
     "samplax.diffusion.guidance": "api/guidance.rst",
     "samplax.diffusion.inverse": "api/inverse.rst",
     "samplax.run": "api/run.rst",
+    "samplax.neural": "api/neural.rst",
 }
 DIRECTIVE = re.compile(r"^\.\. (automodule|autofunction|autoclass|autodata)::\s*(\S+)", re.M)
 

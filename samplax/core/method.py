@@ -5,7 +5,7 @@ engine (:mod:`samplax.run`) turns (target, spec, seed, run length, devices)
 into a compiled program and a :class:`~samplax.core.result.Result`.  Nothing
 here runs anything: these are the types both sides agree on.
 
-Three shapes of method:
+Four shapes of method:
 
 * **chain methods** (``spec.build``): one Markov chain's ``init``/``step``, an
   :class:`Adapter` over the batch of chains and per-draw ``stats``
@@ -19,6 +19,10 @@ Three shapes of method:
 * **controlled methods** (``spec.runner``): warm-up decisions made on the host
   between compiled chunks (``auto``).  They build their programs with the
   engine's public pieces (keys, initial points, program cache, progress).
+* **trained methods** (``spec.trainer``): a sampler learned from the target
+  (PIS, DDS): a pure training ``step`` the engine runs in compiled chunks
+  (:func:`samplax.run.train`: progress, checkpoints, non-finite loss stop), then a
+  jittable ``sample`` per chain and a host ``finish`` (:class:`TrainingPlan`).
 """
 from __future__ import annotations
 
@@ -193,6 +197,47 @@ class PopulationPlan(NamedTuple):
     shared: Any = None
 
 
+class TrainingContext(NamedTuple):
+    """What the engine hands a trained method when it plans a run.
+
+    Attributes:
+      num_chains, num_samples: the draws asked for (``num_chains`` groups of ``num_samples``
+        draws from the trained sampler; chain ``c`` uses ``fold_in(keys.run, c)``).
+      label: ``"method/target"`` for messages.
+      method: the method's registered name (for messages).
+    """
+
+    num_chains: int
+    num_samples: int
+    label: str
+    method: str
+
+
+class TrainingPlan(NamedTuple):
+    """A trained method's run: training (what :func:`samplax.run.train` runs), then sampling.
+
+    Attributes:
+      init: ``init(key) -> state``: the initial training state (a pytree of arrays: parameters,
+        optimizer state, ...), from the run's ``init`` key.
+      step: ``step(key, state, target) -> (state, metrics)``: one pure training step (``target``
+        arrives with its arrays traced); ``metrics`` is a dict of scalars with at least ``loss``,
+        and ``num_logdensity_evals`` / ``num_grad_evals`` (the target evaluations of the step);
+        ``log_Z`` (the step's estimate) is shown in the progress line when present.  Step ``i``
+        gets ``fold_in(keys.adapt, i)``.
+      num_steps: training steps (from the method's budget).
+      sample: ``sample(key, state, target) -> out``: ``num_samples`` draws of ONE chain from the
+        trained state (jittable; the engine maps it over chains with ``lax.map``).
+      finish: ``finish(state, out) -> PopulationOutput`` on host arrays (``out`` with a leading chain
+        axis); its evaluation counts are those of sampling (the engine adds training's).
+    """
+
+    init: Callable
+    step: Callable
+    num_steps: int
+    sample: Callable
+    finish: Callable
+
+
 @dataclasses.dataclass(frozen=True)
 class MethodSpec:
     """A registered sampling method (see the module docstring for the three shapes).
@@ -215,6 +260,8 @@ class MethodSpec:
     runner: Optional[Callable] = None
     #: Population methods: ``population(target, context, **options) -> PopulationPlan``.
     population: Optional[Callable] = None
+    #: Trained methods: ``trainer(target, context, **options) -> TrainingPlan``.
+    trainer: Optional[Callable] = None
     #: A registered target this method is made for (the conformance suite runs
     #: the method on it); None means any target (a standard Gaussian is used).
     example_target: Optional[str] = None
@@ -236,7 +283,9 @@ class MethodSpec:
 
     @property
     def kind(self) -> str:
-        """``"chain"``, ``"population"`` or ``"controlled"``."""
+        """``"chain"``, ``"population"``, ``"controlled"`` or ``"trained"``."""
+        if self.trainer is not None:
+            return "trained"
         if self.population is not None:
             return "population"
         if self.runner is not None:
@@ -247,10 +296,10 @@ class MethodSpec:
     def supports_checkpoints(self) -> bool:
         """Whether ``sample(..., checkpoint_dir=...)`` works: chain methods, unless ``checkpoints=False``.
         Population methods run as one compiled program and have no checkpoints; ``auto`` makes warm-up
-        decisions on the host and declares none."""
+        decisions on the host and declares none; trained methods checkpoint their training."""
         if self.checkpoints is not None:
             return self.checkpoints
-        return self.kind == "chain"
+        return self.kind in ("chain", "trained")
 
     def resolve_options(self, given: dict) -> dict:
         """The full option dict: defaults filled in, unknown names (``TypeError``) and invalid values

@@ -9,6 +9,8 @@ it never imports a method.  Methods are data (:class:`~samplax.core.method.Metho
   sharding over devices.
 * :func:`run_population`: independent runs of population methods, batched
   and sharded, compiled once.
+* :func:`train`: the generic training loop of trained methods (a pure ``step``, compiled
+  chunks, progress, checkpoints, a clear stop at a non-finite loss), and :func:`run_trained`.
 * the public pieces that controlled methods (``auto``) build their own host
   loop from: :class:`RunKeys`, :func:`find_initial_points` (and
   :func:`search_evaluations`, what it computed), :func:`check_user_init`, :class:`Progress`, :data:`PROGRAMS`,
@@ -25,10 +27,13 @@ from samplax.run.kernel import kernel_method, kernel_reports_counts
 from samplax.run.keys import RunKeys, batch_keys, root_key, run_keys
 from samplax.run.population import run_population
 from samplax.run.progress import Progress
+from samplax.run.trained import run_trained
+from samplax.run.training import NonFiniteLossError, TrainOutput, train
 
 __all__ = [
-    "CHAIN_BLOCK", "MAX_INIT_ATTEMPTS", "PROGRAMS", "CheckpointMismatchError", "ProgramCache", "Progress",
+    "CHAIN_BLOCK", "MAX_INIT_ATTEMPTS", "PROGRAMS", "CheckpointMismatchError", "NonFiniteLossError", "ProgramCache",
+    "Progress", "TrainOutput",
     "RunKeys", "array_digest", "batch_keys", "build_algorithm", "check_int", "check_user_init", "config_hash",
     "execute", "find_initial_points", "kernel_method", "kernel_reports_counts", "program_key", "root_key",
-    "run_chains", "run_keys", "run_population", "search_evaluations", "target_id",
+    "run_chains", "run_keys", "run_population", "run_trained", "search_evaluations", "target_id", "train",
 ]

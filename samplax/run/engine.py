@@ -14,6 +14,7 @@ from samplax.core.target import Target
 from samplax.run.chains import CHAIN_METHODS, run_chains
 from samplax.run.keys import key_digest, root_key, run_keys
 from samplax.run.population import run_population
+from samplax.run.trained import run_trained
 
 
 def check_int(name: str, v, lo: int) -> int:
@@ -49,6 +50,9 @@ def execute(target: Target, spec: MethodSpec, *, seed: int = 0, key=None, num_ch
     if keep_warmup and spec.kind == "population":
         raise ValueError(f"sample: keep_warmup=True: method {spec.name!r} runs independent runs that have no "
                          "warm-up draws to keep")
+    if keep_warmup and spec.kind == "trained":
+        raise ValueError(f"sample: keep_warmup=True: method {spec.name!r} trains a sampler and has no warm-up "
+                         "draws to keep")
     if keep_warmup and spec.kind == "controlled" and "keep_warmup" not in inspect.signature(spec.runner).parameters:
         raise ValueError(f"sample: keep_warmup=True: method {spec.name!r} cannot keep its warm-up draws")
     options = spec.resolve_options(method_options)
@@ -58,7 +62,7 @@ def execute(target: Target, spec: MethodSpec, *, seed: int = 0, key=None, num_ch
     if checkpoint_dir is not None and not spec.supports_checkpoints:
         raise ValueError(f"sample: method {spec.name!r} does not support checkpoint_dir"
                          + ("; use method='nuts_fisher'" if spec.name == "auto" else ""))
-    if spec.kind == "population" and thinning != 1:
+    if spec.kind in ("population", "trained") and thinning != 1:
         raise ValueError(f"sample: method {spec.name!r} does not support thinning (it returns independent draws)")
     bias = spec.bias(options) if spec.bias is not None else None
     if bias is not None:
@@ -67,6 +71,10 @@ def execute(target: Target, spec: MethodSpec, *, seed: int = 0, key=None, num_ch
         result = run_population(target, spec, options, keys=keys, seed_id=seed_id, num_chains=num_chains,
                                 num_warmup=num_warmup, num_samples=num_samples, init=init, progress=progress,
                                 devices=devices)
+    elif spec.kind == "trained":
+        result = run_trained(target, spec, options, keys=keys, seed_id=seed_id, num_chains=num_chains,
+                             num_samples=num_samples, init=init, checkpoint_dir=checkpoint_dir, progress=progress,
+                             chunk_size=chunk_size, checkpoint_interval=checkpoint_interval, devices=devices)
     elif spec.kind == "controlled":
         kept = {"keep_warmup": True} if keep_warmup else {}
         result = spec.runner(target, spec, keys=keys, seed_id=seed_id, num_chains=num_chains,

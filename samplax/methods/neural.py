@@ -1,0 +1,76 @@
+"""Learned diffusion samplers (trained methods): ``pis``, ``dds`` and ``cmcd``, configurations of one
+path-measure core.
+
+``samplax.sample(target, method="pis" | "dds" | "cmcd", seed=..., num_samples=..., training_evals=..., loss=...)``
+trains a drift network from the target's log-density alone (through the engine's trainer,
+:func:`samplax.run.train`: progress, checkpoints, a clear stop at a non-finite loss), then draws
+``num_chains x num_samples`` paths and returns equal-weight draws with ``log_Z``, ``log_Z_se``, the ELBO
+and the ESS (``result.extra``); the cost counts the target evaluations of training and of sampling apart.
+``num_warmup`` does not apply (the training length is ``training_evals``).  See :mod:`samplax.neural`.
+"""
+from __future__ import annotations
+
+from samplax.core.method import MethodSpec, Option
+from samplax.core.options import boolean, one_of, pos_float, pos_int
+from samplax.methods import register_method
+from samplax.neural.losses import LOSSES
+from samplax.neural.plan import SamplerConfig, check_config, make_plan
+
+
+def _nonneg_float(v) -> bool:
+    return pos_float(v) or (not isinstance(v, bool) and isinstance(v, (int, float)) and v == 0)
+
+
+def _options(**defaults) -> dict:
+    d = SamplerConfig(**defaults)
+    return {
+        "loss": Option(d.loss, "training loss: 'kl' (reparameterized reverse KL, PIS/DDS), 'logvar' (log-variance, "
+                       "off-policy) or 'tb' (trajectory balance with a learned log Z)", one_of(LOSSES),
+                       f"one of {list(LOSSES)}"),
+        "training_evals": Option(d.training_evals, "training budget: target log-density evaluations (a value and "
+                                 "gradient counts one); steps = training_evals // (batch_size x evaluations per "
+                                 "path)", pos_int, "an int >= 1"),
+        "batch_size": Option(d.batch_size, "paths per training step", pos_int, "an int >= 1"),
+        "num_time_steps": Option(d.num_time_steps, "steps K of the SDE's time grid", pos_int, "an int >= 1"),
+        "sigma": Option(d.sigma, "scale of the reference process (PIS: Brownian sigma; DDS: stationary sd)",
+                        pos_float, "a finite number > 0"),
+        "width": Option(d.width, "hidden width of the drift MLP", pos_int, "an int >= 1"),
+        "depth": Option(d.depth, "hidden layers of the drift MLP", pos_int, "an int >= 1"),
+        "langevin": Option(d.langevin, "add g(t) * grad log pi(x) to the drift (needs the target's gradient; not "
+                           "for cmcd, whose transitions follow it already)",
+                           boolean, "True/False"),
+        "learning_rate": Option(d.learning_rate, "Adam step size of the drift", pos_float, "a finite number > 0"),
+        "log_z_learning_rate": Option(d.log_z_learning_rate, "Adam step size of the learned log Z (loss='tb')",
+                                      pos_float, "a finite number > 0"),
+        "grad_clip": Option(d.grad_clip, "global-norm clip of the gradient", pos_float, "a finite number > 0"),
+        "exploration": Option(d.exploration, "off-policy exploration: the training paths' noise variance grows by "
+                              "exploration^2 per unit time (loss='logvar' or 'tb' only)", _nonneg_float,
+                              "a finite number >= 0"),
+    }
+
+
+def _prepare(reference):
+    def prepare(target, options):
+        check_config(reference, target, SamplerConfig(reference=reference, **options))
+        return options
+
+    return prepare
+
+
+def _trainer(reference):
+    def trainer(target, ctx, **options):
+        return make_plan(reference, target, ctx, SamplerConfig(reference=reference, **options))
+
+    return trainer
+
+
+register_method(MethodSpec(
+    "pis", None, "Path Integral Sampler (Zhang & Chen 2022): a learned drift on Brownian motion from 0",
+    _options(), family="neural", gradient_based=True, trainer=_trainer("pis"), prepare=_prepare("pis")))
+register_method(MethodSpec(
+    "dds", None, "Denoising Diffusion Sampler (Vargas et al. 2023): a learned drift on the stationary OU process",
+    _options(), family="neural", gradient_based=True, trainer=_trainer("dds"), prepare=_prepare("dds")))
+register_method(MethodSpec(
+    "cmcd", None, "Controlled Monte Carlo Diffusion (Vargas et al. 2024): learned control of annealed Langevin "
+    "transitions in both directions", _options(langevin=False), family="neural", gradient_based=True,
+    trainer=_trainer("cmcd"), prepare=_prepare("cmcd")))

@@ -1,0 +1,219 @@
+"""Learned diffusion samplers (pis, dds) through samplax.sample: log Z against the exact value, moments,
+resume, the non-finite stop and bad input.
+
+log Z: each method/loss must land within Z_CLT reported standard errors of the exact log Z (the delta-method
+standard error of the importance-sampling estimate; |N(0, 1)| > 3.29 has probability 1e-3) AND within
+ABS_TOL.  Moments: the equal-weight draws' mean within Z_CLT sd / sqrt(ESS) of the exact mean, with the
+ESS the run reports.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import samplax
+from samplax.neural import SamplerConfig
+from samplax.run import NonFiniteLossError
+from samplax.targets.gaussian import Gaussian
+
+Z_CLT = 3.29
+ABS_TOL = 0.05
+
+SMALL = dict(batch_size=32, num_time_steps=8, width=32, depth=2)
+
+
+def gaussian_target():
+    """``N(m, diag(v))`` in 2-D, off-centre and anisotropic (exact log Z = log sqrt(det 2 pi C))."""
+    mean = jnp.asarray([0.8, -0.5])
+    chol = jnp.diag(jnp.asarray([0.7, 1.2]))
+    return Gaussian(mean=mean, chol=chol, label="gauss2", chol_inv=jnp.linalg.inv(chol))
+
+
+def budget(steps, batch_size=32, num_time_steps=8, langevin=True, method="pis", loss="kl"):
+    """``training_evals`` for ``steps`` training steps."""
+    cfg = SamplerConfig(reference=method, loss=loss, batch_size=batch_size, num_time_steps=num_time_steps,
+                        langevin=langevin and method != "cmcd")
+    return steps * batch_size * cfg.evals_per_path()[0]
+
+
+CASES = [(m, loss) for m in ("pis", "dds", "cmcd") for loss in ("kl", "logvar", "tb")]
+DEFAULT_TIER = {("pis", "kl")}
+
+
+def _check_log_z_and_moments(r, target, label):
+    gt = target.ground_truth()
+    err = r.log_Z - gt.log_Z
+    se = r.log_Z_se
+    print(f"{label}: log Z error {err:+.4f}, reported se {se:.4f}, ESS {r.extra['ess']:.0f} "
+          f"of {r.extra['proposal_log_weights'].size}, ELBO {r.extra['elbo']:.4f}")
+    assert np.isfinite(se) and se > 0
+    assert abs(err) <= Z_CLT * se, f"{label}: log Z error {err:.4f} outside {Z_CLT} x se {se:.4f}"
+    assert abs(err) <= ABS_TOL, f"{label}: log Z error {err:.4f} above {ABS_TOL}"
+    assert r.extra["elbo"] <= r.log_Z + 1e-9
+    draws = r.samples.reshape(-1, 2)
+    tol = Z_CLT * gt.std / np.sqrt(r.extra["ess"])
+    np.testing.assert_array_less(np.abs(draws.mean(0) - gt.mean), tol)
+
+
+RUN = dict(num_chains=2, num_samples=2000, training_evals=budget(150), **SMALL)
+
+
+@pytest.mark.parametrize("method,loss", [pytest.param(*c, marks=() if c in DEFAULT_TIER else pytest.mark.slow)
+                                         for c in CASES])
+def test_log_z_within_its_standard_error(method, loss):
+    target = gaussian_target()
+    run = {**RUN, "training_evals": budget(150, method=method, loss=loss)}
+    r = samplax.sample(target, method, seed=0, progress=False, loss=loss, **run)
+    _check_log_z_and_moments(r, target, f"{method}/{loss}")
+    c = r.cost
+    steps = c["num_training_steps"]
+    assert steps == 150
+    K = 8
+    lp, grad = (K + 1 + (loss == "kl"),) * 2 if method == "cmcd" else (K + 1, K + (loss == "kl"))
+    assert c["training_logdensity_evals"] == steps * 32 * lp and c["training_grad_evals"] == steps * 32 * grad
+    lp, grad = (K + 1, K + 1) if method == "cmcd" else (K + 1, K)
+    assert c["sampling_logdensity_evals"] == 2 * 2000 * lp and c["sampling_grad_evals"] == 2 * 2000 * grad
+    assert c["num_logdensity_evals"] == c["training_logdensity_evals"] + c["sampling_logdensity_evals"]
+    assert c["num_grad_evals"] == c["training_grad_evals"] + c["sampling_grad_evals"]
+    assert r.extra["training"]["metrics"]["loss"].shape == (150,)
+    if loss == "tb":
+        assert abs(r.extra["learned_log_Z"] - target.ground_truth().log_Z) < 0.5
+
+
+@pytest.mark.slow
+def test_training_improves_on_the_reference():
+    """Trained, the sampler's ESS is well above the reference process's (an untrained drift)."""
+    target = gaussian_target()
+    kw = dict(num_chains=1, num_samples=2000, progress=False, **SMALL)
+    untrained = samplax.sample(target, "pis", seed=0, training_evals=budget(1), learning_rate=1e-12, **kw)
+    trained = samplax.sample(target, "pis", seed=0, training_evals=budget(150), **kw)
+    print("ESS untrained", untrained.extra["ess"], "trained", trained.extra["ess"])
+    assert trained.extra["ess"] > 1.5 * untrained.extra["ess"]
+
+
+def test_resume_after_a_checkpoint_equals_an_uninterrupted_run(tmp_path, monkeypatch):
+    """Interrupted after 2 of 10 training chunks, then resumed: the same run bit for bit (the programs of the
+    pis/kl case above are reused)."""
+    from samplax.run.progress import Progress
+
+    target = gaussian_target()
+    kw = dict(loss="kl", **RUN)
+    ref = samplax.sample(target, "pis", seed=4, progress=False, **kw)
+    orig, calls = Progress.update, [0]
+
+    def update(self, done):
+        calls[0] += 1
+        if calls[0] == 2:
+            raise KeyboardInterrupt
+        return orig(self, done)
+
+    monkeypatch.setattr(Progress, "update", update)
+    part = samplax.sample(target, "pis", seed=4, progress=True, checkpoint_dir=str(tmp_path), **kw)
+    monkeypatch.undo()
+    assert not part.complete and part.cost["num_training_steps"] == 30 and part.samples.shape[1] == 0
+    resumed = samplax.sample(target, "pis", seed=4, progress=False, checkpoint_dir=str(tmp_path), **kw)
+    assert resumed.complete
+    np.testing.assert_array_equal(resumed.samples, ref.samples)
+    np.testing.assert_array_equal(resumed.extra["proposal_log_weights"], ref.extra["proposal_log_weights"])
+    assert resumed.log_Z == ref.log_Z and resumed.log_Z_se == ref.log_Z_se
+    for k, v in ref.extra["training"]["metrics"].items():
+        np.testing.assert_array_equal(resumed.extra["training"]["metrics"][k], v)
+    for k in ("num_logdensity_evals", "num_grad_evals", "training_logdensity_evals", "num_training_steps"):
+        assert resumed.cost[k] == ref.cost[k]
+
+
+def test_nan_energy_is_a_clear_error_at_step_0():
+    """A log-density that is NaN everywhere (a NaN in the Gaussian's mean; the pis/kl programs are reused)."""
+    bad = gaussian_target()
+    bad = Gaussian(mean=bad.mean.at[0].set(jnp.nan), chol=bad.chol, label=bad.label, chol_inv=bad.chol_inv)
+    with pytest.raises(NonFiniteLossError, match="non-finite training at step 0: the loss is nan") as info:
+        samplax.sample(bad, "pis", seed=0, progress=False, loss="kl", **RUN)
+    assert info.value.step == 0 and info.value.metrics["loss"].shape == (0,)
+
+
+class NaNBeyond(samplax.Target):
+    """A standard Gaussian whose log-density is NaN where ``x[0] > edge``."""
+
+    edge: float = 1.5
+
+    def logdensity(self, x):
+        return jnp.where(x[0] > self.edge, jnp.nan, -0.5 * jnp.sum(x**2))
+
+    @property
+    def event_shape(self):
+        return (2,)
+
+
+@pytest.mark.slow
+def test_nan_energy_stops_training_with_the_step_and_the_last_good_parameters():
+    with pytest.raises(NonFiniteLossError, match=r"non-finite training at step \d+") as info:
+        samplax.sample(NaNBeyond(), "pis", seed=0, num_samples=10, progress=False, loss="logvar",
+                       training_evals=budget(20), **SMALL)
+    err = info.value
+    assert f"step {err.step}" in str(err)
+    leaves = jax.tree.leaves(err.state["params"])
+    assert leaves and all(np.all(np.isfinite(np.asarray(a))) for a in leaves)
+    assert err.metrics["loss"].shape == (err.step,)
+
+
+class NoGradient(samplax.Target):
+    """A Gaussian log-density computed on the host (``pure_callback``): JAX cannot differentiate it."""
+
+    def logdensity(self, x):
+        def host(v):
+            return np.asarray(-0.5 * np.sum(np.asarray(v) ** 2), np.asarray(v).dtype)
+
+        return jax.pure_callback(host, jax.ShapeDtypeStruct((), x.dtype), x, vmap_method="sequential")
+
+    @property
+    def event_shape(self):
+        return (2,)
+
+
+def test_bad_input_is_a_clear_error():
+    t = gaussian_target()
+    with pytest.raises(ValueError, match="training_evals=100 is too small for one training step"):
+        samplax.sample(t, "pis", training_evals=100, progress=False, **SMALL)
+    with pytest.raises(ValueError, match="no gradient.*loss='kl'"):
+        samplax.sample(NoGradient(), "pis", training_evals=budget(2), progress=False, **SMALL)
+    with pytest.raises(ValueError, match="no gradient.*langevin=True"):
+        samplax.sample(NoGradient(), "dds", loss="tb", training_evals=budget(2), progress=False, **SMALL)
+    with pytest.raises(ValueError, match="langevin=True does not apply"):
+        samplax.sample(t, "cmcd", langevin=True, progress=False, **SMALL)
+    with pytest.raises(ValueError, match="no gradient.*CMCD"):
+        samplax.sample(NoGradient(), "cmcd", loss="logvar", progress=False, **SMALL)
+    with pytest.raises(ValueError, match="exploration=0.5 needs an off-policy loss"):
+        samplax.sample(t, "dds", loss="kl", exploration=0.5, training_evals=budget(2), progress=False, **SMALL)
+    with pytest.raises(ValueError, match="option loss='bogus' is invalid"):
+        samplax.sample(t, "pis", loss="bogus", progress=False)
+    with pytest.raises(ValueError, match="init"):
+        samplax.sample(t, "pis", init=np.zeros(2), training_evals=budget(2), progress=False, **SMALL)
+    with pytest.raises(ValueError, match="thinning"):
+        samplax.sample(t, "pis", thinning=2, training_evals=budget(2), progress=False, **SMALL)
+
+
+@pytest.mark.slow
+def test_a_target_without_gradients_trains_with_an_off_policy_loss():
+    r = samplax.sample(NoGradient(), "pis", loss="logvar", langevin=False, exploration=0.2, seed=0, num_chains=1,
+                       num_samples=200, progress=False, training_evals=budget(5, langevin=False), **SMALL)
+    assert r.cost["num_grad_evals"] == 0 and r.cost["num_training_steps"] == 5
+    assert np.isfinite(r.log_Z) and abs(r.log_Z - np.log(2 * np.pi)) < 5 * r.log_Z_se + 0.2
+
+
+@pytest.mark.slow
+def test_gmm25_mode_coverage():
+    """PIS (Langevin drift, log-variance loss) on the 25-mode grid mixture: every mode receives draws."""
+    target = samplax.targets.get("gmm25")
+    r = samplax.sample(target, "pis", seed=0, num_chains=1, num_samples=5000, progress=False, loss="logvar",
+                       sigma=5.0, num_time_steps=32, batch_size=64, width=64,
+                       training_evals=budget(400, 64, 32))
+    means = np.asarray(target.means)
+    x = r.samples.reshape(-1, 2)
+    nearest = np.argmin(((x[:, None, :] - means[None]) ** 2).sum(-1), axis=1)
+    counts = np.bincount(nearest, minlength=25)
+    print("gmm25 counts per mode", counts.tolist(), "log Z error", r.log_Z - target.ground_truth().log_Z,
+          "se", r.log_Z_se, "ESS", r.extra["ess"])
+    assert np.all(counts > 0.2 * x.shape[0] / 25), counts
+    assert abs(r.log_Z - target.ground_truth().log_Z) < max(Z_CLT * r.log_Z_se, 0.1) + 0.1
