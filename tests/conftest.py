@@ -1,6 +1,11 @@
 import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# solver="auto" of samplax.diffusion caches its tuned grids on disk: keep the tests' grids out of the user's cache
+if "SAMPLAX_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["SAMPLAX_CACHE_DIR"] = tempfile.mkdtemp(prefix="samplax-test-cache-")
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
