@@ -194,7 +194,7 @@ def err(x, ref):
     return float(np.mean(np.linalg.norm(np.asarray(x) - np.asarray(ref), axis=-1)))
 
 
-def accuracy(name, model, n_eval, n_tune, quick, optimized=False, cache_dir=None):
+def accuracy(name, model, n_eval, n_tune, quick, optimized=False, cache_dir=None, auto_only=False):
     d = model.dim
     rng = np.random.default_rng(1234)
     z_tune = rng.normal(size=(n_tune, d))
@@ -228,6 +228,8 @@ def accuracy(name, model, n_eval, n_tune, quick, optimized=False, cache_dir=None
         solvers = SAMPLAX_SOLVERS if not quick else ("dpmpp_2m", "unipc_bh2")
         configs = [c for c in itertools.product(solvers, SAMPLAX_GRIDS, SIGMA_ENDS, ("denoise", "integrate"))
                    if c[3] == "denoise" or c[0] in ("deis", "ipndm")]  # "integrate" is order 1 for the others
+        if auto_only:  # only the default and the fixed rule (no sweep of fixed grids)
+            configs = [sd.auto_choice(nfe)]
         # optimized grids: tuned on their own batch (seed 0 of samplax.diffusion.optimize_grid), not on these noises
         if optimized:
             configs += [(sv, "optimized", se, "denoise") for sv in (OPTIMIZED_SOLVERS if not quick else ("ipndm",))
@@ -350,6 +352,8 @@ def overhead_section():
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--auto-only", action="store_true",
+                    help="samplax: only the default (auto) and its fixed rule, no sweep of fixed-grid configurations")
     ap.add_argument("--optimized", action="store_true",
                     help="also sweep grid='optimized' (300 Adam steps per solver/NFE/sigma_end; slow)")
     ap.add_argument("--out", default="benchmarks/results/diffusion_vs_diffusers.md")
@@ -371,7 +375,7 @@ def main():
     rows = []
     cache_dir = tempfile.mkdtemp(prefix="samplax-bench-auto-")  # a fresh cache: auto's tuning cost is measured
     for name, model in datasets:
-        rows += accuracy(name, model, args.n_eval, args.n_tune, args.quick, args.optimized, cache_dir)
+        rows += accuracy(name, model, args.n_eval, args.n_tune, args.quick, args.optimized, cache_dir, args.auto_only)
     lines = ["# samplax.diffusion vs diffusers", "",
              f"diffusers {diffusers.__version__}, torch {torch.__version__} (CPU, float64), jax {jax.__version__} "
              "(CPU, float64). Testbed: DDPM linear betas 1e-4..0.02, 1000 steps, sigma_max = "
@@ -381,7 +385,10 @@ def main():
              "`solver=\"auto\"` tunes its grid and per-step weights once per (model, NFE) on its own 256 noises (2 x 300 "
              "Adam steps through the solver on the endpoint error against a diffrax solve, started from the fixed rule's grid, "
              "`samplax/diffusion/auto.py`) and caches it on disk; that one-off tuning cost (last column) is not part "
-             "of the NFE count. It is reported without any selection on the tuning noises.", "",
+             "of the NFE count. It is reported without any selection on the tuning noises."
+             + (" This run used `--auto-only`: samplax's candidates are auto and its fixed rule `AUTO_RULE` only (no "
+                "sweep of fixed grids), so \"best samplax fixed grid\" is the fixed rule." if args.auto_only else ""),
+             "",
              "## The default (`solver=\"auto\"`)", "",
              "| data | NFE | best diffusers config | error | samplax auto (solver / grid) | calls | error | "
              "auto/diffusers | one-off tuning (s, model calls) |", "|---|---|---|---|---|---|---|---|---|"]

@@ -311,7 +311,7 @@ def tune_grid(denoiser: Callable, *, fingerprint: str, solver: str, nfe: int, si
     head = f"samplax.diffusion auto: tuning the {solver} grid for nfe={nfe} (model {fingerprint[:8]})"
     bar = _Progress(progress, head)
     stop = 0.0 if ends_at_zero else float(sigma_min)
-    bar.show(f"exact PF-ODE reference of {batch} noises ...")
+    bar.show(f"exact PF-ODE reference of {batch} noises (once per model) ...")
     (x0, ref, ref_evals, ref_seconds), was_cached = _reference(denoiser, fingerprint, sigma_max, stop,
                                                                tuple(event_shape), jnp.dtype(dtype), batch, seed, rtol)
     dtype = x0.dtype
