@@ -6,6 +6,8 @@ if "SAMPLAX_CACHE_DIR" not in os.environ:
     import tempfile
 
     os.environ["SAMPLAX_CACHE_DIR"] = tempfile.mkdtemp(prefix="samplax-test-cache-")
+# ... and tune briefly where a test (the README, the CLI) runs the default: the default tier's time budget
+os.environ.setdefault("SAMPLAX_AUTO_TUNE", '{"batch": 64, "iters": 25}')
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

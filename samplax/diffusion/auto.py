@@ -26,6 +26,10 @@ The rule (what :func:`samplax.diffusion.sample` does with ``solver="auto"``):
    or the user passes ``tune=False`` -- ``auto`` uses the fixed rule :data:`samplax.diffusion.AUTO_RULE`
    (:func:`samplax.diffusion.auto_choice`) and ``info.auto`` says so and why.
 
+Tuning settings: :data:`TUNE_DEFAULTS`, overridden by the JSON object in ``$SAMPLAX_AUTO_TUNE`` (e.g.
+``{"batch": 64, "iters": 25}``: quicker, rougher grids, as the test suite uses), overridden by ``tune={...}`` of the
+call. They are part of the key.
+
 The key: ``(AUTO_CACHE_VERSION, model fingerprint, event shape, dtype, solver, nfe, sigma_max, sigma_min,
 final step, initial grid and sigma_end, tuning settings)``. The **model fingerprint** is a SHA-256 of the
 denoiser's outputs, rounded to float32, on a fixed probe batch (8 standard-normal points from a fixed numpy seed,
@@ -380,19 +384,36 @@ class AutoPlan(NamedTuple):
     cost: dict  # tuning cost entries for ``SampleInfo.cost``
 
 
+def _env_defaults() -> dict:
+    """:data:`TUNE_DEFAULTS` with the overrides of ``$SAMPLAX_AUTO_TUNE`` (a JSON object, e.g. ``{"iters": 50}`` for
+    quicker, rougher tuning on a CI machine; a ValueError naming the variable when it is not one)."""
+    out = dict(TUNE_DEFAULTS, progress=True, cache_dir=None)
+    env = os.environ.get("SAMPLAX_AUTO_TUNE")
+    if env:
+        try:
+            extra = json.loads(env)
+        except ValueError:
+            extra = None
+        if not isinstance(extra, dict) or set(extra) - _TUNE_KEYS:
+            raise ValueError(f"SAMPLAX_AUTO_TUNE must be a JSON object with keys among {sorted(_TUNE_KEYS)}, "
+                             f"got {env!r}")
+        out.update(extra)
+    return out
+
+
 def check_tune(tune, who: str = "sample") -> Optional[dict]:
     """``tune`` as a dict of tuning settings, or ``None`` for ``tune=False`` (a ValueError naming ``tune`` when
-    it is neither a bool nor a dict of known settings with valid values)."""
-    if tune is True:
-        return dict(TUNE_DEFAULTS, progress=True, cache_dir=None)
+    it is neither a bool nor a dict of known settings with valid values). Settings not given come from
+    :data:`TUNE_DEFAULTS` and ``$SAMPLAX_AUTO_TUNE``."""
     if tune is False:
         return None
-    if not isinstance(tune, dict):
+    if tune is not True and not isinstance(tune, dict):
         raise ValueError(f"{who}: tune must be True, False or a dict of tuning settings, got {type(tune).__name__}")
+    tune = {} if tune is True else tune
     bad = sorted(set(tune) - _TUNE_KEYS)
     if bad:
         raise ValueError(f"{who}: unknown tune settings {bad}; known: {sorted(_TUNE_KEYS)}")
-    out = dict(TUNE_DEFAULTS, progress=True, cache_dir=None)
+    out = _env_defaults()
     out.update(tune)
     for name in ("batch", "iters"):
         v = out[name]

@@ -347,7 +347,7 @@ def sample(denoiser: Callable, *, key: jax.Array, shape: Optional[tuple] = None,
         sample after each step and after the final denoise (projected diffusion). A ``P`` that returns another
         shape, or non-finite values for a finite point, is a ValueError naming ``project``.
       tune: for ``solver="auto"`` only: ``True`` (tune with the defaults
-        :data:`samplax.diffusion.auto.TUNE_DEFAULTS`), ``False`` (the fixed rule) or a dict of settings
+        :data:`samplax.diffusion.auto.TUNE_DEFAULTS` and ``$SAMPLAX_AUTO_TUNE``), ``False`` (the fixed rule) or a dict of settings
         (``batch``, ``iters``, ``learning_rate``, ``seed``, ``rtol``, ``progress``: bool, ``cache_dir``: a folder
         instead of ``$SAMPLAX_CACHE_DIR`` / the user cache folder).
 

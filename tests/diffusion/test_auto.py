@@ -97,6 +97,15 @@ def test_auto_bad_tune_arguments(key):
         sd.sample(sd.ring8(), solver="auto", tune="yes", **kw)
 
 
+def test_tuning_defaults_from_the_environment(monkeypatch):
+    monkeypatch.setenv("SAMPLAX_AUTO_TUNE", '{"iters": 7}')
+    assert sda.check_tune(True)["iters"] == 7 and sda.check_tune({"iters": 9})["iters"] == 9
+    assert sda.check_tune(True)["batch"] == sda.TUNE_DEFAULTS["batch"]
+    monkeypatch.setenv("SAMPLAX_AUTO_TUNE", '{"iterations": 7}')
+    with pytest.raises(ValueError, match="SAMPLAX_AUTO_TUNE must be a JSON object"):
+        sda.check_tune(True)
+
+
 def test_cache_dir_follows_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("SAMPLAX_CACHE_DIR", str(tmp_path / "c"))
     assert sda.cache_dir() == str(tmp_path / "c")
@@ -142,7 +151,7 @@ def test_auto_is_at_most_half_the_best_diffusers_like_config(dim, k, seed, tmp_p
     ratios = {}
     for nfe in (5, 10, 20):
         x, info = sd.sample(model, key=jax.random.key(0), x_init=x0, sigma_max=SMAX, nfe=nfe, solver="auto",
-                            tune={"cache_dir": str(tmp_path)})
+                            tune={**sda.TUNE_DEFAULTS, "cache_dir": str(tmp_path)})  # not the tests' short tuning
         assert info.auto["source"] == "tuned" and int(info.num_model_evals) <= nfe
         ratios[nfe] = _err(x, ref) / _best_baseline(model, x0, ref, nfe)
     print(f"auto / best diffusers-like, {dim}-D {k} modes:", {n: round(r, 3) for n, r in ratios.items()})

@@ -134,6 +134,7 @@ def test_batch_size_invariance(name, key):
     np.testing.assert_allclose(a, b[:4], rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.slow  # 8 s; the default tier's budget
 def test_momentum_solvers_with_beta_one_are_euler_and_ipndm(setup):
     """GHVB's velocity with beta = 1 is the Adams-Bashforth combination itself: iPNDM of that order (HB: Euler)."""
     x0, _ = setup
@@ -153,6 +154,7 @@ def test_momentum_solvers_with_beta_one_are_euler_and_ipndm(setup):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-13)
 
 
+@pytest.mark.slow  # 8 s; the default tier's budget
 def test_eps_scaling_is_the_base_solver_on_the_scaled_denoiser(setup):
     """Epsilon scaling = the base solver run on D' = x - (x - D) / lambda(sigma), lambda = scale + slope sigma/smax."""
     x0, _ = setup
