@@ -1,6 +1,13 @@
 import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# solver="auto" of samplax.diffusion caches its tuned grids on disk: keep the tests' grids out of the user's cache
+if "SAMPLAX_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["SAMPLAX_CACHE_DIR"] = tempfile.mkdtemp(prefix="samplax-test-cache-")
+# ... and tune briefly where a test (the README, the CLI) runs the default: the default tier's time budget
+os.environ.setdefault("SAMPLAX_AUTO_TUNE", '{"batch": 64, "iters": 25}')
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

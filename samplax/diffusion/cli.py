@@ -9,7 +9,8 @@ Sub-commands:
   checkpoint to ``--steps`` total steps exactly as an uninterrupted run would.
 * ``sample``: draw samples from an exact GMM diffusion model (``--model ring8|grid25|mixture64``)
   or a trained checkpoint (``--checkpoint DIR``, EMA weights) with any registered
-  solver/grid and save them (``.npz``). For an exact model it prints the mean NLL of the
+  solver/grid and save them (``.npz``); the default ``--solver auto`` tunes the grid once per model and
+  caches it on disk (:mod:`samplax.diffusion.auto`; ``--no-tune``: the fixed rule). For an exact model it prints the mean NLL of the
   samples under the true mixture next to that of exact draws; for a checkpoint, the
   energy distance of the samples to fresh draws of its training data.
 * ``inverse``: posterior sampling for an inverse problem (inpainting, deblurring, a random linear
@@ -54,7 +55,11 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
     s.add_argument("--raw-weights", action="store_true", help="use the raw (not EMA) weights of a checkpoint")
     s.add_argument("--n", type=int, default=1000, help="number of samples")
     s.add_argument("--nfe", type=int, default=10, help="denoiser calls per sample")
-    s.add_argument("--solver", default="auto", choices=solver_names())
+    s.add_argument("--solver", default="auto", choices=solver_names(),
+                   help="default 'auto': the solver for --nfe with a grid tuned once per model and cached on disk "
+                        "(samplax.diffusion.auto)")
+    s.add_argument("--no-tune", action="store_true",
+                   help="with --solver auto: use the fixed rule AUTO_RULE instead of tuning the grid")
     s.add_argument("--grid", default="logsnr", choices=grid_names())
     s.add_argument("--sigma-max", type=float, default=80.0)
     s.add_argument("--sigma-end", type=float, default=None)
@@ -107,13 +112,16 @@ def run(args) -> int:
     model = gmm.get_model(args.model)
     key = jax.random.key(args.seed)
     x, info = sample(model, key=key, shape=(args.n, model.dim), sigma_max=args.sigma_max, nfe=args.nfe,
-                     solver=args.solver, grid=args.grid, sigma_end=args.sigma_end, final_step=args.final_step)
+                     solver=args.solver, grid=args.grid, sigma_end=args.sigma_end, final_step=args.final_step,
+                     **_tune_arg(args))
     nll = float(-np.mean(np.asarray(jax.vmap(model.log_prob)(x))))
     exact = model.sample(jax.random.fold_in(key, 1), args.n)
     nll_exact = float(-np.mean(np.asarray(jax.vmap(model.log_prob)(exact))))
     summary = {"model": args.model, "n": args.n, "solver": info.solver, "grid": info.grid,
                "num_model_evals": int(info.num_model_evals), "nll": nll, "nll_exact_draws": nll_exact,
                "cost": dict(info.cost)}
+    if info.auto is not None:
+        summary["auto"] = info.auto
     if args.out:
         _save(args.out, x, info, summary)
     print(json.dumps(summary))
@@ -182,9 +190,11 @@ def _sample_checkpoint(args) -> int:
                         "cache_tag": f"step={int(state.step)} weights={'raw' if args.raw_weights else 'ema'}"}
     x, info = sample(model, key=key, shape=(args.n, config.dim), sigma_max=args.sigma_max, nfe=args.nfe,
                      solver=args.solver, grid=args.grid, sigma_end=args.sigma_end, final_step=args.final_step,
-                     grid_options=grid_options)
+                     grid_options=grid_options, **_tune_arg(args))
     summary = {"checkpoint": args.checkpoint, "step": int(state.step), "n": args.n, "solver": info.solver,
                "grid": info.grid, "num_model_evals": int(info.num_model_evals), "cost": dict(info.cost)}
+    if info.auto is not None:
+        summary["auto"] = info.auto
     if meta.get("data") in toy2d.DATASETS:
         from samplax.metrics import energy_distance
         ref = toy2d.get_dataset(meta["data"])(jax.random.fold_in(key, 1), min(args.n, 4000))
@@ -195,8 +205,19 @@ def _sample_checkpoint(args) -> int:
     return 0
 
 
+def _tune_arg(args) -> dict:
+    """``tune=False`` for ``--solver auto --no-tune`` (a ValueError when ``--no-tune`` comes with another solver)."""
+    if not args.no_tune:
+        return {}
+    if args.solver != "auto":
+        raise ValueError(f"--no-tune applies to --solver auto only, got --solver {args.solver}")
+    return {"tune": False}
+
+
 def _save(path, x, info, summary) -> None:
     """Samples, visited sigmas and the summary in a ``.npz`` (the cost record flattened to ``cost_<field>``)."""
-    flat = {k: v for k, v in summary.items() if k != "cost"}
+    flat = {k: v for k, v in summary.items() if k not in ("cost", "auto")}
+    if "auto" in summary:
+        flat["auto"] = json.dumps(summary["auto"])
     flat.update({f"cost_{k}": v for k, v in summary["cost"].items()})
     np.savez(path, samples=np.asarray(x), sigmas=info.sigmas, **flat)

@@ -21,7 +21,7 @@ _DEFAULT_NORM = diffrax.PIDController(rtol=1.0, atol=1.0).norm  # diffrax's defa
 
 def solve_pf_ode(denoiser: Callable, x: jax.Array, sigma_start: float, sigma_stop: float, *,
                  rtol: float = 1e-10, atol: float = 1e-10, max_steps: int = 100_000,
-                 sigma_floor: float = 1e-6) -> jax.Array:
+                 sigma_floor: float = 1e-6, return_steps: bool = False):
     """Solve the PF-ODE for a batch ``x`` ``[B, ...]`` from ``sigma_start`` to ``sigma_stop``.
 
     ``sigma_stop = 0`` is reached by solving to ``sigma_floor`` and applying the denoiser there
@@ -32,6 +32,9 @@ def solve_pf_ode(denoiser: Callable, x: jax.Array, sigma_start: float, sigma_sto
     the state carries a flag integrated from "the output was non-finite", which ends the solve
     through a ``diffrax.Event`` instead of rejecting steps until ``max_steps``); the call then warns
     (which sample, at which sigma) or, when every sample is non-finite, raises a ValueError.
+
+    With ``return_steps=True`` it returns ``(y, steps)``, ``steps`` ``[B]`` the Dopri8 steps (accepted and
+    rejected) of each sample's solve.
     """
     check_denoiser(denoiser, x.shape[1:], x.dtype, "solve_pf_ode", "x")
     to_zero = float(sigma_stop) == 0.0
@@ -62,4 +65,4 @@ def solve_pf_ode(denoiser: Callable, x: jax.Array, sigma_start: float, sigma_sto
     if not isinstance(bad, jax.core.Tracer):
         nonfinite_ode_report("solve_pf_ode", np.asarray(bad), np.asarray(sigma_end), np.asarray(steps),
                              float(sigma_start), float(sigma_stop), what="sample")
-    return y
+    return (y, steps) if return_steps else y

@@ -26,21 +26,14 @@ import numpy as np
 
 from samplax.core.cost import Cost, make_cost
 from samplax.diffusion._compiled import Clock, ExecutableCache
+from samplax.diffusion import auto as _auto
 from samplax.diffusion import correctors as _corr
+from samplax.diffusion.auto import AUTO_RULE, auto_choice  # noqa: F401  (public names of samplax.diffusion)
 from samplax.diffusion.checks import check_denoiser, nonfinite_report
 from samplax.diffusion.grids import grid_names, make_grid
 from samplax.diffusion.solvers import get_solver, mark_nonfinite, no_nonfinite, run_solver, solver_names
 
 FINAL_STEPS = ("denoise", "integrate")
-
-# "auto" rule (from benchmarks/diffusion_vs_diffusers.py, see its results file):
-# (max nfe, solver, grid, sigma_end, final_step). The first row whose max nfe >= nfe is used.
-# Chosen from the configurations that won on ring8, grid25 and the 64-D mixture at NFE 5/10/20.
-AUTO_RULE = (
-    (7, "unipc_bh2", "logsnr", 0.1, "denoise"),
-    (14, "ipndm", "logsnr", 0.01, "denoise"),
-    (10**9, "ipndm", "polynomial", 0.01, "integrate"),
-)
 
 
 class SampleInfo(NamedTuple):
@@ -75,6 +68,11 @@ class SampleInfo(NamedTuple):
         JAX transformation.
       corrector_acceptance: with ``corrector=``, ``[num_steps]`` numpy: the mean acceptance over the batch of the
         corrector run after each solver step (1 for the unadjusted kinds; NaN where it did not run, at sigma = 0).
+      auto: with ``solver="auto"``, how it was resolved (:mod:`samplax.diffusion.auto`): ``tuned`` (bool),
+        ``rule`` (``"tuned"`` or ``"fixed"``); for a tuned grid ``source`` (``"tuned"`` now, read from ``"disk"``
+        or from ``"memory"``), ``key``, ``cache_file``, ``model_fingerprint`` and the tuning-batch endpoint errors
+        ``tuning_error_start`` (the fixed rule's grid) and ``tuning_error`` (the tuned grid); for the fixed rule the
+        ``reason`` (``tune=False``, a JAX transformation, ``jax.disable_jit()``). ``None`` for other solvers.
     """
 
     num_model_evals: jax.Array
@@ -88,14 +86,7 @@ class SampleInfo(NamedTuple):
     nonfinite_sigma: Optional[jax.Array] = None
     warnings: tuple = ()
     corrector_acceptance: Optional[np.ndarray] = None
-
-
-def auto_choice(nfe: int):
-    """The solver, grid, ``sigma_end`` and final step that ``solver="auto"`` uses for ``nfe`` calls (:data:`AUTO_RULE`)."""
-    for max_nfe, solver, grid, send, final in AUTO_RULE:
-        if nfe <= max_nfe:
-            return solver, grid, send, final
-    raise AssertionError("unreachable")
+    auto: Optional[dict] = None
 
 
 _PROGRAMS: "OrderedDict" = OrderedDict()  # compiled sampling programs (LRU)
@@ -144,8 +135,11 @@ class _Prepared(NamedTuple):
 
 
 def _prepare(denoiser, solver, solver_options, grid, grid_options, nfe, sigma_max, sigma_min, sigma_end, final_step,
-             dtype, event_shape):
-    """Grid, plan and padded device arrays of one configuration (pure host work; cached by the caller)."""
+             dtype, event_shape, nodes=None, weights=None):
+    """Grid, plan and padded device arrays of one configuration (pure host work; cached by the caller).
+
+    ``nodes``: the positive nodes already chosen (``solver="auto"``'s tuned grid) instead of ``grid``;
+    ``weights``: per-step plan entries fitted with them (the ``bespoke`` solver's ``w0, w1, ...``)."""
     s = get_solver(solver, **solver_options)
     ends_at_zero = sigma_min == 0.0
     if ends_at_zero:
@@ -158,11 +152,20 @@ def _prepare(denoiser, solver, solver_options, grid, grid_options, nfe, sigma_ma
     budget = nfe - 1 if final_denoise else nfe
     solver_to_zero = ends_at_zero and final_step == "integrate"
     plan = s.plan(budget, solver_to_zero) if budget > 0 else {"order": np.zeros(0, np.int32)}
+    for k, v in (weights or {}).items():
+        if k not in plan or np.shape(v) != np.shape(plan[k]):  # the tuner plans as this function does
+            raise AssertionError(f"sample: tuned plan entry {k!r} does not fit the plan of solver {solver!r}")
+        plan[k] = np.asarray(v, np.float64)
     n = len(plan["order"])
     n_grid = n - 1 if solver_to_zero else n
     if n_grid < 1:
         raise ValueError(f"sample: nfe={nfe} is too small for solver {solver!r} with final_step={final_step!r}")
-    if grid == "optimized":
+    if nodes is not None:
+        nodes = np.asarray(nodes, np.float64)
+        if len(nodes) != n_grid + 1:  # the tuner plans as this function does; never a silent mismatch
+            raise AssertionError(f"sample: {len(nodes)} tuned nodes for {n_grid} intervals")
+        sigma_end = float(nodes[-1])
+    elif grid == "optimized":
         from samplax.diffusion.optimize_grid import optimized_grid
         nodes = optimized_grid(denoiser, solver=solver, solver_options=solver_options, nfe=nfe, sigma_max=sigma_max,
                                sigma_end=sigma_end, final_step=final_step if ends_at_zero else "none",
@@ -290,7 +293,8 @@ def _batched(denoiser):
 def sample(denoiser: Callable, *, key: jax.Array, shape: Optional[tuple] = None, x_init: Optional[jax.Array] = None,
            sigma_max: float, sigma_min: float = 0.0, nfe: int, solver: str = "dpmpp_2m", grid: str = "logsnr",
            sigma_end: Optional[float] = None, final_step: str = "denoise", grid_options: Optional[dict] = None,
-           solver_options: Optional[dict] = None, corrector=None, project: Optional[Callable] = None):
+           solver_options: Optional[dict] = None, corrector=None, project: Optional[Callable] = None,
+           tune=True):
     """Draw samples from a diffusion model given as a denoiser, within ``nfe`` denoiser calls.
 
     The state is VE (``x = x0 + sigma * noise``); ``denoiser(x, sigma)`` returns
@@ -315,7 +319,14 @@ def sample(denoiser: Callable, *, key: jax.Array, shape: Optional[tuple] = None,
       x_init: alternatively a batch ``[batch, *event_shape]`` already at ``sigma_max``.
       sigma_max, sigma_min: start and end noise levels (VE), ``sigma_max > sigma_min >= 0``.
       nfe: number of denoiser calls allowed per sample; never exceeded (``info.num_model_evals``).
-      solver: one of :func:`solver_names`; ``"auto"`` uses :func:`auto_choice`.
+      solver: one of :func:`solver_names`. ``"auto"`` (:mod:`samplax.diffusion.auto`) picks the solver for ``nfe``
+        (:data:`~samplax.diffusion.auto.AUTO_TUNED`) and tunes its grid for this model on first use (a one-off
+        cost: a 256-point exact PF-ODE reference and 2 x 300 Adam steps through the solver, seconds for a small
+        model, shown on stderr and reported in ``info.cost``), started from the fixed rule :data:`AUTO_RULE` and
+        cached on disk per model fingerprint, solver, ``nfe``, sigma range and event shape, so later calls (also
+        in other processes) tune nothing. Under a JAX transformation, ``jax.disable_jit()`` or with
+        ``tune=False`` it uses the fixed rule (:func:`auto_choice`). ``info.auto`` says which; ``grid``,
+        ``final_step``, ``grid_options`` and ``solver_options`` are then ignored (``sigma_end`` is the start).
       grid: one of :func:`grid_names`. ``"optimized"`` tunes the grid for this denoiser, solver
         and ``nfe`` on first use (:mod:`samplax.diffusion.optimize_grid`, deterministic solvers
         only; ``grid_options`` go to :func:`~samplax.diffusion.optimize_grid.optimized_grid`)
@@ -335,6 +346,10 @@ def sample(denoiser: Callable, *, key: jax.Array, shape: Optional[tuple] = None,
       project: a map ``P(x)`` of one point onto a set (e.g. :func:`samplax.diffusion.compose.box`), applied to every
         sample after each step and after the final denoise (projected diffusion). A ``P`` that returns another
         shape, or non-finite values for a finite point, is a ValueError naming ``project``.
+      tune: for ``solver="auto"`` only: ``True`` (tune with the defaults
+        :data:`samplax.diffusion.auto.TUNE_DEFAULTS` and ``$SAMPLAX_AUTO_TUNE``), ``False`` (the fixed rule) or a dict of settings
+        (``batch``, ``iters``, ``learning_rate``, ``seed``, ``rtol``, ``progress``: bool, ``cache_dir``: a folder
+        instead of ``$SAMPLAX_CACHE_DIR`` / the user cache folder).
 
     Returns:
       ``(samples, info)`` with ``samples`` shaped like the batch and ``info`` a :class:`SampleInfo`
@@ -348,11 +363,12 @@ def sample(denoiser: Callable, *, key: jax.Array, shape: Optional[tuple] = None,
     if not isinstance(nfe, (int, np.integer)) or isinstance(nfe, bool) or nfe < 1:
         raise ValueError(f"sample: nfe must be a positive int, got {nfe!r}")
     nfe = int(nfe)
-    if solver == "auto":
-        # "auto" fixes solver, grid, sigma_end and final step together (they were tuned jointly)
-        solver, grid, sigma_end_auto, final_step = auto_choice(nfe)
-        if sigma_end is None:
-            sigma_end = sigma_end_auto
+    is_auto = solver == "auto"
+    if is_auto:
+        _auto.check_tune(tune)  # resolved below, once the event shape and dtype are known
+        solver, grid, final_step = "dpmpp_2m", "logsnr", "denoise"  # placeholders for the checks below
+    elif tune is not True:
+        raise ValueError(f"sample: tune= applies to solver='auto' only, got tune={tune!r} with solver={solver!r}")
     if solver not in solver_names():
         raise ValueError(f"sample: unknown solver {solver!r}; choose one of {solver_names()}")
     if grid not in grid_names():
@@ -388,6 +404,12 @@ def sample(denoiser: Callable, *, key: jax.Array, shape: Optional[tuple] = None,
             raise ValueError(f"sample: x_init has non-finite values in {bad.size} of its {shape[0]} points "
                              f"(first: index {int(bad[0])})")
     check_denoiser(denoiser, shape[1:], dtype, "sample", "x_init" if x_init is not None else "shape")
+    auto_plan = None
+    if is_auto:
+        auto_plan = _auto.resolve(denoiser, nfe=nfe, sigma_max=sigma_max, sigma_min=sigma_min, sigma_end=sigma_end,
+                                  event_shape=shape[1:], dtype=dtype, tune=tune)
+        solver, grid, sigma_end, final_step = auto_plan.solver, auto_plan.grid, auto_plan.sigma_end, auto_plan.final_step
+        grid_options, solver_options = {}, {}
     corr = _corr.as_corrector(corrector, "sample")
     if (corr is not None or project is not None) and solver == "restart":
         raise ValueError("sample: corrector= and project= need a solver with one step per interval, not 'restart'")
@@ -401,15 +423,20 @@ def sample(denoiser: Callable, *, key: jax.Array, shape: Optional[tuple] = None,
             raise ValueError("sample: project's non-array parts must be hashable (use a function or an equinox Module)")
     opts_key = tuple(sorted(solver_options.items()))
     grid_key = tuple(sorted(grid_options.items()))
+    tuned_nodes = auto_plan.nodes if auto_plan is not None else None
+    per_model = grid == "optimized" and tuned_nodes is None  # the grid is tuned for this denoiser object
     pkey = (solver, opts_key, grid, grid_key, nfe, sigma_max, sigma_min, sigma_end, final_step, str(dtype),
-            id(denoiser) if grid == "optimized" else None, shape[1:] if grid == "optimized" else None)
+            id(denoiser) if per_model else None, shape[1:] if per_model else None,
+            auto_plan.key if tuned_nodes is not None else None)
     cacheable = _hashable(pkey)
     prep = _PREPARED.get(pkey) if cacheable else None
     grid_seconds = 0.0
-    if prep is None or (grid == "optimized" and prep[0] is not denoiser):
+    if prep is None or (per_model and prep[0] is not denoiser):
         t0 = time.perf_counter()
-        prep = (denoiser, _prepare(denoiser, solver, solver_options, grid, grid_options, nfe, sigma_max, sigma_min,
-                                   sigma_end, final_step, dtype, shape[1:]))
+        prep = (denoiser if per_model else None,
+                _prepare(denoiser, solver, solver_options, grid, grid_options, nfe, sigma_max, sigma_min,
+                         sigma_end, final_step, dtype, shape[1:], nodes=tuned_nodes,
+                         weights=auto_plan.weights if tuned_nodes is not None else None))
         grid_seconds = time.perf_counter() - t0
         if cacheable:
             _lru_put(_PREPARED, pkey, prep, _MAX_PREPARED)
@@ -473,8 +500,10 @@ def sample(denoiser: Callable, *, key: jax.Array, shape: Optional[tuple] = None,
             where = "the final denoise" if first == num_steps else f"step {first} of {num_steps}"
             raise ValueError(f"sample: project returned non-finite values (NaN or inf) for {int(np.sum(bad >= 0))} of "
                              f"{bad.size} samples whose input was finite; the first at {where}")
-    if grid == "optimized":
+    if per_model:
         cost["grid_seconds"] = grid_seconds
+    if auto_plan is not None:
+        cost.update(auto_plan.cost)
     per_call = getattr(denoiser, "cost_per_call", None)
     if isinstance(per_call, dict):  # a guidance wrapper: its base-model work per call (guidance.Guided)
         calls = int(ne) if clock.timed else planned
@@ -483,7 +512,7 @@ def sample(denoiser: Callable, *, key: jax.Array, shape: Optional[tuple] = None,
     if not isinstance(nf.step, jax.core.Tracer):
         warns = tuple(nonfinite_report("sample", np.asarray(nf.step), np.asarray(nf.sigma), num_steps))
     return x, SampleInfo(ne, prep.visited, solver, grid, final_step, prep.sigma_end, cost, nf.step, nf.sigma, warns,
-                         acc_out)
+                         acc_out, None if auto_plan is None else dict(auto_plan.info))
 
 
 def _check_project(project, event_shape, dtype, who):

@@ -23,7 +23,7 @@ SMAX, SMIN = 20.0, 0.2
 ORDERS = {
     "euler": 1, "ddim": 1, "dpm_solver_1": 1, "heun": 2, "dpm_solver_2": 2, "dpm_solver_3": 3,
     "dpmpp_2m": 2, "dpmpp_3m": 2, "unip_bh1": 2, "unip_bh2": 2, "unipc_bh1": 3, "unipc_bh2": 3,
-    "deis": 3, "ipndm": 2,
+    "deis": 3, "ipndm": 2, "hb": 1, "ghvb": 1,  # heavy-ball momentum with beta < 1: a first-order lag
 }
 NFES = (24, 48, 96, 192)  # multiples of 6: DPM-Solver-2/3 and Heun use whole steps
 
@@ -134,12 +134,54 @@ def test_batch_size_invariance(name, key):
     np.testing.assert_allclose(a, b[:4], rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.slow  # 8 s; the default tier's budget
+def test_momentum_solvers_with_beta_one_are_euler_and_ipndm(setup):
+    """GHVB's velocity with beta = 1 is the Adams-Bashforth combination itself: iPNDM of that order (HB: Euler)."""
+    x0, _ = setup
+    kw = dict(key=jax.random.key(0), x_init=x0, sigma_max=SMAX, sigma_min=SMIN, nfe=12, grid="karras")
+    for order in (1, 2, 4):
+        a, _ = sd.sample(MODEL, solver="ghvb", solver_options={"order": order, "beta": 1.0}, **kw)
+        b, _ = sd.sample(MODEL, solver="ipndm", solver_options={"order": order}, **kw)
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-13)
+    a, _ = sd.sample(MODEL, solver="hb", solver_options={"beta": 1.0}, **kw)
+    b, _ = sd.sample(MODEL, solver="euler", **kw)
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="beta must be in"):
+        sd.get_solver("ghvb", beta=0.0)
+    # the bespoke solver with its planned (unfitted) weights is iPNDM
+    a, _ = sd.sample(MODEL, solver="bespoke", **kw)
+    b, _ = sd.sample(MODEL, solver="ipndm", **kw)
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-13)
+
+
+@pytest.mark.slow  # 8 s; the default tier's budget
+def test_eps_scaling_is_the_base_solver_on_the_scaled_denoiser(setup):
+    """Epsilon scaling = the base solver run on D' = x - (x - D) / lambda(sigma), lambda = scale + slope sigma/smax."""
+    x0, _ = setup
+    kw = dict(key=jax.random.key(0), x_init=x0, sigma_max=SMAX, sigma_min=SMIN, nfe=12, grid="logsnr")
+
+    def scaled(x, s):
+        return x - (x - MODEL(x, s)) / (1.02 + 0.05 * s / SMAX)
+
+    for base in ("dpmpp_2m", "unipc_bh2"):
+        a, _ = sd.sample(MODEL, solver="eps_scaling", solver_options={"base": base, "scale": 1.02, "slope": 0.05}, **kw)
+        b, _ = sd.sample(scaled, solver=base, **kw)
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-12)
+    a, _ = sd.sample(MODEL, solver="eps_scaling", solver_options={"scale": 1.0}, **kw)
+    b, _ = sd.sample(MODEL, solver="dpmpp_2m", **kw)
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="base must be one of"):
+        sd.get_solver("eps_scaling", base="auto")
+
+
 def test_auto_and_names(key):
     assert "auto" in sd.solver_names() and "dpmpp_2m" in sd.solver_names()
     assert {"logsnr", "karras", "time", "polynomial", "beta"} <= set(sd.grid_names())
     for nfe in (5, 10, 20):
-        x, info = sd.sample(sd.ring8(), key=key, shape=(8, 2), sigma_max=80.0, nfe=nfe, solver="auto")
+        x, info = sd.sample(sd.ring8(), key=key, shape=(8, 2), sigma_max=80.0, nfe=nfe, solver="auto", tune=False)
         assert int(info.num_model_evals) <= nfe and info.solver != "auto"
+        assert (info.solver, info.grid, info.final_step) == tuple(sd.auto_choice(nfe)[i] for i in (0, 1, 3))
+        assert info.auto["tuned"] is False and "tune=False" in info.auto["reason"]
 
 
 def test_bad_input(key):

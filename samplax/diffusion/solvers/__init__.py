@@ -4,7 +4,9 @@ from __future__ import annotations
 from functools import partial
 
 from samplax.diffusion.solvers.base import NonFinite, Solver, StepContext, mark_nonfinite, no_nonfinite, run_solver
-from samplax.diffusion.solvers.ode import ddim, deis, dpm_solver, dpmpp, euler, heun, ipndm, unipc
+from samplax.diffusion.solvers.ode import (
+    bespoke, ddim, deis, dpm_solver, dpmpp, eps_scaled, euler, ghvb, heun, ipndm, unipc,
+)
 from samplax.diffusion.solvers.sde import ddpm, er_sde, euler_maruyama, restart, sde_dpmpp_2m
 
 SOLVERS = {
@@ -22,12 +24,26 @@ SOLVERS = {
     "unip_bh2": partial(unipc, variant="bh2", corrector=False),
     "deis": deis,
     "ipndm": ipndm,
+    "bespoke": bespoke,
+    "hb": partial(ghvb, order=1),
+    "ghvb": ghvb,
     "euler_maruyama": euler_maruyama,
     "ddpm": ddpm,
     "sde_dpmpp_2m": sde_dpmpp_2m,
     "restart": restart,
     "er_sde": er_sde,
 }
+
+
+def eps_scaling(base: str = "dpmpp_2m", scale: float = 1.005, slope: float = 0.0, **base_options) -> Solver:
+    """Epsilon scaling on the registered solver ``base`` (its options in ``base_options``): see
+    :func:`samplax.diffusion.solvers.ode.eps_scaled`."""
+    if base not in SOLVERS or base == "eps_scaling":
+        raise ValueError(f"eps_scaling: base must be one of {sorted(set(SOLVERS) - {'eps_scaling'})}, got {base!r}")
+    return eps_scaled(get_solver(base, **base_options), scale, slope)
+
+
+SOLVERS["eps_scaling"] = eps_scaling
 
 
 def solver_names() -> list:
@@ -47,5 +63,5 @@ def get_solver(name: str, **options) -> Solver:
 
 
 __all__ = ["Solver", "StepContext", "run_solver", "NonFinite", "no_nonfinite", "mark_nonfinite", "SOLVERS", "solver_names", "get_solver",
-           "euler", "ddim", "heun", "dpm_solver", "dpmpp", "unipc", "deis", "ipndm",
+           "euler", "ddim", "heun", "dpm_solver", "dpmpp", "unipc", "deis", "ipndm", "ghvb", "eps_scaling", "eps_scaled", "bespoke",
            "euler_maruyama", "ddpm", "sde_dpmpp_2m", "restart", "er_sde"]

@@ -191,8 +191,9 @@ def dpm_solver(order: int = 3) -> Solver:
 
 # ---------------------------------------------------------------- multistep helpers
 def _multi_init(order_max, ring: bool = False):
-    """Carry of a multistep solver; ``ring=True`` keeps the history in a :class:`Ring` (pays off for
-    long histories that are read in full, e.g. iPNDM's 4 entries; measured slower for UniPC)."""
+    """Carry of a multistep solver; ``ring=True`` keeps the history in a :class:`Ring`: a push writes one
+    slot in place instead of copying the whole ``[H, B, ...]`` history every step (iPNDM, DPM-Solver++(3M),
+    UniPC; the values read are the same, so the outputs are bit-identical to a shifted history)."""
     def init(x, sigmas, plan):
         h = max(order_max, 1)
         zeros = jnp.zeros((h,) + x.shape, x.dtype)
@@ -248,7 +249,8 @@ def dpmpp(order: int = 2) -> Solver:
     if order not in (1, 2, 3):
         raise ValueError(f"dpmpp: order must be 1, 2 or 3, got {order!r}")
     pl, ev = one_eval_per_step(order)
-    return Solver(f"dpmpp_{order}m", order, False, _multi_init(order), partial(_dpmpp_step, max_order=order), pl, ev)
+    return Solver(f"dpmpp_{order}m", order, False, _multi_init(order, ring=order >= 3),
+                  partial(_dpmpp_step, max_order=order), pl, ev)
 
 
 # ---------------------------------------------------------------- UniPC
@@ -328,7 +330,7 @@ def unipc(order: int = 2, variant: str = "bh2", corrector: bool = True) -> Solve
     pl, ev = one_eval_per_step(order)
     step = partial(_unipc_step, max_order=order, variant=variant, corrector=corrector)
     # history must hold `order` past values for the corrector (which looks one step further back)
-    init = _multi_init(order + 1)
+    init = _multi_init(order + 1, ring=True)
     name = f"unipc_{variant}" + ("" if corrector else "_nocorr") + (f"_{order}" if order != 2 else "")
     return Solver(name, order + (1 if corrector else 0), False, init, step, pl, ev)
 
@@ -424,3 +426,130 @@ def _ipndm_step(c, i, ctx, max_order):
         comb = comb + w[k] * c.hist_m[k - 1]
     hm, hs = _push(c.hist_m, c.hist_s, e, s)
     return MultiCarry(c.x + (t - s) * comb, hm, hs, c.x, o), 1
+
+
+# ---------------------------------------------------------------- heavy-ball momentum (HB, GHVB)
+class MomentumCarry(NamedTuple):
+    x: jax.Array
+    v: jax.Array  # the velocity (an averaged noise prediction)
+    hist_m: Ring  # past noise predictions, newest first
+    hist_s: jax.Array
+
+
+def _momentum_init(order_max):
+    def init(x, sigmas, plan):
+        h = max(order_max - 1, 1)
+        return MomentumCarry(x, jnp.zeros_like(x), Ring(jnp.zeros((h,) + x.shape, x.dtype), jnp.asarray(0, jnp.int32)),
+                             jnp.ones((h,), x.dtype) * sigmas[0])
+    return init
+
+
+def _momentum_step(c, i, ctx, max_order, beta):
+    """One GHVB step: AB combination of the last noise predictions, averaged into the velocity, Euler in sigma."""
+    s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
+    e = (c.x - ctx.denoise(c.x, s)) / s
+    o = ctx.plan["order"][i]
+    table = np.zeros((max_order, max_order))
+    for k in range(1, max_order + 1):
+        table[k - 1, :k] = _AB[k]
+    w = jnp.asarray(table, c.x.dtype)[o - 1]
+    comb = w[0] * e
+    for k in range(1, max_order):
+        comb = comb + w[k] * c.hist_m[k - 1]
+    v = jnp.where(i == 0, comb, (1.0 - beta) * c.v + beta * comb)  # the first step starts the velocity at comb
+    hm, hs = _push(c.hist_m, c.hist_s, e, s)
+    return MomentumCarry(c.x + (t - s) * v, v, hm, hs), 1
+
+
+def ghvb(order: int = 2, beta: float = 0.8) -> Solver:
+    """Generalized heavy-ball momentum (GHVB; Wizadwongsa, Chinchuthakun, Khungurn, Raj & Suwajanakorn 2024,
+    "Diffusion sampling with momentum for mitigating divergence artifacts"), in the VE noise level ``sigma``.
+
+    With ``eps_n = (x_n - D(x_n, sigma_n)) / sigma_n`` and the Adams-Bashforth combination of order ``k`` of the
+    last ``k`` noise predictions ``A_n = sum_j a^(k)_j eps_{n-j}`` (iPNDM's weights, order ramping up):
+    ``v_{n+1} = (1 - beta) v_n + beta A_n`` and ``x_{n+1} = x_n + (sigma_{n+1} - sigma_n) v_{n+1}``, with
+    ``v_1 = A_0`` (the first step is DDIM's). ``beta = 1`` is iPNDM of order ``k`` (``k = 1``: DDIM / Euler);
+    ``beta < 1`` damps the velocity, which keeps few-step sampling stable at high guidance scales at the price of
+    a first-order lag: the method converges at order 1 for every ``k`` when ``beta < 1``. 1 call per step.
+    """
+    if order not in (1, 2, 3, 4):
+        raise ValueError(f"ghvb: order must be 1..4, got {order!r}")
+    if not (isinstance(beta, (int, float)) and 0.0 < float(beta) <= 1.0):
+        raise ValueError(f"ghvb: beta must be in (0, 1], got {beta!r}")
+
+    def plan(budget, ends_at_zero):
+        return {"order": np.minimum(np.arange(int(budget)) + 1, order).astype(np.int32)}
+
+    _, ev = one_eval_per_step(order)
+    return Solver("ghvb", 1 if beta < 1 else order, False, _momentum_init(order),
+                  partial(_momentum_step, max_order=order, beta=float(beta)), plan, ev)
+
+
+# ---------------------------------------------------------------- epsilon scaling (exposure bias)
+def eps_scaled(base: Solver, scale: float = 1.005, slope: float = 0.0) -> Solver:
+    """Epsilon scaling (Ning, Li, Su, Salah & Ertugrul 2024, "Elucidating the exposure bias in diffusion models"):
+    ``base`` run on the noise prediction divided by ``lambda(sigma) = scale + slope * sigma / sigma_max``.
+
+    A network's noise prediction on its own (imperfect) samples is too large in norm (exposure bias); dividing
+    it by ``lambda >= 1`` at sampling time compensates, without retraining. In the denoiser form: the steps use
+    ``D'(x, sigma) = x - (x - D(x, sigma)) / lambda(sigma)`` (``eps' = eps / lambda``), so every update and the
+    call count are ``base``'s, and ``scale = 1, slope = 0`` is ``base`` itself. (The paper's ``lambda_t = k t +
+    b`` is linear in the timestep; here it is linear in ``sigma / sigma_max``.) For an exact model it only adds
+    bias; it is meant for trained networks.
+    """
+    if "run" in base.params:
+        raise ValueError(f"eps_scaling: base solver {base.name!r} has its own loop; choose a one-loop solver")
+    for name, v in (("scale", scale), ("slope", slope)):
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not np.isfinite(v):
+            raise ValueError(f"eps_scaling: {name} must be a finite number, got {v!r}")
+    if scale <= 0 or scale + slope <= 0:
+        raise ValueError(f"eps_scaling: lambda(sigma) = scale + slope * sigma/sigma_max must stay positive, got "
+                         f"scale={scale}, slope={slope}")
+    scale, slope = float(scale), float(slope)
+
+    def step(c, i, ctx):
+        s_max = ctx.sigmas[0]
+
+        def denoise(x, sg):
+            return x - (x - ctx.denoise(x, sg)) / (scale + slope * sg / s_max)
+
+        return base.step(c, i, ctx._replace(denoise=denoise))
+
+    return base._replace(name="eps_scaling", step=step)
+
+
+# ---------------------------------------------------------------- bespoke (fitted) multistep weights
+def _bespoke_step(c, i, ctx, max_order):
+    """An iPNDM-form step whose weights of the last noise predictions are the plan's ``w0..w{k-1}`` at step i."""
+    s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
+    e = (c.x - ctx.denoise(c.x, s)) / s
+    comb = ctx.plan["w0"][i].astype(c.x.dtype) * e
+    for k in range(1, max_order):
+        comb = comb + ctx.plan[f"w{k}"][i].astype(c.x.dtype) * c.hist_m[k - 1]
+    hm, hs = _push(c.hist_m, c.hist_s, e, s)
+    return MultiCarry(c.x + (t - s) * comb, hm, hs, c.x, ctx.plan["order"][i]), 1
+
+
+def bespoke(order: int = 4) -> Solver:
+    """A linear multistep solver with per-step weights fitted to a model (bespoke coefficients, in the spirit of
+    Shaul et al. 2024, "Bespoke solvers for generative flow models"): ``x_{i+1} = x_i + (sigma_{i+1} - sigma_i)
+    sum_j w_{i,j} eps_{i-j}`` with ``eps = (x - D)/sigma`` and ``j < min(i + 1, order)``.
+
+    Its plan carries the weights as per-step arrays ``w0..w{order-1}`` (so new weights never recompile); as
+    planned here they are iPNDM's Adams-Bashforth weights, so the solver is iPNDM (bit for bit the same updates up
+    to the order of the sums). ``solver="auto"`` fits them, together with the grid, by gradient descent on the
+    endpoint error against exact ODE solutions (:mod:`samplax.diffusion.auto`). 1 call per step.
+    """
+    if order not in (1, 2, 3, 4):
+        raise ValueError(f"bespoke: order must be 1..4, got {order!r}")
+
+    def plan(budget, ends_at_zero):
+        orders = np.minimum(np.arange(int(budget)) + 1, order).astype(np.int32)
+        out = {"order": orders}
+        for k in range(order):
+            out[f"w{k}"] = np.asarray([_AB[int(o)][k] if k < o else 0.0 for o in orders], np.float64)
+        return out
+
+    _, ev = one_eval_per_step(order)
+    return Solver("bespoke", 2 if order >= 2 else 1, False, _multi_init(order, ring=True),
+                  partial(_bespoke_step, max_order=order), plan, ev)
