@@ -215,8 +215,11 @@ def _auto_options():
 #: sampling chunks queued ahead of the host copy (asynchronous dispatch)
 MAX_IN_FLIGHT = 3
 
-#: pooled draws feed the low-rank metric only when the chains roughly agree
+#: the final low-rank estimate is made only when the chains roughly agree
 LOW_RANK_RHAT = 1.5
+
+#: warm-up steps run in shorter chunks (the early window-switch phase of the running adaptation)
+EARLY_STEPS = 100
 
 
 def auto_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_samples, init, progress,
@@ -403,12 +406,35 @@ def auto_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_samp
     low_rank_info = {}
 
     def low_rank_from(chunks, rank=None):
-        xs = np.concatenate([p.reshape(-1, d) for p, _ in chunks])
-        gs = np.concatenate([g.reshape(-1, d) for _, g in chunks])
+        # each chain's draws and gradients centred on that chain's own means, then pooled: the Fisher
+        # estimate reads the covariance off the relation between draws and gradients, which holds
+        # within every chain (exactly for a Gaussian) even before the chains agree on where the mass is
+        xs = np.concatenate([p for p, _ in chunks])  # [n, C, d]
+        gs = np.concatenate([g for _, g in chunks])
+        with np.errstate(all="ignore"):
+            xs = (xs - np.nanmean(xs, axis=0)).reshape(-1, d)
+            gs = (gs - np.nanmean(gs, axis=0)).reshape(-1, d)
         return pooled_low_rank(xs, gs, int(o["max_rank"]), float(o["low_rank_cutoff"]), rank=rank)
 
+    def refresh_low_rank():
+        """Re-estimate the low-rank metric from the latest chunks (its structural rank never shrinks)."""
+        nonlocal metric, compiled, low_rank_info
+        k_now = None if metric is None else int(metric.values.shape[0])
+        cand, info = low_rank_from(recent)
+        if cand is not None and k_now is not None and int(cand.values.shape[0]) < k_now:
+            cand, info = low_rank_from(recent, k_now)
+        if cand is None and k_now is not None:
+            cand, info = low_rank_from(recent, k_now)  # no direction passes now: l = 1 (the diagonal)
+        if cand is None:
+            return None
+        metric, compiled, low_rank_info = cand, get_compiled(cand), info
+        return int(cand.values.shape[0]) if k_now is None else None
+
+    # early chunks are shorter (a multiple of 10 steps, the early window-switch period) so that the
+    # low-rank metric replaces the diagonal one after the first few dozen steps
+    early_len = max(10, (K // 2) // 10 * 10) if K >= 20 else K
     while adapt_done < max_adapt:
-        n = min(K, max_adapt - adapt_done)
+        n = min(K if adapt_done >= EARLY_STEPS else min(early_len, EARLY_STEPS - adapt_done), max_adapt - adapt_done)
         pos, grads, stats = go(0, n)
         adapt_done += n
         bar.update(adapt_done)
@@ -435,20 +461,18 @@ def auto_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_samp
             if d_mass < o["mass_tol"] and d_step < o["step_tol"] and r_hat < o["rhat_tol"]:
                 converged = True
                 break
-            if use_low_rank and metric is None and len(recent) == 2 and r_hat < LOW_RANK_RHAT:
-                # not settled with the diagonal: try the low-rank metric now, keep adapting
-                cand, low_rank_info = low_rank_from(recent)
-                if cand is not None:
-                    metric, compiled = cand, get_compiled(cand)
-                    history[-1]["switched_to_low_rank"] = int(cand.values.shape[0])
-                    recent, snap = [], None
+        if use_low_rank:
+            # not settled yet: (re-)estimate the low-rank metric from the latest draws and gradients
+            switched = refresh_low_rank()
+            if switched is not None:
+                low_rank_info["switched_at"] = adapt_done
+                if history and history[-1]["step"] == adapt_done:
+                    history[-1]["switched_to_low_rank"] = switched
+                recent, snap = [], None
         prev = snap
     last_rhat = history[-1]["rhat"] if history else float("inf")
     if use_low_rank and recent and term > 0 and (converged or last_rhat < LOW_RANK_RHAT):
-        # final estimate from the latest draws (structural rank kept once chosen)
-        cand, low_rank_info = low_rank_from(recent, None if metric is None else int(metric.values.shape[0]))
-        if cand is not None:
-            metric, compiled = cand, get_compiled(cand)
+        refresh_low_rank()  # final estimate from the latest draws (structural rank never shrinks)
     metric_kind = "fisher_diag" if metric is None else f"fisher_low_rank(k={int(metric.values.shape[0])})"
     if term > 0:
         left = term
