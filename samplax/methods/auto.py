@@ -285,20 +285,27 @@ def auto_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_samp
         metric_c = None if metric is None else jax.tree.map(
             lambda a: jnp.broadcast_to(a, (num_chains,) + a.shape), metric)
 
-        def adapt(rs_p, info, new_states):
-            return jax.vmap(lambda r, a, x, g: running_update(r, a, x, g, target_accept, late_interval=K))(
-                rs_p, info.acceptance_rate, new_states.position, new_states.logdensity_grad)
+        def adapt(rs_p, info, new_states, i):
+            acc = info.acceptance_rate
+            if metric is not None:
+                # one pooled metric after the early phase: one step size, adapted on the chains' mean
+                # acceptance statistic (the host gives all chains the same step size at step EARLY_STEPS)
+                pooled = jnp.broadcast_to(jnp.mean(jnp.where(jnp.isfinite(acc), acc, 0.0)), acc.shape)
+                acc = jnp.where(i >= EARLY_STEPS, pooled, acc)
+            return jax.vmap(lambda r, a, x, g: running_update(r, a, x, g, target_accept, late_interval=K,
+                                                                restart_until=EARLY_STEPS))(
+                rs_p, acc, new_states.position, new_states.logdensity_grad)
 
         def advance(carry, j):
             states, rs = carry
             i = start + j
-            rs_p = jax.vmap(running_prepare, (0, None))(rs, phase)
+            rs_p = jax.vmap(lambda r: running_prepare(r, phase, restart_terminal=False))(rs)
             keys = jax.vmap(lambda kc: jax.random.fold_in(kc, i))(chain_keys)
             imm = rs_p.inverse_mass_matrix if metric is None else metric_c
             params = nuts_m.NUTSParams(rs_p.step_size, imm)
             new_states, info = jax.vmap(step)(keys, states, params)
             # sampling (phase 2) freezes the adaptation: skip its work
-            rs_n = jax.lax.cond(phase == 2, lambda *a: rs_p, adapt, rs_p, info, new_states)
+            rs_n = jax.lax.cond(phase == 2, lambda *a: rs_p, adapt, rs_p, info, new_states, i)
             stats = _nuts_stats(new_states, info, params)
             return (new_states, rs_n), (new_states.position, new_states.logdensity_grad, stats,
                                         jnp.broadcast_to(info.num_grad_evals, (num_chains,)))
@@ -403,6 +410,7 @@ def auto_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_samp
     recent = []  # (positions, gradients) of the latest chunks, for the low-rank metric
     resets = []
     use_low_rank = bool(o["low_rank"]) and d >= 2
+    shared_step = False  # all chains on one step size (pooled metric, past the early phase)
     low_rank_info = {}
 
     def low_rank_from(chunks, rank=None):
@@ -469,6 +477,14 @@ def auto_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_samp
                 if history and history[-1]["step"] == adapt_done:
                     history[-1]["switched_to_low_rank"] = switched
                 recent, snap = [], None
+            if metric is not None and adapt_done >= EARLY_STEPS and not shared_step:
+                # the pooled metric, past the early phase: from now on all chains share one step size
+                # (the median chain's dual averaging)
+                shared_step = True
+                rs_now = carry[1]
+                c_mid = int(np.argsort(np.asarray(rs_now.step_size))[num_chains // 2])
+                shared = jax.tree.map(lambda a: jnp.broadcast_to(a[c_mid], a.shape), (rs_now.step_size, rs_now.da))
+                carry = (carry[0], rs_now._replace(step_size=shared[0], da=shared[1]))
         prev = snap
     last_rhat = history[-1]["rhat"] if history else float("inf")
     if use_low_rank and recent and term > 0 and (converged or last_rhat < LOW_RANK_RHAT):
