@@ -42,9 +42,11 @@ chain's draws and gradients centred on that chain's own means and then pooled
 gradients, which holds within each chain, exactly for a Gaussian, before the
 chains agree on where the mass is).  It replaces the per-chain diagonal as soon
 as some direction's scale differs from the diagonal's by more than
-``low_rank_cutoff`` (a second compiled chunk program, of the chosen structural
-rank) and is re-estimated after every later chunk; its structural rank never
-shrinks (directions that no longer pass get ``l = 1``).  After the checks pass,
+``low_rank_cutoff`` (a second compiled chunk program, of structural rank the
+estimate's own rounded up to a power of two, but at least ``min(d, max_rank,
+8)``) and is re-estimated after every later chunk with that rank fixed
+(directions that no longer pass get ``l = 1``; at most ``rank`` directions, the
+furthest from 1, are kept).  After the checks pass,
 and when the chains roughly agree (R-hat below 1.5), the metric is estimated
 once more from the latest draws.  (Before: the diagonal was kept for the first
 ``min_warmup`` steps and replaced once, at a failed check; on correlated
@@ -241,6 +243,9 @@ MAX_IN_FLIGHT = 3
 #: the final low-rank estimate is made only when the chains roughly agree
 LOW_RANK_RHAT = 1.5
 
+#: smallest structural rank of the low-rank metric (when d and max_rank allow): one compiled program
+LOW_RANK_MIN_K = 8
+
 #: warm-up steps run in shorter chunks (the early window-switch phase of the running adaptation)
 EARLY_STEPS = 100
 
@@ -436,6 +441,7 @@ def auto_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_samp
     resets = []
     use_low_rank = bool(o["low_rank"]) and d >= 2
     shared_step = False  # all chains on one step size (pooled metric, past the early phase)
+    switched_at = None  # warm-up step after which the low-rank metric replaced the diagonal
     low_rank_info = {}
 
     def low_rank_from(chunks, rank=None):
@@ -450,14 +456,21 @@ def auto_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_samp
         return pooled_low_rank(xs, gs, int(o["max_rank"]), float(o["low_rank_cutoff"]), rank=rank)
 
     def refresh_low_rank():
-        """Re-estimate the low-rank metric from the latest chunks (its structural rank never shrinks)."""
+        """(Re-)estimate the low-rank metric from the latest chunks.
+
+        The structural rank is chosen once, at the switch: the estimate's own (a power of two), but at
+        least ``min(d, max_rank, LOW_RANK_MIN_K)``, so that directions found later fit without a new
+        compiled program; afterwards it is fixed (directions that no longer pass get ``l = 1``).
+        """
         nonlocal metric, compiled, low_rank_info
         k_now = None if metric is None else int(metric.values.shape[0])
-        cand, info = low_rank_from(recent)
-        if cand is not None and k_now is not None and int(cand.values.shape[0]) < k_now:
+        if k_now is None:
+            cand, info = low_rank_from(recent)
+            k_min = min(d, int(o["max_rank"]), LOW_RANK_MIN_K)
+            if cand is not None and int(cand.values.shape[0]) < k_min:
+                cand, info = low_rank_from(recent, k_min)
+        else:
             cand, info = low_rank_from(recent, k_now)
-        if cand is None and k_now is not None:
-            cand, info = low_rank_from(recent, k_now)  # no direction passes now: l = 1 (the diagonal)
         if cand is None:
             return None
         metric, compiled, low_rank_info = cand, get_compiled(cand), info
@@ -510,7 +523,7 @@ def auto_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_samp
             # not settled yet: (re-)estimate the low-rank metric from the latest draws and gradients
             switched = refresh_low_rank()
             if switched is not None:
-                low_rank_info["switched_at"] = adapt_done
+                switched_at = adapt_done
                 if history and history[-1]["step"] == adapt_done:
                     history[-1]["switched_to_low_rank"] = switched
                 recent, snap = [], None
@@ -519,7 +532,7 @@ def auto_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_samp
         prev = snap
     last_rhat = history[-1]["rhat"] if history else float("inf")
     if use_low_rank and recent and term > 0 and (converged or last_rhat < LOW_RANK_RHAT):
-        refresh_low_rank()  # final estimate from the latest draws (structural rank never shrinks)
+        refresh_low_rank()  # final estimate from the latest draws (structural rank kept)
         if adapt_done >= EARLY_STEPS:
             share_step_size()
     metric_kind = "fisher_diag" if metric is None else f"fisher_low_rank(k={int(metric.values.shape[0])})"
@@ -583,7 +596,7 @@ def auto_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_samp
     extra = {"final_step_size": np.asarray(rs_final.step_size).tolist(),
              "inverse_mass_matrix": imm_final if isinstance(imm_final, dict) else imm_final.tolist(),
              "warmup_steps": int(warmup_used), "warmup_converged": bool(converged), "warmup_checks": history,
-             "sampler": "nuts", "metric": metric_kind, "low_rank": low_rank_info, "warmup_resets": resets}
+             "sampler": "nuts", "metric": metric_kind, "low_rank": {**low_rank_info, "switched_at": switched_at}, "warmup_resets": resets}
     warm_samples = warm_stats = None
     if keep_warmup:
         config["keep_warmup"] = True
