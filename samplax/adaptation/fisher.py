@@ -246,15 +246,16 @@ def switch_interval(num_adapt, early_interval: int = 10, late_interval: int = 50
     return jnp.where(num_adapt < early_steps, early_interval, late_interval)
 
 
-def running_prepare(rs: RunningFisherState, phase) -> RunningFisherState:
+def running_prepare(rs: RunningFisherState, phase, restart_terminal: bool = True) -> RunningFisherState:
     """Phase transitions, applied before the step that runs in ``phase``.
 
     Entering phase 1 (step size only) restarts dual averaging at the current
-    step size; entering phase 2 (sampling) sets the step size to the dual
-    averaging average ``exp(log e_bar)`` (Hoffman & Gelman 2014, Alg. 5).
+    step size (``restart_terminal``; otherwise dual averaging goes on); entering
+    phase 2 (sampling) sets the step size to the dual averaging average
+    ``exp(log e_bar)`` (Hoffman & Gelman 2014, Alg. 5).
     """
     phase = jnp.asarray(phase, jnp.int32)
-    enter1 = (phase == 1) & (rs.phase == 0)
+    enter1 = (phase == 1) & (rs.phase == 0) & restart_terminal
     da = jax.tree.map(lambda a, b: jnp.where(enter1, a, b), da_init(rs.step_size), rs.da)
     enter2 = (phase == 2) & (rs.phase != 2)
     step_size = jnp.where(enter2 & (da.t > 0), jnp.exp(da.log_step_size_avg), rs.step_size)
@@ -262,7 +263,7 @@ def running_prepare(rs: RunningFisherState, phase) -> RunningFisherState:
 
 
 def running_update(rs: RunningFisherState, accept_stat, position, grad, target_accept,
-                   min_count: int = 4, late_interval: int = 50) -> RunningFisherState:
+                   min_count: int = 4, late_interval: int = 50, restart_until=None) -> RunningFisherState:
     """One adaptation step after a transition (no-op in phase 2).
 
     Phase 0: dual averaging on ``accept_stat``; ``(position, grad)`` enter both
@@ -270,7 +271,9 @@ def running_update(rs: RunningFisherState, accept_stat, position, grad, target_a
     (once it holds ``min_count`` draws); every :func:`switch_interval` steps (10
     during the first 100 steps, then ``late_interval``) the
     background window becomes the foreground, a new background starts, and dual
-    averaging restarts from the current step size.  Phase 1: dual averaging only.
+    averaging restarts from the current step size (only at switches up to step
+    ``restart_until`` when that is given: later, one dual averaging runs on, so
+    that its gain keeps falling).  Phase 1: dual averaging only.
     """
     accept_stat = jnp.where(jnp.isfinite(accept_stat), accept_stat, 0.0)
     da = da_update(rs.da, accept_stat, target_accept)
@@ -283,7 +286,8 @@ def running_update(rs: RunningFisherState, accept_stat, position, grad, target_a
     switch = (n % switch_interval(rs.num_adapt, late_interval=late_interval)) == 0
     fg = jax.tree.map(lambda a, b: jnp.where(switch, a, b), bg, fg)
     bg = jax.tree.map(lambda a, b: jnp.where(switch, a, b), fisher_init(position.shape[0], False, position.dtype), bg)
-    da0 = jax.tree.map(lambda a, b: jnp.where(switch, a, b), da_init(step_size), da)
+    restart = switch if restart_until is None else switch & (n <= restart_until)
+    da0 = jax.tree.map(lambda a, b: jnp.where(restart, a, b), da_init(step_size), da)
     last_avg = jnp.where(switch, da.log_step_size_avg, rs.last_log_step_size_avg)
     adapt_all = RunningFisherState(step_size, imm, da0, fg, bg, n, rs.phase, last_avg)
     step_only = rs._replace(step_size=step_size, da=da)
