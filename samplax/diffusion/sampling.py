@@ -72,7 +72,8 @@ class SampleInfo(NamedTuple):
         ``rule`` (``"tuned"`` or ``"fixed"``); for a tuned grid ``source`` (``"tuned"`` now, read from ``"disk"``
         or from ``"memory"``), ``key``, ``cache_file``, ``model_fingerprint`` and the tuning-batch endpoint errors
         ``tuning_error_start`` (the fixed rule's grid) and ``tuning_error`` (the tuned grid); for the fixed rule the
-        ``reason`` (``tune=False``, a JAX transformation, ``jax.disable_jit()``). ``None`` for other solvers.
+        ``reason`` (``tune=False``, a JAX transformation, ``jax.disable_jit()``); ``cache_invalid`` when a damaged
+        cache file was tuned afresh and replaced. ``None`` for other solvers.
     """
 
     num_model_evals: jax.Array
