@@ -20,7 +20,9 @@ The rule (what :func:`samplax.diffusion.sample` does with ``solver="auto"``):
    ``$SAMPLAX_CACHE_DIR/diffusion_auto/v<version>/`` (default: the user cache folder,
    ``$XDG_CACHE_HOME/samplax`` or ``~/.cache/samplax``; ``%LOCALAPPDATA%\\samplax`` on Windows,
    ``~/Library/Caches/samplax`` on macOS), written atomically (a temporary file, then ``os.replace``). A
-   later call with the same key, in this process or another, reads the grid and tunes nothing.
+   later call with the same key, in this process or another, reads the grid and tunes nothing. A file that does
+   not fit its key (unreadable, nodes or weights of the wrong length, not finite or not decreasing) is tuned
+   afresh and replaced (``info.auto["cache_invalid"]`` says why).
 4. **Fallback.** Where tuning cannot run -- ``sample`` is called under a JAX transformation (the model's
    arrays or outputs are tracers: ``jit``, ``grad``, ``vmap`` over the model), under ``jax.disable_jit()``,
    or the user passes ``tune=False`` -- ``auto`` uses the fixed rule :data:`samplax.diffusion.AUTO_RULE`
@@ -61,6 +63,7 @@ import numpy as np
 import optax
 
 from samplax.core.caches import register
+from samplax.diffusion.checks import in_staging_trace
 from samplax.diffusion.grids import make_grid
 from samplax.diffusion.reference import solve_pf_ode
 from samplax.diffusion.solvers import get_solver, run_solver
@@ -159,7 +162,10 @@ def _has_tracer(tree) -> bool:
 
 def model_fingerprint(denoiser: Callable, event_shape: tuple, dtype, sigma_max: float) -> Optional[str]:
     """SHA-256 (hex) of the denoiser's outputs on the fixed probe batch (module docstring), or ``None`` when they
-    are tracers (called under a JAX transformation). Cached per denoiser object."""
+    are tracers (called under a JAX transformation: also for a denoiser fingerprinted before, so that a call
+    under ``jit`` takes the fixed rule whatever ran earlier). Cached per denoiser object."""
+    if in_staging_trace():
+        return None
     event_shape = tuple(int(d) for d in event_shape)
     dtype = jnp.dtype(dtype)
     sub = (event_shape, str(dtype), float(sigma_max))
@@ -421,11 +427,13 @@ def check_tune(tune, who: str = "sample") -> Optional[dict]:
             raise ValueError(f"{who}: tune[{name!r}] must be a positive int, got {v!r}")
     for name in ("learning_rate", "rtol"):
         v = out[name]
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or not (np.isfinite(v) and v > 0):
+        if not isinstance(v, (int, float, np.integer, np.floating)) or isinstance(v, bool) or not (
+                np.isfinite(v) and v > 0):
             raise ValueError(f"{who}: tune[{name!r}] must be a positive number, got {v!r}")
     if not isinstance(out["seed"], (int, np.integer)) or isinstance(out["seed"], bool):
         raise ValueError(f"{who}: tune['seed'] must be an int, got {out['seed']!r}")
-    return out
+    # numpy scalars as Python numbers: the settings go into the JSON cache key (np.int64 is not serializable)
+    return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in out.items()}
 
 
 def _fixed(nfe, sigma_end, reason) -> AutoPlan:
@@ -447,6 +455,34 @@ def _read(path):
     if not isinstance(rec, dict) or rec.get("version") != AUTO_CACHE_VERSION or "nodes" not in rec:
         return None
     return rec
+
+
+def _record_problem(rec: dict, n_grid: int, weight_keys: list, sigma_max: float, sigma_min: float) -> Optional[str]:
+    """Why a stored record cannot serve this call (``None``: it can): ``n_grid + 1`` finite, positive, strictly
+    decreasing nodes from ``sigma_max`` (to ``sigma_min`` when it is positive), one finite weight per step for each
+    of the plan's weights, and the numbers the call reports. A damaged or hand-edited file is tuned afresh."""
+    def numbers(v, n):
+        try:
+            a = np.asarray(v, np.float64)
+        except (TypeError, ValueError):
+            return None
+        return a if a.shape == (n,) and np.all(np.isfinite(a)) else None
+
+    nodes = numbers(rec.get("nodes"), n_grid + 1)
+    if nodes is None:
+        return f"'nodes' is not a list of {n_grid + 1} finite numbers"
+    if not (np.all(np.diff(nodes) < 0) and nodes[-1] > 0 and nodes[0] == float(sigma_max)
+            and (sigma_min == 0.0 or nodes[-1] == float(sigma_min))):
+        return "'nodes' is not a decreasing positive grid over the sigma range"
+    weights = rec.get("weights", {})
+    if not isinstance(weights, dict) or sorted(weights) != sorted(weight_keys) or any(
+            numbers(weights[k], n_grid) is None for k in weight_keys):
+        return f"'weights' is not {n_grid} finite numbers for each of {weight_keys}"
+    for k in ("tuning_error_start", "tuning_error", "tuning_seconds", "num_tuning_model_evals",
+              "num_tuning_model_vjps"):
+        if isinstance(rec.get(k), bool) or not isinstance(rec.get(k), (int, float)):
+            return f"{k!r} is not a number"
+    return None
 
 
 def _write(path, rec) -> Optional[str]:
@@ -520,6 +556,12 @@ def resolve(denoiser: Callable, *, nfe: int, sigma_max: float, sigma_min: float,
         source = "disk"
         if rec is not None and rec.get("key") != key:
             rec = None  # a hash collision or a hand-edited file: tune afresh
+        if rec is not None:
+            wkeys = [k for k in plan if k.startswith("w") and k[1:].isdigit()]
+            problem = _record_problem(rec, n_grid, wkeys, sigma_max, sigma_min)
+            if problem is not None:  # a damaged or hand-edited file: tune afresh (and replace it)
+                info["cache_invalid"] = f"{path}: {problem}; tuned afresh"
+                rec = None
     if rec is None:
         source = "tuned"
         try:

@@ -7,6 +7,8 @@
   compiled programs carry (per item: the first step and noise level where the model's output was not
   finite): a ``"nonfinite_samples"`` warning (also a Python ``UserWarning``) that says which step, which
   sigma and how many items, and a ValueError when every item is non-finite.
+* :func:`in_staging_trace`: whether the caller runs inside ``jit`` (or another staging trace), where host
+  caches must not keep the arrays it creates and nothing can be tuned.
 """
 from __future__ import annotations
 
@@ -15,9 +17,16 @@ from collections import OrderedDict
 from typing import Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 _MAX_CHECKED = 512
+
+
+def in_staging_trace() -> bool:
+    """Whether the caller runs inside a staging trace (``jit``, ``lax.scan``, ``eval_shape``, ...): there every
+    operation, even on concrete arrays, gives a tracer (``vmap`` and ``grad`` alone do not stage)."""
+    return isinstance(jnp.zeros(()) + 0, jax.core.Tracer)
 
 
 _CHECKED: "OrderedDict" = OrderedDict()  # (id(denoiser), event shape, dtype) -> denoiser checked

@@ -29,7 +29,7 @@ from samplax.diffusion._compiled import Clock, ExecutableCache
 from samplax.diffusion import auto as _auto
 from samplax.diffusion import correctors as _corr
 from samplax.diffusion.auto import AUTO_RULE, auto_choice  # noqa: F401  (public names of samplax.diffusion)
-from samplax.diffusion.checks import check_denoiser, nonfinite_report
+from samplax.diffusion.checks import check_denoiser, in_staging_trace, nonfinite_report
 from samplax.diffusion.grids import grid_names, make_grid
 from samplax.diffusion.solvers import get_solver, mark_nonfinite, no_nonfinite, run_solver, solver_names
 
@@ -72,7 +72,8 @@ class SampleInfo(NamedTuple):
         ``rule`` (``"tuned"`` or ``"fixed"``); for a tuned grid ``source`` (``"tuned"`` now, read from ``"disk"``
         or from ``"memory"``), ``key``, ``cache_file``, ``model_fingerprint`` and the tuning-batch endpoint errors
         ``tuning_error_start`` (the fixed rule's grid) and ``tuning_error`` (the tuned grid); for the fixed rule the
-        ``reason`` (``tune=False``, a JAX transformation, ``jax.disable_jit()``). ``None`` for other solvers.
+        ``reason`` (``tune=False``, a JAX transformation, ``jax.disable_jit()``); ``cache_invalid`` when a damaged
+        cache file was tuned afresh and replaced. ``None`` for other solvers.
     """
 
     num_model_evals: jax.Array
@@ -438,7 +439,7 @@ def sample(denoiser: Callable, *, key: jax.Array, shape: Optional[tuple] = None,
                          sigma_end, final_step, dtype, shape[1:], nodes=tuned_nodes,
                          weights=auto_plan.weights if tuned_nodes is not None else None))
         grid_seconds = time.perf_counter() - t0
-        if cacheable:
+        if cacheable and not in_staging_trace():  # under jit its device arrays are tracers of this trace only
             _lru_put(_PREPARED, pkey, prep, _MAX_PREPARED)
     prep = prep[1]
     s = prep.solver

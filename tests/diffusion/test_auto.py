@@ -97,6 +97,64 @@ def test_auto_bad_tune_arguments(key):
         sd.sample(sd.ring8(), solver="auto", tune="yes", **kw)
 
 
+def test_auto_under_jit_after_an_eager_call_takes_the_fixed_rule(tmp_path, key):
+    """A model fingerprinted by an eager call and then sampled under jit with an nfe not tuned yet took the cached
+    fingerprint and tried to tune inside the trace (ConcretizationTypeError); under jit it is the fixed rule,
+    whatever ran before."""
+    model = sd.ring8()
+    tune = {"batch": 8, "iters": 2, "cache_dir": str(tmp_path), "progress": False}
+    x0 = SMAX * jax.random.normal(key, (4, 2))
+    assert sda.model_fingerprint(model, (2,), x0.dtype, SMAX) is not None  # cached, as an eager auto call leaves it
+    xf, _ = sd.sample(model, key=key, x_init=x0, sigma_max=SMAX, nfe=5, solver="auto", tune=False)
+    seen = []
+
+    @jax.jit
+    def traced(x):
+        out, inf = sd.sample(model, key=key, x_init=x, sigma_max=SMAX, nfe=5, solver="auto", tune=tune)
+        seen.append(inf.auto)
+        return out
+
+    xt = traced(x0)
+    assert seen[0]["tuned"] is False and "JAX transformation" in seen[0]["reason"]
+    np.testing.assert_allclose(np.asarray(xt), np.asarray(xf), rtol=1e-10, atol=1e-10)
+
+
+def test_auto_numpy_tune_settings_and_damaged_cache_files(tmp_path, key):
+    """numpy integers in tune= went into the JSON key (TypeError); a cache file with valid JSON but unusable
+    content (nodes cut short, a NaN node, weights of the wrong length) crashed sample; now it is tuned afresh."""
+    model = sd.ring8()
+    tune = {"batch": 8, "iters": 2, "cache_dir": str(tmp_path), "progress": False}
+    kw = dict(key=key, x_init=SMAX * jax.random.normal(key, (4, 2)), sigma_max=SMAX, nfe=6, solver="auto")
+    x1, info = sd.sample(model, tune={**tune, "batch": np.int64(8), "iters": np.int32(2), "seed": np.int64(0),
+                                      "learning_rate": np.float32(0.05)}, **kw)
+    assert info.auto["source"] == "tuned"
+    tune["learning_rate"] = float(np.float32(0.05))
+    x1, info = sd.sample(model, tune=tune, **kw)
+    assert info.auto["source"] == "memory"  # the same key as with Python numbers
+    path = info.auto["cache_file"]
+    good = json.loads(open(path).read())
+
+    def damaged(edit):
+        rec = json.loads(json.dumps(good))
+        edit(rec)
+        with open(path, "w") as f:
+            json.dump(rec, f)
+        sda._GRIDS.clear()  # as a new process: read the file
+        x, inf = sd.sample(model, tune=tune, **kw)
+        assert inf.auto["source"] == "tuned" and "tuned afresh" in inf.auto["cache_invalid"]
+        assert np.all(np.isfinite(np.asarray(x))) and int(inf.num_model_evals) <= 6
+        assert json.loads(open(path).read())["nodes"] == inf.sigmas[:-1].tolist()  # the file was replaced
+
+    damaged(lambda r: r.update(nodes=r["nodes"][:-1]))
+    damaged(lambda r: r["nodes"].__setitem__(-1, float("nan")))
+    damaged(lambda r: r.update(nodes=r["nodes"][::-1]))
+    damaged(lambda r: r["weights"].update(w0=r["weights"]["w0"][:-1]))
+    damaged(lambda r: r.pop("tuning_error"))
+    sda._GRIDS.clear()
+    _, inf = sd.sample(model, tune=tune, **kw)
+    assert inf.auto["source"] == "disk" and "cache_invalid" not in inf.auto  # the replaced file is read
+
+
 def test_tuning_defaults_from_the_environment(monkeypatch):
     monkeypatch.setenv("SAMPLAX_AUTO_TUNE", '{"iters": 7}')
     assert sda.check_tune(True)["iters"] == 7 and sda.check_tune({"iters": 9})["iters"] == 9

@@ -228,3 +228,14 @@ def test_sampling_program_traced_once(key):
     xb, _ = sd.sample(b, key=key, sigma_max=80.0, nfe=10, **kw)
     assert len(sd.sampling._PROGRAMS) == n  # same structure, new numbers: same program
     assert not np.allclose(xa, xb)
+
+
+def test_eager_call_after_the_same_call_under_jit(key):
+    """The host-side grid and plan of a configuration were cached with the device arrays made while tracing a
+    jitted call, so the same configuration called eagerly afterwards raised UnexpectedTracerError."""
+    model = sd.ring8()
+    x0 = 80.0 * jax.random.normal(key, (4, 2))
+    kw = dict(key=key, sigma_max=80.0, nfe=9, solver="dpmpp_2m", sigma_end=0.03)
+    xt = jax.jit(lambda x: sd.sample(model, x_init=x, **kw)[0])(x0)
+    xe, _ = sd.sample(model, x_init=x0, **kw)
+    np.testing.assert_allclose(np.asarray(xe), np.asarray(xt), rtol=1e-10, atol=1e-10)
