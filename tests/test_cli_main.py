@@ -81,9 +81,11 @@ def test_run_bad_input_is_a_clear_error(tmp_path, capsys):
 
 
 def test_bench_small_suite(tmp_path, capsys):
+    # 4 chains: with 2 chains of 400 draws, split R-hat of a correct NUTS run on N(0, I) exceeds 1.01 by
+    # chance on 3 of 6 seeds (measured), so "passed" would hinge on the seed rather than on the harness.
     suite = tmp_path / "tiny.toml"
     suite.write_text(
-        '[suite]\nname = "tiny"\nnum_chains = 2\nnum_warmup = 200\nnum_samples = 400\nseed = 0\n'
+        '[suite]\nname = "tiny"\nnum_chains = 4\nnum_warmup = 200\nnum_samples = 400\nseed = 0\n'
         '[[run]]\nmethod = "nuts"\ntarget = "std_gaussian"\ntarget_params = { dim = 2 }\n'
         '[[run]]\nmethod = "mala"\ntarget = "gmm9"\n')
     out = tmp_path / "bench"
