@@ -306,6 +306,48 @@ def simulate(model: DriftNet, ref: Reference, logdensity_fn, key, dim: int, *, l
     return Path(xs, scores, log_pi, _log_b(model, ref, xs, scores, consts), log_q0, log_q)
 
 
+def reverse_simulate(model: DriftNet, ref: Reference, logdensity_fn, key, x_K, *, langevin: bool) -> Path:
+    """One path of the *target* path measure ``P``: ``x_K`` given (an exact draw of ``pi``), then back in time
+    with the backward transitions ``p(x_k | x_{k+1})`` (the reference's for PIS / DDS, the model's controlled
+    ones for CMCD); the forward density ``log q`` of the same path is that of the drift ``model``.
+
+    ``log_weight`` of the returned path is ``log P~ - log Q`` at a path drawn from ``P``, whose mean over
+    paths is the EUBO, ``E_P[log w] = log Z + KL(P || Q) >= log Z`` (Blessing, Jia, Berner, Nusken &
+    Neumann 2024, "Beyond ELBOs", eq. for the EUBO of diffusion samplers).  Target evaluations: the scores at
+    ``x_0 .. x_{K-1}`` with ``langevin`` or CMCD, CMCD's at ``x_K``, and ``log pi~(x_K)``.
+    """
+    dtype = model.log_z.dtype
+    x_K = jnp.asarray(x_K, dtype)
+    consts = _steps(ref, dtype)
+    noise = jax.random.normal(key, (ref.num_steps,) + x_K.shape, dtype)
+    needs_score = langevin or ref.annealed
+
+    def score_at(x):
+        return clipped_score(logdensity_fn, x) if needs_score else jnp.zeros_like(x)
+
+    score_K = clipped_score(logdensity_fn, x_K) if ref.annealed else jnp.zeros_like(x_K)
+
+    def back(carry, inp):
+        x_next, score_next = carry
+        _, t_next, _, _, _, _, c, r, m, _, beta_next = inp[:-1]
+        eps = inp[-1]
+        mean = backward_mean(model, ref, x_next, t_next, c, beta_next, score_next)
+        x = mean + jnp.where(m > 0, r, 0.0) * eps  # a masked step is the point mass at its mean
+        score = score_at(x)
+        return (x, score), (x, score)
+
+    _, (xs, scores) = jax.lax.scan(back, (x_K, score_K), consts + (noise,), reverse=True)
+    xs = jnp.concatenate([xs, x_K[None]])
+    scores = jnp.concatenate([scores, score_K[None]])
+    if ref.prior_std == 0:
+        log_q0 = jnp.zeros((), dtype)
+    else:
+        log_q0 = normal_logpdf(xs[0], jnp.zeros_like(xs[0]), ref.prior_std)
+    path = Path(xs, scores, logdensity_fn(x_K), _log_b(model, ref, xs, scores, consts), log_q0,
+                jnp.zeros((), dtype))
+    return path._replace(log_q=path_log_q(model, ref, path))
+
+
 def path_log_q(model: DriftNet, ref: Reference, path: Path):
     """``sum_k log q_theta(x_{k+1} | x_k)`` of the drift ``model`` on a given path (its stored scores): the
     proposal's log-density for the off-policy losses, differentiable in the parameters."""
