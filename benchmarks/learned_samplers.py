@@ -4,11 +4,17 @@ The runs are `samplax bench learned` (samplax/bench/suites/learned.toml, one run
 
     for t in gmm25 funnel many_well32 dw4 gmm40 lj13; do
       python -m samplax bench learned --only $t --budget-scale small --out benchmarks/results/learned/$t --no-report
+    done
+    for t in gmm25 many_well32 funnel; do   # the third budget, 1e7, where the machine had time
       python -m samplax bench learned --only $t --budget-scale large --out benchmarks/results/learned/${t}_large \
         --no-report
     done
-    python -m samplax bench benchmarks/results/learned_cmcd_logvar.toml --budget-scale all \
-      --out benchmarks/results/learned/cmcd_logvar --no-report     # cmcd with loss="logvar"
+    python -m samplax bench benchmarks/results/learned_funnel_clip100.toml --budget-scale small \
+      --out benchmarks/results/learned/funnel_clip100 --no-report      # pis, dds with score_clip=100
+    python -m samplax bench benchmarks/results/learned_cmcd_logvar.toml --budget-scale small \
+      --out benchmarks/results/learned/cmcd_logvar --no-report         # cmcd with loss="logvar"
+    python -m samplax bench benchmarks/results/learned_dw4_pis.toml --budget-scale small \
+      --out benchmarks/results/learned/dw4_pis_nanfix --no-report      # pis on DW-4 after the NaN-score fix
     python benchmarks/learned_samplers.py            # reads benchmarks/results/learned/*/results.json
 
 This script only collects: the table of every (target, method, budget) row with the columns of
@@ -66,6 +72,11 @@ PUBLISHED = [
      "(iDEM), Tables 1-2; Blessing et al. 2024 (Beyond ELBOs), Tables", "-"),
 ]
 
+#: variant run folders (same budgets, one setting changed) and the label added to their method names
+VARIANTS = {"cmcd_logvar": "+logvar",  # loss="logvar" (benchmarks/results/learned_cmcd_logvar.toml)
+            "funnel_clip100": "+clip100",  # score_clip=100 (benchmarks/results/learned_funnel_clip100.toml)
+            "dw4_pis_nanfix": " (NaN fix)"}  # after the NaN-score fix (benchmarks/results/learned_dw4_pis.toml)
+
 COLS = [("method", "method"), ("budget", "budget"), ("total_evals", "evals"), ("training_evals", "train"),
         ("abs_log_Z_err", "abs(dlogZ)"), ("log_Z_se", "se"), ("elbo", "ELBO"), ("eubo", "EUBO"),
         ("mode_coverage", "EMC"), ("sliced_w2", "SW2"), ("energy_distance", "E-dist"), ("energy_w2", "energy W2"),
@@ -114,10 +125,11 @@ def main() -> int:
             lines += [f"## {t}", "", f"Definition: {DEFINITIONS[t]}", "", "*Not run in this session.*", ""]
             continue
         rows = [r for f in files for r in json.loads(f.read_text())["rows"]]
-        variant = RUNS / "cmcd_logvar" / "results.json"  # cmcd with the log-variance loss (same budgets)
-        if variant.exists():
-            rows += [{**r, "method": "cmcd+logvar"} for r in json.loads(variant.read_text())["rows"]
-                     if r["target"] == t]
+        for folder, suffix in VARIANTS.items():
+            variant = RUNS / folder / "results.json"
+            if variant.exists():
+                rows += [{**r, "method": r["method"] + suffix} for r in json.loads(variant.read_text())["rows"]
+                         if r["target"] == t]
         have += rows
         lines += [f"## {t}", "", f"Definition: {DEFINITIONS[t]}", ""]
         lines.append("| " + " | ".join(h for _, h in COLS) + " |")

@@ -28,8 +28,8 @@ import optax
 from samplax.core.method import PopulationOutput, TrainingContext, TrainingPlan
 from samplax.neural.losses import kl_loss, logvar_loss, off_policy_paths, tb_loss
 from samplax.neural.sde import (
-    DriftNet, Reference, cmcd_reference, dds_reference, estimates, log_weight, logmeanexp, pis_reference, reverse_simulate, simulate,
-    systematic_resample,
+    SCORE_CLIP, DriftNet, Reference, cmcd_reference, dds_reference, estimates, log_weight, logmeanexp, pis_reference,
+    reverse_simulate, simulate, systematic_resample,
 )
 
 #: The configurations: ``reference(num_time_steps, sigma) -> Reference`` by name.
@@ -54,9 +54,11 @@ class SamplerConfig:
     grad_clip: float = 1.0
     exploration: float = 0.0
     eubo: bool = False
+    score_clip: float = SCORE_CLIP
 
     def make_reference(self) -> Reference:
-        return CONFIGURATIONS[self.reference](self.num_time_steps, self.sigma)
+        ref = CONFIGURATIONS[self.reference](self.num_time_steps, self.sigma)
+        return ref._replace(score_clip=float(self.score_clip))
 
     @property
     def annealed(self) -> bool:

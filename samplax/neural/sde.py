@@ -45,7 +45,7 @@ The drift is ``sigma^2 f_theta`` in PIS's Euler step and ``f_theta`` enters DDS'
 so ``f_theta`` plays the part of a score in both.  ``f_theta(x, t) = NN(x, emb(t)) + g(emb(t)) *
 clip(grad log pi~(x))`` when ``langevin`` (the Langevin-preconditioned network of both papers); the
 gradient is taken at ``stop_gradient(x)`` (no second derivatives of the target in training) and clipped
-to ``+-SCORE_CLIP``.
+to ``+-score_clip`` (``Reference.score_clip``, default ``SCORE_CLIP``; the option ``score_clip``).
 """
 from __future__ import annotations
 
@@ -89,6 +89,8 @@ class Reference(NamedTuple):
     #: ``a, b, s, c, r``.  None for PIS and DDS.
     beta: np.ndarray | None = None
     delta: float = 0.0
+    #: coordinates of the target's gradient that the transitions use are clipped to ``[-score_clip, score_clip]``
+    score_clip: float = SCORE_CLIP
 
     @property
     def annealed(self) -> bool:
@@ -215,10 +217,13 @@ class Path(NamedTuple):
     log_q: jax.Array
 
 
-def clipped_score(logdensity_fn, x):
-    """``clip(grad log pi~(stop_gradient(x)))`` (one log-density and one gradient evaluation)."""
+def clipped_score(logdensity_fn, x, clip: float = SCORE_CLIP):
+    """``clip(grad log pi~(stop_gradient(x)), -clip, clip)`` with NaN coordinates set to 0 (one log-density and one
+    gradient evaluation).  A NaN gradient (e.g. a pair distance's at coincident particles: PIS starts every
+    path at 0) would make the whole path NaN; the drift may use any function of the path, so the weights stay
+    exact when it sees 0 there instead."""
     g = jax.grad(logdensity_fn)(jax.lax.stop_gradient(x))
-    return jax.lax.stop_gradient(jnp.clip(g, -SCORE_CLIP, SCORE_CLIP))
+    return jax.lax.stop_gradient(jnp.clip(jnp.where(jnp.isnan(g), 0.0, g), -clip, clip))
 
 
 def prior_sample(ref: Reference, key, dim: int, dtype):
@@ -287,7 +292,7 @@ def simulate(model: DriftNet, ref: Reference, logdensity_fn, key, dim: int, *, l
         x, log_q = carry
         t, _, h, a, b, s, _, _, _, beta, _ = inp[:-1]
         eps = inp[-1]
-        score = clipped_score(logdensity_fn, x) if needs_score else jnp.zeros_like(x)
+        score = clipped_score(logdensity_fn, x, ref.score_clip) if needs_score else jnp.zeros_like(x)
         mean = forward_mean(model, ref, x, t, a, b, beta, score)
         std = jnp.sqrt(s * s + (exploration ** 2) * h) if exploration else s
         x_next = mean + std * eps
@@ -297,7 +302,8 @@ def simulate(model: DriftNet, ref: Reference, logdensity_fn, key, dim: int, *, l
     xs = jnp.concatenate([x0[None], xs])
     if ref.annealed:
         lp_K, g_K = jax.value_and_grad(logdensity_fn)(jax.lax.stop_gradient(xK))
-        score_K = jax.lax.stop_gradient(jnp.clip(g_K, -SCORE_CLIP, SCORE_CLIP))
+        g_K = jnp.where(jnp.isnan(g_K), 0.0, g_K)
+        score_K = jax.lax.stop_gradient(jnp.clip(g_K, -ref.score_clip, ref.score_clip))
         log_pi = logdensity_fn(xK) if differentiable else jax.lax.stop_gradient(lp_K)
     else:
         score_K = jnp.zeros_like(xK)
@@ -323,9 +329,9 @@ def reverse_simulate(model: DriftNet, ref: Reference, logdensity_fn, key, x_K, *
     needs_score = langevin or ref.annealed
 
     def score_at(x):
-        return clipped_score(logdensity_fn, x) if needs_score else jnp.zeros_like(x)
+        return clipped_score(logdensity_fn, x, ref.score_clip) if needs_score else jnp.zeros_like(x)
 
-    score_K = clipped_score(logdensity_fn, x_K) if ref.annealed else jnp.zeros_like(x_K)
+    score_K = clipped_score(logdensity_fn, x_K, ref.score_clip) if ref.annealed else jnp.zeros_like(x_K)
 
     def back(carry, inp):
         x_next, score_next = carry

@@ -248,3 +248,37 @@ def test_reverse_paths_give_the_eubo_of_the_reference_process(reference):
         assert abs(lw.mean() - expect) < Z_CLT * lw.std() / np.sqrt(n), (reference, lw.mean(), expect)
     if reference == "pis":  # the reverse path ends at the point mass x_0 = 0
         assert np.all(np.asarray(rev.xs[:, 0]) == 0.0)
+
+
+def test_score_clip_bounds_the_gradient_the_transitions_use():
+    """``score_clip`` reaches the paths: with a steep target the stored scores are clipped to it, and the
+    option is validated by name."""
+    from samplax.neural.sde import DriftNet, simulate
+
+    cfg = SamplerConfig(reference="pis", num_time_steps=4, score_clip=2.5)
+    ref = cfg.make_reference()
+    assert ref.score_clip == 2.5
+
+    def logp(x):
+        return -50.0 * jnp.sum((x - 3.0) ** 2)  # gradient 100 * (3 - x): far above the clip near 0
+
+    path = simulate(DriftNet(jax.random.key(0), 2, 8, 1), ref, logp, jax.random.key(1), 2, langevin=True)
+    s = np.asarray(path.scores[:-1])
+    assert np.max(np.abs(s)) == pytest.approx(2.5)
+    with pytest.raises(ValueError, match="score_clip"):
+        samplax.sample(gaussian_target(), "pis", training_evals=10_000, score_clip=-1.0)
+
+
+def test_score_clip_zeroes_nan_gradients_so_pis_starts_on_particle_targets():
+    """PIS starts every path at the point mass 0, where a particle target's pair distances are 0 and its gradient
+    is NaN (DW-4: training stopped with a NaN loss at step 0).  The NaN coordinates reach the drift as 0, so the
+    path and its weight are finite (benchmarks/learned_samplers.md: pis on DW-4 before/after)."""
+    from samplax.neural.sde import DriftNet, clipped_score, log_weight, simulate
+
+    target = samplax.targets.get("dw4")
+    lp = target.flat_logdensity()
+    assert np.isnan(np.asarray(jax.grad(lp)(jnp.zeros(8)))).any()
+    assert np.all(np.asarray(clipped_score(lp, jnp.zeros(8))) == 0.0)
+    ref = SamplerConfig(reference="pis", num_time_steps=4, sigma=2.0).make_reference()
+    path = simulate(DriftNet(jax.random.key(0), 8, 8, 1), ref, lp, jax.random.key(1), 8, langevin=True)
+    assert np.all(np.isfinite(np.asarray(path.xs))) and np.isfinite(float(log_weight(path)))
