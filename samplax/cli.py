@@ -3,6 +3,7 @@
   samplax list targets|methods|suites
   samplax run METHOD TARGET [--chains --warmup --samples --seed --out DIR --set key=value ... --resume]
   samplax bench [SUITE] [--out DIR] [--chains N --warmup N --samples N] [--ray [ADDRESS]]
+  samplax bench learned [--budget-scale tiny|small|medium]   (learned vs classical at equal evaluations)
 
 A mistake on the command line (unknown name, invalid option, a --resume that does not
 match the stored run) is one line on stderr and exit code 2, and leaves no run folder.
@@ -198,7 +199,7 @@ def cmd_bench(args) -> int:
     overrides = {"num_chains": args.chains, "num_warmup": args.warmup, "num_samples": args.samples}
     try:
         run = run_suite(args.suite, out_dir=out, progress=True, only=args.only, overrides=overrides,
-                        ray=args.ray, retries=args.retries)
+                        ray=args.ray, retries=args.retries, budget_scale=args.budget_scale)
     except ImportError as e:
         print(f"samplax bench: {e}", file=sys.stderr)
         return 2
@@ -207,6 +208,11 @@ def cmd_bench(args) -> int:
         return 2
     print()
     print(format_table(run.rows))
+    if any(r.get("budget") is not None for r in run.rows):
+        from samplax.bench.learned import format_learned_table
+
+        print()
+        print(format_learned_table(run.rows))
     if not args.no_report:
         from samplax.bench.report import make_report
 
@@ -265,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "ray.init(address=ADDRESS); same table and run folder as a serial run")
     pb.add_argument("--retries", type=int, default=2,
                     help="with --ray: times a run that raised or lost its worker is tried again (default 2)")
+    pb.add_argument("--budget-scale", default=None, metavar="SCALE",
+                    help="learned suites: which budget set to run (e.g. tiny, small, medium; default the suite's)")
     pb.add_argument("--no-report", action="store_true")
     pb.set_defaults(func=cmd_bench)
 

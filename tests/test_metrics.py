@@ -232,3 +232,66 @@ def test_bad_input(key):
         M.log_z_error(np.zeros((2, 2)), 0.0)
     with pytest.raises(ValueError, match="`truth`"):
         M.log_z_error([1.0], np.nan)
+
+
+# --------------------------------------------------------------------------
+# ELBO / EUBO, mode coverage, 1-D and particle W2
+
+
+def test_elbo_eubo_are_means_with_their_standard_errors_and_the_kl_gaps():
+    lw_q = np.array([-1.0, -2.0, -3.0, np.nan])
+    lw_p = np.array([0.5, 1.5])
+    r = M.elbo_eubo(lw_q, lw_p, log_z=0.0)
+    assert r["elbo"] == pytest.approx(-2.0) and r["n_model"] == 3
+    assert r["elbo_se"] == pytest.approx(1.0 / np.sqrt(3))
+    assert r["eubo"] == pytest.approx(1.0) and r["eubo_se"] == pytest.approx(np.sqrt(0.5) / np.sqrt(2))
+    assert r["reverse_kl"] == pytest.approx(2.0) and r["forward_kl"] == pytest.approx(1.0)
+    assert np.isnan(M.elbo_eubo(lw_q)["eubo"])
+    with pytest.raises(ValueError, match="log_w_model"):
+        M.elbo_eubo([1.0])
+
+
+def test_mode_coverage_closed_forms():
+    modes = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0]])
+    rng = np.random.default_rng(0)
+    even = np.repeat(modes, 50, axis=0) + 0.1 * rng.normal(size=(200, 2))
+    assert M.mode_coverage(even, modes)["mode_coverage"] == pytest.approx(1.0)
+    one = modes[[2] * 30] + 0.1 * rng.normal(size=(30, 2))
+    r = M.mode_coverage(one, modes)
+    assert r["mode_coverage"] == 0.0 and r["modes_hit"] == 1
+    # two of four modes, 3:1 -> H = -(3/4 log 3/4 + 1/4 log 1/4) / log 4
+    x = np.concatenate([np.repeat(modes[:1], 30, 0), np.repeat(modes[3:], 10, 0)]) + 0.2
+    expect = -(0.75 * np.log(0.75) + 0.25 * np.log(0.25)) / np.log(4)
+    assert M.mode_coverage(x, modes)["mode_coverage"] == pytest.approx(expect, rel=1e-12)
+    with pytest.raises(ValueError, match="modes"):
+        M.mode_coverage(x, modes[:, :1])
+
+
+def test_wasserstein_1d_closed_forms():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=300)
+    assert M.wasserstein_1d(x, x + 0.7)["wasserstein"] == pytest.approx(0.7, rel=1e-6)
+    # unequal sizes: {0, 1} vs {0, 0.5, 1}: quantile steps at 1/3, 1/2, 2/3: W1 = (1/2 - 1/3) 0.5 + (2/3 - 1/2) 0.5
+    r = M.wasserstein_1d([0.0, 1.0], [0.0, 0.5, 1.0], p=1)
+    assert r["wasserstein"] == pytest.approx(1.0 / 6.0, rel=1e-6)
+    # W2 between N(0, 1) and N(0, 4) is |1 - 2| = 1 (large samples, quantile matching)
+    u = (np.arange(20000) + 0.5) / 20000
+    from scipy.stats import norm
+    assert M.wasserstein_1d(norm.ppf(u), 2 * norm.ppf(u))["wasserstein"] == pytest.approx(1.0, rel=2e-3)
+    with pytest.raises(ValueError, match="`y`"):
+        M.wasserstein_1d(x, [np.nan])
+
+
+def test_particle_w2_of_a_shift_in_energy_and_of_a_scaled_configuration():
+    rng = np.random.default_rng(2)
+    ref = rng.normal(size=(200, 8))
+    energy = lambda v: jnp.sum(v**2)  # noqa: E731
+    r = M.particle_w2(ref, ref, 4, 2, energy)
+    assert r["energy_w2"] == pytest.approx(0.0, abs=1e-9) and r["distance_w2"] == pytest.approx(0.0, abs=1e-9)
+    # scaling every configuration by s scales each distance by s: the sorted distances move by (s - 1) d
+    s = 1.5
+    d = np.sort(M.pair_distances(ref, 4, 2).reshape(-1))
+    r = M.particle_w2(s * ref, ref, 4, 2, energy)
+    assert r["distance_w2"] == pytest.approx((s - 1) * np.sqrt(np.mean(d**2)), rel=1e-6)
+    e = np.sort(np.sum(ref**2, axis=1))
+    assert r["energy_w2"] == pytest.approx((s**2 - 1) * np.sqrt(np.mean(e**2)), rel=1e-6)

@@ -184,16 +184,29 @@ class Cell:
     target_params: dict
     kwargs: dict  # num_chains, num_warmup, num_samples, seed
     options: dict
+    budget: Optional[int] = None  # total target evaluations (learned suites, samplax.bench.learned)
+    metrics: str = "standard"  # "learned": the row also gets samplax.bench.learned.learned_metrics
 
     @property
     def run_dir(self) -> str:
         """The run's sub-folder of the suite's run folder."""
-        return f"{self.index:02d}_{self.method}_{self.target}"
+        tail = "" if self.budget is None else f"_{self.budget}"
+        return f"{self.index:02d}_{self.method}_{self.target}{tail}"
 
 
-def suite_cells(spec: dict, only: Optional[list] = None, overrides: Optional[dict] = None) -> list:
-    """The cells of a loaded suite, with the suite's defaults, each entry's values and ``overrides`` applied."""
+def suite_cells(spec: dict, only: Optional[list] = None, overrides: Optional[dict] = None,
+                budget_scale: Optional[str] = None) -> list:
+    """The cells of a loaded suite, with the suite's defaults, each entry's values and ``overrides`` applied.
+
+    A suite with ``kind = "learned"`` is expanded over its targets, methods and the budgets of
+    ``budget_scale`` by :func:`samplax.bench.learned.expand_cells`."""
     meta = dict(spec.get("suite", {}))
+    if meta.get("kind") == "learned":
+        from samplax.bench.learned import expand_cells
+
+        return expand_cells(spec, only, overrides, budget_scale)
+    if budget_scale is not None:
+        raise ValueError(f"budget_scale={budget_scale!r} applies to a learned suite (kind = \"learned\") only")
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     defaults = {k: meta[k] for k in ("num_chains", "num_warmup", "num_samples", "seed") if k in meta}
     entries = spec.get("run", [])
@@ -218,19 +231,27 @@ def run_cell(cell: Cell, progress: bool = False):
     res = samplax.sample(target, cell.method, progress=progress, **cell.kwargs, **cell.options)
     row = evaluate(res, target)
     row["wall_s"] = time.perf_counter() - t0
+    if cell.metrics == "learned":
+        from samplax.bench.learned import learned_metrics
+
+        row["budget"] = cell.budget
+        row.update(learned_metrics(res, target, seed=int(cell.kwargs.get("seed", 0))))
     return row, res
 
 
 def error_row(cell: Cell, error: BaseException | str, attempts: int = 1) -> dict:
     """The row of a cell whose run raised (status ``error``; the message in ``error``)."""
     msg = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-    return {"method": cell.method, "target": cell.target, "status": "error", "pass": False, "error": msg,
-            "attempts": attempts, "warnings": ""}
+    row = {"method": cell.method, "target": cell.target, "status": "error", "pass": False, "error": msg,
+           "attempts": attempts, "warnings": ""}
+    if cell.budget is not None:
+        row["budget"] = cell.budget
+    return row
 
 
 def run_suite(suite: str | dict, out_dir: Optional[str] = None, progress: bool = True,
               only: Optional[list] = None, overrides: Optional[dict] = None, ray: Optional[str] = None,
-              retries: int = 2) -> SuiteRun:
+              retries: int = 2, budget_scale: Optional[str] = None) -> SuiteRun:
     """Run every entry of a suite; write per-run folders and the table into ``out_dir``.
 
     ``overrides`` (``num_chains``, ``num_warmup``, ``num_samples``, ``seed``) replace the suite's
@@ -243,7 +264,9 @@ def run_suite(suite: str | dict, out_dir: Optional[str] = None, progress: bool =
     on).  ``ray``: spread the cells over a Ray cluster -- ``"local"`` starts one on this
     machine, anything else is a cluster address -- each cell retried up to ``retries`` times
     when it raises or its worker dies (:mod:`samplax.bench.ray_runner`); the rows, results
-    and run folder are those of a serial run.
+    and run folder are those of a serial run.  ``budget_scale``: which budget set of a learned
+    suite to run (:mod:`samplax.bench.learned`; its rows get the columns of
+    :data:`samplax.bench.learned.LEARNED_COLUMNS`, and the run folder ``learned.txt``).
     """
     spec = load_suite(suite) if isinstance(suite, str) else suite
     meta = dict(spec.get("suite", {}))
@@ -255,7 +278,9 @@ def run_suite(suite: str | dict, out_dir: Optional[str] = None, progress: bool =
         raise ValueError(f"run_suite: retries must be an integer >= 0, got {retries!r}")
     if overrides:
         meta["overrides"] = overrides
-    cells = suite_cells(spec, only, overrides)
+    if budget_scale is not None:
+        meta["budget_scale"] = budget_scale
+    cells = suite_cells(spec, only, overrides, budget_scale)
     for c in cells:  # unknown target names fail before anything runs (the CLI turns this into one line)
         _check_cell(c)
     n = len(cells)
@@ -263,6 +288,10 @@ def run_suite(suite: str | dict, out_dir: Optional[str] = None, progress: bool =
     def report(cell, row):
         if progress and row.get("status") == "error":
             print(f"[{cell.index + 1}/{n}] {cell.method:>8} on {cell.target:<22} error: {row['error']}", flush=True)
+        elif progress and cell.metrics == "learned":
+            print(f"[{cell.index + 1}/{n}] {cell.method:>8} on {cell.target:<12} budget {cell.budget:>9}: "
+                  f"evals={row['total_evals']}  log Z err={row.get('log_Z_err', float('nan')):.3g}  "
+                  f"({row['wall_s']:.1f}s)", flush=True)
         elif progress:
             print(f"[{cell.index + 1}/{n}] {cell.method:>8} on {cell.target:<22} {row['status']:<15}  "
                   f"max|z|={row['max_z_mean']:.2f}  minESS={row['min_ess_bulk']:.0f}  "
@@ -364,3 +393,8 @@ def write_table(rows: list, out_dir: str, meta: dict) -> None:
         pass
     with open(os.path.join(out_dir, "results.txt"), "w") as f:
         f.write(format_table(rows) + "\n\n" + summary_line(rows) + "\n")
+    if meta.get("kind") == "learned":
+        from samplax.bench.learned import format_learned_table
+
+        with open(os.path.join(out_dir, "learned.txt"), "w") as f:
+            f.write(format_learned_table(rows) + "\n")

@@ -425,8 +425,16 @@ def make_report(folder: str, plots: bool = True) -> str:
                     "log-density evaluation (the cost of gradient-free methods); ESS/s uses sampling time "
                     "after compilation. Click a column header to sort.</p>")
         body.append(table_html(rows))
+        if any(r.get("budget") is not None for r in rows):
+            from samplax.bench.learned import format_learned_table
+
+            body.append("<h2>Equal-budget metrics</h2><pre>" + html.escape(format_learned_table(rows)) + "</pre>")
         body.append(_log_z_html(rows))
         figures = comparison_plots(rows, folder) if plots else []
+        if plots and any(r.get("budget") is not None for r in rows):  # a learned suite: error vs evaluations
+            from samplax.bench.learned import learned_plots
+
+            figures += learned_plots(rows, folder)
         if figures:
             body.append("<h2>Across methods</h2>")
             body += [_img(p) for p in figures]

@@ -46,6 +46,12 @@ def _options(**defaults) -> dict:
         "exploration": Option(d.exploration, "off-policy exploration: the training paths' noise variance grows by "
                               "exploration^2 per unit time (loss='logvar' or 'tb' only)", _nonneg_float,
                               "a finite number >= 0"),
+        "score_clip": Option(d.score_clip, "clip each coordinate of the target's gradient that the transitions use "
+                             "(Langevin drift, CMCD) to [-score_clip, score_clip]; the weights stay exact for any "
+                             "clip (gfn-diffusion uses 100)", pos_float, "a finite number > 0"),
+        "eubo": Option(d.eubo, "also draw exact target points and their reverse paths: extra['eubo'], the EUBO "
+                       "(an upper bound on log Z; only for targets with an exact sampler; not counted in the cost)",
+                       boolean, "True/False"),
     }
 
 

@@ -14,12 +14,12 @@ from samplax.neural.losses import LOSSES, kl_loss, logvar_loss, off_policy_paths
 from samplax.neural.plan import SamplerConfig, check_config, make_plan
 from samplax.neural.sde import (
     DriftNet, Path, Reference, cmcd_reference, cosine_alphas, dds_reference, estimates, log_weight, logmeanexp,
-    path_log_b, path_log_q, pis_reference, simulate, systematic_resample,
+    path_log_b, path_log_q, pis_reference, reverse_simulate, simulate, systematic_resample,
 )
 
 __all__ = [
     "LOSSES", "DriftNet", "Path", "Reference", "SamplerConfig", "check_config", "cmcd_reference", "cosine_alphas",
     "dds_reference",
     "estimates", "kl_loss", "log_weight", "logmeanexp", "logvar_loss", "make_plan", "off_policy_paths",
-    "path_log_b", "path_log_q", "path_residuals", "pis_reference", "simulate", "systematic_resample", "tb_loss",
+    "path_log_b", "path_log_q", "path_residuals", "pis_reference", "reverse_simulate", "simulate", "systematic_resample", "tb_loss",
 ]

@@ -11,6 +11,10 @@ chain from the trained drift (no exploration), their log importance weights, and
 systematic resampling within the chain (the result's ``samples``); the raw draws and weights are in
 ``extra["proposal_samples"]`` / ``extra["proposal_log_weights"]``, and ``log Z``, its standard error,
 the ELBO and the ESS are computed over all chains' weights (:func:`samplax.neural.sde.estimates`).
+With ``eubo=True`` (targets with an exact sampler) each chain also draws ``num_samples`` exact target
+points and their reverse paths (:func:`samplax.neural.sde.reverse_simulate`): ``extra["eubo"]`` is the
+mean log weight of those paths, an upper bound on ``log Z`` in expectation.  These evaluation-only target
+evaluations are not in the cost (they measure the sampler; they do not produce its draws).
 """
 from __future__ import annotations
 
@@ -24,8 +28,8 @@ import optax
 from samplax.core.method import PopulationOutput, TrainingContext, TrainingPlan
 from samplax.neural.losses import kl_loss, logvar_loss, off_policy_paths, tb_loss
 from samplax.neural.sde import (
-    DriftNet, Reference, cmcd_reference, dds_reference, estimates, log_weight, logmeanexp, pis_reference, simulate,
-    systematic_resample,
+    SCORE_CLIP, DriftNet, Reference, cmcd_reference, dds_reference, estimates, log_weight, logmeanexp, pis_reference,
+    reverse_simulate, simulate, systematic_resample,
 )
 
 #: The configurations: ``reference(num_time_steps, sigma) -> Reference`` by name.
@@ -49,9 +53,12 @@ class SamplerConfig:
     log_z_learning_rate: float = 1e-1
     grad_clip: float = 1.0
     exploration: float = 0.0
+    eubo: bool = False
+    score_clip: float = SCORE_CLIP
 
     def make_reference(self) -> Reference:
-        return CONFIGURATIONS[self.reference](self.num_time_steps, self.sigma)
+        ref = CONFIGURATIONS[self.reference](self.num_time_steps, self.sigma)
+        return ref._replace(score_clip=float(self.score_clip))
 
     @property
     def annealed(self) -> bool:
@@ -101,6 +108,9 @@ def check_config(name: str, target, cfg: SamplerConfig) -> None:
     if cfg.exploration > 0 and cfg.loss == "kl":
         raise ValueError(f"method {name!r}: option exploration={cfg.exploration} needs an off-policy loss "
                          "(loss='logvar' or 'tb'); loss='kl' trains on its own reparameterized paths")
+    if cfg.eubo and not target.has_exact_sampler:
+        raise ValueError(f"method {name!r}: option eubo=True needs exact draws of the target, but "
+                         f"{target.name!r} has no exact sampler (leave eubo=False)")
     if cfg.needs_gradient:
         lp = target.flat_logdensity()
         x = jnp.zeros((target.dim,), jnp.result_type(float))
@@ -170,7 +180,15 @@ def make_plan(name: str, target, ctx: TrainingContext, cfg: SamplerConfig) -> Tr
         log_w = log_weight(paths)
         x = paths.xs[:, -1]
         idx = systematic_resample(jax.random.fold_in(key, n), log_w, n)
-        return {"x": x, "log_w": log_w, "log_pi": paths.log_pi, "draws": x[idx], "draws_lp": paths.log_pi[idx]}
+        out = {"x": x, "log_w": log_w, "log_pi": paths.log_pi, "draws": x[idx], "draws_lp": paths.log_pi[idx]}
+        if cfg.eubo:  # reverse paths from exact target draws (their own keys: the draws above are unchanged)
+            ke = jax.random.fold_in(key, n + 1)
+            exact = jnp.reshape(tgt.sample(jax.random.fold_in(ke, 0), n), (n, dim)).astype(x.dtype)
+            rkeys = jax.vmap(lambda j: jax.random.fold_in(ke, j + 1))(jnp.arange(n))
+            rev = jax.vmap(lambda k, xk: reverse_simulate(model, ref, logp, k, xk, langevin=cfg.langevin))(
+                rkeys, exact)
+            out["eubo_log_w"] = log_weight(rev)
+        return out
 
     lp_path, grad_path = cfg.evals_per_path(training=False)
 
@@ -180,6 +198,11 @@ def make_plan(name: str, target, ctx: TrainingContext, cfg: SamplerConfig) -> Tr
         extra = {"elbo": est["elbo"], "ess": est["ess"], "ess_fraction": est["ess_fraction"],
                  "proposal_samples": out["x"], "proposal_log_weights": out["log_w"],
                  "num_nonfinite": est["num_nonfinite"]}
+        if cfg.eubo:
+            lw_rev = np.asarray(out["eubo_log_w"], np.float64).reshape(-1)
+            finite = np.isfinite(lw_rev)
+            extra["eubo"] = float(np.mean(lw_rev[finite])) if finite.any() else float("nan")
+            extra["eubo_num_paths"] = int(finite.sum())
         if cfg.loss == "tb":
             extra["learned_log_Z"] = float(np.asarray(state["params"].log_z))
         warnings = []

@@ -45,7 +45,7 @@ The drift is ``sigma^2 f_theta`` in PIS's Euler step and ``f_theta`` enters DDS'
 so ``f_theta`` plays the part of a score in both.  ``f_theta(x, t) = NN(x, emb(t)) + g(emb(t)) *
 clip(grad log pi~(x))`` when ``langevin`` (the Langevin-preconditioned network of both papers); the
 gradient is taken at ``stop_gradient(x)`` (no second derivatives of the target in training) and clipped
-to ``+-SCORE_CLIP``.
+to ``+-score_clip`` (``Reference.score_clip``, default ``SCORE_CLIP``; the option ``score_clip``).
 """
 from __future__ import annotations
 
@@ -57,8 +57,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-#: Coordinates of the target's gradient fed to the drift are clipped to ``[-SCORE_CLIP, SCORE_CLIP]`` (PIS).
-SCORE_CLIP = 1e4
+#: Coordinates of the target's gradient fed to the drift are clipped to ``[-SCORE_CLIP, SCORE_CLIP]`` by default
+#: (the option ``score_clip``).  100, as gfn-diffusion's ``lgv_clip`` (Sendera et al. 2024): with 1e4, PIS and DDS
+#: on Funnel-10 took steps of ``b * g(t) * 1e4`` and stopped with an infinite loss (benchmarks/learned_samplers.md).
+SCORE_CLIP = 100.0
 #: Cosine schedule offset (Nichol & Dhariwal 2021) and the largest ``alpha_k`` (DDS).
 COSINE_OFFSET = 0.008
 ALPHA_MAX = 0.9999
@@ -89,6 +91,8 @@ class Reference(NamedTuple):
     #: ``a, b, s, c, r``.  None for PIS and DDS.
     beta: np.ndarray | None = None
     delta: float = 0.0
+    #: coordinates of the target's gradient that the transitions use are clipped to ``[-score_clip, score_clip]``
+    score_clip: float = SCORE_CLIP
 
     @property
     def annealed(self) -> bool:
@@ -215,10 +219,13 @@ class Path(NamedTuple):
     log_q: jax.Array
 
 
-def clipped_score(logdensity_fn, x):
-    """``clip(grad log pi~(stop_gradient(x)))`` (one log-density and one gradient evaluation)."""
+def clipped_score(logdensity_fn, x, clip: float = SCORE_CLIP):
+    """``clip(grad log pi~(stop_gradient(x)), -clip, clip)`` with NaN coordinates set to 0 (one log-density and one
+    gradient evaluation).  A NaN gradient (e.g. a pair distance's at coincident particles: PIS starts every
+    path at 0) would make the whole path NaN; the drift may use any function of the path, so the weights stay
+    exact when it sees 0 there instead."""
     g = jax.grad(logdensity_fn)(jax.lax.stop_gradient(x))
-    return jax.lax.stop_gradient(jnp.clip(g, -SCORE_CLIP, SCORE_CLIP))
+    return jax.lax.stop_gradient(jnp.clip(jnp.where(jnp.isnan(g), 0.0, g), -clip, clip))
 
 
 def prior_sample(ref: Reference, key, dim: int, dtype):
@@ -287,7 +294,7 @@ def simulate(model: DriftNet, ref: Reference, logdensity_fn, key, dim: int, *, l
         x, log_q = carry
         t, _, h, a, b, s, _, _, _, beta, _ = inp[:-1]
         eps = inp[-1]
-        score = clipped_score(logdensity_fn, x) if needs_score else jnp.zeros_like(x)
+        score = clipped_score(logdensity_fn, x, ref.score_clip) if needs_score else jnp.zeros_like(x)
         mean = forward_mean(model, ref, x, t, a, b, beta, score)
         std = jnp.sqrt(s * s + (exploration ** 2) * h) if exploration else s
         x_next = mean + std * eps
@@ -297,13 +304,56 @@ def simulate(model: DriftNet, ref: Reference, logdensity_fn, key, dim: int, *, l
     xs = jnp.concatenate([x0[None], xs])
     if ref.annealed:
         lp_K, g_K = jax.value_and_grad(logdensity_fn)(jax.lax.stop_gradient(xK))
-        score_K = jax.lax.stop_gradient(jnp.clip(g_K, -SCORE_CLIP, SCORE_CLIP))
+        g_K = jnp.where(jnp.isnan(g_K), 0.0, g_K)
+        score_K = jax.lax.stop_gradient(jnp.clip(g_K, -ref.score_clip, ref.score_clip))
         log_pi = logdensity_fn(xK) if differentiable else jax.lax.stop_gradient(lp_K)
     else:
         score_K = jnp.zeros_like(xK)
         log_pi = logdensity_fn(xK if differentiable else jax.lax.stop_gradient(xK))
     scores = jnp.concatenate([scores, score_K[None]])
     return Path(xs, scores, log_pi, _log_b(model, ref, xs, scores, consts), log_q0, log_q)
+
+
+def reverse_simulate(model: DriftNet, ref: Reference, logdensity_fn, key, x_K, *, langevin: bool) -> Path:
+    """One path of the *target* path measure ``P``: ``x_K`` given (an exact draw of ``pi``), then back in time
+    with the backward transitions ``p(x_k | x_{k+1})`` (the reference's for PIS / DDS, the model's controlled
+    ones for CMCD); the forward density ``log q`` of the same path is that of the drift ``model``.
+
+    ``log_weight`` of the returned path is ``log P~ - log Q`` at a path drawn from ``P``, whose mean over
+    paths is the EUBO, ``E_P[log w] = log Z + KL(P || Q) >= log Z`` (Blessing, Jia, Berner, Nusken &
+    Neumann 2024, "Beyond ELBOs", eq. for the EUBO of diffusion samplers).  Target evaluations: the scores at
+    ``x_0 .. x_{K-1}`` with ``langevin`` or CMCD, CMCD's at ``x_K``, and ``log pi~(x_K)``.
+    """
+    dtype = model.log_z.dtype
+    x_K = jnp.asarray(x_K, dtype)
+    consts = _steps(ref, dtype)
+    noise = jax.random.normal(key, (ref.num_steps,) + x_K.shape, dtype)
+    needs_score = langevin or ref.annealed
+
+    def score_at(x):
+        return clipped_score(logdensity_fn, x, ref.score_clip) if needs_score else jnp.zeros_like(x)
+
+    score_K = clipped_score(logdensity_fn, x_K, ref.score_clip) if ref.annealed else jnp.zeros_like(x_K)
+
+    def back(carry, inp):
+        x_next, score_next = carry
+        _, t_next, _, _, _, _, c, r, m, _, beta_next = inp[:-1]
+        eps = inp[-1]
+        mean = backward_mean(model, ref, x_next, t_next, c, beta_next, score_next)
+        x = mean + jnp.where(m > 0, r, 0.0) * eps  # a masked step is the point mass at its mean
+        score = score_at(x)
+        return (x, score), (x, score)
+
+    _, (xs, scores) = jax.lax.scan(back, (x_K, score_K), consts + (noise,), reverse=True)
+    xs = jnp.concatenate([xs, x_K[None]])
+    scores = jnp.concatenate([scores, score_K[None]])
+    if ref.prior_std == 0:
+        log_q0 = jnp.zeros((), dtype)
+    else:
+        log_q0 = normal_logpdf(xs[0], jnp.zeros_like(xs[0]), ref.prior_std)
+    path = Path(xs, scores, logdensity_fn(x_K), _log_b(model, ref, xs, scores, consts), log_q0,
+                jnp.zeros((), dtype))
+    return path._replace(log_q=path_log_q(model, ref, path))
 
 
 def path_log_q(model: DriftNet, ref: Reference, path: Path):

@@ -217,3 +217,68 @@ def test_gmm25_mode_coverage():
           "se", r.log_Z_se, "ESS", r.extra["ess"])
     assert np.all(counts > 0.2 * x.shape[0] / 25), counts
     assert abs(r.log_Z - target.ground_truth().log_Z) < max(Z_CLT * r.log_Z_se, 0.1) + 0.1
+
+
+@pytest.mark.parametrize("reference", ["pis", "dds"])
+def test_reverse_paths_give_the_eubo_of_the_reference_process(reference):
+    """With the drift at zero (an untrained DriftNet) the proposal is the reference process, whose time-T marginal
+    is N(0, sigma^2 I) (PIS, T = 1; DDS, stationary); the path-space KLs reduce to those of the marginals.  For
+    ``pi~ = Z N(m, s^2 I)``: ``EUBO = log Z + KL(N(m, s^2) || N(0, sigma^2))`` (reverse paths from exact draws)
+    and ``ELBO = log Z - KL(N(0, sigma^2) || N(m, s^2))`` (forward paths), in closed form."""
+    from samplax.neural.sde import DriftNet, log_weight, reverse_simulate, simulate
+    from samplax.neural.plan import CONFIGURATIONS
+
+    d, sigma, m, s, log_z = 3, 1.3, 0.6, 0.8, 1.7
+    ref = CONFIGURATIONS[reference](8, sigma)
+    model = DriftNet(jax.random.key(0), d, 16, 2, langevin=True)
+
+    def logp(x):
+        return log_z - 0.5 * jnp.sum(((x - m) / s) ** 2) - d * jnp.log(s) - 0.5 * d * jnp.log(2 * jnp.pi)
+
+    n = 2000
+    keys = jax.random.split(jax.random.key(1), n)
+    exact = m + s * jax.random.normal(jax.random.key(2), (n, d))
+    rev = jax.vmap(lambda k, x: reverse_simulate(model, ref, logp, k, x, langevin=True))(keys, exact)
+    fwd = jax.vmap(lambda k: simulate(model, ref, logp, k, d, langevin=True))(keys)
+    np.testing.assert_allclose(np.asarray(rev.xs[:, -1]), np.asarray(exact))
+    lw_rev, lw_fwd = np.asarray(log_weight(rev), float), np.asarray(log_weight(fwd), float)
+    kl_pq = d * (np.log(sigma / s) + (s**2 + m**2) / (2 * sigma**2) - 0.5)
+    kl_qp = d * (np.log(s / sigma) + (sigma**2 + m**2) / (2 * s**2) - 0.5)
+    for lw, expect in ((lw_rev, log_z + kl_pq), (lw_fwd, log_z - kl_qp)):
+        assert abs(lw.mean() - expect) < Z_CLT * lw.std() / np.sqrt(n), (reference, lw.mean(), expect)
+    if reference == "pis":  # the reverse path ends at the point mass x_0 = 0
+        assert np.all(np.asarray(rev.xs[:, 0]) == 0.0)
+
+
+def test_score_clip_bounds_the_gradient_the_transitions_use():
+    """``score_clip`` reaches the paths: with a steep target the stored scores are clipped to it, and the
+    option is validated by name."""
+    from samplax.neural.sde import DriftNet, simulate
+
+    cfg = SamplerConfig(reference="pis", num_time_steps=4, score_clip=2.5)
+    ref = cfg.make_reference()
+    assert ref.score_clip == 2.5
+
+    def logp(x):
+        return -50.0 * jnp.sum((x - 3.0) ** 2)  # gradient 100 * (3 - x): far above the clip near 0
+
+    path = simulate(DriftNet(jax.random.key(0), 2, 8, 1), ref, logp, jax.random.key(1), 2, langevin=True)
+    s = np.asarray(path.scores[:-1])
+    assert np.max(np.abs(s)) == pytest.approx(2.5)
+    with pytest.raises(ValueError, match="score_clip"):
+        samplax.sample(gaussian_target(), "pis", training_evals=10_000, score_clip=-1.0)
+
+
+def test_score_clip_zeroes_nan_gradients_so_pis_starts_on_particle_targets():
+    """PIS starts every path at the point mass 0, where a particle target's pair distances are 0 and its gradient
+    is NaN (DW-4: training stopped with a NaN loss at step 0).  The NaN coordinates reach the drift as 0, so the
+    path and its weight are finite (benchmarks/learned_samplers.md: pis on DW-4 before/after)."""
+    from samplax.neural.sde import DriftNet, clipped_score, log_weight, simulate
+
+    target = samplax.targets.get("dw4")
+    lp = target.flat_logdensity()
+    assert np.isnan(np.asarray(jax.grad(lp)(jnp.zeros(8)))).any()
+    assert np.all(np.asarray(clipped_score(lp, jnp.zeros(8))) == 0.0)
+    ref = SamplerConfig(reference="pis", num_time_steps=4, sigma=2.0).make_reference()
+    path = simulate(DriftNet(jax.random.key(0), 8, 8, 1), ref, lp, jax.random.key(1), 8, langevin=True)
+    assert np.all(np.isfinite(np.asarray(path.xs))) and np.isfinite(float(log_weight(path)))

@@ -1,0 +1,86 @@
+"""The learned-sampler bench (samplax/bench/learned.py): budgets -> settings, and one tiny suite end to end through
+the CLI (`samplax bench SUITE --budget-scale tiny`): the run folder's table has every column of LEARNED_COLUMNS."""
+import json
+import math
+
+import pytest
+
+from samplax.bench.harness import load_suite, suite_cells
+from samplax.bench.learned import LEARNED_COLUMNS, budget_options, learned_plots
+from samplax.cli import main
+
+TINY = """
+[suite]
+name = "learned-tiny"
+kind = "learned"
+methods = METHODS
+num_chains = 1
+num_samples = 200
+seed = 0
+[suite.budgets]
+tiny = [2e4]
+[[target]]
+name = "gmm9"
+eubo = true
+learned = { sigma = 4.0, num_time_steps = 8, batch_size = 32, width = 32 }
+classical = { reference_scale = 5.0 }
+cmcd = { sigma = 1.5 }
+"""
+
+
+def test_budget_rules_spend_the_budget():
+    n, warm, o = budget_options("pis", 100_000, 2, 1000, {"num_time_steps": 16, "batch_size": 64})
+    assert (n, warm) == (1000, 0) and o["training_evals"] == 100_000 - 1000 * 17
+    n, _, o = budget_options("smc", 100_000, 2, 1000, {})
+    assert n == 100_000 // (32 * 11) and o["schedule"] == 32 and o["correlation_threshold"] is None
+    n, warm, o = budget_options("parallel_tempering", 96_000, 2, 1000, {})
+    assert n + warm == 2000 and warm == 400
+    with pytest.raises(ValueError, match="less than one step"):
+        budget_options("dds", 17_500, 2, 1000, {"num_time_steps": 16})
+    with pytest.raises(ValueError, match="no budget rule"):
+        budget_options("nuts", 10_000, 2, 100, {})
+    cells = suite_cells(load_suite("learned"), budget_scale="small")
+    assert {c.method for c in cells} == {"pis", "dds", "cmcd", "smc", "nested_sampling", "parallel_tempering"}
+    assert {c.target for c in cells} == {"gmm25", "gmm40", "funnel", "many_well32", "dw4", "lj13"}
+    with pytest.raises(ValueError, match="budget scale 'huge'"):
+        suite_cells(load_suite("learned"), budget_scale="huge")
+
+
+def _run_tiny(tmp_path, capsys, methods):
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY.replace("METHODS", json.dumps(methods)))
+    out = tmp_path / "run"
+    main(["bench", str(path), "--budget-scale", "tiny", "--out", str(out), "--no-report"])
+    printed = capsys.readouterr().out
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert [r["method"] for r in rows] == methods
+    for r in rows:
+        assert r["status"] != "error", r.get("error")
+        assert set(LEARNED_COLUMNS) <= set(r), set(LEARNED_COLUMNS) - set(r)
+        assert r["budget"] == 20_000
+        assert r["total_evals"] <= (2.5 if r["method"] == "nested_sampling" else 1.2) * 20_000, r
+        for k in ("log_Z_err", "mode_coverage", "sliced_w2", "energy_distance"):
+            assert math.isfinite(r[k]), (r["method"], k)
+        assert 0.0 <= r["mode_coverage"] <= 1.0
+        assert r["training_evals"] + r["sampling_evals"] == r["total_evals"]
+        if r["method"] in ("pis", "dds", "cmcd"):
+            assert math.isfinite(r["eubo"]) and r["elbo"] <= r["eubo"]  # ELBO <= log Z <= EUBO, up to noise
+            assert r["training_evals"] > 0
+        else:
+            assert r["training_evals"] == 0 and math.isnan(r["eubo"])
+    text = (out / "learned.txt").read_text()
+    assert all(c in text.splitlines()[0] for c in LEARNED_COLUMNS) and "abs_log_Z_err" in printed
+    return rows
+
+
+def test_tiny_learned_suite_end_to_end(tmp_path, capsys):
+    """Default tier: one learned method through the CLI, every column, and the plot."""
+    rows = _run_tiny(tmp_path, capsys, ["pis"])
+    paths = learned_plots(rows, str(tmp_path))
+    assert [p.rsplit("/", 1)[1] for p in paths] == ["learned_gmm9.png"]
+
+
+@pytest.mark.slow
+def test_tiny_learned_suite_all_methods(tmp_path, capsys):
+    """Slow tier: the six methods of the learned suite at one tiny budget."""
+    _run_tiny(tmp_path, capsys, ["pis", "dds", "cmcd", "smc", "nested_sampling", "parallel_tempering"])
