@@ -24,8 +24,10 @@ def _nonneg_float(v) -> bool:
 def _options(**defaults) -> dict:
     d = SamplerConfig(**defaults)
     return {
-        "loss": Option(d.loss, "training loss: 'kl' (reparameterized reverse KL, PIS/DDS), 'logvar' (log-variance, "
-                       "off-policy) or 'tb' (trajectory balance with a learned log Z)", one_of(LOSSES),
+        "loss": Option(d.loss, "training loss: 'kl' (reparameterized reverse KL; the default of pis and dds), 'logvar' "
+                       "(log-variance, off-policy; the default of cmcd, whose KL gradient would miss the "
+                       "derivative of the target's gradient along the path) or 'tb' (trajectory balance with a "
+                       "learned log Z)", one_of(LOSSES),
                        f"one of {list(LOSSES)}"),
         "training_evals": Option(d.training_evals, "training budget: target log-density evaluations (a value and "
                                  "gradient counts one); steps = training_evals // (batch_size x evaluations per "
@@ -78,5 +80,5 @@ register_method(MethodSpec(
     _options(), family="neural", gradient_based=True, trainer=_trainer("dds"), prepare=_prepare("dds")))
 register_method(MethodSpec(
     "cmcd", None, "Controlled Monte Carlo Diffusion (Vargas et al. 2024): learned control of annealed Langevin "
-    "transitions in both directions", _options(langevin=False), family="neural", gradient_based=True,
+    "transitions in both directions", _options(langevin=False, loss="logvar"), family="neural", gradient_based=True,
     trainer=_trainer("cmcd"), prepare=_prepare("cmcd")))
