@@ -27,6 +27,7 @@ def test_auto_correlated_gaussian():
     assert r.cost["num_grad_evals"] > 0 and not r.warnings
 
 
+@pytest.mark.slow  # 15-20 s on an idle core; the default tier's 15-minute budget
 def test_auto_eight_schools():
     t = samplax.targets.get("eight_schools")
     r = samplax.sample(t, "auto", seed=0, num_chains=4, num_warmup=600, num_samples=500, progress=False)

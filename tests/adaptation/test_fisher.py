@@ -97,6 +97,7 @@ def test_low_rank_rejects_bad_input(key):
         fisher_low_rank(_state(x, -x, dense=True), rank=4)
 
 
+@pytest.mark.slow  # 15-20 s on an idle core; the default tier's 15-minute budget
 def test_nuts_fisher_adapts_exact_variances():
     """From MCMC draws, the Fisher diagonal on a diagonal Gaussian is still exactly the variance."""
     from samplax.targets.gaussian import Gaussian

@@ -36,6 +36,7 @@ def pair2d():
 # 1. exact ground truth
 
 
+@pytest.mark.slow  # 15-20 s on an idle core; the default tier's 15-minute budget
 def test_product_of_mixtures_is_closed_form_and_matches_quadrature():
     m1, m2 = pair2d()
     full2 = sd.random_full_mixture(3, 2, 3, 1.0, (0.2, 0.6))

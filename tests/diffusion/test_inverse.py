@@ -446,6 +446,7 @@ def test_biased_methods_measured_8d(method, problem):
     _check_bias(method, problem)
 
 
+@pytest.mark.slow  # 15-20 s on an idle core; the default tier's 15-minute budget
 def test_tds_matches_exact_posterior_and_evidence():
     prior, prob, post, ex, floor = exact("2d_ill_lo")
     s, info = inv.sample(prior, prob, key=jax.random.key(0), num_samples=N, nfe=200, sigma_max=SIGMA_MAX,

@@ -48,6 +48,7 @@ def test_ensemble_bad_options():
         samplax.sample(target, method="ensemble_de", init=np.zeros(3), progress=False)
 
 
+@pytest.mark.slow  # 15-20 s on an idle core; the default tier's 15-minute budget
 def test_batch_invariance_and_layout():
     """Chain c depends only on (seed, c): 2 chains reproduce the first 2 of 3; shapes follow the rule."""
     target = samplax.targets.get("std_gaussian", dim=2)

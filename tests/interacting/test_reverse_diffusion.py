@@ -44,6 +44,7 @@ def test_reverse_diffusion_bad_options():
         samplax.sample(t, method="score_ensemble", num_samples=1, progress=False)
 
 
+@pytest.mark.slow  # 15-20 s on an idle core; the default tier's 15-minute budget
 def test_rdmc_gaussian():
     t = correlated_gaussian(2)
     r = samplax.sample(t, method="rdmc", seed=4, num_chains=4, num_warmup=200, num_samples=250, progress=False)

@@ -66,6 +66,7 @@ def test_finite_target_has_no_count_and_no_warning():
     assert not [w for w in r.warnings if w["code"] == "nonfinite"]
 
 
+@pytest.mark.slow  # 15-20 s on an idle core; the default tier's 15-minute budget
 def test_nested_sampling_nan_stripe_is_counted():
     """Nested sampling counts the NaN evaluations of its active slice rows (the vectorized pass also computes
     the rows that already finished; those are not used and not counted), so the host sees at least as many."""
