@@ -412,18 +412,25 @@ def ipndm(order: int = 4) -> Solver:
     return Solver("ipndm", 1, False, _multi_init(order, ring=True), partial(_ipndm_step, max_order=order), plan, ev)
 
 
+def _ab_combination(e, hist_m, order, max_order):
+    """Adams-Bashforth combination of the planned ``order`` (traced) of ``e`` and the past noise predictions
+    ``hist_m`` (newest first), without branching: the weights are a row of a padded table."""
+    table = np.zeros((max_order, max_order))
+    for k in range(1, max_order + 1):
+        table[k - 1, :k] = _AB[k]
+    w = jnp.asarray(table, e.dtype)[order - 1]
+    comb = w[0] * e
+    for k in range(1, max_order):
+        comb = comb + w[k] * hist_m[k - 1]
+    return comb
+
+
 def _ipndm_step(c, i, ctx, max_order):
     """iPNDM step without branching: the AB weights of the planned order are a row of a padded table."""
     s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
     e = (c.x - ctx.denoise(c.x, s)) / s
     o = ctx.plan["order"][i]
-    table = np.zeros((max_order, max_order))
-    for k in range(1, max_order + 1):
-        table[k - 1, :k] = _AB[k]
-    w = jnp.asarray(table, c.x.dtype)[o - 1]
-    comb = w[0] * e
-    for k in range(1, max_order):
-        comb = comb + w[k] * c.hist_m[k - 1]
+    comb = _ab_combination(e, c.hist_m, o, max_order)
     hm, hs = _push(c.hist_m, c.hist_s, e, s)
     return MultiCarry(c.x + (t - s) * comb, hm, hs, c.x, o), 1
 
@@ -449,13 +456,7 @@ def _momentum_step(c, i, ctx, max_order, beta):
     s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
     e = (c.x - ctx.denoise(c.x, s)) / s
     o = ctx.plan["order"][i]
-    table = np.zeros((max_order, max_order))
-    for k in range(1, max_order + 1):
-        table[k - 1, :k] = _AB[k]
-    w = jnp.asarray(table, c.x.dtype)[o - 1]
-    comb = w[0] * e
-    for k in range(1, max_order):
-        comb = comb + w[k] * c.hist_m[k - 1]
+    comb = _ab_combination(e, c.hist_m, o, max_order)
     v = jnp.where(i == 0, comb, (1.0 - beta) * c.v + beta * comb)  # the first step starts the velocity at comb
     hm, hs = _push(c.hist_m, c.hist_s, e, s)
     return MomentumCarry(c.x + (t - s) * v, v, hm, hs), 1
