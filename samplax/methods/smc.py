@@ -323,10 +323,13 @@ def _ns_population(target, ctx, **o):
     """Nested sampling: ``num_chains`` independent runs; ``num_live`` live points (default ``num_samples``).
 
     ``log_Z`` is the mean of the runs' ``log Z``;
-    ``log_Z_se = sqrt(max(mean_r (H_r / n_live + V_r), between-run variance) / R)`` (Skilling 2006;
-    ``V_r`` the variance of the zero-likelihood plateau's volume, see ``nested.run``; the
-    between-run spread also sees what ``H`` misses); the spread over runs is reported in
-    ``extra["log_Z_sd_over_runs"]``.  The runs go one after another (``lax.map``), so only one
+    ``log_Z_se = sqrt(max(mean_r (C_r + V_r), between-run variance) / R)`` with ``C_r`` the run's
+    compression variance ``sum_j P_j^2 / (m_j - j)^2`` over its removals (``P_j`` the posterior mass
+    after removal ``j``; ``H / n_live`` for a constant number of live points, larger when the live
+    points decrease; Skilling 2006, Higson et al. 2019) and ``V_r`` the variance of the
+    zero-likelihood plateau's volume (see ``nested.run``); the between-run spread also sees what the
+    linearization misses.  Each run's ``sqrt(C_r + V_r)`` is in ``extra["log_Z_se_runs"]``, the spread
+    over runs in ``extra["log_Z_sd_over_runs"]``.  The runs go one after another (``lax.map``), so only one
     dead-point buffer is in memory at a time.
     """
     d = target.dim
@@ -378,8 +381,9 @@ def _ns_finish(target, res, cfg, prior, o, num_chains, num_samples):
                          "reference_mean / reference_scale, or raise num_live")
     log_z_runs = np.asarray(out.log_Z, dtype=np.float64)
     h = np.asarray(out.information, dtype=np.float64)
-    log_z, log_z_se, _ = mean_log_Z(
-        log_z_runs, nested.log_Z_variance(out.information, out.plateau_log_x, out.plateau_var, n_live))
+    var_runs = nested.log_Z_variance(out.information, out.plateau_log_x, out.plateau_var, n_live,
+                                     out.compression_var)
+    log_z, log_z_se, _ = mean_log_Z(log_z_runs, var_runs)
     warnings = []
     conv = np.asarray(out.converged)
     if not conv.all():
@@ -395,8 +399,10 @@ def _ns_finish(target, res, cfg, prior, o, num_chains, num_samples):
                                     "(its variance is in log_Z_se); a prior closer to the support "
                                     "(reference_mean / reference_scale) or more live points reduce it"})
     extra = {"log_Z_runs": log_z_runs.tolist(), "information": h.tolist(),
-             "log_Z_se_method": "sqrt(max(H / n_live + plateau variance, between-run variance) / runs) "
-                                "(Skilling 2006; Fowlie et al. 2021)",
+             "log_Z_se_runs": np.sqrt(var_runs).tolist(),
+             "log_Z_se_method": "sqrt(max(mean run variance, between-run variance) / runs); a run's variance: "
+                                "sum over removals of (posterior mass after it)^2 / (live points - j)^2, plus the "
+                                "plateau's (Skilling 2006; Higson et al. 2019; Fowlie et al. 2021)",
              "log_Z_sd_over_runs": float(np.std(log_z_runs, ddof=1)) if num_chains > 1 else None,
              "num_iterations": np.asarray(out.num_iterations).tolist(),
              "num_dead": np.asarray(out.num_dead).tolist(), "num_live": n_live,

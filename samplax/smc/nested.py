@@ -59,7 +59,14 @@ Stopping: the last stage stops when the live points can add at most ``dlogz`` to
 on an unbounded ``L``).
 
 The information ``H = sum_i p_i log(L_i / Z)`` (``p_i`` the posterior weights of
-the dead points) gives Skilling's standard error ``sd(log Z) ~ sqrt(H / n)``.
+the dead points) gives Skilling's standard error ``sd(log Z) ~ sqrt(H / n)`` for a
+constant ``n``.  With live points that change in number (the stages above, batch
+deletion) each removal's ``log t_j`` has its own variance ``1 / (m - j)^2`` (the
+``j``-th worst of ``m``; independent exponential spacings) and moves ``log Z`` by
+the posterior mass after it, ``P_j = sum_{i > j} p_i``; the run's variance is the
+linearization ``Var(log Z) ~ sum_j P_j^2 / (m_j - j)^2`` (Higson et al. 2019, sec. 3;
+:attr:`NSOutput.compression_var`), which is ``H / n`` for a constant ``n`` and larger
+when the posterior bulk is crossed with fewer live points.
 
 New points: hit-and-run slice sampling (Neal 2003, "Slice sampling", Ann.
 Statist. 31; the PolyChord move of Handley, Hobson & Lasenby 2015) on
@@ -131,6 +138,7 @@ class NSOutput(NamedTuple):
     plateau_log_x: jax.Array  # log X after the plateau's removal, -sum_{j<q} 1 / (n - j)
     num_nonfinite: jax.Array  # evaluations with a NaN or +inf log-density (counted as L = 0)
     num_initial_nonfinite: jax.Array  # of them, among the n initial prior draws
+    compression_var: jax.Array  # sum_j P_j^2 Var(log t_j): Var(log Z) from the dead points' volumes (P_j: mass after j)
 
 
 def stages(config: NSConfig) -> list[tuple[int, int]]:
@@ -309,7 +317,8 @@ def run(key, logdensity_fn: Callable, prior: Prior, config: NSConfig,
 
     c = dict(x=x0, lp=lp0, logl=logl0, log_x=log_x0, log_z=jnp.asarray(-jnp.inf, dtype),
              dead_x=jnp.zeros((buf, d), dtype), dead_logl=jnp.full((buf,), -jnp.inf, dtype),
-             dead_logdx=jnp.full((buf,), -jnp.inf, dtype), ptr=jnp.zeros((), jnp.int32),
+             dead_logdx=jnp.full((buf,), -jnp.inf, dtype), dead_var=jnp.zeros((buf,), dtype),
+             ptr=jnp.zeros((), jnp.int32),
              it=jnp.zeros((), jnp.int32), evals=evals0, nonfinite=nonfinite0, stopped=num_finite0 == 0)
 
     def log_z_live(c, m):
@@ -318,7 +327,8 @@ def run(key, logdensity_fn: Callable, prior: Prior, config: NSConfig,
     def remove(c, idx, m, j):
         """Remove the live points ``idx`` (ascending likelihood) from ``m`` live points: dead-point bookkeeping."""
         dead_logl = c["logl"][idx]
-        shrink = jnp.cumsum(1.0 / (m - jnp.arange(j, dtype=dtype)))
+        inv = 1.0 / (m - jnp.arange(j, dtype=dtype))
+        shrink = jnp.cumsum(inv)
         log_x_new = c["log_x"] - shrink
         log_x_prev = jnp.concatenate([c["log_x"][None], log_x_new[:-1]])
         log_dx = log_x_prev + jnp.log1p(-jnp.exp(log_x_new - log_x_prev))
@@ -328,6 +338,7 @@ def run(key, logdensity_fn: Callable, prior: Prior, config: NSConfig,
         out["dead_x"] = jax.lax.dynamic_update_slice(c["dead_x"], c["x"][idx], (p, jnp.zeros_like(p)))
         out["dead_logl"] = jax.lax.dynamic_update_slice(c["dead_logl"], dead_logl, (p,))
         out["dead_logdx"] = jax.lax.dynamic_update_slice(c["dead_logdx"], log_dx, (p,))
+        out["dead_var"] = jax.lax.dynamic_update_slice(c["dead_var"], inv * inv, (p,))  # Var(log t) of each removal
         out["ptr"] = p + j
         out["log_x"] = log_x_new[-1]
         return out, dead_logl[-1]
@@ -388,12 +399,21 @@ def run(key, logdensity_fn: Callable, prior: Prior, config: NSConfig,
     log_p = log_w - log_z
     p = jnp.exp(log_p)
     info = jnp.sum(jnp.where(p > 0, p * (all_logl - log_z), 0.0))
+    # linearized Var(log Z): a removal's log t_j scales every later point's weight (the mass after it, P_j)
+    after = jnp.maximum(jnp.sum(p) - jnp.cumsum(p), 0.0)
+    all_var = jnp.concatenate([c["dead_var"], jnp.zeros((m_last,), dtype)])
+    compression_var = jnp.sum(all_var * after * after)
     return NSOutput(log_z, info, all_x, log_p, c["it"], converged, c["evals"], c["ptr"], num_finite0, plateau_var,
-                    log_x0, c["nonfinite"], bad0)
+                    log_x0, c["nonfinite"], bad0, compression_var)
 
 
-def log_Z_variance(information, plateau_log_x, plateau_var, num_live: int) -> np.ndarray:
-    """Each run's variance of ``log Z`` (host-side, float64): Skilling's ``H / n`` plus the plateau's.
+def log_Z_variance(information, plateau_log_x, plateau_var, num_live: int, compression_var=None) -> np.ndarray:
+    """Each run's variance of ``log Z`` (host-side, float64): the dead points' compression variance plus the
+    plateau's.
+
+    With ``compression_var`` (:attr:`NSOutput.compression_var`, the linearization over every removal, right
+    for live points that change in number): ``compression_var + plateau_var``.  Without it, Skilling's
+    constant-``n`` formula:
 
     Skilling (2006): ``Var(log Z) ~ H / n`` for ``n`` live points and information
     ``H`` (:attr:`NSOutput.information`).  ``H`` includes the zero-likelihood
@@ -405,6 +425,8 @@ def log_Z_variance(information, plateau_log_x, plateau_var, num_live: int) -> np
     """
     h_cont = np.maximum(np.asarray(information, dtype=np.float64) + np.asarray(plateau_log_x, dtype=np.float64),
                         0.0)
+    if compression_var is not None:
+        return np.asarray(compression_var, dtype=np.float64) + np.asarray(plateau_var, dtype=np.float64)
     return h_cont / num_live + np.asarray(plateau_var, dtype=np.float64)
 
 
