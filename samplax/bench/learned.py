@@ -20,8 +20,9 @@ Settings from a budget ``B`` (each run's actual count is in the row, ``total_eva
   evaluation) per replica per scan: ``B / (PT_TEMPERATURES x (PT_LEAPFROG + 1))`` scans, a fifth of
   them tuning, the rest draws;
 * nested_sampling: ``num_live = B / (NS_EVALS_PER_LIVE x d)``, a cost per live point calibrated on
-  GMM-25 (d = 2: 340 000 evaluations for 833 live points at 60 per dimension); nested sampling
-  stops on its own, so its count is the least exact.
+  GMM-25 (d = 2: 340 000 evaluations for 833 live points at 60 per dimension), and ``max_evals =
+  B - num_live`` (the returned draws' log-densities come on top): where the calibration is off, the run
+  stops at the budget, not converged (a warning), instead of overspending.
 
 :func:`learned_metrics` adds the columns of :data:`LEARNED_COLUMNS` to a row, each defined once in
 :mod:`samplax.metrics`.
@@ -90,7 +91,8 @@ def budget_options(method: str, budget: int, dim: int, num_samples: int, options
         return int(scans - scans // 5), int(scans // 5), opts
     if method == "nested_sampling":
         live = max(20, budget // (NS_EVALS_PER_LIVE * max(dim, 2)))
-        opts.update(num_live=int(live))
+        # the cap keeps it within the budget: the returned draws' log-densities (num_samples = live) come on top
+        opts.update(num_live=int(live), max_evals=int(max(budget - live, live + 1)))
         return int(live), 0, opts
     raise ValueError(f"learned bench: no budget rule for method {method!r}; known: "
                      f"{list(LEARNED_METHODS) + ['smc', 'parallel_tempering', 'nested_sampling']}")

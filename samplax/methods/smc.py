@@ -345,7 +345,8 @@ def _ns_population(target, ctx, **o):
     max_it = o["max_iterations"] or 100_000
     max_dead = o["max_dead"] or 100 * n_live
     cfg = nested.NSConfig(num_live=n_live, num_delete=k, num_repeats=repeats, max_iterations=max_it,
-                          dlogz=o["dlogz"], min_live=min_live if min_live < n_live else 0, max_dead=max_dead)
+                          dlogz=o["dlogz"], min_live=min_live if min_live < n_live else 0, max_dead=max_dead,
+                          max_evals=o["max_evals"] or 0)
     dtype = jnp.result_type(float)
     prior = make_reference(d, o["reference_mean"], o["reference_scale"], dtype, dof=o["reference_dof"])
     _reject_init("nested_sampling", ctx.init)
@@ -388,9 +389,10 @@ def _ns_finish(target, res, cfg, prior, o, num_chains, num_samples):
     conv = np.asarray(out.converged)
     if not conv.all():
         warnings.append({"code": "not_converged", "value": int((~conv).sum()),
-                         "message": f"{int((~conv).sum())} nested-sampling run(s) hit max_iterations={max_it} "
-                                    f"or filled the dead-point buffer (max_dead={max_dead}) before the live points' "
-                                    "remaining evidence fell below dlogz"})
+                         "message": f"{int((~conv).sum())} nested-sampling run(s) hit max_iterations={max_it}"
+                                    + (f", max_evals={cfg.max_evals}" if cfg.max_evals else "")
+                                    + f" or filled the dead-point buffer (max_dead={max_dead}) before the live "
+                                    "points' remaining evidence fell below dlogz"})
     if np.min(n_fin) < max(10, 2 * d):
         warnings.append({"code": "plateau", "value": int(np.min(n_fin)),
                          "message": f"only {int(np.min(n_fin))} of the num_live={n_live} initial draws from the "
@@ -438,6 +440,10 @@ register_method(MethodSpec(
                               "None or an int >= 1"),
      "max_dead": Option(None, "dead-point buffer size (None: 100 num_live); the run stops when it is full",
                         pos_int_or_none, "None or an int >= 1"),
+     "max_evals": Option(None, "log-density evaluations per run at most (None: no cap): the run stops iterating "
+                         "(not converged, a warning) before an iteration would pass it, judged by the previous "
+                         "iteration's count (the initial draws count; the returned draws' log-densities come on top)",
+                         pos_int_or_none, "None or an int >= 1"),
      "dlogz": Option(1e-3, "stop when the live points can add at most this to log Z",
                      pos_number, "a positive number"),
      "reference_scale": dataclasses.replace(

@@ -108,7 +108,10 @@ class NSConfig(NamedTuple):
     ``num_live / live_ratio^s`` down to ``min_live``; 0: constant ``num_live``);
     later stages delete ``tail_delete_fraction`` of their live points per
     iteration.  ``max_dead``: size of the dead-point buffer (0:
-    ``max_iterations * num_delete``); the run stops (not converged) when it is full.
+    ``max_iterations * num_delete``); the run stops (not converged) when it is full.  ``max_evals``
+    (0: no cap): the run stops iterating (not converged) before an iteration would take its
+    log-density evaluations past ``max_evals``, judged by the previous iteration's count; the later
+    stages then only remove their points (exact), so the estimate covers the volume reached.
     """
 
     num_live: int
@@ -120,6 +123,7 @@ class NSConfig(NamedTuple):
     live_ratio: int = 4
     tail_delete_fraction: float = 0.5
     max_dead: int = 0
+    max_evals: int = 0
 
 
 class NSOutput(NamedTuple):
@@ -318,8 +322,13 @@ def run(key, logdensity_fn: Callable, prior: Prior, config: NSConfig,
     c = dict(x=x0, lp=lp0, logl=logl0, log_x=log_x0, log_z=jnp.asarray(-jnp.inf, dtype),
              dead_x=jnp.zeros((buf, d), dtype), dead_logl=jnp.full((buf,), -jnp.inf, dtype),
              dead_logdx=jnp.full((buf,), -jnp.inf, dtype), dead_var=jnp.zeros((buf,), dtype),
-             ptr=jnp.zeros((), jnp.int32),
+             ptr=jnp.zeros((), jnp.int32), last_evals=jnp.zeros((), jnp.int32),
              it=jnp.zeros((), jnp.int32), evals=evals0, nonfinite=nonfinite0, stopped=num_finite0 == 0)
+
+    def within(c):  # the next iteration, costing about as much as the last, stays within max_evals
+        if not config.max_evals:
+            return jnp.asarray(True)
+        return c["evals"] + c["last_evals"] <= config.max_evals
 
     def log_z_live(c, m):
         return c["log_x"] + logsumexp(c["logl"]) - jnp.log(m)
@@ -353,7 +362,7 @@ def run(key, logdensity_fn: Callable, prior: Prior, config: NSConfig,
                 more = ~(jnp.logaddexp(c["log_z"], lzl) - c["log_z"] < config.dlogz)
             else:
                 more = lzl - jnp.logaddexp(c["log_z"], lzl) >= jnp.log(next_frac)
-            return (c["it"] < config.max_iterations) & (c["ptr"] + ks <= cap) & more & ~c["stopped"]
+            return (c["it"] < config.max_iterations) & (c["ptr"] + ks <= cap) & more & ~c["stopped"] & within(c)
 
         def body(c, m=m, ks=ks):
             key = jax.random.fold_in(k_loop, c["it"])
@@ -372,14 +381,15 @@ def run(key, logdensity_fn: Callable, prior: Prior, config: NSConfig,
             if progress is not None:
                 jax.debug.callback(_every(progress, progress_every), run_id, c["it"] + 1, c["log_x"], c["log_z"])
             c["it"] = c["it"] + 1
-            c["evals"] = c["evals"] + jnp.sum(evs).astype(jnp.int32)
+            c["last_evals"] = jnp.sum(evs).astype(jnp.int32)
+            c["evals"] = c["evals"] + c["last_evals"]
             c["nonfinite"] = c["nonfinite"] + jnp.sum(nfs, dtype=jnp.int32)
             return c
 
         c = jax.lax.while_loop(cond, body, c)
         if not last:
             # full buffer or iteration cap: later stages only remove points (still exact), never iterate
-            c["stopped"] = c["stopped"] | (c["it"] >= config.max_iterations) | (c["ptr"] + ks > cap)
+            c["stopped"] = c["stopped"] | (c["it"] >= config.max_iterations) | (c["ptr"] + ks > cap) | ~within(c)
             m_next = plan[s + 1][0]
             order = jnp.argsort(c["logl"])
             c, _ = remove(c, order[: m - m_next], m, m - m_next)

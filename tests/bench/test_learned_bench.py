@@ -46,7 +46,7 @@ def test_budget_rules_spend_the_budget():
         suite_cells(load_suite("learned"), budget_scale="huge")
 
 
-def _run_tiny(tmp_path, capsys, methods, check_ns_budget=True):
+def _run_tiny(tmp_path, capsys, methods):
     path = tmp_path / "tiny.toml"
     path.write_text(TINY.replace("METHODS", json.dumps(methods)))
     out = tmp_path / "run"
@@ -58,8 +58,7 @@ def _run_tiny(tmp_path, capsys, methods, check_ns_budget=True):
         assert r["status"] != "error", r.get("error")
         assert set(LEARNED_COLUMNS) <= set(r), set(LEARNED_COLUMNS) - set(r)
         assert r["budget"] == 20_000
-        if r["method"] != "nested_sampling" or check_ns_budget:
-            assert r["total_evals"] <= (2.5 if r["method"] == "nested_sampling" else 1.2) * 20_000, r
+        assert r["total_evals"] <= 1.2 * 20_000, r
         for k in ("log_Z_err", "mode_coverage", "sliced_w2", "energy_distance"):
             assert math.isfinite(r[k]), (r["method"], k)
         assert 0.0 <= r["mode_coverage"] <= 1.0
@@ -84,14 +83,5 @@ def test_tiny_learned_suite_end_to_end(tmp_path, capsys):
 @pytest.mark.slow
 def test_tiny_learned_suite_all_methods(tmp_path, capsys):
     """Slow tier: the six methods of the learned suite at one tiny budget."""
-    # nested sampling's budget is checked by the strict xfail below (a known defect), the rest here
-    _run_tiny(tmp_path, capsys, ["pis", "dds", "cmcd", "smc", "nested_sampling", "parallel_tempering"],
-              check_ns_budget=False)
-
-
-@pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="known defect: the learned bench's nested_sampling budget rule (num_live from "
-                   "a cost per live point calibrated on GMM-25) spends 81k evaluations of a 20k budget on gmm9, "
-                   "12-38x on other targets; nested sampling needs an evaluation cap")
-def test_nested_sampling_stays_within_its_budget(tmp_path, capsys):
-    _run_tiny(tmp_path, capsys, ["nested_sampling"])
+    # every method within 1.2 x its budget (nested sampling through max_evals: it overspent 4x before)
+    _run_tiny(tmp_path, capsys, ["pis", "dds", "cmcd", "smc", "nested_sampling", "parallel_tempering"])

@@ -156,3 +156,22 @@ def test_nested_sampling_run_standard_error_matches_the_spread_over_runs():
     assert abs(ratio - 1.0) <= 3.5 / np.sqrt(2 * (runs - 1)), ratio
     true = gaussian_log_Z(np.asarray(std), 0.0, 2)
     assert abs(lz.mean() - true) <= 4 * lz.std(ddof=1) / np.sqrt(runs), (lz.mean(), true)
+
+
+@pytest.mark.slow  # two compilations, ~30 s under load; the default tier is at its 15-minute budget
+def test_nested_sampling_max_evals_caps_the_run_and_warns():
+    """``max_evals`` stops the iterations before an iteration (judged by the last one's count) would pass the cap:
+    the run's evaluations (without the returned draws' log-densities) stay within it, the run says it did not
+    converge, and without the cap the same run spends more."""
+    t = samplax.from_logdensity(gaussian_logdensity(jnp.asarray([1.0, -2.0]), jnp.asarray([0.3, 0.8]), 0.0), 2)
+    common = dict(method="nested_sampling", seed=0, num_chains=1, num_samples=50, progress=False)
+    free = samplax.sample(t, **common)
+    spent = free.cost["num_logdensity_evals"] - 50
+    capped = samplax.sample(t, max_evals=spent // 3, **common)
+    used = capped.cost["num_logdensity_evals"] - 50
+    assert used <= spent // 3 < spent, (used, spent)
+    msgs = {w["code"]: w["message"] for w in capped.warnings}
+    assert "max_evals" in msgs["not_converged"], msgs
+    assert "not_converged" not in {w["code"] for w in free.warnings}
+    with pytest.raises(ValueError, match="max_evals"):
+        samplax.sample(t, max_evals=0, **common)
