@@ -158,7 +158,7 @@ def stages(config: NSConfig) -> list[tuple[int, int]]:
 
 
 def constrained_slice(key, x, lp, log_l_star, chol, logdensity_fn: Callable, prior: Prior,
-                      num_repeats: int):
+                      num_repeats: int, width=1.0):
     """``num_repeats`` hit-and-run slice steps on ``pi * 1[L > L*]`` for each row of ``x [K, d]``.
 
     ``lp`` holds the target log-densities at ``x``.  Each step's direction is, with
@@ -167,10 +167,11 @@ def constrained_slice(key, x, lp, log_l_star, chol, logdensity_fn: Callable, pri
     scaled by that coordinate's standard deviation (a Gibbs-like slice step; it
     moves a coordinate whose conditional scale differs from the global one, such
     as ``x_0`` in a funnel's neck, where the covariance directions are dominated by
-    the mouth).  Returns ``(x, lp, evals [K], nonfinite [K])``: every point
-    advances through Neal's (2003) stepping out (unit width in units of the
+    the mouth).  Returns ``(x, lp, evals [K], nonfinite [K], expansions, shrinks)``: every point
+    advances through Neal's (2003) stepping out (``width`` in units of the
     direction, at most ``MAX_STEP_OUT`` extensions split at random between the
-    sides) and shrinkage, one target evaluation per pass of the loop.  A step whose
+    sides) and shrinkage, one target evaluation per pass of the loop; ``expansions``
+    and ``shrinks`` are the totals over all rows and steps (for :func:`adapt_width`).  A step whose
     shrinkage fails ``MAX_SHRINK`` times keeps its point.  The passes go on until every
     row has made its ``num_repeats`` steps, and each pass evaluates all ``K`` rows (the
     finished ones too, their results discarded), so ``evals`` counts the passes for every row.
@@ -183,6 +184,7 @@ def constrained_slice(key, x, lp, log_l_star, chol, logdensity_fn: Callable, pri
     vpi = jax.vmap(prior.logdensity)
     m = MAX_STEP_OUT
     sd = jnp.sqrt(jnp.sum(chol**2, axis=1))  # marginal standard deviations
+    w = jnp.asarray(width, dtype)
 
     def setup(key, x):
         k1, k2, k3, k4, k5, k6 = jax.random.split(key, 6)
@@ -194,12 +196,13 @@ def constrained_slice(key, x, lp, log_l_star, chol, logdensity_fn: Callable, pri
         log_y = vpi(x) - jax.random.exponential(k2, (kk,), dtype)
         r = jax.random.uniform(k3, (kk,), dtype)
         j = jnp.floor(m * jax.random.uniform(k4, (kk,), dtype)).astype(jnp.int32)
-        return dict(direction=direction, log_y=log_y, lo=-r, hi=1.0 - r, j=j, kr=m - 1 - j,
+        return dict(direction=direction, log_y=log_y, lo=-r * w, hi=(1.0 - r) * w, j=j, kr=m - 1 - j,
                     phase=jnp.zeros((kk,), jnp.int32), n_shrink=jnp.zeros((kk,), jnp.int32))
 
     k0, k_loop = jax.random.split(key)
     c0 = dict(x=x, lp=lp, rep=jnp.zeros((kk,), jnp.int32), evals=jnp.zeros((kk,), jnp.int32),
-              nonfinite=jnp.zeros((kk,), jnp.int32), trip=jnp.zeros((), jnp.int32), **setup(k0, x))
+              nonfinite=jnp.zeros((kk,), jnp.int32), trip=jnp.zeros((), jnp.int32),
+              n_exp=jnp.zeros((), jnp.int32), n_shr=jnp.zeros((), jnp.int32), **setup(k0, x))
     max_trips = num_repeats * (2 * m + MAX_SHRINK + 2)
 
     def cond(c):
@@ -222,8 +225,10 @@ def constrained_slice(key, x, lp, log_l_star, chol, logdensity_fn: Callable, pri
         give_up = p2 & ~ok & (c["n_shrink"] + 1 >= MAX_SHRINK)
         shr = p2 & ~ok & ~give_up
         new = dict(c)
-        new["lo"] = jnp.where(ext_l, lo - 1.0, jnp.where(shr & (t < 0), t, lo))
-        new["hi"] = jnp.where(ext_r, hi + 1.0, jnp.where(shr & (t >= 0), t, hi))
+        new["lo"] = jnp.where(ext_l, lo - w, jnp.where(shr & (t < 0), t, lo))
+        new["hi"] = jnp.where(ext_r, hi + w, jnp.where(shr & (t >= 0), t, hi))
+        new["n_exp"] = c["n_exp"] + jnp.sum(ext_l | ext_r, dtype=jnp.int32)
+        new["n_shr"] = c["n_shr"] + jnp.sum(shr, dtype=jnp.int32)
         new["j"] = c["j"] - ext_l.astype(jnp.int32)
         new["kr"] = c["kr"] - ext_r.astype(jnp.int32)
         new["phase"] = jnp.where(p0 & ~ext_l, 1, jnp.where(p1 & ~ext_r, 2, phase))
@@ -242,7 +247,18 @@ def constrained_slice(key, x, lp, log_l_star, chol, logdensity_fn: Callable, pri
         return new
 
     c = jax.lax.while_loop(cond, body, c0)
-    return c["x"], c["lp"], c["evals"], c["nonfinite"]
+    return c["x"], c["lp"], c["evals"], c["nonfinite"], c["n_exp"], c["n_shr"]
+
+
+def adapt_width(width, expansions, shrinks):
+    """The next iteration's slice width: ``width * sqrt((expansions + 1) / (shrinks + 1))``, clipped to
+    ``[1e-2, 1e2]``.  Stepping out (one evaluation per ``width``) and shrinkage (about one per halving)
+    balance where the width is about the slice's length, the cheapest step (Neal 2003, sec. 4); dynesty
+    adapts its slice scale the same way from its expansion and contraction counts.  The width only
+    depends on earlier iterations' moves, so each iteration's kernel is still a slice sampler leaving the
+    constrained prior invariant."""
+    ratio = (expansions.astype(width.dtype) + 1.0) / (shrinks.astype(width.dtype) + 1.0)
+    return jnp.clip(width * jnp.sqrt(ratio), 1e-2, 1e2)
 
 
 def _log_likelihood(lp, lpi):
@@ -308,8 +324,8 @@ def run(key, logdensity_fn: Callable, prior: Prior, config: NSConfig,
         # (stepping out and shrinkage adapt an oversized width at the cost of a few evaluations)
         chol = jax.lax.cond(num_finite0 > 2 * d, lambda: _chol(x, finite0.astype(dtype)),
                             lambda: jnp.diag(prior.scale).astype(dtype))
-        xs, lps, evs, nfs = constrained_slice(k_move, x[starts], lp[starts], jnp.asarray(-jnp.inf, dtype), chol,
-                                              logdensity_fn, prior, config.num_repeats)
+        xs, lps, evs, nfs, _, _ = constrained_slice(k_move, x[starts], lp[starts], jnp.asarray(-jnp.inf, dtype),
+                                                    chol, logdensity_fn, prior, config.num_repeats)
         x = jnp.where(finite0[:, None], x, xs)
         lp = jnp.where(finite0, lp, lps)
         logl = jnp.where(finite0, logl, _log_likelihood(lps, vpi(xs)))
@@ -322,7 +338,7 @@ def run(key, logdensity_fn: Callable, prior: Prior, config: NSConfig,
     c = dict(x=x0, lp=lp0, logl=logl0, log_x=log_x0, log_z=jnp.asarray(-jnp.inf, dtype),
              dead_x=jnp.zeros((buf, d), dtype), dead_logl=jnp.full((buf,), -jnp.inf, dtype),
              dead_logdx=jnp.full((buf,), -jnp.inf, dtype), dead_var=jnp.zeros((buf,), dtype),
-             ptr=jnp.zeros((), jnp.int32), last_evals=jnp.zeros((), jnp.int32),
+             ptr=jnp.zeros((), jnp.int32), last_evals=jnp.zeros((), jnp.int32), width=jnp.ones((), dtype),
              it=jnp.zeros((), jnp.int32), evals=evals0, nonfinite=nonfinite0, stopped=num_finite0 == 0)
 
     def within(c):  # the next iteration, costing about as much as the last, stays within max_evals
@@ -373,8 +389,10 @@ def run(key, logdensity_fn: Callable, prior: Prior, config: NSConfig,
             alive = jnp.ones((m,), bool).at[idx].set(False)
             starts = order[ks:][jax.random.randint(k_start, (ks,), 0, m - ks)]  # uniform over the survivors
             chol = _chol(c["x"], alive.astype(dtype))
-            xs, lps, evs, nfs = constrained_slice(k_move, c["x"][starts], c["lp"][starts], log_l_star, chol,
-                                                  logdensity_fn, prior, config.num_repeats)
+            xs, lps, evs, nfs, n_exp, n_shr = constrained_slice(k_move, c["x"][starts], c["lp"][starts], log_l_star,
+                                                                chol, logdensity_fn, prior, config.num_repeats,
+                                                                c["width"])
+            c["width"] = adapt_width(c["width"], n_exp, n_shr)
             c["x"] = c["x"].at[idx].set(xs)
             c["lp"] = c["lp"].at[idx].set(lps)
             c["logl"] = c["logl"].at[idx].set(_log_likelihood(lps, vpi(xs)))
