@@ -23,7 +23,9 @@ Per run the table reports (all moments of the reported quantities
 * ``pass``: the run is accurate: all z-scores (moments and, where the target's
   ``log Z`` is known, ``log_Z_z``) below ``Z_PASS`` (a Bonferroni-style bound for
   up to ~100 quantities at a 1e-4 family-wise false-alarm rate); ``None`` when
-  the target has no ground truth to check against.  Warnings never make a run pass;
+  the target has no ground truth to check against.  A run whose min bulk ESS is below ``MIN_ESS_PASS``
+  (100) does not pass either: its MCSE, hence its z-scores, cannot be trusted (``ess_too_low`` True).
+  Warnings never make a run pass;
 * ``status``: ``passed`` or ``failed`` by that check (``no-truth`` without ground
   truth), with `` (warned)`` appended when the run raised warnings (``warnings``
   lists their codes): ``failed (warned)`` is an inaccurate run whose own diagnostics
@@ -45,6 +47,9 @@ import numpy as np
 from samplax.core.result import Result
 
 Z_PASS = 5.0
+#: below this min bulk ESS a z-score says nothing (its MCSE is itself unreliable: a chain that wanders off has a
+#: huge MCSE and a small z), so the run cannot pass (Vehtari et al. 2021 ask for ESS > 100 before trusting MCSE)
+MIN_ESS_PASS = 100.0
 
 
 def suite_names() -> list:
@@ -128,8 +133,9 @@ def evaluate(result: Result, target) -> dict:
             else:
                 row["log_Z_z"] = float("nan")
     warned = " (warned)" if result.warnings else ""
+    row["ess_too_low"] = bool(row["min_ess_bulk"] < MIN_ESS_PASS)
     if checks:
-        accurate = all(c <= Z_PASS for c in checks)  # a NaN score is not accurate
+        accurate = all(c <= Z_PASS for c in checks) and not row["ess_too_low"]  # a NaN score is not accurate
         row["pass"] = bool(accurate)
         row["status"] = ("passed" if accurate else "failed") + warned
     else:
