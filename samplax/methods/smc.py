@@ -382,8 +382,7 @@ def _ns_finish(target, res, cfg, prior, o, num_chains, num_samples):
                          "reference_mean / reference_scale, or raise num_live")
     log_z_runs = np.asarray(out.log_Z, dtype=np.float64)
     h = np.asarray(out.information, dtype=np.float64)
-    var_runs = nested.log_Z_variance(out.information, out.plateau_log_x, out.plateau_var, n_live,
-                                     out.compression_var)
+    var_runs = nested.log_Z_variance(out.compression_var, out.plateau_var)
     log_z, log_z_se, _ = mean_log_Z(log_z_runs, var_runs)
     warnings = []
     conv = np.asarray(out.converged)

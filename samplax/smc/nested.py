@@ -435,27 +435,14 @@ def run(key, logdensity_fn: Callable, prior: Prior, config: NSConfig,
                     log_x0, c["nonfinite"], bad0, compression_var)
 
 
-def log_Z_variance(information, plateau_log_x, plateau_var, num_live: int, compression_var=None) -> np.ndarray:
-    """Each run's variance of ``log Z`` (host-side, float64): the dead points' compression variance plus the
-    plateau's.
-
-    With ``compression_var`` (:attr:`NSOutput.compression_var`, the linearization over every removal, right
-    for live points that change in number): ``compression_var + plateau_var``.  Without it, Skilling's
-    constant-``n`` formula:
-
-    Skilling (2006): ``Var(log Z) ~ H / n`` for ``n`` live points and information
-    ``H`` (:attr:`NSOutput.information`).  ``H`` includes the zero-likelihood
-    plateau's compression ``-log X_plateau`` (:attr:`NSOutput.plateau_log_x`),
-    whose variance is the exact order-statistic one, ``plateau_var``
-    (Fowlie, Handley & Su 2021); so ``H`` is reduced by it (floored at 0) and
-    ``plateau_var`` added: ``max(H + log X_plateau, 0) / n + plateau_var``.
-    Arguments are per run (``[R]``) or scalars.
+def log_Z_variance(compression_var, plateau_var) -> np.ndarray:
+    """Each run's variance of ``log Z`` (host-side, float64): the dead points' compression variance
+    (:attr:`NSOutput.compression_var`, the linearization over every removal, right for live points that
+    change in number; Skilling's ``H / n`` for a constant ``n``; Higson et al. 2019) plus the variance of the
+    zero-likelihood plateau's removal, ``plateau_var`` (the exact order-statistic one; Fowlie, Handley & Su
+    2021).  Arguments are per run (``[R]``) or scalars.
     """
-    h_cont = np.maximum(np.asarray(information, dtype=np.float64) + np.asarray(plateau_log_x, dtype=np.float64),
-                        0.0)
-    if compression_var is not None:
-        return np.asarray(compression_var, dtype=np.float64) + np.asarray(plateau_var, dtype=np.float64)
-    return h_cont / num_live + np.asarray(plateau_var, dtype=np.float64)
+    return np.asarray(compression_var, dtype=np.float64) + np.asarray(plateau_var, dtype=np.float64)
 
 
 def _every(progress, every):
