@@ -43,14 +43,16 @@ PUBLISHED = {"gmm25": {"NS": 0.016, "SMC": 0.569}, "funnel10": {"NS": 0.033, "SM
 MEANS25 = np.array([(a, b) for a in (-10.0, -5.0, 0.0, 5.0, 10.0) for b in (-10.0, -5.0, 0.0, 5.0, 10.0)])
 
 
-def gmm25_lp(x):
-    sq = jnp.sum((x - jnp.asarray(MEANS25, x.dtype)) ** 2, axis=-1)
-    return logsumexp(-0.5 * sq / 0.3 - jnp.log(2 * jnp.pi * 0.3)) - jnp.log(25.0)
+def gmm25_lp(x, xp=jnp, lse=logsumexp):
+    """GMM-25's log-density; ``xp``/``lse``: the array namespace and its logsumexp (numpy for dynesty)."""
+    sq = xp.sum((x - xp.asarray(MEANS25, x.dtype)) ** 2, axis=-1)
+    return lse(-0.5 * sq / 0.3 - xp.log(2 * xp.pi * 0.3)) - xp.log(25.0)
 
 
-def funnel10_lp(x):
-    lp0 = -0.5 * x[0] ** 2 / 9.0 - 0.5 * jnp.log(2 * jnp.pi * 9.0)
-    return lp0 - 0.5 * jnp.sum(x[1:] ** 2) * jnp.exp(-x[0]) - 0.5 * 9 * (x[0] + jnp.log(2 * jnp.pi))
+def funnel10_lp(x, xp=jnp):
+    """Funnel-10's log-density; ``xp``: the array namespace (numpy for dynesty)."""
+    lp0 = -0.5 * x[0] ** 2 / 9.0 - 0.5 * xp.log(2 * xp.pi * 9.0)
+    return lp0 - 0.5 * xp.sum(x[1:] ** 2) * xp.exp(-x[0]) - 0.5 * 9 * (x[0] + xp.log(2 * xp.pi))
 
 
 def many_well32_lp(x):
@@ -135,18 +137,12 @@ def _blackjax_matched(target, true, runs, n, budget):
 
 
 def _np_logdensities():
-    """numpy log-densities (dynesty calls them one point at a time: no JAX dispatch per call)."""
+    """The same log-densities in numpy (dynesty calls them one point at a time: no JAX dispatch per call)."""
+    from functools import partial
+
     from scipy.special import logsumexp as np_logsumexp
 
-    def gmm25(x):
-        sq = np.sum((x - MEANS25) ** 2, axis=-1)
-        return np_logsumexp(-0.5 * sq / 0.3 - np.log(2 * np.pi * 0.3)) - np.log(25.0)
-
-    def funnel10(x):
-        lp0 = -0.5 * x[0] ** 2 / 9.0 - 0.5 * np.log(2 * np.pi * 9.0)
-        return lp0 - 0.5 * np.sum(x[1:] ** 2) * np.exp(-x[0]) - 0.5 * 9 * (x[0] + np.log(2 * np.pi))
-
-    return {"gmm25": (gmm25, 2), "funnel10": (funnel10, 10)}
+    return {"gmm25": (partial(gmm25_lp, xp=np, lse=np_logsumexp), 2), "funnel10": (partial(funnel10_lp, xp=np), 10)}
 
 
 def run_dynesty(name, n_live, runs, scale=5.0):
