@@ -1,9 +1,12 @@
 """One :class:`Result` record that the harness, the CLI, reports and ArviZ export all read."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
+import signal
+import threading
 from typing import Any, Optional
 
 import numpy as np
@@ -233,19 +236,45 @@ def _json_default(o: Any):
     return str(o)
 
 
+@contextlib.contextmanager
+def sigint_deferred():
+    """Hold back Ctrl-C (SIGINT) while a file is being written, then raise it.
+
+    A ``KeyboardInterrupt`` inside ``np.savez`` leaves its zip writer half open, and the error
+    raised while closing it (``ValueError``) replaces the interrupt, so the run would die instead
+    of stopping cleanly with its checkpoint. Only the main thread can install signal handlers;
+    elsewhere this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
+
+
 def atomic_write(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename, Ctrl-C held back."""
     tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with sigint_deferred():
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
 
 
 def atomic_savez(path: str, arrays: dict) -> None:
+    """``np.savez`` to ``path`` through a temporary file and a rename, Ctrl-C held back."""
     tmp = path + ".tmp.npz"
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with sigint_deferred():
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
