@@ -340,7 +340,7 @@ def overhead_section():
              "a torch model `eps = x/2` whose own time is measured inside the loop and subtracted. samplax: the whole "
              "`sample()` call (argument checks, cached grid/plan lookup, one compiled program: initial keys, solver "
              "loop, final denoise) with `D = x/2`; its model time (20 fused applications, measured as a jitted "
-             "program minus an identity program, each the fastest of 15) is subtracted. 2 shared CPU cores.", "",
+             "program minus an identity program, each the fastest of 15) is subtracted. 2 CPU cores.", "",
              "| implementation | D = 2 | D = 64 | ratio to diffusers (D=2 / D=64) |", "|---|---|---|---|"]
     ref2, ref64 = ovh[2]["diffusers DPMSolverMultistep 2M"], ovh[64]["diffusers DPMSolverMultistep 2M"]
     for k in ovh[2]:
@@ -363,8 +363,13 @@ def main():
     args = ap.parse_args()
     if args.overhead_only:
         txt = open(args.out).read()
-        head = txt[: txt.index("## Per-step")] if "## Per-step" in txt else txt + "\n"
-        txt = head + "\n".join(overhead_section()) + "\n"
+        if "## Per-step" in txt:  # replace that section only; the sections after it stay
+            start = txt.index("## Per-step")
+            end = txt.find("\n## ", start + 1)
+            head, tail = txt[:start], ("" if end < 0 else txt[end:])
+        else:
+            head, tail = txt + "\n", ""
+        txt = head + "\n".join(overhead_section()) + "\n" + tail
         with open(args.out, "w") as f:
             f.write(txt)
         print(txt)
