@@ -198,7 +198,7 @@ def _program(solver, opts_key, final_denoise, static, init_shape, dtype):
         return prog
 
     @jax.jit
-    def run(dyn, x, key, sigmas, plan, n):
+    def run(dyn, x, key, sigmas, plan, n, track):
         denoiser = eqx.combine(dyn, static)
         k_init, k_noise = jax.random.split(key)
         if init_shape is not None:
@@ -210,12 +210,14 @@ def _program(solver, opts_key, final_denoise, static, init_shape, dtype):
             return jax.vmap(denoiser, in_axes=(0, None))(xb, s)
 
         x, ne, nf = run_solver(solver, dz, x, sigmas, plan, sample_keys, {}, num_steps=n,
-                               nonfinite=no_nonfinite(x))
+                               nonfinite=no_nonfinite(x), track=track)
+        # without per-step tracking: did some sample end the loop non-finite (then the caller runs again, tracked)
+        untracked_bad = ~track & jnp.any(mark_nonfinite(no_nonfinite(x), x, 0, sigmas[0]).step >= 0)
         if final_denoise:
             x = dz(x, sigmas[n])
             ne = ne + 1
             nf = mark_nonfinite(nf, x, n, sigmas[n])
-        return x, ne, nf
+        return x, ne, nf, untracked_bad
 
     return _lru_put(_PROGRAMS, key, run, _MAX_PROGRAMS)
 
@@ -278,6 +280,14 @@ def _hooked_program(solver, opts_key, final_denoise, static, init_shape, dtype, 
         return x, ne, nf, acc_trace, bad
 
     return _lru_put(_PROGRAMS, key, run, _MAX_PROGRAMS)
+
+
+_TRACK_ON, _TRACK_OFF = np.bool_(True), np.bool_(False)
+
+
+def _traced(args) -> bool:
+    """Whether the program would be staged into a caller's trace (tracer arguments, ``jax.disable_jit()``)."""
+    return jax.config.jax_disable_jit or any(isinstance(a, jax.core.Tracer) for a in jax.tree_util.tree_leaves(args))
 
 
 _BATCHED: dict = {}
@@ -470,7 +480,13 @@ def sample(denoiser: Callable, *, key: jax.Array, shape: Optional[tuple] = None,
             raise ValueError("sample: the denoiser's non-array parts must be hashable (use an equinox Module or a function)")
         if corr is None and project is None:
             run = _program(s, opts_key, prep.final_denoise, static, shape if x_init is None else None, dtype)
-            x, ne, nf = clock.call(run, (dyn, x_init, key, prep.sig_p, prep.plan_p, prep.n), _EXECUTABLES)
+            args = (dyn, x_init, key, prep.sig_p, prep.plan_p, prep.n)
+            # per-step non-finite tracking only when it is needed (Solver.keeps_nonfinite): a run without it whose
+            # samples all end the loop finite has the same tracker; otherwise the same executable runs again, tracked
+            lazy = s.keeps_nonfinite and not _traced(args)
+            x, ne, nf, again = clock.call(run, args + (_TRACK_OFF if lazy else _TRACK_ON,), _EXECUTABLES)
+            if lazy and bool(again):
+                x, ne, nf, _ = clock.call(run, args + (_TRACK_ON,), _EXECUTABLES)
         else:
             gamma = getattr(denoiser, "exponent_sum", 1.0)
             gamma = float(gamma) if isinstance(gamma, (int, float)) and gamma > 0 else 1.0

@@ -45,6 +45,13 @@ class Solver(NamedTuple):
       evals_per_step: denoiser calls of one full step (away from sigma = 0).
       init, step, plan, evals: the protocol functions.
       params: array parameters (changing them never retraces).
+      keeps_nonfinite: whether a step never turns a non-finite state finite again: every update is
+        elementwise and uses the state ``x`` it starts from with a finite weight (``w * nan = nan``,
+        ``w * inf`` is infinite or NaN, and adding anything keeps it non-finite). Then a sample whose
+        state is finite after the last step was finite after every step, which lets
+        :func:`samplax.diffusion.sample` skip the per-step non-finite check on finite runs
+        (:func:`run_solver`'s ``track``). False for UniPC with its corrector, whose next update
+        starts again from the previous corrected state.
     """
 
     name: str
@@ -55,6 +62,7 @@ class Solver(NamedTuple):
     plan: Callable
     evals: Callable
     params: Dict[str, Any] = {}
+    keeps_nonfinite: bool = False
 
 
 def lam(s):
@@ -109,7 +117,7 @@ def mark_nonfinite(nf: NonFinite, x: jax.Array, step, sigma) -> NonFinite:
 def run_solver(solver: Solver, denoise_batched: Callable, x: jax.Array, sigmas: jax.Array,
                plan: Dict[str, np.ndarray], sample_keys: Optional[jax.Array], params: Dict[str, jax.Array],
                num_steps=None, start=0, nonfinite: Optional[NonFinite] = None, step_offset=0,
-               after_step: Optional[Callable] = None, hook_state=None):
+               after_step: Optional[Callable] = None, hook_state=None, track=True):
     """Run ``solver`` over the first ``num_steps`` intervals of ``sigmas``; returns ``(x, num_evals)``.
 
     ``sigmas`` and the plan arrays may be padded beyond ``num_steps + 1`` entries and
@@ -118,11 +126,15 @@ def run_solver(solver: Solver, denoise_batched: Callable, x: jax.Array, sigmas: 
 
     With a ``nonfinite`` tracker (:class:`NonFinite`) the loop also records, per sample, the first
     step (numbered ``step_offset + i``) after which the state is non-finite, and the sigma where
-    that step started; it then returns ``(x, num_evals, nonfinite)``.
+    that step started; it then returns ``(x, num_evals, nonfinite)``. ``track`` (a bool, also a traced one)
+    switches that per-step check on and off at run time: a check reads the whole state once more each
+    step, and with a solver that keeps non-finite states non-finite (:attr:`Solver.keeps_nonfinite`) a
+    caller can run without it, check the end state once, and run again with ``track=True`` only when
+    some sample ended non-finite (as :func:`samplax.diffusion.sample` does).
 
     With ``after_step(i, x, sigma_next, hook_state) -> (x, num_evals, hook_state)`` (a corrector or a projection of
     :func:`samplax.diffusion.sample`; needs ``nonfinite``) the state's ``x`` is replaced after each step by the
-    hook's output (the carry must be a NamedTuple with a field ``x``), its evaluations are added, and the call
+    hook's output (the carry must be a NamedTuple with a field ``x``, or have a method ``with_x``), its evaluations are added, and the call
     returns ``(x, num_evals, nonfinite, hook_state)``.
     """
     n = int(sigmas.shape[0]) - 1 if num_steps is None else num_steps
@@ -151,7 +163,7 @@ def run_solver(solver: Solver, denoise_batched: Callable, x: jax.Array, sigmas: 
             c, ne, nf, hs = state
             c, k = solver.step(c, i, ctx)
             x_new, k2, hs = after_step(i, c.x, sigmas[i + 1], hs)
-            c = c._replace(x=x_new)
+            c = c.with_x(x_new) if hasattr(c, "with_x") else c._replace(x=x_new)
             ne = ne + jnp.asarray(k, jnp.int32) + jnp.asarray(k2, jnp.int32)
             return c, ne, mark_nonfinite(nf, x_new, step_offset + i, sigmas[i]), hs
 
@@ -159,10 +171,18 @@ def run_solver(solver: Solver, denoise_batched: Callable, x: jax.Array, sigmas: 
             start, n, body_hooked, (carry, jnp.asarray(0, jnp.int32), nonfinite, hook_state))
         return carry.x, nevals, nonfinite, hook_state
 
+    def mark(nf, c, i):
+        if isinstance(track, (bool, np.bool_)):
+            return mark_nonfinite(nf, c.x, step_offset + i, sigmas[i]) if track else nf
+        # the carry (not c.x) goes into the conditional: XLA then sees no separate use of the new state and
+        # keeps computing it inside the step's fused update
+        return jax.lax.cond(track, lambda a: mark_nonfinite(a[0], a[1].x, step_offset + i, sigmas[i]),
+                            lambda a: a[0], (nf, jax.lax.optimization_barrier(c)))
+
     def body_tracked(i, state):
         c, ne, nf = state
         c, k = solver.step(c, i, ctx)
-        return c, ne + jnp.asarray(k, jnp.int32), mark_nonfinite(nf, c.x, step_offset + i, sigmas[i])
+        return c, ne + jnp.asarray(k, jnp.int32), mark(nf, c, i)
 
     carry, nevals, nonfinite = jax.lax.fori_loop(start, n, body_tracked,
                                                  (carry, jnp.asarray(0, jnp.int32), nonfinite))

@@ -54,9 +54,25 @@ class Ring:
             return Ring(self.buf, self.ptr - 1)
         return jax.lax.dynamic_index_in_dim(self.buf, jnp.mod(self.ptr - k, self.buf.shape[0]), keepdims=False)
 
-    def push(self, value):
+    def push(self, value, after=None):
+        """The ring with ``value`` as its newest entry (overwriting the oldest slot in place).
+
+        ``after``: an array computed from this step's reads of the ring (the new state). The slot index is
+        made to depend on it (by a term that is always 0), so that XLA orders the write after those reads
+        and updates the buffer in place; without it XLA copies the whole ring every step (twice, in
+        XLA 0.10) to keep the old slots alive for readers it cannot order.
+        """
         ptr = self.ptr + 1
-        return Ring(jax.lax.dynamic_update_index_in_dim(self.buf, value, jnp.mod(ptr, self.buf.shape[0]), 0), ptr)
+        idx = jnp.mod(ptr, self.buf.shape[0])
+        if after is not None:
+            idx = idx + _zero_after(after, ptr)
+        return Ring(jax.lax.dynamic_update_index_in_dim(self.buf, value, idx, 0), ptr)
+
+
+def _zero_after(a, count):
+    """0, computed from one element of ``a`` and the nonnegative step counter ``count`` (a data dependence on ``a``
+    that XLA cannot fold away)."""
+    return jnp.where(jnp.isnan(jnp.reshape(a, (-1,))[0]) & (count < 0), 1, 0).astype(count.dtype)
 
 
 class MultiCarry(NamedTuple):
@@ -65,6 +81,33 @@ class MultiCarry(NamedTuple):
     hist_s: jax.Array  # [H] sigmas where they were evaluated
     x_prev: jax.Array  # start of the previous step (UniC)
     order_prev: jax.Array
+
+
+class PackedCarry(NamedTuple):
+    """A multistep carry with a one-entry history, packed with the state in one complex array ``z = x + i m``.
+
+    A step reads ``x`` and ``m`` and writes the new state and the new ``m``: packed, that is one elementwise pass
+    that XLA updates in place, where two separate arrays, each written from both, make it copy the loop-carried
+    buffers every step. ``hist_m[0]`` is ``imag(z)``. The values are those of :class:`MultiCarry` (``real``,
+    ``imag`` and ``complex`` are exact). For float32 / float64 states (complex64 / complex128).
+    """
+
+    z: jax.Array
+    hist_s: jax.Array
+    x_prev: jax.Array
+    order_prev: jax.Array
+
+    @property
+    def x(self):
+        return jnp.real(self.z)
+
+    @property
+    def hist_m(self):
+        return jnp.imag(self.z)[None]
+
+    def with_x(self, x):
+        """The carry with the state replaced by ``x`` (the history kept)."""
+        return self._replace(z=jax.lax.complex(x, jnp.imag(self.z)))
 
 
 def _x_init(x, sigmas, plan):
@@ -91,7 +134,7 @@ def euler() -> Solver:
     Karras et al. (2022), Alg. 1 without the Heun correction. Order 1; 1 call per step.
     """
     pl, ev = one_eval_per_step(1)
-    return Solver("euler", 1, False, _x_init, _euler_step, pl, ev)
+    return Solver("euler", 1, False, _x_init, _euler_step, pl, ev, keeps_nonfinite=True)
 
 
 def ddim() -> Solver:
@@ -100,7 +143,7 @@ def ddim() -> Solver:
     In the VE convention this is algebraically Euler's update and DPM-Solver-1 (Lu et al. 2022).
     """
     pl, ev = one_eval_per_step(1)
-    return Solver("ddim", 1, False, _x_init, _ddim_step, pl, ev)
+    return Solver("ddim", 1, False, _x_init, _ddim_step, pl, ev, keeps_nonfinite=True)
 
 
 # ---------------------------------------------------------------- Heun (EDM)
@@ -134,7 +177,7 @@ def heun() -> Solver:
         n = len(p["order"])
         return 2 * n - (1 if ends_at_zero else 0)
 
-    return Solver("heun", 2, False, _x_init, _heun_step, plan, evals)
+    return Solver("heun", 2, False, _x_init, _heun_step, plan, evals, keeps_nonfinite=True)
 
 
 # ---------------------------------------------------------------- DPM-Solver single-step (noise prediction)
@@ -186,28 +229,65 @@ def dpm_solver(order: int = 3) -> Solver:
     def evals(p, ends_at_zero):
         return int(np.sum(p["order"]))
 
-    return Solver(f"dpm_solver_{order}", order, False, _x_init, _dpm_single_step, plan, evals)
+    return Solver(f"dpm_solver_{order}", order, False, _x_init, _dpm_single_step, plan, evals,
+                  keeps_nonfinite=True)
 
 
 # ---------------------------------------------------------------- multistep helpers
-def _multi_init(order_max, ring: bool = False):
-    """Carry of a multistep solver; ``ring=True`` keeps the history in a :class:`Ring`: a push writes one
-    slot in place instead of copying the whole ``[H, B, ...]`` history every step (iPNDM, DPM-Solver++(3M),
-    UniPC; the values read are the same, so the outputs are bit-identical to a shifted history)."""
+def _multi_init(history: int):
+    """Carry of a multistep solver that reads the last ``history`` denoised values (or noise predictions).
+
+    One entry: a :class:`PackedCarry` where the state's dtype has a complex counterpart (float32 / float64), so
+    that a step is one in-place pass. Otherwise a :class:`MultiCarry` with the history in a :class:`Ring` (a push
+    writes one slot in place instead of shifting the whole ``[H, B, ...]`` history; the values read are the
+    same).
+    """
     def init(x, sigmas, plan):
-        h = max(order_max, 1)
-        zeros = jnp.zeros((h,) + x.shape, x.dtype)
-        return MultiCarry(x, Ring(zeros, jnp.asarray(0, jnp.int32)) if ring else zeros,
-                          jnp.ones((h,), x.dtype) * sigmas[0],
+        h = max(int(history), 1)
+        hs = jnp.ones((h,), x.dtype) * sigmas[0]
+        if h == 1 and jnp.dtype(x.dtype) in (jnp.dtype(jnp.float32), jnp.dtype(jnp.float64)):
+            return PackedCarry(jax.lax.complex(x, jnp.zeros_like(x)), hs, x, jnp.asarray(1, jnp.int32))
+        return MultiCarry(x, Ring(jnp.zeros((h,) + x.shape, x.dtype), jnp.asarray(0, jnp.int32)), hs,
                           x, jnp.asarray(1, jnp.int32))
     return init
 
 
-def _push(hist_m, hist_s, m, s):
-    hs = jnp.concatenate([jnp.reshape(s, (1,)), hist_s[:-1]], 0)
-    if isinstance(hist_m, Ring):
-        return hist_m.push(m), hs
-    return jnp.concatenate([m[None], hist_m[:-1]], 0), hs
+def _push_s(hist_s, s):
+    return jnp.concatenate([jnp.reshape(s, (1,)), hist_s[:-1]], 0)
+
+
+def _advance(c, xn, m, s, x_prev, order):
+    """The next multistep carry: state ``xn``, ``m`` (evaluated at ``s``) pushed as the newest history entry
+    (its write ordered after the step's reads of the history, see :meth:`Ring.push`)."""
+    if isinstance(c, PackedCarry):
+        return PackedCarry(jax.lax.complex(xn, m), _push_s(c.hist_s, s), x_prev, order)
+    return MultiCarry(xn, c.hist_m.push(m, after=xn), _push_s(c.hist_s, s), x_prev, order)
+
+
+def _by_order(order, max_order, update, s, t, hist_s, active=None):
+    """``update(k, t, hist_s)`` of the planned ``order`` (traced; clamped to ``1..max_order`` as ``lax.switch``
+    does), without branching: every order's update is computed and the planned one selected, so that XLA fuses
+    the step into one pass (a conditional keeps its branches apart from the rest of the step, and its operands
+    and results in buffers of their own).
+
+    The orders not taken see a safe ``t`` and history (``s/2`` and ``2s, 4s, ...``: finite coefficients), so that
+    neither they nor their zero-weighted gradients are NaN (e.g. at ``t = 0``, where only order 1 is planned, or
+    at the first step, where the history's noise levels all equal ``s``); the planned order sees the true ones,
+    so its value is the branch's. With ``active`` (a traced bool) no order is taken where it is False (the
+    caller then discards the result), and order 1 is guarded as well."""
+    safe_t = 0.5 * s
+    safe_hist = s * jnp.asarray(2.0, hist_s.dtype) ** jnp.arange(1, hist_s.shape[0] + 1, dtype=hist_s.dtype)
+    out = None
+    for k in range(1, max_order + 1):
+        take = order <= k if k == 1 else (order >= k if k == max_order else order == k)
+        if active is not None:
+            take = take & active
+        if k == 1 and active is None:
+            out = update(1, t, hist_s)  # order 1 needs no guard: its coefficients are finite for every t >= 0
+            continue
+        v = update(k, jnp.where(take, t, safe_t), jnp.where(take, hist_s, safe_hist))
+        out = v if out is None else jnp.where(take, v, out)
+    return out
 
 
 def _dpmpp_update(x, s, t, m, hist_m, hist_s, order):
@@ -232,12 +312,11 @@ def _dpmpp_update(x, s, t, m, hist_m, hist_s, order):
 
 def _dpmpp_step(c, i, ctx, max_order):
     s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
-    m = ctx.denoise(c.x, s)
+    x, hist_m = c.x, c.hist_m
+    m = ctx.denoise(x, s)
     o = ctx.plan["order"][i]
-    fns = [partial(_dpmpp_update, order=k) for k in range(1, max_order + 1)]
-    xn = jax.lax.switch(o - 1, [lambda a, f=f: f(c.x, s, a, m, c.hist_m, c.hist_s) for f in fns], t)
-    hm, hs = _push(c.hist_m, c.hist_s, m, s)
-    return MultiCarry(xn, hm, hs, c.x, o), 1
+    xn = _by_order(o, max_order, lambda k, tk, hs: _dpmpp_update(x, s, tk, m, hist_m, hs, order=k), s, t, c.hist_s)
+    return _advance(c, xn, m, s, x, o), 1
 
 
 def dpmpp(order: int = 2) -> Solver:
@@ -249,8 +328,8 @@ def dpmpp(order: int = 2) -> Solver:
     if order not in (1, 2, 3):
         raise ValueError(f"dpmpp: order must be 1, 2 or 3, got {order!r}")
     pl, ev = one_eval_per_step(order)
-    return Solver(f"dpmpp_{order}m", order, False, _multi_init(order, ring=order >= 3),
-                  partial(_dpmpp_step, max_order=order), pl, ev)
+    return Solver(f"dpmpp_{order}m", order, False, _multi_init(order - 1),
+                  partial(_dpmpp_step, max_order=order), pl, ev, keeps_nonfinite=True)
 
 
 # ---------------------------------------------------------------- UniPC
@@ -299,22 +378,20 @@ def _unipc_update(x, s, t, m, hist_m, hist_s, order, variant, m_t=None):
 
 def _unipc_step(c, i, ctx, max_order, variant, corrector):
     s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
-    m = ctx.denoise(c.x, s)
     x = c.x
-    if corrector:
-        sp = c.hist_s[0]
-
-        def correct(op):
-            fns = [partial(_unipc_update, order=k, variant=variant) for k in range(1, max_order + 1)]
-            return jax.lax.switch(op - 1, [lambda f=f: f(c.x_prev, sp, s, c.hist_m[0], c.hist_m[1:], c.hist_s[1:], m_t=m)
-                                           for f in fns])
-
-        x = jax.lax.cond(i > 0, lambda: correct(c.order_prev), lambda: c.x)
+    m = ctx.denoise(x, s)
+    hist_m, hist_s = c.hist_m, c.hist_s
+    if corrector:  # UniC from the previous step's start, with this step's D (from step 1 on)
+        sp, on = hist_s[0], i > 0
+        xc = _by_order(c.order_prev, max_order,
+                       lambda k, tk, hs: _unipc_update(c.x_prev, sp, tk, hist_m[0], hist_m[1:], hs, order=k,
+                                                       variant=variant, m_t=m),
+                       sp, s, hist_s[1:], active=on)
+        x = jnp.where(on, xc, x)
     o = ctx.plan["order"][i]
-    fns = [partial(_unipc_update, order=k, variant=variant) for k in range(1, max_order + 1)]
-    xn = jax.lax.switch(o - 1, [lambda f=f: f(x, s, t, m, c.hist_m, c.hist_s) for f in fns])
-    hm, hs = _push(c.hist_m, c.hist_s, m, s)
-    return MultiCarry(xn, hm, hs, x, o), 1
+    xn = _by_order(o, max_order, lambda k, tk, hs: _unipc_update(x, s, tk, m, hist_m, hs, order=k, variant=variant),
+                   s, t, hist_s)
+    return _advance(c, xn, m, s, x, o), 1
 
 
 def unipc(order: int = 2, variant: str = "bh2", corrector: bool = True) -> Solver:
@@ -329,10 +406,10 @@ def unipc(order: int = 2, variant: str = "bh2", corrector: bool = True) -> Solve
         raise ValueError(f"unipc: variant must be 'bh1' or 'bh2', got {variant!r}")
     pl, ev = one_eval_per_step(order)
     step = partial(_unipc_step, max_order=order, variant=variant, corrector=corrector)
-    # history must hold `order` past values for the corrector (which looks one step further back)
-    init = _multi_init(order + 1, ring=True)
+    # the history holds `order` past values: the corrector looks one step further back than the predictor
+    init = _multi_init(order)
     name = f"unipc_{variant}" + ("" if corrector else "_nocorr") + (f"_{order}" if order != 2 else "")
-    return Solver(name, order + (1 if corrector else 0), False, init, step, pl, ev)
+    return Solver(name, order + (1 if corrector else 0), False, init, step, pl, ev, keeps_nonfinite=not corrector)
 
 
 # ---------------------------------------------------------------- DEIS (rho-AB) and iPNDM
@@ -362,12 +439,11 @@ def _deis_update(x, s, t, e, hist_e, hist_s, order):
 
 def _eps_multistep_step(c, i, ctx, max_order, update):
     s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
-    e = (c.x - ctx.denoise(c.x, s)) / s
+    x, hist_m = c.x, c.hist_m
+    e = (x - ctx.denoise(x, s)) / s
     o = ctx.plan["order"][i]
-    fns = [partial(update, order=k) for k in range(1, max_order + 1)]
-    xn = jax.lax.switch(o - 1, [lambda f=f: f(c.x, s, t, e, c.hist_m, c.hist_s) for f in fns])
-    hm, hs = _push(c.hist_m, c.hist_s, e, s)
-    return MultiCarry(xn, hm, hs, c.x, o), 1
+    xn = _by_order(o, max_order, lambda k, tk, hs: update(x, s, tk, e, hist_m, hs, order=k), s, t, c.hist_s)
+    return _advance(c, xn, e, s, x, o), 1
 
 
 def deis(order: int = 3) -> Solver:
@@ -383,8 +459,9 @@ def deis(order: int = 3) -> Solver:
         return {"order": np.minimum(np.arange(int(budget)) + 1, order).astype(np.int32)}
 
     _, ev = one_eval_per_step(order)
-    return Solver(f"deis_{order}" if order != 3 else "deis", order, False, _multi_init(order),
-                  partial(_eps_multistep_step, max_order=order, update=_deis_update), plan, ev)
+    return Solver(f"deis_{order}" if order != 3 else "deis", order, False, _multi_init(order - 1),
+                  partial(_eps_multistep_step, max_order=order, update=_deis_update), plan, ev,
+                  keeps_nonfinite=True)
 
 
 _AB = {1: [1.0], 2: [1.5, -0.5], 3: [23 / 12, -16 / 12, 5 / 12], 4: [55 / 24, -59 / 24, 37 / 24, -9 / 24]}
@@ -409,7 +486,9 @@ def ipndm(order: int = 4) -> Solver:
         return {"order": np.minimum(np.arange(int(budget)) + 1, order).astype(np.int32)}
 
     _, ev = one_eval_per_step(order)
-    return Solver("ipndm", 1, False, _multi_init(order, ring=True), partial(_ipndm_step, max_order=order), plan, ev)
+    return Solver("ipndm", 1, False, _multi_init(order - 1),
+                  partial(_ipndm_step, max_order=order), plan, ev,
+                  keeps_nonfinite=True)
 
 
 def _ab_combination(e, hist_m, order, max_order):
@@ -428,11 +507,11 @@ def _ab_combination(e, hist_m, order, max_order):
 def _ipndm_step(c, i, ctx, max_order):
     """iPNDM step without branching: the AB weights of the planned order are a row of a padded table."""
     s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
-    e = (c.x - ctx.denoise(c.x, s)) / s
+    x = c.x
+    e = (x - ctx.denoise(x, s)) / s
     o = ctx.plan["order"][i]
     comb = _ab_combination(e, c.hist_m, o, max_order)
-    hm, hs = _push(c.hist_m, c.hist_s, e, s)
-    return MultiCarry(c.x + (t - s) * comb, hm, hs, c.x, o), 1
+    return _advance(c, x + (t - s) * comb, e, s, x, o), 1
 
 
 # ---------------------------------------------------------------- heavy-ball momentum (HB, GHVB)
@@ -458,8 +537,8 @@ def _momentum_step(c, i, ctx, max_order, beta):
     o = ctx.plan["order"][i]
     comb = _ab_combination(e, c.hist_m, o, max_order)
     v = jnp.where(i == 0, comb, (1.0 - beta) * c.v + beta * comb)  # the first step starts the velocity at comb
-    hm, hs = _push(c.hist_m, c.hist_s, e, s)
-    return MomentumCarry(c.x + (t - s) * v, v, hm, hs), 1
+    xn = c.x + (t - s) * v
+    return MomentumCarry(xn, v, c.hist_m.push(e, after=xn), _push_s(c.hist_s, s)), 1
 
 
 def ghvb(order: int = 2, beta: float = 0.8) -> Solver:
@@ -483,7 +562,7 @@ def ghvb(order: int = 2, beta: float = 0.8) -> Solver:
 
     _, ev = one_eval_per_step(order)
     return Solver("ghvb", 1 if beta < 1 else order, False, _momentum_init(order),
-                  partial(_momentum_step, max_order=order, beta=float(beta)), plan, ev)
+                  partial(_momentum_step, max_order=order, beta=float(beta)), plan, ev, keeps_nonfinite=True)
 
 
 # ---------------------------------------------------------------- epsilon scaling (exposure bias)
@@ -523,12 +602,12 @@ def eps_scaled(base: Solver, scale: float = 1.005, slope: float = 0.0) -> Solver
 def _bespoke_step(c, i, ctx, max_order):
     """An iPNDM-form step whose weights of the last noise predictions are the plan's ``w0..w{k-1}`` at step i."""
     s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
-    e = (c.x - ctx.denoise(c.x, s)) / s
-    comb = ctx.plan["w0"][i].astype(c.x.dtype) * e
+    x, hist_m = c.x, c.hist_m
+    e = (x - ctx.denoise(x, s)) / s
+    comb = ctx.plan["w0"][i].astype(x.dtype) * e
     for k in range(1, max_order):
-        comb = comb + ctx.plan[f"w{k}"][i].astype(c.x.dtype) * c.hist_m[k - 1]
-    hm, hs = _push(c.hist_m, c.hist_s, e, s)
-    return MultiCarry(c.x + (t - s) * comb, hm, hs, c.x, ctx.plan["order"][i]), 1
+        comb = comb + ctx.plan[f"w{k}"][i].astype(x.dtype) * hist_m[k - 1]
+    return _advance(c, x + (t - s) * comb, e, s, x, ctx.plan["order"][i]), 1
 
 
 def bespoke(order: int = 4) -> Solver:
@@ -552,5 +631,5 @@ def bespoke(order: int = 4) -> Solver:
         return out
 
     _, ev = one_eval_per_step(order)
-    return Solver("bespoke", 2 if order >= 2 else 1, False, _multi_init(order, ring=True),
-                  partial(_bespoke_step, max_order=order), plan, ev)
+    return Solver("bespoke", 2 if order >= 2 else 1, False, _multi_init(order - 1),
+                  partial(_bespoke_step, max_order=order), plan, ev, keeps_nonfinite=True)

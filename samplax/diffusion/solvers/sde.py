@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from samplax.diffusion.solvers.base import Solver, lam, no_nonfinite, one_eval_per_step, run_solver
-from samplax.diffusion.solvers.ode import XCarry, MultiCarry, _multi_init, _push, _x_init, _heun_step
+from samplax.diffusion.solvers.ode import XCarry, _advance, _by_order, _multi_init, _x_init, _heun_step
 
 
 def _em_step(c, i, ctx):
@@ -29,7 +29,7 @@ def euler_maruyama() -> Solver:
     ``x_t = x_s + (s^2 - t^2) (D(x_s, s) - x_s)/s^2 + sqrt(s^2 - t^2) z`` (Song et al. 2021). 1 call per step.
     """
     pl, ev = one_eval_per_step(1)
-    return Solver("euler_maruyama", 0, True, _x_init, _em_step, pl, ev)
+    return Solver("euler_maruyama", 0, True, _x_init, _em_step, pl, ev, keeps_nonfinite=True)
 
 
 def _ddpm_step(c, i, ctx):
@@ -46,7 +46,7 @@ def ddpm() -> Solver:
     (This is also SDE-DPM-Solver++(1).)
     """
     pl, ev = one_eval_per_step(1)
-    return Solver("ddpm", 0, True, _x_init, _ddpm_step, pl, ev)
+    return Solver("ddpm", 0, True, _x_init, _ddpm_step, pl, ev, keeps_nonfinite=True)
 
 
 def _sde_dpmpp_update(x, s, t, m, hist_m, hist_s, z, order):
@@ -65,10 +65,9 @@ def _sde_dpmpp_step(c, i, ctx):
     m = ctx.denoise(c.x, s)
     z = ctx.noise(i, 0)
     o = ctx.plan["order"][i]
-    fns = [partial(_sde_dpmpp_update, order=k) for k in (1, 2)]
-    xn = jax.lax.switch(o - 1, [lambda f=f: f(c.x, s, t, m, c.hist_m, c.hist_s, z) for f in fns])
-    hm, hs = _push(c.hist_m, c.hist_s, m, s)
-    return MultiCarry(xn, hm, hs, c.x, o), 1
+    x, hist_m = c.x, c.hist_m
+    xn = _by_order(o, 2, lambda k, tk, hs: _sde_dpmpp_update(x, s, tk, m, hist_m, hs, z, order=k), s, t, c.hist_s)
+    return _advance(c, xn, m, s, x, o), 1
 
 
 def sde_dpmpp_2m() -> Solver:
@@ -77,7 +76,7 @@ def sde_dpmpp_2m() -> Solver:
     ``x_t = r^2 x_s + (1 - r^2)(D_s + (D_s - D_prev)/(2 r0)) + t sqrt(1 - r^2) z``, ``r = t/s``. 1 call per step.
     """
     pl, ev = one_eval_per_step(2)
-    return Solver("sde_dpmpp_2m", 0, True, _multi_init(2), _sde_dpmpp_step, pl, ev)
+    return Solver("sde_dpmpp_2m", 0, True, _multi_init(1), _sde_dpmpp_step, pl, ev, keeps_nonfinite=True)
 
 
 _HEUN = Solver("heun", 2, False, _x_init, _heun_step, None, None)
@@ -200,8 +199,7 @@ def _er_sde_step(c, i, ctx, phi):
     x = x + jnp.where(o >= 2, i1, 0.0) * f1 + jnp.where(o >= 3, i2, 0.0) * f2
     var = jnp.maximum(t * t - (s * r) ** 2, 0.0)
     x = x + jnp.sqrt(var) * ctx.noise(i, 0)
-    hm, hs = _push(c.hist_m, c.hist_s, m, s)
-    return MultiCarry(x, hm, hs, c.x, o), 1
+    return _advance(c, x, m, s, c.x, o), 1
 
 
 def er_sde(order: int = 3, noise_scale: str = "er_sde") -> Solver:
@@ -222,5 +220,5 @@ def er_sde(order: int = 3, noise_scale: str = "er_sde") -> Solver:
     if noise_scale not in NOISE_SCALES:
         raise ValueError(f"er_sde: noise_scale must be one of {sorted(NOISE_SCALES)}, got {noise_scale!r}")
     pl, ev = one_eval_per_step(order)
-    return Solver("er_sde", 0, noise_scale != "ode", _multi_init(max(order, 2)),
-                  partial(_er_sde_step, phi=NOISE_SCALES[noise_scale]), pl, ev)
+    return Solver("er_sde", 0, noise_scale != "ode", _multi_init(2),
+                  partial(_er_sde_step, phi=NOISE_SCALES[noise_scale]), pl, ev, keeps_nonfinite=True)
