@@ -31,7 +31,9 @@ from samplax.diffusion import correctors as _corr
 from samplax.diffusion.auto import AUTO_RULE, auto_choice  # noqa: F401  (public names of samplax.diffusion)
 from samplax.diffusion.checks import check_denoiser, in_staging_trace, nonfinite_report
 from samplax.diffusion.grids import grid_names, make_grid
-from samplax.diffusion.solvers import get_solver, mark_nonfinite, no_nonfinite, run_solver, solver_names
+from samplax.diffusion.solvers import (
+    get_solver, mark_nonfinite, no_nonfinite, run_solver, solver_names,
+)
 
 FINAL_STEPS = ("denoise", "integrate")
 
@@ -209,15 +211,15 @@ def _program(solver, opts_key, final_denoise, static, init_shape, dtype):
         def dz(xb, s):
             return jax.vmap(denoiser, in_axes=(0, None))(xb, s)
 
-        x, ne, nf = run_solver(solver, dz, x, sigmas, plan, sample_keys, {}, num_steps=n,
-                               nonfinite=no_nonfinite(x), track=track)
-        # without per-step tracking: did some sample end the loop non-finite (then the caller runs again, tracked)
-        untracked_bad = ~track & jnp.any(mark_nonfinite(no_nonfinite(x), x, 0, sigmas[0]).step >= 0)
+        x, ne, nf, unsure = run_solver(solver, dz, x, sigmas, plan, sample_keys, {}, num_steps=n,
+                                       nonfinite=no_nonfinite(x), track=track)
+        again = jnp.any(unsure)  # some sample may have been non-finite in the untracked loop: run again, tracked
         if final_denoise:
             x = dz(x, sigmas[n])
             ne = ne + 1
             nf = mark_nonfinite(nf, x, n, sigmas[n])
-        return x, ne, nf, untracked_bad
+        status = jnp.stack([ne, again.astype(jnp.int32), jnp.any(nf.step >= 0).astype(jnp.int32)])
+        return x, ne, nf, status
 
     return _lru_put(_PROGRAMS, key, run, _MAX_PROGRAMS)
 
@@ -283,6 +285,34 @@ def _hooked_program(solver, opts_key, final_denoise, static, init_shape, dtype, 
 
 
 _TRACK_ON, _TRACK_OFF = np.bool_(True), np.bool_(False)
+_ONE_LOOP: "OrderedDict" = OrderedDict()  # (solver, options) -> runs in the one-loop program
+
+
+def _one_loop(solver, solver_options) -> bool:
+    """Whether the named solver with these options runs in :func:`_program` (not Restart's own loop); False when the
+    options are not hashable or not valid (the caller then checks as usual, and the error comes from where it
+    always did)."""
+    try:
+        k = (solver, tuple(sorted(solver_options.items())))
+        hit = _ONE_LOOP.get(k)
+    except TypeError:
+        return False
+    if hit is None:
+        try:
+            hit = "run" not in get_solver(solver, **solver_options).params
+        except ValueError:
+            hit = False
+        _lru_put(_ONE_LOOP, k, hit, _MAX_PREPARED)
+    return hit
+
+
+def _check_x_init(x_init):
+    """A ValueError naming the non-finite points of ``x_init``."""
+    if not bool(jnp.all(jnp.isfinite(x_init))):
+        n = x_init.shape[0]
+        bad = np.flatnonzero(~np.all(np.isfinite(np.asarray(x_init).reshape(n, -1)), axis=1))
+        raise ValueError(f"sample: x_init has non-finite values in {bad.size} of its {n} points "
+                         f"(first: index {int(bad[0])})")
 
 
 def _traced(args) -> bool:
@@ -399,6 +429,7 @@ def sample(denoiser: Callable, *, key: jax.Array, shape: Optional[tuple] = None,
         raise ValueError("sample: key is required (a typed key from jax.random.key)")
     if (shape is None) == (x_init is None):
         raise ValueError("sample: give exactly one of shape= and x_init=")
+    x_check = None  # an x_init whose finiteness is still to be checked
     if x_init is None:
         shape = tuple(int(d) for d in shape)
         if len(shape) < 2 or any(d < 1 for d in shape):
@@ -410,10 +441,13 @@ def sample(denoiser: Callable, *, key: jax.Array, shape: Optional[tuple] = None,
         if x_init.ndim < 2:
             raise ValueError(f"sample: x_init must be a batch [batch, *event_shape], got shape {x_init.shape}")
         shape, dtype = tuple(x_init.shape), x_init.dtype
-        if not isinstance(x_init, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(x_init))):
-            bad = np.flatnonzero(~np.all(np.isfinite(np.asarray(x_init).reshape(shape[0], -1)), axis=1))
-            raise ValueError(f"sample: x_init has non-finite values in {bad.size} of its {shape[0]} points "
-                             f"(first: index {int(bad[0])})")
+        if not isinstance(x_init, jax.core.Tracer):
+            # the one-loop sampling program notices a non-finite x_init in its end-of-run check (run_solver's
+            # `unsure`): the check (a pass over x_init) is left to then
+            if not is_auto and corrector is None and project is None and _one_loop(solver, solver_options):
+                x_check = x_init
+            else:
+                _check_x_init(x_init)
     check_denoiser(denoiser, shape[1:], dtype, "sample", "x_init" if x_init is not None else "shape")
     auto_plan = None
     if is_auto:
@@ -454,7 +488,10 @@ def sample(denoiser: Callable, *, key: jax.Array, shape: Optional[tuple] = None,
     prep = prep[1]
     s = prep.solver
     clock = Clock()
+    status = None  # the one-loop program's [evaluations, needs a tracked run, any non-finite sample] (host)
     if "run" in s.params:  # solvers with their own loop structure (Restart)
+        if x_check is not None:
+            _check_x_init(x_check)
         t0 = time.perf_counter()
         with clock.eager():  # the eager steps' first-use compilations count as compile time
             k_init, k_noise = jax.random.split(key)
@@ -481,13 +518,24 @@ def sample(denoiser: Callable, *, key: jax.Array, shape: Optional[tuple] = None,
         if corr is None and project is None:
             run = _program(s, opts_key, prep.final_denoise, static, shape if x_init is None else None, dtype)
             args = (dyn, x_init, key, prep.sig_p, prep.plan_p, prep.n)
-            # per-step non-finite tracking only when it is needed (Solver.keeps_nonfinite): a run without it whose
-            # samples all end the loop finite has the same tracker; otherwise the same executable runs again, tracked
-            lazy = s.keeps_nonfinite and not _traced(args)
-            x, ne, nf, again = clock.call(run, args + (_TRACK_OFF if lazy else _TRACK_ON,), _EXECUTABLES)
-            if lazy and bool(again):
-                x, ne, nf, _ = clock.call(run, args + (_TRACK_ON,), _EXECUTABLES)
+            # no per-step non-finite tracking unless a sample was non-finite (run_solver's track): a run without it
+            # whose samples all stayed finite has the same tracker; otherwise the same executable runs again, tracked
+            lazy = not _traced(args)
+            if x_check is not None and not lazy:
+                _check_x_init(x_check)
+            x, ne, nf, status = clock.call(run, args + (_TRACK_OFF if lazy else _TRACK_ON,), _EXECUTABLES)
+            if clock.timed:
+                status = np.asarray(status)  # [evaluations, ended the loop non-finite untracked, any non-finite]
+                if status[1]:
+                    if x_check is not None:
+                        _check_x_init(x_check)
+                    x, ne, nf, status = clock.call(run, args + (_TRACK_ON,), _EXECUTABLES)
+                    status = np.asarray(status)
+            else:
+                status = None
         else:
+            if x_check is not None:
+                _check_x_init(x_check)
             gamma = getattr(denoiser, "exponent_sum", 1.0)
             gamma = float(gamma) if isinstance(gamma, (int, float)) and gamma > 0 else 1.0
             run = _hooked_program(s, opts_key, prep.final_denoise, static, shape if x_init is None else None, dtype,
@@ -498,16 +546,20 @@ def sample(denoiser: Callable, *, key: jax.Array, shape: Optional[tuple] = None,
     planned = prep.num_model_evals
     if corr is not None:
         planned += corr.evals_per_level() * int(np.sum(prep.nodes[1:] > 0))
+    if status is not None:
+        ne_host = int(status[0])
+    elif clock.timed:
+        ne_host = int(ne)
     if clock.timed:
-        cost = make_cost(num_model_evals=int(ne), compile_seconds=clock.compile_seconds,
+        cost = make_cost(num_model_evals=ne_host, compile_seconds=clock.compile_seconds,
                          sampling_seconds=clock.run_seconds, num_compilations=clock.num_compilations, num_devices=1)
     else:
         cost = make_cost(num_model_evals=planned, num_devices=1)
     acc_out = None
     if corr is not None:
         cost["num_corrector_evals"] = planned - prep.num_model_evals
-        if not isinstance(ne, jax.core.Tracer) and int(ne) != planned:  # a counting bug, never a silent mismatch
-            raise AssertionError(f"sample: made {int(ne)} model evaluations per sample, planned {planned}")
+        if clock.timed and ne_host != planned:  # a counting bug, never a silent mismatch
+            raise AssertionError(f"sample: made {ne_host} model evaluations per sample, planned {planned}")
         if not isinstance(acc_trace, jax.core.Tracer):
             acc_out = np.asarray(acc_trace)[:num_steps]
     if project is not None and not isinstance(bad_proj, jax.core.Tracer):
@@ -523,10 +575,10 @@ def sample(denoiser: Callable, *, key: jax.Array, shape: Optional[tuple] = None,
         cost.update(auto_plan.cost)
     per_call = getattr(denoiser, "cost_per_call", None)
     if isinstance(per_call, dict):  # a guidance wrapper: its base-model work per call (guidance.Guided)
-        calls = int(ne) if clock.timed else planned
+        calls = ne_host if clock.timed else planned
         cost.update({f"num_{k}": calls * int(v) for k, v in per_call.items()})
     warns = ()
-    if not isinstance(nf.step, jax.core.Tracer):
+    if not isinstance(nf.step, jax.core.Tracer) and (status is None or status[2]):
         warns = tuple(nonfinite_report("sample", np.asarray(nf.step), np.asarray(nf.sigma), num_steps))
     return x, SampleInfo(ne, prep.visited, solver, grid, final_step, prep.sigma_end, cost, nf.step, nf.sigma, warns,
                          acc_out, None if auto_plan is None else dict(auto_plan.info))

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from functools import partial
 
-from samplax.diffusion.solvers.base import NonFinite, Solver, StepContext, mark_nonfinite, no_nonfinite, run_solver
+from samplax.diffusion.solvers.base import (
+    NonFinite, Solver, StepContext, mark_nonfinite, no_nonfinite, nonfinite_rows, run_solver,
+)
 from samplax.diffusion.solvers.ode import (
     bespoke, ddim, deis, dpm_solver, dpmpp, eps_scaled, euler, ghvb, heun, ipndm, unipc,
 )
@@ -62,6 +64,6 @@ def get_solver(name: str, **options) -> Solver:
     return s._replace(name=name)
 
 
-__all__ = ["Solver", "StepContext", "run_solver", "NonFinite", "no_nonfinite", "mark_nonfinite", "SOLVERS", "solver_names", "get_solver",
+__all__ = ["Solver", "StepContext", "run_solver", "NonFinite", "no_nonfinite", "mark_nonfinite", "nonfinite_rows", "SOLVERS", "solver_names", "get_solver",
            "euler", "ddim", "heun", "dpm_solver", "dpmpp", "unipc", "deis", "ipndm", "ghvb", "eps_scaling", "eps_scaled", "bespoke",
            "euler_maruyama", "ddpm", "sde_dpmpp_2m", "restart", "er_sde"]

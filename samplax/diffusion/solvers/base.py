@@ -101,6 +101,11 @@ def no_nonfinite(x: jax.Array) -> NonFinite:
     return NonFinite(jnp.full((b,), -1, jnp.int32), jnp.full((b,), jnp.nan, x.dtype))
 
 
+def nonfinite_rows(x: jax.Array) -> jax.Array:
+    """``[B]`` bool: which samples of a batch ``x`` ``[B, ...]`` have a non-finite value."""
+    return ~jnp.all(jnp.isfinite(jnp.reshape(x, (x.shape[0], -1))), axis=1)
+
+
 def mark_nonfinite(nf: NonFinite, x: jax.Array, step, sigma) -> NonFinite:
     """Record ``step`` and ``sigma`` for the samples of ``x`` that are non-finite now and were not before.
 
@@ -108,8 +113,7 @@ def mark_nonfinite(nf: NonFinite, x: jax.Array, step, sigma) -> NonFinite:
     uses the newest ``D`` with a nonzero weight, and ``0 * nan = nan``), so checking the state
     after each step locates the model's first non-finite output to the step.
     """
-    bad = ~jnp.all(jnp.isfinite(jnp.reshape(x, (x.shape[0], -1))), axis=1)
-    new = bad & (nf.step < 0)
+    new = nonfinite_rows(x) & (nf.step < 0)
     return NonFinite(jnp.where(new, jnp.asarray(step, jnp.int32), nf.step),
                      jnp.where(new, jnp.asarray(sigma, nf.sigma.dtype), nf.sigma))
 
@@ -126,11 +130,17 @@ def run_solver(solver: Solver, denoise_batched: Callable, x: jax.Array, sigmas: 
 
     With a ``nonfinite`` tracker (:class:`NonFinite`) the loop also records, per sample, the first
     step (numbered ``step_offset + i``) after which the state is non-finite, and the sigma where
-    that step started; it then returns ``(x, num_evals, nonfinite)``. ``track`` (a bool, also a traced one)
-    switches that per-step check on and off at run time: a check reads the whole state once more each
-    step, and with a solver that keeps non-finite states non-finite (:attr:`Solver.keeps_nonfinite`) a
-    caller can run without it, check the end state once, and run again with ``track=True`` only when
-    some sample ended non-finite (as :func:`samplax.diffusion.sample` does).
+    that step started; it then returns ``(x, num_evals, nonfinite)``.
+
+    That per-step check is a per-sample reduction over the whole state, which costs XLA on CPU several times
+    an elementwise pass. A traced bool ``track`` switches it on and off at run time (one program for both), and
+    the call then returns ``(x, num_evals, nonfinite, unsure)``: ``unsure`` ``[B]`` marks the samples that may
+    have been non-finite after some step of an untracked run (all False when ``track`` is True), whose caller
+    runs again with ``track=True`` to find the step (as :func:`samplax.diffusion.sample` does). For a solver
+    that keeps non-finite states non-finite (:attr:`Solver.keeps_nonfinite`) these are the samples non-finite at
+    the end (no per-step work); for the others, the samples non-finite after any step or at the start, from an
+    elementwise running check ``w <- w + 0 * x`` (``0 * x`` is NaN exactly where ``x`` is not finite) carried
+    through the loop.
 
     With ``after_step(i, x, sigma_next, hook_state) -> (x, num_evals, hook_state)`` (a corrector or a projection of
     :func:`samplax.diffusion.sample`; needs ``nonfinite``) the state's ``x`` is replaced after each step by the
@@ -171,19 +181,28 @@ def run_solver(solver: Solver, denoise_batched: Callable, x: jax.Array, sigmas: 
             start, n, body_hooked, (carry, jnp.asarray(0, jnp.int32), nonfinite, hook_state))
         return carry.x, nevals, nonfinite, hook_state
 
+    switched = not isinstance(track, (bool, np.bool_))
+    running = switched and not solver.keeps_nonfinite  # the elementwise running check (see above)
+
     def mark(nf, c, i):
-        if isinstance(track, (bool, np.bool_)):
+        if not switched:
             return mark_nonfinite(nf, c.x, step_offset + i, sigmas[i]) if track else nf
-        # the carry (not c.x) goes into the conditional: XLA then sees no separate use of the new state and
-        # keeps computing it inside the step's fused update
+        # the carry (not c.x) goes into the conditional, behind a barrier: XLA then sees no other use of the new
+        # state and keeps computing it inside the step's fused update
         return jax.lax.cond(track, lambda a: mark_nonfinite(a[0], a[1].x, step_offset + i, sigmas[i]),
                             lambda a: a[0], (nf, jax.lax.optimization_barrier(c)))
 
     def body_tracked(i, state):
-        c, ne, nf = state
+        c, ne, nf, w = state
         c, k = solver.step(c, i, ctx)
-        return c, ne + jnp.asarray(k, jnp.int32), mark(nf, c, i)
+        if running:
+            w = w + 0 * c.x
+        return c, ne + jnp.asarray(k, jnp.int32), mark(nf, c, i), w
 
-    carry, nevals, nonfinite = jax.lax.fori_loop(start, n, body_tracked,
-                                                 (carry, jnp.asarray(0, jnp.int32), nonfinite))
-    return carry.x, nevals, nonfinite
+    w0 = 0 * x if running else None
+    carry, nevals, nonfinite, w = jax.lax.fori_loop(start, n, body_tracked,
+                                                    (carry, jnp.asarray(0, jnp.int32), nonfinite, w0))
+    if not switched:
+        return carry.x, nevals, nonfinite
+    unsure = ~track & nonfinite_rows(w if running else carry.x)
+    return carry.x, nevals, nonfinite, unsure

@@ -54,25 +54,10 @@ class Ring:
             return Ring(self.buf, self.ptr - 1)
         return jax.lax.dynamic_index_in_dim(self.buf, jnp.mod(self.ptr - k, self.buf.shape[0]), keepdims=False)
 
-    def push(self, value, after=None):
-        """The ring with ``value`` as its newest entry (overwriting the oldest slot in place).
-
-        ``after``: an array computed from this step's reads of the ring (the new state). The slot index is
-        made to depend on it (by a term that is always 0), so that XLA orders the write after those reads
-        and updates the buffer in place; without it XLA copies the whole ring every step (twice, in
-        XLA 0.10) to keep the old slots alive for readers it cannot order.
-        """
+    def push(self, value):
+        """The ring with ``value`` as its newest entry, written over the oldest slot (in place)."""
         ptr = self.ptr + 1
-        idx = jnp.mod(ptr, self.buf.shape[0])
-        if after is not None:
-            idx = idx + _zero_after(after, ptr)
-        return Ring(jax.lax.dynamic_update_index_in_dim(self.buf, value, idx, 0), ptr)
-
-
-def _zero_after(a, count):
-    """0, computed from one element of ``a`` and the nonnegative step counter ``count`` (a data dependence on ``a``
-    that XLA cannot fold away)."""
-    return jnp.where(jnp.isnan(jnp.reshape(a, (-1,))[0]) & (count < 0), 1, 0).astype(count.dtype)
+        return Ring(jax.lax.dynamic_update_index_in_dim(self.buf, value, jnp.mod(ptr, self.buf.shape[0]), 0), ptr)
 
 
 class MultiCarry(NamedTuple):
@@ -235,20 +220,19 @@ def dpm_solver(order: int = 3) -> Solver:
 
 # ---------------------------------------------------------------- multistep helpers
 def _multi_init(history: int):
-    """Carry of a multistep solver that reads the last ``history`` denoised values (or noise predictions).
+    """Carry of a multistep solver whose update reads the last ``history`` denoised values (or noise predictions).
 
     One entry: a :class:`PackedCarry` where the state's dtype has a complex counterpart (float32 / float64), so
-    that a step is one in-place pass. Otherwise a :class:`MultiCarry` with the history in a :class:`Ring` (a push
-    writes one slot in place instead of shifting the whole ``[H, B, ...]`` history; the values read are the
-    same).
+    that a step is one in-place pass. Otherwise a :class:`MultiCarry` whose :class:`Ring` has ``history + 1`` slots:
+    a step first pushes its new value (see :func:`_history`), so the ring holds it and the ``history`` before it.
     """
     def init(x, sigmas, plan):
         h = max(int(history), 1)
-        hs = jnp.ones((h,), x.dtype) * sigmas[0]
         if h == 1 and jnp.dtype(x.dtype) in (jnp.dtype(jnp.float32), jnp.dtype(jnp.float64)):
-            return PackedCarry(jax.lax.complex(x, jnp.zeros_like(x)), hs, x, jnp.asarray(1, jnp.int32))
-        return MultiCarry(x, Ring(jnp.zeros((h,) + x.shape, x.dtype), jnp.asarray(0, jnp.int32)), hs,
-                          x, jnp.asarray(1, jnp.int32))
+            return PackedCarry(jax.lax.complex(x, jnp.zeros_like(x)), jnp.ones((1,), x.dtype) * sigmas[0], x,
+                               jnp.asarray(1, jnp.int32))
+        return MultiCarry(x, Ring(jnp.zeros((h + 1,) + x.shape, x.dtype), jnp.asarray(0, jnp.int32)),
+                          jnp.ones((h + 1,), x.dtype) * sigmas[0], x, jnp.asarray(1, jnp.int32))
     return init
 
 
@@ -256,12 +240,27 @@ def _push_s(hist_s, s):
     return jnp.concatenate([jnp.reshape(s, (1,)), hist_s[:-1]], 0)
 
 
-def _advance(c, xn, m, s, x_prev, order):
-    """The next multistep carry: state ``xn``, ``m`` (evaluated at ``s``) pushed as the newest history entry
-    (its write ordered after the step's reads of the history, see :meth:`Ring.push`)."""
+def _history(c, m, s):
+    """``(hist_m, hist_s, pushed)``: the earlier denoised values (or noise predictions) and their noise levels,
+    newest first, for this step's update, and the carry's history with this step's ``m`` (at ``s``) pushed.
+
+    The push comes first, over the ring's oldest slot (one the update does not read), and the update reads the
+    earlier values from the pushed ring: the update then depends on the push, so XLA writes ``m`` into the
+    history in place before the update overwrites the state, and needs no copy of the loop-carried buffers (with
+    the push after the update, XLA 0.10 copied the whole history twice per step to keep the old slots for a
+    reader it could not order).
+    """
+    if isinstance(c, PackedCarry):
+        return c.hist_m, c.hist_s, None
+    ring, hs = c.hist_m.push(m), _push_s(c.hist_s, s)
+    return ring[1:], hs[1:], (ring, hs)
+
+
+def _advance(c, xn, m, s, x_prev, order, pushed):
+    """The next multistep carry: state ``xn`` and the history with ``m`` (at ``s``), ``pushed`` by :func:`_history`."""
     if isinstance(c, PackedCarry):
         return PackedCarry(jax.lax.complex(xn, m), _push_s(c.hist_s, s), x_prev, order)
-    return MultiCarry(xn, c.hist_m.push(m, after=xn), _push_s(c.hist_s, s), x_prev, order)
+    return MultiCarry(xn, pushed[0], pushed[1], x_prev, order)
 
 
 def _by_order(order, max_order, update, s, t, hist_s, active=None):
@@ -312,11 +311,12 @@ def _dpmpp_update(x, s, t, m, hist_m, hist_s, order):
 
 def _dpmpp_step(c, i, ctx, max_order):
     s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
-    x, hist_m = c.x, c.hist_m
+    x = c.x
     m = ctx.denoise(x, s)
+    hist_m, hist_s, pushed = _history(c, m, s)
     o = ctx.plan["order"][i]
-    xn = _by_order(o, max_order, lambda k, tk, hs: _dpmpp_update(x, s, tk, m, hist_m, hs, order=k), s, t, c.hist_s)
-    return _advance(c, xn, m, s, x, o), 1
+    xn = _by_order(o, max_order, lambda k, tk, hs: _dpmpp_update(x, s, tk, m, hist_m, hs, order=k), s, t, hist_s)
+    return _advance(c, xn, m, s, x, o, pushed), 1
 
 
 def dpmpp(order: int = 2) -> Solver:
@@ -380,7 +380,7 @@ def _unipc_step(c, i, ctx, max_order, variant, corrector):
     s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
     x = c.x
     m = ctx.denoise(x, s)
-    hist_m, hist_s = c.hist_m, c.hist_s
+    hist_m, hist_s, pushed = _history(c, m, s)
     if corrector:  # UniC from the previous step's start, with this step's D (from step 1 on)
         sp, on = hist_s[0], i > 0
         xc = _by_order(c.order_prev, max_order,
@@ -391,7 +391,7 @@ def _unipc_step(c, i, ctx, max_order, variant, corrector):
     o = ctx.plan["order"][i]
     xn = _by_order(o, max_order, lambda k, tk, hs: _unipc_update(x, s, tk, m, hist_m, hs, order=k, variant=variant),
                    s, t, hist_s)
-    return _advance(c, xn, m, s, x, o), 1
+    return _advance(c, xn, m, s, x, o, pushed), 1
 
 
 def unipc(order: int = 2, variant: str = "bh2", corrector: bool = True) -> Solver:
@@ -439,11 +439,12 @@ def _deis_update(x, s, t, e, hist_e, hist_s, order):
 
 def _eps_multistep_step(c, i, ctx, max_order, update):
     s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
-    x, hist_m = c.x, c.hist_m
+    x = c.x
     e = (x - ctx.denoise(x, s)) / s
+    hist_m, hist_s, pushed = _history(c, e, s)
     o = ctx.plan["order"][i]
-    xn = _by_order(o, max_order, lambda k, tk, hs: update(x, s, tk, e, hist_m, hs, order=k), s, t, c.hist_s)
-    return _advance(c, xn, e, s, x, o), 1
+    xn = _by_order(o, max_order, lambda k, tk, hs: update(x, s, tk, e, hist_m, hs, order=k), s, t, hist_s)
+    return _advance(c, xn, e, s, x, o, pushed), 1
 
 
 def deis(order: int = 3) -> Solver:
@@ -510,21 +511,22 @@ def _ipndm_step(c, i, ctx, max_order):
     x = c.x
     e = (x - ctx.denoise(x, s)) / s
     o = ctx.plan["order"][i]
-    comb = _ab_combination(e, c.hist_m, o, max_order)
-    return _advance(c, x + (t - s) * comb, e, s, x, o), 1
+    hist_m, _, pushed = _history(c, e, s)
+    comb = _ab_combination(e if pushed is None else pushed[0][0], hist_m, o, max_order)
+    return _advance(c, x + (t - s) * comb, e, s, x, o, pushed), 1
 
 
 # ---------------------------------------------------------------- heavy-ball momentum (HB, GHVB)
 class MomentumCarry(NamedTuple):
     x: jax.Array
     v: jax.Array  # the velocity (an averaged noise prediction)
-    hist_m: Ring  # past noise predictions, newest first
+    hist_m: Ring  # noise predictions, newest first (the last step's and the ones before)
     hist_s: jax.Array
 
 
 def _momentum_init(order_max):
     def init(x, sigmas, plan):
-        h = max(order_max - 1, 1)
+        h = max(order_max - 1, 1) + 1  # a step pushes first and reads the earlier entries (see _history)
         return MomentumCarry(x, jnp.zeros_like(x), Ring(jnp.zeros((h,) + x.shape, x.dtype), jnp.asarray(0, jnp.int32)),
                              jnp.ones((h,), x.dtype) * sigmas[0])
     return init
@@ -535,10 +537,10 @@ def _momentum_step(c, i, ctx, max_order, beta):
     s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
     e = (c.x - ctx.denoise(c.x, s)) / s
     o = ctx.plan["order"][i]
-    comb = _ab_combination(e, c.hist_m, o, max_order)
+    ring = c.hist_m.push(e)
+    comb = _ab_combination(e, ring[1:], o, max_order)
     v = jnp.where(i == 0, comb, (1.0 - beta) * c.v + beta * comb)  # the first step starts the velocity at comb
-    xn = c.x + (t - s) * v
-    return MomentumCarry(xn, v, c.hist_m.push(e, after=xn), _push_s(c.hist_s, s)), 1
+    return MomentumCarry(c.x + (t - s) * v, v, ring, _push_s(c.hist_s, s)), 1
 
 
 def ghvb(order: int = 2, beta: float = 0.8) -> Solver:
@@ -602,12 +604,13 @@ def eps_scaled(base: Solver, scale: float = 1.005, slope: float = 0.0) -> Solver
 def _bespoke_step(c, i, ctx, max_order):
     """An iPNDM-form step whose weights of the last noise predictions are the plan's ``w0..w{k-1}`` at step i."""
     s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
-    x, hist_m = c.x, c.hist_m
+    x = c.x
     e = (x - ctx.denoise(x, s)) / s
+    hist_m, _, pushed = _history(c, e, s)
     comb = ctx.plan["w0"][i].astype(x.dtype) * e
     for k in range(1, max_order):
         comb = comb + ctx.plan[f"w{k}"][i].astype(x.dtype) * hist_m[k - 1]
-    return _advance(c, x + (t - s) * comb, e, s, x, ctx.plan["order"][i]), 1
+    return _advance(c, x + (t - s) * comb, e, s, x, ctx.plan["order"][i], pushed), 1
 
 
 def bespoke(order: int = 4) -> Solver:

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from samplax.diffusion.solvers.base import Solver, lam, no_nonfinite, one_eval_per_step, run_solver
-from samplax.diffusion.solvers.ode import XCarry, _advance, _by_order, _multi_init, _x_init, _heun_step
+from samplax.diffusion.solvers.ode import XCarry, _advance, _by_order, _history, _multi_init, _x_init, _heun_step
 
 
 def _em_step(c, i, ctx):
@@ -65,9 +65,10 @@ def _sde_dpmpp_step(c, i, ctx):
     m = ctx.denoise(c.x, s)
     z = ctx.noise(i, 0)
     o = ctx.plan["order"][i]
-    x, hist_m = c.x, c.hist_m
-    xn = _by_order(o, 2, lambda k, tk, hs: _sde_dpmpp_update(x, s, tk, m, hist_m, hs, z, order=k), s, t, c.hist_s)
-    return _advance(c, xn, m, s, x, o), 1
+    x = c.x
+    hist_m, hist_s, pushed = _history(c, m, s)
+    xn = _by_order(o, 2, lambda k, tk, hs: _sde_dpmpp_update(x, s, tk, m, hist_m, hs, z, order=k), s, t, hist_s)
+    return _advance(c, xn, m, s, x, o, pushed), 1
 
 
 def sde_dpmpp_2m() -> Solver:
@@ -183,23 +184,24 @@ def _er_weights(phi, s, t, sp1):
 def _er_sde_step(c, i, ctx, phi):
     s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
     m = ctx.denoise(c.x, s)
+    hist_m, hist_s, pushed = _history(c, m, s)
     o = ctx.plan["order"][i]
     ps = phi(s)
     pt = jnp.where(t > 0, phi(jnp.where(t > 0, t, 1.0)), 0.0)
     r = pt / ps
     x = r * c.x + (1.0 - r) * m
-    sp1, sp2 = c.hist_s[0], c.hist_s[1]
+    sp1, sp2 = hist_s[0], hist_s[1]
     # Newton divided differences of the denoiser in sigma (guarded: unused at the ramp-up steps)
     safe = lambda d: jnp.where(d != 0, d, 1.0)  # noqa: E731
-    f1 = (c.hist_m[0] - m) / safe(sp1 - s)
-    f12 = (c.hist_m[1] - c.hist_m[0]) / safe(sp2 - sp1)
+    f1 = (hist_m[0] - m) / safe(sp1 - s)
+    f12 = (hist_m[1] - hist_m[0]) / safe(sp2 - sp1)
     f2 = (f12 - f1) / safe(sp2 - s)
     tt = jnp.where(t > 0, t, 0.5 * s)
     i1, i2 = _er_weights(phi, s, tt, sp1)
     x = x + jnp.where(o >= 2, i1, 0.0) * f1 + jnp.where(o >= 3, i2, 0.0) * f2
     var = jnp.maximum(t * t - (s * r) ** 2, 0.0)
     x = x + jnp.sqrt(var) * ctx.noise(i, 0)
-    return _advance(c, x, m, s, c.x, o), 1
+    return _advance(c, x, m, s, c.x, o, pushed), 1
 
 
 def er_sde(order: int = 3, noise_scale: str = "er_sde") -> Solver:
