@@ -8,6 +8,15 @@ changing ``sigma_max``, ``sigma_end``, ``nfe`` (up to 255 steps), the key or the
 model's numbers never recompiles. The benchmark in ``benchmarks/diffusion_vs_diffusers.py``
 measures the remaining per-step overhead.
 
+What a step costs besides the model is memory traffic over the batch, so the program avoids passes that XLA
+would otherwise add (see :mod:`samplax.diffusion.solvers.ode` for the multistep carries): the per-step
+non-finite check (a per-sample reduction, several times the cost of an elementwise pass on CPU) runs only
+when needed. The program takes a run-time flag ``track``; a call runs it untracked, and only when some sample
+may have been non-finite on the way (:func:`~samplax.diffusion.solvers.run_solver`'s ``unsure``) runs the same
+executable again with tracking, which finds the step, so the reported tracker is the same as with tracking
+throughout. A non-finite ``x_init`` is found the same way (it makes its samples ``unsure``) and then raises the
+usual ValueError, after that run instead of before compiling.
+
 The program is compiled ahead of time (``lower(...).compile()``, the executables kept in an
 LRU cache per program and argument shapes/dtypes) so that ``info.cost`` can report the
 compile seconds of this call apart from the run, which is timed to completion
@@ -63,7 +72,8 @@ class SampleInfo(NamedTuple):
         (the planned count) and ``num_devices``.
       nonfinite_step: ``[batch]`` int32, per sample the first solver step after which it was
         non-finite (a non-finite denoiser output; steps ``0..N-1`` in the order they ran, ``N`` the
-        final denoise), -1 for the samples that stayed finite. Tracked inside the compiled program.
+        final denoise), -1 for the samples that stayed finite. Tracked inside the compiled program (in a second,
+        tracked run of it when some sample was non-finite; see the module docstring).
       nonfinite_sigma: ``[batch]`` the noise level at the start of that step (NaN where finite).
       warnings: run warnings (dicts with ``code``, ``value``, ``message``): ``"nonfinite_samples"``
         when some samples are non-finite (which step and sigma, how many samples). Empty inside a

@@ -129,3 +129,27 @@ def test_train_nonfinite_loss_says_where():
         T.train(jax.random.key(0), big, lambda k, n: 1e3 * jax.random.normal(k, (n, 2)), 100, chunk=50)
     with pytest.raises(ValueError, match=r"train: data_fn\(key, batch_size\) must return .*\(32, 2\).*got \(32, 3\)"):
         T.train(jax.random.key(0), cfg, lambda k, n: jax.random.normal(k, (n, 3)), 5)
+
+
+@pytest.mark.parametrize("keeps", [False, True])
+def test_untracked_run_flags_samples_that_were_nonfinite_on_the_way(keeps):
+    """run_solver with a traced `track`: without tracking it flags the samples to run again (`unsure`); a solver
+    whose state can turn finite again (keeps_nonfinite=False) is watched by the elementwise running check, so a
+    sample that was NaN only in between is flagged too. (With keeps_nonfinite=True the solver promises that
+    this cannot happen, and only the end state is looked at.)"""
+    from samplax.diffusion.solvers import Solver, no_nonfinite, run_solver
+    from samplax.diffusion.solvers.ode import XCarry
+
+    def step(c, i, ctx):  # sample 0 is NaN after step 1 only
+        x = jnp.where(jnp.isnan(c.x), 1.0, 0.5 * c.x)
+        return XCarry(jnp.where((i == 1) & (jnp.arange(3) == 0)[:, None], jnp.nan, x)), 1
+
+    s = Solver("transient", 1, False, lambda x, sg, p: XCarry(x), step, None, None, keeps_nonfinite=keeps)
+    x0, sig = jnp.ones((3, 2)), jnp.asarray([4.0, 3.0, 2.0, 1.0])
+    run = jax.jit(lambda track: run_solver(s, None, x0, sig, {}, None, {}, nonfinite=no_nonfinite(x0), track=track))
+    x, ne, nf, unsure = run(np.bool_(False))
+    assert np.all(np.isfinite(np.asarray(x))) and int(ne) == 3 and np.all(np.asarray(nf.step) == -1)
+    np.testing.assert_array_equal(np.asarray(unsure), [not keeps, False, False])
+    x, ne, nf, unsure = run(np.bool_(True))  # the same program, tracked: the step and its sigma
+    np.testing.assert_array_equal(np.asarray(nf.step), [1, -1, -1])
+    assert float(nf.sigma[0]) == 3.0 and not np.any(np.asarray(unsure))

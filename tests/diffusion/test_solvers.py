@@ -239,3 +239,25 @@ def test_eager_call_after_the_same_call_under_jit(key):
     xt = jax.jit(lambda x: sd.sample(model, x_init=x, **kw)[0])(x0)
     xe, _ = sd.sample(model, x_init=x0, **kw)
     np.testing.assert_allclose(np.asarray(xe), np.asarray(xt), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["dpmpp_3m", "unipc_bh2", pytest.param("deis", marks=pytest.mark.slow),
+                                  pytest.param("sde_dpmpp_2m", marks=pytest.mark.slow)])
+def test_gradients_through_a_solver_into_zero_are_finite(name):
+    """The steps compute every order's update and keep the planned one (no conditional); the orders not taken
+    must see safe noise levels, or their NaN (the step into sigma = 0, the first step's equal history levels)
+    leaks into the gradients that grid="optimized" and solver="auto" descend."""
+    from samplax.diffusion.solvers import get_solver, run_solver
+
+    s = get_solver(name)
+    plan = s.plan(6, True)  # into sigma = 0: its last step is order 1
+    x0 = SMAX * jax.random.normal(jax.random.key(0), (8, 2))
+
+    def loss(u):
+        nodes = jnp.concatenate([jnp.exp(u), jnp.zeros(1)])
+        x, _ = run_solver(s, lambda xb, sg: jax.vmap(MODEL, (0, None))(xb, sg), x0, nodes, plan,
+                          jax.vmap(lambda b: jax.random.fold_in(jax.random.key(1), b))(jnp.arange(8)), {})
+        return jnp.sum(x ** 2)
+
+    g = jax.grad(loss)(jnp.linspace(np.log(SMAX), np.log(0.05), len(plan["order"])))
+    assert np.all(np.isfinite(np.asarray(g))) and np.any(np.asarray(g) != 0)

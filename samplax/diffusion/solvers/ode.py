@@ -62,8 +62,8 @@ class Ring:
 
 class MultiCarry(NamedTuple):
     x: jax.Array
-    hist_m: jax.Array  # [H, B, ...] past denoised values (or noise predictions), newest first; or a Ring
-    hist_s: jax.Array  # [H] sigmas where they were evaluated
+    hist_m: Ring  # H + 1 denoised values (or noise predictions), newest first: the last step's and the H before
+    hist_s: jax.Array  # [H + 1] sigmas where they were evaluated
     x_prev: jax.Array  # start of the previous step (UniC)
     order_prev: jax.Array
 
