@@ -222,7 +222,7 @@ def _program(solver, opts_key, final_denoise, static, init_shape, dtype):
             return jax.vmap(denoiser, in_axes=(0, None))(xb, s)
 
         x, ne, nf, unsure = run_solver(solver, dz, x, sigmas, plan, sample_keys, {}, num_steps=n,
-                                       nonfinite=no_nonfinite(x), track=track)
+                                       nonfinite=no_nonfinite(x), track=jnp.asarray(track))  # also eagerly
         again = jnp.any(unsure)  # some sample may have been non-finite in the untracked loop: run again, tracked
         if final_denoise:
             x = dz(x, sigmas[n])
