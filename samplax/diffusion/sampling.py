@@ -40,9 +40,7 @@ from samplax.diffusion import correctors as _corr
 from samplax.diffusion.auto import AUTO_RULE, auto_choice  # noqa: F401  (public names of samplax.diffusion)
 from samplax.diffusion.checks import check_denoiser, in_staging_trace, nonfinite_report
 from samplax.diffusion.grids import grid_names, make_grid
-from samplax.diffusion.solvers import (
-    get_solver, mark_nonfinite, no_nonfinite, run_solver, solver_names,
-)
+from samplax.diffusion.solvers import get_solver, mark_nonfinite, no_nonfinite, run_solver, solver_names
 
 FINAL_STEPS = ("denoise", "integrate")
 
@@ -556,10 +554,10 @@ def sample(denoiser: Callable, *, key: jax.Array, shape: Optional[tuple] = None,
     planned = prep.num_model_evals
     if corr is not None:
         planned += corr.evals_per_level() * int(np.sum(prep.nodes[1:] > 0))
-    if status is not None:
+    if status is not None:  # the evaluations made, on the host (None inside a JAX transformation)
         ne_host = int(status[0])
-    elif clock.timed:
-        ne_host = int(ne)
+    else:
+        ne_host = None if isinstance(ne, jax.core.Tracer) else int(ne)
     if clock.timed:
         cost = make_cost(num_model_evals=ne_host, compile_seconds=clock.compile_seconds,
                          sampling_seconds=clock.run_seconds, num_compilations=clock.num_compilations, num_devices=1)
@@ -568,7 +566,7 @@ def sample(denoiser: Callable, *, key: jax.Array, shape: Optional[tuple] = None,
     acc_out = None
     if corr is not None:
         cost["num_corrector_evals"] = planned - prep.num_model_evals
-        if clock.timed and ne_host != planned:  # a counting bug, never a silent mismatch
+        if ne_host is not None and ne_host != planned:  # a counting bug, never a silent mismatch
             raise AssertionError(f"sample: made {ne_host} model evaluations per sample, planned {planned}")
         if not isinstance(acc_trace, jax.core.Tracer):
             acc_out = np.asarray(acc_trace)[:num_steps]

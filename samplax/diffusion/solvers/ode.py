@@ -278,7 +278,7 @@ def _by_order(order, max_order, update, s, t, hist_s, active=None):
     safe_hist = s * jnp.asarray(2.0, hist_s.dtype) ** jnp.arange(1, hist_s.shape[0] + 1, dtype=hist_s.dtype)
     out = None
     for k in range(1, max_order + 1):
-        take = order <= k if k == 1 else (order >= k if k == max_order else order == k)
+        take = order >= k if k == max_order else (order <= k if k == 1 else order == k)
         if active is not None:
             take = take & active
         if k == 1 and active is None:
