@@ -68,6 +68,10 @@ def pooled_low_rank(xs, gs, max_rank: int, cutoff: float, gamma: float = 1e-5, r
     return LowRankMetric(full.scale, full.vectors[:, :k], vals), info
 
 
+#: a log-density this far (or 1000 d, if more) below the best chain's marks a chain as hopeless even when most are
+MAJORITY_GAP = 1e5
+
+
 def stuck_chains(lp_last, step_size, d):
     """Chains to restart during warm-up: a log-density more than ``max(1000, 100 d)`` below the
     median of the better half of the chains, or a step size below ``1e-8`` times theirs.
@@ -75,8 +79,11 @@ def stuck_chains(lp_last, step_size, d):
     ``lp_last``: ``[C]`` the chains' latest log-densities; ``step_size``: ``[C]``
     their current step sizes; ``d``: the dimension.  Non-finite values count as
     stuck.  Returns the list of chain indices to restart (empty when there are
-    none, or when more than half of the chains would be: then there is no
-    healthy majority to copy from).
+    none).  When more than half of the chains would be restarted there is no
+    healthy majority to copy from; then only the hopeless ones are: those at least
+    ``max(MAJORITY_GAP, 1000 d)`` below the best chain (a gap of ``exp(-1e5)`` in
+    density, which no spurious high region of a sound model reaches within a few
+    warm-up steps), and never all of them.
 
     Such a chain sits where the target has negligible mass (``exp(-1000)`` relative)
     or cannot move (e.g. a Stan-style initial point where the log-density is finite
@@ -93,7 +100,16 @@ def stuck_chains(lp_last, step_size, d):
         bad = ~np.isfinite(lp_last) | (lp_last < ref_lp - max(1000.0, 100.0 * d))
         bad |= ~np.isfinite(step_size) | (step_size < 1e-8 * ref_eps)
     idx = [int(i) for i in np.flatnonzero(bad)]
-    return idx if 0 < len(idx) <= c // 2 else []
+    if 0 < len(idx) <= c // 2:
+        return idx
+    # No healthy majority. Restart the chains that are not merely worse but hopeless: a log-density at
+    # least MAJORITY_GAP (scaled with d) below the best chain's, where none of the target's mass is
+    # (arma11: three of four Stan-style starts at -1e7 .. -1e99, one chain at +200). At least one stays.
+    with np.errstate(all="ignore"):
+        best = np.max(np.where(np.isfinite(lp_last), lp_last, -np.inf))
+        hopeless = ~np.isfinite(lp_last) | (lp_last < best - max(MAJORITY_GAP, 1000.0 * d))
+    idx = [int(i) for i in np.flatnonzero(hopeless)]
+    return idx if np.isfinite(best) and 0 < len(idx) < c else []
 
 
 def rhat_check(pos, lp):

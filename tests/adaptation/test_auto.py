@@ -135,8 +135,12 @@ def test_stuck_chain_rule():
     assert stuck_chains([-10.0, -11.0, -9.0, -12.0], [0.5, 0.6, 0.7, 0.8], 4) == []
     # a chain in a minor mode (log-density a few hundred lower) is left alone
     assert stuck_chains([-10.0, -400.0, -9.0, -12.0], [0.5, 0.6, 0.7, 0.8], 4) == []
-    # never more than half the chains
-    assert stuck_chains([-1e50, -1e50, -1e50, -12.0], [0.5, 0.6, 0.7, 0.8], 4) == []
+    # more than half the chains only when they are hopeless (arma11: one chain found the mass, three
+    # Stan-style starts sit at -1e7 and below), never all of them
+    assert stuck_chains([-1e4, -1e4, -1e4, -12.0], [0.5, 0.6, 0.7, 0.8], 4) == []
+    assert stuck_chains([-8.8e98, -1.1e7, 200.0, -2.0e7], [0.0, 0.6, 0.7, 0.6], 4) == [0, 1, 3]
+    assert stuck_chains([-1e50, -1e50, -1e50, -1e50], [0.5, 0.6, 0.7, 0.8], 4) == []
+    assert stuck_chains([-np.inf, -np.inf, -np.inf, -np.inf], [0.5, 0.6, 0.7, 0.8], 4) == []
 
 
 def test_auto_restarts_chains_started_in_absurd_regions():
