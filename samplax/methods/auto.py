@@ -72,7 +72,20 @@ healthy chain's state during warm-up
 point with a finite log-density of -1e111).
 
 Then one final window of ``terminal_steps`` adapts the step size only (dual
-averaging goes on, see above) and sampling starts.  ``num_warmup`` is the most warm-up steps ``auto`` may take;
+averaging goes on, see above) and sampling starts.
+
+Divergences.  Some posteriors diverge only in a region the chains reach after
+warm-up (gp_pois_regr: 0-1 divergent transitions per 200 in late warm-up, then
+5 % of the sampling transitions, concentrated where the GP's length scale is
+small).  While sampling, once at least ``DIVERGENCE_MIN`` transitions and at least
+``DIVERGENCE_RATE`` of those so far have diverged, the draws so far become warm-up
+(their gradients stay counted), ``target_accept`` moves a quarter of the way left
+to 1 (0.8 -> 0.95 -> 0.9875), dual averaging restarts at the current step size
+for a ``terminal_steps`` window with the new target, and sampling starts over;
+at most ``MAX_TARGET_ACCEPT_RAISES`` times.  This is the remedy a user applies by
+hand in Stan or PyMC, taken automatically; it is a warm-up decision (the kept
+draws all come from one fixed kernel), so it changes no stationary
+distribution.  ``Result.extra["target_accept_raised"]`` lists each raise.  ``num_warmup`` is the most warm-up steps ``auto`` may take;
 when the criteria never hold, it takes them all and warns.
 """
 from __future__ import annotations
@@ -89,7 +102,7 @@ from samplax.adaptation.auto_rules import pooled_low_rank, rhat_check, stuck_cha
 from samplax.adaptation.fisher import (
     RunningFisherState, fisher_window_adapter, running_init, running_prepare, running_update,
 )
-from samplax.adaptation.step_size import find_reasonable_step_size
+from samplax.adaptation.step_size import da_init, find_reasonable_step_size
 from samplax.mcmc import integrators
 import importlib  # noqa: E402
 nuts_m = importlib.import_module("samplax.mcmc.nuts")  # trapezoidal U-turn criterion lives in metrics.is_turning
@@ -249,6 +262,12 @@ LOW_RANK_MIN_K = 8
 #: warm-up steps run in shorter chunks (the early window-switch phase of the running adaptation)
 EARLY_STEPS = 100
 
+#: sampling that diverges this often (count and fraction of transitions so far) restarts with a higher
+#: target_accept (a quarter of the way left to 1), at most this many times (0.8 -> 0.95 -> 0.9875)
+DIVERGENCE_MIN = 4
+DIVERGENCE_RATE = 1e-3
+MAX_TARGET_ACCEPT_RAISES = 2
+
 
 def auto_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_samples, init, progress,
                 thinning=1, devices=None, keep_warmup=False, **o):
@@ -267,7 +286,8 @@ def auto_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_samp
     the diagonal) on targets with correlations and restarts stuck chains; every
     gradient is counted (the initial-point search, the initial step-size search, all
     warm-up and sampling steps; a chunk's steps past the run's end are skipped, not
-    computed).  Non-finite proposals in warm-up give a ``nonfinite_warmup`` warning.  ``Result.extra`` records the checks, the metric kind, the low-rank
+    computed).  Sampling that diverges restarts with a higher ``target_accept`` (module docstring).
+    Non-finite proposals in warm-up give a ``nonfinite_warmup`` warning.  ``Result.extra`` records the checks, the metric kind, the low-rank
     estimate's eigenvalues and any restarts.  ``keep_warmup``: the warm-up draws (every ``thinning``-th
     step of the warm-up actually run, restarted chains as they were) are returned too.
     """
@@ -291,7 +311,6 @@ def auto_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_samp
 
     dyn_target, static_target = eqx.partition(target, eqx.is_array)
     chain_ids = jnp.arange(num_chains)
-    target_accept = jnp.asarray(o["target_accept"], dtype)
 
     def kernel(tgt):
         lp = eqx.combine(tgt, static_target).flat_logdensity()
@@ -307,8 +326,9 @@ def auto_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_samp
 
         return jax.vmap(one)(chain_ids, x0)
 
-    def run_chunk(tgt, carry, start, phase, n_active, k_run, metric):
-        """``metric``: None (per-chain running diagonal) or a pooled LowRankMetric (structural)."""
+    def run_chunk(tgt, carry, start, phase, n_active, k_run, metric, target_accept):
+        """``metric``: None (per-chain running diagonal) or a pooled LowRankMetric (structural);
+        ``target_accept``: the acceptance target of dual averaging (an array: raising it compiles nothing)."""
         _, step = kernel(tgt)
         chain_keys = jax.vmap(lambda c: jax.random.fold_in(k_run, c))(chain_ids)
         # the pooled metric, one copy per chain (once per chunk, not per step)
@@ -364,6 +384,7 @@ def auto_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_samp
     compile_seconds = 0.0
 
     programs = {}  # this run's chunk programs by structural rank (None: diagonal)
+    target_accept = jnp.asarray(o["target_accept"], dtype)  # raised when sampling diverges (below)
 
     def get_compiled(metric):
         """The chunk program for the diagonal (``metric`` None) or a low-rank metric of its rank (cached)."""
@@ -378,7 +399,8 @@ def auto_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_samp
             return hit[1]
         t0 = time.perf_counter()
         bar.compiling(None if k is None else f"the low-rank metric's program (rank {k})")
-        c = jax.jit(run_chunk).lower(dyn_target, carry, i32(0), i32(0), i32(K), k_run, metric).compile()
+        c = jax.jit(run_chunk).lower(dyn_target, carry, i32(0), i32(0), i32(K), k_run, metric,
+                                     target_accept).compile()
         compile_seconds += time.perf_counter() - t0
         bar.compiled()
         num_compilations += 1
@@ -403,7 +425,7 @@ def auto_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_samp
 
     def launch(phase, n):
         nonlocal carry, step_i
-        out = compiled(dyn_target, carry, i32(step_i), i32(phase), i32(n), k_run, metric)
+        out = compiled(dyn_target, carry, i32(step_i), i32(phase), i32(n), k_run, metric, target_accept)
         carry = out[0]
         step_i += n
         return out, n
@@ -549,26 +571,66 @@ def auto_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_samp
     bar.update(warmup_used)
 
     # ---------------------------------------------------------------- sampling
-    # Nothing is decided on the host any more: queue every chunk (asynchronous
-    # dispatch), then copy the draws out.
+    # Nothing is decided on the host but one thing: queue every chunk (asynchronous dispatch), then
+    # copy the draws out. When the chains diverge (at least DIVERGENCE_MIN divergent transitions, and
+    # at least DIVERGENCE_RATE of those so far), the draws so far become warm-up, target_accept is
+    # raised a quarter of the way left to 1, the step size is re-adapted for a terminal window, and sampling starts over
+    # (at most MAX_TARGET_ACCEPT_RAISES times).
     total = num_samples * thinning
-    ts = time.perf_counter()
-    pending = []  # at most MAX_IN_FLIGHT chunks queued ahead of the host copy
-    pos_all, stats_all = [], []
-    launched_steps = done = 0
-    while done < total:
-        while launched_steps < total and len(pending) < MAX_IN_FLIGHT:
-            n = min(K, total - launched_steps)
-            (out, n) = launch(2, n)
-            pending.append(((out[0], out[1], None, out[3], out[4]), n))  # gradients not needed: drop them
-            launched_steps += n
-        pos, _, stats = collect(pending.pop(0))
-        pos_all.append(pos)
-        stats_all.append(stats)
-        done += pos.shape[0]
-        bar.update(warmup_used + done)
+    raises = []
+    while True:
+        ts = time.perf_counter()
+        pending = []  # at most MAX_IN_FLIGHT chunks queued ahead of the host copy
+        pos_all, stats_all = [], []
+        launched_steps = done = n_div = 0
+        sampling_from = step_i
+        diverging = False
+        while done < total:
+            while launched_steps < total and len(pending) < MAX_IN_FLIGHT:
+                n = min(K, total - launched_steps)
+                (out, n) = launch(2, n)
+                pending.append(((out[0], out[1], None, out[3], out[4]), n))  # gradients not needed: drop them
+                launched_steps += n
+            pos, _, stats = collect(pending.pop(0))
+            pos_all.append(pos)
+            stats_all.append(stats)
+            done += pos.shape[0]
+            n_div += int(np.sum(stats["diverging"]))
+            if (len(raises) < MAX_TARGET_ACCEPT_RAISES and n_div >= DIVERGENCE_MIN
+                    and n_div >= DIVERGENCE_RATE * done * num_chains):
+                diverging = True
+                break
+            bar.update(warmup_used + done)
+        while pending:  # queued chunks were computed: their gradients count, their draws are warm-up
+            pos, _, stats = collect(pending.pop(0))
+            pos_all.append(pos)
+            stats_all.append(stats)
+        run_seconds += time.perf_counter() - ts
+        if not diverging:
+            break
+        # these draws were taken with a step size that diverges: they are warm-up now
+        n_dropped = launched_steps
+        n_nonfinite_warmup += int(sum(np.sum(st["nonfinite"]) for st in stats_all))
+        if keep_warmup:
+            sel = (sampling_from + np.arange(n_dropped)) % thinning == 0
+            warm_kept.append((np.concatenate(pos_all)[sel], {k: np.concatenate([st[k] for st in stats_all])[sel]
+                                                             for k in stats_all[0]}))
+        new_ta = 1.0 - (1.0 - float(target_accept)) / 4.0
+        raises.append({"after_step": int(warmup_used + done), "divergences": int(n_div),
+                       "transitions": int(done * num_chains), "target_accept": new_ta})
+        target_accept = jnp.asarray(new_ta, dtype)
+        rs_now = carry[1]  # back to the step-size-only window, dual averaging restarted at the current step size
+        carry = (carry[0], rs_now._replace(phase=jnp.ones_like(rs_now.phase), da=jax.vmap(da_init)(rs_now.step_size)))
+        bar.message(f"{n_div} divergent transitions in the first {done} sampling steps: target_accept raised to "
+                    f"{new_ta:g}, step size re-adapted, sampling restarted")
+        left = int(o["terminal_steps"])
+        while left > 0:
+            go(1, min(K, left))
+            left -= min(K, left)
+        warmup_used += n_dropped + int(o["terminal_steps"])
+        bar.retotal(warmup_used + total, warmup_used)
+        bar.update(warmup_used)
     bar.close()
-    run_seconds += time.perf_counter() - ts
     pos = np.concatenate(pos_all)[::thinning][:num_samples]
     samples = np.swapaxes(pos, 0, 1)
     stats_out = {k: np.swapaxes(np.concatenate([s[k] for s in stats_all])[::thinning][:num_samples], 0, 1)
@@ -596,7 +658,8 @@ def auto_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_samp
     extra = {"final_step_size": np.asarray(rs_final.step_size).tolist(),
              "inverse_mass_matrix": imm_final if isinstance(imm_final, dict) else imm_final.tolist(),
              "warmup_steps": int(warmup_used), "warmup_converged": bool(converged), "warmup_checks": history,
-             "sampler": "nuts", "metric": metric_kind, "low_rank": {**low_rank_info, "switched_at": switched_at}, "warmup_resets": resets}
+             "sampler": "nuts", "metric": metric_kind, "target_accept": float(target_accept),
+             "target_accept_raised": raises, "low_rank": {**low_rank_info, "switched_at": switched_at}, "warmup_resets": resets}
     warm_samples = warm_stats = None
     if keep_warmup:
         config["keep_warmup"] = True

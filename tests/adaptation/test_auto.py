@@ -153,3 +153,29 @@ def test_auto_restarts_chains_started_in_absurd_regions():
     assert r.extra["warmup_resets"] and r.extra["warmup_resets"][0]["chains"] == [0, 1]
     _check(r, t.ground_truth())
     assert not r.warnings, r.warnings
+
+
+def test_auto_raises_target_accept_when_sampling_diverges():
+    """Sampling that diverges (banana: curvature grows along the ridge) goes back to warm-up with a higher
+    target_accept; the dropped draws are warm-up draws and every gradient spent on them is counted."""
+    from samplax.methods.auto import DIVERGENCE_MIN, MAX_TARGET_ACCEPT_RAISES
+
+    t = samplax.targets.get("banana")
+    r = samplax.sample(t, "auto", seed=0, num_chains=4, num_warmup=400, num_samples=400, keep_warmup=True,
+                       progress=False)
+    raises = r.extra["target_accept_raised"]
+    assert 1 <= len(raises) <= MAX_TARGET_ACCEPT_RAISES, raises
+    expected = 0.8
+    for q in raises:
+        expected = 1.0 - (1.0 - expected) / 4.0
+        assert q["divergences"] >= DIVERGENCE_MIN and q["target_accept"] == pytest.approx(expected)
+    assert r.extra["target_accept"] == pytest.approx(expected)
+    # the sampling that was kept diverges less often than the rule allows (or the raises ran out)
+    n_div = int(np.sum(r.stats["diverging"]))
+    assert n_div < DIVERGENCE_MIN or len(raises) == MAX_TARGET_ACCEPT_RAISES
+    # every warm-up step, dropped sampling steps included, is in the warm-up draws
+    assert r.warmup_samples.shape[1] == r.extra["warmup_steps"] > raises[-1]["after_step"]
+    # the cost counts every leapfrog step of every transition (warm-up, dropped and kept sampling) plus the
+    # initialization's gradients, which a run without divergences pays as well
+    steps = int(np.sum(r.warmup_stats["n_steps"]) + np.sum(r.stats["n_steps"]))
+    assert steps < r.cost["num_grad_evals"] < steps + 4 * 200
