@@ -7,7 +7,8 @@ state copied out of the compiled chunk program, between chunks:
   draws and gradients of all chains pooled (Seyboldt's nutpie; Tran & Kleppe 2024
   for the diagonal);
 - :func:`stuck_chains`: which chains to restart from a healthy chain's state;
-- :func:`rhat_check`: the chains-agree statistic of the early-stopping rule.
+- :func:`rhat_check`: the chains-agree statistic of the early-stopping rule;
+- :func:`geometry_fallback_reason`: whether NUTS's draws show a geometry it cannot handle.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from samplax.adaptation.fisher import fisher_init, fisher_low_rank, fisher_update
-from samplax.diagnostics import rhat
+from samplax.diagnostics import ebfmi, ess_bulk, rhat
 from samplax.mcmc.metrics import LowRankMetric
 
 
@@ -126,3 +127,42 @@ def rhat_check(pos, lp):
     r_x = r_x[np.isfinite(r_x)]
     out = max(r_lp, float(np.median(r_x)) if r_x.size else float("inf"))
     return out if np.isfinite(out) else float("inf")
+
+
+def geometry_fallback_reason(samples, energy, diverging, num_raises: int, max_raises: int, min_divergences: int,
+                             divergence_rate: float, ebfmi_min: float, ess_per_chain_min: float):
+    """Why NUTS's sampling draws cannot be trusted on this target's geometry, or None.
+
+    ``samples [C, n, d]``, ``energy``/``diverging`` ``[C, n]``: the kept draws after the
+    divergence rule of :mod:`samplax.methods.auto` raised ``target_accept`` ``num_raises`` times.
+    Three signs, each of a step size that fits one region and not another:
+
+    - E-BFMI below ``ebfmi_min`` in some chain (Betancourt 2016): the momentum
+      resampling cannot move the energy across its range (Neal's funnel);
+    - the divergence rule would fire again but ``target_accept`` was raised
+      ``max_raises`` times already;
+    - ``target_accept`` was raised, divergences remain, and the bulk ESS of some
+      coordinate is below ``ess_per_chain_min`` per chain (the banana: the raised
+      target leaves the curved tail under-explored).
+
+    Slow mixing alone (low ESS without divergences, as on strongly correlated
+    posteriors) is not a reason: a coordinate-wise sampler would be slower there.
+    """
+    c = np.asarray(samples).shape[0]
+    with np.errstate(all="ignore"):
+        e = np.asarray(ebfmi(np.asarray(energy)), dtype=float)
+    if e.size and np.any(e[np.isfinite(e)] < ebfmi_min):
+        return f"E-BFMI {float(np.nanmin(e)):.2f} < {ebfmi_min} (energy cannot cross its range: a funnel)"
+    div = np.asarray(diverging, dtype=bool)
+    n_div, n = int(div.sum()), int(div.size)
+    if num_raises >= max_raises and n_div >= min_divergences and n_div >= divergence_rate * n:
+        return (f"{n_div} divergent transitions of {n} after target_accept was raised {num_raises} times "
+                f"(the step size that fits one region diverges in another)")
+    if num_raises > 0 and n_div > 0:
+        with np.errstate(all="ignore"):
+            ess = np.asarray(ess_bulk(np.asarray(samples)), dtype=float)
+        low = float(np.nanmin(ess)) if np.any(np.isfinite(ess)) else 0.0
+        if low < ess_per_chain_min * c:
+            return (f"{n_div} divergent transitions after target_accept was raised, and bulk ESS {low:.0f} < "
+                    f"{ess_per_chain_min:g} per chain (a curved tail under-explored)")
+    return None

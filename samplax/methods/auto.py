@@ -98,18 +98,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from samplax.adaptation.auto_rules import pooled_low_rank, rhat_check, stuck_chains
+from samplax.adaptation.auto_rules import geometry_fallback_reason, pooled_low_rank, rhat_check, stuck_chains
 from samplax.adaptation.fisher import (
     RunningFisherState, fisher_window_adapter, running_init, running_prepare, running_update,
 )
 from samplax.adaptation.step_size import da_init, find_reasonable_step_size
 from samplax.mcmc import integrators
 import importlib  # noqa: E402
-nuts_m = importlib.import_module("samplax.mcmc.nuts")  # trapezoidal U-turn criterion lives in metrics.is_turning
+nuts_m = importlib.import_module("samplax.mcmc.nuts")
+cs_m = importlib.import_module("samplax.mcmc.coordinate_slice")  # trapezoidal U-turn criterion lives in metrics.is_turning
 from samplax.methods import Algorithm, MethodSpec, Option, register_method
 from samplax.core.cost import make_cost
 from samplax.core.options import boolean, one_of, pos_int, pos_number, pos_number_or_none, prob
-from samplax.postprocess import finish_result, nonfinite_warmup_warning
+from samplax.postprocess import EBFMI_MIN, ESS_PER_CHAIN_MIN, finish_result, nonfinite_warmup_warning
 from samplax.run import (
     PROGRAMS, Progress, check_user_init, find_initial_points, program_key, search_evaluations, target_id,
 )
@@ -244,6 +245,11 @@ def _auto_options():
         "max_rank": Option(32, "most eigen-directions of the low-rank correction", pos_int, "an int >= 1"),
         "low_rank_cutoff": Option(2.0, "keep eigen-directions with max(l, 1/l) above this", 
                                   lambda v: pos_number(v) and v > 1.0, "a number > 1"),
+        "fallback": Option(True, "when NUTS's draws show a geometry it cannot handle (low E-BFMI, or divergences "
+                           "that raising target_accept did not remove), replace them by coordinate-wise slice "
+                           "sampling (d <= 100)", boolean, "True/False"),
+        "fallback_thinning": Option(5, "coordinate-wise slice sweeps per kept draw in the fallback", pos_int,
+                                    "an int >= 1"),
         "rhat_tol": Option(1.1, "stop when the chunk's split R-hat (all coordinates, lp) is below this",
                            lambda v: pos_number(v) and v > 1.0, "a number > 1"),
         **_nuts_options(),
@@ -267,6 +273,77 @@ EARLY_STEPS = 100
 DIVERGENCE_MIN = 4
 DIVERGENCE_RATE = 1e-3
 MAX_TARGET_ACCEPT_RAISES = 2
+
+#: the coordinate-wise slice fallback (samplax.mcmc.coordinate_slice): most dimensions (a sweep costs d
+#: log-density evaluations of O(d) each, times the shrinkage), burn-in in draws, key stream
+FALLBACK_MAX_DIM = 100
+FALLBACK_BURN_IN = 100
+FALLBACK_STREAM = 7919
+
+
+def run_coordinate_slice(target, positions, key, center, scale, num_samples, thin, burn_in, chunk, bar, done):
+    """The fallback of ``auto``: coordinate-wise slice sampling (:mod:`samplax.mcmc.coordinate_slice`) from
+    ``positions [C, d]``, whitening ``(center, scale)``, ``burn_in`` sweeps dropped, then ``num_samples`` draws of
+    ``thin`` sweeps each.  Chain ``c``'s sweep ``i`` uses ``fold_in(fold_in(key, c), i)``.  Returns the draws
+    ``[C, n, d]``, their stats, the log-density evaluations (initial ones included) and the compile cost."""
+    dyn, static = eqx.partition(target, eqx.is_array)
+    dtype = positions.dtype
+    c_ids = jnp.arange(positions.shape[0])
+    params = cs_m.CoordinateSliceParams(jnp.asarray(center, dtype), jnp.asarray(scale, dtype), jnp.asarray(2.0, dtype))
+
+    def chunk_fn(tgt, states, start, n_active):
+        lp = eqx.combine(tgt, static).flat_logdensity()
+        step = cs_m.build_kernel(lp)
+
+        def draw(states, j):
+            def sweep(k, carry):
+                st, ev, bad = carry
+                i = (start + j) * thin + k
+                keys = jax.vmap(lambda c: jax.random.fold_in(jax.random.fold_in(key, c), i))(c_ids)
+                st, info = jax.vmap(lambda kk, s: step(kk, s, params))(keys, st)
+                return st, ev + info.num_logdensity_evals, bad | info.is_nonfinite
+
+            z = jnp.zeros(c_ids.shape, jnp.int32)
+            st, ev, bad = jax.lax.fori_loop(0, thin, sweep, (states, z, jnp.zeros(c_ids.shape, bool)))
+            return st, (st.position, st.logdensity, ev, bad)
+
+        def one(states, j):
+            shapes = jax.eval_shape(draw, states, j)[1]
+            skip = lambda s, j: (s, jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), shapes))  # noqa: E731
+            return jax.lax.cond(j < n_active, draw, skip, states, j)
+
+        return jax.lax.scan(one, states, jnp.arange(chunk, dtype=jnp.int32))
+
+    def init_fn(tgt, x):
+        lp = eqx.combine(tgt, static).flat_logdensity()
+        return jax.vmap(lambda p: cs_m.init(None, p, lp))(x)
+
+    t0 = time.perf_counter()
+    states = jax.jit(init_fn)(dyn, positions)
+    prog = jax.jit(chunk_fn).lower(dyn, states, jnp.asarray(0, jnp.int32), jnp.asarray(chunk, jnp.int32)).compile()
+    compile_seconds = time.perf_counter() - t0
+    n_lp = int(positions.shape[0])
+    n_burn = -(-burn_in // thin)  # burn-in in whole draws of thin sweeps
+    total = n_burn + num_samples
+    bar.retotal(done + total, done)
+    pos, lps, evs, bads = [], [], [], []
+    i = 0
+    while i < total:
+        n = min(chunk, total - i)
+        states, (p, lp_, ev, bad) = prog(dyn, states, jnp.asarray(i, jnp.int32), jnp.asarray(n, jnp.int32))
+        p, lp_, ev, bad = (np.asarray(a)[:n] for a in (p, lp_, ev, bad))
+        n_lp += int(ev.sum())
+        keep = np.arange(i, i + n) >= n_burn
+        pos.append(p[keep])
+        lps.append(lp_[keep])
+        evs.append(ev[keep])
+        bads.append(bad[keep])
+        i += n
+        bar.update(done + i)
+    sw = lambda parts: np.swapaxes(np.concatenate(parts), 0, 1)  # noqa: E731
+    stats = {"acceptance_rate": np.ones_like(sw(lps)), "lp": sw(lps), "n_steps": sw(evs), "nonfinite": sw(bads)}
+    return {"samples": sw(pos), "stats": stats, "num_logdensity_evals": n_lp, "compile_seconds": compile_seconds,
+            "num_compilations": 2}
 
 
 def auto_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_samples, init, progress,
@@ -630,14 +707,42 @@ def auto_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_samp
         warmup_used += n_dropped + int(o["terminal_steps"])
         bar.retotal(warmup_used + total, warmup_used)
         bar.update(warmup_used)
-    bar.close()
     pos = np.concatenate(pos_all)[::thinning][:num_samples]
     samples = np.swapaxes(pos, 0, 1)
     stats_out = {k: np.swapaxes(np.concatenate([s[k] for s in stats_all])[::thinning][:num_samples], 0, 1)
                  for k in stats_all[0]}
     rs_final = carry[1]
-    cost = make_cost(num_logdensity_evals=n_grad, num_grad_evals=n_grad, compile_seconds=compile_seconds,
-                     sampling_seconds=run_seconds, num_compilations=num_compilations, num_devices=1)
+
+    # ------------------------------------------------- fallback for funnels and bananas
+    fallback = None
+    n_lp_extra = 0
+    reason = geometry_fallback_reason(samples, stats_out["energy"], stats_out["diverging"], len(raises),
+                                      MAX_TARGET_ACCEPT_RAISES, DIVERGENCE_MIN, DIVERGENCE_RATE, EBFMI_MIN,
+                                      ESS_PER_CHAIN_MIN) if o["fallback"] and num_samples >= 2 else None
+    if reason is not None and d <= FALLBACK_MAX_DIM:
+        if keep_warmup:  # NUTS's sampling draws were the fallback's warm-up
+            warm_kept.append((np.swapaxes(samples, 0, 1), {k: np.swapaxes(v, 0, 1) for k, v in stats_out.items()}))
+        thin_fb = int(o["fallback_thinning"])
+        flat = samples.reshape(-1, d)
+        center = np.mean(flat, axis=0)
+        scale = np.std(flat, axis=0)
+        scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
+        bar.message(f"NUTS cannot be trusted here ({reason}): coordinate-wise slice sampling, "
+                    f"{thin_fb} sweeps per draw")
+        ts = time.perf_counter()
+        fb = run_coordinate_slice(target, carry[0].position, jax.random.fold_in(k_run, FALLBACK_STREAM),
+                                  center, scale, num_samples, thin_fb, FALLBACK_BURN_IN * thin_fb, K, bar,
+                                  warmup_used)
+        run_seconds += time.perf_counter() - ts
+        compile_seconds += fb["compile_seconds"]
+        num_compilations += fb["num_compilations"]
+        samples, stats_out, n_lp_extra = fb["samples"], fb["stats"], fb["num_logdensity_evals"]
+        fallback = {"kernel": "coordinate_slice", "reason": reason, "sweeps_per_draw": thin_fb,
+                    "burn_in_sweeps": FALLBACK_BURN_IN * thin_fb, "logdensity_evals": int(n_lp_extra)}
+    bar.close()
+    cost = make_cost(num_logdensity_evals=n_grad + n_lp_extra, num_grad_evals=n_grad,
+                     compile_seconds=compile_seconds, sampling_seconds=run_seconds,
+                     num_compilations=num_compilations, num_devices=1)
     config = {"method": spec.name, "options": dict(o), "target": target_id(target), "seed": seed_id,
               "num_chains": num_chains, "num_warmup": num_warmup, "num_samples": num_samples,
               "thinning": thinning, "dtype": str(dtype)}
@@ -645,6 +750,16 @@ def auto_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_samp
     warm_warning = nonfinite_warmup_warning(n_nonfinite_warmup, warmup_used)
     if warm_warning:
         extra_warnings.append(warm_warning)
+    if fallback is not None:
+        extra_warnings.append({
+            "code": "auto_fallback", "value": fallback["logdensity_evals"],
+            "message": f"auto: NUTS's draws were replaced by coordinate-wise slice sampling ({fallback['reason']}); "
+                       f"it cost {fallback['logdensity_evals']} more log-density evaluations"})
+    elif reason is not None:
+        extra_warnings.append({
+            "code": "auto_geometry", "value": float("nan"),
+            "message": f"auto: NUTS's draws cannot be trusted ({reason}) and the coordinate-wise fallback is "
+                       f"{'off (fallback=False)' if not o['fallback'] else f'limited to d <= {FALLBACK_MAX_DIM}'}"})
     if not converged and max_adapt > 0:
         last = history[-1] if history else {}
         extra_warnings.append({
@@ -659,7 +774,7 @@ def auto_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_samp
              "inverse_mass_matrix": imm_final if isinstance(imm_final, dict) else imm_final.tolist(),
              "warmup_steps": int(warmup_used), "warmup_converged": bool(converged), "warmup_checks": history,
              "sampler": "nuts", "metric": metric_kind, "target_accept": float(target_accept),
-             "target_accept_raised": raises, "low_rank": {**low_rank_info, "switched_at": switched_at}, "warmup_resets": resets}
+             "target_accept_raised": raises, "fallback": fallback, "low_rank": {**low_rank_info, "switched_at": switched_at}, "warmup_resets": resets}
     warm_samples = warm_stats = None
     if keep_warmup:
         config["keep_warmup"] = True

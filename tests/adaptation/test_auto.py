@@ -179,3 +179,61 @@ def test_auto_raises_target_accept_when_sampling_diverges():
     # initialization's gradients, which a run without divergences pays as well
     steps = int(np.sum(r.warmup_stats["n_steps"]) + np.sum(r.stats["n_steps"]))
     assert steps < r.cost["num_grad_evals"] < steps + 4 * 200
+
+
+def test_geometry_fallback_rule():
+    """Which NUTS runs auto replaces by coordinate-wise slice sampling (synthetic diagnostics)."""
+    from samplax.adaptation.auto_rules import geometry_fallback_reason
+
+    rng = np.random.default_rng(0)
+    good_x = rng.normal(size=(4, 1000, 2))
+    e_iid = rng.normal(size=(4, 1000))  # E-BFMI about 2
+    e_sticky = np.cumsum(rng.normal(size=(4, 1000)) * 0.05, axis=1)  # a random walk: E-BFMI far below 0.3
+    no_div = np.zeros((4, 1000), bool)
+    some_div = no_div.copy()
+    some_div[1, 10] = True
+    args = (2, 4, 1e-3, 0.3, 100)
+    assert geometry_fallback_reason(good_x, e_iid, no_div, 0, *args) is None
+    assert "E-BFMI" in geometry_fallback_reason(good_x, e_sticky, no_div, 0, *args)
+    many = no_div.copy()
+    many[:, ::100] = True  # 40 divergences in 4000
+    assert geometry_fallback_reason(good_x, e_iid, many, 1, *args) is None  # one raise left: the raise rule acts
+    assert "raised 2 times" in geometry_fallback_reason(good_x, e_iid, many, 2, *args)
+    # divergences left after a raise: only with too few effective draws (a slowly mixing chain)
+    slow_x = np.cumsum(rng.normal(size=(4, 1000, 2)), axis=1)
+    assert geometry_fallback_reason(good_x, e_iid, some_div, 1, *args) is None
+    assert "bulk ESS" in geometry_fallback_reason(slow_x, e_iid, some_div, 1, *args)
+    assert geometry_fallback_reason(slow_x, e_iid, no_div, 1, *args) is None  # slow mixing alone is no reason
+    assert geometry_fallback_reason(slow_x, e_iid, some_div, 0, *args) is None
+
+
+@pytest.mark.slow  # 3 x (funnel 10-30 s + banana 10 s)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_auto_right_on_funnel_and_banana(seed):
+    """Neal's funnel (10-d) and the banana, without reparameterization: auto's answer within 5 MCSE.
+
+    On the funnel the checks are v's mean and sd, every mean, and E log|x_i| = E v / 2 - (gamma + log 2) / 2
+    (log|x_i| = v / 2 + log|z|): the sd of x_i (sqrt(e^4.5) = 9.49) is no test of any sampler at this length,
+    since x_i^4 has mean 3 e^18 and the sd's sampling distribution is ruled by the few draws with v > 6.
+    """
+    from samplax.diagnostics import ess_bulk, mcse_mean, mcse_sd
+
+    funnel = samplax.targets.get("funnel")
+    r = samplax.sample(funnel, "auto", seed=seed, num_chains=4, num_warmup=1000, num_samples=1000, progress=False)
+    x = np.asarray(r.samples)
+    assert r.extra["fallback"] is not None and "E-BFMI" in r.extra["fallback"]["reason"]
+    assert r.cost["num_logdensity_evals"] > r.cost["num_grad_evals"] + r.extra["fallback"]["logdensity_evals"] - 5
+    assert float(ess_bulk(x[..., :1])[0]) >= 100
+    assert np.all(np.abs(x.mean(axis=(0, 1))) < 5 * mcse_mean(x))
+    assert abs(x[..., 0].std(ddof=1) - 3.0) < 5 * float(mcse_sd(x[..., :1])[0])
+    log_abs = np.log(np.abs(x[..., 1:]))
+    truth = -(np.euler_gamma + np.log(2.0)) / 2.0
+    assert np.all(np.abs(log_abs.mean(axis=(0, 1)) - truth) < 5 * mcse_mean(log_abs))
+
+    banana = samplax.targets.get("banana")
+    r = samplax.sample(banana, "auto", seed=seed, num_chains=4, num_warmup=1000, num_samples=1000, progress=False)
+    x = np.asarray(r.samples)
+    gt = banana.ground_truth()
+    assert float(np.min(ess_bulk(x))) >= 100
+    assert np.all(np.abs(x.mean(axis=(0, 1)) - gt.mean) < 5 * mcse_mean(x))
+    assert np.all(np.abs(x.reshape(-1, 2).std(axis=0, ddof=1) - gt.std) < 5 * mcse_sd(x))
