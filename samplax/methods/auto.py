@@ -85,7 +85,22 @@ for a ``terminal_steps`` window with the new target, and sampling starts over;
 at most ``MAX_TARGET_ACCEPT_RAISES`` times.  This is the remedy a user applies by
 hand in Stan or PyMC, taken automatically; it is a warm-up decision (the kept
 draws all come from one fixed kernel), so it changes no stationary
-distribution.  ``Result.extra["target_accept_raised"]`` lists each raise.  ``num_warmup`` is the most warm-up steps ``auto`` may take;
+distribution.  ``Result.extra["target_accept_raised"]`` lists each raise.
+
+Fallback.  Some geometries defeat NUTS at any one step size: in Neal's funnel the
+scale of ``x_1..9`` changes by ``e^9`` along ``v``, and every NUTS (this one,
+Stan's, BlackJAX's, nutpie's) reports sd(v) of 2.1-2.4 against 3.  After
+sampling, :func:`samplax.adaptation.auto_rules.geometry_fallback_reason` reads
+the draws' E-BFMI and divergences; when they show such a geometry (and ``d <=
+FALLBACK_MAX_DIM``), NUTS's draws are replaced by coordinate-wise slice
+sampling (Neal 2003, sec. 4.1; :mod:`samplax.mcmc.coordinate_slice`), which
+adapts to the local scale in every univariate update: from the chains' last
+states, whitened by the mean and sd of NUTS's draws, ``FALLBACK_BURN_IN`` draws
+dropped, ``fallback_thinning`` sweeps per kept draw.  Its log-density
+evaluations are counted (``num_logdensity_evals`` exceeds ``num_grad_evals`` by
+them), ``Result.extra["fallback"]`` says why and at what cost, and an
+``auto_fallback`` warning says that it happened.  ``fallback=False`` turns it off
+(then an ``auto_geometry`` warning names the reason).  ``num_warmup`` is the most warm-up steps ``auto`` may take;
 when the criteria never hold, it takes them all and warns.
 """
 from __future__ import annotations
