@@ -45,6 +45,9 @@ class Solver(NamedTuple):
       evals_per_step: denoiser calls of one full step (away from sigma = 0).
       init, step, plan, evals: the protocol functions.
       params: array parameters (changing them never retraces).
+      fitted_nodes: for a solver whose per-step parameters were fitted on one grid (``iia``, ``dc_solver``), the
+        positive nodes of that grid (a tuple); :func:`samplax.diffusion.sample` refuses another grid. ``None``:
+        any grid.
     """
 
     name: str
@@ -55,6 +58,7 @@ class Solver(NamedTuple):
     plan: Callable
     evals: Callable
     params: Dict[str, Any] = {}
+    fitted_nodes: Optional[tuple] = None
 
 
 def lam(s):

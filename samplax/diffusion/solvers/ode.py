@@ -16,7 +16,7 @@ the number of steps (no "14 vs 15 steps" cliff).
 from __future__ import annotations
 
 from functools import partial
-from typing import NamedTuple
+from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -297,8 +297,10 @@ def _unipc_update(x, s, t, m, hist_m, hist_s, order, variant, m_t=None):
     return base - b_h * corr
 
 
-def _unipc_step(c, i, ctx, max_order, variant, corrector):
-    s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
+def _unipc_correct(c, i, ctx, max_order, variant, corrector=True):
+    """The call ``m = D(x_i, sigma_i)`` at the predicted point and, with ``corrector``, UniC's correction of ``x_i``
+    (no correction at step 0); returns ``(m, x_i)``."""
+    s = ctx.sigmas[i]
     m = ctx.denoise(c.x, s)
     x = c.x
     if corrector:
@@ -310,11 +312,22 @@ def _unipc_step(c, i, ctx, max_order, variant, corrector):
                                            for f in fns])
 
         x = jax.lax.cond(i > 0, lambda: correct(c.order_prev), lambda: c.x)
+    return m, x
+
+
+def _unipc_predict(c, i, ctx, m, x, max_order, variant):
+    """UniP's step from the (corrected) ``x_i`` with the model value ``m`` at ``sigma_i``, which joins the history."""
+    s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
     o = ctx.plan["order"][i]
     fns = [partial(_unipc_update, order=k, variant=variant) for k in range(1, max_order + 1)]
     xn = jax.lax.switch(o - 1, [lambda f=f: f(x, s, t, m, c.hist_m, c.hist_s) for f in fns])
     hm, hs = _push(c.hist_m, c.hist_s, m, s)
-    return MultiCarry(xn, hm, hs, x, o), 1
+    return MultiCarry(xn, hm, hs, x, o)
+
+
+def _unipc_step(c, i, ctx, max_order, variant, corrector):
+    m, x = _unipc_correct(c, i, ctx, max_order, variant, corrector)
+    return _unipc_predict(c, i, ctx, m, x, max_order, variant), 1
 
 
 def unipc(order: int = 2, variant: str = "bh2", corrector: bool = True) -> Solver:
@@ -554,3 +567,216 @@ def bespoke(order: int = 4) -> Solver:
     _, ev = one_eval_per_step(order)
     return Solver("bespoke", 2 if order >= 2 else 1, False, _multi_init(order, ring=True),
                   partial(_bespoke_step, max_order=order), plan, ev)
+
+
+# ---------------------------------------------------------------- fitted per-step parameters (IIA, DC-Solver)
+def _per_step_values(value, name, who, ndim):
+    """``value`` as a finite float64 numpy array of ``ndim`` dimensions (a ValueError naming ``name`` otherwise)."""
+    try:
+        a = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{who}: {name} must be an array of numbers, got {type(value).__name__}") from None
+    if a.ndim != ndim or a.shape[0] < 1:
+        want = "[num_steps]" if ndim == 1 else "[num_steps, num_terms]"
+        raise ValueError(f"{who}: {name} must have shape {want}, got shape {a.shape}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{who}: {name} has non-finite values")
+    return a
+
+
+def _fitted_nodes(nodes, who):
+    """The optional grid a solver's per-step parameters were fitted on, as a tuple of floats (or ``None``)."""
+    if nodes is None:
+        return None
+    a = _per_step_values(nodes, "nodes", who, 1)
+    if a.size < 2 or not (np.all(np.diff(a) < 0) and a[-1] > 0):
+        raise ValueError(f"{who}: nodes must be the fit's strictly decreasing positive grid, got {a.tolist()}")
+    return tuple(float(v) for v in a)
+
+
+def _steps_check(rows, n, name, who, base_name):
+    if rows != n:
+        raise ValueError(f"{who}: {name} has values for {rows} steps, but this call plans {n} steps of {base_name!r} "
+                         f"(the number of steps follows nfe and final_step); fit them for this nfe")
+
+
+# ---------------------------------------------------------------- IIA: fitted corrections of a base solver's steps
+#: Base solvers of IIA: deterministic, one call per step, and that call is ``D(x_i, sigma_i)`` at the step's start.
+IIA_BASES = ("ddim", "euler", "dpmpp_2m", "dpmpp_3m", "deis", "ipndm", "unipc_bh2", "unipc_bh1")
+IIA_MAX_TERMS = 4
+
+
+class IIACarry(NamedTuple):
+    x: jax.Array
+    base: Any  # the base solver's carry; its own x is replaced by ``x`` at the start of each step
+    hist_d: Ring  # past denoised values D_{i-1}, D_{i-2}, ..., newest first
+
+
+def _iia_features(x, d, hist_d, i, num_terms):
+    """``[D_i - x_i, D_i - D_{i-1}, D_{i-1} - D_{i-2}, ...]`` (``num_terms`` of them); a difference whose older
+    value does not exist yet (step ``i < k``) is zero."""
+    feats = [d - x]
+    for k in range(1, num_terms):
+        newer = d if k == 1 else hist_d[k - 2]
+        feats.append(jnp.where(i >= k, newer - hist_d[k - 1], jnp.zeros_like(d)))
+    return feats
+
+
+def _iia_parts(c, i, ctx, base, num_terms):
+    """Base step ``i`` from ``c.x`` (its one call ``D(x_i, sigma_i)`` is made here and handed to it) and the IIA
+    features: ``(base carry after the step, calls, D_i, features)``."""
+    d = ctx.denoise(c.x, ctx.sigmas[i])
+    bc, k = base.step(c.base._replace(x=c.x), i, ctx._replace(denoise=lambda x, sg: d))
+    return bc, k, d, _iia_features(c.x, d, c.hist_d, i, num_terms)
+
+
+def _iia_step(c, i, ctx, base, num_terms):
+    bc, k, d, feats = _iia_parts(c, i, ctx, base, num_terms)
+    x = bc.x
+    for j, f in enumerate(feats):
+        x = x + ctx.plan[f"c{j}"][i].astype(x.dtype) * f
+    return IIACarry(x, bc, c.hist_d.push(d)), k
+
+
+def iia_corrected(base: Solver, coefficients=None, num_terms: Optional[int] = None, nodes=None) -> Solver:
+    """Improved integration approximation (IIA; Zhang, Niwa & Kleijn, ICLR 2024, "On accelerating diffusion-based
+    sampling process via improved integration approximation") on the one-call solver ``base`` (one of
+    :data:`IIA_BASES`).
+
+    Step ``i`` of ``base`` (its update unchanged: ``x'_{i+1} = Phi(x_i, D_i, history)`` with its single call
+    ``D_i = D(x_i, sigma_i)``) gets a linear combination of what the step already has::
+
+        x_{i+1} = x'_{i+1} + c_{i,0} (D_i - x_i) + sum_{k=1}^{K-1} c_{i,k} (D_{i-k+1} - D_{i-k})
+
+    (a difference enters from step ``k`` on; before that its term is zero). The paper fits such coefficients per
+    step by minimising the mean squared distance between the coarse step and the base solver run over the same
+    interval on a finer grid, over a batch of trajectories (its MMSE problem per timestep; IIA-DDIM,
+    IIA-DPM-Solver); :func:`samplax.diffusion.fit_iia` does that by least squares. The terms here are samplax's
+    choice: the step's own direction ``D_i - x_i`` (a fitted step length) and differences of consecutive denoised
+    estimates (fitted higher-order corrections).
+
+    Args:
+      base: the base solver (its name must be in :data:`IIA_BASES`).
+      coefficients: ``[num_steps, K]`` per-step coefficients, ``1 <= K <= 4`` (``None``: zeros, which is ``base``
+        itself, bit for bit). The number of rows must be the number of steps the call plans (a ValueError
+        otherwise).
+      num_terms: ``K`` when ``coefficients`` is ``None`` (default 3); must agree with ``coefficients``.
+      nodes: the positive grid the coefficients were fitted on; :func:`samplax.diffusion.sample` refuses another.
+
+    The coefficients travel in the plan (``c0 .. c{K-1}``), so new values of the same shape never retrace the
+    step. No extra denoiser call: 1 per step, as ``base``.
+    """
+    who = "iia"
+    if base.name not in IIA_BASES:
+        raise ValueError(f"{who}: base must be one of {IIA_BASES}, got {base.name!r}")
+    coefs = None if coefficients is None else _per_step_values(coefficients, "coefficients", who, 2)
+    if num_terms is not None and (not isinstance(num_terms, (int, np.integer)) or isinstance(num_terms, bool)
+                                  or not 1 <= num_terms <= IIA_MAX_TERMS):
+        raise ValueError(f"{who}: num_terms must be an int in 1..{IIA_MAX_TERMS}, got {num_terms!r}")
+    if coefs is not None:
+        if not 1 <= coefs.shape[1] <= IIA_MAX_TERMS:
+            raise ValueError(f"{who}: coefficients must have 1..{IIA_MAX_TERMS} columns (terms), got shape "
+                             f"{coefs.shape}")
+        if num_terms is not None and num_terms != coefs.shape[1]:
+            raise ValueError(f"{who}: num_terms={num_terms} but coefficients has {coefs.shape[1]} columns")
+    k_terms = int(coefs.shape[1] if coefs is not None else (3 if num_terms is None else num_terms))
+    fitted = _fitted_nodes(nodes, who)
+
+    def init(x, sigmas, plan):
+        h = max(k_terms - 1, 1)
+        return IIACarry(x, base.init(x, sigmas, plan), Ring(jnp.zeros((h,) + x.shape, x.dtype),
+                                                             jnp.asarray(0, jnp.int32)))
+
+    def plan(budget, ends_at_zero):
+        p = dict(base.plan(budget, ends_at_zero))
+        n = len(p["order"])
+        if coefs is not None:
+            _steps_check(coefs.shape[0], n, "coefficients", who, base.name)
+        cs = coefs if coefs is not None else np.zeros((n, k_terms))
+        for j in range(k_terms):
+            p[f"c{j}"] = np.asarray(cs[:, j], np.float64)
+        return p
+
+    return Solver("iia", base.order, False, init, partial(_iia_step, base=base, num_terms=k_terms), plan,
+                  base.evals, fitted_nodes=fitted)
+
+
+# ---------------------------------------------------------------- DC-Solver: UniPC with dynamic compensation
+def _dc_lagrange(m, hist_m, hist_s, s, rho, dc_order):
+    """The Lagrange polynomial through ``(lambda_{i-j}, m_{i-j})``, ``j = 0..dc_order``, at
+    ``rho lambda_i + (1 - rho) lambda_{i-1}`` (``lambda = -log sigma``); exactly ``m`` at ``rho = 1``."""
+    lams = [lam(s)] + [lam(hist_s[k]) for k in range(dc_order)]
+    vals = [m] + [hist_m[k] for k in range(dc_order)]
+    target = lams[0] * rho + lams[1] * (1.0 - rho)
+    out = jnp.zeros_like(m)
+    for j in range(dc_order + 1):
+        w = jnp.ones_like(target)
+        for k in range(dc_order + 1):
+            if k != j:
+                w = w * (target - lams[k]) / (lams[j] - lams[k])
+        out = out + w * vals[j]
+    return out
+
+
+def _dc_compensated(c, i, ctx, m, dc_order):
+    """``m_i`` replaced by its compensation with the plan's ratio ``rho_i`` (kept for steps ``i < dc_order``)."""
+    rho = ctx.plan["rho"][i].astype(m.dtype)
+    return jnp.where(i >= dc_order, _dc_lagrange(m, c.hist_m, c.hist_s, ctx.sigmas[i], rho, dc_order), m)
+
+
+def _dc_step(c, i, ctx, max_order, variant, dc_order):
+    m, x = _unipc_correct(c, i, ctx, max_order, variant)
+    m_dc = _dc_compensated(c, i, ctx, m, dc_order)
+    return _unipc_predict(c, i, ctx, m_dc, x, max_order, variant), 1
+
+
+def dc_solver(order: int = 2, variant: str = "bh2", dc_order: int = 2, ratios=None, nodes=None) -> Solver:
+    """DC-Solver (Zhao, Wang, Zhou & Lu, ECCV 2024, "DC-Solver: Improving predictor-corrector diffusion sampler via
+    dynamic compensation"): UniPC (UniP-``order`` with the UniC corrector, :func:`unipc`) whose newest model value
+    is replaced, before the predictor uses it, by the Lagrange interpolation of the last ``q + 1 = dc_order + 1``
+    model values at a shifted noise level::
+
+        m'_i = sum_{j=0}^{q} m_{i-j} prod_{k != j} (l*_i - l_{i-k}) / (l_{i-j} - l_{i-k}),
+        l*_i = rho_i l_i + (1 - rho_i) l_{i-1},   l = lambda = -log sigma.
+
+    ``m_i = D(x_i, sigma_i)`` is evaluated at the predicted point, and the corrector then moves ``x_i`` (UniC uses
+    ``m_i`` itself): the predictor that follows pairs the corrected state with a model value of another point.
+    The ratio ``rho_i`` compensates that misalignment. ``m'_i`` drives UniP's step ``i`` and stays in the history
+    (the corrector of step ``i + 1`` and later compensations use it), as in the paper's code. ``rho_i = 1`` gives
+    ``m'_i = m_i`` exactly, i.e. UniPC bit for bit; steps ``i < dc_order`` keep ``m_i`` (too little history).
+    The paper interpolates in the model's time ``t``; here in ``lambda``, UniPC's variable. The ratios are searched
+    per step against exact PF-ODE states by :func:`samplax.diffusion.fit_dc` (the paper's cascade polynomial
+    regression of the ratios is not implemented). 1 call per step.
+
+    Args:
+      order, variant: UniPC's predictor order (1..3) and ``B(h)`` (``"bh1"``, ``"bh2"``).
+      dc_order: degree ``q`` of the compensating interpolation (1..3).
+      ratios: ``[num_steps]`` compensation ratios (``None``: all 1, which is UniPC); one per planned step (a
+        ValueError otherwise), and 1 at the first ``dc_order`` steps.
+      nodes: the positive grid the ratios were fitted on; :func:`samplax.diffusion.sample` refuses another.
+    """
+    who = "dc_solver"
+    if order not in (1, 2, 3):
+        raise ValueError(f"{who}: order must be 1, 2 or 3, got {order!r}")
+    if variant not in ("bh1", "bh2"):
+        raise ValueError(f"{who}: variant must be 'bh1' or 'bh2', got {variant!r}")
+    if dc_order not in (1, 2, 3):
+        raise ValueError(f"{who}: dc_order must be 1, 2 or 3, got {dc_order!r}")
+    rhos = None if ratios is None else _per_step_values(ratios, "ratios", who, 1)
+    if rhos is not None and np.any(rhos[:dc_order] != 1.0):
+        raise ValueError(f"{who}: ratios of the first dc_order={dc_order} steps must be 1 (too little history to "
+                         f"compensate there), got {rhos[:dc_order].tolist()}")
+    fitted = _fitted_nodes(nodes, who)
+    pl, ev = one_eval_per_step(order)
+
+    def plan(budget, ends_at_zero):
+        p = pl(budget, ends_at_zero)
+        n = len(p["order"])
+        if rhos is not None:
+            _steps_check(rhos.shape[0], n, "ratios", who, f"unipc_{variant}")
+        p["rho"] = np.asarray(rhos if rhos is not None else np.ones(n), np.float64)
+        return p
+
+    step = partial(_dc_step, max_order=order, variant=variant, dc_order=dc_order)
+    init = _multi_init(max(order + 1, dc_order), ring=True)
+    return Solver("dc_solver", order + 1, False, init, step, plan, ev, fitted_nodes=fitted)
