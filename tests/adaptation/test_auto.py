@@ -256,3 +256,14 @@ def test_auto_right_on_posteriordb(name, seed):
     row = evaluate(r, target)
     assert row["max_z_mean"] < Z_PASS and row["max_z_sd"] < Z_PASS, row
     assert float(np.min(r.diagnostics["ess_bulk"])) >= 100, row
+
+
+@pytest.mark.slow  # 10 s
+def test_auto_without_fallback_names_the_geometry():
+    funnel = samplax.targets.get("funnel")
+    r = samplax.sample(funnel, "auto", seed=1, num_chains=4, num_warmup=1000, num_samples=1000, progress=False,
+                       fallback=False)
+    assert r.extra["fallback"] is None
+    w = [w for w in r.warnings if w["code"] == "auto_geometry"]
+    assert len(w) == 1 and "E-BFMI" in w[0]["message"] and "fallback=False" in w[0]["message"]
+    assert r.cost["num_logdensity_evals"] == r.cost["num_grad_evals"]
