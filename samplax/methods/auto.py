@@ -733,8 +733,8 @@ def auto_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_samp
     n_lp_extra = 0
     reason = geometry_fallback_reason(samples, stats_out["energy"], stats_out["diverging"], len(raises),
                                       MAX_TARGET_ACCEPT_RAISES, DIVERGENCE_MIN, DIVERGENCE_RATE, EBFMI_MIN,
-                                      ESS_PER_CHAIN_MIN) if o["fallback"] and num_samples >= 2 else None
-    if reason is not None and d <= FALLBACK_MAX_DIM:
+                                      ESS_PER_CHAIN_MIN) if num_samples >= 2 else None
+    if reason is not None and o["fallback"] and d <= FALLBACK_MAX_DIM:
         if keep_warmup:  # NUTS's sampling draws were the fallback's warm-up
             warm_kept.append((np.swapaxes(samples, 0, 1), {k: np.swapaxes(v, 0, 1) for k, v in stats_out.items()}))
         thin_fb = int(o["fallback_thinning"])
