@@ -99,8 +99,10 @@ states, whitened by the mean and sd of NUTS's draws, ``FALLBACK_BURN_IN`` draws
 dropped, ``fallback_thinning`` sweeps per kept draw.  Its log-density
 evaluations are counted (``num_logdensity_evals`` exceeds ``num_grad_evals`` by
 them), ``Result.extra["fallback"]`` says why and at what cost, and an
-``auto_fallback`` warning says that it happened.  ``fallback=False`` turns it off
-(then an ``auto_geometry`` warning names the reason).  ``num_warmup`` is the most warm-up steps ``auto`` may take;
+``auto_fallback`` warning says that it happened.  With ``keep_warmup=True`` NUTS's
+kept draws are appended to the warm-up draws (``extra["warmup_steps"]`` still counts
+NUTS's warm-up steps only).  ``fallback=False`` turns it off (then an
+``auto_geometry`` warning names the reason).  ``num_warmup`` is the most warm-up steps ``auto`` may take;
 when the criteria never hold, it takes them all and warns.
 """
 from __future__ import annotations
