@@ -5,7 +5,7 @@ from functools import partial
 
 from samplax.diffusion.solvers.base import NonFinite, Solver, StepContext, mark_nonfinite, no_nonfinite, run_solver
 from samplax.diffusion.solvers.ode import (
-    IIA_BASES, bespoke, dc_solver, ddim, deis, dpm_solver, dpmpp, eps_scaled, euler, ghvb, heun, iia_corrected, ipndm,
+    IIA_BASES, bespoke, conjugate, dc_solver, ddim, deis, dpm_solver, dpmpp, eps_scaled, euler, ghvb, heun, iia_corrected, ipndm,
     unipc,
 )
 from samplax.diffusion.solvers.sde import ddpm, er_sde, euler_maruyama, restart, sde_dpmpp_2m
@@ -13,6 +13,7 @@ from samplax.diffusion.solvers.sde import ddpm, er_sde, euler_maruyama, restart,
 SOLVERS = {
     "euler": euler,
     "ddim": ddim,
+    "conjugate": conjugate,
     "heun": heun,
     "dpm_solver_1": partial(dpm_solver, order=1),
     "dpm_solver_2": partial(dpm_solver, order=2),
@@ -78,6 +79,6 @@ def get_solver(name: str, **options) -> Solver:
 
 
 __all__ = ["Solver", "StepContext", "run_solver", "NonFinite", "no_nonfinite", "mark_nonfinite", "SOLVERS", "solver_names", "get_solver",
-           "euler", "ddim", "heun", "dpm_solver", "dpmpp", "unipc", "deis", "ipndm", "ghvb", "eps_scaling", "eps_scaled", "bespoke",
+           "euler", "ddim", "conjugate", "heun", "dpm_solver", "dpmpp", "unipc", "deis", "ipndm", "ghvb", "eps_scaling", "eps_scaled", "bespoke",
            "iia", "iia_corrected", "IIA_BASES", "dc_solver",
            "euler_maruyama", "ddpm", "sde_dpmpp_2m", "restart", "er_sde"]
