@@ -68,9 +68,9 @@ def test_bad_lam_is_an_error_naming_it(bad, key):
 
 @pytest.mark.slow  # ~10 s
 def test_few_step_gain_on_exact_mixtures():
-    """lam = -0.1 (chosen on other noises, keys 11; see the report in docs/tutorials/diffusion.md) against DDIM at
-    nfe = 10 on held-out noises (key 12), log-SNR grid, final denoise: measured error ratios 0.735 (ring8) and 0.265
-    (grid25)."""
+    """lam = -0.1 (at or next to the best of a sweep on other noises, key 11, for both models at nfe = 10; the table
+    in docs/tutorials/diffusion.md) against DDIM at nfe = 10 on held-out noises (key 12), log-SNR grid, final
+    denoise: measured error ratios 0.735 (ring8) and 0.265 (grid25)."""
     for model, bound in ((sd.ring8(), 0.85), (sd.grid25(), 0.4)):
         x0 = 80.0 * jax.random.normal(jax.random.key(12), (512, 2))
         ref = sd.solve_pf_ode(model, x0, 80.0, 0.0, rtol=1e-10, atol=1e-10)
