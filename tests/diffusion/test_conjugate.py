@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from samplax import diffusion as sd
+from samplax.diffusion.solvers import StepContext
 
 # test_solvers.py's smooth mixture: its PF-ODE between sigma 20 and 0.2 is in the asymptotic regime from 8 steps
 MODEL = sd.GaussianMixtureDiffusion(np.array([0.5, 0.3, 0.2]), np.array([[1.0, 0.0], [-0.5, 0.8], [-0.3, -1.0]]),
@@ -37,7 +38,29 @@ def test_lam_zero_is_ddim_to_round_off(grid, final, key):
     assert sd.get_solver("conjugate").order == 1
 
 
-@pytest.mark.parametrize("lam", [-0.3, 0.2])
+@pytest.mark.parametrize("lam", [-0.4, 0.3, -1.0])
+def test_one_step_is_euler_in_the_conjugate_space(lam):
+    """The closed form equals the step taken in x_hat = sigma^lam x: Euler on lam x_hat in tau = log sigma plus
+    (Phi_t - Phi_s) eps_s, Phi = sigma^(lam+1)/(lam+1) (log sigma at lam = -1), mapped back by t^-lam."""
+    solver = sd.get_solver("conjugate", lam=lam)
+    x = np.array([[1.3, -0.7], [-2.0, 0.4]])
+
+    def denoise(x, s):
+        return 0.4 * x / (1 + s**2) + 0.1
+
+    for s, t in ((5.0, 2.0), (0.9, 0.1)):
+        sig = jnp.array([s, t])
+        ctx = StepContext(denoise, sig, {}, None, {})
+        got, calls = solver.step(solver.init(jnp.asarray(x), sig, {}), 0, ctx)
+        eps = (x - denoise(x, s)) / s
+        phi = (lambda g: np.log(g)) if lam == -1.0 else (lambda g: g ** (lam + 1) / (lam + 1))
+        xh = s**lam * x
+        want = t ** (-lam) * (xh + lam * np.log(t / s) * xh + (phi(t) - phi(s)) * eps)
+        np.testing.assert_allclose(np.asarray(got.x), want, rtol=1e-13, atol=1e-13)
+        assert calls == 1
+
+
+@pytest.mark.parametrize("lam", [-0.3, pytest.param(0.2, marks=pytest.mark.slow)])
 def test_convergence_order_one(lam, setup):
     """Euler in the conjugate space: global order 1 for lam != 0 (errors over nfe 8..64 on the log-SNR grid),
     with errors that are not DDIM's (lam moves them by a factor > 1.5 either way on this mixture)."""
