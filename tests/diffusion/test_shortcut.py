@@ -32,6 +32,7 @@ def instantaneous(x, tau, d):
 
 
 def test_exact_flow_is_self_consistent_and_velocity_is_not():
+    previous = jax.config.jax_enable_x64
     jax.config.update("jax_enable_x64", True)
     try:
         x0 = S0 * jax.random.normal(jax.random.key(0), (3,), jnp.float64)
@@ -52,7 +53,7 @@ def test_exact_flow_is_self_consistent_and_velocity_is_not():
         assert np.all((taus > 0) & (taus <= 1)) and len(np.unique(taus)) > 4
         assert float(jnp.max(losses)) < 1e-24
     finally:
-        jax.config.update("jax_enable_x64", False)
+        jax.config.update("jax_enable_x64", previous)  # conftest runs every test in float64
 
 
 def test_bad_arguments_name_the_argument():
