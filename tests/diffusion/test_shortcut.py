@@ -106,7 +106,8 @@ def test_trainer_hook_cost_and_sampling_api(tmp_path):
         assert info.num_model_evals == n and info.cost["num_model_evals"] == n and info.step_size == 1 / n
         np.testing.assert_allclose(info.taus, np.linspace(1, 0, n + 1))
         if n == 1:  # one step by hand: x_0 = eps - s(eps, 1, 1) (noise of sample b from fold_in(key, b))
-            eps = jax.vmap(lambda b: jax.random.normal(jax.random.fold_in(jax.random.key(1), b), (2,)))(jnp.arange(5))
+            eps = jax.vmap(lambda b: jax.random.normal(jax.random.fold_in(jax.random.key(1), b), (2,),
+                                                       x.dtype))(jnp.arange(5))  # the sampler draws in x's dtype
             want = eps - jax.vmap(m.velocity, (0, None, None))(eps, 1.0, 1.0)
             np.testing.assert_allclose(np.asarray(x), np.asarray(want), rtol=1e-5, atol=1e-6)
     # the model is also a plain denoiser: x0 = x_tau - tau s(x_tau, tau, 1/M), tau = sigma/(1+sigma)
