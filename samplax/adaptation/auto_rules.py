@@ -7,7 +7,8 @@ state copied out of the compiled chunk program, between chunks:
   draws and gradients of all chains pooled (Seyboldt's nutpie; Tran & Kleppe 2024
   for the diagonal);
 - :func:`stuck_chains`: which chains to restart from a healthy chain's state;
-- :func:`rhat_check`: the chains-agree statistic of the early-stopping rule.
+- :func:`rhat_check`: the chains-agree statistic of the early-stopping rule;
+- :func:`geometry_fallback_reason`: whether NUTS's draws show a geometry it cannot handle.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from samplax.adaptation.fisher import fisher_init, fisher_low_rank, fisher_update
-from samplax.diagnostics import rhat
+from samplax.diagnostics import ebfmi, ess_bulk, rhat
 from samplax.mcmc.metrics import LowRankMetric
 
 
@@ -68,6 +69,10 @@ def pooled_low_rank(xs, gs, max_rank: int, cutoff: float, gamma: float = 1e-5, r
     return LowRankMetric(full.scale, full.vectors[:, :k], vals), info
 
 
+#: a log-density this far (or 1000 d, if more) below the best chain's marks a chain as hopeless even when most are
+MAJORITY_GAP = 1e5
+
+
 def stuck_chains(lp_last, step_size, d):
     """Chains to restart during warm-up: a log-density more than ``max(1000, 100 d)`` below the
     median of the better half of the chains, or a step size below ``1e-8`` times theirs.
@@ -75,8 +80,11 @@ def stuck_chains(lp_last, step_size, d):
     ``lp_last``: ``[C]`` the chains' latest log-densities; ``step_size``: ``[C]``
     their current step sizes; ``d``: the dimension.  Non-finite values count as
     stuck.  Returns the list of chain indices to restart (empty when there are
-    none, or when more than half of the chains would be: then there is no
-    healthy majority to copy from).
+    none).  When more than half of the chains would be restarted there is no
+    healthy majority to copy from; then only the hopeless ones are: those at least
+    ``max(MAJORITY_GAP, 1000 d)`` below the best chain (a gap of ``exp(-1e5)`` in
+    density, which no spurious high region of a sound model reaches within a few
+    warm-up steps), and never all of them.
 
     Such a chain sits where the target has negligible mass (``exp(-1000)`` relative)
     or cannot move (e.g. a Stan-style initial point where the log-density is finite
@@ -93,7 +101,16 @@ def stuck_chains(lp_last, step_size, d):
         bad = ~np.isfinite(lp_last) | (lp_last < ref_lp - max(1000.0, 100.0 * d))
         bad |= ~np.isfinite(step_size) | (step_size < 1e-8 * ref_eps)
     idx = [int(i) for i in np.flatnonzero(bad)]
-    return idx if 0 < len(idx) <= c // 2 else []
+    if 0 < len(idx) <= c // 2:
+        return idx
+    # No healthy majority. Restart the chains that are not merely worse but hopeless: a log-density at
+    # least MAJORITY_GAP (scaled with d) below the best chain's, where none of the target's mass is
+    # (arma11: three of four Stan-style starts at -1e7 .. -1e99, one chain at +200). At least one stays.
+    with np.errstate(all="ignore"):
+        best = np.max(np.where(np.isfinite(lp_last), lp_last, -np.inf))
+        hopeless = ~np.isfinite(lp_last) | (lp_last < best - max(MAJORITY_GAP, 1000.0 * d))
+    idx = [int(i) for i in np.flatnonzero(hopeless)]
+    return idx if np.isfinite(best) and 0 < len(idx) < c else []
 
 
 def rhat_check(pos, lp):
@@ -110,3 +127,42 @@ def rhat_check(pos, lp):
     r_x = r_x[np.isfinite(r_x)]
     out = max(r_lp, float(np.median(r_x)) if r_x.size else float("inf"))
     return out if np.isfinite(out) else float("inf")
+
+
+def geometry_fallback_reason(samples, energy, diverging, num_raises: int, max_raises: int, min_divergences: int,
+                             divergence_rate: float, ebfmi_min: float, ess_per_chain_min: float):
+    """Why NUTS's sampling draws cannot be trusted on this target's geometry, or None.
+
+    ``samples [C, n, d]``, ``energy``/``diverging`` ``[C, n]``: the kept draws after the
+    divergence rule of :mod:`samplax.methods.auto` raised ``target_accept`` ``num_raises`` times.
+    Three signs, each of a step size that fits one region and not another:
+
+    - E-BFMI below ``ebfmi_min`` in some chain (Betancourt 2016): the momentum
+      resampling cannot move the energy across its range (Neal's funnel);
+    - the divergence rule would fire again but ``target_accept`` was raised
+      ``max_raises`` times already;
+    - ``target_accept`` was raised, divergences remain, and the bulk ESS of some
+      coordinate is below ``ess_per_chain_min`` per chain (the banana: the raised
+      target leaves the curved tail under-explored).
+
+    Slow mixing alone (low ESS without divergences, as on strongly correlated
+    posteriors) is not a reason: a coordinate-wise sampler would be slower there.
+    """
+    c = np.asarray(samples).shape[0]
+    with np.errstate(all="ignore"):
+        e = np.asarray(ebfmi(np.asarray(energy)), dtype=float)
+    if e.size and np.any(e[np.isfinite(e)] < ebfmi_min):
+        return f"E-BFMI {float(np.nanmin(e)):.2f} < {ebfmi_min} (energy cannot cross its range: a funnel)"
+    div = np.asarray(diverging, dtype=bool)
+    n_div, n = int(div.sum()), int(div.size)
+    if num_raises >= max_raises and n_div >= min_divergences and n_div >= divergence_rate * n:
+        return (f"{n_div} divergent transitions of {n} after target_accept was raised {num_raises} times "
+                f"(the step size that fits one region diverges in another)")
+    if num_raises > 0 and n_div > 0:
+        with np.errstate(all="ignore"):
+            ess = np.asarray(ess_bulk(np.asarray(samples)), dtype=float)
+        low = float(np.nanmin(ess)) if np.any(np.isfinite(ess)) else 0.0
+        if low < ess_per_chain_min * c:
+            return (f"{n_div} divergent transitions after target_accept was raised, and bulk ESS {low:.0f} < "
+                    f"{ess_per_chain_min:g} per chain (a curved tail under-explored)")
+    return None

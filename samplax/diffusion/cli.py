@@ -72,7 +72,7 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
                    help="a 2-D toy set, or scikit-learn's 8x8 digits (64-d; width and depth default to the digits preset)")
     t.add_argument("--steps", type=int, required=True, help="total number of optimiser steps")
     t.add_argument("--out", required=True, help="checkpoint folder")
-    t.add_argument("--loss", default="dsm", choices=list(train_mod.LOSSES))
+    t.add_argument("--loss", default="dsm", choices=[name for name in train_mod.LOSSES if name != "shortcut"])  # shortcut: Python API
     t.add_argument("--batch-size", type=int, default=256)
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--width", type=int, default=None, help="MLP width (default 128; digits: the preset's)")
@@ -173,7 +173,7 @@ def _train(args) -> int:
     if state is None:  # pragma: no cover - train always returns a state
         raise AssertionError
     train_mod.save_checkpoint(args.out, state, config, meta)
-    summary = {"data": args.data, "steps": int(state.step), "num_model_evals": int(state.step) * config.batch_size,
+    summary = {"data": args.data, "steps": int(state.step), "num_model_evals": int(state.step) * train_mod.evals_per_step(config),
                "final_loss": float(np.mean(losses[-100:])) if len(losses) else None, "out": args.out,
                "cost": dict(cost)}
     print(json.dumps(summary))

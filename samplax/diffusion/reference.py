@@ -21,7 +21,7 @@ _DEFAULT_NORM = diffrax.PIDController(rtol=1.0, atol=1.0).norm  # diffrax's defa
 
 def solve_pf_ode(denoiser: Callable, x: jax.Array, sigma_start: float, sigma_stop: float, *,
                  rtol: float = 1e-10, atol: float = 1e-10, max_steps: int = 100_000,
-                 sigma_floor: float = 1e-6, return_steps: bool = False):
+                 sigma_floor: float = 1e-6, return_steps: bool = False, save_sigmas=None):
     """Solve the PF-ODE for a batch ``x`` ``[B, ...]`` from ``sigma_start`` to ``sigma_stop``.
 
     ``sigma_stop = 0`` is reached by solving to ``sigma_floor`` and applying the denoiser there
@@ -35,10 +35,26 @@ def solve_pf_ode(denoiser: Callable, x: jax.Array, sigma_start: float, sigma_sto
 
     With ``return_steps=True`` it returns ``(y, steps)``, ``steps`` ``[B]`` the Dopri8 steps (accepted and
     rejected) of each sample's solve.
+
+    With ``save_sigmas`` (a strictly decreasing sequence within ``[sigma_stop, sigma_start]``) ``y`` is the
+    trajectory at those noise levels, ``[S, B, ...]``, from the same single solve (a last entry 0 is the
+    denoised endpoint); the reference states of a whole grid.
     """
     check_denoiser(denoiser, x.shape[1:], x.dtype, "solve_pf_ode", "x")
     to_zero = float(sigma_stop) == 0.0
     stop = sigma_floor if to_zero else float(sigma_stop)
+    save = None
+    if save_sigmas is not None:
+        save = np.asarray(save_sigmas, dtype=np.float64)
+        if save.ndim != 1 or save.size < 1 or not np.all(np.isfinite(save)) or np.any(np.diff(save) >= 0):
+            raise ValueError(f"solve_pf_ode: save_sigmas must be a strictly decreasing 1-D sequence, got {save_sigmas!r}")
+        if save[0] > float(sigma_start) or save[-1] < float(sigma_stop):
+            raise ValueError(f"solve_pf_ode: save_sigmas must lie within [sigma_stop, sigma_start] = "
+                             f"[{float(sigma_stop)}, {float(sigma_start)}], got {save.tolist()}")
+        if save[-1] < stop and save[-1] != 0.0:
+            raise ValueError(f"solve_pf_ode: save_sigmas below sigma_floor={sigma_floor} other than a final 0: "
+                             f"{save.tolist()}")
+        save_ts = jnp.asarray(np.log(np.maximum(save, stop)), x.dtype)
 
     def f(u, state, args):
         y, _ = state
@@ -49,19 +65,28 @@ def solve_pf_ode(denoiser: Callable, x: jax.Array, sigma_start: float, sigma_sto
     term = diffrax.ODETerm(f)
     controller = diffrax.PIDController(rtol=rtol, atol=atol, norm=lambda st: _DEFAULT_NORM(st[0]))
 
+    saveat = diffrax.SaveAt(t1=True) if save is None else diffrax.SaveAt(ts=save_ts, t1=True)
+
     def one(y0):
         sol = diffrax.diffeqsolve(term, diffrax.Dopri8(), t0=jnp.log(sigma_start), t1=jnp.log(stop), dt0=-0.01,
-                                  y0=(y0, jnp.zeros((), y0.dtype)), stepsize_controller=controller,
+                                  y0=(y0, jnp.zeros((), y0.dtype)), stepsize_controller=controller, saveat=saveat,
                                   max_steps=max_steps, event=diffrax.Event(lambda t, y, args, **kw: y[1] != 0))
-        y, flag = sol.ys[0][-1], sol.ys[1][-1]
+        y, flag = sol.ys[0][-1], sol.ys[1][-1]  # t1 (or where the event stopped the solve)
         sigma_end = jnp.exp(sol.ts[-1])
         if to_zero:
             y = denoiser(y, jnp.asarray(stop, y.dtype))
             flag = jnp.where(jnp.all(jnp.isfinite(y)), flag, 1.0)
         bad = flag != 0  # the flag integrates backwards in time here (t runs from log sigma_start down)
+        if save is not None:
+            path = sol.ys[0][:-1]
+            if to_zero and save[-1] == 0.0:
+                path = path.at[-1].set(y)
+            y = path
         return jnp.where(bad, jnp.nan, y), bad, sigma_end, sol.stats["num_steps"]
 
     y, bad, sigma_end, steps = jax.jit(jax.vmap(one))(x)
+    if save is not None:
+        y = jnp.moveaxis(y, 1, 0)
     if not isinstance(bad, jax.core.Tracer):
         nonfinite_ode_report("solve_pf_ode", np.asarray(bad), np.asarray(sigma_end), np.asarray(steps),
                              float(sigma_start), float(sigma_stop), what="sample")

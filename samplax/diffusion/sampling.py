@@ -122,6 +122,18 @@ def _hashable(obj):
         return False
 
 
+def _frozen(v):
+    """A hashable stand-in of a solver option for the cache keys: arrays and lists become nested tuples (the
+    per-step ``coefficients`` of ``iia``, the ``ratios`` of ``dc_solver``)."""
+    if isinstance(v, dict):
+        return tuple(sorted((k, _frozen(x)) for k, x in v.items()))
+    if isinstance(v, (list, tuple)):
+        return tuple(_frozen(x) for x in v)
+    if isinstance(v, (np.ndarray, jax.Array)) and not isinstance(v, jax.core.Tracer):
+        return ("array", str(v.dtype), tuple(v.shape), tuple(np.asarray(v).ravel().tolist()))
+    return v
+
+
 def _split(denoiser):
     """``(array leaves, static rest)`` of a denoiser, cached by identity (arrays become jit arguments)."""
     k = id(denoiser)
@@ -184,6 +196,13 @@ def _prepare(denoiser, solver, solver_options, grid, grid_options, nfe, sigma_ma
         sigma_end = float(nodes[-1])
     else:
         nodes = make_grid(grid, n_grid, sigma_max, sigma_end, **grid_options)
+    if s.fitted_nodes is not None:  # per-step parameters fitted on one grid (iia, dc_solver)
+        fit = np.asarray(s.fitted_nodes, np.float64)
+        if fit.shape != nodes.shape or not np.allclose(fit, nodes, rtol=1e-9, atol=0.0):
+            raise ValueError(f"sample: solver {solver!r} was fitted on the grid {np.round(fit, 6).tolist()} "
+                             f"(solver_options['nodes']), but this call's grid is {np.round(nodes, 6).tolist()}; "
+                             "sample with the fit's nfe, grid, sigma_max and sigma_end (its sample_kwargs) or fit "
+                             "again")
     if solver_to_zero:
         nodes = np.concatenate([nodes, [0.0]])
     expected = s.evals(plan, solver_to_zero) + (1 if final_denoise else 0)
@@ -474,7 +493,7 @@ def sample(denoiser: Callable, *, key: jax.Array, shape: Optional[tuple] = None,
         dyn_proj, static_proj = eqx.partition(project, eqx.is_array)
         if not _hashable(static_proj):
             raise ValueError("sample: project's non-array parts must be hashable (use a function or an equinox Module)")
-    opts_key = tuple(sorted(solver_options.items()))
+    opts_key = _frozen(solver_options)
     grid_key = tuple(sorted(grid_options.items()))
     tuned_nodes = auto_plan.nodes if auto_plan is not None else None
     per_model = grid == "optimized" and tuned_nodes is None  # the grid is tuned for this denoiser object

@@ -21,6 +21,11 @@ Losses (both regress the clean point; they differ in the noise distribution and 
   ``D = D(x_t/(1-t), t/(1-t))`` (the VE state of ``x_t`` is ``x0 + sigma eps`` with
   ``sigma = t/(1-t)``) gives ``u_hat = (x_t - D)/t`` and ``u = (x_t - x0)/t``, so
   ``u_hat - u = (x0 - D)/t`` and the loss is ``E |D(x0 + sigma eps, sigma) - x0|^2 / t^2``.
+* ``"shortcut"`` (with ``model="shortcut"``) -- shortcut models (Frans et al. 2024,
+  :mod:`samplax.diffusion.shortcut`): the network also takes a step size ``d``; a fraction
+  ``shortcut_fraction`` of each batch regresses ``s(x, tau, 2d)`` on two steps of size ``d`` (self-consistency),
+  the rest is flow matching at the smallest step ``1/shortcut_steps``. Sample it in 1, 2, 4, ... steps with
+  :func:`samplax.diffusion.shortcut.sample_shortcut`.
 
 Optimiser: Adam (Kingma & Ba 2015) after global-norm clipping. EMA of the weights
 (Polyak & Juditsky 1992) with the warm-up ``decay_k = min(decay, (1 + k)/(10 + k))``
@@ -46,12 +51,14 @@ import optax
 
 from samplax.core.cost import make_cost
 from samplax.diffusion._compiled import Clock, ExecutableCache
+from samplax.diffusion import shortcut as _shortcut
 from samplax.diffusion.energy import MLPDifferenceEnergy, MLPScalarEnergy
 
-LOSSES = ("dsm", "fm")
+LOSSES = ("dsm", "fm", "shortcut")
 #: ``TrainConfig.model``: the network trained. ``"denoiser"`` is :class:`MLPDenoiser`; the energy-parameterized
 #: models (:mod:`samplax.diffusion.energy`) are trained through their implied denoiser ``x - sigma^2 grad_x E``.
-MODEL_KINDS = ("denoiser", "energy_difference", "energy_scalar")
+#: ``"shortcut"`` is :class:`~samplax.diffusion.shortcut.ShortcutMLP` (trained with ``loss="shortcut"`` only).
+MODEL_KINDS = ("denoiser", "energy_difference", "energy_scalar", "shortcut")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,7 +70,7 @@ class TrainConfig:
       width, depth: MLP hidden width and number of hidden layers.
       emb_dim: size of the sinusoidal noise embedding (even).
       sigma_data: data standard deviation used by the preconditioning.
-      loss: ``"dsm"`` or ``"fm"``.
+      loss: ``"dsm"``, ``"fm"`` or ``"shortcut"`` (the last exactly with ``model="shortcut"``).
       learning_rate, batch_size, grad_clip: Adam step size, points per step, global-norm clip.
       ema_decay: EMA decay (with warm-up, see module docstring).
       p_mean, p_std: log-normal noise distribution of the DSM loss.
@@ -72,7 +79,10 @@ class TrainConfig:
       model: ``"denoiser"`` (:class:`MLPDenoiser`), ``"energy_difference"``
         (:class:`~samplax.diffusion.energy.MLPDifferenceEnergy`) or ``"energy_scalar"``
         (:class:`~samplax.diffusion.energy.MLPScalarEnergy`); the losses act on the model's denoiser (for an
-        energy model ``x - sigma^2 grad_x E``, so every step differentiates through a gradient).
+        energy model ``x - sigma^2 grad_x E``, so every step differentiates through a gradient), or
+        ``"shortcut"`` (:class:`~samplax.diffusion.shortcut.ShortcutMLP`, with ``loss="shortcut"``).
+      shortcut_steps: for ``"shortcut"``: M, a power of two; the step sizes trained are ``1/M, 2/M, ..., 1``.
+      shortcut_fraction: for ``"shortcut"``: fraction of each batch given the self-consistency target (paper: 1/4).
     """
 
     dim: int = 2
@@ -91,6 +101,8 @@ class TrainConfig:
     t_max: float = 0.999
     dtype: str = "float32"
     model: str = "denoiser"
+    shortcut_steps: int = 128
+    shortcut_fraction: float = 0.25
 
     def __post_init__(self):
         for name in ("dim", "width", "depth", "emb_dim", "batch_size"):
@@ -112,6 +124,12 @@ class TrainConfig:
             raise ValueError(f"TrainConfig: dtype must be 'float32' or 'float64', got {self.dtype!r}")
         if self.model not in MODEL_KINDS:
             raise ValueError(f"TrainConfig: model must be one of {MODEL_KINDS}, got {self.model!r}")
+        if (self.loss == "shortcut") != (self.model == "shortcut"):
+            raise ValueError(f"TrainConfig: loss 'shortcut' goes with model 'shortcut' and only with it, got "
+                             f"loss={self.loss!r}, model={self.model!r}")
+        _shortcut.check_steps(self.shortcut_steps, "TrainConfig: shortcut_steps")
+        if not (0.0 < self.shortcut_fraction < 1.0):
+            raise ValueError(f"TrainConfig: shortcut_fraction must be in (0, 1), got {self.shortcut_fraction}")
 
 
 class MLPDenoiser(eqx.Module):
@@ -163,6 +181,11 @@ def init_train_state(key, config: TrainConfig) -> TrainState:
     dtype = jnp.float64 if config.dtype == "float64" else jnp.float32
     if dtype == jnp.float64 and not jax.config.jax_enable_x64:
         raise ValueError("init_train_state: dtype 'float64' needs jax_enable_x64")
+    if config.model == "shortcut":
+        model = _shortcut.ShortcutMLP(key, config.dim, config.width, config.depth, config.emb_dim, config.sigma_data,
+                                      config.shortcut_steps, dtype=dtype)
+        params = eqx.filter(model, eqx.is_inexact_array)
+        return TrainState(jnp.asarray(0, jnp.int32), model, make_optimizer(config).init(params), model)
     if config.model == "denoiser":
         cls = MLPDenoiser
     else:
@@ -174,6 +197,8 @@ def init_train_state(key, config: TrainConfig) -> TrainState:
 
 def _point_loss_and_sigma(model, key, x0, config: TrainConfig):
     """:func:`point_loss` and the noise level ``sigma`` it drew (the VE level; ``t/(1-t)`` for flow matching)."""
+    if config.loss == "shortcut":
+        raise ValueError("point_loss: loss 'shortcut' splits each batch; use batch_loss")
     k1, k2 = jax.random.split(key)
     dt = x0.dtype
     eps = jax.random.normal(k2, x0.shape, dt)
@@ -189,7 +214,7 @@ def _point_loss_and_sigma(model, key, x0, config: TrainConfig):
 
 
 def point_loss(model, key, x0, config: TrainConfig):
-    """One point's loss (``config.loss``): ``lambda(s)|D(x0 + s eps, s) - x0|^2`` (DSM) or ``|D - x0|^2 / t^2`` (FM), averaged over coordinates."""
+    """(Not for ``loss="shortcut"``, whose batch is split: :func:`samplax.diffusion.shortcut.batch_losses`.) One point's loss (``config.loss``): ``lambda(s)|D(x0 + s eps, s) - x0|^2`` (DSM) or ``|D - x0|^2 / t^2`` (FM), averaged over coordinates."""
     return _point_loss_and_sigma(model, key, x0, config)[0]
 
 
@@ -197,7 +222,10 @@ def _batch_loss_and_nonfinite(model, key, x0, config: TrainConfig):
     """:func:`batch_loss` and, as auxiliary output, ``(points with a non-finite loss, the sigma of the first
     such point (NaN if none), data points with non-finite coordinates)``: tracked inside the compiled step."""
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(x0.shape[0]))
-    losses, sigmas = jax.vmap(_point_loss_and_sigma, (None, 0, 0, None))(model, keys, x0, config)
+    if config.loss == "shortcut":  # the batch is split between two targets (shortcut.batch_losses)
+        losses, sigmas = _shortcut.batch_losses(model, keys, x0, config.shortcut_steps, config.shortcut_fraction)
+    else:
+        losses, sigmas = jax.vmap(_point_loss_and_sigma, (None, 0, 0, None))(model, keys, x0, config)
     bad = ~jnp.isfinite(losses)
     first = jnp.argmax(bad)
     aux = (jnp.sum(bad).astype(jnp.int32), jnp.where(bad[first], sigmas[first], jnp.nan),
@@ -259,7 +287,9 @@ def train(key, config: TrainConfig, data_fn: Callable, num_steps: int, state: Op
       with ``return_cost=True``, ``(state, losses, cost)`` with ``cost`` the shared cost record
       (:class:`samplax.core.cost.Cost`) of this call: ``num_training_steps`` (``num_steps``),
       ``num_model_evals`` (``num_steps * batch_size`` network forward passes, each with its
-      backward pass; the count the checkpoint metadata and CLI use), ``compile_seconds``
+      backward pass; the count the checkpoint metadata and CLI use; for ``loss="shortcut"``
+      ``num_steps *`` :func:`~samplax.diffusion.shortcut.evals_per_batch`, 3 passes per self-consistency
+      point of which 2 without backward pass, 1 per flow-matching point), ``compile_seconds``
       (tracing and compiling the chunk programs; 0.0 when they came from the cache),
       ``sampling_seconds`` (running the steps until ready, callbacks excluded),
       ``num_compilations`` (0, 1 or 2: one per new chunk length) and ``num_devices`` (1).
@@ -290,9 +320,17 @@ def train(key, config: TrainConfig, data_fn: Callable, num_steps: int, state: Op
         return state, losses
     seconds = dict(compile_seconds=clock.compile_seconds, sampling_seconds=clock.run_seconds,
                    num_compilations=clock.num_compilations) if clock.timed else {}
-    cost = make_cost(num_model_evals=int(num_steps) * config.batch_size, num_devices=1, **seconds,
+    cost = make_cost(num_model_evals=int(num_steps) * evals_per_step(config), num_devices=1, **seconds,
                      num_training_steps=int(num_steps))
     return state, losses, cost
+
+
+def evals_per_step(config: TrainConfig) -> int:
+    """Network forward passes of one training step: ``batch_size``, or for ``loss="shortcut"``
+    :func:`samplax.diffusion.shortcut.evals_per_batch` (the self-consistency targets cost 2 more passes)."""
+    if config.loss == "shortcut":
+        return _shortcut.evals_per_batch(config.batch_size, config.shortcut_fraction)
+    return config.batch_size
 
 
 def _check_data_fn(key, config: TrainConfig, data_fn: Callable) -> None:
@@ -338,7 +376,7 @@ def save_checkpoint(directory: str, state: TrainState, config: TrainConfig, meta
     os.makedirs(directory, exist_ok=True)
     meta = dict(metadata or {})
     step = int(state.step)
-    meta.update(step=step, num_model_evals=step * config.batch_size)
+    meta.update(step=step, num_model_evals=step * evals_per_step(config))
     tmp_state = os.path.join(directory, STATE_FILE + ".tmp")
     eqx.tree_serialise_leaves(tmp_state, state)
     tmp_cfg = os.path.join(directory, CONFIG_FILE + ".tmp")

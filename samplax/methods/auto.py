@@ -72,7 +72,37 @@ healthy chain's state during warm-up
 point with a finite log-density of -1e111).
 
 Then one final window of ``terminal_steps`` adapts the step size only (dual
-averaging goes on, see above) and sampling starts.  ``num_warmup`` is the most warm-up steps ``auto`` may take;
+averaging goes on, see above) and sampling starts.
+
+Divergences.  Some posteriors diverge only in a region the chains reach after
+warm-up (gp_pois_regr: 0-1 divergent transitions per 200 in late warm-up, then
+5 % of the sampling transitions, concentrated where the GP's length scale is
+small).  While sampling, once at least ``DIVERGENCE_MIN`` transitions and at least
+``DIVERGENCE_RATE`` of those so far have diverged, the draws so far become warm-up
+(their gradients stay counted), ``target_accept`` moves a quarter of the way left
+to 1 (0.8 -> 0.95 -> 0.9875), dual averaging restarts at the current step size
+for a ``terminal_steps`` window with the new target, and sampling starts over;
+at most ``MAX_TARGET_ACCEPT_RAISES`` times.  This is the remedy a user applies by
+hand in Stan or PyMC, taken automatically; it is a warm-up decision (the kept
+draws all come from one fixed kernel), so it changes no stationary
+distribution.  ``Result.extra["target_accept_raised"]`` lists each raise.
+
+Fallback.  Some geometries defeat NUTS at any one step size: in Neal's funnel the
+scale of ``x_1..9`` changes by ``e^9`` along ``v``, and every NUTS (this one,
+Stan's, BlackJAX's, nutpie's) reports sd(v) of 2.1-2.4 against 3.  After
+sampling, :func:`samplax.adaptation.auto_rules.geometry_fallback_reason` reads
+the draws' E-BFMI and divergences; when they show such a geometry (and ``d <=
+FALLBACK_MAX_DIM``), NUTS's draws are replaced by coordinate-wise slice
+sampling (Neal 2003, sec. 4.1; :mod:`samplax.mcmc.coordinate_slice`), which
+adapts to the local scale in every univariate update: from the chains' last
+states, whitened by the mean and sd of NUTS's draws, ``FALLBACK_BURN_IN`` draws
+dropped, ``fallback_thinning`` sweeps per kept draw.  Its log-density
+evaluations are counted (``num_logdensity_evals`` exceeds ``num_grad_evals`` by
+them), ``Result.extra["fallback"]`` says why and at what cost, and an
+``auto_fallback`` warning says that it happened.  With ``keep_warmup=True`` NUTS's
+kept draws are appended to the warm-up draws (``extra["warmup_steps"]`` still counts
+NUTS's warm-up steps only).  ``fallback=False`` turns it off (then an
+``auto_geometry`` warning names the reason).  ``num_warmup`` is the most warm-up steps ``auto`` may take;
 when the criteria never hold, it takes them all and warns.
 """
 from __future__ import annotations
@@ -85,18 +115,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from samplax.adaptation.auto_rules import pooled_low_rank, rhat_check, stuck_chains
+from samplax.adaptation.auto_rules import geometry_fallback_reason, pooled_low_rank, rhat_check, stuck_chains
 from samplax.adaptation.fisher import (
     RunningFisherState, fisher_window_adapter, running_init, running_prepare, running_update,
 )
-from samplax.adaptation.step_size import find_reasonable_step_size
+from samplax.adaptation.step_size import da_init, find_reasonable_step_size
 from samplax.mcmc import integrators
 import importlib  # noqa: E402
-nuts_m = importlib.import_module("samplax.mcmc.nuts")  # trapezoidal U-turn criterion lives in metrics.is_turning
+nuts_m = importlib.import_module("samplax.mcmc.nuts")
+cs_m = importlib.import_module("samplax.mcmc.coordinate_slice")  # trapezoidal U-turn criterion lives in metrics.is_turning
 from samplax.methods import Algorithm, MethodSpec, Option, register_method
 from samplax.core.cost import make_cost
 from samplax.core.options import boolean, one_of, pos_int, pos_number, pos_number_or_none, prob
-from samplax.postprocess import finish_result, nonfinite_warmup_warning
+from samplax.postprocess import EBFMI_MIN, ESS_PER_CHAIN_MIN, finish_result, nonfinite_warmup_warning
 from samplax.run import (
     PROGRAMS, Progress, check_user_init, find_initial_points, program_key, search_evaluations, target_id,
 )
@@ -231,6 +262,11 @@ def _auto_options():
         "max_rank": Option(32, "most eigen-directions of the low-rank correction", pos_int, "an int >= 1"),
         "low_rank_cutoff": Option(2.0, "keep eigen-directions with max(l, 1/l) above this", 
                                   lambda v: pos_number(v) and v > 1.0, "a number > 1"),
+        "fallback": Option(True, "when NUTS's draws show a geometry it cannot handle (low E-BFMI, or divergences "
+                           "that raising target_accept did not remove), replace them by coordinate-wise slice "
+                           "sampling (d <= 100)", boolean, "True/False"),
+        "fallback_thinning": Option(5, "coordinate-wise slice sweeps per kept draw in the fallback", pos_int,
+                                    "an int >= 1"),
         "rhat_tol": Option(1.1, "stop when the chunk's split R-hat (all coordinates, lp) is below this",
                            lambda v: pos_number(v) and v > 1.0, "a number > 1"),
         **_nuts_options(),
@@ -248,6 +284,83 @@ LOW_RANK_MIN_K = 8
 
 #: warm-up steps run in shorter chunks (the early window-switch phase of the running adaptation)
 EARLY_STEPS = 100
+
+#: sampling that diverges this often (count and fraction of transitions so far) restarts with a higher
+#: target_accept (a quarter of the way left to 1), at most this many times (0.8 -> 0.95 -> 0.9875)
+DIVERGENCE_MIN = 4
+DIVERGENCE_RATE = 1e-3
+MAX_TARGET_ACCEPT_RAISES = 2
+
+#: the coordinate-wise slice fallback (samplax.mcmc.coordinate_slice): most dimensions (a sweep costs d
+#: log-density evaluations of O(d) each, times the shrinkage), burn-in in draws, key stream
+FALLBACK_MAX_DIM = 100
+FALLBACK_BURN_IN = 100
+FALLBACK_STREAM = 7919
+
+
+def run_coordinate_slice(target, positions, key, center, scale, num_samples, thin, burn_in, chunk, bar, done):
+    """The fallback of ``auto``: coordinate-wise slice sampling (:mod:`samplax.mcmc.coordinate_slice`) from
+    ``positions [C, d]``, whitening ``(center, scale)``, ``burn_in`` sweeps dropped, then ``num_samples`` draws of
+    ``thin`` sweeps each.  Chain ``c``'s sweep ``i`` uses ``fold_in(fold_in(key, c), i)``.  Returns the draws
+    ``[C, n, d]``, their stats, the log-density evaluations (initial ones included) and the compile cost."""
+    dyn, static = eqx.partition(target, eqx.is_array)
+    dtype = positions.dtype
+    c_ids = jnp.arange(positions.shape[0])
+    params = cs_m.CoordinateSliceParams(jnp.asarray(center, dtype), jnp.asarray(scale, dtype), jnp.asarray(2.0, dtype))
+
+    def chunk_fn(tgt, states, start, n_active):
+        lp = eqx.combine(tgt, static).flat_logdensity()
+        step = cs_m.build_kernel(lp)
+
+        def draw(states, j):
+            def sweep(k, carry):
+                st, ev, bad = carry
+                i = (start + j) * thin + k
+                keys = jax.vmap(lambda c: jax.random.fold_in(jax.random.fold_in(key, c), i))(c_ids)
+                st, info = jax.vmap(lambda kk, s: step(kk, s, params))(keys, st)
+                return st, ev + info.num_logdensity_evals, bad | info.is_nonfinite
+
+            z = jnp.zeros(c_ids.shape, jnp.int32)
+            st, ev, bad = jax.lax.fori_loop(0, thin, sweep, (states, z, jnp.zeros(c_ids.shape, bool)))
+            return st, (st.position, st.logdensity, ev, bad)
+
+        def one(states, j):
+            shapes = jax.eval_shape(draw, states, j)[1]
+            skip = lambda s, j: (s, jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), shapes))  # noqa: E731
+            return jax.lax.cond(j < n_active, draw, skip, states, j)
+
+        return jax.lax.scan(one, states, jnp.arange(chunk, dtype=jnp.int32))
+
+    def init_fn(tgt, x):
+        lp = eqx.combine(tgt, static).flat_logdensity()
+        return jax.vmap(lambda p: cs_m.init(None, p, lp))(x)
+
+    t0 = time.perf_counter()
+    states = jax.jit(init_fn)(dyn, positions)
+    prog = jax.jit(chunk_fn).lower(dyn, states, jnp.asarray(0, jnp.int32), jnp.asarray(chunk, jnp.int32)).compile()
+    compile_seconds = time.perf_counter() - t0
+    n_lp = int(positions.shape[0])
+    n_burn = -(-burn_in // thin)  # burn-in in whole draws of thin sweeps
+    total = n_burn + num_samples
+    bar.retotal(done + total, done)
+    pos, lps, evs, bads = [], [], [], []
+    i = 0
+    while i < total:
+        n = min(chunk, total - i)
+        states, (p, lp_, ev, bad) = prog(dyn, states, jnp.asarray(i, jnp.int32), jnp.asarray(n, jnp.int32))
+        p, lp_, ev, bad = (np.asarray(a)[:n] for a in (p, lp_, ev, bad))
+        n_lp += int(ev.sum())
+        keep = np.arange(i, i + n) >= n_burn
+        pos.append(p[keep])
+        lps.append(lp_[keep])
+        evs.append(ev[keep])
+        bads.append(bad[keep])
+        i += n
+        bar.update(done + i)
+    sw = lambda parts: np.swapaxes(np.concatenate(parts), 0, 1)  # noqa: E731
+    stats = {"acceptance_rate": np.ones_like(sw(lps)), "lp": sw(lps), "n_steps": sw(evs), "nonfinite": sw(bads)}
+    return {"samples": sw(pos), "stats": stats, "num_logdensity_evals": n_lp, "compile_seconds": compile_seconds,
+            "num_compilations": 2}
 
 
 def auto_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_samples, init, progress,
@@ -267,7 +380,8 @@ def auto_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_samp
     the diagonal) on targets with correlations and restarts stuck chains; every
     gradient is counted (the initial-point search, the initial step-size search, all
     warm-up and sampling steps; a chunk's steps past the run's end are skipped, not
-    computed).  Non-finite proposals in warm-up give a ``nonfinite_warmup`` warning.  ``Result.extra`` records the checks, the metric kind, the low-rank
+    computed).  Sampling that diverges restarts with a higher ``target_accept`` (module docstring).
+    Non-finite proposals in warm-up give a ``nonfinite_warmup`` warning.  ``Result.extra`` records the checks, the metric kind, the low-rank
     estimate's eigenvalues and any restarts.  ``keep_warmup``: the warm-up draws (every ``thinning``-th
     step of the warm-up actually run, restarted chains as they were) are returned too.
     """
@@ -291,7 +405,6 @@ def auto_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_samp
 
     dyn_target, static_target = eqx.partition(target, eqx.is_array)
     chain_ids = jnp.arange(num_chains)
-    target_accept = jnp.asarray(o["target_accept"], dtype)
 
     def kernel(tgt):
         lp = eqx.combine(tgt, static_target).flat_logdensity()
@@ -307,8 +420,9 @@ def auto_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_samp
 
         return jax.vmap(one)(chain_ids, x0)
 
-    def run_chunk(tgt, carry, start, phase, n_active, k_run, metric):
-        """``metric``: None (per-chain running diagonal) or a pooled LowRankMetric (structural)."""
+    def run_chunk(tgt, carry, start, phase, n_active, k_run, metric, target_accept):
+        """``metric``: None (per-chain running diagonal) or a pooled LowRankMetric (structural);
+        ``target_accept``: the acceptance target of dual averaging (an array: raising it compiles nothing)."""
         _, step = kernel(tgt)
         chain_keys = jax.vmap(lambda c: jax.random.fold_in(k_run, c))(chain_ids)
         # the pooled metric, one copy per chain (once per chunk, not per step)
@@ -364,6 +478,7 @@ def auto_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_samp
     compile_seconds = 0.0
 
     programs = {}  # this run's chunk programs by structural rank (None: diagonal)
+    target_accept = jnp.asarray(o["target_accept"], dtype)  # raised when sampling diverges (below)
 
     def get_compiled(metric):
         """The chunk program for the diagonal (``metric`` None) or a low-rank metric of its rank (cached)."""
@@ -378,7 +493,8 @@ def auto_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_samp
             return hit[1]
         t0 = time.perf_counter()
         bar.compiling(None if k is None else f"the low-rank metric's program (rank {k})")
-        c = jax.jit(run_chunk).lower(dyn_target, carry, i32(0), i32(0), i32(K), k_run, metric).compile()
+        c = jax.jit(run_chunk).lower(dyn_target, carry, i32(0), i32(0), i32(K), k_run, metric,
+                                     target_accept).compile()
         compile_seconds += time.perf_counter() - t0
         bar.compiled()
         num_compilations += 1
@@ -403,7 +519,7 @@ def auto_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_samp
 
     def launch(phase, n):
         nonlocal carry, step_i
-        out = compiled(dyn_target, carry, i32(step_i), i32(phase), i32(n), k_run, metric)
+        out = compiled(dyn_target, carry, i32(step_i), i32(phase), i32(n), k_run, metric, target_accept)
         carry = out[0]
         step_i += n
         return out, n
@@ -549,33 +665,101 @@ def auto_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_samp
     bar.update(warmup_used)
 
     # ---------------------------------------------------------------- sampling
-    # Nothing is decided on the host any more: queue every chunk (asynchronous
-    # dispatch), then copy the draws out.
+    # Nothing is decided on the host but one thing: queue every chunk (asynchronous dispatch), then
+    # copy the draws out. When the chains diverge (at least DIVERGENCE_MIN divergent transitions, and
+    # at least DIVERGENCE_RATE of those so far), the draws so far become warm-up, target_accept is
+    # raised a quarter of the way left to 1, the step size is re-adapted for a terminal window, and sampling starts over
+    # (at most MAX_TARGET_ACCEPT_RAISES times).
     total = num_samples * thinning
-    ts = time.perf_counter()
-    pending = []  # at most MAX_IN_FLIGHT chunks queued ahead of the host copy
-    pos_all, stats_all = [], []
-    launched_steps = done = 0
-    while done < total:
-        while launched_steps < total and len(pending) < MAX_IN_FLIGHT:
-            n = min(K, total - launched_steps)
-            (out, n) = launch(2, n)
-            pending.append(((out[0], out[1], None, out[3], out[4]), n))  # gradients not needed: drop them
-            launched_steps += n
-        pos, _, stats = collect(pending.pop(0))
-        pos_all.append(pos)
-        stats_all.append(stats)
-        done += pos.shape[0]
-        bar.update(warmup_used + done)
-    bar.close()
-    run_seconds += time.perf_counter() - ts
+    raises = []
+    while True:
+        ts = time.perf_counter()
+        pending = []  # at most MAX_IN_FLIGHT chunks queued ahead of the host copy
+        pos_all, stats_all = [], []
+        launched_steps = done = n_div = 0
+        sampling_from = step_i
+        diverging = False
+        while done < total:
+            while launched_steps < total and len(pending) < MAX_IN_FLIGHT:
+                n = min(K, total - launched_steps)
+                (out, n) = launch(2, n)
+                pending.append(((out[0], out[1], None, out[3], out[4]), n))  # gradients not needed: drop them
+                launched_steps += n
+            pos, _, stats = collect(pending.pop(0))
+            pos_all.append(pos)
+            stats_all.append(stats)
+            done += pos.shape[0]
+            n_div += int(np.sum(stats["diverging"]))
+            if (len(raises) < MAX_TARGET_ACCEPT_RAISES and n_div >= DIVERGENCE_MIN
+                    and n_div >= DIVERGENCE_RATE * done * num_chains):
+                diverging = True
+                break
+            bar.update(warmup_used + done)
+        while pending:  # queued chunks were computed: their gradients count, their draws are warm-up
+            pos, _, stats = collect(pending.pop(0))
+            pos_all.append(pos)
+            stats_all.append(stats)
+        run_seconds += time.perf_counter() - ts
+        if not diverging:
+            break
+        # these draws were taken with a step size that diverges: they are warm-up now
+        n_dropped = launched_steps
+        n_nonfinite_warmup += int(sum(np.sum(st["nonfinite"]) for st in stats_all))
+        if keep_warmup:
+            sel = (sampling_from + np.arange(n_dropped)) % thinning == 0
+            warm_kept.append((np.concatenate(pos_all)[sel], {k: np.concatenate([st[k] for st in stats_all])[sel]
+                                                             for k in stats_all[0]}))
+        new_ta = 1.0 - (1.0 - float(target_accept)) / 4.0
+        raises.append({"after_step": int(warmup_used + done), "divergences": int(n_div),
+                       "transitions": int(done * num_chains), "target_accept": new_ta})
+        target_accept = jnp.asarray(new_ta, dtype)
+        rs_now = carry[1]  # back to the step-size-only window, dual averaging restarted at the current step size
+        carry = (carry[0], rs_now._replace(phase=jnp.ones_like(rs_now.phase), da=jax.vmap(da_init)(rs_now.step_size)))
+        bar.message(f"{n_div} divergent transitions in the first {done} sampling steps: target_accept raised to "
+                    f"{new_ta:g}, step size re-adapted, sampling restarted")
+        left = int(o["terminal_steps"])
+        while left > 0:
+            go(1, min(K, left))
+            left -= min(K, left)
+        warmup_used += n_dropped + int(o["terminal_steps"])
+        bar.retotal(warmup_used + total, warmup_used)
+        bar.update(warmup_used)
     pos = np.concatenate(pos_all)[::thinning][:num_samples]
     samples = np.swapaxes(pos, 0, 1)
     stats_out = {k: np.swapaxes(np.concatenate([s[k] for s in stats_all])[::thinning][:num_samples], 0, 1)
                  for k in stats_all[0]}
     rs_final = carry[1]
-    cost = make_cost(num_logdensity_evals=n_grad, num_grad_evals=n_grad, compile_seconds=compile_seconds,
-                     sampling_seconds=run_seconds, num_compilations=num_compilations, num_devices=1)
+
+    # ------------------------------------------------- fallback for funnels and bananas
+    fallback = None
+    n_lp_extra = 0
+    reason = geometry_fallback_reason(samples, stats_out["energy"], stats_out["diverging"], len(raises),
+                                      MAX_TARGET_ACCEPT_RAISES, DIVERGENCE_MIN, DIVERGENCE_RATE, EBFMI_MIN,
+                                      ESS_PER_CHAIN_MIN) if num_samples >= 2 else None
+    if reason is not None and o["fallback"] and d <= FALLBACK_MAX_DIM:
+        if keep_warmup:  # NUTS's sampling draws were the fallback's warm-up
+            warm_kept.append((np.swapaxes(samples, 0, 1), {k: np.swapaxes(v, 0, 1) for k, v in stats_out.items()}))
+        thin_fb = int(o["fallback_thinning"])
+        flat = samples.reshape(-1, d)
+        center = np.mean(flat, axis=0)
+        scale = np.std(flat, axis=0)
+        scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
+        bar.message(f"NUTS cannot be trusted here ({reason}): coordinate-wise slice sampling, "
+                    f"{thin_fb} sweeps per draw")
+        ts = time.perf_counter()
+        fb = run_coordinate_slice(target, carry[0].position, jax.random.fold_in(k_run, FALLBACK_STREAM),
+                                  center, scale, num_samples, thin_fb, FALLBACK_BURN_IN * thin_fb, K, bar,
+                                  warmup_used)
+        run_seconds += time.perf_counter() - ts
+        compile_seconds += fb["compile_seconds"]
+        num_compilations += fb["num_compilations"]
+        samples, stats_out, n_lp_extra = fb["samples"], fb["stats"], fb["num_logdensity_evals"]
+        fallback = {"kernel": "coordinate_slice", "reason": reason, "sweeps_per_draw": thin_fb,
+                    "burn_in_sweeps": FALLBACK_BURN_IN * thin_fb, "logdensity_evals": int(n_lp_extra)}
+    bar.close()
+    cost = make_cost(num_logdensity_evals=n_grad + n_lp_extra, num_grad_evals=n_grad,
+                     compile_seconds=compile_seconds, sampling_seconds=run_seconds,
+                     num_compilations=num_compilations, num_devices=1)
     config = {"method": spec.name, "options": dict(o), "target": target_id(target), "seed": seed_id,
               "num_chains": num_chains, "num_warmup": num_warmup, "num_samples": num_samples,
               "thinning": thinning, "dtype": str(dtype)}
@@ -583,6 +767,16 @@ def auto_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_samp
     warm_warning = nonfinite_warmup_warning(n_nonfinite_warmup, warmup_used)
     if warm_warning:
         extra_warnings.append(warm_warning)
+    if fallback is not None:
+        extra_warnings.append({
+            "code": "auto_fallback", "value": fallback["logdensity_evals"],
+            "message": f"auto: NUTS's draws were replaced by coordinate-wise slice sampling ({fallback['reason']}); "
+                       f"it cost {fallback['logdensity_evals']} more log-density evaluations"})
+    elif reason is not None:
+        extra_warnings.append({
+            "code": "auto_geometry", "value": float("nan"),
+            "message": f"auto: NUTS's draws cannot be trusted ({reason}) and the coordinate-wise fallback is "
+                       f"{'off (fallback=False)' if not o['fallback'] else f'limited to d <= {FALLBACK_MAX_DIM}'}"})
     if not converged and max_adapt > 0:
         last = history[-1] if history else {}
         extra_warnings.append({
@@ -596,7 +790,8 @@ def auto_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_samp
     extra = {"final_step_size": np.asarray(rs_final.step_size).tolist(),
              "inverse_mass_matrix": imm_final if isinstance(imm_final, dict) else imm_final.tolist(),
              "warmup_steps": int(warmup_used), "warmup_converged": bool(converged), "warmup_checks": history,
-             "sampler": "nuts", "metric": metric_kind, "low_rank": {**low_rank_info, "switched_at": switched_at}, "warmup_resets": resets}
+             "sampler": "nuts", "metric": metric_kind, "target_accept": float(target_accept),
+             "target_accept_raised": raises, "fallback": fallback, "low_rank": {**low_rank_info, "switched_at": switched_at}, "warmup_resets": resets}
     warm_samples = warm_stats = None
     if keep_warmup:
         config["keep_warmup"] = True

@@ -346,7 +346,7 @@ def _ns_population(target, ctx, **o):
     max_dead = o["max_dead"] or 100 * n_live
     cfg = nested.NSConfig(num_live=n_live, num_delete=k, num_repeats=repeats, max_iterations=max_it,
                           dlogz=o["dlogz"], min_live=min_live if min_live < n_live else 0, max_dead=max_dead,
-                          max_evals=o["max_evals"] or 0)
+                          max_evals=o["max_evals"] or 0, prior_rejection=bool(o["prior_rejection"]))
     dtype = jnp.result_type(float)
     prior = make_reference(d, o["reference_mean"], o["reference_scale"], dtype, dof=o["reference_dof"])
     _reject_init("nested_sampling", ctx.init)
@@ -443,6 +443,9 @@ register_method(MethodSpec(
                          "(not converged, a warning) before an iteration would pass it, judged by the previous "
                          "iteration's count (the initial draws count; the returned draws' log-densities come on top)",
                          pos_int_or_none, "None or an int >= 1"),
+     "prior_rejection": Option(True, "while the prior volume left is above 1 / (4 num_repeats), new points are prior "
+                               "draws kept when L > L* (exact and independent; 1 / X evaluations each) instead of "
+                               "slice moves", boolean, "True/False"),
      "dlogz": Option(1e-3, "stop when the live points can add at most this to log Z",
                      pos_number, "a positive number"),
      "reference_scale": dataclasses.replace(

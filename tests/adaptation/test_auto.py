@@ -135,8 +135,12 @@ def test_stuck_chain_rule():
     assert stuck_chains([-10.0, -11.0, -9.0, -12.0], [0.5, 0.6, 0.7, 0.8], 4) == []
     # a chain in a minor mode (log-density a few hundred lower) is left alone
     assert stuck_chains([-10.0, -400.0, -9.0, -12.0], [0.5, 0.6, 0.7, 0.8], 4) == []
-    # never more than half the chains
-    assert stuck_chains([-1e50, -1e50, -1e50, -12.0], [0.5, 0.6, 0.7, 0.8], 4) == []
+    # more than half the chains only when they are hopeless (arma11: one chain found the mass, three
+    # Stan-style starts sit at -1e7 and below), never all of them
+    assert stuck_chains([-1e4, -1e4, -1e4, -12.0], [0.5, 0.6, 0.7, 0.8], 4) == []
+    assert stuck_chains([-8.8e98, -1.1e7, 200.0, -2.0e7], [0.0, 0.6, 0.7, 0.6], 4) == [0, 1, 3]
+    assert stuck_chains([-1e50, -1e50, -1e50, -1e50], [0.5, 0.6, 0.7, 0.8], 4) == []
+    assert stuck_chains([-np.inf, -np.inf, -np.inf, -np.inf], [0.5, 0.6, 0.7, 0.8], 4) == []
 
 
 def test_auto_restarts_chains_started_in_absurd_regions():
@@ -149,3 +153,117 @@ def test_auto_restarts_chains_started_in_absurd_regions():
     assert r.extra["warmup_resets"] and r.extra["warmup_resets"][0]["chains"] == [0, 1]
     _check(r, t.ground_truth())
     assert not r.warnings, r.warnings
+
+
+def test_auto_raises_target_accept_when_sampling_diverges():
+    """Sampling that diverges (banana: curvature grows along the ridge) goes back to warm-up with a higher
+    target_accept; the dropped draws are warm-up draws and every gradient spent on them is counted."""
+    from samplax.methods.auto import DIVERGENCE_MIN, MAX_TARGET_ACCEPT_RAISES
+
+    t = samplax.targets.get("banana")
+    r = samplax.sample(t, "auto", seed=0, num_chains=4, num_warmup=400, num_samples=400, keep_warmup=True,
+                       progress=False, fallback=False)  # the raises alone (the fallback is tested below)
+    raises = r.extra["target_accept_raised"]
+    assert 1 <= len(raises) <= MAX_TARGET_ACCEPT_RAISES, raises
+    expected = 0.8
+    for q in raises:
+        expected = 1.0 - (1.0 - expected) / 4.0
+        assert q["divergences"] >= DIVERGENCE_MIN and q["target_accept"] == pytest.approx(expected)
+    assert r.extra["target_accept"] == pytest.approx(expected)
+    # the sampling that was kept diverges less often than the rule allows (or the raises ran out)
+    n_div = int(np.sum(r.stats["diverging"]))
+    assert n_div < DIVERGENCE_MIN or len(raises) == MAX_TARGET_ACCEPT_RAISES
+    # every warm-up step, dropped sampling steps included, is in the warm-up draws
+    assert r.warmup_samples.shape[1] == r.extra["warmup_steps"] > raises[-1]["after_step"]
+    # the cost counts every leapfrog step of every transition (warm-up, dropped and kept sampling) plus the
+    # initialization's gradients, which a run without divergences pays as well
+    steps = int(np.sum(r.warmup_stats["n_steps"]) + np.sum(r.stats["n_steps"]))
+    assert steps < r.cost["num_grad_evals"] < steps + 4 * 200
+
+
+def test_geometry_fallback_rule():
+    """Which NUTS runs auto replaces by coordinate-wise slice sampling (synthetic diagnostics)."""
+    from samplax.adaptation.auto_rules import geometry_fallback_reason
+
+    rng = np.random.default_rng(0)
+    good_x = rng.normal(size=(4, 1000, 2))
+    e_iid = rng.normal(size=(4, 1000))  # E-BFMI about 2
+    e_sticky = np.cumsum(rng.normal(size=(4, 1000)) * 0.05, axis=1)  # a random walk: E-BFMI far below 0.3
+    no_div = np.zeros((4, 1000), bool)
+    some_div = no_div.copy()
+    some_div[1, 10] = True
+    args = (2, 4, 1e-3, 0.3, 100)
+    assert geometry_fallback_reason(good_x, e_iid, no_div, 0, *args) is None
+    assert "E-BFMI" in geometry_fallback_reason(good_x, e_sticky, no_div, 0, *args)
+    many = no_div.copy()
+    many[:, ::100] = True  # 40 divergences in 4000
+    assert geometry_fallback_reason(good_x, e_iid, many, 1, *args) is None  # one raise left: the raise rule acts
+    assert "raised 2 times" in geometry_fallback_reason(good_x, e_iid, many, 2, *args)
+    # divergences left after a raise: only with too few effective draws (a slowly mixing chain)
+    slow_x = np.cumsum(rng.normal(size=(4, 1000, 2)), axis=1)
+    assert geometry_fallback_reason(good_x, e_iid, some_div, 1, *args) is None
+    assert "bulk ESS" in geometry_fallback_reason(slow_x, e_iid, some_div, 1, *args)
+    assert geometry_fallback_reason(slow_x, e_iid, no_div, 1, *args) is None  # slow mixing alone is no reason
+    assert geometry_fallback_reason(slow_x, e_iid, some_div, 0, *args) is None
+
+
+@pytest.mark.slow  # 3 x (funnel 10-30 s + banana 10 s)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_auto_right_on_funnel_and_banana(seed):
+    """Neal's funnel (10-d) and the banana, without reparameterization: auto's answer within 5 MCSE.
+
+    On the funnel the checks are v's mean and sd, every mean, and E log|x_i| = E v / 2 - (gamma + log 2) / 2
+    (log|x_i| = v / 2 + log|z|): the sd of x_i (sqrt(e^4.5) = 9.49) is no test of any sampler at this length,
+    since x_i^4 has mean 3 e^18 and the sd's sampling distribution is ruled by the few draws with v > 6.
+    """
+    from samplax.diagnostics import ess_bulk, mcse_mean, mcse_sd
+
+    funnel = samplax.targets.get("funnel")
+    r = samplax.sample(funnel, "auto", seed=seed, num_chains=4, num_warmup=1000, num_samples=1000, progress=False)
+    x = np.asarray(r.samples)
+    assert r.extra["fallback"] is not None and "E-BFMI" in r.extra["fallback"]["reason"]
+    assert r.cost["num_logdensity_evals"] > r.cost["num_grad_evals"] + r.extra["fallback"]["logdensity_evals"] - 5
+    assert float(ess_bulk(x[..., :1])[0]) >= 100
+    assert np.all(np.abs(x.mean(axis=(0, 1))) < 5 * mcse_mean(x))
+    assert abs(x[..., 0].std(ddof=1) - 3.0) < 5 * float(mcse_sd(x[..., :1])[0])
+    log_abs = np.log(np.abs(x[..., 1:]))
+    truth = -(np.euler_gamma + np.log(2.0)) / 2.0
+    assert np.all(np.abs(log_abs.mean(axis=(0, 1)) - truth) < 5 * mcse_mean(log_abs))
+
+    banana = samplax.targets.get("banana")
+    r = samplax.sample(banana, "auto", seed=seed, num_chains=4, num_warmup=1000, num_samples=1000, progress=False)
+    x = np.asarray(r.samples)
+    gt = banana.ground_truth()
+    assert float(np.min(ess_bulk(x))) >= 100
+    assert np.all(np.abs(x.mean(axis=(0, 1)) - gt.mean) < 5 * mcse_mean(x))
+    assert np.all(np.abs(x.reshape(-1, 2).std(axis=0, ddof=1) - gt.std) < 5 * mcse_sd(x))
+
+
+POSTERIORS = [("pdb:arma-arma11", 1), ("pdb:gp_pois_regr-gp_pois_regr", 0), ("pdb:kilpisjarvi_mod-kilpisjarvi", 0),
+              ("pdb:garch-garch11", 0), ("pdb:earnings-logearn_interaction", 0), ("pdb:eight_schools-eight_schools_noncentered", 2)]
+
+
+@pytest.mark.slow  # 5-40 s each
+@pytest.mark.parametrize("name,seed", POSTERIORS, ids=[p[0] for p in POSTERIORS])
+def test_auto_right_on_posteriordb(name, seed):
+    """posteriordb reference posteriors (10 000 Stan draws), the standard run: auto's means and sds within Z_PASS
+    of the reference, every bulk ESS >= 100 (arma11 seed 1 and gp_pois_regr were wrong before the stuck-chain and
+    divergence rules)."""
+    from samplax.bench.harness import Z_PASS, evaluate
+
+    target = samplax.targets.get(name)
+    r = samplax.sample(target, "auto", seed=seed, num_chains=4, num_warmup=1000, num_samples=1000, progress=False)
+    row = evaluate(r, target)
+    assert row["max_z_mean"] < Z_PASS and row["max_z_sd"] < Z_PASS, row
+    assert float(np.min(r.diagnostics["ess_bulk"])) >= 100, row
+
+
+@pytest.mark.slow  # 10 s
+def test_auto_without_fallback_names_the_geometry():
+    funnel = samplax.targets.get("funnel")
+    r = samplax.sample(funnel, "auto", seed=1, num_chains=4, num_warmup=1000, num_samples=1000, progress=False,
+                       fallback=False)
+    assert r.extra["fallback"] is None
+    w = [w for w in r.warnings if w["code"] == "auto_geometry"]
+    assert len(w) == 1 and "E-BFMI" in w[0]["message"] and "fallback=False" in w[0]["message"]
+    assert r.cost["num_logdensity_evals"] == r.cost["num_grad_evals"]

@@ -15,8 +15,9 @@ from samplax.smc import mutation
 
 SHIPPED = {"rwm", "mala", "hmc", "nuts", "gpss", "elliptical_slice", "hit_and_run_slice", "ula",
            "randomized_midpoint_overdamped", "kinetic_langevin", "randomized_midpoint", "mclmc", "adjusted_mclmc",
-           "myula", "bregman_myula"}
-EXACT = {"rwm", "mala", "hmc", "nuts", "gpss", "elliptical_slice", "hit_and_run_slice", "adjusted_mclmc"}
+           "myula", "bregman_myula", "coordinate_slice"}
+EXACT = {"rwm", "mala", "hmc", "nuts", "gpss", "elliptical_slice", "hit_and_run_slice", "adjusted_mclmc",
+         "coordinate_slice"}
 NAMES = kernel_names()
 D = 3
 

@@ -1,4 +1,4 @@
-"""Slice samplers: gpss, elliptical_slice, hit_and_run_slice."""
+"""Slice samplers: gpss, elliptical_slice, hit_and_run_slice, coordinate_slice."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,9 +8,10 @@ import samplax
 from samplax.mcmc import elliptical_slice as ess_m
 from samplax.mcmc import gpss as gpss_m
 from samplax.mcmc import slice as slice_m
+from samplax.mcmc import coordinate_slice as cs_m
 from mcmc2_helpers import block_gaussian, check_moments, counting
 
-METHODS = ["gpss", "elliptical_slice", "hit_and_run_slice"]
+METHODS = ["gpss", "elliptical_slice", "hit_and_run_slice", "coordinate_slice"]
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -44,7 +45,7 @@ def _lp(x):
     return -0.5 * jnp.sum((x / jnp.array([1.0, 2.0, 0.5])) ** 2)
 
 
-@pytest.mark.parametrize("name", ["gpss", "ess", "hrs"])
+@pytest.mark.parametrize("name", ["gpss", "ess", "hrs", "crs"])
 def test_exact_evaluation_counts(name):
     """The reported num_logdensity_evals equals the number of actual calls (varies per step)."""
     x0 = jnp.array([0.3, -1.0, 0.2])
@@ -53,8 +54,10 @@ def test_exact_evaluation_counts(name):
         build, params = gpss_m.build_kernel, gpss_m.GPSSParams(c, s, jnp.asarray(0.5))
     elif name == "ess":
         build, params = ess_m.build_kernel, ess_m.EllipticalSliceParams(c, s)
-    else:
+    elif name == "hrs":
         build, params = slice_m.build_kernel, slice_m.HitAndRunSliceParams(c, s, jnp.asarray(0.5))
+    else:
+        build, params = cs_m.build_kernel, cs_m.CoordinateSliceParams(c, s, jnp.asarray(0.5))
     reported, actual = _single_step_counts(build, params, _lp, x0)
     assert reported == actual
     assert reported > 30  # more than one evaluation per step on average
@@ -62,7 +65,8 @@ def test_exact_evaluation_counts(name):
 
 def test_kernel_factories_run(key):
     x0 = jnp.array([0.5, -0.5, 1.0])
-    for k in (samplax.mcmc.gpss(_lp), samplax.mcmc.elliptical_slice(_lp), samplax.mcmc.hit_and_run_slice(_lp)):
+    for k in (samplax.mcmc.gpss(_lp), samplax.mcmc.elliptical_slice(_lp), samplax.mcmc.hit_and_run_slice(_lp),
+              samplax.mcmc.coordinate_slice(_lp)):
         st = k.init(key, x0)
         st, info = jax.jit(k.step)(key, st)
         assert st.position.shape == (3,) and bool(jnp.isfinite(st.logdensity))
@@ -82,6 +86,10 @@ def test_bad_options():
         samplax.sample(one_d, method="gpss", num_samples=10, progress=False)
     with pytest.raises(ValueError, match="width"):
         samplax.mcmc.hit_and_run_slice(_lp, width=0.0)
+    with pytest.raises(ValueError, match="width"):
+        samplax.mcmc.coordinate_slice(_lp, width=-2.0)
+    with pytest.raises(ValueError, match="max_steps"):
+        samplax.sample(target, method="coordinate_slice", max_steps=0, num_samples=10, progress=False)
 
 
 @pytest.mark.slow

@@ -7,13 +7,15 @@ from samplax.diffusion.solvers.base import (
     NonFinite, Solver, StepContext, mark_nonfinite, no_nonfinite, nonfinite_rows, run_solver,
 )
 from samplax.diffusion.solvers.ode import (
-    bespoke, ddim, deis, dpm_solver, dpmpp, eps_scaled, euler, ghvb, heun, ipndm, unipc,
+    IIA_BASES, bespoke, conjugate, dc_solver, ddim, deis, dpm_solver, dpmpp, eps_scaled, euler, ghvb, heun, iia_corrected, ipndm,
+    unipc,
 )
 from samplax.diffusion.solvers.sde import ddpm, er_sde, euler_maruyama, restart, sde_dpmpp_2m
 
 SOLVERS = {
     "euler": euler,
     "ddim": ddim,
+    "conjugate": conjugate,
     "heun": heun,
     "dpm_solver_1": partial(dpm_solver, order=1),
     "dpm_solver_2": partial(dpm_solver, order=2),
@@ -27,6 +29,7 @@ SOLVERS = {
     "deis": deis,
     "ipndm": ipndm,
     "bespoke": bespoke,
+    "dc_solver": dc_solver,
     "hb": partial(ghvb, order=1),
     "ghvb": ghvb,
     "euler_maruyama": euler_maruyama,
@@ -48,6 +51,19 @@ def eps_scaling(base: str = "dpmpp_2m", scale: float = 1.005, slope: float = 0.0
 SOLVERS["eps_scaling"] = eps_scaling
 
 
+def iia(base: str = "ddim", coefficients=None, num_terms=None, nodes=None, **base_options) -> Solver:
+    """Improved integration approximation on the registered one-call solver ``base`` (one of
+    :data:`~samplax.diffusion.solvers.ode.IIA_BASES`; its options in ``base_options``) with per-step
+    ``coefficients`` (``None``: ``base`` itself): see :func:`samplax.diffusion.solvers.ode.iia_corrected`; fitted
+    by :func:`samplax.diffusion.fit_iia`."""
+    if base not in IIA_BASES:
+        raise ValueError(f"iia: base must be one of {IIA_BASES}, got {base!r}")
+    return iia_corrected(get_solver(base, **base_options), coefficients, num_terms, nodes)
+
+
+SOLVERS["iia"] = iia
+
+
 def solver_names() -> list:
     """Names accepted by ``solver=`` in :func:`samplax.diffusion.sample` (plus ``"auto"``)."""
     return sorted(SOLVERS) + ["auto"]
@@ -65,5 +81,6 @@ def get_solver(name: str, **options) -> Solver:
 
 
 __all__ = ["Solver", "StepContext", "run_solver", "NonFinite", "no_nonfinite", "mark_nonfinite", "nonfinite_rows", "SOLVERS", "solver_names", "get_solver",
-           "euler", "ddim", "heun", "dpm_solver", "dpmpp", "unipc", "deis", "ipndm", "ghvb", "eps_scaling", "eps_scaled", "bespoke",
+           "euler", "ddim", "conjugate", "heun", "dpm_solver", "dpmpp", "unipc", "deis", "ipndm", "ghvb", "eps_scaling", "eps_scaled", "bespoke",
+           "iia", "iia_corrected", "IIA_BASES", "dc_solver",
            "euler_maruyama", "ddpm", "sde_dpmpp_2m", "restart", "er_sde"]

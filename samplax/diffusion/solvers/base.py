@@ -52,6 +52,9 @@ class Solver(NamedTuple):
         :func:`samplax.diffusion.sample` skip the per-step non-finite check on finite runs
         (:func:`run_solver`'s ``track``). False for UniPC with its corrector, whose next update
         starts again from the previous corrected state.
+      fitted_nodes: for a solver whose per-step parameters were fitted on one grid (``iia``, ``dc_solver``), the
+        positive nodes of that grid (a tuple); :func:`samplax.diffusion.sample` refuses another grid. ``None``:
+        any grid.
     """
 
     name: str
@@ -63,6 +66,7 @@ class Solver(NamedTuple):
     evals: Callable
     params: Dict[str, Any] = {}
     keeps_nonfinite: bool = False
+    fitted_nodes: Optional[tuple] = None
 
 
 def lam(s):

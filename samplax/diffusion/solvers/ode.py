@@ -16,7 +16,7 @@ the number of steps (no "14 vs 15 steps" cliff).
 from __future__ import annotations
 
 from functools import partial
-from typing import NamedTuple
+from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -58,6 +58,11 @@ class Ring:
         """The ring with ``value`` as its newest entry, written over the oldest slot (in place)."""
         ptr = self.ptr + 1
         return Ring(jax.lax.dynamic_update_index_in_dim(self.buf, value, jnp.mod(ptr, self.buf.shape[0]), 0), ptr)
+
+    def with_newest(self, value):
+        """The ring with its newest entry replaced by ``value`` (in place; DC-Solver's compensated model value)."""
+        return Ring(jax.lax.dynamic_update_index_in_dim(self.buf, value, jnp.mod(self.ptr, self.buf.shape[0]), 0),
+                    self.ptr)
 
 
 class MultiCarry(NamedTuple):
@@ -129,6 +134,56 @@ def ddim() -> Solver:
     """
     pl, ev = one_eval_per_step(1)
     return Solver("ddim", 1, False, _x_init, _ddim_step, pl, ev, keeps_nonfinite=True)
+
+
+# ---------------------------------------------------------------- conjugate integrator (lambda-DDIM)
+def _conjugate_step(c, i, ctx, lam_):
+    s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
+    d = ctx.denoise(c.x, s)
+    tt = jnp.where(t > 0, t, s)  # a finite stand-in where the step goes into sigma = 0 (that step is DDIM's)
+    h = jnp.log(s / tt)
+    k = lam_ + 1.0
+    phi = h if k == 0.0 else jnp.expm1(k * h) / k  # int_0^h e^{k u} du
+    a = jnp.exp(lam_ * h) * (1.0 - lam_ * h)
+    w = tt * phi / s  # weight of (x_s - D_s) = sigma_s eps_s
+    xn = a * c.x - w * (c.x - d)
+    # into sigma = 0: D_s, plus 0 * x_s (zero where x_s is finite) so that a non-finite state stays non-finite, as in
+    # DDIM's (t/s) x_s + (1 - t/s) D_s (keeps_nonfinite)
+    return XCarry(jnp.where(t > 0, xn, d + 0.0 * c.x)), 1
+
+
+def conjugate(lam: float = 0.0) -> Solver:
+    """Conjugate integrator, lambda-DDIM (Pandey, Rudolph & Mandt, ICLR 2024, "Efficient integrators for
+    diffusion generative models", Sec. 3, ``B_t = lambda I``), in the VE time ``tau = log sigma``.
+
+    The probability-flow ODE ``dx/dtau = sigma eps(x, sigma)`` (``eps = (x - D)/sigma``; no linear part in the VE
+    state, and the VP state's linear part is removed by the same map) is mapped to ``x_hat = A x`` with
+    ``A = e^{lam tau} = sigma^lam`` (the paper's ``A_t = exp(int_0^t B_s - F_s ds)``, ``F = 0``), where it reads
+    ``dx_hat/dtau = lam x_hat + dPhi/dtau eps`` with ``dPhi/dtau = A sigma = sigma^(lam + 1)``. One step from
+    ``s`` to ``t < s`` takes the linear term by Euler in ``tau`` and integrates ``dPhi`` exactly with ``eps``
+    frozen at ``s`` (the paper's Euler step in the conjugate space; the authors' later code for lambda-DDIM, in
+    their conditional conjugate integrators, arXiv 2405.17673, updates ``x_hat`` the same way in the VP-SDE's time).
+    Back in ``x``, with ``h = log(s/t)``::
+
+        x_t = e^{lam h} (1 - lam h) x_s - t (e^{(lam + 1) h} - 1)/(lam + 1) eps_s
+
+    (``(e^{(lam+1) h} - 1)/(lam + 1)`` is ``h`` at ``lam = -1``). ``lam = 0`` is DDIM (``x_t = x_s - (s - t)
+    eps_s``; the same numbers to round-off: the weights come out of ``exp``/``expm1`` of ``h`` instead of the ratio
+    ``t/s``); ``lam != 0`` moves part of the linear dynamics into the Euler term, which the paper finds helps
+    with few steps. Order 1, 1 call per step. The step into ``sigma = 0`` (``tau = -inf``) is DDIM's,
+    ``x_t = D(x_s, s)``.
+
+    The paper sets ``B_t = lambda`` per unit of the VP-SDE's diffusion time ``t in [0, 1]``; here ``lam`` is per
+    unit of ``log sigma``, which has no scale and no schedule, so the paper's values of ``lambda`` do not carry
+    over (they differ by the factor ``d log sigma / dt`` of that schedule).
+    """
+    if isinstance(lam, (bool, np.bool_)) or not isinstance(lam, (int, float, np.integer, np.floating)):
+        raise ValueError(f"conjugate: lam must be a finite real number, got {type(lam).__name__} {lam!r}")
+    if not np.isfinite(lam):
+        raise ValueError(f"conjugate: lam must be a finite real number, got {lam!r}")
+    pl, ev = one_eval_per_step(1)
+    return Solver("conjugate", 1, False, _x_init, partial(_conjugate_step, lam_=float(lam)), pl, ev,
+                  keeps_nonfinite=True)
 
 
 # ---------------------------------------------------------------- Heun (EDM)
@@ -376,22 +431,37 @@ def _unipc_update(x, s, t, m, hist_m, hist_s, order, variant, m_t=None):
     return base - b_h * corr
 
 
-def _unipc_step(c, i, ctx, max_order, variant, corrector):
-    s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
+def _unipc_correct(c, i, ctx, max_order, variant, corrector=True):
+    """The call ``m = D(x_i, sigma_i)`` at the predicted point and, with ``corrector``, UniC's correction of ``x_i``
+    (from step 1 on); returns ``(m, x_i, hist_m, hist_s, pushed)`` with the earlier history and the carry's history
+    with ``m`` pushed (:func:`_history`)."""
+    s = ctx.sigmas[i]
     x = c.x
     m = ctx.denoise(x, s)
     hist_m, hist_s, pushed = _history(c, m, s)
-    if corrector:  # UniC from the previous step's start, with this step's D (from step 1 on)
+    if corrector:  # UniC from the previous step's start, with this step's D
         sp, on = hist_s[0], i > 0
         xc = _by_order(c.order_prev, max_order,
                        lambda k, tk, hs: _unipc_update(c.x_prev, sp, tk, hist_m[0], hist_m[1:], hs, order=k,
                                                        variant=variant, m_t=m),
                        sp, s, hist_s[1:], active=on)
         x = jnp.where(on, xc, x)
+    return m, x, hist_m, hist_s, pushed
+
+
+def _unipc_predict(c, i, ctx, m, x, hist_m, hist_s, pushed, max_order, variant):
+    """UniP's step from the (corrected) ``x_i`` with the model value ``m`` at ``sigma_i``, which is the newest entry
+    of ``pushed`` (the history :func:`_unipc_correct` returned, whose newest entry a caller may have replaced)."""
+    s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
     o = ctx.plan["order"][i]
     xn = _by_order(o, max_order, lambda k, tk, hs: _unipc_update(x, s, tk, m, hist_m, hs, order=k, variant=variant),
                    s, t, hist_s)
-    return _advance(c, xn, m, s, x, o, pushed), 1
+    return _advance(c, xn, m, s, x, o, pushed)
+
+
+def _unipc_step(c, i, ctx, max_order, variant, corrector):
+    m, x, hist_m, hist_s, pushed = _unipc_correct(c, i, ctx, max_order, variant, corrector)
+    return _unipc_predict(c, i, ctx, m, x, hist_m, hist_s, pushed, max_order, variant), 1
 
 
 def unipc(order: int = 2, variant: str = "bh2", corrector: bool = True) -> Solver:
@@ -636,3 +706,227 @@ def bespoke(order: int = 4) -> Solver:
     _, ev = one_eval_per_step(order)
     return Solver("bespoke", 2 if order >= 2 else 1, False, _multi_init(order - 1),
                   partial(_bespoke_step, max_order=order), plan, ev, keeps_nonfinite=True)
+
+
+# ---------------------------------------------------------------- fitted per-step parameters (IIA, DC-Solver)
+def _per_step_values(value, name, who, ndim):
+    """``value`` as a finite float64 numpy array of ``ndim`` dimensions (a ValueError naming ``name`` otherwise)."""
+    try:
+        a = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{who}: {name} must be an array of numbers, got {type(value).__name__}") from None
+    if a.ndim != ndim or a.shape[0] < 1:
+        want = "[num_steps]" if ndim == 1 else "[num_steps, num_terms]"
+        raise ValueError(f"{who}: {name} must have shape {want}, got shape {a.shape}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{who}: {name} has non-finite values")
+    return a
+
+
+def _fitted_nodes(nodes, who):
+    """The optional grid a solver's per-step parameters were fitted on, as a tuple of floats (or ``None``)."""
+    if nodes is None:
+        return None
+    a = _per_step_values(nodes, "nodes", who, 1)
+    if a.size < 2 or not (np.all(np.diff(a) < 0) and a[-1] > 0):
+        raise ValueError(f"{who}: nodes must be the fit's strictly decreasing positive grid, got {a.tolist()}")
+    return tuple(float(v) for v in a)
+
+
+def _steps_check(rows, n, name, who, base_name):
+    if rows != n:
+        raise ValueError(f"{who}: {name} has values for {rows} steps, but this call plans {n} steps of {base_name!r} "
+                         f"(the number of steps follows nfe and final_step); fit them for this nfe")
+
+
+# ---------------------------------------------------------------- IIA: fitted corrections of a base solver's steps
+#: Base solvers of IIA: deterministic, one call per step, and that call is ``D(x_i, sigma_i)`` at the step's start.
+IIA_BASES = ("ddim", "euler", "dpmpp_2m", "dpmpp_3m", "deis", "ipndm", "unipc_bh2", "unipc_bh1")
+IIA_MAX_TERMS = 4
+
+
+class IIACarry(NamedTuple):
+    x: jax.Array
+    base: Any  # the base solver's carry; its own x is replaced by ``x`` at the start of each step
+    hist_d: Ring  # denoised values D_{i-1}, D_{i-2}, ..., newest first (a step pushes D_i first; see _history)
+
+
+def _iia_features(x, d, hist_d, i, num_terms):
+    """``[D_i - x_i, D_i - D_{i-1}, D_{i-1} - D_{i-2}, ...]`` (``num_terms`` of them); a difference whose older
+    value does not exist yet (step ``i < k``) is zero."""
+    feats = [d - x]
+    for k in range(1, num_terms):
+        newer = d if k == 1 else hist_d[k - 2]
+        feats.append(jnp.where(i >= k, newer - hist_d[k - 1], jnp.zeros_like(d)))
+    return feats
+
+
+def _iia_parts(c, i, ctx, base, num_terms):
+    """Base step ``i`` from ``c.x`` (its one call ``D(x_i, sigma_i)`` is made here and handed to it) and the IIA
+    features: ``(base carry after the step, calls, features, the history with D_i pushed)``. The push comes first
+    and the features read the earlier values from the pushed ring (no copy of the loop-carried history; see
+    :func:`_history`)."""
+    d = ctx.denoise(c.x, ctx.sigmas[i])
+    bcarry = c.base.with_x(c.x) if hasattr(c.base, "with_x") else c.base._replace(x=c.x)
+    bc, k = base.step(bcarry, i, ctx._replace(denoise=lambda x, sg: d))
+    ring = c.hist_d.push(d)
+    return bc, k, _iia_features(c.x, d, ring[1:], i, num_terms), ring
+
+
+def _iia_step(c, i, ctx, base, num_terms):
+    bc, k, feats, ring = _iia_parts(c, i, ctx, base, num_terms)
+    x = bc.x
+    for j, f in enumerate(feats):
+        x = x + ctx.plan[f"c{j}"][i].astype(x.dtype) * f
+    return IIACarry(x, bc, ring), k
+
+
+def iia_corrected(base: Solver, coefficients=None, num_terms: Optional[int] = None, nodes=None) -> Solver:
+    """Improved integration approximation (IIA; Zhang, Niwa & Kleijn, ICLR 2024, "On accelerating diffusion-based
+    sampling process via improved integration approximation") on the one-call solver ``base`` (one of
+    :data:`IIA_BASES`).
+
+    Step ``i`` of ``base`` (its update unchanged: ``x'_{i+1} = Phi(x_i, D_i, history)`` with its single call
+    ``D_i = D(x_i, sigma_i)``) gets a linear combination of what the step already has::
+
+        x_{i+1} = x'_{i+1} + c_{i,0} (D_i - x_i) + sum_{k=1}^{K-1} c_{i,k} (D_{i-k+1} - D_{i-k})
+
+    (a difference enters from step ``k`` on; before that its term is zero). The paper fits such coefficients per
+    step by minimising the mean squared distance between the coarse step and the base solver run over the same
+    interval on a finer grid, over a batch of trajectories (its MMSE problem per timestep; IIA-DDIM,
+    IIA-DPM-Solver); :func:`samplax.diffusion.fit_iia` does that by least squares. The terms here are samplax's
+    choice: the step's own direction ``D_i - x_i`` (a fitted step length) and differences of consecutive denoised
+    estimates (fitted higher-order corrections).
+
+    Args:
+      base: the base solver (its name must be in :data:`IIA_BASES`).
+      coefficients: ``[num_steps, K]`` per-step coefficients, ``1 <= K <= 4`` (``None``: zeros, which is ``base``
+        itself, bit for bit). The number of rows must be the number of steps the call plans (a ValueError
+        otherwise).
+      num_terms: ``K`` when ``coefficients`` is ``None`` (default 3); must agree with ``coefficients``.
+      nodes: the positive grid the coefficients were fitted on; :func:`samplax.diffusion.sample` refuses another.
+
+    The coefficients travel in the plan (``c0 .. c{K-1}``), so new values of the same shape never retrace the
+    step. No extra denoiser call: 1 per step, as ``base``.
+    """
+    who = "iia"
+    if base.name not in IIA_BASES:
+        raise ValueError(f"{who}: base must be one of {IIA_BASES}, got {base.name!r}")
+    coefs = None if coefficients is None else _per_step_values(coefficients, "coefficients", who, 2)
+    if num_terms is not None and (not isinstance(num_terms, (int, np.integer)) or isinstance(num_terms, bool)
+                                  or not 1 <= num_terms <= IIA_MAX_TERMS):
+        raise ValueError(f"{who}: num_terms must be an int in 1..{IIA_MAX_TERMS}, got {num_terms!r}")
+    if coefs is not None:
+        if not 1 <= coefs.shape[1] <= IIA_MAX_TERMS:
+            raise ValueError(f"{who}: coefficients must have 1..{IIA_MAX_TERMS} columns (terms), got shape "
+                             f"{coefs.shape}")
+        if num_terms is not None and num_terms != coefs.shape[1]:
+            raise ValueError(f"{who}: num_terms={num_terms} but coefficients has {coefs.shape[1]} columns")
+    k_terms = int(coefs.shape[1] if coefs is not None else (3 if num_terms is None else num_terms))
+    fitted = _fitted_nodes(nodes, who)
+
+    def init(x, sigmas, plan):
+        h = max(k_terms - 1, 1) + 1  # D_i and the k_terms - 1 before it
+        return IIACarry(x, base.init(x, sigmas, plan), Ring(jnp.zeros((h,) + x.shape, x.dtype),
+                                                             jnp.asarray(0, jnp.int32)))
+
+    def plan(budget, ends_at_zero):
+        p = dict(base.plan(budget, ends_at_zero))
+        n = len(p["order"])
+        if coefs is not None:
+            _steps_check(coefs.shape[0], n, "coefficients", who, base.name)
+        cs = coefs if coefs is not None else np.zeros((n, k_terms))
+        for j in range(k_terms):
+            p[f"c{j}"] = np.asarray(cs[:, j], np.float64)
+        return p
+
+    # x_{i+1} = (base's update) + sum of terms: non-finite where the base's update is, so it keeps non-finite
+    # states exactly when the base does
+    return Solver("iia", base.order, False, init, partial(_iia_step, base=base, num_terms=k_terms), plan,
+                  base.evals, keeps_nonfinite=base.keeps_nonfinite, fitted_nodes=fitted)
+
+
+# ---------------------------------------------------------------- DC-Solver: UniPC with dynamic compensation
+def _dc_lagrange(m, hist_m, hist_s, s, rho, dc_order):
+    """The Lagrange polynomial through ``(lambda_{i-j}, m_{i-j})``, ``j = 0..dc_order``, at
+    ``rho lambda_i + (1 - rho) lambda_{i-1}`` (``lambda = -log sigma``); exactly ``m`` at ``rho = 1``."""
+    lams = [lam(s)] + [lam(hist_s[k]) for k in range(dc_order)]
+    vals = [m] + [hist_m[k] for k in range(dc_order)]
+    target = lams[0] * rho + lams[1] * (1.0 - rho)
+    out = jnp.zeros_like(m)
+    for j in range(dc_order + 1):
+        w = jnp.ones_like(target)
+        for k in range(dc_order + 1):
+            if k != j:
+                w = w * (target - lams[k]) / (lams[j] - lams[k])
+        out = out + w * vals[j]
+    return out
+
+
+def _dc_compensated(i, ctx, m, hist_m, hist_s, dc_order):
+    """``m_i`` replaced by its compensation with the plan's ratio ``rho_i`` (kept for steps ``i < dc_order``), from
+    the earlier model values ``hist_m`` at ``hist_s`` (newest first)."""
+    rho = ctx.plan["rho"][i].astype(m.dtype)
+    return jnp.where(i >= dc_order, _dc_lagrange(m, hist_m, hist_s, ctx.sigmas[i], rho, dc_order), m)
+
+
+def _dc_step(c, i, ctx, max_order, variant, dc_order):
+    m, x, hist_m, hist_s, pushed = _unipc_correct(c, i, ctx, max_order, variant)
+    m_dc = _dc_compensated(i, ctx, m, hist_m, hist_s, dc_order)
+    if pushed is not None:  # the compensated value takes the raw one's place in the history (written in place)
+        pushed = (pushed[0].with_newest(m_dc), pushed[1])
+    return _unipc_predict(c, i, ctx, m_dc, x, hist_m, hist_s, pushed, max_order, variant), 1
+
+
+def dc_solver(order: int = 2, variant: str = "bh2", dc_order: int = 2, ratios=None, nodes=None) -> Solver:
+    """DC-Solver (Zhao, Wang, Zhou & Lu, ECCV 2024, "DC-Solver: Improving predictor-corrector diffusion sampler via
+    dynamic compensation"): UniPC (UniP-``order`` with the UniC corrector, :func:`unipc`) whose newest model value
+    is replaced, before the predictor uses it, by the Lagrange interpolation of the last ``q + 1 = dc_order + 1``
+    model values at a shifted noise level::
+
+        m'_i = sum_{j=0}^{q} m_{i-j} prod_{k != j} (l*_i - l_{i-k}) / (l_{i-j} - l_{i-k}),
+        l*_i = rho_i l_i + (1 - rho_i) l_{i-1},   l = lambda = -log sigma.
+
+    ``m_i = D(x_i, sigma_i)`` is evaluated at the predicted point, and the corrector then moves ``x_i`` (UniC uses
+    ``m_i`` itself): the predictor that follows pairs the corrected state with a model value of another point.
+    The ratio ``rho_i`` compensates that misalignment. ``m'_i`` drives UniP's step ``i`` and stays in the history
+    (the corrector of step ``i + 1`` and later compensations use it), as in the paper's code. ``rho_i = 1`` gives
+    ``m'_i = m_i`` exactly, i.e. UniPC bit for bit; steps ``i < dc_order`` keep ``m_i`` (too little history).
+    The paper interpolates in the model's time ``t``; here in ``lambda``, UniPC's variable. The ratios are searched
+    per step against exact PF-ODE states by :func:`samplax.diffusion.fit_dc` (the paper's cascade polynomial
+    regression of the ratios is not implemented). 1 call per step.
+
+    Args:
+      order, variant: UniPC's predictor order (1..3) and ``B(h)`` (``"bh1"``, ``"bh2"``).
+      dc_order: degree ``q`` of the compensating interpolation (1..3).
+      ratios: ``[num_steps]`` compensation ratios (``None``: all 1, which is UniPC); one per planned step (a
+        ValueError otherwise), and 1 at the first ``dc_order`` steps.
+      nodes: the positive grid the ratios were fitted on; :func:`samplax.diffusion.sample` refuses another.
+    """
+    who = "dc_solver"
+    if order not in (1, 2, 3):
+        raise ValueError(f"{who}: order must be 1, 2 or 3, got {order!r}")
+    if variant not in ("bh1", "bh2"):
+        raise ValueError(f"{who}: variant must be 'bh1' or 'bh2', got {variant!r}")
+    if dc_order not in (1, 2, 3):
+        raise ValueError(f"{who}: dc_order must be 1, 2 or 3, got {dc_order!r}")
+    rhos = None if ratios is None else _per_step_values(ratios, "ratios", who, 1)
+    if rhos is not None and np.any(rhos[:dc_order] != 1.0):
+        raise ValueError(f"{who}: ratios of the first dc_order={dc_order} steps must be 1 (too little history to "
+                         f"compensate there), got {rhos[:dc_order].tolist()}")
+    fitted = _fitted_nodes(nodes, who)
+    pl, ev = one_eval_per_step(order)
+
+    def plan(budget, ends_at_zero):
+        p = pl(budget, ends_at_zero)
+        n = len(p["order"])
+        if rhos is not None:
+            _steps_check(rhos.shape[0], n, "ratios", who, f"unipc_{variant}")
+        p["rho"] = np.asarray(rhos if rhos is not None else np.ones(n), np.float64)
+        return p
+
+    step = partial(_dc_step, max_order=order, variant=variant, dc_order=dc_order)
+    # UniPC's history (order earlier values) and the compensation's (dc_order earlier values)
+    init = _multi_init(max(order, dc_order))
+    # keeps_nonfinite False: UniC's correction starts again from the previous step's corrected state (as UniPC)
+    return Solver("dc_solver", order + 1, False, init, step, plan, ev, fitted_nodes=fitted)

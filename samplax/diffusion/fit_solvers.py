@@ -1,0 +1,318 @@
+"""Fitting the per-step parameters of the ``iia`` and ``dc_solver`` solvers to a model.
+
+Both solvers make one denoiser call per step and carry per-step numbers in their plan, as ``bespoke`` carries its
+weights: IIA's coefficients (:func:`samplax.diffusion.solvers.ode.iia_corrected`) and DC-Solver's compensation
+ratios (:func:`samplax.diffusion.solvers.ode.dc_solver`). The functions here fit those numbers once per (model,
+solver, nfe, grid) on a batch of initial noises ``sigma_max * z_b`` (``z_b`` from ``fold_in(key, b)``) and return a
+:class:`FittedSolver` whose ``sample_kwargs`` reproduce the configuration::
+
+    fit = fit_iia(model, key=jax.random.key(0), base="ddim", nfe=10, sigma_max=80.0, event_shape=(2,))
+    x, info = sample(model, key=jax.random.key(1), shape=(1000, 2), **fit.sample_kwargs)
+
+* :func:`fit_iia` follows the IIA paper (Zhang, Niwa & Kleijn, ICLR 2024): step by step along the fitted sampler's
+  own trajectory, the coefficients of step ``i`` minimise (least squares, over the batch) the distance between the
+  corrected coarse step and the base solver run over the same interval on ``fine_steps`` sub-steps (uniform in
+  ``log sigma``). The correction is linear in the coefficients, so one linearisation of the step gives its terms
+  without extra calls.
+* :func:`fit_dc` follows DC-Solver (Zhao, Wang, Zhou & Lu, ECCV 2024): step by step, the ratio ``rho_i`` minimises
+  the mean squared distance between the sampler's corrected state at ``sigma_{i+1}`` (after the final denoise,
+  for the last step) and the exact PF-ODE state there (an adaptive solve, :func:`samplax.diffusion.solve_pf_ode`),
+  over the batch; a grid of candidates around 1, refined around the best (the paper: 40 AdamW steps from 1).
+
+The fitted configuration ends at sigma = 0 with a final denoise (``final_step="denoise"``, ``sample``'s default).
+The coefficients belong to that grid: ``sample`` refuses another (``solver_options["nodes"]``) and another number
+of steps (a ValueError naming ``coefficients`` / ``ratios``).
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from samplax.diffusion.checks import check_denoiser
+from samplax.diffusion.grids import grid_names, make_grid
+from samplax.diffusion.reference import solve_pf_ode
+from samplax.diffusion.solvers import IIA_BASES, StepContext, get_solver, run_solver
+
+
+class FittedSolver(NamedTuple):
+    """A solver fitted to a model by :func:`fit_iia` or :func:`fit_dc`.
+
+    Attributes:
+      solver: the registered solver (``"iia"`` or ``"dc_solver"``).
+      solver_options: its options, with the fitted ``coefficients`` / ``ratios`` and the ``nodes`` of the grid.
+      sample_kwargs: ``solver``, ``solver_options``, ``nfe``, ``sigma_max``, ``sigma_end``, ``grid``,
+        ``grid_options`` and ``final_step`` for :func:`samplax.diffusion.sample`.
+      nodes: the positive grid (numpy), ``sigma_max`` down to ``sigma_end``.
+      diagnostics: per-step errors on the fitting batch before and after the fit, the denoiser calls the fit made
+        (``num_model_evals``, summed over the batch) and its ``seconds``.
+    """
+
+    solver: str
+    solver_options: dict
+    sample_kwargs: dict
+    nodes: np.ndarray
+    diagnostics: dict
+
+
+def _no_noise(i, j):  # pragma: no cover - deterministic solvers never draw
+    raise ValueError("the fitted solvers are deterministic")
+
+
+def _positive_int(v, name, who, least=1):
+    if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < least:
+        raise ValueError(f"{who}: {name} must be an int >= {least}, got {v!r}")
+    return int(v)
+
+
+def _setup(who, denoiser, key, solver, nfe, sigma_max, sigma_end, grid, grid_options, event_shape, num_samples):
+    """Checks, the plan of ``nfe - 1`` steps (one call left for the final denoise), the grid and the fitting batch."""
+    nfe = _positive_int(nfe, "nfe", who, 2)
+    num_samples = _positive_int(num_samples, "num_samples", who)
+    if key is None:
+        raise ValueError(f"{who}: key is required (a typed key from jax.random.key)")
+    try:
+        sigma_max, sigma_end = float(sigma_max), float(sigma_end)
+    except (TypeError, ValueError):
+        raise ValueError(f"{who}: sigma_max and sigma_end must be numbers") from None
+    if not (np.isfinite(sigma_max) and 0.0 < sigma_end < sigma_max):
+        raise ValueError(f"{who}: need 0 < sigma_end < sigma_max (finite), got sigma_end={sigma_end}, "
+                         f"sigma_max={sigma_max}")
+    if grid not in grid_names() or grid == "optimized":
+        raise ValueError(f"{who}: grid must be one of {[g for g in grid_names() if g != 'optimized']}, got {grid!r}")
+    try:
+        event_shape = tuple(int(d) for d in event_shape)
+    except TypeError:
+        raise ValueError(f"{who}: event_shape must be a tuple of ints, got {event_shape!r}") from None
+    if len(event_shape) < 1 or any(d < 1 for d in event_shape):
+        raise ValueError(f"{who}: event_shape must be the shape of one point (positive sizes), got {event_shape}")
+    dtype = jnp.dtype(jnp.result_type(float))
+    check_denoiser(denoiser, event_shape, dtype, who, "event_shape")
+    plan = solver.plan(nfe - 1, False)
+    nodes = make_grid(grid, len(plan["order"]), sigma_max, sigma_end, **dict(grid_options or {}))
+    x0 = sigma_max * jax.vmap(lambda b: jax.random.normal(jax.random.fold_in(key, b), event_shape, dtype))(
+        jnp.arange(num_samples))
+    return nfe, plan, np.asarray(nodes, np.float64), x0, dtype
+
+
+def _batched(denoiser) -> Callable:
+    return lambda xb, sg: jax.vmap(denoiser, in_axes=(0, None))(xb, sg)
+
+
+def _sample_kwargs(solver, options, nfe, sigma_max, sigma_end, grid, grid_options):
+    return {"solver": solver, "solver_options": options, "nfe": nfe, "sigma_max": float(sigma_max),
+            "sigma_end": float(sigma_end), "grid": grid, "grid_options": dict(grid_options or {}),
+            "final_step": "denoise"}
+
+
+def fit_iia(denoiser: Callable, *, key: jax.Array, nfe: int, sigma_max: float, event_shape: tuple,
+            base: str = "ddim", sigma_end: float = 0.002, grid: str = "logsnr", grid_options: Optional[dict] = None,
+            num_samples: int = 64, fine_steps: int = 10, num_terms: int = 3, ridge: float = 1e-10,
+            base_options: Optional[dict] = None) -> FittedSolver:
+    """Fit the per-step coefficients of ``solver="iia"`` on ``base`` to ``denoiser`` (module docstring).
+
+    For step ``i`` with state ``x_i`` (the fitted sampler's own, from the batch of initial noises), base output
+    ``x'_{i+1}``, terms ``f_{i,k}`` (:func:`samplax.diffusion.solvers.ode.iia_corrected`) and the fine target
+    ``y_{i+1}`` (``base`` from ``x_i`` over ``[sigma_i, sigma_{i+1}]`` in ``fine_steps`` steps uniform in
+    ``log sigma``), the coefficients solve ``min_c sum_b |y_{i+1} - x'_{i+1} - sum_k c_k f_{i,k}|^2 + ridge
+    tr(A^T A)/K |c|^2`` (least squares; a term that does not exist yet gets 0).
+
+    Args:
+      denoiser: ``D(x, sigma)`` for one point.
+      key: typed PRNG key of the fitting noises.
+      nfe: the call budget of the sampler it is fitted for (``nfe - 1`` steps and a final denoise).
+      sigma_max, sigma_end, grid, grid_options: the grid, as in :func:`samplax.diffusion.sample`.
+      event_shape: shape of one point.
+      base: one of :data:`~samplax.diffusion.solvers.ode.IIA_BASES`; ``base_options`` its options.
+      num_samples: fitting batch size (the paper: a batch of trajectories).
+      fine_steps: sub-steps of the fine integration of each interval (the paper's fine-grained timesteps).
+      num_terms: ``K``, the terms of the correction (1..4).
+      ridge: relative Tikhonov weight of the least-squares problem.
+
+    Returns:
+      :class:`FittedSolver`; ``diagnostics`` has per step the RMS distance to the fine target of the base step
+      (``local_error_base``) and of the fitted step (``local_error``).
+    """
+    who = "fit_iia"
+    t0 = time.perf_counter()
+    base_options = dict(base_options or {})
+    if base not in IIA_BASES:
+        raise ValueError(f"{who}: base must be one of {IIA_BASES}, got {base!r}")
+    fine_steps = _positive_int(fine_steps, "fine_steps", who)
+    num_terms = _positive_int(num_terms, "num_terms", who)
+    if not (isinstance(ridge, (int, float)) and not isinstance(ridge, bool) and np.isfinite(ridge) and ridge >= 0):
+        raise ValueError(f"{who}: ridge must be a finite number >= 0, got {ridge!r}")
+    s = get_solver("iia", base=base, num_terms=num_terms, **base_options)
+    base_s = get_solver(base, **base_options)
+    nfe, plan, nodes, x0, dtype = _setup(who, denoiser, key, s, nfe, sigma_max, sigma_end, grid, grid_options,
+                                         event_shape, num_samples)
+    n, k_terms = len(plan["order"]), num_terms
+    sig = jnp.asarray(nodes, dtype)
+    dz = _batched(denoiser)
+    fine_plan = {k: jnp.asarray(v) for k, v in base_s.plan(fine_steps, False).items()}
+    plan_j = {k: jnp.asarray(v) for k, v in plan.items()}
+
+    @jax.jit
+    def probe(carry, i, plan_j):
+        """The step's base output, its terms ``[K, B, ...]`` (the step is affine in its coefficients) and carry."""
+        def x_of(cvec):
+            p = dict(plan_j)
+            for j in range(k_terms):
+                p[f"c{j}"] = p[f"c{j}"].at[i].set(cvec[j])
+            c2, _ = s.step(carry, i, StepContext(dz, sig, p, _no_noise, {}))
+            return c2.x, c2
+
+        x_b, lin, c2 = jax.linearize(x_of, jnp.zeros((k_terms,), dtype), has_aux=True)
+        return x_b, jax.vmap(lin)(jnp.eye(k_terms, dtype=dtype)), c2
+
+    @jax.jit
+    def fine(x, fine_nodes):
+        return run_solver(base_s, dz, x, fine_nodes, fine_plan, None, {})[0]
+
+    coefs = np.zeros((n, k_terms))
+    err_base, err_fit = np.zeros(n), np.zeros(n)
+    carry = s.init(x0, sig, plan_j)
+    for i in range(n):
+        x_b, feats, c2 = probe(carry, i, plan_j)
+        fine_nodes = jnp.asarray(np.exp(np.linspace(np.log(nodes[i]), np.log(nodes[i + 1]), fine_steps + 1)), dtype)
+        target = fine(carry.x, fine_nodes)
+        a = np.asarray(feats, np.float64).reshape(k_terms, -1).T
+        r = np.asarray(target - x_b, np.float64).ravel()
+        on = np.any(a != 0.0, axis=0)  # the terms that exist at this step (differences need older values)
+        gram, rhs = a[:, on].T @ a[:, on], a[:, on].T @ r
+        reg = ridge * np.trace(gram) / max(int(on.sum()), 1)
+        c = np.zeros(k_terms)
+        c[on] = np.linalg.lstsq(gram + reg * np.eye(int(on.sum())), rhs, rcond=None)[0]
+        if not np.all(np.isfinite(c)):
+            raise ValueError(f"{who}: the least-squares problem of step {i} has non-finite values (the denoiser's "
+                             "outputs on the fitting batch are not finite)")
+        coefs[i] = c
+        err_base[i] = np.sqrt(np.mean(r * r))
+        err_fit[i] = np.sqrt(np.mean((r - a @ c) ** 2))
+        for j in range(k_terms):
+            plan_j[f"c{j}"] = plan_j[f"c{j}"].at[i].set(c[j])
+        carry = c2._replace(x=x_b + jnp.tensordot(jnp.asarray(c, dtype), feats, axes=1))
+    options = {"base": base, "coefficients": tuple(tuple(float(v) for v in row) for row in coefs),
+               "nodes": tuple(float(v) for v in nodes), **base_options}
+    evals = int(num_samples) * n * (1 + fine_steps)  # the step's call and the fine solve's
+    diag = {"local_error_base": err_base, "local_error": err_fit, "num_model_evals": evals,
+            "seconds": time.perf_counter() - t0}
+    return FittedSolver("iia", options, _sample_kwargs("iia", options, nfe, sigma_max, sigma_end, grid, grid_options),
+                        nodes, diag)
+
+
+def fit_dc(denoiser: Callable, *, key: jax.Array, nfe: int, sigma_max: float, event_shape: tuple,
+           sigma_end: float = 0.002, grid: str = "logsnr", grid_options: Optional[dict] = None, num_samples: int = 32,
+           order: int = 2, variant: str = "bh2", dc_order: int = 2, search: tuple = (0.0, 2.0),
+           num_candidates: int = 41, refinements: int = 2, rtol: float = 1e-9) -> FittedSolver:
+    """Fit the compensation ratios of ``solver="dc_solver"`` to ``denoiser`` (module docstring).
+
+    Step by step (ratios of the steps before ``dc_order`` stay 1), ``rho_i`` minimises the mean over the batch of
+    ``|x^c_{i+1}(rho) - x*(sigma_{i+1})|^2``: ``x^c_{i+1}`` the sampler's state at ``sigma_{i+1}`` after UniC's
+    correction (for the last step, the final denoise ``D(x_n, sigma_n)`` against the exact endpoint), ``x*`` the
+    exact PF-ODE trajectory of the same initial noise. Search: ``num_candidates`` values evenly over ``search``
+    (1 among them), then ``refinements`` times as many over the two grid cells around the best so far.
+
+    Args:
+      denoiser, key, nfe, sigma_max, event_shape, sigma_end, grid, grid_options, num_samples: as in
+        :func:`fit_iia`.
+      order, variant, dc_order: of the :func:`samplax.diffusion.solvers.ode.dc_solver`.
+      search: ``(low, high)`` range of the first candidates, ``low < 1 < high``.
+      num_candidates: candidates per round (odd, >= 3).
+      refinements: rounds of refinement.
+      rtol: tolerance of the exact reference solve.
+
+    Returns:
+      :class:`FittedSolver`; ``diagnostics`` has per step the fitting-batch loss with ``rho = 1``
+      (``loss_uncompensated``) and with the fitted ratio (``loss``); ``num_model_evals`` counts the search's
+      calls, ``reference_steps`` the Dopri8 steps of the reference solve (summed over the batch).
+    """
+    who = "fit_dc"
+    t0 = time.perf_counter()
+    try:
+        lo, hi = (float(v) for v in search)
+    except (TypeError, ValueError):
+        raise ValueError(f"{who}: search must be a pair (low, high), got {search!r}") from None
+    if not (np.isfinite(lo) and np.isfinite(hi) and lo < 1.0 < hi):
+        raise ValueError(f"{who}: search must be a range (low, high) with low < 1 < high, got {search!r}")
+    num_candidates = _positive_int(num_candidates, "num_candidates", who, 3)
+    if num_candidates % 2 == 0:
+        raise ValueError(f"{who}: num_candidates must be odd (the refinement is centred on the best), got "
+                         f"{num_candidates}")
+    refinements = _positive_int(refinements, "refinements", who, 0)
+    s = get_solver("dc_solver", order=order, variant=variant, dc_order=dc_order)
+    nfe, plan, nodes, x0, dtype = _setup(who, denoiser, key, s, nfe, sigma_max, sigma_end, grid, grid_options,
+                                         event_shape, num_samples)
+    n = len(plan["order"])
+    sig = jnp.asarray(nodes, dtype)
+    dz = _batched(denoiser)
+    ref, ref_steps = solve_pf_ode(denoiser, x0, float(nodes[0]), 0.0, rtol=rtol, atol=rtol, return_steps=True,
+                                  save_sigmas=np.concatenate([nodes, [0.0]]))
+    plan_j = {k: jnp.asarray(v) for k, v in plan.items()}
+
+    def with_rho(plan_j, i, r):
+        p = dict(plan_j)
+        p["rho"] = p["rho"].at[i].set(r)
+        return p
+
+    @jax.jit
+    def advance(carry, i, plan_j):
+        return s.step(carry, i, StepContext(dz, sig, plan_j, _no_noise, {}))[0]
+
+    def make_losses(last):
+        @jax.jit
+        def losses(carry, i, plan_j, cands):
+            def one(r):
+                ctx = StepContext(dz, sig, with_rho(plan_j, i, r), _no_noise, {})
+                c1, _ = s.step(carry, i, ctx)
+                if last:
+                    y, target = dz(c1.x, sig[n]), ref[n + 1]
+                else:  # UniC of step i + 1 corrects x_{i+1}: the next step's x_prev (its corrected start)
+                    c2, _ = s.step(c1, i + 1, ctx)
+                    y, target = c2.x_prev, ref[i + 1]
+                d = (y - target).reshape(y.shape[0], -1)
+                return jnp.mean(jnp.sum(d * d, axis=-1))
+            return jax.vmap(one)(cands)
+        return losses
+
+    losses_mid, losses_last = make_losses(False), make_losses(True)
+    ratios = np.ones(n)
+    loss_one, loss_fit = np.full(n, np.nan), np.full(n, np.nan)
+    evals = 0
+    carry = s.init(x0, sig, plan_j)
+    half = num_candidates // 2
+    for i in range(n):
+        if i >= dc_order:
+            f = losses_last if i == n - 1 else losses_mid
+            step = max(1.0 - lo, hi - 1.0) / half  # the wider spacing of the two sides of 1
+            cands = np.concatenate([np.linspace(lo, 1.0, half + 1), np.linspace(1.0, hi, num_candidates - half)[1:]])
+            tried, vals = [], []
+            for rnd in range(refinements + 1):
+                v = np.asarray(f(carry, i, plan_j, jnp.asarray(cands, dtype)), np.float64)
+                evals += num_samples * (1 + len(cands))
+                tried.append(cands)
+                vals.append(v)
+                all_c, all_v = np.concatenate(tried), np.concatenate(vals)
+                ok = np.isfinite(all_v)
+                if not np.any(ok):
+                    raise ValueError(f"{who}: every candidate ratio of step {i} gives a non-finite loss (the "
+                                     "denoiser's outputs on the fitting batch are not finite)")
+                best = float(all_c[ok][np.argmin(all_v[ok])])
+                if rnd == 0:
+                    loss_one[i] = float(v[half])  # cands[half] == 1.0
+                cands = np.linspace(best - step, best + step, num_candidates)
+                step = 2 * step / (num_candidates - 1)
+            ratios[i] = best
+            loss_fit[i] = float(np.min(all_v[ok]))
+            plan_j = with_rho(plan_j, i, jnp.asarray(best, dtype))
+        carry = advance(carry, i, plan_j)
+        evals += num_samples
+    options = {"order": order, "variant": variant, "dc_order": dc_order,
+               "ratios": tuple(float(v) for v in ratios), "nodes": tuple(float(v) for v in nodes)}
+    diag = {"loss_uncompensated": loss_one, "loss": loss_fit, "num_model_evals": evals,
+            "reference_steps": int(np.sum(np.asarray(ref_steps))), "seconds": time.perf_counter() - t0}
+    return FittedSolver("dc_solver", options,
+                        _sample_kwargs("dc_solver", options, nfe, sigma_max, sigma_end, grid, grid_options), nodes, diag)
