@@ -32,7 +32,9 @@ import jax.numpy as jnp
 
 from samplax.core.types import Kernel
 from samplax.mcmc.registry import ChainMethod, KernelSpec, register_kernel
-from samplax.mcmc.slice import SliceInfo, SliceState, init, shrink, slice_options, slice_params, slice_stats, step_out
+from samplax.mcmc.slice import (
+    SliceInfo, SliceState, init, shrink, slice_options, slice_params, slice_stats, step_out, whitened_slice_kernel,
+)
 
 
 class CoordinateSliceParams(NamedTuple):
@@ -83,20 +85,8 @@ def coordinate_slice(logdensity_fn: Callable, width=2.0, center=None, scale=None
     """Coordinate-wise slice sampling kernel (Neal 2003, "Slice sampling", sec. 4.1): one step sweeps
     the coordinates in order, each with a univariate slice update (stepping out with width
     ``width * scale_j``, then shrinkage).  See the module docstring."""
-    if not (isinstance(width, (int, float)) and width > 0):
-        raise ValueError(f"coordinate_slice: width must be a positive number, got {width!r}")
-    step_fn = build_kernel(logdensity_fn, max_steps, max_shrink)
-
-    def init_fn(key, position):
-        return init(key, position, logdensity_fn)
-
-    def step(key, state):
-        d = state.position.shape[0]
-        cc = jnp.zeros((d,), state.position.dtype) if center is None else jnp.asarray(center)
-        ss = jnp.ones((d,), state.position.dtype) if scale is None else jnp.asarray(scale)
-        return step_fn(key, state, CoordinateSliceParams(cc, ss, jnp.asarray(width, state.position.dtype)))
-
-    return Kernel(init_fn, step)
+    return whitened_slice_kernel(build_kernel(logdensity_fn, max_steps, max_shrink), CoordinateSliceParams,
+                                 logdensity_fn, width, center, scale)
 
 
 register_kernel(KernelSpec("coordinate_slice", init, build_kernel, CoordinateSliceParams, coordinate_slice,

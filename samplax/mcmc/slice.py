@@ -220,8 +220,14 @@ def hit_and_run_slice(logdensity_fn: Callable, width=2.0, center=None, scale=Non
     Random direction uniform on the sphere (in coordinates ``z = (x - center) / scale``),
     then a 1-D slice update along that line with interval width ``width``.
     """
+    return whitened_slice_kernel(build_kernel(logdensity_fn, max_steps, max_shrink), HitAndRunSliceParams,
+                                 logdensity_fn, width, center, scale)
+
+
+def whitened_slice_kernel(step_fn: Callable, params_cls, logdensity_fn: Callable, width, center, scale) -> Kernel:
+    """The :class:`Kernel` of a stepping-out slice sampler whose params are ``params_cls(center, scale, width)``:
+    ``center`` (default 0) and ``scale`` (default 1) of the whitening, ``width`` checked positive."""
     _check_positive("width", width)
-    step_fn = build_kernel(logdensity_fn, max_steps, max_shrink)
 
     def init_fn(key, position):
         return init(key, position, logdensity_fn)
@@ -230,7 +236,7 @@ def hit_and_run_slice(logdensity_fn: Callable, width=2.0, center=None, scale=Non
         d = state.position.shape[0]
         cc = jnp.zeros((d,), state.position.dtype) if center is None else jnp.asarray(center)
         ss = jnp.ones((d,), state.position.dtype) if scale is None else jnp.asarray(scale)
-        return step_fn(key, state, HitAndRunSliceParams(cc, ss, jnp.asarray(width, state.position.dtype)))
+        return step_fn(key, state, params_cls(cc, ss, jnp.asarray(width, state.position.dtype)))
 
     return Kernel(init_fn, step)
 
