@@ -32,6 +32,19 @@ def in_staging_trace() -> bool:
 _CHECKED: "OrderedDict" = OrderedDict()  # (id(denoiser), event shape, dtype) -> denoiser checked
 
 
+def check_sigma_range(who: str, sigma_max, sigma_end) -> tuple:
+    """``(sigma_max, sigma_end)`` as floats, or a ``ValueError`` naming ``who`` unless ``0 < sigma_end < sigma_max``
+    (finite)."""
+    try:
+        sigma_max, sigma_end = float(sigma_max), float(sigma_end)
+    except (TypeError, ValueError):
+        raise ValueError(f"{who}: sigma_max and sigma_end must be numbers") from None
+    if not (np.isfinite(sigma_max) and 0.0 < sigma_end < sigma_max):
+        raise ValueError(f"{who}: need 0 < sigma_end < sigma_max (finite), got sigma_end={sigma_end}, "
+                         f"sigma_max={sigma_max}")
+    return sigma_max, sigma_end
+
+
 def check_denoiser(denoiser: Callable, event_shape: tuple, dtype, who: str, arg: str) -> None:
     """``jax.eval_shape`` of ``denoiser(x, sigma)`` on one point of ``event_shape``: a clear ValueError when the
     call fails (``arg``, the argument that gave the event shape, does not fit the model) or when the output

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from samplax.diffusion.checks import check_denoiser
+from samplax.diffusion.checks import check_denoiser, check_sigma_range
 from samplax.diffusion.grids import grid_names, make_grid
 from samplax.diffusion.reference import solve_pf_ode
 from samplax.diffusion.solvers import IIA_BASES, StepContext, get_solver, run_solver
@@ -74,13 +74,7 @@ def _setup(who, denoiser, key, solver, nfe, sigma_max, sigma_end, grid, grid_opt
     num_samples = _positive_int(num_samples, "num_samples", who)
     if key is None:
         raise ValueError(f"{who}: key is required (a typed key from jax.random.key)")
-    try:
-        sigma_max, sigma_end = float(sigma_max), float(sigma_end)
-    except (TypeError, ValueError):
-        raise ValueError(f"{who}: sigma_max and sigma_end must be numbers") from None
-    if not (np.isfinite(sigma_max) and 0.0 < sigma_end < sigma_max):
-        raise ValueError(f"{who}: need 0 < sigma_end < sigma_max (finite), got sigma_end={sigma_end}, "
-                         f"sigma_max={sigma_max}")
+    sigma_max, sigma_end = check_sigma_range(who, sigma_max, sigma_end)
     if grid not in grid_names() or grid == "optimized":
         raise ValueError(f"{who}: grid must be one of {[g for g in grid_names() if g != 'optimized']}, got {grid!r}")
     try:

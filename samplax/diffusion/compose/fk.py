@@ -48,7 +48,6 @@ evaluations on top (reported apart).
 """
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from typing import NamedTuple, Optional
 
@@ -60,7 +59,7 @@ import numpy as np
 from samplax.core.cost import Cost, make_cost
 from samplax.diffusion import correctors as corr_mod
 from samplax.diffusion._compiled import Clock, ExecutableCache
-from samplax.diffusion.checks import check_denoiser, nonfinite_report
+from samplax.diffusion.checks import check_denoiser, check_sigma_range, nonfinite_report
 from samplax.diffusion.compose.operators import Composition, _compose
 from samplax.diffusion.grids import grid_names, make_grid
 from samplax.diffusion.solvers import mark_nonfinite, no_nonfinite
@@ -290,13 +289,7 @@ def sample_smc(composition, *, key, num_particles: int, nfe: int, sigma_max: flo
     p = _pos_int(who, "num_particles", num_particles, 2)
     nfe = _pos_int(who, "nfe", nfe, 2)
     runs = _pos_int(who, "num_runs", num_runs, 1)
-    try:
-        sigma_max, sigma_end = float(sigma_max), float(sigma_end)
-    except (TypeError, ValueError):
-        raise ValueError(f"{who}: sigma_max and sigma_end must be numbers") from None
-    if not (math.isfinite(sigma_max) and 0 < sigma_end < sigma_max):
-        raise ValueError(f"{who}: need 0 < sigma_end < sigma_max (finite), got sigma_end={sigma_end}, "
-                         f"sigma_max={sigma_max}")
+    sigma_max, sigma_end = check_sigma_range(who, sigma_max, sigma_end)
     if key is None:
         raise ValueError(f"{who}: key is required (a typed key from jax.random.key)")
     if grid not in grid_names() or grid == "optimized":
