@@ -50,7 +50,7 @@ class Ring:
     def __getitem__(self, k):
         if isinstance(k, slice):
             if k != slice(1, None, None):
-                raise NotImplementedError("Ring supports only [k] and [1:]")
+                raise TypeError(f"Ring: the history is read as ring[k] or ring[1:] only, got a slice {k}")
             return Ring(self.buf, self.ptr - 1)
         return jax.lax.dynamic_index_in_dim(self.buf, jnp.mod(self.ptr - k, self.buf.shape[0]), keepdims=False)
 
