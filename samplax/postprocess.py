@@ -87,6 +87,31 @@ def divergence_concentration(quantities, diverging, names=None):
     return out
 
 
+def concentration_warning(quantities, diverging, names=None, noncentred: bool = False,
+                          consequence: str | None = None) -> dict | None:
+    """The ``divergence_concentration`` warning (None when :func:`divergence_concentration`
+    finds no cluster).  ``consequence`` replaces the default "the sampler cannot enter
+    that region, so estimates there are biased" (``auto`` says what it did about it)."""
+    conc = divergence_concentration(quantities, diverging, list(names) if names else None)
+    if not conc:
+        return None
+    c0 = conc[0]
+    consequence = consequence or "the sampler cannot enter that region, so estimates there are biased"
+    return {"code": "divergence_concentration", "value": c0["name"], "details": conc,
+            "message": f"divergences concentrate at {c0['side']} values of {c0['name']} (divergent draws' mean "
+                       f"percentile {100 * c0['percentile']:.0f}%, z = {c0['z']:.1f}): {consequence} "
+                       f"({_reparam_hint(noncentred)})"}
+
+
+def quantity_names(target, k: int) -> tuple:
+    """The names of ``target``'s ``k`` flattened quantities (``x[i]`` when it names none or
+    its names do not number ``k``)."""
+    names = tuple(target.quantity_names()) if hasattr(target, "quantity_names") else None
+    if names is None or len(names) != k:
+        names = tuple(f"x[{i}]" for i in range(k))
+    return names
+
+
 def is_noncentred(target) -> bool:
     """Whether ``target``'s name or provenance says it is a non-centred parameterization
     (e.g. posteriordb's ``eight_schools_noncentered``): then a divergence hint does not
@@ -150,14 +175,9 @@ def run_warnings(diagnostics: dict, stats: dict, num_chains: int, options: dict 
                                    f"{per_chain.tolist()}): the sampler may miss part of the posterior "
                                    f"({_reparam_hint(noncentred)})"})
     if "diverging" in stats and quantities is not None:
-        conc = divergence_concentration(quantities, stats["diverging"], list(names) if names else None)
-        if conc:
-            c0 = conc[0]
-            out.append({"code": "divergence_concentration", "value": c0["name"], "details": conc,
-                        "message": f"divergences concentrate at {c0['side']} values of {c0['name']} (divergent "
-                                   f"draws' mean percentile {100 * c0['percentile']:.0f}%, z = {c0['z']:.1f}): the "
-                                   f"sampler cannot enter that region, so estimates there are biased "
-                                   f"({_reparam_hint(noncentred)})"})
+        w = concentration_warning(quantities, stats["diverging"], names, noncentred)
+        if w:
+            out.append(w)
     if quantities is not None and num_chains > 1 and np.asarray(quantities).shape[1] >= 20:
         from samplax.diagnostics import ess_bulk
 
@@ -227,9 +247,7 @@ def finish_result(target: Target, method: str, samples: np.ndarray, stats: dict,
 
     c, n = samples.shape[:2]
     quantities = quantities_of(target, samples)
-    names = tuple(target.quantity_names()) if hasattr(target, "quantity_names") else None
-    if names is None or len(names) != quantities.shape[-1]:
-        names = tuple(f"x[{i}]" for i in range(quantities.shape[-1]))
+    names = quantity_names(target, quantities.shape[-1])
     variables, coords, dims = named_variables(target, quantities.shape[-1])
     warmup_quantities = None
     if warmup_samples is not None:

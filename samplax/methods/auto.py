@@ -99,7 +99,11 @@ states, whitened by the mean and sd of NUTS's draws, ``FALLBACK_BURN_IN`` draws
 dropped, ``fallback_thinning`` sweeps per kept draw.  Its log-density
 evaluations are counted (``num_logdensity_evals`` exceeds ``num_grad_evals`` by
 them), ``Result.extra["fallback"]`` says why and at what cost, and an
-``auto_fallback`` warning says that it happened.  With ``keep_warmup=True`` NUTS's
+``auto_fallback`` warning says that it happened.  When NUTS's divergences cluster
+in one region (:func:`samplax.postprocess.divergence_concentration`, computed on
+NUTS's draws before they are replaced), a ``divergence_concentration`` warning
+names it, since a reparameterization there would let NUTS in at a fraction of
+the fallback's cost.  With ``keep_warmup=True`` NUTS's
 kept draws are appended to the warm-up draws (``extra["warmup_steps"]`` still counts
 NUTS's warm-up steps only).  ``fallback=False`` turns it off (then an
 ``auto_geometry`` warning names the reason).  ``num_warmup`` is the most warm-up steps ``auto`` may take;
@@ -127,7 +131,10 @@ cs_m = importlib.import_module("samplax.mcmc.coordinate_slice")  # trapezoidal U
 from samplax.methods import Algorithm, MethodSpec, Option, register_method
 from samplax.core.cost import make_cost
 from samplax.core.options import boolean, one_of, pos_int, pos_number, pos_number_or_none, prob
-from samplax.postprocess import EBFMI_MIN, ESS_PER_CHAIN_MIN, finish_result, nonfinite_warmup_warning
+from samplax.postprocess import (
+    EBFMI_MIN, ESS_PER_CHAIN_MIN, concentration_warning, divergence_concentration, finish_result, is_noncentred, nonfinite_warmup_warning,
+    quantities_of, quantity_names,
+)
 from samplax.run import (
     PROGRAMS, Progress, check_user_init, find_initial_points, program_key, search_evaluations, target_id,
 )
@@ -672,6 +679,7 @@ def auto_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_samp
     # (at most MAX_TARGET_ACCEPT_RAISES times).
     total = num_samples * thinning
     raises = []
+    dropped = []  # (positions [steps, chains, d], diverging [steps, chains]) of each restarted sampling phase
     while True:
         ts = time.perf_counter()
         pending = []  # at most MAX_IN_FLIGHT chunks queued ahead of the host copy
@@ -703,6 +711,7 @@ def auto_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_samp
         if not diverging:
             break
         # these draws were taken with a step size that diverges: they are warm-up now
+        dropped.append((np.concatenate(pos_all), np.concatenate([st["diverging"] for st in stats_all])))
         n_dropped = launched_steps
         n_nonfinite_warmup += int(sum(np.sum(st["nonfinite"]) for st in stats_all))
         if keep_warmup:
@@ -732,6 +741,12 @@ def auto_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_samp
 
     # ------------------------------------------------- fallback for funnels and bananas
     fallback = None
+    nuts_concentration = None
+    if raises and divergence_concentration(quantities_of(target, samples), stats_out["diverging"]) == []:
+        # the divergences that raised target_accept went with the dropped draws: say where they were
+        nuts_concentration = nuts_divergence_region(target, samples, stats_out["diverging"], dropped,
+                                                    "NUTS's draws may miss that region even after "
+                                                    "target_accept was raised")
     n_lp_extra = 0
     reason = geometry_fallback_reason(samples, stats_out["energy"], stats_out["diverging"], len(raises),
                                       MAX_TARGET_ACCEPT_RAISES, DIVERGENCE_MIN, DIVERGENCE_RATE, EBFMI_MIN,
@@ -740,6 +755,9 @@ def auto_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_samp
         if keep_warmup:  # NUTS's sampling draws were the fallback's warm-up
             warm_kept.append((np.swapaxes(samples, 0, 1), {k: np.swapaxes(v, 0, 1) for k, v in stats_out.items()}))
         thin_fb = int(o["fallback_thinning"])
+        nuts_concentration = nuts_divergence_region(target, samples, stats_out["diverging"], dropped,
+                                                    "NUTS could not enter that region and its draws were replaced "
+                                                    "by coordinate-wise slice sampling's, at a higher cost")
         flat = samples.reshape(-1, d)
         center = np.mean(flat, axis=0)
         scale = np.std(flat, axis=0)
@@ -777,6 +795,8 @@ def auto_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_samp
             "code": "auto_geometry", "value": float("nan"),
             "message": f"auto: NUTS's draws cannot be trusted ({reason}) and the coordinate-wise fallback is "
                        f"{'off (fallback=False)' if not o['fallback'] else f'limited to d <= {FALLBACK_MAX_DIM}'}"})
+    if nuts_concentration is not None:
+        extra_warnings.append(nuts_concentration)
     if not converged and max_adapt > 0:
         last = history[-1] if history else {}
         extra_warnings.append({
@@ -801,6 +821,19 @@ def auto_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_samp
                       for k in (warm_kept[0][1] if warm_kept else {})}
     return finish_result(target, spec.name, samples, stats_out, cost, config, extra=extra,
                          extra_warnings=extra_warnings, warmup_samples=warm_samples, warmup_stats=warm_stats)
+
+
+def nuts_divergence_region(target, samples, diverging, dropped, consequence):
+    """The ``divergence_concentration`` warning over all of NUTS's sampling draws: the kept
+    ones (``samples`` ``[chains, draws, d]``, ``diverging`` ``[chains, draws]``) and those of
+    each sampling phase dropped when ``target_accept`` was raised (``dropped``: pairs of
+    ``[steps, chains, d]`` positions and ``[steps, chains]`` flags).  None when they do not
+    cluster."""
+    pos = np.concatenate([samples] + [np.swapaxes(p, 0, 1) for p, _ in dropped], axis=1)
+    div = np.concatenate([np.asarray(diverging)] + [np.swapaxes(v, 0, 1) for _, v in dropped], axis=1)
+    q = quantities_of(target, pos)
+    return concentration_warning(q, div, quantity_names(target, q.shape[-1]), is_noncentred(target),
+                                 consequence=consequence)
 
 
 register_method(MethodSpec(
