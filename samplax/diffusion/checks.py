@@ -74,8 +74,14 @@ def check_denoiser(denoiser: Callable, event_shape: tuple, dtype, who: str, arg:
         _CHECKED.popitem(last=False)
 
 
-def nonfinite_report(who: str, step: np.ndarray, sigma: np.ndarray, num_steps: int, what: str = "sample") -> list:
-    """Warnings (and a ValueError when every item is non-finite) from per-item first non-finite steps."""
+MODEL_REMEDY = "Check the model (its weights, and its input scaling at this noise level)"
+
+
+def nonfinite_report(who: str, step: np.ndarray, sigma: np.ndarray, num_steps: int, what: str = "sample",
+                     cause: str = "the denoiser returned non-finite values (NaN or inf)",
+                     remedy: str = MODEL_REMEDY) -> list:
+    """Warnings (and a ValueError when every item is non-finite) from per-item first non-finite steps.
+    ``cause`` says what went non-finite, ``remedy`` what to do when every item did."""
     step = np.asarray(step)
     bad = step >= 0
     n_bad = int(bad.sum())
@@ -86,10 +92,9 @@ def nonfinite_report(who: str, step: np.ndarray, sigma: np.ndarray, num_steps: i
     sig = float(np.asarray(sigma)[at_first][0])
     where = (f"the final denoise (sigma {sig:.4g})" if first == num_steps
              else f"step {first} of {num_steps} (the step from sigma {sig:.4g})")
-    msg = (f"{who}: the denoiser returned non-finite values (NaN or inf): {n_bad} of {step.size} {what}s are "
+    msg = (f"{who}: {cause}: {n_bad} of {step.size} {what}s are "
            f"non-finite; the first at {where}, in {int(at_first.sum())} {what}(s) there")
-    return _report(msg, n_bad, step.size, "every output is non-finite. Check the model (its weights, and its input "
-                   "scaling at this noise level)")
+    return _report(msg, n_bad, step.size, f"every output is non-finite. {remedy}")
 
 
 def nonfinite_ode_report(who: str, bad: np.ndarray, sigma_stop: np.ndarray, steps: np.ndarray, sigma_from: float,

@@ -702,3 +702,13 @@ def test_ambient_dps_measured():
     with pytest.raises(ValueError, match="mask must be a boolean array of the point's shape"):
         inv.sample(prior.denoise_observed, prob, key=jax.random.key(0), num_samples=4, nfe=10, sigma_max=SIGMA_MAX,
                    method="ambient_dps", mask=np.ones(3, bool))
+
+
+def test_diverging_guidance_names_the_method_and_its_remedy():
+    """A guidance step that overshoots to inf is blamed on the method's update as well as the model, with the
+    method's remedy (here DPS at an absurd scale)."""
+    prior, prob, _, _, _ = exact("2d_ill_hi")
+    with pytest.raises(ValueError, match=r"inverse\.sample \(dps\): the state became non-finite.*"
+                                         r"or dps's update diverged: .*step='normalized'"):
+        inv.sample(prior, prob, key=jax.random.key(0), num_samples=8, nfe=10, sigma_max=SIGMA_MAX, method="dps",
+                   scale=1e300)

@@ -73,4 +73,7 @@ register(InverseMethod(
                    "data (Aali et al. 2025)",
     OPTIONS, lambda problem, nfe, sm, n, o: plan_guided("ambient_dps", problem, nfe, sm, n, o), _run,
     adapt_denoiser=_adapt,
-    bias="the DPS bias, plus the information the mask withholds from the prior's denoiser"))
+    bias="the DPS bias, plus the information the mask withholds from the prior's denoiser",
+    remedy=("its guidance step (s_i^2 - s_(i+1)^2) grad log N(y; A D(x), sigma_y^2) overshoots when sigma_y is "
+            "small next to the prior's spread along A; use step='normalized' (the paper's step), a scale below 1, "
+            "or a larger nfe")))

@@ -18,7 +18,7 @@ import numpy as np
 
 from samplax.core.cost import make_cost
 from samplax.diffusion._compiled import Clock, ExecutableCache
-from samplax.diffusion.checks import check_denoiser, nonfinite_report
+from samplax.diffusion.checks import MODEL_REMEDY, check_denoiser, nonfinite_report
 from samplax.diffusion.inverse.problems import LinearGaussian, Nonlinear
 from samplax.diffusion.inverse.registry import get_method
 
@@ -161,8 +161,13 @@ def sample(denoiser: Callable, problem, *, key: jax.Array, num_samples: int, nfe
                      num_likelihood_grads=plan.likelihood_grads, **timing)
     warns = ()
     if concrete:
-        warns = tuple(nonfinite_report("inverse.sample", np.asarray(out.nonfinite.step),
-                                       np.asarray(out.nonfinite.sigma), plan.num_steps, what=plan.item))
+        remedy = (f"Either the denoiser returned non-finite values ({MODEL_REMEDY[0].lower() + MODEL_REMEDY[1:]}) "
+                  f"or {method}'s update diverged: {m.remedy}" if m.remedy else MODEL_REMEDY)
+        cause = ("the state became non-finite (NaN or inf)" if m.remedy
+                 else "the denoiser returned non-finite values (NaN or inf)")
+        warns = tuple(nonfinite_report(f"inverse.sample ({method})", np.asarray(out.nonfinite.step),
+                                       np.asarray(out.nonfinite.sigma), plan.num_steps, what=plan.item,
+                                       cause=cause, remedy=remedy))
     info = {"method": method, "options": opts, "sigmas": plan.sigmas, "cost": cost,
             "nonfinite_step": out.nonfinite.step, "nonfinite_sigma": out.nonfinite.sigma, "warnings": warns}
     if m.finish is not None and concrete:

@@ -104,4 +104,5 @@ register(InverseMethod(
             "N(x0_hat, r^2) p(y|x0), renoise (Zhang et al. 2024)",
     OPTIONS, _plan, _run,
     bias="Gaussian N(x0_hat, r^2 I) stand-in for p(x0|x_t) and short unadjusted Langevin chains per level: biased "
-         "at finite steps"))
+         "at finite steps",
+    remedy="its Langevin step on x0 (step_fraction / (1/r^2 + L_y)) is too large; lower step_fraction"))

@@ -102,4 +102,7 @@ register(InverseMethod(
            "denoiser (Chung et al. 2023)",
     guidance_options(), lambda problem, nfe, sm, n, o: plan_guided("dps", problem, nfe, sm, n, o), _run,
     bias="the likelihood at the denoised mean ignores Var[x0|x]: over-confident guidance, too little spread "
-         "along A and biased mode weights; does not vanish with nfe"))
+         "along A and biased mode weights; does not vanish with nfe",
+    remedy=("its guidance step (s_i^2 - s_(i+1)^2) grad log N(y; A D(x), sigma_y^2) overshoots when sigma_y is "
+            "small next to the prior's spread along A; use step='normalized' (the paper's step), a scale below 1, "
+            "or a larger nfe")))

@@ -43,4 +43,7 @@ register(InverseMethod(
     guidance_options(), lambda problem, nfe, sm, n, o: plan_guided("mcg", problem, nfe, sm, n, o), _run,
     linear_only=True,
     bias="hard data consistency A x = y at the end: exact only for sigma_y = 0; with noise it removes the "
-         "posterior spread along A; the DPS guidance bias remains"))
+         "posterior spread along A; the DPS guidance bias remains",
+    remedy=("its guidance step (s_i^2 - s_(i+1)^2) grad log N(y; A D(x), sigma_y^2) overshoots when sigma_y is "
+            "small next to the prior's spread along A; use step='normalized' (the paper's step), a scale below 1, "
+            "or a larger nfe")))

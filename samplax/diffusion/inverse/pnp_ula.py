@@ -105,4 +105,5 @@ register(InverseMethod(
     "pnp_ula", "Plug-and-play unadjusted Langevin: the denoiser at a fixed eps as prior score "
                "(Laumont et al. 2022)",
     OPTIONS, _plan, _run,
-    bias="targets the posterior with the eps-smoothed prior; O(step) discretization bias; slow mixing between modes"))
+    bias="targets the posterior with the eps-smoothed prior; O(step) discretization bias; slow mixing between modes",
+    remedy="its Langevin step (step_fraction / L) is too large for this problem; lower step_fraction"))

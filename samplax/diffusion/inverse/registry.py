@@ -64,6 +64,8 @@ class InverseMethod(NamedTuple):
       linear_only: needs a :class:`~samplax.diffusion.inverse.problems.LinearGaussian` problem.
       bias: what the method's known bias is (documented, measured in the tests); empty for exact methods.
       finish: optional ``finish(extras: dict of numpy, plan) -> dict`` of host-side info entries.
+      remedy: what to try when every draw's state went non-finite and the method's own update may be the cause
+        (a guidance or Langevin step too large for a small sigma_y); empty: only the model is suspected.
       adapt_denoiser: optional ``adapt_denoiser(denoiser, options, shape) -> D(x, sigma)`` for a method whose
         model has another signature (``ambient_dps``: ``D(x, sigma, mask)``); it checks its options.
     """
@@ -78,6 +80,7 @@ class InverseMethod(NamedTuple):
     bias: str = ""
     finish: Optional[Callable] = None
     adapt_denoiser: Optional[Callable] = None
+    remedy: str = ""
 
     def resolve_options(self, given: dict) -> dict:
         """Defaults filled in; unknown names are a TypeError, invalid values a ValueError naming the option."""

@@ -167,5 +167,6 @@ def _finish(extras, plan):
 register(InverseMethod(
     "tds", "Twisted diffusion sampler: Feynman-Kac SMC over the reverse diffusion with DPS twisting functions "
            "and twisted proposals; unbiased evidence (Wu et al. 2023)",
-    OPTIONS, _plan, _run, exact=True, finish=_finish))
+    OPTIONS, _plan, _run, exact=True, finish=_finish,
+    remedy="its twisted proposal's guidance step overshoots when sigma_y is small; raise inflation or nfe"))
 
