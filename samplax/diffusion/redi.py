@@ -260,7 +260,13 @@ def _search(keys, queries, k_neighbors):
 
     def block(qb):
         d2 = jnp.sum(qb * qb, 1)[:, None] - 2.0 * qb @ keys.T + sq[None, :]
-        return jax.lax.top_k(-d2, h)[1]
+        rows = jnp.arange(qb.shape[0])
+        found = []
+        for _ in range(h):  # h argmin passes, O(h N) per query (lax.top_k sorts whole rows on CPU)
+            j = jnp.argmin(d2, axis=1)
+            found.append(j)
+            d2 = d2.at[rows, j].set(jnp.inf)
+        return jnp.stack(found, axis=1)
 
     b = queries.shape[0]
     size = 128
