@@ -65,7 +65,8 @@ def test_redi_error_falls_as_the_knowledge_base_grows():
     """Retrieval error at sigma_value against the exact PF-ODE state (and the endpoint error, finishing with 9 calls)
     on 512 held-out noises, knowledge bases of 256, 1024 and 4096 trajectories. The affine interpolation of the
     map key -> value errs O(h^2) where the map is smooth and O(1) on a band of width O(h) around the basins'
-    boundaries, h ~ N^(-1/2): each 4x growth should cut the mean error by 2 to 4; measured about 3 (ring8).
+    boundaries, h ~ N^(-1/2): each 4x growth should cut the mean error by 2 to 4; measured 2.5 and 4.1 (ring8;
+    endpoint 2.2 and 4.2).
     Asserted: a cut by at least 1.5 each time."""
     m = sd.ring8()
     z = SMAX * jax.random.normal(jax.random.key(7), (512, 2))
@@ -175,12 +176,12 @@ def test_dpm_ot_samples_keep_the_targets_mode_weights():
     data = m.sample(jax.random.key(7), 256)
     plan = dpm_ot.dpm_ot_build(m, key=jax.random.key(8), sigma_mid=0.5, data=data, num_iters=600, batch_size=4096)
     assert plan.num_model_evals == 0 and plan.source == "data" and plan.cost["num_ot_iters"] == 600
-    x, info = dpm_ot.sample_dpm_ot(m, plan, key=jax.random.key(5), num_samples=8192, nfe=5)
+    x, info = dpm_ot.sample_dpm_ot(m, plan, key=jax.random.key(5), num_samples=4096, nfe=5)
     assert info.num_model_evals == 5 and info.cost["num_model_evals"] == 5
     np.testing.assert_array_equal(np.asarray(info.start), np.asarray(plan.ot.targets[info.cells]))
     tgt = np.bincount(np.asarray(m.component_of(data)), minlength=8) / 256
-    got = np.bincount(np.asarray(m.component_of(x)), minlength=8) / 8192
-    se = np.sqrt(tgt * (1 - tgt) / 8192)
+    got = np.bincount(np.asarray(m.component_of(x)), minlength=8) / 4096
+    se = np.sqrt(tgt * (1 - tgt) / 4096)
     # the modes of the samples follow their cells' data points (a point noised to 0.5 can cross to a neighbouring
     # mode under the PF-ODE, rarely); asserted: within 5 standard errors plus 0.02
     assert np.all(np.abs(got - tgt) < 5 * se + 0.02), (got, tgt)
