@@ -20,20 +20,21 @@ SMAX, SKEY, SVAL = 80.0, 10.0, 0.2
 
 @pytest.fixture(scope="module")
 def small_kb():
-    return redi.redi_build(sd.ring8(), key=jax.random.key(1), num_trajectories=64, event_shape=(2,),
-                           sigma_max=SMAX, sigma_key=SKEY, sigma_value=SVAL, value_nfe=32)
+    # batches of 8 throughout the module: one compiled program per solver
+    return redi.redi_build(sd.ring8(), key=jax.random.key(1), num_trajectories=16, event_shape=(2,),
+                           sigma_max=SMAX, sigma_key=SKEY, sigma_value=SVAL, value_nfe=32, batch_size=8)
 
 
 def test_redi_build_counts_and_keys_are_the_query_phase(small_kb):
     kb = small_kb
-    assert kb.size == 64 and kb.event_shape == (2,)
-    assert kb.num_model_evals == 64 * (1 + 32) and kb.cost["num_model_evals"] == kb.num_model_evals
+    assert kb.size == 16 and kb.event_shape == (2,)
+    assert kb.num_model_evals == 16 * (1 + 32) and kb.cost["num_model_evals"] == kb.num_model_evals
     # the noises are fold_in(key, i) and the keys the query phase (1 DDIM step to sigma_key) from sigma_max z_i
     z = jax.random.normal(jax.random.fold_in(jax.random.key(1), 5), (2,), kb.noises.dtype)
     np.testing.assert_array_equal(np.asarray(kb.noises[5]), np.asarray(z))
-    k, _ = sd.sample(sd.ring8(), key=jax.random.key(0), x_init=SMAX * kb.noises[:3], sigma_max=SMAX, sigma_min=SKEY,
+    k, _ = sd.sample(sd.ring8(), key=jax.random.key(0), x_init=SMAX * kb.noises[8:], sigma_max=SMAX, sigma_min=SKEY,
                      nfe=1, solver="ddim")
-    np.testing.assert_allclose(np.asarray(k), np.asarray(kb.keys[:3]), rtol=0, atol=1e-13)
+    np.testing.assert_allclose(np.asarray(k), np.asarray(kb.keys[8:]), rtol=0, atol=1e-13)
 
 
 @pytest.mark.parametrize("combine,h", [("affine", 4), ("nearest", 1), ("linear", 2)])
@@ -55,8 +56,8 @@ def test_redi_stored_query_returns_its_value_and_continues_its_trajectory(small_
 
 
 def test_redi_retrieve_equal_key_is_bit_exact(small_kb):
-    vals, info = redi.redi_retrieve(small_kb, small_kb.keys[10:14], num_neighbors=4)
-    np.testing.assert_array_equal(np.asarray(vals), np.asarray(small_kb.values[10:14]))
+    vals, info = redi.redi_retrieve(small_kb, small_kb.keys[8:], num_neighbors=4)
+    np.testing.assert_array_equal(np.asarray(vals), np.asarray(small_kb.values[8:]))
     np.testing.assert_array_equal(np.asarray(info.residual), 0.0)
 
 
@@ -116,8 +117,8 @@ def test_redi_bad_inputs(small_kb):
         redi.sample_redi(m, kb, x_init=jnp.zeros((2, 3)), nfe=3)
     with pytest.raises(ValueError, match="nfe must be >= kb.key_nfe"):
         redi.sample_redi(m, kb, key=jax.random.key(0), num_samples=2, nfe=2)
-    with pytest.raises(ValueError, match="num_neighbors=65 exceeds"):
-        redi.redi_retrieve(kb, kb.keys[:2], num_neighbors=65)
+    with pytest.raises(ValueError, match="num_neighbors=17 exceeds"):
+        redi.redi_retrieve(kb, kb.keys[:2], num_neighbors=17)
     with pytest.raises(ValueError, match="combine must be one of"):
         redi.redi_retrieve(kb, kb.keys[:2], combine="mean")
     with pytest.raises(ValueError, match="sigma_end must be in"):
@@ -212,8 +213,8 @@ def test_dpm_ot_from_the_model_counts_its_calls():
     plan = dpm_ot.dpm_ot_build(m, key=jax.random.key(0), sigma_mid=1.0, num_targets=32, event_shape=(2,),
                                sigma_max=SMAX, target_nfe=16, num_iters=100, batch_size=1024)
     assert plan.source == "model" and plan.num_model_evals == 32 * 16
-    z = jax.random.split(jax.random.key(0))[0]
-    y0 = jax.random.normal(jax.random.fold_in(z, 0), (2,), plan.ot.targets.dtype)
-    ref, _ = sd.sample(m, key=jax.random.key(0), x_init=SMAX * y0[None], sigma_max=SMAX, sigma_min=1.0, nfe=16,
+    k_t = jax.random.split(jax.random.key(0))[0]
+    z = jax.vmap(lambda b: jax.random.normal(jax.random.fold_in(k_t, b), (2,), plan.ot.targets.dtype))(jnp.arange(32))
+    ref, _ = sd.sample(m, key=jax.random.key(0), x_init=SMAX * z, sigma_max=SMAX, sigma_min=1.0, nfe=16,
                        solver="heun")
-    np.testing.assert_allclose(np.asarray(plan.ot.targets[0]), np.asarray(ref[0]), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(plan.ot.targets), np.asarray(ref), rtol=0, atol=1e-12)
