@@ -135,15 +135,18 @@ def _solve_dual(key, yf, nu, lr0, num_iters, batch_size):
     return h, gmax
 
 
-def semidiscrete_ot(key: jax.Array, targets, weights=None, *, num_iters: int = 3000, batch_size: int = 8192,
+def semidiscrete_ot(key: jax.Array, targets, weights=None, *, num_iters: int = 1000, batch_size: int = 4096,
                     learning_rate: Optional[float] = None) -> SemiDiscreteOT:
     """The semi-discrete OT map (quadratic cost) from ``N(0, I)`` to the points ``targets`` with ``weights``.
 
     Solves the dual (module docstring) ``min_h E_z[max_j (<z, y_j> + h_j)] - sum_j nu_j h_j`` by Adam on its Monte
     Carlo gradient ``mu_hat(W_j(h)) - nu_j`` (``batch_size`` fresh noises per step, step ``i`` from
     ``fold_in(key, i)``), the rate decaying linearly from ``learning_rate`` (default: 0.05 times the targets'
-    root-mean-square distance to their mean) to 0 over ``num_iters`` steps (Li et al. 2023; the AE-OT
-    optimisation of An et al. 2020). No model calls.
+    root-mean-square distance to their mean) to 0 over ``num_iters`` steps, and returns the mean of the second
+    half's iterates (Polyak-Ruppert averaging, which brings the cell masses to within Monte Carlo error of the
+    weights; measured on 8-16 points). Li et al. 2023 and the AE-OT optimisation of An et al. 2020 use Adam on the
+    same Monte Carlo gradient. No model calls; the work is ``num_iters * batch_size * N * D`` multiply-adds (about
+    a minute for 4096 two-dimensional targets on one CPU core with the defaults).
 
     Args:
       key: typed PRNG key of the Monte Carlo noises.
@@ -221,8 +224,8 @@ class DPMOT(eqx.Module):
 
 def dpm_ot_build(model, *, key: jax.Array, sigma_mid: float, data=None, num_targets: Optional[int] = None,
                  event_shape: Optional[tuple] = None, sigma_max: Optional[float] = None,
-                 target_solver: str = "heun", target_nfe: int = 256, num_iters: int = 3000,
-                 batch_size: int = 8192, learning_rate: Optional[float] = None) -> DPMOT:
+                 target_solver: str = "heun", target_nfe: int = 256, num_iters: int = 1000,
+                 batch_size: int = 4096, learning_rate: Optional[float] = None) -> DPMOT:
     """Targets at ``sigma_mid`` and the semi-discrete OT map to them (module docstring).
 
     With ``data`` (``[N, *event_shape]`` clean points): ``y_j = data_j + sigma_mid eps_j``, ``eps_j ~ N(0, I)``
