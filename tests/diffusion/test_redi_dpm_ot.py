@@ -59,6 +59,8 @@ def test_redi_retrieve_equal_key_is_bit_exact(small_kb):
     vals, info = redi.redi_retrieve(small_kb, small_kb.keys[8:], num_neighbors=4)
     np.testing.assert_array_equal(np.asarray(vals), np.asarray(small_kb.values[8:]))
     np.testing.assert_array_equal(np.asarray(info.residual), 0.0)
+    vals, _ = redi.redi_retrieve(small_kb, small_kb.keys[8:], num_neighbors=4, ridge=1e-3)  # c = 0 for r = 0
+    np.testing.assert_array_equal(np.asarray(vals), np.asarray(small_kb.values[8:]))
 
 
 @pytest.mark.slow
