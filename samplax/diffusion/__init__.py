@@ -3,7 +3,9 @@
 Public entry points: :func:`sample`, :func:`log_likelihood`, :mod:`samplax.diffusion.train`
 (``train.train`` fits small MLP denoisers), :mod:`samplax.diffusion.guidance` (guided denoisers),
 :mod:`samplax.diffusion.compose` (products, powers, CFG of models; :func:`sample_smc`, Feynman–Kac correctors) and
-:mod:`samplax.diffusion.energy` (energy-parameterized models). VE convention ``x = x0 + sigma * noise``, a denoiser
+:mod:`samplax.diffusion.energy` (energy-parameterized models); few-step sampling with precomputed help:
+:func:`sample_shortcut` (shortcut models), :func:`sample_redi` (ReDi's trajectory retrieval from a
+:func:`redi_build` knowledge base) and :func:`sample_dpm_ot` (DPM-OT's semi-discrete OT start, :func:`dpm_ot_build`). VE convention ``x = x0 + sigma * noise``, a denoiser
 ``D(x, sigma) = E[x0 | x]`` for one point. :func:`solver_names` and :func:`grid_names`
 list what ``solver=`` and ``grid=`` accept.
 """
@@ -27,6 +29,10 @@ from samplax.diffusion.train import (  # noqa: F401
 from samplax.diffusion import train  # noqa: F401,E402  (the module: train.train runs training)
 from samplax.diffusion.shortcut import ShortcutMLP, sample_shortcut  # noqa: F401,E402
 from samplax.diffusion import shortcut  # noqa: F401,E402  (shortcut models: few-step sampling)
+from samplax.diffusion.redi import KnowledgeBase, redi_build, redi_retrieve, sample_redi  # noqa: F401,E402
+from samplax.diffusion.dpm_ot import (  # noqa: F401,E402
+    DPMOT, SemiDiscreteOT, dpm_ot_build, sample_dpm_ot, semidiscrete_ot,
+)
 from samplax.diffusion.denoisers import (  # noqa: F401
     from_eps, from_v, from_score, from_velocity, from_discrete_eps, to_eps, to_score, reshaped,
 )
@@ -47,6 +53,8 @@ __all__ = [
     "fit_iia", "fit_dc", "FittedSolver",
     "MLPDenoiser", "TrainConfig", "TrainState", "train", "init_train_state", "save_checkpoint", "load_checkpoint",
     "load_denoiser", "ShortcutMLP", "sample_shortcut", "shortcut",
+    "KnowledgeBase", "redi_build", "redi_retrieve", "sample_redi",
+    "DPMOT", "SemiDiscreteOT", "dpm_ot_build", "sample_dpm_ot", "semidiscrete_ot",
     "from_eps", "from_v", "from_score", "from_velocity", "from_discrete_eps", "to_eps", "to_score", "reshaped",
     "guidance", "inverse", "EnergyDiffusion", "MixtureEnergy", "MLPDifferenceEnergy", "MLPScalarEnergy",
     "energy_model", "Corrector", "corrector", "compose", "sample_smc", "SMCInfo",
