@@ -103,6 +103,8 @@ class TrainConfig:
       emd_step_eps, emd_step_z: for ``"emd"``: Langevin step sizes on the reparameterized noise and the latent.
       emd_sigma_min, emd_sigma_max: for ``"emd"``: the E-step noise level is log-uniform in this range.
       emd_gen_sigma: for ``"emd"``: the generator is ``g(z) = G(emd_gen_sigma z, emd_gen_sigma)``.
+      emd_noise_cancellation: for ``"emd"``: drop the chain's Gaussian noise from the M-step target (the
+        paper's variance reduction; biased for long chains, see :mod:`samplax.diffusion.distill`).
     """
 
     dim: int = 2
@@ -133,6 +135,7 @@ class TrainConfig:
     emd_sigma_min: float = 0.05
     emd_sigma_max: float = 5.0
     emd_gen_sigma: float = 2.5
+    emd_noise_cancellation: bool = True
 
     def __post_init__(self):
         for name in ("dim", "width", "depth", "emb_dim", "batch_size"):
@@ -173,6 +176,8 @@ class TrainConfig:
         for name in ("emd_step_eps", "emd_step_z", "emd_gen_sigma"):
             if not (0.0 < getattr(self, name) < math.inf):
                 raise ValueError(f"TrainConfig: {name} must be positive and finite, got {getattr(self, name)}")
+        if not isinstance(self.emd_noise_cancellation, bool):
+            raise ValueError(f"TrainConfig: emd_noise_cancellation must be a bool, got {self.emd_noise_cancellation!r}")
         _shortcut.check_steps(self.shortcut_steps, "TrainConfig: shortcut_steps")
         if not (0.0 < self.shortcut_fraction < 1.0):
             raise ValueError(f"TrainConfig: shortcut_fraction must be in (0, 1), got {self.shortcut_fraction}")
@@ -286,7 +291,8 @@ def _batch_loss_and_nonfinite(model, key, x0, config: TrainConfig, teacher=None)
     elif config.loss == "emd":
         losses, sigmas = jax.vmap(lambda k: _distill.emd_point_loss(
             model, teacher, k, config.emd_langevin_steps, config.emd_step_eps, config.emd_step_z,
-            config.emd_sigma_min, config.emd_sigma_max, config.p_mean, config.p_std, config.sigma_data))(keys)
+            config.emd_sigma_min, config.emd_sigma_max, config.p_mean, config.p_std, config.sigma_data,
+            config.emd_noise_cancellation))(keys)
     else:
         losses, sigmas = jax.vmap(_point_loss_and_sigma, (None, 0, 0, None))(model, keys, x0, config)
     bad = ~jnp.isfinite(losses)
