@@ -27,6 +27,8 @@ from samplax.diffusion.train import (  # noqa: F401
 from samplax.diffusion import train  # noqa: F401,E402  (the module: train.train runs training)
 from samplax.diffusion.shortcut import ShortcutMLP, sample_shortcut  # noqa: F401,E402
 from samplax.diffusion import shortcut  # noqa: F401,E402  (shortcut models: few-step sampling)
+from samplax.diffusion.distill import EMDModel, sample_emd, sample_sfd  # noqa: F401,E402
+from samplax.diffusion import distill  # noqa: F401,E402  (SFD and EM distillation: few-step students)
 from samplax.diffusion.denoisers import (  # noqa: F401
     from_eps, from_v, from_score, from_velocity, from_discrete_eps, to_eps, to_score, reshaped,
 )
@@ -46,7 +48,7 @@ __all__ = [
     "sample", "SampleInfo", "auto_choice", "AUTO_RULE", "solve_pf_ode", "log_likelihood", "optimized_grid",
     "fit_iia", "fit_dc", "FittedSolver",
     "MLPDenoiser", "TrainConfig", "TrainState", "train", "init_train_state", "save_checkpoint", "load_checkpoint",
-    "load_denoiser", "ShortcutMLP", "sample_shortcut", "shortcut",
+    "load_denoiser", "ShortcutMLP", "sample_shortcut", "shortcut", "EMDModel", "sample_emd", "sample_sfd", "distill",
     "from_eps", "from_v", "from_score", "from_velocity", "from_discrete_eps", "to_eps", "to_score", "reshaped",
     "guidance", "inverse", "EnergyDiffusion", "MixtureEnergy", "MLPDifferenceEnergy", "MLPScalarEnergy",
     "energy_model", "Corrector", "corrector", "compose", "sample_smc", "SMCInfo",
