@@ -9,7 +9,7 @@ float32): SFD and EMD start from a DSM network trained 2000 steps (512k passes) 
 (SFD N steps: 640k / (256 N) steps; EMD K Langevin steps: 640k / (256 (2K + 2)) steps); the shortcut model trains
 3000 steps (384 passes per step), the DSM baseline 4500 steps. Teacher calls (the exact mixture) are counted
 apart. The exact teacher is sampled with DDIM and dpmpp_2m at the same number of calls (one call: D(80 eps, 80)
-for both). Energy distance (``samplax.metrics.energy_distance``) of 4000 samples to 4000 exact draws, fixed seeds.
+for both; default logsnr grid), and the teacher and the DSM baseline also with DDIM on the SFD students' grid. Energy distance (``samplax.metrics.energy_distance``) of 4000 samples to 4000 exact draws, fixed seeds.
 """
 from __future__ import annotations
 
@@ -57,6 +57,10 @@ def main(name: str):
         for k in (2, 4):
             r[str(k)] = ed(sd.sample(model, key=key, shape=(N, 2), sigma_max=80.0, nfe=k, solver=solver)[0])
         rows[f"teacher (exact) + {solver}"] = r
+    # the exact teacher with DDIM on the grid the SFD students use (Karras, rho 7, 80 -> 0.5, then 0)
+    rows["teacher (exact) + ddim, SFD grid"] = {str(k): ed(sd.sample(
+        model, key=key, shape=(N, 2), sigma_max=80.0, nfe=k, solver="ddim", grid="karras", sigma_end=0.5,
+        grid_options={"rho": 7.0})[0]) for k in (2, 4)}
 
     t = time.time()
     dsm, _, c_dsm = tr.train(jax.random.key(0), tr.TrainConfig(**COMMON), data, 2000, chunk=2000, return_cost=True)
@@ -67,6 +71,8 @@ def main(name: str):
     for k in (2, 4):
         r[str(k)] = ed(sd.sample(base.ema, key=key, shape=(N, 2), sigma_max=80.0, nfe=k, solver="ddim")[0])
     record("DSM 4500 steps + DDIM", c, time.time() - t, **r)
+    rows["DSM 4500 steps + DDIM, SFD grid"] = {str(k): ed(di.sample_sfd(base.ema, key=key, batch=N, num_steps=k)[0])
+                                              for k in (2, 4)}
 
     for k in (1, 2, 4):
         steps = 640_000 // (256 * k)

@@ -219,7 +219,8 @@ def _ed(x, ref):
 def test_sfd_and_emd_beat_dsm_ddim_on_ring8_at_the_same_budget():
     """Budget 1.152M student network passes each (as the shortcut test): DSM 2000 steps (batch 256), then SFD
     fine-tuning 2500 / 1250 / 625 steps for 1 / 2 / 4 student steps, or EMD (K = 1: 4 passes per point) 625 steps;
-    baseline DSM 4500 steps sampled with DDIM (logsnr grid, sigma_max 80) in 1 / 2 / 4 calls.
+    baseline DSM 4500 steps sampled with DDIM in 1 / 2 / 4 calls (the better of the logsnr grid and the SFD
+    students' grid, sigma_max 80).
     Energy distance to 4000 exact draws (fixed seeds)."""
     model = sd.ring8()
     data = lambda k, n: model.sample(k, n)  # noqa: E731
@@ -230,7 +231,8 @@ def test_sfd_and_emd_beat_dsm_ddim_on_ring8_at_the_same_budget():
     base, _ = tr.train(jax.random.key(0), tr.TrainConfig(**common), data, 4500, chunk=2250)
     ddim = {1: _ed(jax.vmap(base.ema, (0, None))(80.0 * jax.random.normal(key, (n, 2), jnp.float32), 80.0), ref)}
     for k in (2, 4):
-        ddim[k] = _ed(sd.sample(base.ema, key=key, shape=(n, 2), sigma_max=80.0, nfe=k, solver="ddim")[0], ref)
+        ddim[k] = min(_ed(sd.sample(base.ema, key=key, shape=(n, 2), sigma_max=80.0, nfe=k, solver="ddim")[0], ref),
+                      _ed(di.sample_sfd(base.ema, key=key, batch=n, num_steps=k)[0], ref))
     sfd = {}
     for k, steps in ((1, 2500), (2, 1250), (4, 625)):
         cfg = tr.TrainConfig(loss="sfd", sfd_steps=k, **common)
@@ -244,8 +246,9 @@ def test_sfd_and_emd_beat_dsm_ddim_on_ring8_at_the_same_budget():
     assert 2000 * 256 + cost["num_model_evals"] == 4500 * 256
     emd = _ed(di.sample_emd(se.ema, key=key, batch=n)[0], ref)
     print(f"\nring8 energy distance: SFD {sfd}, EMD (1 step) {emd:.4f}, DSM 4500 steps + DDIM {ddim}")
-    # measured (float32, 2 CPU cores): see docs/architecture.md / the report; asserted with margin
+    # measured (benchmarks/distill_toy.py, same runs): SFD 0.0134 / 0.0082 / 0.0091, EMD 0.025,
+    # DSM + DDIM 0.42 / 0.056 / 0.058 (exact draws against each other: -0.0004)
     for k in (1, 2, 4):
-        assert sfd[k] < 0.5 * ddim[k], (sfd, ddim)
+        assert sfd[k] < 0.35 * ddim[k], (sfd, ddim)
     assert emd < 0.2 * ddim[1], (emd, ddim)
     assert sfd[4] < 0.02 and emd < 0.05, (sfd, emd)
