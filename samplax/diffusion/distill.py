@@ -7,62 +7,65 @@ Both train through the one trainer loop, :func:`samplax.diffusion.train.train`, 
 the trainer counts student network passes (``num_model_evals``) and teacher calls (``num_teacher_evals``) apart.
 
 SFD -- "Simple and Fast Distillation of Diffusion Models" (Z. Zhou, D. Chen, C. Wang, C. Chen, S. Lyu,
-NeurIPS 2024, arXiv:2409.19681)
-    The student is an ordinary denoiser network sampled with DDIM (one call per interval) on a coarse grid
-    ``sigma_0 = sigma_max > sigma_1 > ... > sigma_{N-1} > sigma_N = 0`` fixed for its step count ``N`` (the
-    Karras/EDM grid with ``rho = 7`` from ``sfd_sigma_max`` to ``sfd_sigma_end``, then the final DDIM step into
-    ``sigma = 0``, which is the denoiser output): :func:`sfd_grid`. Fine-tuning only touches these ``N`` noise
-    levels (the paper's point: train only where the student is sampled). For a noise ``x_T = sigma_max eps`` the
-    teacher's trajectory ``x^T_n`` is computed on the same coarse grid by a multi-step solver (here EDM's Heun,
-    ``sfd_teacher_steps`` steps per interval, geometric in sigma; the last interval runs to ``2e-3`` and ends with
-    the teacher's denoiser: :func:`teacher_flow`), and the student's trajectory ``x^S_n`` starts at the same
-    noise and takes one DDIM step per interval, ``x^S_{n+1} = D_S(x^S_n, s_n) + (s_{n+1}/s_n)(x^S_n -
-    D_S(x^S_n, s_n))``. The loss (:func:`sfd_point_loss`) is ``(1/N) sum_n mean |x^S_{n+1} - x^T_{n+1}|^2`` with
-    the student's input ``x^S_n`` stop-gradiented: each step is trained from where the student itself is, towards
-    the teacher's trajectory (the paper's "global" view: the student corrects the error accumulated in its own
-    earlier steps). Simplifications against the paper: an L2 loss (the paper's image experiments use LPIPS/L2),
-    no analytical first step (AFS), no step-conditioned variable-NFE model (SFD-v): one student per step count;
-    with an exact-mixture teacher there are no teacher weights to start from, so the student is initialised by
-    plain DSM training (pass the DSM state to ``train(..., state=...)``) or from scratch.
-    Sample it with :func:`sample_sfd` (= :func:`samplax.diffusion.sample` with ``solver="ddim"`` on
-    :func:`sfd_grid`).
+NeurIPS 2024, arXiv:2409.19681).
+
+The student is an ordinary denoiser network sampled with DDIM (one call per interval) on a coarse grid
+``sigma_0 = sigma_max > sigma_1 > ... > sigma_{N-1} > sigma_N = 0`` fixed for its step count ``N`` (the
+Karras/EDM grid with ``rho = 7`` from ``sfd_sigma_max`` to ``sfd_sigma_end``, then the final DDIM step into
+``sigma = 0``, which is the denoiser output): :func:`sfd_grid`. Fine-tuning only touches these ``N`` noise
+levels (the paper's point: train only where the student is sampled). For a noise ``x_T = sigma_max eps`` the
+teacher's trajectory ``x^T_n`` is computed on the same coarse grid by a multi-step solver (here EDM's Heun,
+``sfd_teacher_steps`` steps per interval, geometric in sigma; the last interval runs to ``2e-3`` and ends with
+the teacher's denoiser: :func:`teacher_flow`), and the student's trajectory ``x^S_n`` starts at the same
+noise and takes one DDIM step per interval, ``x^S_{n+1} = D_S(x^S_n, s_n) + (s_{n+1}/s_n)(x^S_n -
+D_S(x^S_n, s_n))``. The loss (:func:`sfd_point_loss`) is ``(1/N) sum_n mean |x^S_{n+1} - x^T_{n+1}|^2`` with
+the student's input ``x^S_n`` stop-gradiented: each step is trained from where the student itself is, towards
+the teacher's trajectory (the paper's "global" view: the student corrects the error accumulated in its own
+earlier steps). Simplifications against the paper: an L2 loss (the paper's image experiments use LPIPS/L2),
+no analytical first step (AFS), no step-conditioned variable-NFE model (SFD-v): one student per step count;
+with an exact-mixture teacher there are no teacher weights to start from, so the student is initialised by
+plain DSM training (pass the DSM state to ``train(..., state=...)``) or from scratch.
+Sample it with :func:`sample_sfd` (= :func:`samplax.diffusion.sample` with ``solver="ddim"`` on
+:func:`sfd_grid`).
 
 EMD -- "EM Distillation for One-step Diffusion Models" (S. Xie, Z. Xiao, D. P. Kingma, T. Hou, Y. N. Wu,
-K. Murphy, T. Salimans, B. Poole, R. Gao, NeurIPS 2024, arXiv:2405.16852)
-    A one-step generator ``g(z) = G(sigma_g z, sigma_g)`` (``G`` a denoiser network read at the fixed level
-    ``sigma_g = emd_gen_sigma``, as the paper initialises the generator from a denoiser) is fitted by maximum
-    likelihood to the teacher's noised marginals ``p_s``, with the generator's noised joint
-    ``p(x_s, z) = N(z; 0, I) N(x_s; g(z), s^2 I)``. EM: the gradient of ``log p_theta(x_s)`` is the posterior
-    expectation of ``grad log p_theta(x_s, z)``, so
+K. Murphy, T. Salimans, B. Poole, R. Gao, NeurIPS 2024, arXiv:2405.16852).
 
-    * E-step (:func:`emd_estep`): draw ``(x_s, z)`` from ``p_s(x_s) p_theta(z | x_s)`` by Langevin dynamics
-      initialised from the generator, ``z_0 ~ N(0, I)``, ``x_s = g(z_0) + s eps_0``. Reparameterized sampling:
-      the chain moves ``(eps, z)`` with ``x_s = g(z) + s eps``, on
-      ``log rho(eps, z) = log p_s(x_s) - log q_s(x_s) - |eps|^2/2 - |z|^2/2``, whose gradients are
-      ``grad_eps = s (score_T - score_S)(x_s) - eps`` and ``grad_z = J_g(z)^T (score_T - score_S)(x_s) - z``
-      (``score_T - score_S = (D_T - D_S)(x_s, s) / s^2``; ``q_s``'s score ``score_S`` is that of a second
-      denoiser network ``D_S`` trained by DSM on generator samples, the paper's learned student score). Each of
-      ``emd_langevin_steps`` (K) steps is ``eps <- eps + h_e grad_eps + sqrt(2 h_e) n``,
-      ``z <- z + h_z grad_z + sqrt(2 h_z) n'``.
-    * Noise cancellation: the Gaussian noise of the chain (the initial ``eps_0`` and every injected
-      ``sqrt(2 h_e) n``) is tracked and subtracted, ``eps~ = eps_K - eps_0 - sum sqrt(2 h_e) n_k`` (the sum of the
-      drift terms ``h_e grad_eps``): that noise is zero-mean, so for short chains dropping it removes most of the
-      M-step gradient's variance (measured on the linear-Gaussian case of the tests: standard error 0.0006 instead
-      of 0.008 at K = 1, right direction for K <= 16). It is not unbiased for long chains, where the injected
-      noise has become correlated with ``z_K`` (same case, K = 300: the direction flips);
-      ``emd_noise_cancellation=False`` uses ``eps_K`` itself, unbiased once the chain has mixed.
-    * M-step: ``grad log N(x_s; g(z_K), s^2 I) = (x_s - g(z_K)) / s^2 . dg/dtheta``, taken as the regression of
-      ``g(z_K)`` on the (noise-cancelled) E-step sample, ``|g(z_K) - sg[g(z_K) + s eps~]|^2``
-      (:func:`emd_point_loss`). With K = 1 this is the variational-score-distillation direction
-      ``h_e (score_T - score_S)`` (the paper's link to mode-seeking KL methods).
-    * The student-score network ``D_S`` is trained in the same step by EDM-weighted DSM on stop-gradiented
-      generator samples (one optimiser over both networks; the stop-gradients keep the two losses apart).
+A one-step generator ``g(z) = G(sigma_g z, sigma_g)`` (``G`` a denoiser network read at the fixed level
+``sigma_g = emd_gen_sigma``, as the paper initialises the generator from a denoiser) is fitted by maximum
+likelihood to the teacher's noised marginals ``p_s``, with the generator's noised joint
+``p(x_s, z) = N(z; 0, I) N(x_s; g(z), s^2 I)``. EM: the gradient of ``log p_theta(x_s)`` is the posterior
+expectation of ``grad log p_theta(x_s, z)``, so
 
-    Simplified against the paper: one E-step per M-step with a short chain, a log-uniform noise level
-    ``s`` in ``[emd_sigma_min, emd_sigma_max]`` with unit weight, the regression form of the M-step with
-    weight 1, no teacher-weight initialisation for an exact-mixture teacher (start both networks from a DSM
-    denoiser with :func:`emd_state_from_denoiser`, or from scratch). Sample it with :func:`sample_emd`
-    (one generator pass; EMD distils a one-step generator).
+* E-step (:func:`emd_estep`): draw ``(x_s, z)`` from ``p_s(x_s) p_theta(z | x_s)`` by Langevin dynamics
+  initialised from the generator, ``z_0 ~ N(0, I)``, ``x_s = g(z_0) + s eps_0``. Reparameterized sampling:
+  the chain moves ``(eps, z)`` with ``x_s = g(z) + s eps``, on
+  ``log rho(eps, z) = log p_s(x_s) - log q_s(x_s) - |eps|^2/2 - |z|^2/2``, whose gradients are
+  ``grad_eps = s (score_T - score_S)(x_s) - eps`` and ``grad_z = J_g(z)^T (score_T - score_S)(x_s) - z``
+  (``score_T - score_S = (D_T - D_S)(x_s, s) / s^2``; ``q_s``'s score ``score_S`` is that of a second
+  denoiser network ``D_S`` trained by DSM on generator samples, the paper's learned student score). Each of
+  ``emd_langevin_steps`` (K) steps is ``eps <- eps + h_e grad_eps + sqrt(2 h_e) n``,
+  ``z <- z + h_z grad_z + sqrt(2 h_z) n'``.
+* Noise cancellation: the Gaussian noise of the chain (the initial ``eps_0`` and every injected
+  ``sqrt(2 h_e) n``) is tracked and subtracted, ``eps~ = eps_K - eps_0 - sum sqrt(2 h_e) n_k`` (the sum of the
+  drift terms ``h_e grad_eps``): that noise is zero-mean, so for short chains dropping it removes most of the
+  M-step gradient's variance (measured on the linear-Gaussian case of the tests: standard error 0.0006 instead
+  of 0.008 at K = 1, right direction for K <= 16). It is not unbiased for long chains, where the injected
+  noise has become correlated with ``z_K`` (same case, K = 300: the direction flips);
+  ``emd_noise_cancellation=False`` uses ``eps_K`` itself, unbiased once the chain has mixed.
+* M-step: ``grad log N(x_s; g(z_K), s^2 I) = (x_s - g(z_K)) / s^2 . dg/dtheta``, taken as the regression of
+  ``g(z_K)`` on the (noise-cancelled) E-step sample, ``|g(z_K) - sg[g(z_K) + s eps~]|^2``
+  (:func:`emd_point_loss`). With K = 1 and noise cancellation the target shift is
+  ``s eps~ = h_e s^2 (score_T - score_S)(x_s) - h_e s eps_0``: the variational-score-distillation direction plus
+  zero-mean noise (the paper's link to mode-seeking KL methods).
+* The student-score network ``D_S`` is trained in the same step by EDM-weighted DSM on stop-gradiented
+  generator samples (one optimiser over both networks; the stop-gradients keep the two losses apart).
+
+Simplified against the paper: one E-step per M-step with a short chain, a log-uniform noise level
+``s`` in ``[emd_sigma_min, emd_sigma_max]`` with unit weight, the regression form of the M-step with
+weight 1, no teacher-weight initialisation for an exact-mixture teacher (start both networks from a DSM
+denoiser with :func:`emd_state_from_denoiser`, or from scratch). Sample it with :func:`sample_emd`
+(one generator pass; EMD distils a one-step generator).
 
 Costs per training point: SFD ``N`` student passes (each with a backward pass) and ``2 M N + 1`` teacher calls
 (``M = sfd_teacher_steps``); EMD ``2 K + 2`` student passes (K generator and K student-score passes in the chain,
