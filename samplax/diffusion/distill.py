@@ -25,6 +25,11 @@ earlier steps). Simplifications against the paper: an L2 loss (the paper's image
 no analytical first step (AFS), no step-conditioned variable-NFE model (SFD-v): one student per step count;
 with an exact-mixture teacher there are no teacher weights to start from, so the student is initialised by
 plain DSM training (pass the DSM state to ``train(..., state=...)``) or from scratch.
+The teacher's accuracy bounds the student's: the rms distance of the Heun trajectory's endpoint to the exact
+PF-ODE endpoint (``solve_pf_ode``, 256 noises) for ``sfd_teacher_steps`` M = 8 / 32 per interval was 0.10 /
+0.0028 (ring8) and 0.27 / 0.034 (grid25) for a one-step student, 0.014 / 0.0007 and 0.097 / 0.0022 for two steps;
+a one-step grid25 student fine-tuned on the M = 8 teacher reached energy distance 0.017, on the M = 32 one
+0.0016. The default is M = 32.
 Sample it with :func:`sample_sfd` (= :func:`samplax.diffusion.sample` with ``solver="ddim"`` on
 :func:`sfd_grid`).
 

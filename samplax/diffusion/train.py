@@ -128,7 +128,7 @@ class TrainConfig:
     sfd_steps: int = 2
     sfd_sigma_max: float = 80.0
     sfd_sigma_end: float = 0.5
-    sfd_teacher_steps: int = 8
+    sfd_teacher_steps: int = 32
     emd_langevin_steps: int = 4
     emd_step_eps: float = 0.1
     emd_step_z: float = 0.01
