@@ -33,6 +33,8 @@ from samplax.diffusion.redi import KnowledgeBase, redi_build, redi_retrieve, sam
 from samplax.diffusion.dpm_ot import (  # noqa: F401,E402
     DPMOT, SemiDiscreteOT, dpm_ot_build, sample_dpm_ot, semidiscrete_ot,
 )
+from samplax.diffusion.distill import EMDModel, sample_emd, sample_sfd  # noqa: F401,E402
+from samplax.diffusion import distill  # noqa: F401,E402  (SFD and EM distillation: few-step students)
 from samplax.diffusion.denoisers import (  # noqa: F401
     from_eps, from_v, from_score, from_velocity, from_discrete_eps, to_eps, to_score, reshaped,
 )
@@ -55,6 +57,7 @@ __all__ = [
     "load_denoiser", "ShortcutMLP", "sample_shortcut", "shortcut",
     "KnowledgeBase", "redi_build", "redi_retrieve", "sample_redi",
     "DPMOT", "SemiDiscreteOT", "dpm_ot_build", "sample_dpm_ot", "semidiscrete_ot",
+    "EMDModel", "sample_emd", "sample_sfd", "distill",
     "from_eps", "from_v", "from_score", "from_velocity", "from_discrete_eps", "to_eps", "to_score", "reshaped",
     "guidance", "inverse", "EnergyDiffusion", "MixtureEnergy", "MLPDifferenceEnergy", "MLPScalarEnergy",
     "energy_model", "Corrector", "corrector", "compose", "sample_smc", "SMCInfo",

@@ -72,7 +72,8 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
                    help="a 2-D toy set, or scikit-learn's 8x8 digits (64-d; width and depth default to the digits preset)")
     t.add_argument("--steps", type=int, required=True, help="total number of optimiser steps")
     t.add_argument("--out", required=True, help="checkpoint folder")
-    t.add_argument("--loss", default="dsm", choices=[name for name in train_mod.LOSSES if name != "shortcut"])  # shortcut: Python API
+    t.add_argument("--loss", default="dsm", choices=[name for name in train_mod.LOSSES  # shortcut, sfd, emd: Python API
+                                                     if name not in ("shortcut",) + train_mod.DISTILL_LOSSES])
     t.add_argument("--batch-size", type=int, default=256)
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--width", type=int, default=None, help="MLP width (default 128; digits: the preset's)")
