@@ -25,6 +25,7 @@ of steps (a ValueError naming ``coefficients`` / ``ratios``).
 """
 from __future__ import annotations
 
+import itertools
 import time
 from typing import Callable, NamedTuple, Optional
 
@@ -35,7 +36,7 @@ import numpy as np
 from samplax.diffusion.checks import check_denoiser, check_sigma_range
 from samplax.diffusion.grids import grid_names, make_grid
 from samplax.diffusion.reference import solve_pf_ode
-from samplax.diffusion.solvers import IIA_BASES, StepContext, get_solver, run_solver
+from samplax.diffusion.solvers import IIA_BASES, USF_PREDICTIONS, USF_VARIANTS, StepContext, get_solver, run_solver
 
 
 class FittedSolver(NamedTuple):
@@ -310,3 +311,151 @@ def fit_dc(denoiser: Callable, *, key: jax.Array, nfe: int, sigma_max: float, ev
             "reference_steps": int(np.sum(np.asarray(ref_steps))), "seconds": time.perf_counter() - t0}
     return FittedSolver("dc_solver", options,
                         _sample_kwargs("dc_solver", options, nfe, sigma_max, sigma_end, grid, grid_options), nodes, diag)
+
+
+def _schedule_plan(orders, noise, corr, bh1):
+    """The ``usf`` plan of requested per-step choices (numpy ``[..., n]``): orders clamped to the history there."""
+    n = orders.shape[-1]
+    return {"order": np.minimum(orders, np.arange(n) + 1).astype(np.int32), "noise": noise.astype(np.int32),
+            "bh1": bh1.astype(np.int32), "corrector": corr.astype(np.int32)}
+
+
+def search_schedule(denoiser: Callable, *, key: jax.Array, nfe: int, sigma_max: float, event_shape: tuple,
+                    sigma_end=0.002, grid="logsnr", grid_options: Optional[dict] = None, num_samples: int = 256,
+                    orders: tuple = (1, 2, 3), predictions: tuple = ("data", "noise"),
+                    correctors: tuple = (False, True), variants: tuple = ("bh1", "bh2"), max_passes: int = 3,
+                    rtol: float = 1e-9) -> FittedSolver:
+    """Search a per-step solver schedule of ``solver="usf"`` for ``denoiser`` (S^3 of Liu et al. 2023, "Enhancing
+    diffusion model sampling via a unified sampling framework").
+
+    The schedule is the per-step choice of :func:`samplax.diffusion.solvers.ode.usf`: predictor order, data or noise
+    prediction, UniC corrector on or off and ``B(h)`` variant, from ``orders x predictions x correctors x
+    variants`` at each of the ``nfe - 1`` steps (a final denoise ends at sigma = 0), and the timesteps, one of the
+    grids ``grid x sigma_end`` (each may be one value or a sequence of candidates). The objective is the mean
+    over ``num_samples`` initial noises ``sigma_max * z_b`` of the L2 distance between the sampler's output and the
+    exact PF-ODE endpoint of the same noise (:func:`samplax.diffusion.solve_pf_ode`, tolerance ``rtol``).
+
+    Search (coordinate descent; the paper uses an evolutionary search with a learned predictor of the metric,
+    affordable here without one because the objective is exact and cheap): on each grid, every uniform strategy
+    (one choice for all steps: the fixed solvers ``dpmpp_2m``, ``unipc_bh2``, ... of that grid, as ``usf``
+    configurations) is evaluated and the best is the start; then greedy passes over the steps, first to last: at
+    step ``i`` every choice is tried with the others fixed (one batched call) and the best kept if it lowers the
+    objective; passes repeat until one changes nothing or ``max_passes``. The schedule and grid of the lowest
+    objective are returned. So on the fitting noises the result is never worse than the best uniform strategy of
+    the candidates it searched (on other noises it may be: measure held out).
+
+    Cost: each candidate schedule costs ``num_samples * nfe`` denoiser calls; ``diagnostics["num_model_evals"]``
+    sums them (plus the reference solve's Dopri8 steps, ``reference_steps``), ``seconds`` is the wall time.
+
+    Args:
+      denoiser: ``D(x, sigma)`` for one point.
+      key: typed PRNG key of the fitting noises.
+      nfe: the sampler's call budget (``nfe - 1`` steps and a final denoise).
+      sigma_max, event_shape, grid_options: as in :func:`fit_iia`.
+      sigma_end, grid: one value or a sequence of candidates each; every pair is searched.
+      num_samples: fitting batch size.
+      orders, predictions, correctors, variants: the choices searched per step (subsets of ``(1, 2, 3)``,
+        ``("data", "noise")``, ``(False, True)``, ``("bh1", "bh2")``).
+      max_passes: greedy passes over the steps per grid.
+      rtol: tolerance of the exact reference solve.
+
+    Returns:
+      :class:`FittedSolver` of ``"usf"``: ``solver_options`` has the per-step ``order``, ``prediction``,
+      ``corrector``, ``variant`` and the grid's ``nodes``; ``sample_kwargs`` reproduce it. ``diagnostics``: the
+      fitting objective of the schedule (``error``) and of the best uniform strategy on the chosen grid
+      (``best_fixed``: its options and error), per grid the best uniform strategy and the searched error
+      (``grids``), ``passes``, ``candidates`` (schedules evaluated), ``num_model_evals``, ``reference_steps`` and
+      ``seconds``.
+    """
+    who = "search_schedule"
+    t0 = time.perf_counter()
+    grids = (grid,) if isinstance(grid, str) else tuple(grid)
+    try:
+        ends = (float(sigma_end),) if np.ndim(sigma_end) == 0 else tuple(float(v) for v in sigma_end)
+    except (TypeError, ValueError):
+        raise ValueError(f"{who}: sigma_end must be a number or a sequence of numbers, got {sigma_end!r}") from None
+    if not grids or not ends:
+        raise ValueError(f"{who}: grid and sigma_end need at least one candidate each")
+    max_passes = _positive_int(max_passes, "max_passes", who)
+    for name, vals, allowed in (("orders", orders, (1, 2, 3)), ("predictions", predictions, USF_PREDICTIONS),
+                                ("correctors", correctors, (False, True)), ("variants", variants, USF_VARIANTS)):
+        ok = isinstance(vals, (tuple, list)) and len(vals) > 0 and all(
+            (v in allowed) and not (name == "orders" and isinstance(v, bool)) for v in vals)
+        if not ok:
+            raise ValueError(f"{who}: {name} must be a non-empty sequence of values from {allowed}, got {vals!r}")
+    s = get_solver("usf")
+    for g in grids:
+        _setup(who, denoiser, key, s, nfe, sigma_max, ends[0], g, grid_options, event_shape, 1)
+    for e in ends:
+        check_sigma_range(who, sigma_max, e)
+    nfe, plan, _, x0, dtype = _setup(who, denoiser, key, s, nfe, sigma_max, ends[0], grids[0], grid_options,
+                                     event_shape, num_samples)
+    n = len(plan["order"])
+    dz = _batched(denoiser)
+    ref, ref_steps = solve_pf_ode(denoiser, x0, float(sigma_max), 0.0, rtol=rtol, atol=rtol, return_steps=True)
+
+    @jax.jit
+    def errors(sig, plans):
+        """Mean endpoint error of each candidate plan (``[C, n]`` entries) on the fitting batch."""
+        def one(p):
+            x = run_solver(s, dz, x0, sig, p, None, {})[0]
+            d = (dz(x, sig[-1]) - ref).reshape(x.shape[0], -1)
+            return jnp.mean(jnp.sqrt(jnp.sum(d * d, axis=-1)))
+        return jax.vmap(one)(plans)
+
+    combos = list(itertools.product(orders, predictions, correctors, variants))
+    co = np.asarray([c[0] for c in combos], np.int32)
+    cn = np.asarray([c[1] == "noise" for c in combos], np.int32)
+    cc = np.asarray([bool(c[2]) for c in combos], np.int32)
+    cb = np.asarray([c[3] == "bh1" for c in combos], np.int32)
+    evals, candidates, results = 0, 0, []
+
+    def evaluate(sig, o, nz, c, b):
+        nonlocal evals, candidates
+        p = {k: jnp.asarray(v) for k, v in _schedule_plan(o, nz, c, b).items()}
+        e = np.asarray(errors(sig, p), np.float64)
+        evals += int(o.shape[0]) * num_samples * nfe
+        candidates += int(o.shape[0])
+        return np.where(np.isfinite(e), e, np.inf)
+
+    for g, e_end in itertools.product(grids, ends):
+        nodes = np.asarray(make_grid(g, n, sigma_max, e_end, **dict(grid_options or {})), np.float64)
+        sig = jnp.asarray(nodes, dtype)
+        ones = np.ones((1, n), np.int32)
+        fixed = evaluate(sig, co[:, None] * ones, cn[:, None] * ones, cc[:, None] * ones, cb[:, None] * ones)
+        j = int(np.argmin(fixed))
+        if not np.isfinite(fixed[j]):
+            raise ValueError(f"{who}: every uniform strategy gives a non-finite error on grid {g!r}, sigma_end "
+                             f"{e_end} (the denoiser's outputs on the fitting batch are not finite)")
+        cur = [np.full(n, v[j], np.int32) for v in (co, cn, cc, cb)]
+        best, passes = float(fixed[j]), 0
+        for _ in range(max_passes):
+            passes += 1
+            changed = False
+            for i in range(n):
+                trial = [np.repeat(v[None], len(combos), 0) for v in cur]
+                for t_arr, cv in zip(trial, (co, cn, cc, cb)):
+                    t_arr[:, i] = cv
+                errs = evaluate(sig, *trial)
+                k = int(np.argmin(errs))
+                if errs[k] < best:
+                    best, changed = float(errs[k]), True
+                    cur = [t[k].copy() for t in trial]
+            if not changed:
+                break
+        results.append({"grid": g, "sigma_end": e_end, "nodes": nodes, "schedule": cur, "error": best,
+                        "passes": passes, "best_fixed": ({"order": int(co[j]), "prediction": combos[j][1],
+                                                          "corrector": bool(cc[j]), "variant": combos[j][3]},
+                                                         float(fixed[j]))})
+    r = min(results, key=lambda q: q["error"])
+    o, nz, c, b = r["schedule"]
+    eff = _schedule_plan(o, nz, c, b)["order"]
+    options = {"order": tuple(int(v) for v in eff), "prediction": tuple("noise" if v else "data" for v in nz),
+               "corrector": tuple(bool(v) for v in c), "variant": tuple("bh1" if v else "bh2" for v in b),
+               "nodes": tuple(float(v) for v in r["nodes"])}
+    diag = {"error": r["error"], "best_fixed": r["best_fixed"], "passes": r["passes"],
+            "grids": [{k: q[k] for k in ("grid", "sigma_end", "error", "best_fixed", "passes")} for q in results],
+            "candidates": candidates, "num_model_evals": evals, "reference_steps": int(np.sum(np.asarray(ref_steps))),
+            "seconds": time.perf_counter() - t0}
+    return FittedSolver("usf", options, _sample_kwargs("usf", options, nfe, sigma_max, r["sigma_end"], r["grid"],
+                                                       grid_options), r["nodes"], diag)
