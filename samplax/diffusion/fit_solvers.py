@@ -324,7 +324,7 @@ def search_schedule(denoiser: Callable, *, key: jax.Array, nfe: int, sigma_max: 
                     sigma_end=0.002, grid="logsnr", grid_options: Optional[dict] = None, num_samples: int = 256,
                     orders: tuple = (1, 2, 3), predictions: tuple = ("data", "noise"),
                     correctors: tuple = (False, True), variants: tuple = ("bh1", "bh2"), max_passes: int = 3,
-                    rtol: float = 1e-9) -> FittedSolver:
+                    refine_nodes: bool = True, rtol: float = 1e-9) -> FittedSolver:
     """Search a per-step solver schedule of ``solver="usf"`` for ``denoiser`` (S^3 of Liu et al. 2023, "Enhancing
     diffusion model sampling via a unified sampling framework").
 
@@ -340,8 +340,11 @@ def search_schedule(denoiser: Callable, *, key: jax.Array, nfe: int, sigma_max: 
     (one choice for all steps: the fixed solvers ``dpmpp_2m``, ``unipc_bh2``, ... of that grid, as ``usf``
     configurations) is evaluated and the best is the start; then greedy passes over the steps, first to last: at
     step ``i`` every choice is tried with the others fixed (one batched call) and the best kept if it lowers the
-    objective; passes repeat until one changes nothing or ``max_passes``. The schedule and grid of the lowest
-    objective are returned. So on the fitting noises the result is never worse than the best uniform strategy of
+    objective; passes repeat until one changes nothing or ``max_passes``. The grid of the lowest objective is kept
+    and, with ``refine_nodes``, its nodes after the first are searched jointly with the choices: alternating
+    passes (up to ``max_passes``) move each node in turn in ``log sigma`` to the best of 24 points within the
+    gaps to its neighbours (the last node, ``sigma_end``, also below), the moves halved each pass, and repeat the
+    choice pass; the result then samples with ``grid="given"`` and these nodes. So on the fitting noises the result is never worse than the best uniform strategy of
     the candidates it searched (on other noises it may be: measure held out).
 
     Cost: each candidate schedule costs ``num_samples * nfe`` denoiser calls; ``diagnostics["num_model_evals"]``
@@ -351,20 +354,23 @@ def search_schedule(denoiser: Callable, *, key: jax.Array, nfe: int, sigma_max: 
       denoiser: ``D(x, sigma)`` for one point.
       key: typed PRNG key of the fitting noises.
       nfe: the sampler's call budget (``nfe - 1`` steps and a final denoise).
-      sigma_max, event_shape, grid_options: as in :func:`fit_iia`.
+      sigma_max, event_shape: as in :func:`fit_iia`; ``grid_options`` go to every candidate grid.
       sigma_end, grid: one value or a sequence of candidates each; every pair is searched.
       num_samples: fitting batch size.
       orders, predictions, correctors, variants: the choices searched per step (subsets of ``(1, 2, 3)``,
         ``("data", "noise")``, ``(False, True)``, ``("bh1", "bh2")``).
-      max_passes: greedy passes over the steps per grid.
+      max_passes: greedy passes over the steps per grid (and alternating node/choice passes).
+      refine_nodes: whether to search the nodes of the best grid as well (otherwise it stays a named grid).
       rtol: tolerance of the exact reference solve.
 
     Returns:
       :class:`FittedSolver` of ``"usf"``: ``solver_options`` has the per-step ``order``, ``prediction``,
       ``corrector``, ``variant`` and the grid's ``nodes``; ``sample_kwargs`` reproduce it. ``diagnostics``: the
       fitting objective of the schedule (``error``) and of the best uniform strategy on the chosen grid
-      (``best_fixed``: its options and error), per grid the best uniform strategy and the searched error
-      (``grids``), ``passes``, ``candidates`` (schedules evaluated), ``num_model_evals``, ``reference_steps`` and
+      (``best_fixed``: its options and error; on the final nodes, where the uniform strategies are evaluated again
+      after ``refine_nodes`` moved them, and the schedule replaced by the best of them, then one more choice pass,
+      should one be better), per grid the best uniform strategy and the searched error
+      (``grids``), ``passes``, ``node_passes``, ``candidates`` (schedules evaluated), ``num_model_evals``, ``reference_steps`` and
       ``seconds``.
     """
     who = "search_schedule"
@@ -395,67 +401,108 @@ def search_schedule(denoiser: Callable, *, key: jax.Array, nfe: int, sigma_max: 
     ref, ref_steps = solve_pf_ode(denoiser, x0, float(sigma_max), 0.0, rtol=rtol, atol=rtol, return_steps=True)
 
     @jax.jit
-    def errors(sig, plans):
-        """Mean endpoint error of each candidate plan (``[C, n]`` entries) on the fitting batch."""
-        def one(p):
+    def errors(sigs, plans):
+        """Mean endpoint error of each candidate (grid ``[C, n + 1]``, plan entries ``[C, n]``) on the fitting batch."""
+        def one(sig, p):
             x = run_solver(s, dz, x0, sig, p, None, {})[0]
             d = (dz(x, sig[-1]) - ref).reshape(x.shape[0], -1)
             return jnp.mean(jnp.sqrt(jnp.sum(d * d, axis=-1)))
-        return jax.vmap(one)(plans)
+        return jax.vmap(one)(sigs, plans)
 
     combos = list(itertools.product(orders, predictions, correctors, variants))
-    co = np.asarray([c[0] for c in combos], np.int32)
-    cn = np.asarray([c[1] == "noise" for c in combos], np.int32)
-    cc = np.asarray([bool(c[2]) for c in combos], np.int32)
-    cb = np.asarray([c[3] == "bh1" for c in combos], np.int32)
-    evals, candidates, results = 0, 0, []
+    cv = [np.asarray([c[0] for c in combos], np.int32), np.asarray([c[1] == "noise" for c in combos], np.int32),
+          np.asarray([bool(c[2]) for c in combos], np.int32), np.asarray([c[3] == "bh1" for c in combos], np.int32)]
+    evals, candidates = 0, 0
 
-    def evaluate(sig, o, nz, c, b):
+    def evaluate(nodes_c, sched_c):
         nonlocal evals, candidates
-        p = {k: jnp.asarray(v) for k, v in _schedule_plan(o, nz, c, b).items()}
-        e = np.asarray(errors(sig, p), np.float64)
-        evals += int(o.shape[0]) * num_samples * nfe
-        candidates += int(o.shape[0])
+        p = {k: jnp.asarray(v) for k, v in _schedule_plan(*sched_c).items()}
+        e = np.asarray(errors(jnp.asarray(nodes_c, dtype), p), np.float64)
+        evals += int(nodes_c.shape[0]) * num_samples * nfe
+        candidates += int(nodes_c.shape[0])
         return np.where(np.isfinite(e), e, np.inf)
 
+    def choice_pass(nodes, cur, best):
+        """One greedy pass over the steps' choices; returns ``(schedule, objective, changed)``."""
+        changed = False
+        for i in range(n):
+            trial = [np.repeat(v[None], len(combos), 0) for v in cur]
+            for t_arr, c_all in zip(trial, cv):
+                t_arr[:, i] = c_all
+            errs = evaluate(np.repeat(nodes[None], len(combos), 0), trial)
+            k = int(np.argmin(errs))
+            if errs[k] < best:
+                best, changed, cur = float(errs[k]), True, [t[k].copy() for t in trial]
+        return cur, best, changed
+
+    def node_pass(nodes, cur, best, scale):
+        """One greedy pass over the nodes after the first (the last one, sigma_end, included): each moved in log sigma
+        by fractions ``scale * (1..12)/13`` of the gap to either neighbour (below the last node: the gap above)."""
+        changed = False
+        frac = scale * np.arange(1, 13) / 13.0
+        for j in range(1, n + 1):
+            ln = np.log(nodes)
+            up = ln[j - 1] - ln[j]
+            down = (ln[j] - ln[j + 1]) if j < n else up
+            cand = np.repeat(nodes[None], 2 * len(frac), 0)
+            cand[:, j] = np.exp(np.concatenate([ln[j] + frac * up, ln[j] - frac * down]))
+            errs = evaluate(cand, [np.repeat(v[None], len(cand), 0) for v in cur])
+            k = int(np.argmin(errs))
+            if errs[k] < best:
+                best, changed, nodes = float(errs[k]), True, cand[k].copy()
+        return nodes, best, changed
+
+    results = []
     for g, e_end in itertools.product(grids, ends):
         nodes = np.asarray(make_grid(g, n, sigma_max, e_end, **dict(grid_options or {})), np.float64)
-        sig = jnp.asarray(nodes, dtype)
         ones = np.ones((1, n), np.int32)
-        fixed = evaluate(sig, co[:, None] * ones, cn[:, None] * ones, cc[:, None] * ones, cb[:, None] * ones)
+        fixed = evaluate(np.repeat(nodes[None], len(combos), 0), [v[:, None] * ones for v in cv])
         j = int(np.argmin(fixed))
         if not np.isfinite(fixed[j]):
             raise ValueError(f"{who}: every uniform strategy gives a non-finite error on grid {g!r}, sigma_end "
                              f"{e_end} (the denoiser's outputs on the fitting batch are not finite)")
-        cur = [np.full(n, v[j], np.int32) for v in (co, cn, cc, cb)]
-        best, passes = float(fixed[j]), 0
+        cur, best, passes = [np.full(n, v[j], np.int32) for v in cv], float(fixed[j]), 0
         for _ in range(max_passes):
             passes += 1
-            changed = False
-            for i in range(n):
-                trial = [np.repeat(v[None], len(combos), 0) for v in cur]
-                for t_arr, cv in zip(trial, (co, cn, cc, cb)):
-                    t_arr[:, i] = cv
-                errs = evaluate(sig, *trial)
-                k = int(np.argmin(errs))
-                if errs[k] < best:
-                    best, changed = float(errs[k]), True
-                    cur = [t[k].copy() for t in trial]
+            cur, best, changed = choice_pass(nodes, cur, best)
             if not changed:
                 break
         results.append({"grid": g, "sigma_end": e_end, "nodes": nodes, "schedule": cur, "error": best,
-                        "passes": passes, "best_fixed": ({"order": int(co[j]), "prediction": combos[j][1],
-                                                          "corrector": bool(cc[j]), "variant": combos[j][3]},
+                        "passes": passes, "best_fixed": ({"order": int(cv[0][j]), "prediction": combos[j][1],
+                                                          "corrector": bool(cv[2][j]), "variant": combos[j][3]},
                                                          float(fixed[j]))})
-    r = min(results, key=lambda q: q["error"])
+    r = dict(min(results, key=lambda q: q["error"]))
+    node_passes = 0
+    if refine_nodes:  # alternate node and choice passes on the best grid, finer node moves each time
+        nodes, cur, best = r["nodes"], r["schedule"], r["error"]
+        for k in range(max_passes):
+            node_passes += 1
+            nodes, best, moved = node_pass(nodes, cur, best, 0.5 ** k)
+            cur, best, changed = choice_pass(nodes, cur, best)
+            if not (moved or changed) and k > 0:
+                break
+        # the uniform strategies on the final nodes: the schedule contains them, so it must not be worse
+        ones = np.ones((1, n), np.int32)
+        fixed = evaluate(np.repeat(nodes[None], len(combos), 0), [v[:, None] * ones for v in cv])
+        j = int(np.argmin(fixed))
+        if fixed[j] < best:
+            cur, best = [np.full(n, v[j], np.int32) for v in cv], float(fixed[j])
+            cur, best, _ = choice_pass(nodes, cur, best)
+        r.update(nodes=nodes, schedule=cur, error=best, best_fixed=(
+            {"order": int(cv[0][j]), "prediction": combos[j][1], "corrector": bool(cv[2][j]),
+             "variant": combos[j][3]}, float(fixed[j])))
     o, nz, c, b = r["schedule"]
     eff = _schedule_plan(o, nz, c, b)["order"]
     options = {"order": tuple(int(v) for v in eff), "prediction": tuple("noise" if v else "data" for v in nz),
                "corrector": tuple(bool(v) for v in c), "variant": tuple("bh1" if v else "bh2" for v in b),
                "nodes": tuple(float(v) for v in r["nodes"])}
-    diag = {"error": r["error"], "best_fixed": r["best_fixed"], "passes": r["passes"],
+    diag = {"error": r["error"], "best_fixed": r["best_fixed"], "passes": r["passes"], "node_passes": node_passes,
             "grids": [{k: q[k] for k in ("grid", "sigma_end", "error", "best_fixed", "passes")} for q in results],
             "candidates": candidates, "num_model_evals": evals, "reference_steps": int(np.sum(np.asarray(ref_steps))),
             "seconds": time.perf_counter() - t0}
+    if refine_nodes:
+        sample_kwargs = _sample_kwargs("usf", options, nfe, sigma_max, float(r["nodes"][-1]), "given",
+                                       {"nodes": options["nodes"]})
+        return FittedSolver("usf", options, sample_kwargs, r["nodes"], diag)
     return FittedSolver("usf", options, _sample_kwargs("usf", options, nfe, sigma_max, r["sigma_end"], r["grid"],
                                                        grid_options), r["nodes"], diag)
