@@ -946,6 +946,22 @@ class USFCarry(NamedTuple):
     x_prev: jax.Array  # the (corrected) start of the previous step (UniC starts there)
 
 
+def _cramer(R, b):
+    """The solution of the 2x2 or 3x3 system ``R rho = b`` by Cramer's rule, as a list of scalars (a few scalar
+    operations where ``jnp.linalg.solve``'s pivoted factorisation compiles to a much larger program)."""
+    n = R.shape[0]
+
+    def det(m):
+        if n == 2:
+            return m[0][0] * m[1][1] - m[0][1] * m[1][0]
+        return (m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1]) - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+                + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0]))
+
+    rows = [[R[i, j] for j in range(n)] for i in range(n)]
+    d = det(rows)
+    return [det([[b[i] if j == k else rows[i][j] for j in range(n)] for i in range(n)]) / d for k in range(n)]
+
+
 def _usf_weights(s, t, hist_s, order, bh1, noise, corrector):
     """Scalar weights of one UniP-``order`` predictor (or, ``corrector``, UniC-``order`` corrector) step from ``s`` to
     ``t`` with the model values ``f`` (``D`` for data prediction, ``eps = (x - D)/sigma`` for noise prediction)::
@@ -986,10 +1002,10 @@ def _usf_weights(s, t, hist_s, order, bh1, noise, corrector):
         h_phi_k = h_phi_k / hh - 1.0 / fact
     R, b = jnp.stack(rows), jnp.stack(b)
     if corrector:
-        rho = [jnp.asarray(0.5, s.dtype)] if order == 1 else list(jnp.linalg.solve(R, b))
+        rho = [jnp.asarray(0.5, s.dtype)] if order == 1 else _cramer(R, b)
         rho_d, rho_t = rho[:-1], rho[-1]
     else:
-        rho_d = [jnp.asarray(0.5, s.dtype)] if order == 2 else list(jnp.linalg.solve(R[:-1, :-1], b[:-1]))
+        rho_d = [jnp.asarray(0.5, s.dtype)] if order == 2 else _cramer(R[:-1, :-1], b[:-1])
         rho_t = zero
     w_m = -scale * h_phi_1 + scale * b_h * (sum((rho_d[k] / rks[k] for k in range(order - 1)), zero) + rho_t)
     w_h = [-scale * b_h * rho_d[k] / rks[k] if k < order - 1 else zero for k in range(2)]
