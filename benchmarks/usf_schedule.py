@@ -73,7 +73,7 @@ def main():
             e_s = err(x, ref)
             bf, _ = fit.diagnostics["best_fixed"]
             e_f = err(run(model, z, **{**kw, "solver_options": bf})[0], ref)
-            same = {k: kw[k] for k in ("nfe", "sigma_max", "sigma_end", "grid")}
+            same = {k: kw[k] for k in ("nfe", "sigma_max", "sigma_end", "grid", "grid_options")}
             e_d = err(run(model, z, solver="dpmpp_2m", **same)[0], ref)
             e_u = err(run(model, z, solver="unipc_bh2", **same)[0], ref)
             dflt = dict(nfe=nfe, sigma_max=SIGMA_MAX)
@@ -83,12 +83,14 @@ def main():
                                   tune={"cache_dir": cache_dir, "progress": False})
             e_a = err(xa, ref)
             dg = fit.diagnostics
+            g0 = min(dg["grids"], key=lambda q: q["error"])
+            start = f"from {g0['grid']} {g0['sigma_end']:g} ->"
             o = fit.solver_options
             sched = " ".join(f"{k}{'n' if p == 'noise' else 'd'}{'c' if c else ''}{'1' if v == 'bh1' else ''}"
                              for k, p, c, v in zip(o["order"], o["prediction"], o["corrector"], o["variant"]))
             bfs = f"{bf['order']}{'n' if bf['prediction'] == 'noise' else 'd'}{'c' if bf['corrector'] else ''}" \
                   f"{'1' if bf['variant'] == 'bh1' else ''}"
-            row = (f"| {name} | {nfe} ({ne}) | `{sched}` ({kw['grid']}, {kw['sigma_end']:g}) | **{e_s:.4g}** | {bfs} | "
+            row = (f"| {name} | {nfe} ({ne}) | `{sched}` ({start}, {kw['sigma_end']:.3g}) | **{e_s:.4g}** | {bfs} | "
                    f"{e_f:.4g} | {e_d:.4g} | {e_u:.4g} | {e_d0:.4g} | {e_u0:.4g} | {e_a:.4g} ({ne_a}) | "
                    f"{dg['num_model_evals']:.3g}, {dg['seconds']:.0f} s |")
             print(row, flush=True)

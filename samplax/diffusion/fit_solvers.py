@@ -1,8 +1,9 @@
-"""Fitting the per-step parameters of the ``iia`` and ``dc_solver`` solvers to a model.
+"""Fitting the per-step parameters of the ``iia``, ``dc_solver`` and ``usf`` solvers to a model.
 
-Both solvers make one denoiser call per step and carry per-step numbers in their plan, as ``bespoke`` carries its
+These solvers make one denoiser call per step and carry per-step numbers in their plan, as ``bespoke`` carries its
 weights: IIA's coefficients (:func:`samplax.diffusion.solvers.ode.iia_corrected`) and DC-Solver's compensation
-ratios (:func:`samplax.diffusion.solvers.ode.dc_solver`). The functions here fit those numbers once per (model,
+ratios (:func:`samplax.diffusion.solvers.ode.dc_solver`), and the per-step choices of a USF schedule
+(:func:`samplax.diffusion.solvers.ode.usf`). The functions here fit those numbers once per (model,
 solver, nfe, grid) on a batch of initial noises ``sigma_max * z_b`` (``z_b`` from ``fold_in(key, b)``) and return a
 :class:`FittedSolver` whose ``sample_kwargs`` reproduce the configuration::
 
@@ -18,6 +19,10 @@ solver, nfe, grid) on a batch of initial noises ``sigma_max * z_b`` (``z_b`` fro
   the mean squared distance between the sampler's corrected state at ``sigma_{i+1}`` (after the final denoise,
   for the last step) and the exact PF-ODE state there (an adaptive solve, :func:`samplax.diffusion.solve_pf_ode`),
   over the batch; a grid of candidates around 1, refined around the best (the paper: 40 AdamW steps from 1).
+* :func:`search_schedule` follows S^3 (Liu et al. 2023, "Enhancing diffusion model sampling via a unified sampling
+  framework"): the per-step choices of ``solver="usf"`` (order, data/noise prediction, corrector, ``B(h)``) and the
+  grid, by coordinate descent on the mean endpoint error against exact PF-ODE endpoints (the paper: an evolutionary
+  search).
 
 The fitted configuration ends at sigma = 0 with a final denoise (``final_step="denoise"``, ``sample``'s default).
 The coefficients belong to that grid: ``sample`` refuses another (``solver_options["nodes"]``) and another number
@@ -40,11 +45,12 @@ from samplax.diffusion.solvers import IIA_BASES, USF_PREDICTIONS, USF_VARIANTS, 
 
 
 class FittedSolver(NamedTuple):
-    """A solver fitted to a model by :func:`fit_iia` or :func:`fit_dc`.
+    """A solver fitted to a model by :func:`fit_iia`, :func:`fit_dc` or :func:`search_schedule`.
 
     Attributes:
-      solver: the registered solver (``"iia"`` or ``"dc_solver"``).
-      solver_options: its options, with the fitted ``coefficients`` / ``ratios`` and the ``nodes`` of the grid.
+      solver: the registered solver (``"iia"``, ``"dc_solver"`` or ``"usf"``).
+      solver_options: its options, with the fitted ``coefficients`` / ``ratios`` / per-step choices and the
+        ``nodes`` of the grid.
       sample_kwargs: ``solver``, ``solver_options``, ``nfe``, ``sigma_max``, ``sigma_end``, ``grid``,
         ``grid_options`` and ``final_step`` for :func:`samplax.diffusion.sample`.
       nodes: the positive grid (numpy), ``sigma_max`` down to ``sigma_end``.
