@@ -132,7 +132,7 @@ def _err(model, x, ref, **kw):
     return float(np.mean(np.linalg.norm(np.asarray(out) - ref, axis=-1)))
 
 
-@pytest.mark.slow  # ~1 min: the reference solves compile, ~1100 schedules searched
+@pytest.mark.slow  # ~1 min: the reference solves compile, ~400-1100 schedules searched
 @pytest.mark.parametrize("refine_nodes", [False, True])
 def test_searched_schedule_beats_every_uniform_strategy(refine_nodes):
     model, nfe = sd.ring8(), 6
@@ -144,18 +144,26 @@ def test_searched_schedule_beats_every_uniform_strategy(refine_nodes):
     assert d["num_model_evals"] == d["candidates"] * 256 * nfe
     # on its fitting noises it contains the uniform strategies, so it is at least as good as the best of them
     assert d["error"] <= d["best_fixed"][1]
-    # held out: every uniform strategy on the same grid (dpmpp_2m, unipc_bh2, ... among them)
+    # held out: every uniform strategy on the same grid (dpmpp_2m, unipc_bh2, ... among them), run by one compiled
+    # program (the choices are plan values)
     z = SMAX * jax.random.normal(jax.random.key(7), (1024, 2))
     ref = np.asarray(sd.solve_pf_ode(model, z, SMAX, 0.0))
-    e_s = _err(model, z, ref, **fit.sample_kwargs)
-    fixed = []
-    for o in (1, 2, 3):
-        for p in ("data", "noise"):
-            for c in (False, True):
-                for v in ("bh1", "bh2"):
-                    opts = {"order": o, "prediction": p, "corrector": c, "variant": v}
-                    fixed.append(_err(model, z, ref, **{**fit.sample_kwargs, "solver_options": opts}))
+    dz = lambda xb, sg: jax.vmap(model, in_axes=(0, None))(xb, sg)  # noqa: E731
+    sig = jnp.asarray(fit.nodes)
+    run = jax.jit(lambda p: dz(run_solver(sd.get_solver("usf"), dz, z, sig, p, None, {})[0], sig[-1]))
+
+    def held_out(**opts):
+        plan = sd.get_solver("usf", **opts).plan(n, False)
+        x = run({k: jnp.asarray(v) for k, v in plan.items()})
+        return float(np.mean(np.linalg.norm(np.asarray(x) - ref, axis=-1)))
+
+    searched = {k: v for k, v in fit.solver_options.items() if k != "nodes"}
+    e_s = held_out(**searched)
+    fixed = [held_out(order=o, prediction=p, corrector=c, variant=v) for o in (1, 2, 3) for p in ("data", "noise")
+             for c in (False, True) for v in ("bh1", "bh2")]
     assert e_s <= 1.05 * min(fixed), (e_s, min(fixed))
+    # sample with the fit's arguments is the same sampler
+    assert abs(_err(model, z, ref, **fit.sample_kwargs) - e_s) <= 1e-9 * e_s
     # and it reproduces through sample's arguments: its own nodes, refused on another grid
     with pytest.raises(ValueError, match=r"solver 'usf' was fitted on the grid"):
         sd.sample(model, key=jax.random.key(1), x_init=z, **{**fit.sample_kwargs, "grid": "karras",
