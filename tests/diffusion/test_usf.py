@@ -21,24 +21,46 @@ def _close(a, b):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-12)
 
 
-def test_usf_order2_data_without_corrector_is_dpmpp_2m():
+def test_uniform_schedules_are_dpmpp_2m_and_unipc_in_one_program():
+    """One compiled ``usf`` program (the schedule is plan values: no retrace) runs all-order-2 data prediction
+    without corrector (``dpmpp_2m``) and with UniC (``unipc_bh2``); both agree with those solvers to round-off."""
     model = sd.ring8()
-    a, info = sd.sample(model, solver="usf", solver_options={"order": [2] * 7, "prediction": ["data"] * 7,
-                                                             "corrector": [False] * 7}, **KW)
-    b, _ = sd.sample(model, solver="dpmpp_2m", **KW)
-    _close(a, b)
-    assert int(info.num_model_evals) == 8  # one call per step, no extra call for the choices
+    dz = lambda xb, sg: jax.vmap(model, in_axes=(0, None))(xb, sg)  # noqa: E731
+    sig = jnp.asarray(sd.make_grid("karras", 7, SMAX, 0.002))
+    x0 = SMAX * jax.random.normal(jax.random.key(1), (16, 2))
+    usf = sd.get_solver("usf")
+    run = jax.jit(lambda p: run_solver(usf, dz, x0, sig, p, None, {}))
+
+    def plan(**opts):
+        return {k: jnp.asarray(v) for k, v in sd.get_solver("usf", **opts).plan(7, False).items()}
+
+    for opts, base in (({"order": [2] * 7, "prediction": ["data"] * 7, "corrector": [False] * 7}, "dpmpp_2m"),
+                       ({"order": 2, "prediction": "data", "corrector": True}, "unipc_bh2")):
+        x, ne = run(plan(**opts))
+        b = sd.get_solver(base)
+        y, _ = run_solver(b, dz, x0, sig, {k: jnp.asarray(v) for k, v in b.plan(7, False).items()}, None, {})
+        _close(x, y)
+        assert int(ne) == 7  # one call per step, no extra call for the choices
+    assert run._cache_size() == 1
 
 
-@pytest.mark.parametrize("order,variant", [(2, "bh2"), pytest.param(2, "bh1", marks=pytest.mark.slow),
-                                           pytest.param(3, "bh2", marks=pytest.mark.slow),
-                                           pytest.param(3, "bh1", marks=pytest.mark.slow),
-                                           pytest.param(1, "bh2", marks=pytest.mark.slow)])
+@pytest.mark.slow  # the sample path; the default tier checks the same in one program above
+@pytest.mark.parametrize("order,variant", [(2, "bh2"), (2, "bh1"), (3, "bh2"), (3, "bh1"), (1, "bh2")])
 def test_usf_with_unic_is_unipc(order, variant):
     model = sd.ring8()
     a, info = sd.sample(model, solver="usf", solver_options={"order": order, "variant": variant, "corrector": True},
                         **KW)
     b, _ = sd.sample(model, solver=f"unipc_{variant}", solver_options={"order": order}, **KW)
+    _close(a, b)
+    assert int(info.num_model_evals) == 8
+
+
+@pytest.mark.slow
+def test_usf_order2_data_without_corrector_is_dpmpp_2m():
+    model = sd.ring8()
+    a, info = sd.sample(model, solver="usf", solver_options={"order": [2] * 7, "prediction": ["data"] * 7,
+                                                             "corrector": [False] * 7}, **KW)
+    b, _ = sd.sample(model, solver="dpmpp_2m", **KW)
     _close(a, b)
     assert int(info.num_model_evals) == 8
 
@@ -51,6 +73,7 @@ def test_usf_noise_prediction_order1_is_ddim():
     _close(a, b)
 
 
+@pytest.mark.slow  # the default tier checks the same for two uniform schedules above
 def test_new_schedule_does_not_retrace_the_step():
     model = sd.ring8()
     s = sd.get_solver("usf")

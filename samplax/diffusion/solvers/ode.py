@@ -1038,16 +1038,21 @@ def _usf_select(order, noise, bh1, s, t, hist_s, corrector, active=None):
     return out
 
 
-def _usf_combine(vec, x, vals, slots, noise):
-    """``a x + sum_j w_j v_j`` with the weights ``vec = [a, w_m, w_0, w_1, w_t]`` on the entries ``slots`` of ``vals``
-    (``[4, 2, B, ...]``: D and eps of the current call and the three before), D's or eps's by ``noise``."""
+def _usf_value(ring, k, noise):
+    """The ``k``-th most recent model value of ``ring`` as D (``noise == 0``) or eps (``noise == 1``): one dynamic
+    slice of the buffer, so only the planned representation is read."""
+    buf = ring.buf
+    z = jnp.zeros((), ring.ptr.dtype)
+    start = (jnp.mod(ring.ptr - k, buf.shape[0]), noise.astype(ring.ptr.dtype)) + (z,) * (buf.ndim - 2)
+    return jax.lax.dynamic_slice(buf, start, (1, 1) + buf.shape[2:])[0, 0]
+
+
+def _usf_combine(vec, x, vals):
+    """``a x + sum_j w_j v_j`` with the weights ``vec = [a, w_m, w_0, w_1, w_t]`` on ``vals`` (``None``: unused)."""
     out = vec[0].astype(x.dtype) * x
-    wd = jnp.where(noise == 1, 0.0, vec[1:]).astype(x.dtype)
-    we = jnp.where(noise == 1, vec[1:], 0.0).astype(x.dtype)
-    for j, slot in enumerate(slots):
-        if slot is None:
-            continue
-        out = out + wd[j] * vals[slot][0] + we[j] * vals[slot][1]
+    for j, v in enumerate(vals):
+        if v is not None:
+            out = out + vec[1 + j].astype(x.dtype) * v
     return out
 
 
@@ -1055,19 +1060,22 @@ def _usf_step(c, i, ctx):
     s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
     x = c.x
     d = ctx.denoise(x, s)
-    ring = c.hist.push(jnp.stack([d, (x - d) / s]))
+    e = (x - d) / s
+    ring = c.hist.push(jnp.stack([d, e]))
     hist_s = jnp.concatenate([jnp.reshape(s, (1,)), c.hist_s[:-1]], 0)
-    vals = [ring[k] for k in range(4)]  # newest first: this call's, then the three before
     p = ctx.plan
-    # UniC of the previous step (its order, prediction and variant) from its start x_prev, with this call's value
+    # UniC of the previous step (its order, prediction and variant) from its start x_prev, with this call's value;
+    # the earlier values are read from the pushed ring (see _history), in the prediction's representation only
     ip = jnp.maximum(i - 1, 0)
+    nz_c, nz_p = p["noise"][ip], p["noise"][i]
     on = (i > 0) & (p["corrector"][i] == 1)
-    vc = _usf_select(p["order"][ip], p["noise"][ip], p["bh1"][ip], hist_s[1], s, hist_s[2:], True, active=on)
-    xc = _usf_combine(vc, c.x_prev, vals, (1, 2, 3, 0), p["noise"][ip])
+    vc = _usf_select(p["order"][ip], nz_c, p["bh1"][ip], hist_s[1], s, hist_s[2:], True, active=on)
+    xc = _usf_combine(vc, c.x_prev, [_usf_value(ring, 1, nz_c), _usf_value(ring, 2, nz_c),
+                                     _usf_value(ring, 3, nz_c), jnp.where(nz_c == 1, e, d)])
     x = jnp.where(on, xc, x)
     # UniP of this step's order, prediction and variant
-    vp = _usf_select(p["order"][i], p["noise"][i], p["bh1"][i], s, t, hist_s[1:], False)
-    xn = _usf_combine(vp, x, vals, (0, 1, 2, None), p["noise"][i])
+    vp = _usf_select(p["order"][i], nz_p, p["bh1"][i], s, t, hist_s[1:], False)
+    xn = _usf_combine(vp, x, [jnp.where(nz_p == 1, e, d), _usf_value(ring, 1, nz_p), _usf_value(ring, 2, nz_p)])
     return USFCarry(xn, ring, hist_s, x), 1
 
 
