@@ -1,8 +1,9 @@
-"""Fitting the per-step parameters of the ``iia`` and ``dc_solver`` solvers to a model.
+"""Fitting the per-step parameters of the ``iia``, ``dc_solver`` and ``usf`` solvers to a model.
 
-Both solvers make one denoiser call per step and carry per-step numbers in their plan, as ``bespoke`` carries its
+These solvers make one denoiser call per step and carry per-step numbers in their plan, as ``bespoke`` carries its
 weights: IIA's coefficients (:func:`samplax.diffusion.solvers.ode.iia_corrected`) and DC-Solver's compensation
-ratios (:func:`samplax.diffusion.solvers.ode.dc_solver`). The functions here fit those numbers once per (model,
+ratios (:func:`samplax.diffusion.solvers.ode.dc_solver`), and the per-step choices of a USF schedule
+(:func:`samplax.diffusion.solvers.ode.usf`). The functions here fit those numbers once per (model,
 solver, nfe, grid) on a batch of initial noises ``sigma_max * z_b`` (``z_b`` from ``fold_in(key, b)``) and return a
 :class:`FittedSolver` whose ``sample_kwargs`` reproduce the configuration::
 
@@ -18,6 +19,10 @@ solver, nfe, grid) on a batch of initial noises ``sigma_max * z_b`` (``z_b`` fro
   the mean squared distance between the sampler's corrected state at ``sigma_{i+1}`` (after the final denoise,
   for the last step) and the exact PF-ODE state there (an adaptive solve, :func:`samplax.diffusion.solve_pf_ode`),
   over the batch; a grid of candidates around 1, refined around the best (the paper: 40 AdamW steps from 1).
+* :func:`search_schedule` follows S^3 (Liu et al. 2023, "Enhancing diffusion model sampling via a unified sampling
+  framework"): the per-step choices of ``solver="usf"`` (order, data/noise prediction, corrector, ``B(h)``) and the
+  grid, by coordinate descent on the mean endpoint error against exact PF-ODE endpoints (the paper: an evolutionary
+  search).
 
 The fitted configuration ends at sigma = 0 with a final denoise (``final_step="denoise"``, ``sample``'s default).
 The coefficients belong to that grid: ``sample`` refuses another (``solver_options["nodes"]``) and another number
@@ -25,6 +30,7 @@ of steps (a ValueError naming ``coefficients`` / ``ratios``).
 """
 from __future__ import annotations
 
+import itertools
 import time
 from typing import Callable, NamedTuple, Optional
 
@@ -35,15 +41,16 @@ import numpy as np
 from samplax.diffusion.checks import check_denoiser, check_sigma_range
 from samplax.diffusion.grids import grid_names, make_grid
 from samplax.diffusion.reference import solve_pf_ode
-from samplax.diffusion.solvers import IIA_BASES, StepContext, get_solver, run_solver
+from samplax.diffusion.solvers import IIA_BASES, USF_PREDICTIONS, USF_VARIANTS, StepContext, get_solver, run_solver
 
 
 class FittedSolver(NamedTuple):
-    """A solver fitted to a model by :func:`fit_iia` or :func:`fit_dc`.
+    """A solver fitted to a model by :func:`fit_iia`, :func:`fit_dc` or :func:`search_schedule`.
 
     Attributes:
-      solver: the registered solver (``"iia"`` or ``"dc_solver"``).
-      solver_options: its options, with the fitted ``coefficients`` / ``ratios`` and the ``nodes`` of the grid.
+      solver: the registered solver (``"iia"``, ``"dc_solver"`` or ``"usf"``).
+      solver_options: its options, with the fitted ``coefficients`` / ``ratios`` / per-step choices and the
+        ``nodes`` of the grid.
       sample_kwargs: ``solver``, ``solver_options``, ``nfe``, ``sigma_max``, ``sigma_end``, ``grid``,
         ``grid_options`` and ``final_step`` for :func:`samplax.diffusion.sample`.
       nodes: the positive grid (numpy), ``sigma_max`` down to ``sigma_end``.
@@ -310,3 +317,198 @@ def fit_dc(denoiser: Callable, *, key: jax.Array, nfe: int, sigma_max: float, ev
             "reference_steps": int(np.sum(np.asarray(ref_steps))), "seconds": time.perf_counter() - t0}
     return FittedSolver("dc_solver", options,
                         _sample_kwargs("dc_solver", options, nfe, sigma_max, sigma_end, grid, grid_options), nodes, diag)
+
+
+def _schedule_plan(orders, noise, corr, bh1):
+    """The ``usf`` plan of requested per-step choices (numpy ``[..., n]``): orders clamped to the history there."""
+    n = orders.shape[-1]
+    return {"order": np.minimum(orders, np.arange(n) + 1).astype(np.int32), "noise": noise.astype(np.int32),
+            "bh1": bh1.astype(np.int32), "corrector": corr.astype(np.int32)}
+
+
+def search_schedule(denoiser: Callable, *, key: jax.Array, nfe: int, sigma_max: float, event_shape: tuple,
+                    sigma_end=0.002, grid="logsnr", grid_options: Optional[dict] = None, num_samples: int = 256,
+                    orders: tuple = (1, 2, 3), predictions: tuple = ("data", "noise"),
+                    correctors: tuple = (False, True), variants: tuple = ("bh1", "bh2"), max_passes: int = 3,
+                    refine_nodes: bool = True, rtol: float = 1e-9) -> FittedSolver:
+    """Search a per-step solver schedule of ``solver="usf"`` for ``denoiser`` (S^3 of Liu et al. 2023, "Enhancing
+    diffusion model sampling via a unified sampling framework").
+
+    The schedule is the per-step choice of :func:`samplax.diffusion.solvers.ode.usf`: predictor order, data or noise
+    prediction, UniC corrector on or off and ``B(h)`` variant, from ``orders x predictions x correctors x
+    variants`` at each of the ``nfe - 1`` steps (a final denoise ends at sigma = 0), and the timesteps, one of the
+    grids ``grid x sigma_end`` (each may be one value or a sequence of candidates). The objective is the mean
+    over ``num_samples`` initial noises ``sigma_max * z_b`` of the L2 distance between the sampler's output and the
+    exact PF-ODE endpoint of the same noise (:func:`samplax.diffusion.solve_pf_ode`, tolerance ``rtol``).
+
+    Search (coordinate descent; the paper uses an evolutionary search with a learned predictor of the metric,
+    affordable here without one because the objective is exact and cheap): on each grid, every uniform strategy
+    (one choice for all steps: the fixed solvers ``dpmpp_2m``, ``unipc_bh2``, ... of that grid, as ``usf``
+    configurations) is evaluated and the best is the start; then greedy passes over the steps, first to last: at
+    step ``i`` every choice is tried with the others fixed (one batched call) and the best kept if it lowers the
+    objective; passes repeat until one changes nothing or ``max_passes``. The grid of the lowest objective is kept
+    and, with ``refine_nodes``, its nodes after the first are searched jointly with the choices: alternating
+    passes (up to ``max_passes``) move each node in turn in ``log sigma`` to the best of 24 points within the
+    gaps to its neighbours (the last node, ``sigma_end``, also below), the moves halved each pass, and repeat the
+    choice pass; the result then samples with ``grid="given"`` and these nodes. So on the fitting noises the result is never worse than the best uniform strategy of
+    the candidates it searched (on other noises it may be: measure held out).
+
+    Cost: each candidate schedule costs ``num_samples * nfe`` denoiser calls; ``diagnostics["num_model_evals"]``
+    sums them (plus the reference solve's Dopri8 steps, ``reference_steps``), ``seconds`` is the wall time.
+
+    Args:
+      denoiser: ``D(x, sigma)`` for one point.
+      key: typed PRNG key of the fitting noises.
+      nfe: the sampler's call budget (``nfe - 1`` steps and a final denoise).
+      sigma_max, event_shape: as in :func:`fit_iia`; ``grid_options`` go to every candidate grid.
+      sigma_end, grid: one value or a sequence of candidates each; every pair is searched.
+      num_samples: fitting batch size.
+      orders, predictions, correctors, variants: the choices searched per step (subsets of ``(1, 2, 3)``,
+        ``("data", "noise")``, ``(False, True)``, ``("bh1", "bh2")``).
+      max_passes: greedy passes over the steps per grid (and alternating node/choice passes).
+      refine_nodes: whether to search the nodes of the best grid as well (otherwise it stays a named grid).
+      rtol: tolerance of the exact reference solve.
+
+    Returns:
+      :class:`FittedSolver` of ``"usf"``: ``solver_options`` has the per-step ``order``, ``prediction``,
+      ``corrector``, ``variant`` and the grid's ``nodes``; ``sample_kwargs`` reproduce it. ``diagnostics``: the
+      fitting objective of the schedule (``error``) and of the best uniform strategy on the chosen grid
+      (``best_fixed``: its options and error; on the final nodes, where the uniform strategies are evaluated again
+      after ``refine_nodes`` moved them, and the schedule replaced by the best of them, then one more choice pass,
+      should one be better), per grid the best uniform strategy and the searched error
+      (``grids``), ``passes``, ``node_passes``, ``candidates`` (schedules evaluated), ``num_model_evals``, ``reference_steps`` and
+      ``seconds``.
+    """
+    who = "search_schedule"
+    t0 = time.perf_counter()
+    grids = (grid,) if isinstance(grid, str) else tuple(grid)
+    try:
+        ends = (float(sigma_end),) if np.ndim(sigma_end) == 0 else tuple(float(v) for v in sigma_end)
+    except (TypeError, ValueError):
+        raise ValueError(f"{who}: sigma_end must be a number or a sequence of numbers, got {sigma_end!r}") from None
+    if not grids or not ends:
+        raise ValueError(f"{who}: grid and sigma_end need at least one candidate each")
+    max_passes = _positive_int(max_passes, "max_passes", who)
+    for name, vals, allowed in (("orders", orders, (1, 2, 3)), ("predictions", predictions, USF_PREDICTIONS),
+                                ("correctors", correctors, (False, True)), ("variants", variants, USF_VARIANTS)):
+        ok = isinstance(vals, (tuple, list)) and len(vals) > 0 and all(
+            (v in allowed) and not (name == "orders" and isinstance(v, bool)) for v in vals)
+        if not ok:
+            raise ValueError(f"{who}: {name} must be a non-empty sequence of values from {allowed}, got {vals!r}")
+    s = get_solver("usf")
+    for g in grids:
+        _setup(who, denoiser, key, s, nfe, sigma_max, ends[0], g, grid_options, event_shape, 1)
+    for e in ends:
+        check_sigma_range(who, sigma_max, e)
+    nfe, plan, _, x0, dtype = _setup(who, denoiser, key, s, nfe, sigma_max, ends[0], grids[0], grid_options,
+                                     event_shape, num_samples)
+    n = len(plan["order"])
+    dz = _batched(denoiser)
+    ref, ref_steps = solve_pf_ode(denoiser, x0, float(sigma_max), 0.0, rtol=rtol, atol=rtol, return_steps=True)
+
+    @jax.jit
+    def errors(sigs, plans):
+        """Mean endpoint error of each candidate (grid ``[C, n + 1]``, plan entries ``[C, n]``) on the fitting batch."""
+        def one(sig, p):
+            x = run_solver(s, dz, x0, sig, p, None, {})[0]
+            d = (dz(x, sig[-1]) - ref).reshape(x.shape[0], -1)
+            return jnp.mean(jnp.sqrt(jnp.sum(d * d, axis=-1)))
+        return jax.vmap(one)(sigs, plans)
+
+    combos = list(itertools.product(orders, predictions, correctors, variants))
+    cv = [np.asarray([c[0] for c in combos], np.int32), np.asarray([c[1] == "noise" for c in combos], np.int32),
+          np.asarray([bool(c[2]) for c in combos], np.int32), np.asarray([c[3] == "bh1" for c in combos], np.int32)]
+    evals, candidates = 0, 0
+
+    def evaluate(nodes_c, sched_c):
+        nonlocal evals, candidates
+        p = {k: jnp.asarray(v) for k, v in _schedule_plan(*sched_c).items()}
+        e = np.asarray(errors(jnp.asarray(nodes_c, dtype), p), np.float64)
+        evals += int(nodes_c.shape[0]) * num_samples * nfe
+        candidates += int(nodes_c.shape[0])
+        return np.where(np.isfinite(e), e, np.inf)
+
+    def choice_pass(nodes, cur, best):
+        """One greedy pass over the steps' choices; returns ``(schedule, objective, changed)``."""
+        changed = False
+        for i in range(n):
+            trial = [np.repeat(v[None], len(combos), 0) for v in cur]
+            for t_arr, c_all in zip(trial, cv):
+                t_arr[:, i] = c_all
+            errs = evaluate(np.repeat(nodes[None], len(combos), 0), trial)
+            k = int(np.argmin(errs))
+            if errs[k] < best:
+                best, changed, cur = float(errs[k]), True, [t[k].copy() for t in trial]
+        return cur, best, changed
+
+    def node_pass(nodes, cur, best, scale):
+        """One greedy pass over the nodes after the first (the last one, sigma_end, included): each moved in log sigma
+        by fractions ``scale * (1..12)/13`` of the gap to either neighbour (below the last node: the gap above)."""
+        changed = False
+        frac = scale * np.arange(1, 13) / 13.0
+        for j in range(1, n + 1):
+            ln = np.log(nodes)
+            up = ln[j - 1] - ln[j]
+            down = (ln[j] - ln[j + 1]) if j < n else up
+            cand = np.repeat(nodes[None], 2 * len(frac), 0)
+            cand[:, j] = np.exp(np.concatenate([ln[j] + frac * up, ln[j] - frac * down]))
+            errs = evaluate(cand, [np.repeat(v[None], len(cand), 0) for v in cur])
+            k = int(np.argmin(errs))
+            if errs[k] < best:
+                best, changed, nodes = float(errs[k]), True, cand[k].copy()
+        return nodes, best, changed
+
+    results = []
+    for g, e_end in itertools.product(grids, ends):
+        nodes = np.asarray(make_grid(g, n, sigma_max, e_end, **dict(grid_options or {})), np.float64)
+        ones = np.ones((1, n), np.int32)
+        fixed = evaluate(np.repeat(nodes[None], len(combos), 0), [v[:, None] * ones for v in cv])
+        j = int(np.argmin(fixed))
+        if not np.isfinite(fixed[j]):
+            raise ValueError(f"{who}: every uniform strategy gives a non-finite error on grid {g!r}, sigma_end "
+                             f"{e_end} (the denoiser's outputs on the fitting batch are not finite)")
+        cur, best, passes = [np.full(n, v[j], np.int32) for v in cv], float(fixed[j]), 0
+        for _ in range(max_passes):
+            passes += 1
+            cur, best, changed = choice_pass(nodes, cur, best)
+            if not changed:
+                break
+        results.append({"grid": g, "sigma_end": e_end, "nodes": nodes, "schedule": cur, "error": best,
+                        "passes": passes, "best_fixed": ({"order": int(cv[0][j]), "prediction": combos[j][1],
+                                                          "corrector": bool(cv[2][j]), "variant": combos[j][3]},
+                                                         float(fixed[j]))})
+    r = dict(min(results, key=lambda q: q["error"]))
+    node_passes = 0
+    if refine_nodes:  # alternate node and choice passes on the best grid, finer node moves each time
+        nodes, cur, best = r["nodes"], r["schedule"], r["error"]
+        for k in range(max_passes):
+            node_passes += 1
+            nodes, best, moved = node_pass(nodes, cur, best, 0.5 ** k)
+            cur, best, changed = choice_pass(nodes, cur, best)
+            if not (moved or changed) and k > 0:
+                break
+        # the uniform strategies on the final nodes: the schedule contains them, so it must not be worse
+        ones = np.ones((1, n), np.int32)
+        fixed = evaluate(np.repeat(nodes[None], len(combos), 0), [v[:, None] * ones for v in cv])
+        j = int(np.argmin(fixed))
+        if fixed[j] < best:
+            cur, best = [np.full(n, v[j], np.int32) for v in cv], float(fixed[j])
+            cur, best, _ = choice_pass(nodes, cur, best)
+        r.update(nodes=nodes, schedule=cur, error=best, best_fixed=(
+            {"order": int(cv[0][j]), "prediction": combos[j][1], "corrector": bool(cv[2][j]),
+             "variant": combos[j][3]}, float(fixed[j])))
+    o, nz, c, b = r["schedule"]
+    eff = _schedule_plan(o, nz, c, b)["order"]
+    options = {"order": tuple(int(v) for v in eff), "prediction": tuple("noise" if v else "data" for v in nz),
+               "corrector": tuple(bool(v) for v in c), "variant": tuple("bh1" if v else "bh2" for v in b),
+               "nodes": tuple(float(v) for v in r["nodes"])}
+    diag = {"error": r["error"], "best_fixed": r["best_fixed"], "passes": r["passes"], "node_passes": node_passes,
+            "grids": [{k: q[k] for k in ("grid", "sigma_end", "error", "best_fixed", "passes")} for q in results],
+            "candidates": candidates, "num_model_evals": evals, "reference_steps": int(np.sum(np.asarray(ref_steps))),
+            "seconds": time.perf_counter() - t0}
+    if refine_nodes:
+        sample_kwargs = _sample_kwargs("usf", options, nfe, sigma_max, float(r["nodes"][-1]), "given",
+                                       {"nodes": options["nodes"]})
+        return FittedSolver("usf", options, sample_kwargs, r["nodes"], diag)
+    return FittedSolver("usf", options, _sample_kwargs("usf", options, nfe, sigma_max, r["sigma_end"], r["grid"],
+                                                       grid_options), r["nodes"], diag)

@@ -16,6 +16,8 @@ Grids (``lambda = -log sigma`` is half the log-SNR):
   k = 2 ("quadratic" DEIS grid, Zhang & Chen 2023).
 * ``"beta"`` -- schedule times at the quantiles of Beta(0.6, 0.6) (Lee et al. 2024,
   "Beta sampling is all you need").
+* ``"given"`` -- the nodes passed as ``grid_options={"nodes": ...}`` (checked against ``n``, ``sigma_max`` and
+  ``sigma_end``), e.g. the grid of :func:`samplax.diffusion.search_schedule`.
 * ``"optimized"`` -- tuned for a given model, solver and NFE: the log-sigma step lengths
   (and the last positive node) that minimise the mean endpoint error against an exact
   PF-ODE solve on a tuning batch, by Adam through the solver (in the spirit of Align Your
@@ -112,6 +114,21 @@ def beta_grid(n, sigma_max, sigma_end, schedule: Schedule | None = None, a: floa
     u = _beta_ppf(np.linspace(0.0, 1.0, n + 1), a, b)
     u[0], u[-1] = 0.0, 1.0
     return _sigmas_at(schedule, t_hi + u * (t_lo - t_hi), sigma_max, sigma_end)
+
+
+@_register("given")
+def given_grid(n, sigma_max, sigma_end, nodes=None):
+    """The nodes given in ``nodes`` (e.g. a grid searched by :func:`samplax.diffusion.search_schedule`): ``n + 1``
+    strictly decreasing values from ``sigma_max`` to ``sigma_end`` (checked, relative tolerance 1e-9)."""
+    if nodes is None:
+        raise ValueError("make_grid: grid 'given' needs the option nodes (n + 1 decreasing noise levels)")
+    a = np.asarray(nodes, dtype=np.float64)
+    if a.ndim != 1 or a.size != n + 1:
+        raise ValueError(f"make_grid: grid 'given' needs n + 1 = {n + 1} nodes for this call, got shape {a.shape}")
+    if not (np.isclose(a[0], sigma_max, rtol=1e-9, atol=0.0) and np.isclose(a[-1], sigma_end, rtol=1e-9, atol=0.0)):
+        raise ValueError(f"make_grid: grid 'given' runs from {a[0]} to {a[-1]}, but the call's sigma_max and sigma_end "
+                         f"are {sigma_max} and {sigma_end}")
+    return np.concatenate([[sigma_max], a[1:-1], [sigma_end]])
 
 
 def make_grid(name: str, n: int, sigma_max: float, sigma_end: float, **options) -> np.ndarray:

@@ -28,7 +28,8 @@ def _all_nan(x, sigma):
 SOLVERS = [s for s in dm.solver_names() if s != "auto"]
 
 
-@pytest.mark.parametrize("solver", SOLVERS)
+# usf (per-step schedules) tracks like unipc_bh2 (keeps_nonfinite False, the elementwise running check): slow tier
+@pytest.mark.parametrize("solver", [pytest.param(s, marks=pytest.mark.slow) if s == "usf" else s for s in SOLVERS])
 def test_sample_reports_nonfinite_model_output(solver):
     nfe = 14 if solver == "restart" else 10
     with pytest.warns(UserWarning, match=r"sample: the denoiser returned non-finite values"):

@@ -61,7 +61,7 @@ def test_reference_solve_is_converged(setup):
 
 INTEGRATE_FAST = {"deis", "ipndm", "unipc_bh1", "dpmpp_3m", "heun", "dpm_solver_3"}
 # their own tests (test_fitted_solvers.py) run them against their base solvers in the default tier
-FITTED = {"iia", "dc_solver"}
+FITTED = {"iia", "dc_solver", "usf"}
 CASES = [(n, "denoise") if n not in FITTED else pytest.param(n, "denoise", marks=pytest.mark.slow)
          for n in sd.solver_names() if n != "auto"] + [
     (n, "integrate") if n in INTEGRATE_FAST else pytest.param(n, "integrate", marks=pytest.mark.slow)

@@ -52,7 +52,7 @@ class Solver(NamedTuple):
         :func:`samplax.diffusion.sample` skip the per-step non-finite check on finite runs
         (:func:`run_solver`'s ``track``). False for UniPC with its corrector, whose next update
         starts again from the previous corrected state.
-      fitted_nodes: for a solver whose per-step parameters were fitted on one grid (``iia``, ``dc_solver``), the
+      fitted_nodes: for a solver whose per-step parameters were fitted on one grid (``iia``, ``dc_solver``, ``usf``), the
         positive nodes of that grid (a tuple); :func:`samplax.diffusion.sample` refuses another grid. ``None``:
         any grid.
     """

@@ -930,3 +930,248 @@ def dc_solver(order: int = 2, variant: str = "bh2", dc_order: int = 2, ratios=No
     init = _multi_init(max(order, dc_order))
     # keeps_nonfinite False: UniC's correction starts again from the previous step's corrected state (as UniPC)
     return Solver("dc_solver", order + 1, False, init, step, plan, ev, fitted_nodes=fitted)
+
+
+# ---------------------------------------------------------------- USF: a per-step solver schedule (S^3)
+#: The per-step choices of :func:`usf` (and of :func:`samplax.diffusion.search_schedule`).
+USF_PREDICTIONS = ("data", "noise")
+USF_VARIANTS = ("bh1", "bh2")
+USF_MAX_ORDER = 3
+
+
+class USFCarry(NamedTuple):
+    x: jax.Array
+    hist: Ring  # [D, eps] pairs of the model's calls ``[2, B, ...]``, newest first (the current one pushed first)
+    hist_s: jax.Array  # [4] sigmas of those calls, newest first
+    x_prev: jax.Array  # the (corrected) start of the previous step (UniC starts there)
+
+
+def _cramer(R, b):
+    """The solution of the 2x2 or 3x3 system ``R rho = b`` by Cramer's rule, as a list of scalars (a few scalar
+    operations where ``jnp.linalg.solve``'s pivoted factorisation compiles to a much larger program)."""
+    n = R.shape[0]
+
+    def det(m):
+        if n == 2:
+            return m[0][0] * m[1][1] - m[0][1] * m[1][0]
+        return (m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1]) - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+                + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0]))
+
+    rows = [[R[i, j] for j in range(n)] for i in range(n)]
+    d = det(rows)
+    return [det([[b[i] if j == k else rows[i][j] for j in range(n)] for i in range(n)]) / d for k in range(n)]
+
+
+def _usf_weights(s, t, hist_s, order, bh1, noise, corrector):
+    """Scalar weights of one UniP-``order`` predictor (or, ``corrector``, UniC-``order`` corrector) step from ``s`` to
+    ``t`` with the model values ``f`` (``D`` for data prediction, ``eps = (x - D)/sigma`` for noise prediction)::
+
+        x_t = a x_s + w_m f(s) + sum_k w_k f(hist_s[k]) [+ w_t f(t), corrector]
+
+    returned as ``(a, w_m, [w_0, w_1], w_t)`` (``w_k`` zero where the order does not use ``hist_s[k]``). ``order``,
+    ``bh1`` and ``noise`` are Python values. UniPC (Zhao et al. 2023) in the VE state (``alpha = 1``): with ``h =
+    log(s/t)``, ``hh = -h`` (data) or ``h`` (noise), ``B(h) = hh`` (bh1) or ``e^hh - 1`` (bh2), ``r_k =
+    (lambda(hist_s[k]) - lambda(s))/h`` and UniPC's ``rho`` from its linear system::
+
+        data:  x_t = (t/s) x_s - (e^hh - 1) D_s - B(h) sum_k rho_k (D_k - D_s)/r_k
+        noise: x_t = x_s - t (e^hh - 1) eps_s - t B(h) sum_k rho_k (eps_k - eps_s)/r_k
+
+    (the corrector's last difference is ``f(t) - f(s)``, with ``r = 1``). The order-1 predictor is DDIM's
+    ``(t/s) x_s + (1 - t/s) D_s`` / ``x_s - (s - t) eps_s``, finite at ``t = 0``."""
+    zero = jnp.zeros_like(s)
+    if order == 1 and not corrector:
+        if noise:
+            return jnp.ones_like(s), -(s - t), [zero, zero], zero
+        r = t / s
+        return r, 1.0 - r, [zero, zero], zero
+    h = jnp.log(s / t)
+    hh = h if noise else -h
+    scale = t if noise else jnp.ones_like(s)
+    a = jnp.ones_like(s) if noise else t / s
+    h_phi_1 = jnp.expm1(hh)
+    b_h = hh if bh1 else jnp.expm1(hh)
+    rks = [(lam(hist_s[k]) - lam(s)) / h for k in range(order - 1)]
+    rows, b = [], []
+    allr = jnp.stack(rks + [jnp.ones_like(h)])
+    h_phi_k = h_phi_1 / hh - 1.0
+    fact = 1.0
+    for k in range(1, order + 1):
+        rows.append(allr ** (k - 1))
+        b.append(h_phi_k * fact / b_h)
+        fact *= k + 1
+        h_phi_k = h_phi_k / hh - 1.0 / fact
+    R, b = jnp.stack(rows), jnp.stack(b)
+    if corrector:
+        rho = [jnp.asarray(0.5, s.dtype)] if order == 1 else _cramer(R, b)
+        rho_d, rho_t = rho[:-1], rho[-1]
+    else:
+        rho_d = [jnp.asarray(0.5, s.dtype)] if order == 2 else _cramer(R[:-1, :-1], b[:-1])
+        rho_t = zero
+    w_m = -scale * h_phi_1 + scale * b_h * (sum((rho_d[k] / rks[k] for k in range(order - 1)), zero) + rho_t)
+    w_h = [-scale * b_h * rho_d[k] / rks[k] if k < order - 1 else zero for k in range(2)]
+    return a, w_m, w_h, -scale * b_h * rho_t
+
+
+def _usf_select(order, noise, bh1, s, t, hist_s, corrector, active=None):
+    """:func:`_usf_weights` of the planned (traced) ``order``, prediction ``noise`` and variant ``bh1``: every choice's
+    scalar weights are computed and the planned ones selected (scalars only; the batch is combined once). As in
+    :func:`_by_order`, the orders not taken (and every order where ``active`` is False) see a safe ``t`` and
+    history, so that no weight, taken or not, is NaN. Returns ``(a, w_m, [w_0, w_1], w_t, is_noise)``."""
+    safe_t = 0.5 * s
+    safe_hist = s * jnp.asarray(2.0, hist_s.dtype) ** jnp.arange(1, hist_s.shape[0] + 1, dtype=hist_s.dtype)
+    out = None
+    for k in range(1, USF_MAX_ORDER + 1):
+        take = order >= k if k == USF_MAX_ORDER else (order <= k if k == 1 else order == k)
+        guard = take if active is None else take & active
+        tk, hk = (t, hist_s) if (k == 1 and not corrector) else (jnp.where(guard, t, safe_t),
+                                                                  jnp.where(guard, hist_s, safe_hist))
+        for nz in (False, True):
+            for b1 in (False, True):
+                if k == 1 and not corrector and b1:
+                    continue  # DDIM's step has no B(h)
+                a, w_m, w_h, w_t = _usf_weights(s, tk, hk, k, b1, nz, corrector)
+                vec = jnp.stack([a, w_m, w_h[0], w_h[1], w_t])
+                sel = take & (noise == 1) if nz else take & (noise == 0)
+                if (k > 1 or corrector):
+                    sel = sel & ((bh1 == 1) if b1 else (bh1 == 0))
+                out = vec if out is None else jnp.where(sel, vec, out)
+    return out
+
+
+def _usf_value(ring, k, noise):
+    """The ``k``-th most recent model value of ``ring`` as D (``noise == 0``) or eps (``noise == 1``): one dynamic
+    slice of the buffer, so only the planned representation is read."""
+    buf = ring.buf
+    z = jnp.zeros((), ring.ptr.dtype)
+    start = (jnp.mod(ring.ptr - k, buf.shape[0]), noise.astype(ring.ptr.dtype)) + (z,) * (buf.ndim - 2)
+    return jax.lax.dynamic_slice(buf, start, (1, 1) + buf.shape[2:])[0, 0]
+
+
+def _usf_combine(vec, x, vals):
+    """``a x + sum_j w_j v_j`` with the weights ``vec = [a, w_m, w_0, w_1, w_t]`` on ``vals`` (``None``: unused)."""
+    out = vec[0].astype(x.dtype) * x
+    for j, v in enumerate(vals):
+        if v is not None:
+            out = out + vec[1 + j].astype(x.dtype) * v
+    return out
+
+
+def _usf_step(c, i, ctx):
+    s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
+    x = c.x
+    d = ctx.denoise(x, s)
+    e = (x - d) / s
+    ring = c.hist.push(jnp.stack([d, e]))
+    hist_s = jnp.concatenate([jnp.reshape(s, (1,)), c.hist_s[:-1]], 0)
+    p = ctx.plan
+    # UniC of the previous step (its order, prediction and variant) from its start x_prev, with this call's value;
+    # the earlier values are read from the pushed ring (see _history), in the prediction's representation only
+    ip = jnp.maximum(i - 1, 0)
+    nz_c, nz_p = p["noise"][ip], p["noise"][i]
+    on = (i > 0) & (p["corrector"][i] == 1)
+    vc = _usf_select(p["order"][ip], nz_c, p["bh1"][ip], hist_s[1], s, hist_s[2:], True, active=on)
+    xc = _usf_combine(vc, c.x_prev, [_usf_value(ring, 1, nz_c), _usf_value(ring, 2, nz_c),
+                                     _usf_value(ring, 3, nz_c), jnp.where(nz_c == 1, e, d)])
+    x = jnp.where(on, xc, x)
+    # UniP of this step's order, prediction and variant
+    vp = _usf_select(p["order"][i], nz_p, p["bh1"][i], s, t, hist_s[1:], False)
+    xn = _usf_combine(vp, x, [jnp.where(nz_p == 1, e, d), _usf_value(ring, 1, nz_p), _usf_value(ring, 2, nz_p)])
+    return USFCarry(xn, ring, hist_s, x), 1
+
+
+def _usf_choice_ok(v, name):
+    if name == "order":
+        return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) and int(v) in (1, 2, 3)
+    if name == "corrector":
+        return isinstance(v, (bool, np.bool_)) or (isinstance(v, (int, np.integer)) and int(v) in (0, 1))
+    return isinstance(v, str) and v in (USF_PREDICTIONS if name == "prediction" else USF_VARIANTS)
+
+
+_USF_ALLOWED = {"order": "1, 2 or 3", "corrector": "a bool (or 0/1)", "prediction": f"one of {USF_PREDICTIONS}",
+                "variant": f"one of {USF_VARIANTS}"}
+
+
+def _usf_choices(value, name, who):
+    """A per-step choice as ``(values, scalar)``: a scalar holds at every step, a sequence has one value per step;
+    each value is checked (a ValueError naming ``name``)."""
+    scalar = isinstance(value, (str, bool, int, np.integer, np.bool_))
+    if scalar:
+        seq = (value,)
+    else:
+        try:
+            seq = tuple(np.asarray(value).tolist()) if isinstance(value, np.ndarray) else tuple(value)
+        except TypeError:
+            raise ValueError(f"{who}: {name} must be {_USF_ALLOWED[name]} or a sequence of them (one per step), got "
+                             f"{type(value).__name__} {value!r}") from None
+        if len(seq) < 1:
+            raise ValueError(f"{who}: {name} must not be an empty sequence")
+    for v in seq:
+        if not _usf_choice_ok(v, name):
+            raise ValueError(f"{who}: {name} must be {_USF_ALLOWED[name]} (per step), got {v!r}")
+    return seq, scalar
+
+
+def usf(order=2, prediction="data", corrector=True, variant="bh2", nodes=None) -> Solver:
+    """A solver whose strategy varies per step: the unified sampling framework of Liu et al. (2023, "Enhancing
+    diffusion model sampling via a unified sampling framework", USF; its searched schedules are S^3), built on
+    UniPC's predictor-corrector (Zhao et al. 2023) in the exponential-integrator form of :func:`unipc` /
+    :func:`dpmpp`.
+
+    USF splits a multistep exponential-integrator step into independent decisions, one set per step: the
+    timestep, the prediction type (integrate the data prediction ``D`` or the noise prediction ``eps``), the order
+    of the Taylor expansion of that prediction in ``lambda = -log sigma`` (its derivatives estimated by finite
+    differences of the last calls), how those derivatives are weighted, and whether a corrector is applied. Here,
+    per step ``i`` (from ``sigma_i`` to ``sigma_{i+1}``, one call ``D(x_i, sigma_i)``):
+
+    * ``order[i]`` in 1, 2, 3: UniP-``order`` (``order - 1`` earlier calls); the order used is ``min(order[i], i +
+      1)`` (too little history before), and 1 on a step into ``sigma = 0``;
+    * ``prediction[i]``: ``"data"`` (``x_t = (t/s) x_s - (e^-h - 1) D_s - B(h) sum_k rho_k (D_k - D_s)/r_k``) or
+      ``"noise"`` (``x_t = x_s - t (e^h - 1) eps_s - t B(h) sum_k rho_k (eps_k - eps_s)/r_k``), ``h = log(s/t)``,
+      ``r_k = (lambda(sigma_{i-k}) - lambda(sigma_i))/h`` and UniPC's ``rho_k`` (its linear system with ``e^hh``,
+      ``hh = -h`` for data and ``h`` for noise);
+    * ``variant[i]``: UniPC's ``B(h)``, ``"bh1"`` (``h``) or ``"bh2"`` (``e^h - 1``): the weighting of the
+      finite-difference derivative estimates (samplax's stand-in for USF's choice of derivative estimate);
+    * ``corrector[i]``: whether ``x_i`` (step ``i - 1``'s prediction) is corrected by UniC (of step ``i - 1``'s
+      order, prediction and variant, raising its order by one) with this step's call ``D(x_i)`` before the
+      predictor starts from it: no extra call (step 0 has nothing to correct).
+
+    The timesteps are the grid of the call (``sample``'s ``grid``/``sigma_end``); a schedule fitted on one grid
+    carries it in ``nodes`` (:attr:`Solver.fitted_nodes`). A scalar choice holds at every step; a sequence gives
+    one value per planned step (its length must be the number of steps the call plans: a ValueError naming the
+    argument otherwise). The choices travel in the plan (``order``, ``noise``, ``bh1``, ``corrector``) and every
+    choice's scalar weights are computed and the planned one selected, so a new schedule never retraces the step
+    and the batch is combined in one pass (no ``lax.cond``). Special cases (to round-off): all order 2, data,
+    ``corrector=False``, bh2 is ``dpmpp_2m`` (= ``unip_bh2``); with ``corrector=True`` it is ``unipc_bh2`` (orders
+    1..3 and both variants: ``unipc(order, variant)``). :func:`samplax.diffusion.search_schedule` searches a
+    schedule for a model. 1 call per step.
+    """
+    who = "usf"
+    choices = {name: _usf_choices(v, name, who) for name, v in
+               (("order", order), ("prediction", prediction), ("corrector", corrector), ("variant", variant))}
+    fitted = _fitted_nodes(nodes, who)
+
+    def per_step(name, n):
+        seq, scalar = choices[name]
+        if scalar:
+            return list(seq) * n
+        _steps_check(len(seq), n, name, who, "usf")
+        return list(seq)
+
+    def plan(budget, ends_at_zero):
+        n = int(budget)
+        o = np.minimum(np.asarray(per_step("order", n), np.int32), np.arange(n, dtype=np.int32) + 1)
+        if ends_at_zero and n > 0:
+            o[-1] = 1
+        return {"order": o.astype(np.int32),
+                "noise": np.asarray([p == "noise" for p in per_step("prediction", n)], np.int32),
+                "bh1": np.asarray([v == "bh1" for v in per_step("variant", n)], np.int32),
+                "corrector": np.asarray([bool(v) for v in per_step("corrector", n)], np.int32)}
+
+    def init(x, sigmas, plan_):
+        return USFCarry(x, Ring(jnp.zeros((4, 2) + x.shape, x.dtype), jnp.asarray(0, jnp.int32)),
+                        jnp.ones((4,), x.dtype) * sigmas[0], x)
+
+    _, ev = one_eval_per_step(USF_MAX_ORDER)
+    top = int(max(choices["order"][0])) + (1 if all(bool(v) for v in choices["corrector"][0]) else 0)
+    # keeps_nonfinite False: UniC's correction starts again from the previous step's corrected state (as UniPC)
+    return Solver("usf", min(top, 4), False, init, _usf_step, plan, ev, fitted_nodes=fitted)
