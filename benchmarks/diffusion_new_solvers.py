@@ -90,6 +90,25 @@ def cand_conjugate(model, nfe, key):
 
 
 CANDIDATES = {"iia": cand_iia, "dc_solver": cand_dc, "conjugate": cand_conjugate}
+METHOD_ORDER = ["iia", "dc_solver", "conjugate", "usf", "dpm_solver_v3"]
+
+
+def usf_rows(path, best_d):
+    """The searched ``usf`` schedules of ``benchmarks/usf_schedule.py`` (same testbed, same evaluation noises; its
+    search is minutes per cell, so its results are read rather than recomputed)."""
+    rows = []
+    for line in open(path).read().splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) < 12 or cells[0] not in ("ring8", "grid25", "mixture64"):
+            continue
+        nfe = int(cells[1].split()[0])
+        err = float(cells[3].strip("*"))
+        calls_s = cells[11].split(",")
+        d_cfg, d_err = best_d[(cells[0], nfe)]
+        rows.append(dict(data=cells[0], nfe=nfe, method="usf", cfg=f"searched {cells[2]}", calls=nfe, err=err,
+                         d_cfg=d_cfg, d_err=d_err, ratio=err / d_err, fit_evals=int(float(calls_s[0])),
+                         fit_seconds=float(calls_s[1].strip().rstrip("s").strip())))
+    return rows
 
 
 def section(rows, note):
@@ -108,7 +127,9 @@ def main():
     ap.add_argument("--quick", action="store_true", help="ring8 only, 256 tuning / 1024 evaluation noises")
     ap.add_argument("--out", default="benchmarks/results/diffusion_vs_diffusers.md")
     ap.add_argument("--diffusers-table", default="benchmarks/results/diffusion_vs_diffusers.md")
-    ap.add_argument("--methods", default=",".join(CANDIDATES))
+    ap.add_argument("--methods", default=",".join(CANDIDATES), help="comma-separated, or '' for none")
+    ap.add_argument("--usf", default=None, help="read the searched usf rows from this results file "
+                    "(benchmarks/results/usf_schedule.md)")
     ap.add_argument("--rows", default="benchmarks/results/diffusion_new_solvers.json",
                     help="rows of earlier runs (kept unless recomputed here) and of this one")
     args = ap.parse_args()
@@ -118,7 +139,10 @@ def main():
     if args.quick:
         datasets, n_tune, n_eval = datasets[:1], 256, 1024
     rows = []
+    methods = [m for m in args.methods.split(",") if m]
     for name, model in datasets:
+        if not methods:
+            break
         rng = np.random.default_rng(1234)  # the testbed's noises: tuning first, then evaluation
         z = {"tune": rng.normal(size=(n_tune, model.dim)), "eval": rng.normal(size=(n_eval, model.dim))}
         scale = math.sqrt(1 + SIGMA_MAX**2)
@@ -126,7 +150,7 @@ def main():
         ref = {k: np.asarray(sd.solve_pf_ode(model, x[k], SIGMA_MAX, 0.0, rtol=1e-10, atol=1e-10)) for k in x}
         for nfe in base.NFES:
             d_cfg, d_err = best_d[(name, nfe)]
-            for method in args.methods.split(","):
+            for method in methods:
                 cands = CANDIDATES[method](model, nfe, jax.random.key(7))
                 scored = []
                 for label, kw, cost in cands:
@@ -141,12 +165,14 @@ def main():
                 rows.append(dict(data=name, nfe=nfe, method=method, cfg=label, calls=calls, err=e, d_cfg=d_cfg,
                                  d_err=d_err, ratio=e / d_err, fit_evals=fit_evals, fit_seconds=fit_seconds))
                 print(rows[-1], flush=True)
+    if args.usf:
+        rows += usf_rows(args.usf, best_d)
     old = json.load(open(args.rows)) if os.path.exists(args.rows) and not args.quick else []
     done = {(r["data"], r["nfe"], r["method"]) for r in rows}
     rows = [r for r in old if (r["data"], r["nfe"], r["method"]) not in done] + rows
     order = {name: i for i, (name, _) in enumerate(datasets)}
-    rows.sort(key=lambda r: (order.get(r["data"], 99), r["nfe"], list(CANDIDATES).index(r["method"])
-                             if r["method"] in CANDIDATES else 99))
+    rows.sort(key=lambda r: (order.get(r["data"], 99), r["nfe"], METHOD_ORDER.index(r["method"])
+                             if r["method"] in METHOD_ORDER else 99))
     if not args.quick:
         with open(args.rows, "w") as f:
             json.dump(rows, f, indent=1)
@@ -155,7 +181,9 @@ def main():
             "free choices selected on the tuning noises, its fitted values fitted on its own noises; error on the "
             f"{n_eval} evaluation noises; the diffusers column is the best diffusers configuration of the table "
             "above. The grid and sigma_end of each fitted solver are the fixed rule's (`auto_choice(nfe)`); the "
-            "one-off fit cost sums the fits of all candidates that were selected among.")
+            "one-off fit cost sums the fits of all candidates that were selected among. The `usf` rows (S^3-style "
+            "searched per-step schedules) are read from `benchmarks/results/usf_schedule.md` (`--usf`; same testbed "
+            "and evaluation noises, its own grid search; its seconds were measured under heavy load).")
     txt = open(args.out).read()
     new = "\n".join(section(rows, note)) + "\n"
     if SECTION in txt:
