@@ -20,7 +20,7 @@ from samplax.diffusion.sampling import sample, SampleInfo, auto_choice, AUTO_RUL
 from samplax.diffusion.reference import solve_pf_ode  # noqa: F401
 from samplax.diffusion.likelihood import log_likelihood  # noqa: F401
 from samplax.diffusion.optimize_grid import optimized_grid  # noqa: F401
-from samplax.diffusion.fit_solvers import FittedSolver, fit_dc, fit_iia  # noqa: F401
+from samplax.diffusion.fit_solvers import FittedSolver, fit_dc, fit_iia, fit_v3  # noqa: F401
 from samplax.diffusion.train import (  # noqa: F401
     MLPDenoiser, TrainConfig, TrainState, init_train_state, save_checkpoint, load_checkpoint, load_denoiser,
 )
@@ -44,7 +44,7 @@ __all__ = [
     "GaussianMixtureDiffusion", "FullCovGaussianMixtureDiffusion", "random_full_mixture", "ring8", "grid25", "random_mixture", "get_model",
     "make_grid", "grid_names", "Solver", "get_solver", "solver_names",
     "sample", "SampleInfo", "auto_choice", "AUTO_RULE", "solve_pf_ode", "log_likelihood", "optimized_grid",
-    "fit_iia", "fit_dc", "FittedSolver",
+    "fit_iia", "fit_dc", "fit_v3", "FittedSolver",
     "MLPDenoiser", "TrainConfig", "TrainState", "train", "init_train_state", "save_checkpoint", "load_checkpoint",
     "load_denoiser", "ShortcutMLP", "sample_shortcut", "shortcut",
     "from_eps", "from_v", "from_score", "from_velocity", "from_discrete_eps", "to_eps", "to_score", "reshaped",
