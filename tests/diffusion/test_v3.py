@@ -72,10 +72,14 @@ def _slope(x0, ref, options, nfes=(24, 48, 96, 192)):
     return -np.polyfit(np.log(nfes[1:]), np.log(errs[1:]), 1)[0], errs
 
 
-@pytest.mark.parametrize("pseudo,order", [(False, 3), (True, 2)])
-def test_convergence_order_zero_ems(pseudo, order, reference):
-    """Full derivative estimates: order 3; pseudo-order (the first derivative from the nearest value only): 2."""
-    slope, errs = _slope(*reference, lambda nfe: {"order": 3, "pseudo": pseudo})
+@pytest.mark.parametrize("options,order", [
+    ({"order": 3}, 3),
+    ({"order": 3, "pseudo": True}, 2),  # pseudo-order: the first derivative from the nearest value only
+    ({"order": 2, "corrector": True}, 3),  # the corrector raises the order by one
+    pytest.param({"order": 1, "corrector": True}, 2, marks=pytest.mark.slow),
+])
+def test_convergence_order_zero_ems(options, order, reference):
+    slope, errs = _slope(*reference, lambda nfe: options)
     assert abs(slope - order) < 0.3, (slope, errs)
 
 
@@ -103,6 +107,8 @@ def test_bad_ems_and_options_name_the_argument():
         sd.get_solver("dpm_solver_v3", order=4)
     with pytest.raises(ValueError, match=r"dpm_solver_v3: pseudo must be a bool"):
         sd.get_solver("dpm_solver_v3", pseudo=1)
+    with pytest.raises(ValueError, match=r"dpm_solver_v3: corrector must be a bool"):
+        sd.get_solver("dpm_solver_v3", corrector="yes")
     with pytest.raises(ValueError, match=r"dpm_solver_v3: l, s and b \(the EMS\) must be given together, got \['l'\]"):
         sd.get_solver("dpm_solver_v3", l=e)
     with pytest.raises(ValueError, match=r"dpm_solver_v3: s must have shape \[num_steps, K \+ 1, \*event_shape\]"):

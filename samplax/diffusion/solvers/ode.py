@@ -938,14 +938,18 @@ class V3Carry(NamedTuple):
     hist_m: Ring  # G_j (the model values in the anchored frame, see _v3_step), newest first
     hist_s: jax.Array  # [H + 1] sigmas where they were evaluated
     anchor: jax.Array  # [3, *e] the running integrals (Lc, Sc, Bc) from the first node to the current one
+    x_prev: jax.Array  # start of the previous step (the corrector)
+    anchor_prev: jax.Array
+    order_prev: jax.Array
 
 
 def _v3_init(history: int):
     def init(x, sigmas, plan):
         h = max(int(history), 1) + 1
         e = jnp.zeros_like(plan["v3_l"][0, 0], dtype=x.dtype)
+        a = jnp.stack([e, e, e])
         return V3Carry(x, Ring(jnp.zeros((h,) + x.shape, x.dtype), jnp.asarray(0, jnp.int32)),
-                       jnp.ones((h,), x.dtype) * sigmas[0], jnp.stack([e, e, e]))
+                       jnp.ones((h,), x.dtype) * sigmas[0], a, x, a, jnp.asarray(1, jnp.int32))
     return init
 
 
@@ -1012,18 +1016,33 @@ def _v3_ems(ctx, i, x):
     return out
 
 
-def _v3_step(c, i, ctx, max_order, pseudo):
+def _v3_anchor(a, x):
+    """The carry's anchor ``[3, *e']`` as three arrays that broadcast against a batch ``x`` ``[B, *e]``."""
+    b = a.astype(x.dtype).reshape((3, 1) + (1,) * (x.ndim - 1 - (a.ndim - 1)) + a.shape[1:])
+    return b[0], b[1], b[2]
+
+
+def _v3_step(c, i, ctx, max_order, pseudo, corrector):
     s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
     x = c.x
     d = ctx.denoise(x, s)
     ems = _v3_ems(ctx, i, x)
-    lc = c.anchor.astype(x.dtype).reshape((3, 1) + (1,) * (x.ndim - 1 - (c.anchor.ndim - 1)) + c.anchor.shape[1:])
-    anchor = (lc[0], lc[1], lc[2])
-    nval = d - ems[0][0] * x  # N = D - l x at lambda_s
+    anchor = _v3_anchor(c.anchor, x)
+    nval = d - ems[0][0] * x  # N = D - l x at lambda_s, at the point where the model was evaluated
     g_new = jnp.exp(-anchor[1] - anchor[0]) * nval - anchor[2]
     ring = c.hist_m.push(g_new)
     hs = _push_s(c.hist_s, s)
     hist_g, hist_s = ring[1:], hs[1:]
+    if corrector:  # step i - 1 again from its start, with this step's value as one more (later) point
+        sp, on = hs[1], i > 0
+        ap = _v3_anchor(c.anchor_prev, x)
+        ems_p = _v3_ems(ctx, jnp.maximum(i - 1, 0), x)
+        n_prev = jnp.exp(ap[1] + ap[0]) * (ring[1] + ap[2])  # N_{i-1}, from its anchored value
+        pts, pts_s = [ring[0], ring[2]], jnp.stack([s, hs[2]])
+        xc = _by_order(jnp.minimum(c.order_prev, 2), 2,
+                       lambda k, tk, hsk: _v3_update(c.x_prev, n_prev, ap, pts, sp, tk, hsk, ems_p, k + 1, False)[0],
+                       sp, s, pts_s, active=on)
+        x = jnp.where(on, xc, x)
     o = ctx.plan["order"][i]
     pos = t > 0
     tt = jnp.where(pos, t, 0.5 * s)
@@ -1033,10 +1052,11 @@ def _v3_step(c, i, ctx, max_order, pseudo):
     _, new_anchor = _v3_update(x, nval, anchor, hist_g, s, tt, hist_s, ems, 1, pseudo)
     xn = jnp.where(pos, xn, d + 0.0 * x)  # into sigma = 0: D(x_s)
     new_anchor = jnp.reshape(new_anchor, c.anchor.shape).astype(c.anchor.dtype)
-    return V3Carry(xn, ring, hs, new_anchor), 1
+    return V3Carry(xn, ring, hs, new_anchor, x, c.anchor, o), 1
 
 
-def dpm_solver_v3(order: int = 3, pseudo: bool = False, l=None, s=None, b=None, nodes=None) -> Solver:
+def dpm_solver_v3(order: int = 3, pseudo: bool = False, corrector: bool = False, l=None, s=None, b=None,
+                  nodes=None) -> Solver:
     """DPM-Solver-v3 (Zheng, Lu, Chen & Zhu, NeurIPS 2023, "DPM-Solver-v3: Improved diffusion ODE solver with
     empirical model statistics"), the multistep predictor, in the VE convention (``alpha = 1``,
     ``lambda = -log sigma``).
@@ -1060,11 +1080,18 @@ def dpm_solver_v3(order: int = 3, pseudo: bool = False, l=None, s=None, b=None, 
     the interpolation is invariant. With ``l = s = b = 0`` the step is DPM-Solver++'s multistep data-prediction
     update in its exponential-integrator (Taylor) form (Lu et al. 2022b): order 2 is
     ``x_t = e^{-h} x_s + (1 - e^{-h}) D_s + (h - 1 + e^{-h}) (D_s - D_prev)/h_prev``. Orders ramp 1, 2, 3 (warm-up);
-    a step into ``sigma = 0`` is ``D(x_s)``. 1 call per step. The paper's corrector is not implemented.
+    a step into ``sigma = 0`` is ``D(x_s)``. 1 call per step.
+
+    With ``corrector=True`` (the paper's multistep predictor-corrector, like UniC): the model value at the predicted
+    ``x_i`` (the call step ``i`` makes anyway) is added as a later point to the polynomial of step ``i - 1``, which
+    is taken again from ``x_{i-1}`` (interpolation with the new value and ``min(order_{i-1}, 2) - 1`` earlier ones,
+    full derivative estimates); the corrected ``x_i`` starts the predictor, with ``N_i`` of the predicted point.
+    No extra call; the order rises by one (at most 3).
 
     Args:
       order: 1..3 (predictor order with ``pseudo=False``; pseudo orders above 2 converge at order 2).
       pseudo: use the pseudo-order derivative estimates (the paper uses them at small NFE).
+      corrector: add the corrector.
       l, s, b: ``[num_steps, K + 1, *event_shape]`` EMS at ``K + 1`` points uniform in ``lambda`` over each step
         (both nodes included), as :func:`samplax.diffusion.fit_v3` returns them; all three or none (``None``:
         zeros). One row per planned step (a ValueError otherwise).
@@ -1077,6 +1104,8 @@ def dpm_solver_v3(order: int = 3, pseudo: bool = False, l=None, s=None, b=None, 
         raise ValueError(f"{who}: order must be 1, 2 or 3, got {order!r}")
     if not isinstance(pseudo, (bool, np.bool_)):
         raise ValueError(f"{who}: pseudo must be a bool, got {pseudo!r}")
+    if not isinstance(corrector, (bool, np.bool_)):
+        raise ValueError(f"{who}: corrector must be a bool, got {corrector!r}")
     given = [v is not None for v in (l, s, b)]
     if any(given) and not all(given):
         raise ValueError(f"{who}: l, s and b (the EMS) must be given together, got "
@@ -1115,6 +1144,10 @@ def dpm_solver_v3(order: int = 3, pseudo: bool = False, l=None, s=None, b=None, 
                 p[name] = np.zeros((n, 2), np.float64)
         return p
 
-    return Solver(who, order if not (pseudo and order > 2) else 2, False, _v3_init(order - 1),
-                  partial(_v3_step, max_order=order, pseudo=bool(pseudo)), plan, ev, keeps_nonfinite=True,
-                  fitted_nodes=fitted)
+    conv = order if not (pseudo and order > 2) else 2
+    if corrector:
+        conv = min(conv + 1, 3)
+    # the corrector starts again from the previous step's start (as UniC): then a non-finite state may not stay so
+    return Solver(who, conv, False, _v3_init(max(order - 1, 2) if corrector else order - 1),
+                  partial(_v3_step, max_order=order, pseudo=bool(pseudo), corrector=bool(corrector)), plan, ev,
+                  keeps_nonfinite=not corrector, fitted_nodes=fitted)
