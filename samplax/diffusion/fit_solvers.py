@@ -1,4 +1,4 @@
-"""Fitting the per-step parameters of the ``iia`` and ``dc_solver`` solvers to a model.
+"""Fitting the per-step parameters of the ``iia``, ``dc_solver`` and ``dpm_solver_v3`` solvers to a model.
 
 Both solvers make one denoiser call per step and carry per-step numbers in their plan, as ``bespoke`` carries its
 weights: IIA's coefficients (:func:`samplax.diffusion.solvers.ode.iia_corrected`) and DC-Solver's compensation
@@ -315,7 +315,7 @@ def fit_dc(denoiser: Callable, *, key: jax.Array, nfe: int, sigma_max: float, ev
 def fit_v3(denoiser: Callable, *, key: jax.Array, nfe: int, sigma_max: float, event_shape: tuple,
            sigma_end: float = 0.002, grid: str = "logsnr", grid_options: Optional[dict] = None,
            num_samples: int = 1024, sub_steps: int = 16, num_probes: Optional[int] = None, order: int = 3,
-           pseudo: bool = False, rtol: float = 1e-7, chunk: int = 16) -> FittedSolver:
+           pseudo: bool = False, corrector: bool = True, rtol: float = 1e-7, chunk: int = 16) -> FittedSolver:
     """Empirical model statistics (EMS) of ``solver="dpm_solver_v3"`` for ``denoiser`` (Zheng, Lu, Chen & Zhu,
     NeurIPS 2023, "DPM-Solver-v3", Sec. 3.1-3.2), on the sampling grid refined ``sub_steps`` times uniformly in
     ``lambda = -log sigma`` per interval.
@@ -341,13 +341,14 @@ def fit_v3(denoiser: Callable, *, key: jax.Array, nfe: int, sigma_max: float, ev
       num_samples: data points per EMS point (the paper: about a thousand).
       sub_steps: ``K``, EMS points per sampling interval (``K + 1`` with both nodes).
       num_probes: ``None``: the exact Jacobian diagonal; an int: Hutchinson probes.
-      order, pseudo: of the :func:`samplax.diffusion.solvers.ode.dpm_solver_v3` it returns.
+      order, pseudo, corrector: of the :func:`samplax.diffusion.solvers.ode.dpm_solver_v3` it returns (the EMS
+        do not depend on them).
       rtol: tolerance of the PF-ODE solve that draws the data.
       chunk: EMS points evaluated per compiled call.
 
     Returns:
       :class:`FittedSolver` (``solver="dpm_solver_v3"``, options ``l, s, b`` ``[nfe - 1, K + 1, *event_shape]``,
-      ``order``, ``pseudo`` and ``nodes``); ``diagnostics``: ``lambdas`` (the EMS grid, flat), ``num_model_evals``
+      ``order``, ``pseudo``, ``corrector`` and ``nodes``); ``diagnostics``: ``lambdas`` (the EMS grid, flat), ``num_model_evals``
       (denoiser outputs at the EMS points), ``num_jvps`` (``2 * probes + 1`` per data point: ``J v``, its
       derivative, ``dD/dlambda``), ``reference_steps`` (Dopri8 steps of the data solve,
       summed over the batch; about 13 calls each) and ``seconds``.
@@ -360,7 +361,7 @@ def fit_v3(denoiser: Callable, *, key: jax.Array, nfe: int, sigma_max: float, ev
         num_probes = _positive_int(num_probes, "num_probes", who)
     if not isinstance(pseudo, (bool, np.bool_)):
         raise ValueError(f"{who}: pseudo must be a bool, got {pseudo!r}")
-    s = get_solver("dpm_solver_v3", order=order, pseudo=pseudo)
+    s = get_solver("dpm_solver_v3", order=order, pseudo=pseudo, corrector=corrector)
     nfe, plan, nodes, x0, dtype = _setup(who, denoiser, key, s, nfe, sigma_max, sigma_end, grid, grid_options,
                                          event_shape, num_samples)
     n, kk = len(plan["order"]), sub_steps
@@ -428,7 +429,7 @@ def fit_v3(denoiser: Callable, *, key: jax.Array, nfe: int, sigma_max: float, ev
     def per_step(v):
         return np.stack([v[i * kk: i * kk + kk + 1] for i in range(n)])  # [n, K + 1, *e]
 
-    options = {"order": order, "pseudo": bool(pseudo), "l": per_step(lv), "s": per_step(sv), "b": per_step(bv),
+    options = {"order": order, "pseudo": bool(pseudo), "corrector": bool(corrector), "l": per_step(lv), "s": per_step(sv), "b": per_step(bv),
                "nodes": tuple(float(v) for v in nodes)}
     diag_out = {"lambdas": lams, "num_model_evals": int(num_samples) * m,
                 "num_jvps": int(num_samples) * m * (2 * probes + 1),

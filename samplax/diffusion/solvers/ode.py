@@ -1055,10 +1055,10 @@ def _v3_step(c, i, ctx, max_order, pseudo, corrector):
     return V3Carry(xn, ring, hs, new_anchor, x, c.anchor, o), 1
 
 
-def dpm_solver_v3(order: int = 3, pseudo: bool = False, corrector: bool = False, l=None, s=None, b=None,
+def dpm_solver_v3(order: int = 3, pseudo: bool = False, corrector: bool = True, l=None, s=None, b=None,
                   nodes=None) -> Solver:
     """DPM-Solver-v3 (Zheng, Lu, Chen & Zhu, NeurIPS 2023, "DPM-Solver-v3: Improved diffusion ODE solver with
-    empirical model statistics"), the multistep predictor, in the VE convention (``alpha = 1``,
+    empirical model statistics"), the multistep predictor (and corrector), in the VE convention (``alpha = 1``,
     ``lambda = -log sigma``).
 
     The PF-ODE ``dx/dlambda = D - x`` is rewritten with per-dimension empirical model statistics (EMS)
@@ -1077,10 +1077,10 @@ def dpm_solver_v3(order: int = 3, pseudo: bool = False, corrector: bool = False,
     the parts with ``e^{S} - 1`` and ``B`` use the trapezoid rule on the EMS's own ``K + 1`` points per step
     (uniform in ``lambda``). The earlier values are kept in one frame anchored at the first node (running integrals
     of ``l, s, b`` in the carry), which differs from each step's frame by a per-dimension affine map, under which
-    the interpolation is invariant. With ``l = s = b = 0`` the step is DPM-Solver++'s multistep data-prediction
+    the interpolation is invariant. With ``l = s = b = 0`` the predictor's step is DPM-Solver++'s multistep data-prediction
     update in its exponential-integrator (Taylor) form (Lu et al. 2022b): order 2 is
     ``x_t = e^{-h} x_s + (1 - e^{-h}) D_s + (h - 1 + e^{-h}) (D_s - D_prev)/h_prev``. Orders ramp 1, 2, 3 (warm-up);
-    a step into ``sigma = 0`` is ``D(x_s)``. 1 call per step.
+    a step into ``sigma = 0`` is ``D(x_s)``. 1 call per step. That is the predictor alone (``corrector=False``).
 
     With ``corrector=True`` (the paper's multistep predictor-corrector, like UniC): the model value at the predicted
     ``x_i`` (the call step ``i`` makes anyway) is added as a later point to the polynomial of step ``i - 1``, which
@@ -1091,7 +1091,7 @@ def dpm_solver_v3(order: int = 3, pseudo: bool = False, corrector: bool = False,
     Args:
       order: 1..3 (predictor order with ``pseudo=False``; pseudo orders above 2 converge at order 2).
       pseudo: use the pseudo-order derivative estimates (the paper uses them at small NFE).
-      corrector: add the corrector.
+      corrector: add the corrector (default, as in the paper).
       l, s, b: ``[num_steps, K + 1, *event_shape]`` EMS at ``K + 1`` points uniform in ``lambda`` over each step
         (both nodes included), as :func:`samplax.diffusion.fit_v3` returns them; all three or none (``None``:
         zeros). One row per planned step (a ValueError otherwise).
