@@ -70,7 +70,9 @@ def _slope(x0, ref, options, nfes=(24, 48, 96, 192)):
         assert int(info.num_model_evals) == nfe
         errs.append(float(jnp.mean(jnp.linalg.norm(x - ref, axis=-1))))
     assert errs[-1] > 1e-11  # above the reference's own error
-    return -np.polyfit(np.log(nfes[1:]), np.log(errs[1:]), 1)[0], errs
+    # the order seen in the last halving of the step (the corrector's errors fall faster than O(h^3) at first:
+    # error ratios 17, 20, then 8.5 for the default)
+    return np.log2(errs[-2] / errs[-1]), errs
 
 
 @pytest.mark.slow  # the reference solve compiles (10 s); each case about 4 s
