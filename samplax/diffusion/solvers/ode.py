@@ -1098,6 +1098,11 @@ def dpm_solver_v3(order: int = 3, pseudo: bool = False, corrector: bool = True, 
       nodes: the positive grid the EMS were fitted on; :func:`samplax.diffusion.sample` refuses another.
 
     The EMS travel in the plan (``v3_l``, ``v3_s``, ``v3_b``), so new values of one shape never retrace the step.
+
+    Precision: at high noise the fitted ``s`` is about 3 (``N = D - l x`` is the small nonlinear remainder of ``D``,
+    which grows like ``e^{3 lambda}``), so a long first step extrapolates ``N_s`` by up to ``e^{3h}``, and with it
+    the rounding of ``D - l x``. Measured on ring8 (``sigma_max = 157.4``, NFE 5, ``h = 2.8``): float32 0.57 against
+    float64 0.22 (mean endpoint error); at NFE 10 and 20 the two agree. Prefer float64 at very small NFE.
     """
     who = "dpm_solver_v3"
     if isinstance(order, bool) or order not in (1, 2, 3):
