@@ -22,7 +22,7 @@ from samplax.diffusion.sampling import sample, SampleInfo, auto_choice, AUTO_RUL
 from samplax.diffusion.reference import solve_pf_ode  # noqa: F401
 from samplax.diffusion.likelihood import log_likelihood  # noqa: F401
 from samplax.diffusion.optimize_grid import optimized_grid  # noqa: F401
-from samplax.diffusion.fit_solvers import FittedSolver, fit_dc, fit_iia, search_schedule  # noqa: F401
+from samplax.diffusion.fit_solvers import FittedSolver, fit_dc, fit_iia, fit_v3, search_schedule  # noqa: F401
 from samplax.diffusion.train import (  # noqa: F401
     MLPDenoiser, TrainConfig, TrainState, init_train_state, save_checkpoint, load_checkpoint, load_denoiser,
 )
@@ -52,7 +52,7 @@ __all__ = [
     "GaussianMixtureDiffusion", "FullCovGaussianMixtureDiffusion", "random_full_mixture", "ring8", "grid25", "random_mixture", "get_model",
     "make_grid", "grid_names", "Solver", "get_solver", "solver_names",
     "sample", "SampleInfo", "auto_choice", "AUTO_RULE", "solve_pf_ode", "log_likelihood", "optimized_grid",
-    "fit_iia", "fit_dc", "search_schedule", "FittedSolver",
+    "fit_iia", "fit_dc", "fit_v3", "search_schedule", "FittedSolver",
     "MLPDenoiser", "TrainConfig", "TrainState", "train", "init_train_state", "save_checkpoint", "load_checkpoint",
     "load_denoiser", "ShortcutMLP", "sample_shortcut", "shortcut",
     "KnowledgeBase", "redi_build", "redi_retrieve", "sample_redi",

@@ -1,4 +1,4 @@
-"""Fitting the per-step parameters of the ``iia``, ``dc_solver`` and ``usf`` solvers to a model.
+"""Fitting the per-step parameters of the ``iia``, ``dc_solver``, ``dpm_solver_v3`` and ``usf`` solvers to a model.
 
 These solvers make one denoiser call per step and carry per-step numbers in their plan, as ``bespoke`` carries its
 weights: IIA's coefficients (:func:`samplax.diffusion.solvers.ode.iia_corrected`) and DC-Solver's compensation
@@ -512,3 +512,130 @@ def search_schedule(denoiser: Callable, *, key: jax.Array, nfe: int, sigma_max: 
         return FittedSolver("usf", options, sample_kwargs, r["nodes"], diag)
     return FittedSolver("usf", options, _sample_kwargs("usf", options, nfe, sigma_max, r["sigma_end"], r["grid"],
                                                        grid_options), r["nodes"], diag)
+
+
+def fit_v3(denoiser: Callable, *, key: jax.Array, nfe: int, sigma_max: float, event_shape: tuple,
+           sigma_end: float = 0.002, grid: str = "logsnr", grid_options: Optional[dict] = None,
+           num_samples: int = 1024, sub_steps: int = 16, num_probes: Optional[int] = None, order: int = 3,
+           pseudo: bool = False, corrector: bool = True, rtol: float = 1e-7, chunk: int = 16) -> FittedSolver:
+    """Empirical model statistics (EMS) of ``solver="dpm_solver_v3"`` for ``denoiser`` (Zheng, Lu, Chen & Zhu,
+    NeurIPS 2023, "DPM-Solver-v3", Sec. 3.1-3.2), on the sampling grid refined ``sub_steps`` times uniformly in
+    ``lambda = -log sigma`` per interval.
+
+    Data: ``num_samples`` initial noises ``sigma_max * z_b`` (``z_b`` from ``fold_in(key, b)``) carried along the
+    PF-ODE by one adaptive solve (:func:`samplax.diffusion.solve_pf_ode`, ``save_sigmas`` at every EMS point), so
+    ``x_lambda`` follows the model's own marginals, as in the paper. At each EMS point, per dimension (VE form,
+    ``alpha = 1``; ``D`` the denoiser, ``J = dD/dx``):
+
+    * ``l = E[diag J]``, the minimiser of ``E ||J - diag(l)||_F^2`` (the Frobenius norm of the Jacobian of the
+      linearised residual ``N = D - l x``); ``diag J`` exactly (one JVP per coordinate) or with ``num_probes``
+      Rademacher probes (Hutchinson, ``v * (J v)``), as in the paper;
+    * ``N' = dD/dlambda - l' x - l (D - x)``, the derivative of ``N`` along the ODE (``dD/dlambda`` by one JVP in the
+      direction ``(dx/dlambda, dsigma/dlambda) = (D - x, -sigma)``; ``l' = E[d diag J / dlambda]`` by a JVP of each
+      probe's JVP in that direction: the data move along the ODE, so the derivative of the mean is the mean of the
+      derivatives, with no finite differences, whose error ``l'`` would carry into ``l' x`` with ``|x| ~ sigma``),
+      and ``f' = N' - l N`` (the derivative of ``f = e^{-int l} N`` in the frame of the point itself);
+    * ``s, b`` the least-squares fit ``f' ~ s N + b``: ``s = Cov(f', N) / Var(N)``, ``b = E[f'] - s E[N]`` (the
+      first-order fit of what remains nonlinear; ``s = 0`` where ``Var(N) = 0``).
+
+    Args:
+      denoiser, key, nfe, sigma_max, event_shape, sigma_end, grid, grid_options: as in :func:`fit_iia`.
+      num_samples: data points per EMS point (the paper: about a thousand).
+      sub_steps: ``K``, EMS points per sampling interval (``K + 1`` with both nodes).
+      num_probes: ``None``: the exact Jacobian diagonal; an int: Hutchinson probes.
+      order, pseudo, corrector: of the :func:`samplax.diffusion.solvers.ode.dpm_solver_v3` it returns (the EMS
+        do not depend on them).
+      rtol: tolerance of the PF-ODE solve that draws the data.
+      chunk: EMS points evaluated per compiled call.
+
+    Returns:
+      :class:`FittedSolver` (``solver="dpm_solver_v3"``, options ``l, s, b`` ``[nfe - 1, K + 1, *event_shape]``,
+      ``order``, ``pseudo``, ``corrector`` and ``nodes``); ``diagnostics``: ``lambdas`` (the EMS grid, flat), ``num_model_evals``
+      (denoiser outputs at the EMS points), ``num_jvps`` (``2 * probes + 1`` per data point: ``J v``, its
+      derivative, ``dD/dlambda``), ``reference_steps`` (Dopri8 steps of the data solve,
+      summed over the batch; about 13 calls each) and ``seconds``.
+    """
+    who = "fit_v3"
+    t0 = time.perf_counter()
+    sub_steps = _positive_int(sub_steps, "sub_steps", who)
+    chunk = _positive_int(chunk, "chunk", who)
+    if num_probes is not None:
+        num_probes = _positive_int(num_probes, "num_probes", who)
+    if not isinstance(pseudo, (bool, np.bool_)):
+        raise ValueError(f"{who}: pseudo must be a bool, got {pseudo!r}")
+    s = get_solver("dpm_solver_v3", order=order, pseudo=pseudo, corrector=corrector)
+    nfe, plan, nodes, x0, dtype = _setup(who, denoiser, key, s, nfe, sigma_max, sigma_end, grid, grid_options,
+                                         event_shape, num_samples)
+    n, kk = len(plan["order"]), sub_steps
+    lam_nodes = -np.log(nodes)
+    lams = np.concatenate([np.linspace(lam_nodes[i], lam_nodes[i + 1], kk + 1)[:-1] for i in range(n)]
+                          + [lam_nodes[-1:]])
+    sig_f = np.exp(-lams)
+    sig_f[0], sig_f[-1] = nodes[0], nodes[-1]
+    xs, ref_steps = solve_pf_ode(denoiser, x0, float(nodes[0]), float(nodes[-1]), rtol=rtol, atol=rtol,
+                                 return_steps=True, save_sigmas=sig_f)
+    dim = int(np.prod(event_shape))
+    probes = dim if num_probes is None else num_probes
+
+    def one(x, sg, pkey):
+        """Per data point: ``D``, ``diag J`` (estimate), its derivative along the ODE and ``dD/dlambda``."""
+        if num_probes is None:
+            vs = jnp.eye(dim, dtype=dtype).reshape((dim,) + tuple(event_shape))
+        else:
+            vs = jax.random.rademacher(pkey, (num_probes,) + tuple(event_shape), dtype)
+        d = denoiser(x, sg)
+        tangent = (d - x, -sg)  # (dx/dlambda, dsigma/dlambda) along the PF-ODE
+        _, dd = jax.jvp(denoiser, (x, sg), tangent)
+
+        def jv_and_rate(v):  # J v and d(J v)/dlambda along the ODE (a JVP of the JVP)
+            jv_fn = lambda y, sgy: jax.jvp(lambda z: denoiser(z, sgy), (y,), (v,))[1]  # noqa: E731
+            return jax.jvp(jv_fn, (x, sg), tangent)
+
+        jv, djv = jax.vmap(jv_and_rate)(vs)
+        norm = 1.0 if num_probes is None else float(num_probes)
+        return d, jnp.sum(vs * jv, axis=0) / norm, jnp.sum(vs * djv, axis=0) / norm, dd
+
+    @jax.jit
+    def stats(xc, sgc, keys):
+        return jax.vmap(lambda xb, sg, k: jax.vmap(one, (0, None, 0))(
+            xb, sg, jax.random.split(k, xb.shape[0])))(xc, sgc, keys)
+
+    m = len(lams)
+    ds, diags, rates, dds = [], [], [], []
+    for a in range(0, m, chunk):
+        idx = np.arange(a, min(a + chunk, m))
+        idx_p = np.concatenate([idx, np.full(chunk - len(idx), idx[-1])])  # one compiled shape
+        keys = jax.vmap(lambda j: jax.random.fold_in(jax.random.fold_in(key, 1_000_003), j))(jnp.asarray(idx_p))
+        d, dg, rg, dd = stats(xs[idx_p], jnp.asarray(sig_f[idx_p], dtype), keys)
+        ds.append(np.asarray(d[: len(idx)], np.float64))
+        diags.append(np.asarray(dg[: len(idx)], np.float64))
+        rates.append(np.asarray(rg[: len(idx)], np.float64))
+        dds.append(np.asarray(dd[: len(idx)], np.float64))
+    d, diag, rate, ddl = (np.concatenate(v, 0) for v in (ds, diags, rates, dds))  # [M, B, *e]
+    x = np.asarray(xs, np.float64)
+    if not (np.all(np.isfinite(d)) and np.all(np.isfinite(diag)) and np.all(np.isfinite(rate))
+            and np.all(np.isfinite(ddl))):
+        raise ValueError(f"{who}: the denoiser's outputs or JVPs on the fitting data are not finite")
+    shp = (m, 1) + tuple(event_shape)
+    lv = diag.mean(axis=1)  # [M, *e]
+    dl = rate.mean(axis=1)  # dl/dlambda: the samples move along the ODE, so d/dlambda E[.] = E[d/dlambda .]
+    nv = d - lv.reshape(shp) * x
+    n1 = ddl - dl.reshape(shp) * x - lv.reshape(shp) * (d - x)
+    f1 = n1 - lv.reshape(shp) * nv
+    nm, fm = nv.mean(axis=1), f1.mean(axis=1)
+    var = ((nv - nm[:, None]) ** 2).mean(axis=1)
+    cov = ((nv - nm[:, None]) * (f1 - fm[:, None])).mean(axis=1)
+    sv = np.where(var > 0, cov / np.where(var > 0, var, 1.0), 0.0)
+    bv = fm - sv * nm
+
+    def per_step(v):
+        return np.stack([v[i * kk: i * kk + kk + 1] for i in range(n)])  # [n, K + 1, *e]
+
+    options = {"order": order, "pseudo": bool(pseudo), "corrector": bool(corrector), "l": per_step(lv), "s": per_step(sv), "b": per_step(bv),
+               "nodes": tuple(float(v) for v in nodes)}
+    diag_out = {"lambdas": lams, "num_model_evals": int(num_samples) * m,
+                "num_jvps": int(num_samples) * m * (2 * probes + 1),
+                "reference_steps": int(np.sum(np.asarray(ref_steps))), "seconds": time.perf_counter() - t0}
+    return FittedSolver("dpm_solver_v3", options,
+                        _sample_kwargs("dpm_solver_v3", options, nfe, sigma_max, sigma_end, grid, grid_options), nodes,
+                        diag_out)

@@ -214,7 +214,8 @@ def _prepare(denoiser, solver, solver_options, grid, grid_options, nfe, sigma_ma
     # pad to a bucket so that one compilation serves every nfe up to 255
     length = max(256, 1 << int(np.ceil(np.log2(len(nodes) + 1))))
     sig_p = jnp.asarray(np.concatenate([nodes, np.full(length - len(nodes), nodes[-1])]), dtype=dtype)
-    plan_p = {k: jnp.asarray(np.concatenate([v, np.ones(length - len(v), v.dtype)])) for k, v in plan.items()}
+    plan_p = {k: jnp.asarray(np.concatenate([v, np.ones((length - len(v),) + np.shape(v)[1:], v.dtype)]))
+              for k, v in plan.items()}  # per-step rows (dpm_solver_v3's EMS: [N, K + 1, *event])
     return _Prepared(s, final_denoise, nodes, visited, sig_p, plan_p, jnp.asarray(len(nodes) - 1, jnp.int32), sigma_end,
                      expected)
 

@@ -7,7 +7,7 @@ from samplax.diffusion.solvers.base import (
     NonFinite, Solver, StepContext, mark_nonfinite, no_nonfinite, nonfinite_rows, run_solver,
 )
 from samplax.diffusion.solvers.ode import (
-    IIA_BASES, bespoke, conjugate, dc_solver, ddim, deis, dpm_solver, dpmpp, eps_scaled, euler, ghvb, heun, iia_corrected, ipndm,
+    IIA_BASES, bespoke, conjugate, dc_solver, ddim, dpm_solver_v3, deis, dpm_solver, dpmpp, eps_scaled, euler, ghvb, heun, iia_corrected, ipndm,
     unipc, USF_PREDICTIONS, USF_VARIANTS, usf,
 )
 from samplax.diffusion.solvers.sde import ddpm, er_sde, euler_maruyama, restart, sde_dpmpp_2m
@@ -31,6 +31,7 @@ SOLVERS = {
     "bespoke": bespoke,
     "dc_solver": dc_solver,
     "usf": usf,
+    "dpm_solver_v3": dpm_solver_v3,
     "hb": partial(ghvb, order=1),
     "ghvb": ghvb,
     "euler_maruyama": euler_maruyama,
@@ -83,5 +84,5 @@ def get_solver(name: str, **options) -> Solver:
 
 __all__ = ["Solver", "StepContext", "run_solver", "NonFinite", "no_nonfinite", "mark_nonfinite", "nonfinite_rows", "SOLVERS", "solver_names", "get_solver",
            "euler", "ddim", "conjugate", "heun", "dpm_solver", "dpmpp", "unipc", "deis", "ipndm", "ghvb", "eps_scaling", "eps_scaled", "bespoke",
-           "iia", "iia_corrected", "IIA_BASES", "dc_solver", "usf", "USF_PREDICTIONS", "USF_VARIANTS",
+           "iia", "iia_corrected", "IIA_BASES", "dc_solver", "usf", "USF_PREDICTIONS", "USF_VARIANTS", "dpm_solver_v3",
            "euler_maruyama", "ddpm", "sde_dpmpp_2m", "restart", "er_sde"]
