@@ -89,7 +89,19 @@ def cand_conjugate(model, nfe, key):
             for lam in (-0.5, -0.25, 0.0, 0.25, 0.5, 1.0)]
 
 
-CANDIDATES = {"iia": cand_iia, "dc_solver": cand_dc, "conjugate": cand_conjugate}
+def cand_v3(model, nfe, key):
+    out = []
+    _, grid, se = _auto_grid(nfe)
+    for g, e in dict.fromkeys(((grid, se), ("logsnr", 0.002))):
+        t0 = time.perf_counter()
+        fit = sd.fit_v3(model, key=key, nfe=nfe, sigma_max=SIGMA_MAX, event_shape=(model.dim,), sigma_end=e, grid=g,
+                        num_samples=1024 if model.dim <= 8 else 512, num_probes=None if model.dim <= 8 else 4)
+        out.append((f"dpm_solver_v3 (order 3, corrector) / {g} / {e}", fit.sample_kwargs,
+                    {"evals": fit.diagnostics["num_model_evals"], "seconds": time.perf_counter() - t0}))
+    return out
+
+
+CANDIDATES = {"iia": cand_iia, "dc_solver": cand_dc, "conjugate": cand_conjugate, "dpm_solver_v3": cand_v3}
 METHOD_ORDER = ["iia", "dc_solver", "conjugate", "usf", "dpm_solver_v3"]
 
 

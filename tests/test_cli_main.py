@@ -46,7 +46,7 @@ def test_run_writes_run_folder_and_report(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("method,sets", [
-    ("smc", []), ("ais", ["--set", "num_temperatures=20"]), ("nested_sampling", []),
+    ("smc", []), ("ais", ["--set", "num_temperatures=20"]), pytest.param("nested_sampling", [], marks=pytest.mark.slow),  # 15 s: the default tier's budget
     ("parallel_tempering", ["--set", "num_temperatures=4"]), ("svgd", []), ("auto", [])])
 def test_run_population_methods(tmp_path, capsys, method, sets):
     """Methods without checkpoints (one compiled program, or auto's host-side warm-up) work from the CLI;

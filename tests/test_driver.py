@@ -183,6 +183,7 @@ def test_result_of_a_run_interrupted_during_warmup():
         assert any(w["code"] == "interrupted" for w in r.warnings)
 
 
+@pytest.mark.slow  # moved from the default tier: its 15-minute budget
 def test_warmup_flag_methods_run_with_more_chains_than_a_block():
     """Unadjusted Langevin methods keep one warm-up counter per chain (5 chains = 2 blocks on CPU)."""
     t = samplax.targets.get("std_gaussian", dim=2)

@@ -19,6 +19,7 @@ def _check(r, gt):
     assert np.max(zs) < Z, zs
 
 
+@pytest.mark.slow  # moved from the default tier: its 15-minute budget
 def test_auto_correlated_gaussian():
     t = samplax.targets.get("correlated_gaussian", dim=5, rho=0.7)
     r = samplax.sample(t, "auto", seed=0, num_chains=4, num_warmup=600, num_samples=500, progress=False)

@@ -24,6 +24,7 @@ def test_chees_gradient_sign():
     assert float(g2) < 0
 
 
+@pytest.mark.slow  # moved from the default tier: its 15-minute budget
 def test_chees_raises_trajectory_length_on_wide_scales():
     """Scales 0.1..10 and no mass matrix: the step size is set by the 0.1 scale, the trajectory
     must grow from one step (T = e) towards the 10 scale."""

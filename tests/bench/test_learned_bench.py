@@ -73,6 +73,7 @@ def _run_tiny(tmp_path, capsys, methods):
     return rows
 
 
+@pytest.mark.slow  # moved from the default tier: its 15-minute budget
 def test_tiny_learned_suite_end_to_end(tmp_path, capsys):
     """Default tier: one learned method through the CLI, every column, and the plot."""
     rows = _run_tiny(tmp_path, capsys, ["pis"])

@@ -169,6 +169,7 @@ def test_bad_arguments_name_the_argument():
 SMALL = dict(width=8, depth=1, emb_dim=4, batch_size=8)
 
 
+@pytest.mark.slow  # moved from the default tier: its 15-minute budget
 def test_sfd_trainer_hook_costs_checkpoint_and_sampler(tmp_path):
     """Two SFD training steps through ``train`` (teacher ring8): the counts of student passes and teacher calls,
     a checkpoint round trip with both in the metadata, and the sampler (DDIM on the grid the loss trains)."""
@@ -195,6 +196,7 @@ def test_sfd_trainer_hook_costs_checkpoint_and_sampler(tmp_path):
     assert seen == [float(v) for v in grid[:-1]]
 
 
+@pytest.mark.slow  # moved from the default tier: its 15-minute budget
 def test_emd_trainer_hook_costs_checkpoint_and_sampler(tmp_path):
     """Two EMD training steps through ``train`` (teacher ring8): the counts, a checkpoint round trip, the one-step
     sampler g(z), and the start from a denoiser (both networks copies of it)."""

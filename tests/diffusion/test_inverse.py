@@ -633,6 +633,7 @@ def test_tds_log_evidence_calibrated_over_seeds():
     assert np.all(np.abs(z) < 4) and abs(z.mean()) < 1.5, z  # the mean of 10 calibrated z has sd 0.32
 
 
+@pytest.mark.slow  # moved from the default tier: its 15-minute budget
 def test_active_design_picks_the_block_with_most_information(key):
     """Gaussian posterior (one-component prior, inpainting): the scores from posterior samples match the exact
     expected information gains 1/2 log det(I + C_bb / sigma^2), and TDS's samples choose the same block."""

@@ -120,7 +120,9 @@ def test_discrete_adapter_rounds_timesteps():
 
 @pytest.mark.parametrize("name", [g for g in sd.grid_names() if g != "optimized"])
 def test_grids(name):
-    s = sd.make_grid(name, 10, 80.0, 0.002)
+    # 'given' returns the nodes it is given (checked against n, sigma_max and sigma_end)
+    opts = {"nodes": np.geomspace(80.0, 0.002, 11)} if name == "given" else {}
+    s = sd.make_grid(name, 10, 80.0, 0.002, **opts)
     assert s.shape == (11,)
     np.testing.assert_allclose([s[0], s[-1]], [80.0, 0.002], rtol=1e-9)
     assert np.all(np.diff(s) < 0)

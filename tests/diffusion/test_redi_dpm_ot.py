@@ -131,6 +131,7 @@ def test_redi_bad_inputs(small_kb):
 
 # ---------------------------------------------------------------------------- DPM-OT
 
+@pytest.mark.slow  # moved from the default tier: its 15-minute budget
 def test_semidiscrete_ot_cells_carry_the_weights():
     """8 random points with weights from 0.05 to 0.3: after the dual is solved (1000 Adam steps x 4096 noises) the
     masses of the cells on 2^19 fresh noises are within 4.5 binomial standard errors of the weights (the solved
@@ -219,6 +220,7 @@ def test_dpm_ot_bad_inputs():
         dpm_ot.sample_dpm_ot(m, None, key=jax.random.key(0), num_samples=2, nfe=3)
 
 
+@pytest.mark.slow  # moved from the default tier: its 15-minute budget
 def test_dpm_ot_from_the_model_counts_its_calls():
     m = sd.ring8()
     plan = dpm_ot.dpm_ot_build(m, key=jax.random.key(0), sigma_mid=1.0, num_targets=32, event_shape=(2,),

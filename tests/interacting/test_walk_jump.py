@@ -81,6 +81,7 @@ def test_walk_jump_bad_options():
         samplax.sample(t, method="walk_jump", num_warmup=0, progress=False)
 
 
+@pytest.mark.slow  # moved from the default tier: its 15-minute budget
 def test_walk_jump_carries_a_biased_warning():
     """Like svgd, rdmc and score_ensemble: the SNIS walk (not a Gaussian mixture) and the exact path's shrinkage."""
     kw = dict(method="walk_jump", seed=0, num_chains=1, num_warmup=10, num_samples=5, num_measurements=5,

@@ -223,6 +223,7 @@ def test_auto_reaches_100_percent(capfd):
 
 
 # --------------------------------------------------------------------------- bench
+@pytest.mark.slow  # moved from the default tier: its 15-minute budget
 def test_bench_shows_each_runs_progress(monkeypatch):
     from samplax.bench import run_suite
 
@@ -256,6 +257,7 @@ def test_population_shows_compile_running_and_finished_runs(monkeypatch):
     assert final.startswith(f"{label} runs 4/4 100%") and "beta 1," in final and final.endswith("\n"), final
 
 
+@pytest.mark.slow  # moved from the default tier: its 15-minute budget
 def test_population_callback_only_with_progress(monkeypatch, capfd):
     calls = []
     monkeypatch.setattr(population, "_run_started", lambda c: calls.append(int(np.asarray(c))))

@@ -61,6 +61,7 @@ def test_smc_runs_with_registered_kernels(kernel):
     assert (r.cost["num_grad_evals"] > 0) == (kernel != "rwm")
 
 
+@pytest.mark.slow  # moved from the default tier: its 15-minute budget
 def test_parallel_tempering_with_nuts():
     t = _target()
     r = samplax.sample(t, "parallel_tempering", kernel="nuts", seed=2, num_chains=1, num_warmup=200,

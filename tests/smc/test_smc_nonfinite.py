@@ -97,7 +97,7 @@ def test_parallel_tempering_nan_stripe_is_counted():
 @pytest.mark.parametrize("method, kw, tried", [
     ("smc", {}, "all 30 initial particles"),
     ("population_annealing", {"num_temperatures": 5}, "all 30 initial particles"),
-    ("nested_sampling", {}, "all num_live=30 initial draws"),
+    pytest.param("nested_sampling", {}, "all num_live=30 initial draws", marks=pytest.mark.slow),  # 11 s: budget
     ("parallel_tempering", {"num_temperatures": 4, "num_warmup": 16}, "all num_temperatures=4 initial replicas"),
 ])
 def test_nan_everywhere_is_a_value_error(method, kw, tried):

@@ -92,6 +92,7 @@ def test_Z_is_unbiased_gaussian_path(key):
 
 
 # ---------------------------------------------------------- end to end, default options
+@pytest.mark.slow  # moved from the default tier: its 15-minute budget
 def test_sample_smc_default_gmm25_log_Z_and_moments():
     target = gmm25()
     r = samplax.sample(target, method="smc", seed=0, num_chains=8)
