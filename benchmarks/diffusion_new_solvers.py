@@ -196,16 +196,8 @@ def main():
             "one-off fit cost sums the fits of all candidates that were selected among. The `usf` rows (S^3-style "
             "searched per-step schedules) are read from `benchmarks/results/usf_schedule.md` (`--usf`; same testbed "
             "and evaluation noises, its own grid search; its seconds were measured under heavy load).")
-    txt = open(args.out).read()
     new = "\n".join(section(rows, note)) + "\n"
-    if SECTION in txt:
-        start = txt.index(SECTION)
-        end = txt.find("\n## ", start + 1)
-        txt = txt[:start] + new + ("" if end < 0 else txt[end:])
-    else:
-        txt = txt.rstrip("\n") + "\n\n" + new
-    with open(args.out, "w") as f:
-        f.write(txt)
+    base.replace_section(args.out, SECTION, new)
     print(new)
 
 

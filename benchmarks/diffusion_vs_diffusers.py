@@ -378,6 +378,21 @@ def overhead_section():
     return lines
 
 
+def replace_section(path, header, text):
+    """Write ``text`` (starting with the line ``header``) into the markdown file ``path`` in place of its section
+    ``header`` (up to the next ``## `` heading), or at its end when it has none; returns the new file text."""
+    txt = open(path).read()
+    if header in txt:
+        start = txt.index(header)
+        end = txt.find("\n## ", start + 1)
+        txt = txt[:start] + text + ("" if end < 0 else txt[end:])
+    else:
+        txt = txt.rstrip("\n") + "\n\n" + text
+    with open(path, "w") as f:
+        f.write(txt)
+    return txt
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
@@ -391,17 +406,8 @@ def main():
     ap.add_argument("--overhead-only", action="store_true", help="recompute only the overhead section of --out")
     args = ap.parse_args()
     if args.overhead_only:
-        txt = open(args.out).read()
-        if "## Per-step" in txt:  # replace that section only; the sections after it stay
-            start = txt.index("## Per-step")
-            end = txt.find("\n## ", start + 1)
-            head, tail = txt[:start], ("" if end < 0 else txt[end:])
-        else:
-            head, tail = txt + "\n", ""
-        txt = head + "\n".join(overhead_section()) + "\n" + tail
-        with open(args.out, "w") as f:
-            f.write(txt)
-        print(txt)
+        # that section only; the sections after it stay
+        print(replace_section(args.out, "## Per-step", "\n".join(overhead_section()) + "\n"))
         return
     datasets = [("ring8", sd.ring8()), ("grid25", sd.grid25()), ("mixture64", sd.random_mixture(0, 64, 10))]
     if args.quick:

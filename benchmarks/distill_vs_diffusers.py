@@ -99,16 +99,8 @@ def main():
                          f"**{best_student / d_err:.3f}** |")
             print(lines[-1], flush=True)
         lines.append(f"| {name} | (none) | the initial noise N(0, I) itself, no model call | {noise_ed:.4g} | | | | |")
-    txt = open(args.out).read()
     new = "\n".join(lines) + "\n"
-    if SECTION in txt:
-        start = txt.index(SECTION)
-        end = txt.find("\n## ", start + 1)
-        txt = txt[:start] + new + ("" if end < 0 else txt[end:])
-    else:
-        txt = txt.rstrip("\n") + "\n\n" + new
-    with open(args.out, "w") as f:
-        f.write(txt)
+    base.replace_section(args.out, SECTION, new)
     print(new)
 
 

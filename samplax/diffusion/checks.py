@@ -121,3 +121,29 @@ def _report(msg: str, n_bad: int, n_total: int, all_bad: str) -> list:
         raise ValueError(f"{msg}; {all_bad}")
     warnings.warn(msg, UserWarning, stacklevel=4)
     return [{"code": "nonfinite_samples", "value": n_bad, "message": msg}]
+
+
+def positive_int(v, name: str, who: str, least: int = 1) -> int:
+    """``v`` as an int, or a ValueError from ``who`` naming ``name`` when it is not an int ``>= least``
+    (a bool is not an int here)."""
+    if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < least:
+        raise ValueError(f"{who}: {name} must be an int >= {least}, got {v!r}")
+    return int(v)
+
+
+def point_shape(event_shape, who: str) -> tuple:
+    """``event_shape`` as a tuple of positive ints (the shape of one point), or a ValueError from ``who``."""
+    try:
+        event_shape = tuple(int(d) for d in event_shape)
+    except TypeError:
+        raise ValueError(f"{who}: event_shape must be a tuple of ints, got {event_shape!r}") from None
+    if len(event_shape) < 1 or any(d < 1 for d in event_shape):
+        raise ValueError(f"{who}: event_shape must be the shape of one point (positive sizes), got {event_shape}")
+    return event_shape
+
+
+def standard_noises(key, n: int, event_shape: tuple, dtype, start: int = 0):
+    """``n`` standard normal points ``[n, *event_shape]``, point ``b`` drawn from ``fold_in(key, start + b)``:
+    the same point for the same index whatever ``n`` and the batching."""
+    return jax.vmap(lambda b: jax.random.normal(jax.random.fold_in(key, b), event_shape, dtype))(
+        jnp.arange(start, start + n))

@@ -47,7 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from samplax.core.cost import Cost, make_cost
-from samplax.diffusion.checks import check_denoiser
+from samplax.diffusion.checks import check_denoiser, positive_int, standard_noises
 from samplax.diffusion.sampling import SampleInfo, sample
 from samplax.diffusion.solvers import get_solver, solver_names
 
@@ -80,13 +80,13 @@ class SemiDiscreteOT(eqx.Module):
     def cell_masses(self, key, num_points: int):
         """Monte Carlo masses ``mu(W_j)`` ``[N]`` of the cells from ``num_points`` fresh noises (point b from
         ``fold_in(key, b)``); after the dual is solved they equal ``weights`` within Monte Carlo error."""
-        num_points = _pos_int(num_points, "num_points", "cell_masses")
+        num_points = positive_int(num_points, "num_points", "cell_masses")
         n = self.targets.shape[0]
         counts = jnp.zeros(n, jnp.int32)
         block = 1 << 16
         for start in range(0, num_points, block):
             m = min(block, num_points - start)
-            z = _noises(key, m, self.targets.shape[1:], self.targets.dtype, start)
+            z = standard_noises(key, m, self.targets.shape[1:], self.targets.dtype, start)
             counts = counts + jnp.bincount(self.assign(z), length=n)
         return counts / num_points
 
@@ -96,15 +96,6 @@ def _assign(yf, h, zf):
     return jnp.argmax(zf @ yf.T + h[None, :], axis=1)
 
 
-def _pos_int(v, name, who, least=1):
-    if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < least:
-        raise ValueError(f"{who}: {name} must be an int >= {least}, got {v!r}")
-    return int(v)
-
-
-def _noises(key, n, event_shape, dtype, start=0):
-    return jax.vmap(lambda b: jax.random.normal(jax.random.fold_in(key, b), event_shape, dtype))(
-        jnp.arange(start, start + n))
 
 
 @functools.partial(jax.jit, static_argnames=("num_iters", "batch_size"))
@@ -180,8 +171,8 @@ def semidiscrete_ot(key: jax.Array, targets, weights=None, *, num_iters: int = 1
         if not bool(jnp.all(jnp.isfinite(nu) & (nu > 0))):
             raise ValueError(f"{who}: weights must be positive and finite")
         nu = nu / jnp.sum(nu)
-    num_iters = _pos_int(num_iters, "num_iters", who)
-    batch_size = _pos_int(batch_size, "batch_size", who)
+    num_iters = positive_int(num_iters, "num_iters", who)
+    batch_size = positive_int(batch_size, "batch_size", who)
     yf = y.reshape(n, -1)
     if learning_rate is None:
         spread = float(jnp.sqrt(jnp.mean(jnp.sum((yf - jnp.mean(yf, 0)) ** 2, 1))))
@@ -259,14 +250,14 @@ def dpm_ot_build(model, *, key: jax.Array, sigma_mid: float, data=None, num_targ
             raise ValueError(f"{who}: data's points have shape {tuple(x0.shape[1:])}, not event_shape="
                              f"{tuple(event_shape)}")
         check_denoiser(model, tuple(x0.shape[1:]), x0.dtype, who, "data")
-        y = x0 + sigma_mid * _noises(k_t, x0.shape[0], x0.shape[1:], x0.dtype)
+        y = x0 + sigma_mid * standard_noises(k_t, x0.shape[0], x0.shape[1:], x0.dtype)
         calls, source = 0, "data"
     else:
         if num_targets is None or event_shape is None or sigma_max is None:
             raise ValueError(f"{who}: without data=, give num_targets, event_shape and sigma_max (the targets are "
                              "the model's PF-ODE states at sigma_mid)")
-        n = _pos_int(num_targets, "num_targets", who)
-        target_nfe = _pos_int(target_nfe, "target_nfe", who)
+        n = positive_int(num_targets, "num_targets", who)
+        target_nfe = positive_int(target_nfe, "target_nfe", who)
         try:
             sigma_max = float(sigma_max)
         except (TypeError, ValueError):
@@ -278,7 +269,7 @@ def dpm_ot_build(model, *, key: jax.Array, sigma_mid: float, data=None, num_targ
         event_shape = tuple(int(d) for d in event_shape)
         dtype = jnp.dtype(jnp.result_type(float))
         check_denoiser(model, event_shape, dtype, who, "event_shape")
-        z = _noises(k_t, n, event_shape, dtype)
+        z = standard_noises(k_t, n, event_shape, dtype)
         y, info = sample(model, key=jax.random.key(0), x_init=sigma_max * z, sigma_max=sigma_max, sigma_min=sigma_mid,
                          nfe=target_nfe, solver=target_solver, grid="logsnr")
         calls, source = n * int(info.num_model_evals), "model"
@@ -312,13 +303,13 @@ def sample_dpm_ot(model, plan: DPMOT, *, key: jax.Array, num_samples: int, nfe: 
         raise TypeError(f"{who}: plan must be a DPMOT (from dpm_ot_build), got {type(plan).__name__}")
     if key is None:
         raise ValueError(f"{who}: key is required (a typed key from jax.random.key)")
-    num_samples = _pos_int(num_samples, "num_samples", who)
-    nfe = _pos_int(nfe, "nfe", who)
+    num_samples = positive_int(num_samples, "num_samples", who)
+    nfe = positive_int(nfe, "nfe", who)
     if not (0.0 < float(sigma_end) < plan.sigma_mid):
         raise ValueError(f"{who}: sigma_end must be in (0, plan.sigma_mid={plan.sigma_mid}), got {sigma_end!r}")
     k_z, k_s = jax.random.split(key)
     ot = plan.ot
-    z = _noises(k_z, num_samples, ot.targets.shape[1:], ot.targets.dtype)
+    z = standard_noises(k_z, num_samples, ot.targets.shape[1:], ot.targets.dtype)
     cells = ot.assign(z)
     x_mid = ot.targets[cells]
     x, info = sample(model, key=k_s, x_init=x_mid, sigma_max=plan.sigma_mid, nfe=nfe, solver=solver, grid=grid,

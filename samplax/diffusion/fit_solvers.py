@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from samplax.diffusion.checks import check_denoiser, check_sigma_range
+from samplax.diffusion.checks import check_denoiser, check_sigma_range, point_shape, positive_int
 from samplax.diffusion.grids import grid_names, make_grid
 from samplax.diffusion.reference import solve_pf_ode
 from samplax.diffusion.solvers import IIA_BASES, USF_PREDICTIONS, USF_VARIANTS, StepContext, get_solver, run_solver
@@ -69,27 +69,18 @@ def _no_noise(i, j):  # pragma: no cover - deterministic solvers never draw
     raise ValueError("the fitted solvers are deterministic")
 
 
-def _positive_int(v, name, who, least=1):
-    if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < least:
-        raise ValueError(f"{who}: {name} must be an int >= {least}, got {v!r}")
-    return int(v)
 
 
 def _setup(who, denoiser, key, solver, nfe, sigma_max, sigma_end, grid, grid_options, event_shape, num_samples):
     """Checks, the plan of ``nfe - 1`` steps (one call left for the final denoise), the grid and the fitting batch."""
-    nfe = _positive_int(nfe, "nfe", who, 2)
-    num_samples = _positive_int(num_samples, "num_samples", who)
+    nfe = positive_int(nfe, "nfe", who, 2)
+    num_samples = positive_int(num_samples, "num_samples", who)
     if key is None:
         raise ValueError(f"{who}: key is required (a typed key from jax.random.key)")
     sigma_max, sigma_end = check_sigma_range(who, sigma_max, sigma_end)
     if grid not in grid_names() or grid == "optimized":
         raise ValueError(f"{who}: grid must be one of {[g for g in grid_names() if g != 'optimized']}, got {grid!r}")
-    try:
-        event_shape = tuple(int(d) for d in event_shape)
-    except TypeError:
-        raise ValueError(f"{who}: event_shape must be a tuple of ints, got {event_shape!r}") from None
-    if len(event_shape) < 1 or any(d < 1 for d in event_shape):
-        raise ValueError(f"{who}: event_shape must be the shape of one point (positive sizes), got {event_shape}")
+    event_shape = point_shape(event_shape, who)
     dtype = jnp.dtype(jnp.result_type(float))
     check_denoiser(denoiser, event_shape, dtype, who, "event_shape")
     plan = solver.plan(nfe - 1, False)
@@ -142,8 +133,8 @@ def fit_iia(denoiser: Callable, *, key: jax.Array, nfe: int, sigma_max: float, e
     base_options = dict(base_options or {})
     if base not in IIA_BASES:
         raise ValueError(f"{who}: base must be one of {IIA_BASES}, got {base!r}")
-    fine_steps = _positive_int(fine_steps, "fine_steps", who)
-    num_terms = _positive_int(num_terms, "num_terms", who)
+    fine_steps = positive_int(fine_steps, "fine_steps", who)
+    num_terms = positive_int(num_terms, "num_terms", who)
     if not (isinstance(ridge, (int, float)) and not isinstance(ridge, bool) and np.isfinite(ridge) and ridge >= 0):
         raise ValueError(f"{who}: ridge must be a finite number >= 0, got {ridge!r}")
     s = get_solver("iia", base=base, num_terms=num_terms, **base_options)
@@ -239,11 +230,11 @@ def fit_dc(denoiser: Callable, *, key: jax.Array, nfe: int, sigma_max: float, ev
         raise ValueError(f"{who}: search must be a pair (low, high), got {search!r}") from None
     if not (np.isfinite(lo) and np.isfinite(hi) and lo < 1.0 < hi):
         raise ValueError(f"{who}: search must be a range (low, high) with low < 1 < high, got {search!r}")
-    num_candidates = _positive_int(num_candidates, "num_candidates", who, 3)
+    num_candidates = positive_int(num_candidates, "num_candidates", who, 3)
     if num_candidates % 2 == 0:
         raise ValueError(f"{who}: num_candidates must be odd (the refinement is centred on the best), got "
                          f"{num_candidates}")
-    refinements = _positive_int(refinements, "refinements", who, 0)
+    refinements = positive_int(refinements, "refinements", who, 0)
     s = get_solver("dc_solver", order=order, variant=variant, dc_order=dc_order)
     nfe, plan, nodes, x0, dtype = _setup(who, denoiser, key, s, nfe, sigma_max, sigma_end, grid, grid_options,
                                          event_shape, num_samples)
@@ -388,7 +379,7 @@ def search_schedule(denoiser: Callable, *, key: jax.Array, nfe: int, sigma_max: 
         raise ValueError(f"{who}: sigma_end must be a number or a sequence of numbers, got {sigma_end!r}") from None
     if not grids or not ends:
         raise ValueError(f"{who}: grid and sigma_end need at least one candidate each")
-    max_passes = _positive_int(max_passes, "max_passes", who)
+    max_passes = positive_int(max_passes, "max_passes", who)
     for name, vals, allowed in (("orders", orders, (1, 2, 3)), ("predictions", predictions, USF_PREDICTIONS),
                                 ("correctors", correctors, (False, True)), ("variants", variants, USF_VARIANTS)):
         ok = isinstance(vals, (tuple, list)) and len(vals) > 0 and all(
@@ -557,10 +548,10 @@ def fit_v3(denoiser: Callable, *, key: jax.Array, nfe: int, sigma_max: float, ev
     """
     who = "fit_v3"
     t0 = time.perf_counter()
-    sub_steps = _positive_int(sub_steps, "sub_steps", who)
-    chunk = _positive_int(chunk, "chunk", who)
+    sub_steps = positive_int(sub_steps, "sub_steps", who)
+    chunk = positive_int(chunk, "chunk", who)
     if num_probes is not None:
-        num_probes = _positive_int(num_probes, "num_probes", who)
+        num_probes = positive_int(num_probes, "num_probes", who)
     if not isinstance(pseudo, (bool, np.bool_)):
         raise ValueError(f"{who}: pseudo must be a bool, got {pseudo!r}")
     s = get_solver("dpm_solver_v3", order=order, pseudo=pseudo, corrector=corrector)

@@ -51,7 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from samplax.core.cost import Cost, make_cost
-from samplax.diffusion.checks import check_denoiser
+from samplax.diffusion.checks import check_denoiser, point_shape, positive_int, standard_noises
 from samplax.diffusion.grids import grid_names
 from samplax.diffusion.sampling import SampleInfo, sample
 from samplax.diffusion.solvers import get_solver, solver_names
@@ -135,15 +135,6 @@ class ReDiInfo(NamedTuple):
     cost: Cost
 
 
-def _pos_int(v, name, who, least=1):
-    if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < least:
-        raise ValueError(f"{who}: {name} must be an int >= {least}, got {v!r}")
-    return int(v)
-
-
-def _noises(key, n, event_shape, dtype, start=0):
-    return jax.vmap(lambda b: jax.random.normal(jax.random.fold_in(key, b), event_shape, dtype))(
-        jnp.arange(start, start + n))
 
 
 def _query_phase(model, x_t, sigma_max, sigma_key, key_solver, key_nfe, key_grid):
@@ -181,10 +172,10 @@ def redi_build(model, *, key: jax.Array, num_trajectories: int, event_shape: tup
     who = "redi_build"
     if key is None:
         raise ValueError(f"{who}: key is required (a typed key from jax.random.key)")
-    n = _pos_int(num_trajectories, "num_trajectories", who)
-    key_nfe = _pos_int(key_nfe, "key_nfe", who)
-    value_nfe = _pos_int(value_nfe, "value_nfe", who)
-    batch_size = _pos_int(batch_size, "batch_size", who)
+    n = positive_int(num_trajectories, "num_trajectories", who)
+    key_nfe = positive_int(key_nfe, "key_nfe", who)
+    value_nfe = positive_int(value_nfe, "value_nfe", who)
+    batch_size = positive_int(batch_size, "batch_size", who)
     sigma_max, sigma_key, sigma_value = _check_sigmas(who, sigma_max, sigma_key, sigma_value)
     for name, s in (("key_solver", key_solver), ("value_solver", value_solver)):
         if s not in solver_names() or s == "auto":
@@ -194,19 +185,14 @@ def redi_build(model, *, key: jax.Array, num_trajectories: int, event_shape: tup
     if key_grid not in grid_names() or key_grid == "optimized":
         raise ValueError(f"{who}: key_grid must be one of {[g for g in grid_names() if g != 'optimized']}, "
                          f"got {key_grid!r}")
-    try:
-        event_shape = tuple(int(d) for d in event_shape)
-    except TypeError:
-        raise ValueError(f"{who}: event_shape must be a tuple of ints, got {event_shape!r}") from None
-    if len(event_shape) < 1 or any(d < 1 for d in event_shape):
-        raise ValueError(f"{who}: event_shape must be the shape of one point (positive sizes), got {event_shape}")
+    event_shape = point_shape(event_shape, who)
     dtype = jnp.dtype(jnp.result_type(float))
     check_denoiser(model, event_shape, dtype, who, "event_shape")
     t0 = time.perf_counter()
     zs, ks, vs, calls = [], [], [], 0
     for start in range(0, n, batch_size):
         m = min(batch_size, n - start)
-        z = _noises(key, m, event_shape, dtype, start)
+        z = standard_noises(key, m, event_shape, dtype, start)
         k, ki = _query_phase(model, sigma_max * z, sigma_max, sigma_key, key_solver, key_nfe, key_grid)
         v, vi = sample(model, key=jax.random.key(0), x_init=sigma_max * z, sigma_max=sigma_max, sigma_min=sigma_value,
                        nfe=value_nfe, solver=value_solver, grid="logsnr")
@@ -314,7 +300,7 @@ def redi_retrieve(kb: KnowledgeBase, queries, *, num_neighbors: int = 4, combine
     """
     who = "redi_retrieve"
     _check_kb(kb, who)
-    num_neighbors = _pos_int(num_neighbors, "num_neighbors", who)
+    num_neighbors = positive_int(num_neighbors, "num_neighbors", who)
     if num_neighbors > kb.size:
         raise ValueError(f"{who}: num_neighbors={num_neighbors} exceeds the knowledge base's {kb.size} trajectories")
     if combine not in COMBINE:
@@ -384,7 +370,7 @@ def sample_redi(model, kb: KnowledgeBase, *, key: Optional[jax.Array] = None, nu
     """
     who = "sample_redi"
     _check_kb(kb, who)
-    nfe = _pos_int(nfe, "nfe", who)
+    nfe = positive_int(nfe, "nfe", who)
     if nfe < kb.key_nfe + 2:
         raise ValueError(f"{who}: nfe must be >= kb.key_nfe + 2 = {kb.key_nfe + 2} (the query phase's {kb.key_nfe} "
                          f"calls, a finishing step and the final denoise), got {nfe}")
@@ -394,8 +380,8 @@ def sample_redi(model, kb: KnowledgeBase, *, key: Optional[jax.Array] = None, nu
         raise ValueError(f"{who}: give either key= and num_samples= (fresh noises) or x_init= (states at sigma_max)")
     dtype = kb.keys.dtype
     if x_init is None:
-        num_samples = _pos_int(num_samples, "num_samples", who)
-        x_t = kb.sigma_max * _noises(key, num_samples, kb.event_shape, dtype)
+        num_samples = positive_int(num_samples, "num_samples", who)
+        x_t = kb.sigma_max * standard_noises(key, num_samples, kb.event_shape, dtype)
     else:
         x_t = jnp.asarray(x_init)
         if x_t.ndim < 1 or tuple(x_t.shape[1:]) != kb.event_shape or x_t.shape[0] < 1:
