@@ -131,14 +131,15 @@ def positive_int(v, name: str, who: str, least: int = 1) -> int:
     return int(v)
 
 
-def point_shape(event_shape, who: str) -> tuple:
-    """``event_shape`` as a tuple of positive ints (the shape of one point), or a ValueError from ``who``."""
+def point_shape(event_shape, who: str, name: str = "event_shape") -> tuple:
+    """``event_shape`` as a tuple of positive ints (the shape of one point), or a ValueError from ``who`` naming
+    the argument ``name``."""
     try:
         event_shape = tuple(int(d) for d in event_shape)
     except TypeError:
-        raise ValueError(f"{who}: event_shape must be a tuple of ints, got {event_shape!r}") from None
+        raise ValueError(f"{who}: {name} must be a tuple of ints, got {event_shape!r}") from None
     if len(event_shape) < 1 or any(d < 1 for d in event_shape):
-        raise ValueError(f"{who}: event_shape must be the shape of one point (positive sizes), got {event_shape}")
+        raise ValueError(f"{who}: {name} must be the shape of one point (positive sizes), got {event_shape}")
     return event_shape
 
 

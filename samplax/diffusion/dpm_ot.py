@@ -98,6 +98,17 @@ def _assign(yf, h, zf):
 
 
 
+def _float_batch(a, name, who):
+    """``a`` as a floating array (integers cast to the default float), checked to be a non-empty batch
+    ``[N, *event_shape]``; a ValueError from ``who`` naming ``name`` otherwise."""
+    a = jnp.asarray(a)
+    if not jnp.issubdtype(a.dtype, jnp.floating):
+        a = a.astype(jnp.result_type(float))
+    if a.ndim < 2 or a.shape[0] < 1:
+        raise ValueError(f"{who}: {name} must be a non-empty batch [N, *event_shape], got shape {a.shape}")
+    return a
+
+
 @functools.partial(jax.jit, static_argnames=("num_iters", "batch_size"))
 def _solve_dual(key, yf, nu, lr0, num_iters, batch_size):
     """Adam on ``E(h)`` with the Monte Carlo gradient ``mu_hat(W_j(h)) - nu_j`` and a linearly decaying rate."""
@@ -154,11 +165,7 @@ def semidiscrete_ot(key: jax.Array, targets, weights=None, *, num_iters: int = 1
     who = "semidiscrete_ot"
     if key is None:
         raise ValueError(f"{who}: key is required (a typed key from jax.random.key)")
-    y = jnp.asarray(targets)
-    if not jnp.issubdtype(y.dtype, jnp.floating):
-        y = y.astype(jnp.result_type(float))
-    if y.ndim < 2 or y.shape[0] < 1:
-        raise ValueError(f"{who}: targets must be a non-empty batch [N, *event_shape], got shape {y.shape}")
+    y = _float_batch(targets, "targets", who)
     if not bool(jnp.all(jnp.isfinite(y))):
         raise ValueError(f"{who}: targets has non-finite values")
     n = y.shape[0]
@@ -241,11 +248,7 @@ def dpm_ot_build(model, *, key: jax.Array, sigma_mid: float, data=None, num_targ
     if data is not None:
         if num_targets is not None or sigma_max is not None:
             raise ValueError(f"{who}: with data=, num_targets and sigma_max are not used (the targets are the data)")
-        x0 = jnp.asarray(data)
-        if not jnp.issubdtype(x0.dtype, jnp.floating):
-            x0 = x0.astype(jnp.result_type(float))
-        if x0.ndim < 2 or x0.shape[0] < 1:
-            raise ValueError(f"{who}: data must be a non-empty batch [N, *event_shape], got shape {x0.shape}")
+        x0 = _float_batch(data, "data", who)
         if event_shape is not None and tuple(event_shape) != tuple(x0.shape[1:]):
             raise ValueError(f"{who}: data's points have shape {tuple(x0.shape[1:])}, not event_shape="
                              f"{tuple(event_shape)}")

@@ -132,8 +132,8 @@ from samplax.methods import Algorithm, MethodSpec, Option, register_method
 from samplax.core.cost import make_cost
 from samplax.core.options import boolean, one_of, pos_int, pos_number, pos_number_or_none, prob
 from samplax.postprocess import (
-    EBFMI_MIN, ESS_PER_CHAIN_MIN, concentration_warning, divergence_concentration, finish_result, is_noncentred, nonfinite_warmup_warning,
-    quantities_of, quantity_names,
+    EBFMI_MIN, ESS_PER_CHAIN_MIN, concentration_warning, divergence_concentration, finish_result, is_noncentred,
+    nonfinite_warmup_warning, quantities_of, quantity_names,
 )
 from samplax.run import (
     PROGRAMS, Progress, check_user_init, find_initial_points, program_key, search_evaluations, target_id,
@@ -741,23 +741,26 @@ def auto_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_samp
 
     # ------------------------------------------------- fallback for funnels and bananas
     fallback = None
-    nuts_concentration = None
-    if raises and divergence_concentration(quantities_of(target, samples), stats_out["diverging"]) == []:
-        # the divergences that raised target_accept went with the dropped draws: say where they were
-        nuts_concentration = nuts_divergence_region(target, samples, stats_out["diverging"], dropped,
-                                                    "NUTS's draws may miss that region even after "
-                                                    "target_accept was raised")
     n_lp_extra = 0
     reason = geometry_fallback_reason(samples, stats_out["energy"], stats_out["diverging"], len(raises),
                                       MAX_TARGET_ACCEPT_RAISES, DIVERGENCE_MIN, DIVERGENCE_RATE, EBFMI_MIN,
                                       ESS_PER_CHAIN_MIN) if num_samples >= 2 else None
-    if reason is not None and o["fallback"] and d <= FALLBACK_MAX_DIM:
-        if keep_warmup:  # NUTS's sampling draws were the fallback's warm-up
-            warm_kept.append((np.swapaxes(samples, 0, 1), {k: np.swapaxes(v, 0, 1) for k, v in stats_out.items()}))
-        thin_fb = int(o["fallback_thinning"])
+    falls_back = reason is not None and o["fallback"] and d <= FALLBACK_MAX_DIM
+    # where NUTS diverged, over its kept and dropped sampling draws, when finish_result cannot say it from the
+    # kept draws: they are replaced by the fallback's, or the divergences that raised target_accept were dropped
+    nuts_concentration = None
+    if falls_back:
         nuts_concentration = nuts_divergence_region(target, samples, stats_out["diverging"], dropped,
                                                     "NUTS could not enter that region and its draws were replaced "
                                                     "by coordinate-wise slice sampling's, at a higher cost")
+    elif raises and divergence_concentration(quantities_of(target, samples), stats_out["diverging"]) == []:
+        nuts_concentration = nuts_divergence_region(target, samples, stats_out["diverging"], dropped,
+                                                    "NUTS's draws may miss that region even after "
+                                                    "target_accept was raised")
+    if falls_back:
+        if keep_warmup:  # NUTS's sampling draws were the fallback's warm-up
+            warm_kept.append((np.swapaxes(samples, 0, 1), {k: np.swapaxes(v, 0, 1) for k, v in stats_out.items()}))
+        thin_fb = int(o["fallback_thinning"])
         flat = samples.reshape(-1, d)
         center = np.mean(flat, axis=0)
         scale = np.std(flat, axis=0)

@@ -161,10 +161,12 @@ def sample(denoiser: Callable, problem, *, key: jax.Array, num_samples: int, nfe
                      num_likelihood_grads=plan.likelihood_grads, **timing)
     warns = ()
     if concrete:
-        remedy = (f"Either the denoiser returned non-finite values ({MODEL_REMEDY[0].lower() + MODEL_REMEDY[1:]}) "
-                  f"or {method}'s update diverged: {m.remedy}" if m.remedy else MODEL_REMEDY)
-        cause = ("the state became non-finite (NaN or inf)" if m.remedy
-                 else "the denoiser returned non-finite values (NaN or inf)")
+        if m.remedy:  # the method's own update may be what diverged
+            cause = "the state became non-finite (NaN or inf)"
+            remedy = (f"Either the denoiser returned non-finite values ({MODEL_REMEDY}) or {method}'s update "
+                      f"diverged: {m.remedy}")
+        else:
+            cause, remedy = "the denoiser returned non-finite values (NaN or inf)", MODEL_REMEDY
         warns = tuple(nonfinite_report(f"inverse.sample ({method})", np.asarray(out.nonfinite.step),
                                        np.asarray(out.nonfinite.sigma), plan.num_steps, what=plan.item,
                                        cause=cause, remedy=remedy))

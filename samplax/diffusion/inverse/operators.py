@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from samplax.diffusion.checks import point_shape
+
 
 def _as_float(a):
     return jnp.asarray(a, dtype=jnp.result_type(float))
@@ -100,16 +102,6 @@ def _power_iteration(op):
     return jnp.vdot(op.matvec(v), op.matvec(v))
 
 
-def _check_shape(shape, who):
-    try:
-        shape = tuple(int(s) for s in shape)
-    except TypeError:
-        raise ValueError(f"{who}: shape must be a tuple of positive ints, got {shape!r}") from None
-    if len(shape) < 1 or any(s < 1 for s in shape):
-        raise ValueError(f"{who}: shape must be a non-empty tuple of positive ints, got {shape}")
-    return shape
-
-
 class Dense(LinearOperator):
     """A dense matrix ``A`` ``[m, d]``; ``shape`` (default ``(d,)``) is the event shape of the points it measures.
 
@@ -127,7 +119,7 @@ class Dense(LinearOperator):
         concrete = not isinstance(a, jax.core.Tracer)
         if concrete and not bool(jnp.all(jnp.isfinite(a))):
             raise ValueError("Dense: A has non-finite entries")
-        shape = (a.shape[1],) if shape is None else _check_shape(shape, "Dense")
+        shape = (a.shape[1],) if shape is None else point_shape(shape, "Dense", "shape")
         if math.prod(shape) != a.shape[1]:
             raise ValueError(f"Dense: shape {shape} has {math.prod(shape)} entries but A has {a.shape[1]} columns")
         self.in_shape = shape
@@ -236,7 +228,7 @@ class Blur(LinearOperator):
     boundary: str = eqx.field(static=True)
 
     def __init__(self, kernel, shape, boundary: str = "circular"):
-        shape = _check_shape(shape, "Blur")
+        shape = point_shape(shape, "Blur", "shape")
         if len(shape) not in (1, 2):
             raise ValueError(f"Blur: shape must be 1-D (signal) or 2-D (image), got {shape}")
         k = _as_float(kernel)

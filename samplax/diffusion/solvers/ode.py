@@ -388,14 +388,14 @@ def dpmpp(order: int = 2) -> Solver:
 
 
 # ---------------------------------------------------------------- UniPC
-def _unipc_coeffs(s, t, hist_s, order, variant):
-    """UniPC's ``rhos`` for predictor (UniP-p) and corrector (UniC-p) (Zhao et al. 2023, Alg. 2/3)."""
-    h = jnp.log(s / t)
-    hh = -h
+def _unipc_system(s, h, hh, hist_s, order, bh1):
+    """UniPC's ratios ``r_k = (lambda(hist_s[k]) - lambda(s))/h`` (then ``1``), ``h phi_1 = e^hh - 1``,
+    ``B(h)`` (``hh`` for bh1, else ``e^hh - 1``) and its linear system ``R rho = b``, ``R[k-1] = r^(k-1)``,
+    ``b[k-1] = h phi_k(hh) k! / B(h)`` (Zhao et al. 2023, Alg. 2/3); ``hh = -h`` for data prediction, ``h`` for
+    noise prediction. Returns ``(r, h phi_1, B(h), R, b)``."""
     h_phi_1 = jnp.expm1(hh)
-    b_h = hh if variant == "bh1" else jnp.expm1(hh)
-    rks = [(lam(hist_s[k]) - lam(s)) / h for k in range(order - 1)] + [jnp.ones_like(h)]
-    rks = jnp.stack(rks)
+    b_h = hh if bh1 else jnp.expm1(hh)
+    rks = jnp.stack([(lam(hist_s[k]) - lam(s)) / h for k in range(order - 1)] + [jnp.ones_like(h)])
     rows, b = [], []
     h_phi_k = h_phi_1 / hh - 1.0
     fact = 1.0
@@ -404,7 +404,13 @@ def _unipc_coeffs(s, t, hist_s, order, variant):
         b.append(h_phi_k * fact / b_h)
         fact *= k + 1
         h_phi_k = h_phi_k / hh - 1.0 / fact
-    R, b = jnp.stack(rows), jnp.stack(b)
+    return rks, h_phi_1, b_h, jnp.stack(rows), jnp.stack(b)
+
+
+def _unipc_coeffs(s, t, hist_s, order, variant):
+    """UniPC's ``rhos`` for predictor (UniP-p) and corrector (UniC-p) (Zhao et al. 2023, Alg. 2/3)."""
+    h = jnp.log(s / t)
+    rks, h_phi_1, b_h, R, b = _unipc_system(s, h, -h, hist_s, order, variant == "bh1")
     if order == 1:
         rho_p = jnp.zeros((0,))
         rho_c = jnp.asarray([0.5])
@@ -988,19 +994,7 @@ def _usf_weights(s, t, hist_s, order, bh1, noise, corrector):
     hh = h if noise else -h
     scale = t if noise else jnp.ones_like(s)
     a = jnp.ones_like(s) if noise else t / s
-    h_phi_1 = jnp.expm1(hh)
-    b_h = hh if bh1 else jnp.expm1(hh)
-    rks = [(lam(hist_s[k]) - lam(s)) / h for k in range(order - 1)]
-    rows, b = [], []
-    allr = jnp.stack(rks + [jnp.ones_like(h)])
-    h_phi_k = h_phi_1 / hh - 1.0
-    fact = 1.0
-    for k in range(1, order + 1):
-        rows.append(allr ** (k - 1))
-        b.append(h_phi_k * fact / b_h)
-        fact *= k + 1
-        h_phi_k = h_phi_k / hh - 1.0 / fact
-    R, b = jnp.stack(rows), jnp.stack(b)
+    rks, h_phi_1, b_h, R, b = _unipc_system(s, h, hh, hist_s, order, bh1)
     if corrector:
         rho = [jnp.asarray(0.5, s.dtype)] if order == 1 else _cramer(R, b)
         rho_d, rho_t = rho[:-1], rho[-1]
