@@ -11,8 +11,9 @@ gradient evaluations)`` of the run's cost -- training and sampling together for 
 
 Settings from a budget ``B`` (each run's actual count is in the row, ``total_evals``):
 
-* pis / dds / cmcd: ``num_samples`` draws cost ``num_samples x evaluations per path``; the rest,
-  ``B - that``, is ``training_evals`` (an error when it does not pay for one training step);
+* trained methods (``pis``, ``dds``, ``cmcd``, every method registered with a ``trainer``): ``num_samples``
+  draws cost ``num_samples x`` the method's ``sampling_cost(options)``; the rest, ``B - that``, is the
+  option ``training_evals`` (the method's own checks stop a budget that does not pay for one training step);
 * smc: a fixed power schedule of ``SMC_TEMPERATURES`` temperatures, ``SMC_MOVES`` HMC moves of
   ``SMC_LEAPFROG`` leapfrog steps each, so one particle costs about
   ``SMC_TEMPERATURES x (SMC_MOVES x SMC_LEAPFROG + 1)`` evaluations: ``N = B / that`` particles;
@@ -46,6 +47,7 @@ NUM_REFERENCE = 2000
 #: at most this many of a run's draws enter the two-sample metrics (evenly strided)
 MAX_DRAWS = 2000
 
+#: the learned methods of the first suite (any registered trained method runs: :func:`is_learned`)
 LEARNED_METHODS = ("pis", "dds", "cmcd")
 
 #: the columns every row of a learned suite has (NaN where a metric does not apply)
@@ -62,22 +64,37 @@ def total_evals(cost: dict, prefix: str = "") -> int:
     return int(max(cost.get(lp, 0) or 0, cost.get(grad, 0) or 0))
 
 
-def budget_options(method: str, budget: int, dim: int, num_samples: int, options: dict) -> tuple:
+def is_learned(method: str) -> bool:
+    """Whether ``method`` is a registered trained method (its budget splits into training and sampling)."""
+    from samplax.methods import get_method, method_names
+
+    return method in method_names() and get_method(method).kind == "trained"
+
+
+def budget_options(method: str, budget: int, dim: int, num_samples: int, options: dict, target=None) -> tuple:
     """``(num_samples, num_warmup, options)`` of ``method`` at a total budget of ``budget`` target evaluations (see
-    the module); ``options`` are the suite's per-target options, which the budget's settings extend."""
+    the module); ``options`` are the suite's per-target options, which the budget's settings extend.  With
+    ``target``, a trained method's own checks (``MethodSpec.prepare``) run on the result, so that a budget too
+    small for one training step stops here, with the method's message."""
     budget = int(budget)
     opts = dict(options)
-    if method in LEARNED_METHODS:
-        from samplax.neural.plan import SamplerConfig
+    if is_learned(method):
+        from samplax.methods import get_method
 
-        cfg = SamplerConfig(reference=method, **{**({"langevin": False} if method == "cmcd" else {}), **opts})
-        sampling = num_samples * cfg.evals_per_path(training=False)[0]
+        spec = get_method(method)
+        if spec.sampling_cost is None:
+            raise ValueError(f"learned bench: the trained method {method!r} does not say what a draw costs "
+                             "(MethodSpec.sampling_cost); it cannot be run at a total budget")
+        checked = {k: v.default for k, v in spec.options.items()}
+        checked.update(opts)
+        sampling = num_samples * int(spec.sampling_cost(checked))
         train = budget - sampling
-        per_step = cfg.evals_per_step()[0]
-        if train < per_step:
+        if train < 1:
             raise ValueError(f"learned bench: budget {budget} for {method}: the {num_samples} draws cost {sampling} "
-                             f"evaluations, leaving {train} for training, less than one step ({per_step})")
+                             "evaluations, which leaves nothing for training")
         opts["training_evals"] = int(train)
+        if target is not None and spec.prepare is not None:
+            spec.prepare(target, {**checked, **opts})
         return num_samples, 0, opts
     if method == "smc":
         per_particle = SMC_TEMPERATURES * (SMC_MOVES * SMC_LEAPFROG + 1)
@@ -94,8 +111,8 @@ def budget_options(method: str, budget: int, dim: int, num_samples: int, options
         # the cap keeps it within the budget: the returned draws' log-densities (num_samples = live) come on top
         opts.update(num_live=int(live), max_evals=int(max(budget - live, live + 1)))
         return int(live), 0, opts
-    raise ValueError(f"learned bench: no budget rule for method {method!r}; known: "
-                     f"{list(LEARNED_METHODS) + ['smc', 'parallel_tempering', 'nested_sampling']}")
+    raise ValueError(f"learned bench: no budget rule for method {method!r}; known: any trained method and "
+                     "smc, parallel_tempering, nested_sampling")
 
 
 def expand_cells(spec: dict, only=None, overrides=None, budget_scale: str | None = None) -> list:
@@ -114,16 +131,23 @@ def expand_cells(spec: dict, only=None, overrides=None, budget_scale: str | None
     for t in spec.get("target", []):
         name = t["name"]
         params = dict(t.get("target_params", {}))
-        dim = samplax.targets.get(name, **params).dim
+        tgt = samplax.targets.get(name, **params)
+        dim = tgt.dim
         for m in methods:
             if only and name not in only and m not in only:
                 continue
-            base = dict(t.get("learned" if m in LEARNED_METHODS else "classical", {}))
+            learned = is_learned(m)
+            base = dict(t.get("learned" if learned else "classical", {}))
+            if learned:  # the shared block's options that this method takes; its own block is passed whole
+                from samplax.methods import get_method
+
+                accepted = get_method(m).options
+                base = {k: v for k, v in base.items() if k in accepted}
             base.update(t.get(m, {}))
             for b in budgets[scale]:
                 n_draws = int(t.get("num_samples", meta.get("num_samples", 1000)))
-                n, warm, opts = budget_options(m, int(float(b)), dim, n_draws, base)
-                if m in LEARNED_METHODS and t.get("eubo", False):
+                n, warm, opts = budget_options(m, int(float(b)), dim, n_draws, base, target=tgt if learned else None)
+                if learned and t.get("eubo", False) and "eubo" in get_method(m).options:
                     opts["eubo"] = True
                 kw = {"num_chains": int(meta.get("num_chains", 1)), "num_warmup": warm, "num_samples": n,
                       "seed": int(meta.get("seed", 0))}

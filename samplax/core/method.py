@@ -262,6 +262,11 @@ class MethodSpec:
     population: Optional[Callable] = None
     #: Trained methods: ``trainer(target, context, **options) -> TrainingPlan``.
     trainer: Optional[Callable] = None
+    #: Trained methods: ``sampling_cost(options) -> int``, the target evaluations (a value and gradient
+    #: counting once) that one returned draw costs at these (checked) options.  With it a total budget
+    #: splits into ``num_samples x sampling_cost`` for sampling and the rest for the option
+    #: ``training_evals`` (``samplax bench learned``).
+    sampling_cost: Optional[Callable] = None
     #: A registered target this method is made for (the conformance suite runs
     #: the method on it); None means any target (a standard Gaussian is used).
     example_target: Optional[str] = None

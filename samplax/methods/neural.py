@@ -65,6 +65,13 @@ def _prepare(reference):
     return prepare
 
 
+def _sampling_cost(reference):
+    def cost(options):
+        return SamplerConfig(reference=reference, **options).evals_per_path(training=False)[0]
+
+    return cost
+
+
 def _trainer(reference):
     def trainer(target, ctx, **options):
         return make_plan(reference, target, ctx, SamplerConfig(reference=reference, **options))
@@ -74,11 +81,14 @@ def _trainer(reference):
 
 register_method(MethodSpec(
     "pis", None, "Path Integral Sampler (Zhang & Chen 2022): a learned drift on Brownian motion from 0",
-    _options(), family="neural", gradient_based=True, trainer=_trainer("pis"), prepare=_prepare("pis")))
+    _options(), family="neural", gradient_based=True, trainer=_trainer("pis"), prepare=_prepare("pis"),
+    sampling_cost=_sampling_cost("pis")))
 register_method(MethodSpec(
     "dds", None, "Denoising Diffusion Sampler (Vargas et al. 2023): a learned drift on the stationary OU process",
-    _options(), family="neural", gradient_based=True, trainer=_trainer("dds"), prepare=_prepare("dds")))
+    _options(), family="neural", gradient_based=True, trainer=_trainer("dds"), prepare=_prepare("dds"),
+    sampling_cost=_sampling_cost("dds")))
 register_method(MethodSpec(
     "cmcd", None, "Controlled Monte Carlo Diffusion (Vargas et al. 2024): learned control of annealed Langevin "
     "transitions in both directions", _options(langevin=False, loss="logvar"), family="neural", gradient_based=True,
-    trainer=_trainer("cmcd"), prepare=_prepare("cmcd")))
+    trainer=_trainer("cmcd"), prepare=_prepare("cmcd"),
+    sampling_cost=_sampling_cost("cmcd")))

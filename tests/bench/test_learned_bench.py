@@ -5,6 +5,7 @@ import math
 
 import pytest
 
+import samplax
 from samplax.bench.harness import load_suite, suite_cells
 from samplax.bench.learned import LEARNED_COLUMNS, budget_options, learned_plots
 from samplax.cli import main
@@ -35,8 +36,10 @@ def test_budget_rules_spend_the_budget():
     assert n == 100_000 // (32 * 11) and o["schedule"] == 32 and o["correlation_threshold"] is None
     n, warm, o = budget_options("parallel_tempering", 96_000, 2, 1000, {})
     assert n + warm == 2000 and warm == 400
-    with pytest.raises(ValueError, match="less than one step"):
-        budget_options("dds", 17_500, 2, 1000, {"num_time_steps": 16})
+    with pytest.raises(ValueError, match="too small for one training step"):
+        budget_options("dds", 17_500, 2, 1000, {"num_time_steps": 16}, target=samplax.targets.get("gmm25"))
+    with pytest.raises(ValueError, match="leaves nothing for training"):
+        budget_options("dds", 17_000, 2, 1000, {"num_time_steps": 16})
     with pytest.raises(ValueError, match="no budget rule"):
         budget_options("nuts", 10_000, 2, 100, {})
     cells = suite_cells(load_suite("learned"), budget_scale="small")
