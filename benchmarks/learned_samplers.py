@@ -73,6 +73,8 @@ GOAL_RUNS = [
                                                            "training_evals": 10_000_000}, 0),
     ("gmm25_dds_logvar_k100_1.8e7_s0", "gmm25", "dds", {**_GMM25, "num_time_steps": 100,
                                                         "training_evals": 18_000_000}, 0),
+    ("gmm25_dds_logvar_k100_1.8e7_s1", "gmm25", "dds", {**_GMM25, "num_time_steps": 100,
+                                                        "training_evals": 18_000_000}, 1),
     ("mw32_pis_kl_1e7_s0", "many_well32", "pis", {**_MW32, "training_evals": 10_000_000}, 0),
     ("mw32_pis_logvar_1e7_s0", "many_well32", "pis", {**_MW32, "loss": "logvar", "exploration": 0.5,
                                                       "training_evals": 10_000_000}, 0),
