@@ -15,12 +15,18 @@ The runs are `samplax bench learned` (samplax/bench/suites/learned.toml, one run
       --out benchmarks/results/learned/cmcd_logvar --no-report         # cmcd with loss="logvar"
     python -m samplax bench benchmarks/results/learned_dw4_pis.toml --budget-scale small \
       --out benchmarks/results/learned/dw4_pis_nanfix --no-report      # pis on DW-4 after the NaN-score fix
+    python -m samplax bench benchmarks/results/learned_many_well32_sigma1.toml --budget-scale small \
+      --out benchmarks/results/learned/many_well32_sigma1 --no-report  # Many-Well-32: sigma = 1, K = 64
+    python benchmarks/learned_samplers.py --goal NAME ...   # the goal runs (GOAL_RUNS), one samplax.sample call each
     python benchmarks/learned_samplers.py            # reads benchmarks/results/learned/*/results.json
 
 This script only collects: the table of every (target, method, budget) row with the columns of
 samplax.bench.learned.LEARNED_COLUMNS, the error-vs-evaluations plot per target
-(benchmarks/results/learned/learned_<target>.png), and the published numbers beside them.  The
-hand-written analysis below the generated part ("## Notes" onwards) is kept when the file is rewritten.
+(benchmarks/results/learned/learned_<target>.png), the published numbers of each target beside them (from the
+versioned data file benchmarks/published_learned.toml, each with its paper, metric and training budget), and
+the "goal" table: single `samplax.sample` runs (GOAL_RUNS, results in benchmarks/results/learned/goal.json)
+against the best published learned sampler at no more than its training budget.  The hand-written analysis
+below the generated part ("## Notes" onwards) is kept when the file is rewritten.
 """
 from __future__ import annotations
 
@@ -48,34 +54,142 @@ DEFINITIONS = {
             "(TARGETS.md LJ-13, the convention of the DEM reference draws)",
 }
 
-#: published numbers, each with its source, its budget and what the number is
-PUBLISHED = [
-    ("gmm25", "NS (best nested sampler)", "|log Z err| 0.016", "Sendera et al. 2024, Table 1 (via benchmarks/logz.py)",
-     "not stated per method in the table"),
-    ("gmm25", "SMC", "|log Z err| 0.569", "Sendera et al. 2024, Table 1 (via benchmarks/logz.py)",
-     "not stated per method in the table"),
-    ("funnel", "NS", "|log Z err| 0.033", "Sendera et al. 2024, Table 1", "-"),
-    ("funnel", "SMC", "|log Z err| 0.561", "Sendera et al. 2024, Table 1", "-"),
-    ("many_well32", "NS", "|log Z err| 0.292", "Sendera et al. 2024, Table 1", "-"),
-    ("many_well32", "SMC", "|log Z err| 14.99", "Sendera et al. 2024, Table 1", "-"),
-    ("gmm25 / funnel / many_well32", "PIS, DDS, TB, VarGrad, +Expl., +LS, +LP (diffusion samplers)",
-     "not retrieved in this session (Table 1 of the paper; the stored copies hold only its abstract)",
-     "Sendera et al. 2024, Table 1 (mean +- sd over 5 runs)",
-     "code defaults (gfn-diffusion energy_sampling/train.py): 25 000 iterations x 300 trajectories x T = 100 "
-     "steps = 7.5e6 terminal energy evaluations, 7.5e8 gradient evaluations with the Langevin parametrization"),
-    ("2-D MoG (DGFS's, not GMM-25)", "PIS / DDS", "|log Z err| 0.036 / 0.028 (reported); ~0.4 / 0.3 when "
-     "re-run by a user", "Zhang et al. 2024 (DGFS), as quoted in zdhNarsil/Diffusion-Generative-Flow-Samplers "
-     "issue #1", "dt = 0.05 (20 steps)"),
-    ("many_well32", "TB+Expl., FL-SubTB+LP, VarGrad+Expl.+LP+LS", "a re-run gives Delta log Z 10-15, far from "
-     "the paper's Table 1", "GFNOrg/gfn-diffusion issue #6", "the paper's defaults"),
-    ("gmm40, dw4, lj13", "iDEM, FAB, PIS, DDS", "not retrieved in this session", "Akhound-Sadegh et al. 2024 "
-     "(iDEM), Tables 1-2; Blessing et al. 2024 (Beyond ELBOs), Tables", "-"),
+PUBLISHED_FILE = ROOT / "benchmarks" / "published_learned.toml"
+GOAL_FILE = RUNS / "goal.json"
+
+#: The goal runs of issue #13: (name, target, method, options, seed).  Each is one
+#: ``samplax.sample(target, method=..., seed=..., num_chains=1, num_samples=2000, training_evals=..., **options)`` call
+#: (2000 draws: the K = 2000 evaluation paths of Sendera et al.); `budget` in the table is training +
+#: sampling target evaluations, to be compared with the published *training* budget.
+_GMM25 = {"sigma": 6.0, "num_time_steps": 32, "batch_size": 64, "loss": "logvar", "exploration": 0.5}
+_MW32 = {"sigma": 1.0, "num_time_steps": 64, "batch_size": 32}
+_FUNNEL = {"sigma": 2.0, "num_time_steps": 16, "batch_size": 64}
+GOAL_RUNS = [
+    ("gmm25_dds_logvar_1e6_s0", "gmm25", "dds", {**_GMM25, "training_evals": 1_000_000}, 0),
+    ("gmm25_dds_logvar_1e6_s1", "gmm25", "dds", {**_GMM25, "training_evals": 1_000_000}, 1),
+    ("gmm25_dds_logvar_5e6_s0", "gmm25", "dds", {**_GMM25, "training_evals": 5_000_000}, 0),
+    ("gmm25_dds_logvar_k64_1e7_s0", "gmm25", "dds", {**_GMM25, "num_time_steps": 64, "training_evals": 10_000_000}, 0),
+    ("gmm25_dds_logvar_k64_expl1_1e7_s0", "gmm25", "dds", {**_GMM25, "num_time_steps": 64, "exploration": 1.0,
+                                                           "training_evals": 10_000_000}, 0),
+    ("gmm25_dds_logvar_k100_1.8e7_s0", "gmm25", "dds", {**_GMM25, "num_time_steps": 100,
+                                                        "training_evals": 18_000_000}, 0),
+    ("gmm25_dds_logvar_k100_1.8e7_s1", "gmm25", "dds", {**_GMM25, "num_time_steps": 100,
+                                                        "training_evals": 18_000_000}, 1),
+    ("mw32_pis_kl_1e7_s0", "many_well32", "pis", {**_MW32, "training_evals": 10_000_000}, 0),
+    ("mw32_pis_logvar_1e7_s0", "many_well32", "pis", {**_MW32, "loss": "logvar", "exploration": 0.5,
+                                                      "training_evals": 10_000_000}, 0),
+    ("mw32_pis_logvar_3e7_s0", "many_well32", "pis", {**_MW32, "loss": "logvar", "exploration": 0.5,
+                                                      "training_evals": 30_000_000}, 0),
+    ("funnel_pis_kl_1e6_s0", "funnel", "pis", {**_FUNNEL, "training_evals": 1_000_000}, 0),
+    ("funnel_pis_kl_1e6_s1", "funnel", "pis", {**_FUNNEL, "training_evals": 1_000_000}, 1),
 ]
+
+
+def published() -> list:
+    """The entries of benchmarks/published_learned.toml with their source's citation (``cite``)."""
+    import tomllib
+
+    data = tomllib.loads(PUBLISHED_FILE.read_text())
+    sources = {src["key"]: src for src in data.get("source", [])}
+    out = []
+    for e in data.get("entry", []):
+        src = sources.get(e["source"], {})
+        out.append({**e, "cite": src.get("cite", e["source"]), "where": src.get("where", "")})
+    return out
+
+
+def rms(e: dict) -> float:
+    """``sqrt(value^2 + sd^2)``: one run's typical error when ``value`` is the mean of signed errors."""
+    return math.hypot(float(e["value"]), float(e.get("sd", 0.0)))
+
+
+def published_block(target: str, entries: list) -> list:
+    """Markdown lines of the published numbers of ``target`` (paper, method, metric, value, budget)."""
+    rows = [e for e in entries if e["target"] == target]
+    if not rows:
+        return ["*No published number retrieved for this target (see benchmarks/published_learned.toml).*", ""]
+    lines = ["Published (benchmarks/published_learned.toml; `value +- sd` over `runs` training runs, `rms` = "
+             "sqrt(value^2 + sd^2), one run's typical error; budget = training target evaluations):", "",
+             "| paper | method | metric | value +- sd | rms | budget | how the budget was counted |",
+             "|---|---|---|---|---|---|---|"]
+    order = {"dlogZ_rw": 0, "dlogZ_elbo": 1}
+    for e in sorted(rows, key=lambda e: (e.get("classical", False), order.get(e["metric"], 2), rms(e))):
+        paper = e["cite"].split("(")[0].strip().split(",")[0] + " et al. " + e["cite"].split("(")[1].split(")")[0]
+        budget = fmt(float(e["budget"])) if "budget" in e else "not stated"
+        how = e.get("budget_how", "") + (f" (uncertain: {e['uncertain']})" if "uncertain" in e else "")
+        flag = " **(best)**" if e.get("best") else (" **(best rms)**" if e.get("best_rms") else "")
+        lines.append(f"| {paper} | {e['method']}{flag} | {e['metric']} | {e['value']} +- {e.get('sd', '-')} | "
+                     f"{rms(e):.3g} | {budget} | {how or '-'} |")
+    return lines + [""]
+
+
+def run_goal(names) -> None:
+    """Run the GOAL_RUNS named in ``names`` (all with ``all``) and merge their rows into GOAL_FILE."""
+    import time
+
+    import samplax
+
+    old = {r["name"]: r for r in json.loads(GOAL_FILE.read_text())} if GOAL_FILE.exists() else {}
+    for name, target, method, options, seed in GOAL_RUNS:
+        if "all" not in names and name not in names:
+            continue
+        t = samplax.targets.get(target)
+        t0 = time.time()
+        r = samplax.sample(t, method=method, seed=seed, num_chains=1, num_samples=2000, **options)
+        c = r.cost
+        train = int(max(c.get("training_logdensity_evals", 0) or 0, c.get("training_grad_evals", 0) or 0))
+        total = int(max(c.get("num_logdensity_evals", 0) or 0, c.get("num_grad_evals", 0) or 0))
+        true = float(t.ground_truth().log_Z)
+        row = {"name": name, "target": target, "method": method, "options": options, "seed": seed,
+               "training_evals": train, "total_evals": total, "log_Z": float(r.log_Z),
+               "abs_log_Z_err": abs(float(r.log_Z) - true), "log_Z_se": float(r.log_Z_se),
+               "elbo_gap": true - float(r.extra["elbo"]), "ess_fraction": float(r.extra["ess_fraction"]),
+               "wall_s": round(time.time() - t0, 1)}
+        print(json.dumps(row), flush=True)
+        old[name] = row
+        GOAL_FILE.parent.mkdir(parents=True, exist_ok=True)
+        GOAL_FILE.write_text(json.dumps(list(old.values()), indent=1))
+
+
+def goal_block(entries: list) -> list:
+    """Markdown lines of the goal table: each goal run beside the best published learned sampler of its target."""
+    if not GOAL_FILE.exists():
+        return []
+    rows = json.loads(GOAL_FILE.read_text())
+    lines = ["## Goal check (issue #13): single runs against the best published learned sampler", "",
+             "Each row is one `samplax.sample(target, method, seed, num_chains=1, num_samples=2000, **options)` call "
+             "(`python benchmarks/learned_samplers.py --goal NAME`); `abs(dlogZ)` is the importance-weighted "
+             "(log-mean-exp) error over the 2000 paths, like Sendera et al.'s dlogZ^RW with K = 2000; "
+             "`ELBO gap` = log Z - mean log w (their dlogZ).  Published: the best learned sampler by mean and "
+             "by rms (dlogZ_rw), with its training budget.  `wall s` excludes compilation when an identical "
+             "configuration compiled earlier in the same process (the second seeds).", "",
+             "| name | target | method | options | seed | train evals | total evals | abs(dlogZ) | se | ELBO gap | "
+             "ESS frac | wall s | best published (mean / rms, budget) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["target"], r["training_evals"], r["name"])):
+        pub = [e for e in entries if e["target"] == r["target"] and e["metric"] == "dlogZ_rw"
+               and not e.get("classical")]
+        best = min(pub, key=lambda e: abs(float(e["value"])), default=None)
+        best_rms = min(pub, key=rms, default=None)
+        ref = "-"
+        if best is not None:
+            ref = (f"{best['method']} {best['value']} ({fmt(float(best['budget']))}) / {best_rms['method']} "
+                   f"{rms(best_rms):.3g} ({fmt(float(best_rms['budget']))})")
+        opts = ", ".join(f"{k}={v}" for k, v in r["options"].items())
+        lines.append(f"| {r['name']} | {r['target']} | {r['method']} | {opts} | {r['seed']} | "
+                     f"{fmt(r['training_evals'])} | {fmt(r['total_evals'])} | {fmt(r['abs_log_Z_err'])} | "
+                     f"{fmt(r['log_Z_se'])} | {fmt(r['elbo_gap'])} | {fmt(r['ess_fraction'])} | {fmt(r['wall_s'])} | "
+                     f"{ref} |")
+    return lines + [""]
+
 
 #: variant run folders (same budgets, one setting changed) and the label added to their method names
 VARIANTS = {"cmcd_logvar": "+logvar",  # loss="logvar" (benchmarks/results/learned_cmcd_logvar.toml)
             "funnel_clip100": "+clip100",  # score_clip=100 (benchmarks/results/learned_funnel_clip100.toml)
-            "dw4_pis_nanfix": " (NaN fix)"}  # after the NaN-score fix (benchmarks/results/learned_dw4_pis.toml)
+            "dw4_pis_nanfix": " (NaN fix)",  # after the NaN-score fix (benchmarks/results/learned_dw4_pis.toml)
+            # sigma = 1, K = 64, batch 32 (cmcd sigma = 1): the suite's Many-Well-32 settings since the fix
+            # (benchmarks/results/learned_many_well32_sigma1.toml)
+            "many_well32_sigma1": " (sigma=1,K=64)"}
 
 COLS = [("method", "method"), ("budget", "budget"), ("total_evals", "evals"), ("training_evals", "train"),
         ("abs_log_Z_err", "abs(dlogZ)"), ("log_Z_se", "se"), ("elbo", "ELBO"), ("eubo", "EUBO"),
@@ -102,6 +216,11 @@ def fmt(v) -> str:
 def main() -> int:
     from samplax.bench.learned import learned_plots
 
+    if len(sys.argv) > 2 and sys.argv[1] == "--goal":
+        run_goal(sys.argv[2:])
+        return 0
+    entries = published()
+
     lines = ["# Learned samplers vs classical samplers at equal target evaluations", "",
              "Generated by `benchmarks/learned_samplers.py` from `samplax bench learned --budget-scale small` and `large` "
              "(suite `samplax/bench/suites/learned.toml`; how each method's settings follow from the budget: "
@@ -123,6 +242,7 @@ def main() -> int:
         files = [f for f in (RUNS / t / "results.json", RUNS / f"{t}_large" / "results.json") if f.exists()]
         if not files:
             lines += [f"## {t}", "", f"Definition: {DEFINITIONS[t]}", "", "*Not run in this session.*", ""]
+            lines += published_block(t, entries)
             continue
         rows = [r for f in files for r in json.loads(f.read_text())["rows"]]
         for folder, suffix in VARIANTS.items():
@@ -143,12 +263,15 @@ def main() -> int:
                 cells.append(fmt(v))
             lines.append("| " + " | ".join(cells) + " |")
         lines += ["", f"![{t}](results/learned/learned_{t}.png)", ""]
+        lines += published_block(t, entries)
     if have:
         learned_plots(have, str(RUNS))
-    lines += ["## Published numbers", "",
-              "| target | method | number | source | budget |", "|---|---|---|---|---|"]
-    lines += ["| " + " | ".join(p) + " |" for p in PUBLISHED]
-    lines.append("")
+    lines += goal_block(entries)
+    lines += ["## Published numbers: sources", ""]
+    for src in {e["cite"]: e for e in entries}.values():
+        lines.append(f"* {src['cite']}: {src['where']}")
+    lines += ["", "Not retrieved in this session (see the end of benchmarks/published_learned.toml): DGFS, iDEM "
+              "(GMM-40 variant b, DW-4, LJ-13: sample metrics, no log Z), FAB, CMCD, Beyond ELBOs.", ""]
     notes = ""
     if OUT.exists():
         old = OUT.read_text()
