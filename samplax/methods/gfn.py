@@ -14,6 +14,12 @@ and ``dis``.
   time reversal of the VP SDE with a learned score (:func:`samplax.neural.sde.dis_reference`), trained by the
   reparameterized reverse KL (``loss="kl"``, the paper's; ``"logvar"`` also applies).
 
+Measured (seed 0, 1e6 total target evaluations, 2000 draws, ``num_time_steps=16``, ``batch_size=64``; one run
+each, so single-seed numbers): on gmm25 (``sigma=6``) all 25 modes are hit by tb, dgfs and dis; on Funnel-10
+(``sigma=2``) tb's local search made training worse (ELBO -95 against -3.1 with ``local_search_steps=0`` and -1.8
+with no buffer at all): MALA and the rank priority pull buffer states into the funnel's neck, where the Brownian
+reference's paths cannot follow.  Turn it off there.
+
 Every option of ``pis`` applies (the same :class:`~samplax.neural.SamplerConfig`), with these defaults; see
 :mod:`samplax.methods.neural`.
 """
