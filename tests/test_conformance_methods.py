@@ -106,6 +106,11 @@ REQUIRED_SETTINGS = {
     # 9 log-density evaluations each; 10 for cmcd, which also evaluates the gradient at the path's end)
     **{name: {"training_evals": 30 * 16 * 9, "batch_size": 16, "num_time_steps": 8} for name in ("pis", "dds")},
     "cmcd": {"training_evals": 30 * 16 * 10, "batch_size": 16, "num_time_steps": 8},
+    # tb: 8 forward and 8 backward paths of 9 evaluations each, 8 x (8 + 1) local-search evaluations;
+    # dgfs as pis; dis needs num_time_steps > beta_max / 2 = 10 (13 evaluations per path)
+    "tb": {"training_evals": 30 * (16 * 9 + 8 * 9), "batch_size": 16, "num_time_steps": 8},
+    "dgfs": {"training_evals": 30 * 16 * 9, "batch_size": 16, "num_time_steps": 8},
+    "dis": {"training_evals": 30 * 16 * 13, "batch_size": 16, "num_time_steps": 12},
 }
 
 #: Programs a run compiles, where not one: a trained method compiles its training chunk and its sampling program.

@@ -21,13 +21,24 @@ def _nonneg_float(v) -> bool:
     return pos_float(v) or (not isinstance(v, bool) and isinstance(v, (int, float)) and v == 0)
 
 
-def _options(**defaults) -> dict:
+def _nonneg_int(v) -> bool:
+    return pos_int(v) or (not isinstance(v, bool) and isinstance(v, int) and v == 0)
+
+
+def _fraction(v) -> bool:
+    return not isinstance(v, bool) and isinstance(v, (int, float)) and 0.0 <= v <= 1.0
+
+
+def sampler_options(**defaults) -> dict:
+    """The options of a configuration of the path-measure core (``SamplerConfig``'s fields but ``reference``),
+    with ``defaults`` overriding :class:`~samplax.neural.SamplerConfig`'s."""
     d = SamplerConfig(**defaults)
     return {
         "loss": Option(d.loss, "training loss: 'kl' (reparameterized reverse KL; the default of pis and dds), 'logvar' "
                        "(log-variance, off-policy; the default of cmcd, whose KL gradient would miss the "
-                       "derivative of the target's gradient along the path) or 'tb' (trajectory balance with a "
-                       "learned log Z)", one_of(LOSSES),
+                       "derivative of the target's gradient along the path), 'tb' (trajectory balance with a "
+                       "learned log Z) or 'subtb' (sub-trajectory balance with a learned log-flow, as DGFS)",
+                       one_of(LOSSES),
                        f"one of {list(LOSSES)}"),
         "training_evals": Option(d.training_evals, "training budget: target log-density evaluations (a value and "
                                  "gradient counts one); steps = training_evals // (batch_size x evaluations per "
@@ -51,6 +62,23 @@ def _options(**defaults) -> dict:
         "score_clip": Option(d.score_clip, "clip each coordinate of the target's gradient that the transitions use "
                              "(Langevin drift, CMCD) to [-score_clip, score_clip]; the weights stay exact for any "
                              "clip (gfn-diffusion uses 100)", pos_float, "a finite number > 0"),
+        "replay": Option(d.replay, "replay buffer size (terminal states with their log pi; 0 = off): each step "
+                         "inserts its forward paths' end points and trains on replay_fraction x batch_size backward "
+                         "paths from states drawn by rank-based priority (Sendera et al. 2024; off-policy losses "
+                         "only; replay >= batch_size)", _nonneg_int, "an int >= 0"),
+        "replay_fraction": Option(d.replay_fraction, "share of each batch that are backward paths from buffer states "
+                                  "(with replay > 0; the rest are forward paths)", _fraction,
+                                  "a number in [0, 1]"),
+        "local_search_steps": Option(d.local_search_steps, "MALA steps on the buffer states drawn each step before "
+                                     "their backward paths (0 = no local search; Metropolis-adjusted, so the "
+                                     "target is invariant; counted as training evaluations)", _nonneg_int,
+                                     "an int >= 0"),
+        "local_search_step_size": Option(d.local_search_step_size, "initial MALA step size of the local search "
+                                         "(adapted after each step toward acceptance 0.574)", pos_float,
+                                         "a finite number > 0"),
+        "subtb_lambda": Option(d.subtb_lambda, "loss='subtb': weight lambda^(n - m) of the sub-path from step m to "
+                               "n (lambda > 1 favours long sub-paths; DGFS uses 2)", pos_float,
+                               "a finite number > 0"),
         "eubo": Option(d.eubo, "also draw exact target points and their reverse paths: extra['eubo'], the EUBO "
                        "(an upper bound on log Z; only for targets with an exact sampler; not counted in the cost)",
                        boolean, "True/False"),
@@ -81,14 +109,14 @@ def _trainer(reference):
 
 register_method(MethodSpec(
     "pis", None, "Path Integral Sampler (Zhang & Chen 2022): a learned drift on Brownian motion from 0",
-    _options(), family="neural", gradient_based=True, trainer=_trainer("pis"), prepare=_prepare("pis"),
+    sampler_options(), family="neural", gradient_based=True, trainer=_trainer("pis"), prepare=_prepare("pis"),
     sampling_cost=_sampling_cost("pis")))
 register_method(MethodSpec(
     "dds", None, "Denoising Diffusion Sampler (Vargas et al. 2023): a learned drift on the stationary OU process",
-    _options(), family="neural", gradient_based=True, trainer=_trainer("dds"), prepare=_prepare("dds"),
+    sampler_options(), family="neural", gradient_based=True, trainer=_trainer("dds"), prepare=_prepare("dds"),
     sampling_cost=_sampling_cost("dds")))
 register_method(MethodSpec(
     "cmcd", None, "Controlled Monte Carlo Diffusion (Vargas et al. 2024): learned control of annealed Langevin "
-    "transitions in both directions", _options(langevin=False, loss="logvar"), family="neural", gradient_based=True,
+    "transitions in both directions", sampler_options(langevin=False, loss="logvar"), family="neural", gradient_based=True,
     trainer=_trainer("cmcd"), prepare=_prepare("cmcd"),
     sampling_cost=_sampling_cost("cmcd")))

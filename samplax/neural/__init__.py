@@ -3,23 +3,31 @@
 * :mod:`samplax.neural.sde`: the controlled SDE on a time grid (learned drift :class:`DriftNet`), the
   references of PIS and DDS, path simulation, the log importance weight and the estimates of
   ``log Z`` (standard error, ELBO, ESS).
-* :mod:`samplax.neural.losses`: reparameterized KL, log-variance and trajectory balance.
+* :mod:`samplax.neural.losses`: reparameterized KL, log-variance, trajectory balance and sub-trajectory balance.
+* :mod:`samplax.neural.gfn`: the replay buffer with rank-based priority and MALA local search, and
+  sub-trajectory balance with DGFS's log-flow.
 * :mod:`samplax.neural.plan`: a configuration as the run engine's
-  :class:`~samplax.core.method.TrainingPlan` (registered as the methods ``pis``, ``dds`` and ``cmcd``).
+  :class:`~samplax.core.method.TrainingPlan` (registered as the methods ``pis``, ``dds``, ``cmcd``, and ``tb``, ``dgfs``, ``dis``).
 
 This part imports :mod:`samplax.core`, equinox and optax; the engine runs it (``samplax.run``), and
 ``samplax.methods.neural`` registers it.
 """
+from samplax.neural.gfn import (
+    Buffer, buffer_insert, buffer_sample, init_buffer, log_flows, mala, rank_priorities, subtb_loss, subtb_residuals,
+    subtb_weights,
+)
 from samplax.neural.losses import LOSSES, kl_loss, logvar_loss, off_policy_paths, path_residuals, tb_loss
 from samplax.neural.plan import SamplerConfig, check_config, make_plan
 from samplax.neural.sde import (
-    DriftNet, Path, Reference, cmcd_reference, cosine_alphas, dds_reference, estimates, log_weight, logmeanexp,
-    path_log_b, path_log_q, pis_reference, reverse_simulate, simulate, systematic_resample,
+    DriftNet, Path, Reference, cmcd_reference, cosine_alphas, dds_reference, dis_reference, estimates, log_weight,
+    logmeanexp, path_log_b, path_log_q, pis_reference, reverse_simulate, simulate, step_log_b, step_log_q,
+    systematic_resample,
 )
 
 __all__ = [
-    "LOSSES", "DriftNet", "Path", "Reference", "SamplerConfig", "check_config", "cmcd_reference", "cosine_alphas",
-    "dds_reference",
+    "LOSSES", "Buffer", "DriftNet", "Path", "Reference", "SamplerConfig", "buffer_insert", "buffer_sample",
+    "check_config", "cmcd_reference", "cosine_alphas", "dds_reference", "dis_reference", "init_buffer", "log_flows",
+    "mala", "rank_priorities", "step_log_b", "step_log_q", "subtb_loss", "subtb_residuals", "subtb_weights",
     "estimates", "kl_loss", "log_weight", "logmeanexp", "logvar_loss", "make_plan", "off_policy_paths",
     "path_log_b", "path_log_q", "path_residuals", "pis_reference", "reverse_simulate", "simulate", "systematic_resample", "tb_loss",
 ]

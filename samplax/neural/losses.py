@@ -14,6 +14,8 @@ returns ``(loss, aux)``; ``aux`` holds the batch's log importance weights under 
 * ``"tb"``: trajectory balance (Malkin, Jain, Bengio, Sun & Bengio 2022):
   ``mean (log Z_theta + log Q_theta - log P~)^2`` with a learned scalar ``log Z_theta``, on the same
   off-policy, non-differentiated paths.
+* ``"subtb"``: sub-trajectory balance with a learned log-flow (Madan et al. 2023; DGFS, Zhang et al. 2024):
+  :func:`samplax.neural.gfn.subtb_loss` on the same off-policy paths (with ``log pi~`` at every point).
 """
 from __future__ import annotations
 
@@ -23,12 +25,13 @@ import jax.numpy as jnp
 
 from samplax.neural.sde import Path, log_weight, path_log_b, path_log_q, simulate
 
-LOSSES = ("kl", "logvar", "tb")
+LOSSES = ("kl", "logvar", "tb", "subtb")
 
 
-def _paths(model, ref, logdensity_fn, keys, dim, langevin, exploration, differentiable):
+def _paths(model, ref, logdensity_fn, keys, dim, langevin, exploration, differentiable, with_log_pis=False):
     return jax.vmap(lambda k: simulate(model, ref, logdensity_fn, k, dim, langevin=langevin,
-                                       exploration=exploration, differentiable=differentiable))(keys)
+                                       exploration=exploration, differentiable=differentiable,
+                                       with_log_pis=with_log_pis))(keys)
 
 
 def kl_loss(model, ref, logdensity_fn, keys, dim, *, langevin):
@@ -38,11 +41,13 @@ def kl_loss(model, ref, logdensity_fn, keys, dim, *, langevin):
     return -jnp.mean(log_w), jax.lax.stop_gradient(log_w)
 
 
-def off_policy_paths(model, ref, logdensity_fn, keys, dim, *, langevin, exploration) -> Path:
-    """A batch of paths from the sampling policy (``model`` with ``stop_gradient``, plus ``exploration``)."""
+def off_policy_paths(model, ref, logdensity_fn, keys, dim, *, langevin, exploration, with_log_pis=False) -> Path:
+    """A batch of paths from the sampling policy (``model`` with ``stop_gradient``, plus ``exploration``);
+    ``with_log_pis``: with ``log pi~`` at every point (sub-trajectory balance)."""
     params, static = eqx.partition(model, eqx.is_array)
     fixed = eqx.combine(jax.lax.stop_gradient(params), static)
-    return jax.lax.stop_gradient(_paths(fixed, ref, logdensity_fn, keys, dim, langevin, exploration, False))
+    return jax.lax.stop_gradient(_paths(fixed, ref, logdensity_fn, keys, dim, langevin, exploration, False,
+                                        with_log_pis))
 
 
 def path_residuals(model, ref, paths: Path):

@@ -26,14 +26,15 @@ import numpy as np
 import optax
 
 from samplax.core.method import PopulationOutput, TrainingContext, TrainingPlan
+from samplax.neural.gfn import adapt_step_size, buffer_insert, buffer_sample, init_buffer, mala, subtb_loss
 from samplax.neural.losses import kl_loss, logvar_loss, off_policy_paths, tb_loss
 from samplax.neural.sde import (
-    SCORE_CLIP, DriftNet, Reference, cmcd_reference, dds_reference, estimates, log_weight, logmeanexp, pis_reference,
-    reverse_simulate, simulate, systematic_resample,
+    SCORE_CLIP, DriftNet, Reference, cmcd_reference, dds_reference, dis_reference, estimates, log_weight, logmeanexp,
+    pis_reference, reverse_simulate, simulate, systematic_resample,
 )
 
 #: The configurations: ``reference(num_time_steps, sigma) -> Reference`` by name.
-CONFIGURATIONS = {"pis": pis_reference, "dds": dds_reference, "cmcd": cmcd_reference}
+CONFIGURATIONS = {"pis": pis_reference, "dds": dds_reference, "cmcd": cmcd_reference, "dis": dis_reference}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +56,13 @@ class SamplerConfig:
     exploration: float = 0.0
     eubo: bool = False
     score_clip: float = SCORE_CLIP
+    #: replay buffer and local search (:mod:`samplax.neural.gfn`); off by default
+    replay: int = 0
+    replay_fraction: float = 0.0
+    local_search_steps: int = 0
+    local_search_step_size: float = 0.01
+    #: ``lambda`` of sub-trajectory balance (``loss="subtb"``)
+    subtb_lambda: float = 2.0
 
     def make_reference(self) -> Reference:
         ref = CONFIGURATIONS[self.reference](self.num_time_steps, self.sigma)
@@ -67,25 +75,54 @@ class SamplerConfig:
 
     @property
     def needs_gradient(self) -> bool:
-        """The KL loss differentiates ``log pi~(x_K)``; the Langevin drift and CMCD's transitions evaluate the
-        target's gradient."""
-        return self.loss == "kl" or self.langevin or self.annealed
+        """The KL loss differentiates ``log pi~(x_K)``; the Langevin drift, CMCD's transitions and the local
+        search evaluate the target's gradient."""
+        return self.loss == "kl" or self.langevin or self.annealed or self.local_search
+
+    @property
+    def local_search(self) -> bool:
+        """Whether the replay buffer's states are improved by MALA steps."""
+        return self.num_backward > 0 and self.local_search_steps > 0
+
+    @property
+    def num_backward(self) -> int:
+        """Paths per training step that start at buffer states and run backward: ``round(replay_fraction x
+        batch_size)`` with a replay buffer, else 0."""
+        return int(round(self.replay_fraction * self.batch_size)) if self.replay > 0 else 0
 
     def evals_per_path(self, training: bool = True) -> tuple:
         """``(log-density, gradient)`` evaluations of one path (in training, else in sampling): ``K`` scores with
         ``langevin`` or CMCD (one of each), CMCD's score at ``x_K`` (which gives ``log pi~(x_K)``), else
         ``log pi~(x_K)``; the KL loss differentiates ``log pi~(x_K)`` once more (PIS, DDS: its gradient;
-        CMCD: a value and gradient)."""
+        CMCD: a value and gradient).  Sub-trajectory balance in training needs ``log pi~`` at every point: free
+        with the scores, else ``K`` more log-densities."""
         kl = training and self.loss == "kl"
         if self.annealed:
             n = self.num_time_steps + 1 + (1 if kl else 0)
             return n, n
         k = self.num_time_steps if self.langevin else 0
-        return k + 1, k + (1 if kl else 0)
+        extra = self.num_time_steps if (training and self.loss == "subtb" and not self.langevin) else 0
+        return k + 1 + extra, k + (1 if kl else 0)
+
+    def evals_per_backward_path(self) -> tuple:
+        """``(log-density, gradient)`` evaluations of one training path run backward from a buffer state
+        (:func:`~samplax.neural.sde.reverse_simulate`): those of a forward one, and for CMCD one more
+        ``log pi~(x_K)``."""
+        lp, grad = self.evals_per_path()
+        return lp + (1 if self.annealed else 0), grad
 
     def evals_per_step(self) -> tuple:
+        """``(log-density, gradient)`` evaluations of one training step: ``batch_size - num_backward`` forward paths,
+        ``num_backward`` backward paths and, with local search, ``num_backward x (local_search_steps + 1)``
+        value-and-gradients (:func:`~samplax.neural.gfn.mala`)."""
         lp, grad = self.evals_per_path()
-        return self.batch_size * lp, self.batch_size * grad
+        nb = self.num_backward
+        if not nb:
+            return self.batch_size * lp, self.batch_size * grad
+        blp, bgrad = self.evals_per_backward_path()
+        ls = nb * (self.local_search_steps + 1) if self.local_search_steps > 0 else 0
+        nf = self.batch_size - nb
+        return nf * lp + nb * blp + ls, nf * grad + nb * bgrad + ls
 
     def num_training_steps(self) -> int:
         """Training steps the budget pays for: ``training_evals // (batch_size * log-density evaluations per path)``."""
@@ -108,6 +145,12 @@ def check_config(name: str, target, cfg: SamplerConfig) -> None:
     if cfg.exploration > 0 and cfg.loss == "kl":
         raise ValueError(f"method {name!r}: option exploration={cfg.exploration} needs an off-policy loss "
                          "(loss='logvar' or 'tb'); loss='kl' trains on its own reparameterized paths")
+    _check_replay(name, cfg)
+    try:
+        cfg.make_reference()
+    except ValueError as e:
+        raise ValueError(f"method {name!r}: option num_time_steps={cfg.num_time_steps} does not fit the reference "
+                         f"{cfg.reference!r}: {e}") from None
     if cfg.eubo and not target.has_exact_sampler:
         raise ValueError(f"method {name!r}: option eubo=True needs exact draws of the target, but "
                          f"{target.name!r} has no exact sampler (leave eubo=False)")
@@ -121,10 +164,44 @@ def check_config(name: str, target, cfg: SamplerConfig) -> None:
             why += (" and " if why else "") + ("langevin=True feeds grad log pi to the drift" if cfg.langevin else "")
             if cfg.annealed:
                 why += (" and " if why else "") + "CMCD's Langevin transitions follow grad log pi"
+            if cfg.local_search:
+                why += ((" and " if why else "") + f"local_search_steps={cfg.local_search_steps} runs MALA "
+                        "(leave local_search_steps=0)")
             raise ValueError(
                 f"method {name!r}: the target {target.name!r} has no gradient JAX can compute "
                 f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}), but {why}; use "
                 "loss='logvar' or loss='tb' with langevin=False for a target without gradients") from None
+
+
+def _check_replay(name: str, cfg: SamplerConfig) -> None:
+    """The replay buffer's options: a fraction in ``[0, 1]`` that leaves forward paths, a buffer that holds a
+    step's insertions, an off-policy loss, and no option that would be silently ignored."""
+    f = cfg.replay_fraction
+    if not (isinstance(f, (int, float)) and not isinstance(f, bool) and 0.0 <= f <= 1.0):
+        raise ValueError(f"method {name!r}: option replay_fraction={f!r} is invalid: the share of each batch that "
+                         "are backward paths from buffer states must be a number in [0, 1]")
+    if cfg.replay > 0:
+        if cfg.loss == "kl":
+            raise ValueError(f"method {name!r}: option replay={cfg.replay} needs an off-policy loss (loss='logvar', "
+                             "'tb' or 'subtb'): loss='kl' trains on its own reparameterized paths, not on paths "
+                             "from buffer states")
+        if cfg.replay < cfg.batch_size:
+            raise ValueError(f"method {name!r}: option replay={cfg.replay} is smaller than batch_size="
+                             f"{cfg.batch_size}; the buffer must hold one step's insertions (replay >= batch_size)")
+        if cfg.num_backward < 1:
+            raise ValueError(f"method {name!r}: option replay={cfg.replay} has no effect with replay_fraction="
+                             f"{f} (round(replay_fraction x batch_size) = 0 backward paths); give replay_fraction "
+                             f">= {0.5 / cfg.batch_size:.3g} or replay=0")
+        if cfg.num_backward >= cfg.batch_size:
+            raise ValueError(f"method {name!r}: option replay_fraction={f} leaves no forward paths in a batch of "
+                             f"batch_size={cfg.batch_size} (the buffer is filled from them); give replay_fraction "
+                             "< 1")
+    else:
+        if f > 0:
+            raise ValueError(f"method {name!r}: option replay_fraction={f} needs a replay buffer (replay > 0)")
+        if cfg.local_search_steps > 0:
+            raise ValueError(f"method {name!r}: option local_search_steps={cfg.local_search_steps} needs a replay "
+                             "buffer (replay > 0 and replay_fraction > 0): the local search improves buffer states")
 
 
 def make_plan(name: str, target, ctx: TrainingContext, cfg: SamplerConfig) -> TrainingPlan:
@@ -135,7 +212,7 @@ def make_plan(name: str, target, ctx: TrainingContext, cfg: SamplerConfig) -> Tr
     dtype = jnp.result_type(float)
 
     def model_from(key):
-        return DriftNet(key, dim, cfg.width, cfg.depth, langevin=cfg.langevin, dtype=dtype)
+        return DriftNet(key, dim, cfg.width, cfg.depth, langevin=cfg.langevin, dtype=dtype, flow=cfg.loss == "subtb")
 
     static = eqx.partition(model_from(jax.random.key(0)), eqx.is_array)[1]
     opt = optax.chain(optax.clip_by_global_norm(cfg.grad_clip),
@@ -146,9 +223,16 @@ def make_plan(name: str, target, ctx: TrainingContext, cfg: SamplerConfig) -> Tr
 
     def init(key):
         params = eqx.filter(model_from(key), eqx.is_array)
-        return {"params": params, "opt": opt.init(params)}
+        state = {"params": params, "opt": opt.init(params)}
+        if cfg.replay > 0:
+            state["buffer"] = init_buffer(cfg.replay, dim, cfg.local_search_step_size, dtype)
+        return state
+
+    gfn_step = cfg.replay > 0 or cfg.loss == "subtb"
 
     def step(key, state, tgt):
+        if gfn_step:
+            return _gfn_step(key, state, tgt, cfg, ref, static, opt, dim)
         logp = tgt.flat_logdensity()
         keys = jax.vmap(lambda j: jax.random.fold_in(key, j))(jnp.arange(cfg.batch_size))
         params = state["params"]
@@ -203,7 +287,7 @@ def make_plan(name: str, target, ctx: TrainingContext, cfg: SamplerConfig) -> Tr
             finite = np.isfinite(lw_rev)
             extra["eubo"] = float(np.mean(lw_rev[finite])) if finite.any() else float("nan")
             extra["eubo_num_paths"] = int(finite.sum())
-        if cfg.loss == "tb":
+        if cfg.loss in ("tb", "subtb"):
             extra["learned_log_Z"] = float(np.asarray(state["params"].log_z))
         warnings = []
         if est["num_nonfinite"]:
@@ -225,3 +309,55 @@ def _labels(params):
     labels = jax.tree.map(lambda _: "net", params)
     return eqx.tree_at(lambda m: m.log_z, labels, "log_z")
 
+
+
+def _gfn_step(key, state, tgt, cfg: SamplerConfig, ref: Reference, static, opt, dim: int):
+    """A training step with a replay buffer and / or sub-trajectory balance (see :mod:`samplax.neural.gfn`):
+    ``batch_size - num_backward`` forward paths (keys ``fold_in(key, j)``, with ``exploration``); with a buffer,
+    their end points are inserted, ``num_backward`` states drawn by rank (key ``fold_in(key, batch_size)``),
+    improved by MALA (``fold_in(key, batch_size + 1)``) and inserted, and backward paths run from them (keys
+    ``fold_in(fold_in(key, batch_size + 2), j)``); then one optimizer step on the loss over all paths.  The
+    step's ``log_Z`` / ``elbo`` metrics are the forward paths'."""
+    logp = tgt.flat_logdensity()
+    params = state["params"]
+    nb = cfg.num_backward
+    nf = cfg.batch_size - nb
+    subtb = cfg.loss == "subtb"
+    model = eqx.combine(jax.lax.stop_gradient(params), static)
+    keys = jax.vmap(lambda j: jax.random.fold_in(key, j))(jnp.arange(nf))
+    paths = off_policy_paths(model, ref, logp, keys, dim, langevin=cfg.langevin, exploration=cfg.exploration,
+                             with_log_pis=subtb)
+    log_w = log_weight(paths)
+    new_state = {}
+    extra_metrics = {}
+    if nb:
+        buf = buffer_insert(state["buffer"], paths.xs[:, -1], paths.log_pi)
+        idx = buffer_sample(jax.random.fold_in(key, cfg.batch_size), buf, nb)
+        x = buf.x[idx]
+        if cfg.local_search:
+            x, lp, acc = mala(jax.random.fold_in(key, cfg.batch_size + 1), logp, x, buf.step_size,
+                              cfg.local_search_steps, clip=ref.score_clip)
+            buf = buffer_insert(buf, x, lp)._replace(step_size=adapt_step_size(buf.step_size, acc))
+            extra_metrics = {"local_search_acceptance": acc, "local_search_step_size": buf.step_size}
+        kb = jax.random.fold_in(key, cfg.batch_size + 2)
+        bkeys = jax.vmap(lambda j: jax.random.fold_in(kb, j))(jnp.arange(nb))
+        back = jax.lax.stop_gradient(jax.vmap(
+            lambda k, xk: reverse_simulate(model, ref, logp, k, xk, langevin=cfg.langevin, with_log_pis=subtb))(
+            bkeys, x))
+        paths = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), paths, back)
+        new_state["buffer"] = buf
+
+    def loss_fn(p):
+        m = eqx.combine(p, static)
+        if subtb:
+            return subtb_loss(m, ref, paths, cfg.subtb_lambda)
+        return (logvar_loss if cfg.loss == "logvar" else tb_loss)(m, ref, paths)
+
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    updates, opt_state = opt.update(grads, state["opt"], params)
+    lp_step, grad_step = cfg.evals_per_step()
+    new_state = {"params": optax.apply_updates(params, updates), "opt": opt_state, **new_state}
+    metrics = {"loss": loss, "log_Z": logmeanexp(log_w), "elbo": jnp.mean(log_w),
+               "num_logdensity_evals": jnp.asarray(lp_step, jnp.int32),
+               "num_grad_evals": jnp.asarray(grad_step, jnp.int32), **extra_metrics}
+    return new_state, metrics

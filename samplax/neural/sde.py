@@ -138,6 +138,60 @@ def dds_reference(num_steps: int, sigma: float = 1.0) -> Reference:
                      np.ones(K), float(sigma))
 
 
+#: DIS's default VP schedule: ``beta(u) = (BETA_MIN + u (BETA_MAX - BETA_MIN)) / 2`` (the linear VP SDE of Song et al.
+#: 2021, written in the ``dY = -beta Y du + sigma sqrt(2 beta) dW`` form of Berner, Richter & Ullrich).
+DIS_BETA_MIN = 0.1
+DIS_BETA_MAX = 20.0
+
+
+def dis_beta(u, beta_min: float = DIS_BETA_MIN, beta_max: float = DIS_BETA_MAX):
+    """DIS's noise rate ``beta(u) = (beta_min + u (beta_max - beta_min)) / 2`` at noising time ``u`` in ``[0, 1]``."""
+    return 0.5 * (beta_min + np.asarray(u, np.float64) * (beta_max - beta_min))
+
+
+def dis_reference(num_steps: int, sigma: float = 1.0, beta_min: float = DIS_BETA_MIN,
+                  beta_max: float = DIS_BETA_MAX) -> Reference:
+    """DIS, the time-reversed diffusion sampler (Berner, Richter & Ullrich 2022/2024, "An optimal control
+    perspective on diffusion-based generative modeling", TMLR).
+
+    The noising process is the VP SDE ``dY_u = -beta(u) Y_u du + sigma sqrt(2 beta(u)) dW_u`` on ``[0, 1]``
+    (:func:`dis_beta`: linear ``beta``), the sampler its time reversal ``X_t = Y_{1-t}``,
+    ``dX_t = beta(1-t) (X_t + 2 sigma^2 s_theta(X_t, t)) dt + sigma sqrt(2 beta(1-t)) dW_t``, with a learned score
+    ``s_theta ~ grad log p_{Y, 1-t}``, from the noising process's (approximate) end law ``q_0 = N(0, sigma^2 I)``.
+    The score is written ``s_theta = -x / sigma^2 + f_theta`` (the reference's own score plus the learned
+    correction ``f_theta``, so that ``f = 0``, the zero-initialized network, is the reference run backward), i.e.
+    ``dX = beta (-X + 2 sigma^2 f_theta) dt + sigma sqrt(2 beta) dW``.  Both directions are Euler-Maruyama steps on
+    the uniform grid ``t_k = k / K``, ``h = 1 / K``, with ``beta`` taken at the step's midpoint,
+    ``beta_k = beta(1 - t_k - h / 2)``, in both: forward (sampler) ``a = 1 - beta_k h``, ``b = 2 sigma^2 beta_k h``,
+    ``s = sigma sqrt(2 beta_k h)``; backward (the noising process's Euler step over the same interval)
+    ``c = 1 - beta_k h``, ``r = s``.  (Each direction at its own left end, ``beta(1 - t_k)`` forward and
+    ``beta(1 - t_{k+1})`` backward, gives the two directions different noise variances, a path-space KL that no
+    drift removes: on a 2-D Gaussian with ``K = 16`` the trained ELBO stayed 8 to 16 nats below ``log Z``.)
+    ``beta_k h < 1`` is required (``num_steps`` above about ``beta_max / 2``).
+
+    What differs from DDS (:func:`dds_reference`), which discretizes the same time reversal of an OU / VP
+    process: DDS takes the *exact* OU transitions (the exponential integrator) on the cosine schedule
+    (``a = c = sqrt(1 - alpha_k)``, ``s^2 = r^2 = sigma^2 alpha_k``, so its discrete reference is exactly
+    stationary at ``N(0, sigma^2 I)``) and the learned part enters as ``b = 2 sigma^2 (1 - sqrt(1 - alpha_k))``;
+    DIS takes Euler-Maruyama steps (``a = 1 - beta_k h``, ``s^2 = 2 sigma^2 beta_k h``, ``b = 2 sigma^2 beta_k h``)
+    on the linear VP schedule (Song et al. 2021), whose discrete reference is stationary only up to
+    ``O(beta h)`` (at ``N(0, sigma^2 / (1 - beta_k h / 2))`` per step; the weights stay exact: they use the
+    discrete transitions).  DIS's loss is the reparameterized reverse KL (the default of the method ``dis``;
+    log-variance also applies).
+    """
+    K = int(num_steps)
+    h = np.full(K, 1.0 / K)
+    t = np.arange(K) / K
+    beta = dis_beta(1.0 - t - h / 2, beta_min, beta_max)
+    if np.max(beta * h) >= 1.0:
+        raise ValueError(f"dis_reference: num_steps={K} is too small for the VP schedule beta_max={beta_max}: the "
+                         f"Euler-Maruyama step beta h reaches {np.max(beta * h):.3g} >= 1 (the step's mean would "
+                         f"flip sign); use num_steps > {int(np.floor(np.max(beta)))}")
+    a = 1.0 - beta * h
+    s = sigma * np.sqrt(2 * beta * h)
+    return Reference("dis", t, h, a, 2 * sigma**2 * beta * h, s, a, s, np.ones(K), float(sigma))
+
+
 def cmcd_reference(num_steps: int, sigma: float = 1.0) -> Reference:
     """CMCD (Vargas et al. 2024): the geometric path from ``N(0, sigma^2 I)`` to the target, ``beta_k = k / K``,
     controlled Langevin steps ``delta = sigma^2 / K`` (see the module)."""
@@ -156,16 +210,18 @@ def annealed_score(ref: Reference, x, beta, score):
 class DriftNet(eqx.Module):
     """The learned drift ``f_theta(x, t)`` (see the module): an MLP on ``[x, emb(t)]`` (SiLU), plus with
     ``langevin`` an MLP ``g(emb(t))`` times the clipped target gradient; and ``log_z``, the learned log
-    normalizing constant of the trajectory-balance loss (unused by the others).  The last layers start
+    normalizing constant of the trajectory-balance loss (unused by the others); with ``flow`` an MLP on
+    ``[x, emb(t)]`` for the log-flow of sub-trajectory balance (:meth:`log_flow`).  The last layers start
     at zero, so training starts from the reference process."""
 
     net: eqx.nn.MLP
     lgv: eqx.nn.MLP | None
     log_z: jax.Array
+    flow: eqx.nn.MLP | None
     emb_dim: int = eqx.field(static=True)
 
     def __init__(self, key, dim: int, width: int = 64, depth: int = 2, emb_dim: int = 16, langevin: bool = True,
-                 dtype=None):
+                 dtype=None, flow: bool = False):
         k1, k2 = jax.random.split(key)
         dtype = jnp.result_type(float) if dtype is None else dtype
         self.emb_dim = int(emb_dim)
@@ -181,6 +237,14 @@ class DriftNet(eqx.Module):
         self.lgv = (zero_last(eqx.nn.MLP(emb_dim, dim, width, 1, activation=jax.nn.silu, key=k2, dtype=dtype))
                     if langevin else None)
         self.log_z = jnp.zeros((), dtype)
+        # the log-flow network of sub-trajectory balance (its own key: the drift's parameters are those without it)
+        self.flow = (zero_last(eqx.nn.MLP(dim + emb_dim, 1, width, depth, activation=jax.nn.silu,
+                                          key=jax.random.fold_in(key, 3), dtype=dtype)) if flow else None)
+
+    def log_flow(self, x, t):
+        """The learned correction ``NN_phi(x, emb(t))`` of the log-flow (sub-trajectory balance, DGFS); 0 at
+        initialization."""
+        return self.flow(jnp.concatenate([x, self.embed(t)]))[0]
 
     def embed(self, t):
         """Sinusoidal time features ``[cos(w_j t), sin(w_j t)]``, ``w_j`` geometric from 1 to 100 (Vaswani et al. 2017)."""
@@ -209,7 +273,8 @@ class Path(NamedTuple):
     """One simulated path: ``xs [K+1, d]``; ``scores [K+1, d]``, the clipped target gradients the transitions
     used (at ``x_0 .. x_{K-1}`` with ``langevin`` or CMCD, at ``x_K`` for CMCD; zeros elsewhere); ``log_pi``
     (``log pi~(x_K)``), ``log_b`` (``sum_k log p(x_k | x_{k+1})``, the backward transitions), ``log_q0`` and
-    ``log_q`` (the sampling policy's density: ``q_0`` and the sum of its forward transitions)."""
+    ``log_q`` (the sampling policy's density: ``q_0`` and the sum of its forward transitions); ``log_pis``
+    (optional: ``log pi~`` at every point of the path)."""
 
     xs: jax.Array
     scores: jax.Array
@@ -217,6 +282,9 @@ class Path(NamedTuple):
     log_b: jax.Array
     log_q0: jax.Array
     log_q: jax.Array
+    #: ``log pi~(x_k)`` at ``x_0 .. x_K`` (``[K+1]``), only for paths simulated ``with_log_pis`` (sub-trajectory
+    #: balance's intermediate targets); None otherwise.
+    log_pis: jax.Array | None = None
 
 
 def clipped_score(logdensity_fn, x, clip: float = SCORE_CLIP):
@@ -226,6 +294,19 @@ def clipped_score(logdensity_fn, x, clip: float = SCORE_CLIP):
     exact when it sees 0 there instead."""
     g = jax.grad(logdensity_fn)(jax.lax.stop_gradient(x))
     return jax.lax.stop_gradient(jnp.clip(jnp.where(jnp.isnan(g), 0.0, g), -clip, clip))
+
+
+def value_and_clipped_score(logdensity_fn, x, clip: float = SCORE_CLIP):
+    """``(log pi~(x), clipped_score(x))`` from one value-and-gradient evaluation (both without gradient in ``x``)."""
+    lp, g = jax.value_and_grad(logdensity_fn)(jax.lax.stop_gradient(x))
+    return jax.lax.stop_gradient(lp), jax.lax.stop_gradient(jnp.clip(jnp.where(jnp.isnan(g), 0.0, g), -clip, clip))
+
+
+def _point_log_pi_and_score(logdensity_fn, x, ref: Reference, needs_score: bool):
+    """``log pi~(x)`` and the score a transition uses at ``x`` (zeros when it uses none): one evaluation."""
+    if needs_score:
+        return value_and_clipped_score(logdensity_fn, x, ref.score_clip)
+    return jax.lax.stop_gradient(logdensity_fn(jax.lax.stop_gradient(x))), jnp.zeros_like(x)
 
 
 def prior_sample(ref: Reference, key, dim: int, dtype):
@@ -272,7 +353,7 @@ def _log_b(model, ref: Reference, xs, scores, consts):
 
 
 def simulate(model: DriftNet, ref: Reference, logdensity_fn, key, dim: int, *, langevin: bool,
-             exploration: float = 0.0, differentiable: bool = False) -> Path:
+             exploration: float = 0.0, differentiable: bool = False, with_log_pis: bool = False) -> Path:
     """Simulate one path of the controlled SDE (see the module).
 
     ``exploration``: the sampling policy's noise variance is ``s_k^2 + exploration^2 h_k`` (off-policy paths
@@ -282,7 +363,13 @@ def simulate(model: DriftNet, ref: Reference, logdensity_fn, key, dim: int, *, l
     ``x_K``); otherwise ``log pi~(x_K)`` is evaluated at ``stop_gradient(x_K)``.
     Target evaluations: ``K`` scores with ``langevin`` or CMCD (each one log-density and one gradient), for
     CMCD one more at ``x_K`` (which gives ``log pi~(x_K)`` too), and ``log pi~(x_K)``.
+    ``with_log_pis``: also ``Path.log_pis``, ``log pi~`` at every point (from the same value-and-gradient
+    evaluations where the transitions take the score; otherwise ``K`` more log-density evaluations, at
+    ``x_0 .. x_{K-1}``).  The path itself is the same with or without it.
     """
+    if with_log_pis:
+        return _simulate_with_log_pis(model, ref, logdensity_fn, key, dim, langevin=langevin,
+                                      exploration=exploration, differentiable=differentiable)
     dtype = model.log_z.dtype
     k0, kn = jax.random.split(key)
     x0, log_q0 = prior_sample(ref, k0, dim, dtype)
@@ -314,7 +401,41 @@ def simulate(model: DriftNet, ref: Reference, logdensity_fn, key, dim: int, *, l
     return Path(xs, scores, log_pi, _log_b(model, ref, xs, scores, consts), log_q0, log_q)
 
 
-def reverse_simulate(model: DriftNet, ref: Reference, logdensity_fn, key, x_K, *, langevin: bool) -> Path:
+def _simulate_with_log_pis(model: DriftNet, ref: Reference, logdensity_fn, key, dim: int, *, langevin: bool,
+                           exploration: float, differentiable: bool) -> Path:
+    """:func:`simulate` that also keeps ``log pi~`` at every point (``Path.log_pis``)."""
+    dtype = model.log_z.dtype
+    k0, kn = jax.random.split(key)
+    x0, log_q0 = prior_sample(ref, k0, dim, dtype)
+    consts = _steps(ref, dtype)
+    noise = jax.random.normal(kn, (ref.num_steps, dim), dtype)
+    needs_score = langevin or ref.annealed
+
+    def one(carry, inp):
+        x, log_q = carry
+        t, _, h, a, b, s, _, _, _, beta, _ = inp[:-1]
+        eps = inp[-1]
+        lp, score = _point_log_pi_and_score(logdensity_fn, x, ref, needs_score)
+        mean = forward_mean(model, ref, x, t, a, b, beta, score)
+        std = jnp.sqrt(s * s + (exploration ** 2) * h) if exploration else s
+        x_next = mean + std * eps
+        return (x_next, log_q + normal_logpdf(x_next, mean, std)), (x_next, score, lp)
+
+    (xK, log_q), (xs, scores, lps) = jax.lax.scan(one, (x0, jnp.zeros((), dtype)), consts + (noise,))
+    xs = jnp.concatenate([x0[None], xs])
+    if ref.annealed:
+        lp_K, score_K = value_and_clipped_score(logdensity_fn, xK, ref.score_clip)
+        log_pi = logdensity_fn(xK) if differentiable else lp_K
+    else:
+        score_K = jnp.zeros_like(xK)
+        log_pi = logdensity_fn(xK if differentiable else jax.lax.stop_gradient(xK))
+    scores = jnp.concatenate([scores, score_K[None]])
+    log_pis = jnp.concatenate([lps, jax.lax.stop_gradient(log_pi)[None]])
+    return Path(xs, scores, log_pi, _log_b(model, ref, xs, scores, consts), log_q0, log_q, log_pis)
+
+
+def reverse_simulate(model: DriftNet, ref: Reference, logdensity_fn, key, x_K, *, langevin: bool,
+                     with_log_pis: bool = False) -> Path:
     """One path of the *target* path measure ``P``: ``x_K`` given (an exact draw of ``pi``), then back in time
     with the backward transitions ``p(x_k | x_{k+1})`` (the reference's for PIS / DDS, the model's controlled
     ones for CMCD); the forward density ``log q`` of the same path is that of the drift ``model``.
@@ -323,6 +444,8 @@ def reverse_simulate(model: DriftNet, ref: Reference, logdensity_fn, key, x_K, *
     paths is the EUBO, ``E_P[log w] = log Z + KL(P || Q) >= log Z`` (Blessing, Jia, Berner, Nusken &
     Neumann 2024, "Beyond ELBOs", eq. for the EUBO of diffusion samplers).  Target evaluations: the scores at
     ``x_0 .. x_{K-1}`` with ``langevin`` or CMCD, CMCD's at ``x_K``, and ``log pi~(x_K)``.
+    ``with_log_pis``: also ``Path.log_pis`` (as in :func:`simulate`; without scores, ``K`` more log-density
+    evaluations at ``x_0 .. x_{K-1}``); the path is the same.
     """
     dtype = model.log_z.dtype
     x_K = jnp.asarray(x_K, dtype)
@@ -331,6 +454,8 @@ def reverse_simulate(model: DriftNet, ref: Reference, logdensity_fn, key, x_K, *
     needs_score = langevin or ref.annealed
 
     def score_at(x):
+        if with_log_pis:
+            return _point_log_pi_and_score(logdensity_fn, x, ref, needs_score)
         return clipped_score(logdensity_fn, x, ref.score_clip) if needs_score else jnp.zeros_like(x)
 
     score_K = clipped_score(logdensity_fn, x_K, ref.score_clip) if ref.annealed else jnp.zeros_like(x_K)
@@ -341,18 +466,24 @@ def reverse_simulate(model: DriftNet, ref: Reference, logdensity_fn, key, x_K, *
         eps = inp[-1]
         mean = backward_mean(model, ref, x_next, t_next, c, beta_next, score_next)
         x = mean + jnp.where(m > 0, r, 0.0) * eps  # a masked step is the point mass at its mean
+        if with_log_pis:
+            lp, score = score_at(x)
+            return (x, score), (x, score, lp)
         score = score_at(x)
         return (x, score), (x, score)
 
-    _, (xs, scores) = jax.lax.scan(back, (x_K, score_K), consts + (noise,), reverse=True)
+    _, outs = jax.lax.scan(back, (x_K, score_K), consts + (noise,), reverse=True)
+    xs, scores = outs[0], outs[1]
     xs = jnp.concatenate([xs, x_K[None]])
     scores = jnp.concatenate([scores, score_K[None]])
     if ref.prior_std == 0:
         log_q0 = jnp.zeros((), dtype)
     else:
         log_q0 = normal_logpdf(xs[0], jnp.zeros_like(xs[0]), ref.prior_std)
-    path = Path(xs, scores, logdensity_fn(x_K), _log_b(model, ref, xs, scores, consts), log_q0,
-                jnp.zeros((), dtype))
+    log_pi = logdensity_fn(x_K)
+    log_pis = jnp.concatenate([outs[2], jax.lax.stop_gradient(log_pi)[None]]) if with_log_pis else None
+    path = Path(xs, scores, log_pi, _log_b(model, ref, xs, scores, consts), log_q0,
+                jnp.zeros((), dtype), log_pis)
     return path._replace(log_q=path_log_q(model, ref, path))
 
 
@@ -364,6 +495,26 @@ def path_log_q(model: DriftNet, ref: Reference, path: Path):
     mean = jax.vmap(lambda x, tt, aa, bb, be, sc: forward_mean(model, ref, x, tt, aa, bb, be, sc))(
         path.xs[:-1], t, a, b, beta, path.scores[:-1])
     return jnp.sum(jax.vmap(normal_logpdf)(path.xs[1:], mean, s))
+
+
+def step_log_q(model: DriftNet, ref: Reference, path: Path):
+    """``[log q_theta(x_{k+1} | x_k)]_k`` (``[K]``): the drift ``model``'s forward transitions on a given path (its
+    stored scores), differentiable in the parameters (sub-trajectory balance; :func:`path_log_q` is their sum)."""
+    dtype = model.log_z.dtype
+    t, _, _, a, b, s, _, _, _, beta, _ = _steps(ref, dtype)
+    mean = jax.vmap(lambda x, tt, aa, bb, be, sc: forward_mean(model, ref, x, tt, aa, bb, be, sc))(
+        path.xs[:-1], t, a, b, beta, path.scores[:-1])
+    return jax.vmap(normal_logpdf)(path.xs[1:], mean, s)
+
+
+def step_log_b(model: DriftNet, ref: Reference, path: Path):
+    """``[log p(x_k | x_{k+1})]_k`` (``[K]``; 0 at a masked step, a point mass that cancels against ``q_0``):
+    the backward transitions on a given path (the reference's, or CMCD's controlled ones under ``model``)."""
+    _, t_next, _, _, _, _, c, r, m, _, beta_next = _steps(ref, model.log_z.dtype)
+    mean = jax.vmap(lambda xn, tn, cc, bn, sn: backward_mean(model, ref, xn, tn, cc, bn, sn))(
+        path.xs[1:], t_next, c, beta_next, path.scores[1:])
+    r_safe = jnp.where(m > 0, r, 1.0)
+    return m * jax.vmap(normal_logpdf)(path.xs[:-1], mean, r_safe)
 
 
 def path_log_b(model: DriftNet, ref: Reference, path: Path):

@@ -1,0 +1,308 @@
+"""GFlowNet-style and time-reversal configurations of the path-measure core: the methods tb, dgfs and dis, the
+replay buffer with local search, sub-trajectory balance and the DIS reference.
+
+log Z: each method must land within Z_CLT reported standard errors of the exact log Z (the delta-method standard
+error of the importance-sampling estimate; |N(0, 1)| > 3.29 has probability 1e-3) and within ABS_TOL on a
+Gaussian; on gmm25 within Z_CLT se plus 0.1 (as pis's gmm25 test), with every mode receiving draws.
+"""
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import samplax
+from samplax.neural import SamplerConfig
+from samplax.neural.gfn import (
+    RANK_WEIGHT, buffer_insert, buffer_sample, init_buffer, mala, rank_priorities, subtb_residuals, subtb_weights,
+)
+from samplax.neural.sde import DriftNet, dis_reference, log_weight, pis_reference, simulate
+from samplax.targets.gaussian import Gaussian
+
+Z_CLT = 3.29
+ABS_TOL = 0.05
+
+
+def gaussian_target():
+    """``N(m, diag(v))`` in 2-D, off-centre and anisotropic (exact log Z = log sqrt(det 2 pi C))."""
+    mean = jnp.asarray([0.8, -0.5])
+    chol = jnp.diag(jnp.asarray([0.7, 1.2]))
+    return Gaussian(mean=mean, chol=chol, label="gauss2", chol_inv=jnp.linalg.inv(chol))
+
+
+REFERENCE = {"tb": "pis", "dgfs": "pis", "dis": "dis"}
+
+
+def budget(method, steps, **options):
+    """``training_evals`` for ``steps`` training steps of ``method`` at ``options``."""
+    from samplax.methods import get_method
+
+    opts = get_method(method).resolve_options(options)
+    return steps * SamplerConfig(reference=REFERENCE[method], **opts).evals_per_step()[0]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the replay buffer
+
+
+def test_buffer_ring_invalid_entries_and_rank_priorities():
+    insert, priorities = jax.jit(buffer_insert), jax.jit(rank_priorities)
+    buf = init_buffer(5, 2, 0.1, jnp.float64)
+    x = jnp.arange(8.0).reshape(4, 2)
+    buf = insert(buf, x, jnp.asarray([1.0, jnp.nan, 3.0, -2.0]))
+    np.testing.assert_array_equal(buf.valid, [1, 0, 1, 1, 0])
+    np.testing.assert_array_equal(buf.x[1], [0.0, 0.0])  # the NaN entry is stored as an invalid zero
+    assert int(buf.next) == 4
+    # ranks among the 3 valid: slot 2 (3.0) rank 0, slot 0 (1.0) rank 1, slot 3 (-2.0) rank 2
+    logw = np.asarray(priorities(buf))
+    n = 3
+    expect = {2: -np.log(RANK_WEIGHT * n + 0), 0: -np.log(RANK_WEIGHT * n + 1), 3: -np.log(RANK_WEIGHT * n + 2)}
+    for slot, v in expect.items():
+        assert logw[slot] == pytest.approx(v, rel=1e-12)
+    assert logw[1] == -np.inf and logw[4] == -np.inf
+    idx = np.asarray(jax.jit(buffer_sample, static_argnums=2)(jax.random.key(0), buf, 20000))
+    assert set(np.unique(idx)) <= {0, 2, 3}
+    p = np.exp([expect[0], expect[2], expect[3]])
+    p /= p.sum()
+    freq = np.array([np.mean(idx == s) for s in (0, 2, 3)])
+    np.testing.assert_array_less(np.abs(freq - p), Z_CLT * np.sqrt(p * (1 - p) / idx.size))
+    # the ring wraps: 3 more go to slots 4, 0, 1
+    buf = insert(buf, 10 + jnp.zeros((3, 2)), jnp.asarray([5.0, 6.0, 7.0]))
+    np.testing.assert_array_equal(buf.valid, [1, 1, 1, 1, 1])
+    np.testing.assert_array_equal(buf.log_pi, [6.0, 7.0, 3.0, -2.0, 5.0])
+    assert int(buf.next) == 2
+
+
+def test_mala_local_search_leaves_the_target_invariant():
+    """From exact draws of N(mu, s^2), MALA with a large step keeps the law: the mean and variance after 10 steps
+    stay within the CLT band of the exact ones; the same proposal without the Metropolis correction (ULA) leaves
+    that band (so the check has power)."""
+    mu, s, n, eps = 1.5, 0.7, 20000, 0.4
+
+    def logp(x):
+        return -0.5 * jnp.sum(((x - mu) / s) ** 2)
+
+    x0 = mu + s * jax.random.normal(jax.random.key(0), (n, 1), jnp.float64)
+    x, lp, acc = jax.jit(lambda k, x: mala(k, logp, x, eps, 10))(jax.random.key(1), x0)
+    x = np.asarray(x[:, 0])
+    assert 0.2 < float(acc) < 0.99
+    np.testing.assert_allclose(np.asarray(lp), -0.5 * ((x - mu) / s) ** 2, rtol=1e-12)
+    mean_tol = Z_CLT * s / np.sqrt(n)
+    var_tol = Z_CLT * s**2 * np.sqrt(2.0 / n)
+    assert abs(x.mean() - mu) < mean_tol
+    assert abs(x.var() - s**2) < var_tol
+    # ULA with the same step: the chain's stationary variance is s^2 / (1 - eps / (2 s^2)), far outside the band
+    y = np.asarray(x0[:, 0])
+    rng = np.random.default_rng(2)
+    for _ in range(10):
+        y = y - eps * (y - mu) / s**2 + np.sqrt(2 * eps) * rng.standard_normal(y.shape)
+    assert abs(float(np.var(y)) - s**2) > 10 * var_tol
+
+
+def test_subtb_full_path_residual_is_trajectory_balance():
+    """``G_0 - G_K`` of sub-trajectory balance is the trajectory-balance residual ``log Z_theta - log w`` (to
+    round-off), with a non-zero flow network and log Z; and the lambda weights are normalized."""
+    d, K = 3, 6
+    ref = pis_reference(K, 1.3)
+    model = DriftNet(jax.random.key(0), d, 8, 1, langevin=True, flow=True)
+    model = jax.tree.map(lambda a: a + 0.05 if eqx_is_array(a) else a, model)
+
+    def logp(x):
+        return -0.5 * jnp.sum((x - 0.4) ** 2) + 0.3
+
+    @eqx.filter_jit
+    def run(model):
+        path = simulate(model, ref, logp, jax.random.key(1), d, langevin=True, with_log_pis=True)
+        plain = simulate(model, ref, logp, jax.random.key(1), d, langevin=True)
+        G = subtb_residuals(model, ref, path)
+        return path.xs, plain.xs, path.log_pis, jax.vmap(logp)(path.xs), G[0] - G[-1], model.log_z - log_weight(path)
+
+    xs, xs_plain, log_pis, lp, g0k, tb = run(model)
+    np.testing.assert_array_equal(xs, xs_plain)  # with_log_pis does not change the path
+    np.testing.assert_allclose(log_pis, lp, rtol=1e-12)
+    assert float(g0k) == pytest.approx(float(tb), abs=1e-10)
+    W = subtb_weights(K, 2.0)
+    assert W.sum() == pytest.approx(1.0) and W[0, K] == W.max() and np.all(np.tril(W) == 0)
+
+
+def eqx_is_array(a):
+    return isinstance(a, jax.Array) and jnp.issubdtype(a.dtype, jnp.floating)
+
+
+def test_dis_reference_is_the_euler_reversal_of_the_vp_sde():
+    """DIS's steps: ``a = c = 1 - beta_k h``, ``s = r = sigma sqrt(2 beta_k h)`` with ``beta`` at the midpoints of the
+    linear VP schedule; too few steps for the schedule is an error naming the option."""
+    ref = dis_reference(20, 2.0)
+    h = 1 / 20
+    beta = 0.5 * (0.1 + (1 - (np.arange(20) + 0.5) * h) * 19.9)
+    np.testing.assert_allclose(ref.a, 1 - beta * h)
+    np.testing.assert_allclose(ref.c, ref.a)
+    np.testing.assert_allclose(ref.s, 2.0 * np.sqrt(2 * beta * h))
+    np.testing.assert_allclose(ref.b, 2 * 4.0 * beta * h)
+    assert ref.prior_std == 2.0 and np.all(ref.backward_mask == 1)
+    with pytest.raises(ValueError, match="num_time_steps=8"):
+        samplax.sample(gaussian_target(), "dis", num_time_steps=8, training_evals=10**6, progress=False)
+
+
+class NoGradient(samplax.Target):
+    """A Gaussian log-density computed on the host (``pure_callback``): JAX cannot differentiate it."""
+
+    def logdensity(self, x):
+        def host(v):
+            return np.asarray(-0.5 * np.sum(np.asarray(v) ** 2), np.asarray(v).dtype)
+
+        return jax.pure_callback(host, jax.ShapeDtypeStruct((), x.dtype), x, vmap_method="sequential")
+
+    @property
+    def event_shape(self):
+        return (2,)
+
+
+def test_bad_input_is_a_clear_error():
+    t = gaussian_target()
+    kw = dict(batch_size=8, num_time_steps=4, progress=False, training_evals=10**5)
+    with pytest.raises(ValueError, match=r"replay_fraction=1.5 is invalid.*\[0, 1\]"):
+        samplax.sample(t, "tb", replay_fraction=1.5, **kw)
+    with pytest.raises(ValueError, match=r"replay_fraction=-0.1 is invalid"):
+        samplax.sample(t, "pis", loss="tb", replay=100, replay_fraction=-0.1, **kw)
+    with pytest.raises(ValueError, match="replay_fraction=1.0 leaves no forward paths"):
+        samplax.sample(t, "tb", replay_fraction=1.0, **kw)
+    with pytest.raises(ValueError, match="replay=100 needs an off-policy loss.*loss='kl'"):
+        samplax.sample(t, "pis", loss="kl", replay=100, replay_fraction=0.5, **kw)
+    with pytest.raises(ValueError, match="replay=4 is smaller than batch_size=8"):
+        samplax.sample(t, "tb", replay=4, **kw)
+    with pytest.raises(ValueError, match="replay_fraction=0.5 needs a replay buffer"):
+        samplax.sample(t, "dds", loss="logvar", replay_fraction=0.5, **kw)
+    with pytest.raises(ValueError, match="local_search_steps=3 needs a replay buffer"):
+        samplax.sample(t, "dgfs", local_search_steps=3, **kw)
+    with pytest.raises(ValueError, match="no gradient.*local_search_steps=8 runs MALA"):
+        samplax.sample(NoGradient(), "tb", langevin=False, **kw)
+    with pytest.raises(ValueError, match="option loss='nope' is invalid"):
+        samplax.sample(t, "dgfs", loss="nope", **kw)
+    with pytest.raises(ValueError, match="training_evals=75 is too small for one training step"):
+        samplax.sample(t, "tb", batch_size=8, num_time_steps=4, training_evals=75, progress=False)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# tb through samplax.sample: costs, resume
+
+TINY = dict(batch_size=8, num_time_steps=4, width=8, depth=1, replay=16, replay_fraction=0.5, local_search_steps=3)
+K_, NB_, NF_, L_, STEPS_ = 4, 4, 4, 3, 6
+PER_LP = NF_ * (K_ + 1) + NB_ * (K_ + 1) + NB_ * (L_ + 1)
+PER_GRAD = NF_ * K_ + NB_ * K_ + NB_ * (L_ + 1)
+#: the same run in both tests below (one compilation)
+TINY_RUN = dict(num_chains=1, num_samples=10, training_evals=STEPS_ * PER_LP + PER_LP - 1, chunk_size=2, **TINY)
+
+
+@pytest.mark.slow
+def test_training_evaluations_follow_the_formula():
+    """Per step: ``nf (K + 1) + nb (K + 1) + nb (L + 1)`` log-densities and ``nf K + nb K + nb (L + 1)``
+    gradients (``nf`` forward and ``nb`` backward paths with the Langevin drift, ``L`` MALA steps); sampling
+    ``K + 1`` and ``K`` per draw."""
+    r = samplax.sample(gaussian_target(), "tb", seed=4, progress=False, **TINY_RUN)
+    c = r.cost
+    assert c["num_training_steps"] == STEPS_
+    assert c["training_logdensity_evals"] == STEPS_ * PER_LP and c["training_grad_evals"] == STEPS_ * PER_GRAD
+    assert c["sampling_logdensity_evals"] == 10 * (K_ + 1) and c["sampling_grad_evals"] == 10 * K_
+    assert samplax.methods.get_method("tb").sampling_cost(
+        samplax.methods.get_method("tb").resolve_options(TINY)) == K_ + 1
+    m = r.extra["training"]["metrics"]
+    assert np.all(m["local_search_acceptance"] >= 0) and np.all(m["local_search_acceptance"] <= 1)
+
+
+@pytest.mark.slow
+def test_resume_with_a_replay_buffer_equals_an_uninterrupted_run(tmp_path, monkeypatch):
+    """tb (buffer, rank sampling, local search with its adapted step size in the state) interrupted after 2
+    training chunks, then resumed: the same run bit for bit."""
+    from samplax.run.progress import Progress
+
+    t = gaussian_target()
+    kw = TINY_RUN
+    ref = samplax.sample(t, "tb", seed=4, progress=False, **kw)
+    orig, calls = Progress.update, [0]
+
+    def update(self, done):
+        calls[0] += 1
+        if calls[0] == 2:
+            raise KeyboardInterrupt
+        return orig(self, done)
+
+    monkeypatch.setattr(Progress, "update", update)
+    part = samplax.sample(t, "tb", seed=4, progress=True, checkpoint_dir=str(tmp_path), **kw)
+    monkeypatch.undo()
+    assert not part.complete and 0 < part.cost["num_training_steps"] < ref.cost["num_training_steps"]
+    resumed = samplax.sample(t, "tb", seed=4, progress=False, checkpoint_dir=str(tmp_path), **kw)
+    assert resumed.complete
+    np.testing.assert_array_equal(resumed.samples, ref.samples)
+    np.testing.assert_array_equal(resumed.extra["proposal_log_weights"], ref.extra["proposal_log_weights"])
+    for k, v in ref.extra["training"]["metrics"].items():
+        np.testing.assert_array_equal(resumed.extra["training"]["metrics"][k], v)
+    for k in ("training_logdensity_evals", "training_grad_evals", "num_training_steps"):
+        assert resumed.cost[k] == ref.cost[k]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# statistical tests (slow)
+
+SMALL = dict(batch_size=32, num_time_steps=16, width=32, depth=2)
+
+
+def _check(r, target, label, learned=True):
+    gt = target.ground_truth()
+    err, se = r.log_Z - gt.log_Z, r.log_Z_se
+    print(f"{label}: log Z error {err:+.4f}, se {se:.4f}, ESS {r.extra['ess']:.0f}, ELBO {r.extra['elbo']:.4f}, "
+          f"learned log Z {r.extra.get('learned_log_Z')}")
+    assert np.isfinite(se) and se > 0
+    assert abs(err) <= Z_CLT * se, f"{label}: log Z error {err:.4f} outside {Z_CLT} x se {se:.4f}"
+    assert abs(err) <= ABS_TOL
+    assert r.extra["elbo"] <= r.log_Z + 1e-9
+    draws = r.samples.reshape(-1, 2)
+    tol = Z_CLT * gt.std / np.sqrt(r.extra["ess"])
+    np.testing.assert_array_less(np.abs(draws.mean(0) - gt.mean), tol)
+    if learned:
+        assert abs(r.extra["learned_log_Z"] - gt.log_Z) < 0.5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["tb", "dgfs", "dis"])
+def test_log_z_on_a_gaussian(method):
+    t = gaussian_target()
+    r = samplax.sample(t, method, seed=0, num_chains=2, num_samples=2000, progress=False,
+                       training_evals=budget(method, 200, **SMALL), **SMALL)
+    assert r.cost["num_training_steps"] == 200
+    _check(r, t, method, learned=method != "dis")
+
+
+@pytest.mark.slow
+def test_pis_logvar_with_replay_and_local_search():
+    """The buffer options on an existing configuration: pis with the log-variance loss and a replay buffer."""
+    t = gaussian_target()
+    opts = dict(loss="logvar", replay=2000, replay_fraction=0.25, local_search_steps=4, **SMALL)
+    cfg = SamplerConfig(reference="pis", **opts)
+    r = samplax.sample(t, "pis", seed=1, num_chains=2, num_samples=2000, progress=False,
+                       training_evals=200 * cfg.evals_per_step()[0], **opts)
+    _check(r, t, "pis/logvar+replay", learned=False)
+
+
+GMM = dict(sigma=5.0, batch_size=64, num_time_steps=32, width=64, depth=2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["tb", "dgfs"])
+def test_gmm25_mode_coverage_and_log_z(method):
+    target = samplax.targets.get("gmm25")
+    r = samplax.sample(target, method, seed=0, num_chains=1, num_samples=5000, progress=False,
+                       training_evals=budget(method, GMM_STEPS[method], **GMM), **GMM)
+    means = np.asarray(target.means)
+    x = r.samples.reshape(-1, 2)
+    counts = np.bincount(np.argmin(((x[:, None, :] - means[None]) ** 2).sum(-1), axis=1), minlength=25)
+    err = r.log_Z - target.ground_truth().log_Z
+    print(f"gmm25 {method}: counts {counts.tolist()} log Z error {err:+.4f} se {r.log_Z_se:.4f} "
+          f"ESS {r.extra['ess']:.0f} ELBO {r.extra['elbo']:.4f}")
+    assert np.all(counts > 0.2 * x.shape[0] / 25), counts
+    assert abs(err) < max(Z_CLT * r.log_Z_se, 0.1) + 0.1
+
+
+GMM_STEPS = {"tb": 300, "dgfs": 300}
