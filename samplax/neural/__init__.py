@@ -6,6 +6,10 @@
 * :mod:`samplax.neural.losses`: reparameterized KL, log-variance and trajectory balance.
 * :mod:`samplax.neural.plan`: a configuration as the run engine's
   :class:`~samplax.core.method.TrainingPlan` (registered as the methods ``pis``, ``dds`` and ``cmcd``).
+* :mod:`samplax.neural.idem`: iterated denoising energy matching (iDEM; registered as ``idem``): a score network
+  regressed onto an MC estimate of the VE-noised target's score at replay-buffer points, sampled by the reverse
+  VE SDE on the same core (:func:`~samplax.neural.sde.ve_reference`); :mod:`samplax.neural.egnn`, the
+  E(n)-equivariant network it uses for particle systems.
 
 This part imports :mod:`samplax.core`, equinox and optax; the engine runs it (``samplax.run``), and
 ``samplax.methods.neural`` registers it.
@@ -13,12 +17,15 @@ This part imports :mod:`samplax.core`, equinox and optax; the engine runs it (``
 from samplax.neural.losses import LOSSES, kl_loss, logvar_loss, off_policy_paths, path_residuals, tb_loss
 from samplax.neural.plan import SamplerConfig, check_config, make_plan
 from samplax.neural.sde import (
-    DriftNet, Path, Reference, cmcd_reference, cosine_alphas, dds_reference, estimates, log_weight, logmeanexp,
-    path_log_b, path_log_q, pis_reference, reverse_simulate, simulate, systematic_resample,
+    DriftNet, Path, Reference, cmcd_reference, cosine_alphas, dds_reference, estimates, geometric_sigmas, log_weight,
+    logmeanexp, path_log_b, path_log_q, pis_reference, reverse_simulate, simulate, systematic_resample, ve_reference,
 )
+from samplax.neural.egnn import EGNN, remove_mean
+from samplax.neural.idem import IDEMConfig, ScoreNet, mc_score, ve_simulate
 
 __all__ = [
-    "LOSSES", "DriftNet", "Path", "Reference", "SamplerConfig", "check_config", "cmcd_reference", "cosine_alphas",
+    "EGNN", "IDEMConfig", "LOSSES", "DriftNet", "ScoreNet", "geometric_sigmas", "mc_score", "remove_mean",
+    "ve_reference", "ve_simulate", "Path", "Reference", "SamplerConfig", "check_config", "cmcd_reference", "cosine_alphas",
     "dds_reference",
     "estimates", "kl_loss", "log_weight", "logmeanexp", "logvar_loss", "make_plan", "off_policy_paths",
     "path_log_b", "path_log_q", "path_residuals", "pis_reference", "reverse_simulate", "simulate", "systematic_resample", "tb_loss",

@@ -108,6 +108,7 @@ class IDEMConfig:
         return int(self.batch_size) * int(self.num_mc_samples)
 
     def num_training_steps(self) -> int:
+        """Training steps the budget pays for: ``training_evals // (batch_size x num_mc_samples)``."""
         return int(self.training_evals) // self.evals_per_step()
 
     def resolve(self, target) -> "IDEMConfig":
@@ -118,6 +119,7 @@ class IDEMConfig:
         return dataclasses.replace(self, network=net, sigma_max=float(smax))
 
     def make_reference(self) -> Reference:
+        """The VE reference of the sampler (:func:`~samplax.neural.sde.ve_reference`; a resolved ``sigma_max``)."""
         return ve_reference(self.num_time_steps, float(self.sigma_min), float(self.sigma_max))
 
 
