@@ -17,8 +17,9 @@ sampling, the paper's MC estimator):
 points of a replay buffer: every ``inner_steps`` training steps (starting at step 0: the *outer* loop) the
 reverse VE SDE is simulated with the current ``s_theta`` (Euler-Maruyama, ``num_time_steps`` steps, no target
 evaluations) for ``outer_paths`` paths whose endpoints enter the buffer (first in, first out, ``buffer_size``
-points); each training step (the *inner* loop) draws ``batch_size`` buffer points ``x_0`` uniformly, noises them
-to ``x = x_0 + sigma(u) eps`` at ``u ~ U(0, 1)`` and takes one Adam step on
+points; a diverged path's non-finite endpoint is replaced by a finite one of the same batch and counted in
+the step metric ``num_diverged_paths``); each training step (the *inner* loop) draws ``batch_size`` buffer
+points ``x_0`` uniformly, noises them to ``x = x_0 + sigma(u) eps`` at ``u ~ U(0, 1)`` and takes one Adam step on
 
 ``L(theta) = mean sigma(u)^2 |s_theta(x, u) - S_K(x, u)|^2``
 
@@ -301,19 +302,27 @@ def make_plan(target, ctx: TrainingContext, cfg: IDEMConfig) -> TrainingPlan:
     def refill(key, model, buffer, count, pos):
         keys = jax.vmap(lambda j: jax.random.fold_in(key, j))(jnp.arange(n_new))
         x_new, _ = jax.vmap(lambda k: ve_simulate(model, ref, k, dim, particles))(keys)
+        # a path that diverged (non-finite endpoint) does not enter the buffer: the finite endpoints take its
+        # place (repeated in order); when none is finite the buffer is left as it is
+        valid = jnp.all(jnp.isfinite(x_new), axis=1)
+        n_valid = jnp.sum(valid)
+        order = jnp.argsort(~valid, stable=True)
+        x_new = x_new[order[jnp.arange(n_new) % jnp.maximum(n_valid, 1)]]
         idx = (pos + jnp.arange(n_new, dtype=jnp.int32)) % B
-        return (buffer.at[idx].set(jax.lax.stop_gradient(x_new)), jnp.minimum(count + n_new, B).astype(jnp.int32),
-                ((pos + n_new) % B).astype(jnp.int32))
+        filled = (buffer.at[idx].set(jax.lax.stop_gradient(x_new)), jnp.minimum(count + n_new, B).astype(jnp.int32),
+                  ((pos + n_new) % B).astype(jnp.int32))
+        kept = (buffer, count, pos)
+        return tuple(jnp.where(n_valid > 0, f, k) for f, k in zip(filled, kept)) + ((n_new - n_valid).astype(jnp.int32),)
 
     def step(key, state, tgt):
         logp = tgt.flat_logdensity()
         k_out, k_idx, k_u, k_eps, k_mc = jax.random.split(key, 5)
         params = state["params"]
         model = eqx.combine(params, static)
-        buffer, count, pos = jax.lax.cond(
+        buffer, count, pos, dropped = jax.lax.cond(
             state["step"] % cfg.inner_steps == 0,
             lambda: refill(k_out, model, state["buffer"], state["count"], state["pos"]),
-            lambda: (state["buffer"], state["count"], state["pos"]))
+            lambda: (state["buffer"], state["count"], state["pos"], jnp.zeros((), jnp.int32)))
         idx = jnp.minimum(jnp.floor(jax.random.uniform(k_idx, (cfg.batch_size,)) * count).astype(jnp.int32),
                           count - 1)
         u = jax.random.uniform(k_u, (cfg.batch_size,), dtype)
@@ -334,7 +343,7 @@ def make_plan(target, ctx: TrainingContext, cfg: IDEMConfig) -> TrainingPlan:
         new = {"params": optax.apply_updates(params, updates), "opt": opt_state, "buffer": buffer, "count": count,
                "pos": pos, "step": state["step"] + 1}
         metrics = {"loss": loss, "num_logdensity_evals": jnp.asarray(evals, jnp.int32),
-                   "num_grad_evals": jnp.asarray(evals, jnp.int32)}
+                   "num_grad_evals": jnp.asarray(evals, jnp.int32), "num_diverged_paths": dropped}
         return new, metrics
 
     n = ctx.num_samples

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import samplax
+from samplax.metrics import mode_coverage
 from samplax.neural.egnn import remove_mean
 from samplax.neural.idem import IDEMConfig, ScoreNet, mc_score, ve_simulate
 from samplax.neural.sde import log_weight, simulate, ve_reference
@@ -260,7 +261,7 @@ def test_gmm25_mode_coverage_and_log_z():
     steps = 1200
     r = samplax.sample(target, "idem", seed=0, num_chains=1, num_samples=5000, progress=False,
                        training_evals=steps * 32 * 250, **GMM25)
-    cov = samplax.metrics.mode_coverage(r.samples.reshape(-1, 2), np.asarray(target.means))
+    cov = mode_coverage(r.samples.reshape(-1, 2), np.asarray(target.means))
     err = r.log_Z - target.ground_truth().log_Z
     print("idem gmm25: EMC", cov["mode_coverage"], "modes hit", cov["modes_hit"], "log Z error", err, "se",
           r.log_Z_se, "ESS", r.extra["ess"])
