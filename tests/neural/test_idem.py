@@ -299,3 +299,35 @@ def test_resume_after_a_checkpoint_equals_an_uninterrupted_run(tmp_path, monkeyp
         np.testing.assert_array_equal(resumed.extra["training"]["metrics"][k], v)
     for k in ("num_logdensity_evals", "num_grad_evals", "training_logdensity_evals", "num_training_steps"):
         assert resumed.cost[k] == ref.cost[k]
+
+
+def test_replay_buffer_fills_every_inner_steps_and_keeps_diverged_paths_out():
+    """Step 0 and step ``inner_steps`` add ``outer_paths`` endpoints (first in, first out, the write position
+    wraps); other steps add none; a network whose paths all diverge (NaN parameters) adds nothing and counts them
+    in ``num_diverged_paths``; each step reports ``batch_size x num_mc_samples`` evaluations."""
+    from samplax.core.method import TrainingContext
+    from samplax.neural.idem import make_plan
+
+    t = gaussian_target()
+    cfg = IDEMConfig(training_evals=10 * 4 * 3, batch_size=4, num_mc_samples=3, buffer_size=10, outer_paths=6,
+                     inner_steps=2, num_time_steps=4, sigma_max=2.0, width=8, depth=1)
+    plan = make_plan(t, TrainingContext(1, 5, "idem/gauss2", "idem"), cfg)
+    assert plan.num_steps == 10
+    step = jax.jit(plan.step)
+    state = plan.init(jax.random.key(0))
+    seen = []
+    for i in range(3):
+        before = np.asarray(state["buffer"])
+        state, m = step(jax.random.key(i + 1), state, t)
+        seen.append((int(state["count"]), int(state["pos"])))
+        assert int(m["num_logdensity_evals"]) == int(m["num_grad_evals"]) == 12 and int(m["num_diverged_paths"]) == 0
+        if i == 1:
+            np.testing.assert_array_equal(np.asarray(state["buffer"]), before)
+    assert seen == [(6, 6), (6, 6), (10, 2)]
+    assert np.all(np.isfinite(np.asarray(state["buffer"])))
+    bad = plan.init(jax.random.key(0))
+    bad["params"] = jax.tree.map(lambda v: v * jnp.nan if jnp.issubdtype(v.dtype, jnp.floating) and v.ndim else v,
+                                 bad["params"])
+    bad, m = step(jax.random.key(1), bad, t)
+    assert int(bad["count"]) == 0 and int(m["num_diverged_paths"]) == 6
+    np.testing.assert_array_equal(np.asarray(bad["buffer"]), 0.0)
