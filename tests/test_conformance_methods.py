@@ -111,6 +111,9 @@ REQUIRED_SETTINGS = {
     "tb": {"training_evals": 30 * (16 * 9 + 8 * 9), "batch_size": 16, "num_time_steps": 8},
     "dgfs": {"training_evals": 30 * 16 * 9, "batch_size": 16, "num_time_steps": 8},
     "dis": {"training_evals": 30 * 16 * 13, "batch_size": 16, "num_time_steps": 12},
+    # idem: 30 steps of 16 points x 8 MC draws, a small buffer refilled every 10 steps by 16 paths of 8 steps
+    "idem": {"training_evals": 30 * 16 * 8, "batch_size": 16, "num_mc_samples": 8, "num_time_steps": 8,
+             "buffer_size": 64, "outer_paths": 16, "inner_steps": 10, "width": 16, "depth": 1},
 }
 
 #: Programs a run compiles, where not one: a trained method compiles its training chunk and its sampling program.

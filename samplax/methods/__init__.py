@@ -58,3 +58,4 @@ from samplax.methods import interacting  # noqa: E402,F401  (ensembles, SVGD, wa
 from samplax.methods import auto  # noqa: E402,F401  (registers auto, nuts_fisher, nuts_lowrank, chees_hmc)
 from samplax.methods import neural  # noqa: E402,F401  (registers the learned diffusion samplers pis, dds)
 from samplax.methods import gfn  # noqa: E402,F401  (registers tb, dgfs, dis)
+from samplax.methods import idem  # noqa: E402,F401  (registers idem, iterated denoising energy matching)

@@ -8,6 +8,10 @@
   sub-trajectory balance with DGFS's log-flow.
 * :mod:`samplax.neural.plan`: a configuration as the run engine's
   :class:`~samplax.core.method.TrainingPlan` (registered as the methods ``pis``, ``dds``, ``cmcd``, and ``tb``, ``dgfs``, ``dis``).
+* :mod:`samplax.neural.idem`: iterated denoising energy matching (iDEM; registered as ``idem``): a score network
+  regressed onto an MC estimate of the VE-noised target's score at replay-buffer points, sampled by the reverse
+  VE SDE on the same core (:func:`~samplax.neural.sde.ve_reference`); :mod:`samplax.neural.egnn`, the
+  E(n)-equivariant network it uses for particle systems.
 
 This part imports :mod:`samplax.core`, equinox and optax; the engine runs it (``samplax.run``), and
 ``samplax.methods.neural`` registers it.
@@ -19,15 +23,19 @@ from samplax.neural.gfn import (
 from samplax.neural.losses import LOSSES, kl_loss, logvar_loss, off_policy_paths, path_residuals, tb_loss
 from samplax.neural.plan import SamplerConfig, check_config, make_plan
 from samplax.neural.sde import (
-    DriftNet, Path, Reference, cmcd_reference, cosine_alphas, dds_reference, dis_reference, estimates, log_weight,
-    logmeanexp, path_log_b, path_log_q, pis_reference, reverse_simulate, simulate, step_log_b, step_log_q,
-    systematic_resample,
+    DriftNet, Path, Reference, cmcd_reference, cosine_alphas, dds_reference, dis_reference, estimates, geometric_sigmas,
+    log_weight, logmeanexp, path_log_b, path_log_q, pis_reference, reverse_simulate, simulate, step_log_b, step_log_q,
+    systematic_resample, ve_reference,
 )
+from samplax.neural.egnn import EGNN, remove_mean
+from samplax.neural.idem import IDEMConfig, ScoreNet, mc_score, ve_simulate
 
 __all__ = [
-    "LOSSES", "Buffer", "DriftNet", "Path", "Reference", "SamplerConfig", "buffer_insert", "buffer_sample",
-    "check_config", "cmcd_reference", "cosine_alphas", "dds_reference", "dis_reference", "init_buffer", "log_flows",
-    "mala", "rank_priorities", "step_log_b", "step_log_q", "subtb_loss", "subtb_residuals", "subtb_weights",
-    "estimates", "kl_loss", "log_weight", "logmeanexp", "logvar_loss", "make_plan", "off_policy_paths",
-    "path_log_b", "path_log_q", "path_residuals", "pis_reference", "reverse_simulate", "simulate", "systematic_resample", "tb_loss",
+    "Buffer", "DriftNet", "EGNN", "IDEMConfig", "LOSSES", "Path", "Reference", "SamplerConfig", "ScoreNet",
+    "buffer_insert", "buffer_sample", "check_config", "cmcd_reference", "cosine_alphas", "dds_reference",
+    "dis_reference", "estimates", "geometric_sigmas", "init_buffer", "kl_loss", "log_flows", "log_weight",
+    "logmeanexp", "logvar_loss", "make_plan", "mala", "mc_score", "off_policy_paths", "path_log_b", "path_log_q",
+    "path_residuals", "pis_reference", "rank_priorities", "remove_mean", "reverse_simulate", "simulate",
+    "step_log_b", "step_log_q", "subtb_loss", "subtb_residuals", "subtb_weights", "systematic_resample", "tb_loss",
+    "ve_reference", "ve_simulate",
 ]

@@ -31,6 +31,9 @@ Two references (:class:`Reference`):
   reversible, so its backward transitions equal its forward ones (``c = sqrt(1 - alpha_k)``,
   ``r = s``).  ``alpha_k`` follow the cosine schedule (Nichol & Dhariwal 2021) of the noising process
   that the sampler runs backwards.
+* :func:`ve_reference`: the variance-exploding noising process run backwards from ``N(0, sigma_max^2 I)``
+  (iDEM, :mod:`samplax.neural.idem`): ``a = c = 1``, ``b = s^2 = r^2 = sigma_k^2 - sigma_{k+1}^2``; ``f_theta`` is
+  a score network.
 
 * :func:`cmcd_reference`: Controlled Monte Carlo Diffusion (Vargas, Padhy, Blessing & Nusken 2024, ICLR):
   the geometric annealing path ``pi_k ∝ N(0, sigma^2 I)^(1 - beta_k) pi~^beta_k``, ``beta_k = k / K``, with
@@ -200,6 +203,29 @@ def cmcd_reference(num_steps: int, sigma: float = 1.0) -> Reference:
     s = np.full(K, math.sqrt(2 * delta))
     return Reference("cmcd", np.arange(K) / K, np.full(K, 1.0 / K), np.ones(K), np.full(K, delta), s, np.ones(K), s,
                      np.ones(K), float(sigma), beta=np.arange(K + 1) / K, delta=float(delta))
+
+
+def geometric_sigmas(num_steps: int, sigma_min: float, sigma_max: float) -> np.ndarray:
+    """``sigma_k = sigma_min^(k/K) sigma_max^(1 - k/K)``, ``k = 0 .. K``: the geometric VE schedule
+    ``sigma(u) = sigma_min^(1-u) sigma_max^u`` at the noising times ``u_k = 1 - k/K`` (descending)."""
+    K = int(num_steps)
+    u = 1.0 - np.arange(K + 1) / K
+    return sigma_min ** (1.0 - u) * sigma_max ** u
+
+
+def ve_reference(num_steps: int, sigma_min: float, sigma_max: float) -> Reference:
+    """The variance-exploding (VE) noising process ``x_u = x_0 + sigma(u) eps`` with the geometric schedule of
+    :func:`geometric_sigmas` (Song et al. 2021; the schedule of iDEM, Akhound-Sadegh et al. 2024), run backwards
+    from ``q_0 = N(0, sigma_max^2 I)``: sampler step ``k`` goes from noise ``sigma_k`` to ``sigma_{k+1}``
+    (``beta_k = sigma_k^2 - sigma_{k+1}^2``).  Controlled forward step (Euler-Maruyama of the reverse VE SDE with
+    a score ``f``): ``a = 1``, ``b = beta_k``, ``s = sqrt(beta_k)``; the backward transition is the noising step
+    itself, ``N(x_{k+1}, beta_k I)``: ``c = 1``, ``r = s``.  ``t`` is the noising time ``u_k``."""
+    K = int(num_steps)
+    sig = geometric_sigmas(K, sigma_min, sigma_max)
+    beta = sig[:-1] ** 2 - sig[1:] ** 2
+    s = np.sqrt(beta)
+    return Reference("ve", 1.0 - np.arange(K) / K, np.full(K, 1.0 / K), np.ones(K), beta, s, np.ones(K), s,
+                     np.ones(K), float(sigma_max))
 
 
 def annealed_score(ref: Reference, x, beta, score):
