@@ -1,0 +1,324 @@
+"""Stochastic Normalizing Flows (Wu, Kohler & Noe 2020, NeurIPS, "Stochastic Normalizing Flows").
+
+A sample is a path ``x_0 -> x_1 -> ... -> x_T`` through a sequence of layers, from the base
+``q_0 = N(0, s^2 I)`` (``s`` = ``base_std``):
+
+* ``"flow"``: a deterministic, invertible layer ``x_t = f_t(x_{t-1})`` (a rational-quadratic spline
+  coupling layer, Durkan et al. 2019, built from :mod:`flowjax`'s ``Coupling`` and
+  ``RationalQuadraticSpline``, followed by a flip of the coordinates), with ``log |det df_t/dx|``;
+* ``"mala"``: one Metropolis-adjusted Langevin step (MALA) whose invariant density is the ``k``-th of the
+  interpolated densities ``pi_k(x) ∝ q_0(x)^(1 - beta_k) pi~(x)^beta_k``, ``beta_k = k / M`` for the
+  ``k``-th of the ``M`` stochastic layers (the last one targets ``pi~`` itself): proposal
+  ``x' = x + h grad log pi_k(x) + sqrt(2 h) xi``, accepted when ``log u < log pi_k(x') - log pi_k(x)
+  + log N(x; x' + h grad log pi_k(x'), 2h) - log N(x'; x + h grad log pi_k(x), 2h)``;
+* ``"langevin"``: one unadjusted Langevin step (ULA) ``x' = x + h grad log pi_k(x) + sqrt(2 h) xi``
+  on the same path of densities.
+
+Each stochastic layer's step size ``h`` is a trained parameter (``log h``, initial ``step_size``).
+
+The path weight (the paper's importance weight of a path, forward path measure over the backward one):
+
+``log w = log pi~(x_T) - log q_0(x_0) + sum_flow log |det df_t/dx(x_{t-1})|
++ sum_stochastic log [q_t^back(x_t -> x_{t-1}) / q_t(x_{t-1} -> x_t)]``
+
+where the backward kernel of a stochastic layer is the same kernel run backwards: for ULA the ratio of
+the two Gaussian transition densities; for MALA, a kernel in detailed balance with ``pi_k``, the ratio is
+``pi_k(x_{t-1}) / pi_k(x_t)`` (the paper's result; 1 at a rejection).  ``E[w] = Z`` for any parameters,
+so ``log Z = log mean w`` with the delta-method standard error, the ELBO ``mean log w`` and the ESS
+(:func:`samplax.neural.sde.estimates`).  (With the flow's Jacobian written for the forward map, as
+here, its log-determinant enters with a plus sign; it is ``- log |det|`` of the inverse map.)
+
+Training minimizes the KL divergence of the forward path measure to the backward one,
+``E[-log w] = KL - log Z``, by reparameterization: the base draw and every stochastic layer's noise
+(``xi`` and the MH uniform ``u``) are fixed per path, and the loss is differentiated through the flow
+layers, the Langevin proposals (through the target's gradient: Hessian-vector products of the target)
+and the step sizes.  The MH accept/reject decision is a step function of the parameters at fixed noise:
+as in the paper, it is held fixed in the derivative (the gradient flows through the accepted proposal, or
+through the kept point at a rejection), and the derivative of the decision boundary itself is left out.
+
+Target evaluations (a value and gradient count one): a stochastic layer evaluates ``log pi~`` and its
+gradient at its proposal, and at its starting point unless the layer before it was stochastic (the
+value there is carried); ``log pi~(x_T)`` is one more evaluation when the last layer is a flow.  In
+training each gradient evaluation of a stochastic layer is differentiated once more (its
+Hessian-vector product, counted as one more gradient evaluation), and ``log pi~(x_T)`` is differentiated
+(its gradient) when it was not evaluated with its gradient already.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from samplax.core.method import PopulationOutput, TrainingContext, TrainingPlan
+from samplax.neural.sde import estimates, logmeanexp, normal_logpdf, systematic_resample
+
+#: The layer kinds of an SNF: a deterministic flow layer and the two stochastic (Langevin) layers.
+LAYER_KINDS = ("flow", "mala", "langevin")
+STOCHASTIC = ("mala", "langevin")
+
+
+def parse_layers(layers) -> tuple:
+    """The layer sequence from a comma-separated string (``"flow,mala,flow,mala"``) or a sequence of names;
+    ``ValueError`` naming the option ``layers`` for an empty sequence or an unknown kind."""
+    if isinstance(layers, str):
+        names = [s.strip() for s in layers.split(",")]
+    elif isinstance(layers, (tuple, list)):
+        names = list(layers)
+    else:
+        raise TypeError(f"option layers must be a comma-separated string or a sequence of layer kinds "
+                        f"{list(LAYER_KINDS)}; got {type(layers).__name__}")
+    if not names or names == [""]:
+        raise ValueError(f"option layers={layers!r} is empty; give at least one of {list(LAYER_KINDS)}")
+    bad = [n for n in names if n not in LAYER_KINDS]
+    if bad:
+        raise ValueError(f"option layers={layers!r} has unknown layer kind(s) {bad}; each layer is one of "
+                         f"{list(LAYER_KINDS)}")
+    return tuple(names)
+
+
+@dataclasses.dataclass(frozen=True)
+class SNFConfig:
+    """The options of the method ``snf`` (see :data:`samplax.methods`)."""
+
+    layers: object = "flow,mala,flow,mala,flow,mala"
+    training_evals: int = 1_000_000
+    batch_size: int = 64
+    base_std: float = 1.0
+    step_size: float = 0.05
+    knots: int = 8
+    spline_interval: float = 5.0
+    width: int = 64
+    depth: int = 2
+    learning_rate: float = 1e-3
+    grad_clip: float = 10.0
+
+    @property
+    def kinds(self) -> tuple:
+        return parse_layers(self.layers)
+
+    @property
+    def num_stochastic(self) -> int:
+        return sum(k in STOCHASTIC for k in self.kinds)
+
+    def evaluation_points(self) -> tuple:
+        """``(points, final_extra)``: value-and-gradient evaluations of the stochastic layers per path, and
+        whether ``log pi~(x_T)`` needs one more evaluation (the last layer is a flow)."""
+        points, cached = 0, False
+        for k in self.kinds:
+            if k in STOCHASTIC:
+                points += 1 if cached else 2
+                cached = True
+            else:
+                cached = False
+        return points, not cached
+
+    def evals_per_path(self, training: bool = True) -> tuple:
+        """``(log-density, gradient)`` evaluations of one path (see the module)."""
+        points, extra = self.evaluation_points()
+        lp = points + int(extra)
+        if training:
+            return lp, 2 * points + int(extra)
+        return lp, points
+
+    def num_training_steps(self) -> int:
+        return int(self.training_evals) // (self.batch_size * self.evals_per_path()[0])
+
+
+class SNFModel(eqx.Module):
+    """The trained parameters of an SNF: one :mod:`flowjax` bijection per flow layer (a spline coupling layer
+    then a flip; the conditioner's last layer starts at zero, so each flow layer starts as the identity) and
+    ``log_step [M]``, the log step sizes of the stochastic layers."""
+
+    flows: tuple
+    log_step: jax.Array
+
+    def __init__(self, key, dim: int, cfg: SNFConfig, dtype=None):
+        from flowjax.bijections import Chain, Coupling, Flip, RationalQuadraticSpline
+
+        dtype = jnp.result_type(float) if dtype is None else dtype
+        flows = []
+        n_flow = sum(k == "flow" for k in cfg.kinds)
+        for j, k in enumerate(jax.random.split(key, max(n_flow, 1))[:n_flow]):
+            del j
+            c = Coupling(k, transformer=RationalQuadraticSpline(knots=cfg.knots, interval=float(cfg.spline_interval)),
+                         untransformed_dim=dim // 2, dim=dim, nn_width=cfg.width, nn_depth=cfg.depth,
+                         nn_activation=jax.nn.relu)
+            last = c.conditioner.layers[-1]
+            last = eqx.tree_at(lambda layer: (layer.weight, layer.bias), last,
+                               (jnp.zeros_like(last.weight), jnp.zeros_like(last.bias)))
+            c = eqx.tree_at(lambda m: m.conditioner.layers[-1], c, last)
+            flows.append(Chain([c, Flip(shape=(dim,))]))
+        flows = jax.tree.map(lambda a: a.astype(dtype) if eqx.is_inexact_array(a) else a, flows)
+        self.flows = tuple(flows)
+        self.log_step = jnp.full((cfg.num_stochastic,), math.log(cfg.step_size), dtype)
+
+
+class SNFPath(eqx.Module):
+    """One path's end point ``x``, ``log pi~(x)``, its log weight and the MH acceptances ``[M]`` (1 for ULA)."""
+
+    x: jax.Array
+    log_pi: jax.Array
+    log_w: jax.Array
+    accepted: jax.Array
+
+
+def _interp(lp, grad, x, beta, s):
+    """``log pi_beta`` (up to a constant) and its gradient: ``(1 - beta) log N(x; 0, s^2) + beta log pi~``."""
+    lq = -0.5 * jnp.sum(x * x) / s**2
+    return (1.0 - beta) * lq + beta * lp, (1.0 - beta) * (-x / s**2) + beta * grad
+
+
+def simulate(model: SNFModel, cfg: SNFConfig, logdensity_fn, key, dim: int) -> SNFPath:
+    """One path through the layers from ``x_0 ~ N(0, base_std^2 I)`` and its log weight (see the module).
+
+    Every random number of the path comes from ``key`` (fixed noise: the path is a reparameterized function
+    of the parameters, except for the MH decisions, held fixed in the derivative)."""
+    dtype = model.log_step.dtype
+    s = jnp.asarray(cfg.base_std, dtype)
+    kinds = cfg.kinds
+    M = cfg.num_stochastic
+    k0, kn, ku = jax.random.split(key, 3)
+    x = s * jax.random.normal(k0, (dim,), dtype)
+    log_w = -normal_logpdf(x, jnp.zeros_like(x), s)
+    noise = jax.random.normal(kn, (max(M, 1), dim), dtype)
+    log_u = jnp.log(jax.random.uniform(ku, (max(M, 1),), dtype))
+    vg = jax.value_and_grad(logdensity_fn)
+    cache = None  # (log pi~(x), grad log pi~(x)) at the current x, when known
+    flow_i = stoch_i = 0
+    accepted = []
+    for kind in kinds:
+        if kind == "flow":
+            x, ld = model.flows[flow_i].transform_and_log_det(x)
+            log_w = log_w + ld
+            flow_i += 1
+            cache = None
+            continue
+        beta = (stoch_i + 1) / M
+        h = jnp.exp(model.log_step[stoch_i])
+        if cache is None:
+            cache = vg(x)
+        lp, g = cache
+        lpk, gk = _interp(lp, g, x, beta, s)
+        prop = x + h * gk + jnp.sqrt(2 * h) * noise[stoch_i]
+        lp_p, g_p = vg(prop)
+        lpk_p, gk_p = _interp(lp_p, g_p, prop, beta, s)
+        log_fwd = normal_logpdf(prop, x + h * gk, jnp.sqrt(2 * h))
+        log_bwd = normal_logpdf(x, prop + h * gk_p, jnp.sqrt(2 * h))
+        if kind == "langevin":
+            x, cache = prop, (lp_p, g_p)
+            log_w = log_w + log_bwd - log_fwd
+            accepted.append(jnp.ones((), dtype))
+        else:
+            log_alpha = lpk_p - lpk + log_bwd - log_fwd
+            acc = jax.lax.stop_gradient(log_u[stoch_i] < jnp.where(jnp.isnan(log_alpha), -jnp.inf, log_alpha))
+            x = jnp.where(acc, prop, x)
+            cache = (jnp.where(acc, lp_p, lp), jnp.where(acc, g_p, g))
+            log_w = log_w + jnp.where(acc, lpk - lpk_p, jnp.zeros_like(lpk))
+            accepted.append(acc.astype(dtype))
+        stoch_i += 1
+    log_pi = cache[0] if cache is not None else logdensity_fn(x)
+    acc = jnp.stack(accepted) if accepted else jnp.zeros((0,), dtype)
+    return SNFPath(x, log_pi, log_w + log_pi, acc)
+
+
+def check_config(name: str, target, cfg: SNFConfig) -> None:
+    """Clear errors (naming the option) for unknown layer kinds, a budget too small for one step, a base or
+    step size out of range, and a target without gradients (the KL loss and the Langevin layers need it)."""
+    kinds = cfg.kinds
+    if "flow" in kinds and target.dim < 1:
+        raise ValueError(f"method {name!r}: the target has dimension {target.dim}")
+    if cfg.num_training_steps() < 1:
+        lp = cfg.batch_size * cfg.evals_per_path()[0]
+        raise ValueError(
+            f"method {name!r}: option training_evals={cfg.training_evals} is too small for one training step, "
+            f"which evaluates the target {lp} times (batch_size={cfg.batch_size} paths x "
+            f"{cfg.evals_per_path()[0]} evaluations per path with layers={cfg.layers!r}); give "
+            f"training_evals >= {lp} or a smaller batch_size / fewer stochastic layers")
+    lp = target.flat_logdensity()
+    x = jnp.zeros((target.dim,), jnp.result_type(float))
+    try:
+        jax.eval_shape(jax.grad(lp), x)
+    except Exception as e:  # noqa: BLE001 - any failure to trace the gradient
+        why = "the KL loss differentiates log pi(x_T)"
+        st = sorted({k for k in kinds if k in STOCHASTIC})
+        if st:
+            why = f"the layers {st} in option layers={cfg.layers!r} follow grad log pi, and " + why
+        raise ValueError(
+            f"method {name!r}: the target {target.name!r} has no gradient JAX can compute "
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}), but {why}") from None
+
+
+def make_plan(name: str, target, ctx: TrainingContext, cfg: SNFConfig) -> TrainingPlan:
+    """The engine's :class:`~samplax.core.method.TrainingPlan` for an SNF: the state ``{"params", "opt"}``
+    (the :class:`SNFModel`'s arrays and Adam's state after global-norm clipping); a step draws ``batch_size``
+    paths (path ``j`` from ``fold_in(key, j)``) and takes one step on ``mean(-log w)``; sampling draws
+    ``num_samples`` paths per chain, their log weights, and equal-weight draws by systematic resampling."""
+    check_config(name, target, cfg)
+    dim = target.dim
+    dtype = jnp.result_type(float)
+    static = eqx.partition(SNFModel(jax.random.key(0), dim, cfg, dtype), eqx.is_inexact_array)[1]
+    opt = optax.chain(optax.clip_by_global_norm(cfg.grad_clip), optax.adam(cfg.learning_rate))
+    lp_path, grad_path = cfg.evals_per_path(training=True)
+
+    def init(key):
+        params = eqx.filter(SNFModel(key, dim, cfg, dtype), eqx.is_inexact_array)
+        return {"params": params, "opt": opt.init(params)}
+
+    def step(key, state, tgt):
+        logp = tgt.flat_logdensity()
+        keys = jax.vmap(lambda j: jax.random.fold_in(key, j))(jnp.arange(cfg.batch_size))
+
+        def loss_fn(p):
+            model = eqx.combine(p, static)
+            paths = jax.vmap(lambda k: simulate(model, cfg, logp, k, dim))(keys)
+            return -jnp.mean(paths.log_w), paths
+
+        (loss, paths), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+        updates, opt_state = opt.update(grads, state["opt"], state["params"])
+        new = {"params": optax.apply_updates(state["params"], updates), "opt": opt_state}
+        log_w = jax.lax.stop_gradient(paths.log_w)
+        metrics = {"loss": loss, "log_Z": logmeanexp(log_w), "elbo": jnp.mean(log_w),
+                   "num_logdensity_evals": jnp.asarray(cfg.batch_size * lp_path, jnp.int32),
+                   "num_grad_evals": jnp.asarray(cfg.batch_size * grad_path, jnp.int32)}
+        if cfg.num_stochastic:
+            metrics["acceptance"] = jnp.mean(paths.accepted)
+        return new, metrics
+
+    n = ctx.num_samples
+    lp_s, grad_s = cfg.evals_per_path(training=False)
+
+    def sample(key, state, tgt):
+        logp = tgt.flat_logdensity()
+        model = eqx.combine(state["params"], static)
+        keys = jax.vmap(lambda j: jax.random.fold_in(key, j))(jnp.arange(n))
+        paths = jax.vmap(lambda k: simulate(model, cfg, logp, k, dim))(keys)
+        idx = systematic_resample(jax.random.fold_in(key, n), paths.log_w, n)
+        return {"x": paths.x, "log_w": paths.log_w, "draws": paths.x[idx], "draws_lp": paths.log_pi[idx],
+                "accepted": paths.accepted}
+
+    def finish(state, out):
+        num_chains = out["x"].shape[0]
+        est = estimates(out["log_w"])
+        extra = {"elbo": est["elbo"], "ess": est["ess"], "ess_fraction": est["ess_fraction"],
+                 "proposal_samples": out["x"], "proposal_log_weights": out["log_w"],
+                 "num_nonfinite": est["num_nonfinite"], "layers": ",".join(cfg.kinds),
+                 "step_sizes": np.exp(np.asarray(state["params"].log_step, np.float64))}
+        if cfg.num_stochastic:
+            extra["acceptance"] = np.asarray(out["accepted"], np.float64).reshape(-1, cfg.num_stochastic).mean(0)
+        warnings = []
+        if est["num_nonfinite"]:
+            warnings.append({"code": "nonfinite", "value": est["num_nonfinite"],
+                             "message": f"{est['num_nonfinite']} of the {out['log_w'].size} sampled paths of {name} "
+                                        "had a NaN or +inf log weight; they have zero weight"})
+        total = num_chains * n
+        return PopulationOutput(samples=out["draws"], stats={"lp": out["draws_lp"]},
+                                num_logdensity_evals=total * lp_s, num_grad_evals=total * grad_s,
+                                log_Z=est["log_Z"], log_Z_se=est["log_Z_se"],
+                                log_weights=np.full((num_chains, n), -np.log(n)), extra=extra, warnings=warnings)
+
+    return TrainingPlan(init=init, step=step, num_steps=cfg.num_training_steps(), sample=sample, finish=finish)
