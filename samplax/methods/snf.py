@@ -11,7 +11,7 @@ and returns equal-weight draws (systematic resampling) with ``log_Z``, ``log_Z_s
 from __future__ import annotations
 
 from samplax.core.method import MethodSpec, Option
-from samplax.core.options import pos_float, pos_int
+from samplax.core.options import or_none, pos_float, pos_int
 from samplax.methods import register_method
 from samplax.neural.mixflow import MixFlowConfig
 from samplax.neural.mixflow import check_config as mixflow_check
@@ -41,8 +41,8 @@ def _snf_options() -> dict:
     d = SNFConfig()
     return {
         "layers": Option(d.layers, "the layer sequence, a comma-separated string (or a sequence) of "
-                         f"{list(LAYER_KINDS)}: 'flow' a spline coupling layer, 'mala' one Metropolis-adjusted "
-                         "Langevin step, 'langevin' one unadjusted Langevin step; the k-th of the M stochastic layers "
+                         f"{list(LAYER_KINDS)}, 'kind*count' repeating one: 'flow' a spline coupling layer, 'mala' one "
+                         "Metropolis-adjusted Langevin step, 'langevin' one unadjusted Langevin step; the k-th of the M stochastic layers "
                          "targets base^(1 - k/M) pi^(k/M)", _layers_ok,
                          f"a comma-separated string or sequence of {list(LAYER_KINDS)}", explain=_layers_why),
         "training_evals": Option(d.training_evals, "training budget: target evaluations (a value and gradient counts "
@@ -54,8 +54,8 @@ def _snf_options() -> dict:
         "step_size": Option(d.step_size, "initial step size h of each stochastic layer (trained)", pos_float,
                             "a finite number > 0"),
         "knots": Option(d.knots, "knots of each rational-quadratic spline", pos_int, "an int >= 1"),
-        "spline_interval": Option(d.spline_interval, "the splines act on [-B, B] (the identity outside)", pos_float,
-                                  "a finite number > 0"),
+        "spline_interval": Option(d.spline_interval, "the splines act on [-B, B] (the identity outside); None: "
+                                  "5 x base_std", or_none(pos_float), "None or a finite number > 0"),
         "width": Option(d.width, "hidden width of the coupling conditioners", pos_int, "an int >= 1"),
         "depth": Option(d.depth, "hidden layers of the coupling conditioners", pos_int, "an int >= 1"),
         "learning_rate": Option(d.learning_rate, "Adam step size", pos_float, "a finite number > 0"),

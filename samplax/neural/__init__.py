@@ -6,8 +6,10 @@
 * :mod:`samplax.neural.losses`: reparameterized KL, log-variance and trajectory balance.
 * :mod:`samplax.neural.plan`: a configuration as the run engine's
   :class:`~samplax.core.method.TrainingPlan` (registered as the methods ``pis``, ``dds`` and ``cmcd``).
+* :mod:`samplax.neural.snf` and :mod:`samplax.neural.mixflow`: Stochastic Normalizing Flows and MixFlows
+  (registered as ``snf`` and ``mixflow`` by ``samplax.methods.snf``).
 
-This part imports :mod:`samplax.core`, equinox and optax; the engine runs it (``samplax.run``), and
+This part imports :mod:`samplax.core`, equinox, optax and flowjax (``snf``); the engine runs it (``samplax.run``), and
 ``samplax.methods.neural`` registers it.
 """
 from samplax.neural.losses import LOSSES, kl_loss, logvar_loss, off_policy_paths, path_residuals, tb_loss

@@ -14,7 +14,9 @@ A sample is a path ``x_0 -> x_1 -> ... -> x_T`` through a sequence of layers, fr
 * ``"langevin"``: one unadjusted Langevin step (ULA) ``x' = x + h grad log pi_k(x) + sqrt(2 h) xi``
   on the same path of densities.
 
-Each stochastic layer's step size ``h`` is a trained parameter (``log h``, initial ``step_size``).
+Each stochastic layer's step size ``h`` is a trained parameter (``log h``, initial ``step_size``).  The option
+``layers`` names the sequence, e.g. ``"flow,mala*4,flow,mala*4"`` (``kind*count`` repeats a layer); a run of
+equal stochastic layers is one ``lax.scan``.
 
 The path weight (the paper's importance weight of a path, forward path measure over the backward one):
 
@@ -63,22 +65,53 @@ STOCHASTIC = ("mala", "langevin")
 
 
 def parse_layers(layers) -> tuple:
-    """The layer sequence from a comma-separated string (``"flow,mala,flow,mala"``) or a sequence of names;
-    ``ValueError`` naming the option ``layers`` for an empty sequence or an unknown kind."""
+    """The layer sequence from a comma-separated string (``"flow,mala*4,flow,mala*4"``: ``kind*count`` repeats a
+    kind) or a sequence of names; ``ValueError`` naming the option ``layers`` for an empty sequence, an unknown
+    kind or a bad repeat count."""
     if isinstance(layers, str):
-        names = [s.strip() for s in layers.split(",")]
+        tokens = [t.strip() for t in layers.split(",")]
     elif isinstance(layers, (tuple, list)):
-        names = list(layers)
+        tokens = list(layers)
     else:
         raise TypeError(f"option layers must be a comma-separated string or a sequence of layer kinds "
                         f"{list(LAYER_KINDS)}; got {type(layers).__name__}")
-    if not names or names == [""]:
+    names = []
+    for t in tokens:
+        if not isinstance(t, str):
+            raise ValueError(f"option layers={layers!r}: {t!r} is not a layer kind; each layer is one of "
+                             f"{list(LAYER_KINDS)}")
+        kind, _, count = t.partition("*")
+        kind = kind.strip()
+        if count:
+            if not count.strip().isdigit() or int(count) < 1:
+                raise ValueError(f"option layers={layers!r}: the repeat count in {t!r} must be an int >= 1")
+            names += [kind] * int(count)
+        elif kind:
+            names.append(kind)
+    if not names:
         raise ValueError(f"option layers={layers!r} is empty; give at least one of {list(LAYER_KINDS)}")
-    bad = [n for n in names if n not in LAYER_KINDS]
+    bad = sorted({n for n in names if n not in LAYER_KINDS})
     if bad:
         raise ValueError(f"option layers={layers!r} has unknown layer kind(s) {bad}; each layer is one of "
                          f"{list(LAYER_KINDS)}")
     return tuple(names)
+
+
+def blocks(kinds) -> list:
+    """Runs of the layer sequence: ``("flow", flow_index)`` per flow layer and ``(kind, first, count)`` for each
+    run of equal stochastic layers (``first``: the index of its first stochastic layer); a run is one scan."""
+    out, flow_i, stoch_i = [], 0, 0
+    for k in kinds:
+        if k == "flow":
+            out.append(("flow", flow_i))
+            flow_i += 1
+        elif out and out[-1][0] == k:
+            out[-1] = (k, out[-1][1], out[-1][2] + 1)
+            stoch_i += 1
+        else:
+            out.append((k, stoch_i, 1))
+            stoch_i += 1
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,11 +124,16 @@ class SNFConfig:
     base_std: float = 1.0
     step_size: float = 0.05
     knots: int = 8
-    spline_interval: float = 5.0
+    spline_interval: float | None = None
     width: int = 64
     depth: int = 2
     learning_rate: float = 1e-3
     grad_clip: float = 10.0
+
+    @property
+    def interval(self) -> float:
+        """The splines' interval ``[-B, B]``: ``spline_interval``, or ``5 base_std`` when None."""
+        return float(self.spline_interval) if self.spline_interval is not None else 5.0 * float(self.base_std)
 
     @property
     def kinds(self) -> tuple:
@@ -145,7 +183,7 @@ class SNFModel(eqx.Module):
         n_flow = sum(k == "flow" for k in cfg.kinds)
         for j, k in enumerate(jax.random.split(key, max(n_flow, 1))[:n_flow]):
             del j
-            c = Coupling(k, transformer=RationalQuadraticSpline(knots=cfg.knots, interval=float(cfg.spline_interval)),
+            c = Coupling(k, transformer=RationalQuadraticSpline(knots=cfg.knots, interval=cfg.interval),
                          untransformed_dim=dim // 2, dim=dim, nn_width=cfg.width, nn_depth=cfg.depth,
                          nn_activation=jax.nn.relu)
             last = c.conditioner.layers[-1]
@@ -180,49 +218,52 @@ def simulate(model: SNFModel, cfg: SNFConfig, logdensity_fn, key, dim: int) -> S
     of the parameters, except for the MH decisions, held fixed in the derivative)."""
     dtype = model.log_step.dtype
     s = jnp.asarray(cfg.base_std, dtype)
-    kinds = cfg.kinds
     M = cfg.num_stochastic
     k0, kn, ku = jax.random.split(key, 3)
     x = s * jax.random.normal(k0, (dim,), dtype)
     log_w = -normal_logpdf(x, jnp.zeros_like(x), s)
     noise = jax.random.normal(kn, (max(M, 1), dim), dtype)
     log_u = jnp.log(jax.random.uniform(ku, (max(M, 1),), dtype))
+    betas = jnp.arange(1, max(M, 1) + 1, dtype=dtype) / max(M, 1)
     vg = jax.value_and_grad(logdensity_fn)
     cache = None  # (log pi~(x), grad log pi~(x)) at the current x, when known
-    flow_i = stoch_i = 0
     accepted = []
-    for kind in kinds:
-        if kind == "flow":
-            x, ld = model.flows[flow_i].transform_and_log_det(x)
+    for block in blocks(cfg.kinds):
+        if block[0] == "flow":
+            x, ld = model.flows[block[1]].transform_and_log_det(x)
             log_w = log_w + ld
-            flow_i += 1
             cache = None
             continue
-        beta = (stoch_i + 1) / M
-        h = jnp.exp(model.log_step[stoch_i])
+        kind, first, count = block
         if cache is None:
             cache = vg(x)
-        lp, g = cache
-        lpk, gk = _interp(lp, g, x, beta, s)
-        prop = x + h * gk + jnp.sqrt(2 * h) * noise[stoch_i]
-        lp_p, g_p = vg(prop)
-        lpk_p, gk_p = _interp(lp_p, g_p, prop, beta, s)
-        log_fwd = normal_logpdf(prop, x + h * gk, jnp.sqrt(2 * h))
-        log_bwd = normal_logpdf(x, prop + h * gk_p, jnp.sqrt(2 * h))
-        if kind == "langevin":
-            x, cache = prop, (lp_p, g_p)
-            log_w = log_w + log_bwd - log_fwd
-            accepted.append(jnp.ones((), dtype))
-        else:
+        mala = kind == "mala"
+
+        def layer(carry, inp, mala=mala):
+            x, lp, g, log_w = carry
+            beta, log_h, xi, lu = inp
+            h = jnp.exp(log_h)
+            lpk, gk = _interp(lp, g, x, beta, s)
+            prop = x + h * gk + jnp.sqrt(2 * h) * xi
+            lp_p, g_p = vg(prop)
+            lpk_p, gk_p = _interp(lp_p, g_p, prop, beta, s)
+            log_fwd = normal_logpdf(prop, x + h * gk, jnp.sqrt(2 * h))
+            log_bwd = normal_logpdf(x, prop + h * gk_p, jnp.sqrt(2 * h))
+            if not mala:
+                return (prop, lp_p, g_p, log_w + log_bwd - log_fwd), jnp.ones((), dtype)
             log_alpha = lpk_p - lpk + log_bwd - log_fwd
-            acc = jax.lax.stop_gradient(log_u[stoch_i] < jnp.where(jnp.isnan(log_alpha), -jnp.inf, log_alpha))
-            x = jnp.where(acc, prop, x)
-            cache = (jnp.where(acc, lp_p, lp), jnp.where(acc, g_p, g))
-            log_w = log_w + jnp.where(acc, lpk - lpk_p, jnp.zeros_like(lpk))
-            accepted.append(acc.astype(dtype))
-        stoch_i += 1
+            acc = jax.lax.stop_gradient(lu < jnp.where(jnp.isnan(log_alpha), -jnp.inf, log_alpha))
+            new = (jnp.where(acc, prop, x), jnp.where(acc, lp_p, lp), jnp.where(acc, g_p, g),
+                   log_w + jnp.where(acc, lpk - lpk_p, jnp.zeros_like(lpk)))
+            return new, acc.astype(dtype)
+
+        sl = slice(first, first + count)
+        (x, lp, g, log_w), acc = jax.lax.scan(layer, (x, cache[0], cache[1], log_w),
+                                              (betas[sl], model.log_step[sl], noise[sl], log_u[sl]))
+        cache = (lp, g)
+        accepted.append(acc)
     log_pi = cache[0] if cache is not None else logdensity_fn(x)
-    acc = jnp.stack(accepted) if accepted else jnp.zeros((0,), dtype)
+    acc = jnp.concatenate(accepted) if accepted else jnp.zeros((0,), dtype)
     return SNFPath(x, log_pi, log_w + log_pi, acc)
 
 
