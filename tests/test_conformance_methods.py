@@ -106,6 +106,10 @@ REQUIRED_SETTINGS = {
     # 9 log-density evaluations each; 10 for cmcd, which also evaluates the gradient at the path's end)
     **{name: {"training_evals": 30 * 16 * 9, "batch_size": 16, "num_time_steps": 8} for name in ("pis", "dds")},
     "cmcd": {"training_evals": 30 * 16 * 10, "batch_size": 16, "num_time_steps": 8},
+    # snf: 30 steps of 16 paths through "flow,mala,flow" (3 log-density evaluations a path); mixflow: 30
+    # tuning steps of 16 draws with N = 4, L = 2 (7 evaluations a draw)
+    "snf": {"training_evals": 30 * 16 * 3, "batch_size": 16, "layers": "flow,mala,flow", "width": 16},
+    "mixflow": {"training_evals": 30 * 16 * 7, "batch_size": 16, "flow_length": 4, "leapfrog_steps": 2},
 }
 
 #: Programs a run compiles, where not one: a trained method compiles its training chunk and its sampling program.

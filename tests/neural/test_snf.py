@@ -1,6 +1,6 @@
 """Flow-based trained methods: snf (Stochastic Normalizing Flows) and mixflow (MixFlows).
 
-Exactness (default tier): the SNF path weight telescopes to log Z when the target is the base; a flow-only
+Exactness: the SNF path weight telescopes to log Z when the target is the base; a flow-only
 SNF's density integrates to 1 (quadrature) and its weight is pi~ / q; the MixFlow map is inverted by its
 inverse to round-off and the draw's orbit gives the density of the backward recursion.  Statistical (slow):
 log Z within Z_CLT reported standard errors (|N(0, 1)| > 3.29 has probability 1e-3) and within ABS_TOL on a
