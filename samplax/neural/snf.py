@@ -33,17 +33,18 @@ here, its log-determinant enters with a plus sign; it is ``- log |det|`` of the 
 Training minimizes the KL divergence of the forward path measure to the backward one,
 ``E[-log w] = KL - log Z``, by reparameterization: the base draw and every stochastic layer's noise
 (``xi`` and the MH uniform ``u``) are fixed per path, and the loss is differentiated through the flow
-layers, the Langevin proposals (through the target's gradient: Hessian-vector products of the target)
-and the step sizes.  The MH accept/reject decision is a step function of the parameters at fixed noise:
-as in the paper, it is held fixed in the derivative (the gradient flows through the accepted proposal, or
-through the kept point at a rejection), and the derivative of the decision boundary itself is left out.
+layers, the Langevin proposals and the step sizes.  The MH accept/reject decision is a step function of the
+parameters at fixed noise: as in the paper, it is held fixed in the derivative (the gradient flows through
+the accepted proposal, or through the kept point at a rejection), and the derivative of the decision
+boundary itself is left out.  The values ``log pi~`` are differentiated exactly (by their gradient, which
+each point evaluates anyway), but the target's gradient where it enters a Langevin drift is held fixed in
+the derivative (no second derivatives of the target, as for the Langevin drift of ``pis`` / ``dds``); the
+paper differentiates through it too.  The weights, and so ``log Z``, are exact either way.
 
 Target evaluations (a value and gradient count one): a stochastic layer evaluates ``log pi~`` and its
 gradient at its proposal, and at its starting point unless the layer before it was stochastic (the
-value there is carried); ``log pi~(x_T)`` is one more evaluation when the last layer is a flow.  In
-training each gradient evaluation of a stochastic layer is differentiated once more (its
-Hessian-vector product, counted as one more gradient evaluation), and ``log pi~(x_T)`` is differentiated
-(its gradient) when it was not evaluated with its gradient already.
+value there is carried); ``log pi~(x_T)`` is one more evaluation when the last layer is a flow (in
+training with its gradient, which the loss needs).
 """
 from __future__ import annotations
 
@@ -159,9 +160,7 @@ class SNFConfig:
         """``(log-density, gradient)`` evaluations of one path (see the module)."""
         points, extra = self.evaluation_points()
         lp = points + int(extra)
-        if training:
-            return lp, 2 * points + int(extra)
-        return lp, points
+        return lp, (lp if training else points)
 
     def num_training_steps(self) -> int:
         return int(self.training_evals) // (self.batch_size * self.evals_per_path()[0])
@@ -205,17 +204,27 @@ class SNFPath(eqx.Module):
     accepted: jax.Array
 
 
+def _value_and_fixed_grad(logdensity_fn, x):
+    """``(log pi~(x), grad log pi~(x))`` from one evaluation at ``stop_gradient(x)``: the value carries its exact
+    first derivative in ``x`` (``g . (x - stop_gradient(x))``), the gradient is a constant of the derivative."""
+    x0 = jax.lax.stop_gradient(x)
+    lp, g = jax.value_and_grad(logdensity_fn)(x0)
+    g = jax.lax.stop_gradient(g)
+    return lp + jnp.sum(g * (x - x0)), g
+
+
 def _interp(lp, grad, x, beta, s):
     """``log pi_beta`` (up to a constant) and its gradient: ``(1 - beta) log N(x; 0, s^2) + beta log pi~``."""
     lq = -0.5 * jnp.sum(x * x) / s**2
     return (1.0 - beta) * lq + beta * lp, (1.0 - beta) * (-x / s**2) + beta * grad
 
 
-def simulate(model: SNFModel, cfg: SNFConfig, logdensity_fn, key, dim: int) -> SNFPath:
+def simulate(model: SNFModel, cfg: SNFConfig, logdensity_fn, key, dim: int, *, differentiable: bool = False) -> SNFPath:
     """One path through the layers from ``x_0 ~ N(0, base_std^2 I)`` and its log weight (see the module).
 
     Every random number of the path comes from ``key`` (fixed noise: the path is a reparameterized function
-    of the parameters, except for the MH decisions, held fixed in the derivative)."""
+    of the parameters, except for the MH decisions, held fixed in the derivative).  ``differentiable``: the
+    end point's ``log pi~`` after a flow layer is evaluated with its gradient (training)."""
     dtype = model.log_step.dtype
     s = jnp.asarray(cfg.base_std, dtype)
     M = cfg.num_stochastic
@@ -225,7 +234,9 @@ def simulate(model: SNFModel, cfg: SNFConfig, logdensity_fn, key, dim: int) -> S
     noise = jax.random.normal(kn, (max(M, 1), dim), dtype)
     log_u = jnp.log(jax.random.uniform(ku, (max(M, 1),), dtype))
     betas = jnp.arange(1, max(M, 1) + 1, dtype=dtype) / max(M, 1)
-    vg = jax.value_and_grad(logdensity_fn)
+    def vg(y):
+        return _value_and_fixed_grad(logdensity_fn, y)
+
     cache = None  # (log pi~(x), grad log pi~(x)) at the current x, when known
     accepted = []
     for block in blocks(cfg.kinds):
@@ -262,7 +273,12 @@ def simulate(model: SNFModel, cfg: SNFConfig, logdensity_fn, key, dim: int) -> S
                                               (betas[sl], model.log_step[sl], noise[sl], log_u[sl]))
         cache = (lp, g)
         accepted.append(acc)
-    log_pi = cache[0] if cache is not None else logdensity_fn(x)
+    if cache is not None:
+        log_pi = cache[0]
+    elif differentiable:
+        log_pi = vg(x)[0]
+    else:
+        log_pi = logdensity_fn(x)
     acc = jnp.concatenate(accepted) if accepted else jnp.zeros((0,), dtype)
     return SNFPath(x, log_pi, log_w + log_pi, acc)
 
@@ -316,7 +332,7 @@ def make_plan(name: str, target, ctx: TrainingContext, cfg: SNFConfig) -> Traini
 
         def loss_fn(p):
             model = eqx.combine(p, static)
-            paths = jax.vmap(lambda k: simulate(model, cfg, logp, k, dim))(keys)
+            paths = jax.vmap(lambda k: simulate(model, cfg, logp, k, dim, differentiable=True))(keys)
             return -jnp.mean(paths.log_w), paths
 
         (loss, paths), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
