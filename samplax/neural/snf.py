@@ -56,6 +56,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flowjax.bijections import Chain, Coupling, Flip, RationalQuadraticSpline
 
 from samplax.core.method import PopulationOutput, TrainingContext, TrainingPlan
 from samplax.neural.sde import estimates, logmeanexp, normal_logpdf, systematic_resample
@@ -175,13 +176,10 @@ class SNFModel(eqx.Module):
     log_step: jax.Array
 
     def __init__(self, key, dim: int, cfg: SNFConfig, dtype=None):
-        from flowjax.bijections import Chain, Coupling, Flip, RationalQuadraticSpline
-
         dtype = jnp.result_type(float) if dtype is None else dtype
         flows = []
         n_flow = sum(k == "flow" for k in cfg.kinds)
-        for j, k in enumerate(jax.random.split(key, max(n_flow, 1))[:n_flow]):
-            del j
+        for k in jax.random.split(key, max(n_flow, 1))[:n_flow]:
             c = Coupling(k, transformer=RationalQuadraticSpline(knots=cfg.knots, interval=cfg.interval),
                          untransformed_dim=dim // 2, dim=dim, nn_width=cfg.width, nn_depth=cfg.depth,
                          nn_activation=jax.nn.relu)
@@ -284,11 +282,9 @@ def simulate(model: SNFModel, cfg: SNFConfig, logdensity_fn, key, dim: int, *, d
 
 
 def check_config(name: str, target, cfg: SNFConfig) -> None:
-    """Clear errors (naming the option) for unknown layer kinds, a budget too small for one step, a base or
-    step size out of range, and a target without gradients (the KL loss and the Langevin layers need it)."""
+    """Clear errors (naming the option) for a budget too small for one step and a target without gradients (the
+    KL loss and the Langevin layers need it); unknown layer kinds are refused by :func:`parse_layers`."""
     kinds = cfg.kinds
-    if "flow" in kinds and target.dim < 1:
-        raise ValueError(f"method {name!r}: the target has dimension {target.dim}")
     if cfg.num_training_steps() < 1:
         lp = cfg.batch_size * cfg.evals_per_path()[0]
         raise ValueError(
