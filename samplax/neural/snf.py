@@ -56,7 +56,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flowjax.bijections import Chain, Coupling, Flip, RationalQuadraticSpline
 
 from samplax.core.method import PopulationOutput, TrainingContext, TrainingPlan
 from samplax.neural.sde import estimates, logmeanexp, normal_logpdf, systematic_resample
@@ -176,6 +175,9 @@ class SNFModel(eqx.Module):
     log_step: jax.Array
 
     def __init__(self, key, dim: int, cfg: SNFConfig, dtype=None):
+        # imported here: flowjax adds about a second to ``import samplax``, which registers this method
+        from flowjax.bijections import Chain, Coupling, Flip, RationalQuadraticSpline
+
         dtype = jnp.result_type(float) if dtype is None else dtype
         flows = []
         n_flow = sum(k == "flow" for k in cfg.kinds)
