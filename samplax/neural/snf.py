@@ -234,6 +234,7 @@ def simulate(model: SNFModel, cfg: SNFConfig, logdensity_fn, key, dim: int, *, d
     noise = jax.random.normal(kn, (max(M, 1), dim), dtype)
     log_u = jnp.log(jax.random.uniform(ku, (max(M, 1),), dtype))
     betas = jnp.arange(1, max(M, 1) + 1, dtype=dtype) / max(M, 1)
+
     def vg(y):
         return _value_and_fixed_grad(logdensity_fn, y)
 
