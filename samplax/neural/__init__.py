@@ -12,8 +12,10 @@
   regressed onto an MC estimate of the VE-noised target's score at replay-buffer points, sampled by the reverse
   VE SDE on the same core (:func:`~samplax.neural.sde.ve_reference`); :mod:`samplax.neural.egnn`, the
   E(n)-equivariant network it uses for particle systems.
+* :mod:`samplax.neural.snf` and :mod:`samplax.neural.mixflow`: Stochastic Normalizing Flows and MixFlows
+  (registered as ``snf`` and ``mixflow`` by ``samplax.methods.snf``).
 
-This part imports :mod:`samplax.core`, equinox and optax; the engine runs it (``samplax.run``), and
+This part imports :mod:`samplax.core`, equinox, optax and flowjax (``snf``); the engine runs it (``samplax.run``), and
 ``samplax.methods.neural`` registers it.
 """
 from samplax.neural.gfn import (
