@@ -75,6 +75,7 @@ def test_buffer_ring_invalid_entries_and_rank_priorities():
     assert int(buf.next) == 2
 
 
+@pytest.mark.slow  # 2-5 s of compilation: the default tier is at its 15-minute budget
 def test_mala_local_search_leaves_the_target_invariant():
     """From exact draws of N(mu, s^2), MALA with a large step keeps the law: the mean and variance after 10 steps
     stay within the CLT band of the exact ones; the same proposal without the Metropolis correction (ULA) leaves
@@ -101,6 +102,7 @@ def test_mala_local_search_leaves_the_target_invariant():
     assert abs(float(np.var(y)) - s**2) > 10 * var_tol
 
 
+@pytest.mark.slow  # 2-5 s of compilation: the default tier is at its 15-minute budget
 def test_subtb_full_path_residual_is_trajectory_balance():
     """``G_0 - G_K`` of sub-trajectory balance is the trajectory-balance residual ``log Z_theta - log w`` (to
     round-off), with a non-zero flow network and log Z; and the lambda weights are normalized."""

@@ -41,6 +41,7 @@ def randomized(model, key, scale=0.3):
     return jax.tree.unflatten(tree, out)
 
 
+@pytest.mark.slow  # 2-5 s of compilation: the default tier is at its 15-minute budget
 def test_egnn_score_is_equivariant():
     """Rotating / reflecting, permuting or translating the particles transforms the EGNN score accordingly
     (float64, round-off), and the score lies in the centre-of-mass-free subspace."""
@@ -75,6 +76,7 @@ def test_egnn_score_is_equivariant():
     assert np.max(np.abs(Fm[1] - Fm[0] @ Q)) > 1e-4
 
 
+@pytest.mark.slow  # 2-5 s of compilation: the default tier is at its 15-minute budget
 def test_mc_score_one_sample_is_the_gradient_and_many_converge_to_the_noised_score():
     """K = 1: the estimate is ``grad log pi(x + sigma u)`` exactly.  Large K on ``pi = N(m, v I)``: within
     4 delta-method standard errors (of the self-normalized estimate, from the same draws) of the noised
@@ -108,6 +110,7 @@ def test_mc_score_one_sample_is_the_gradient_and_many_converge_to_the_noised_sco
     np.testing.assert_allclose(np.asarray(mc_score(half_nan, key, x, sigma, K)), s, atol=1e-12)
 
 
+@pytest.mark.slow  # 2-5 s of compilation: the default tier is at its 15-minute budget
 def test_ve_paths_are_the_core_path_measure():
     """Without particles, ``ve_simulate`` is ``sde.simulate`` on ``ve_reference`` with the score network as the
     drift: the same endpoint (bit for bit) and the same log weight (round-off)."""
@@ -301,6 +304,7 @@ def test_resume_after_a_checkpoint_equals_an_uninterrupted_run(tmp_path, monkeyp
         assert resumed.cost[k] == ref.cost[k]
 
 
+@pytest.mark.slow  # 2-5 s of compilation: the default tier is at its 15-minute budget
 def test_replay_buffer_fills_every_inner_steps_and_keeps_diverged_paths_out():
     """Step 0 and step ``inner_steps`` add ``outer_paths`` endpoints (first in, first out, the write position
     wraps); other steps add none; a network whose paths all diverge (NaN parameters) adds nothing and counts them
