@@ -57,3 +57,4 @@ from samplax.methods import smc  # noqa: E402,F401  (registers smc, waste_free_s
 from samplax.methods import interacting  # noqa: E402,F401  (ensembles, SVGD, walk-jump, RDMC, ...)
 from samplax.methods import auto  # noqa: E402,F401  (registers auto, nuts_fisher, nuts_lowrank, chees_hmc)
 from samplax.methods import neural  # noqa: E402,F401  (registers the learned diffusion samplers pis, dds)
+from samplax.methods import flows  # noqa: E402,F401  (registers the normalizing-flow samplers flow, fab, neutra)
