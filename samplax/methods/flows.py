@@ -255,9 +255,12 @@ def neutra_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_sa
     config = {"method": "neutra", "options": {k: v for k, v in o.items()}, "seed": seed_id,
               "num_chains": num_chains, "num_warmup": num_warmup, "num_samples": num_samples,
               "kernel_config": kres.config}
-    warnings = [w for w in kres.warnings if w.get("code") != "interrupted"] + list(fres.warnings)
-    return finish_result(target, "neutra", np.asarray(x), stats, cost, config, log_Z=fres.log_Z,
-                         log_Z_se=fres.log_Z_se, extra=extra, extra_warnings=warnings)
+    result = finish_result(target, "neutra", np.asarray(x), stats, cost, config, log_Z=fres.log_Z,
+                           log_Z_se=fres.log_Z_se, extra=extra, extra_warnings=list(fres.warnings))
+    # the kernel's own warnings that the pushed-forward draws' diagnostics did not raise again (e.g. its step size)
+    codes = {w.get("code") for w in result.warnings}
+    result.warnings += [w for w in kres.warnings if w.get("code") not in codes]
+    return result
 
 
 register_method(MethodSpec(

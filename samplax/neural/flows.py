@@ -11,7 +11,8 @@ the conditioner's output added to their identity parameters), so an untrained fl
 
 * ``"maf"``: masked autoregressive flow (Papamakarios, Pavlakou & Murray 2017) whose per-coordinate
   transformer is a monotone rational-quadratic spline with ``knots`` bins on ``[-interval, interval]``
-  (identity outside; Durkan, Bekasov, Murray & Papamakarios 2019, neural spline flows) and whose
+  (identity outside, derivative 1 at the ends: continuously differentiable; Durkan, Bekasov, Murray &
+  Papamakarios 2019, neural spline flows; :func:`linear_tail_spline`) and whose
   conditioner is a MADE network (``width`` x ``depth``);
 * ``"coupling"``: coupling layers (Dinh, Sohl-Dickstein & Bengio 2017) with the same spline transformer on
   half of the coordinates, conditioned on the other half (an MLP ``width`` x ``depth``);
@@ -77,12 +78,32 @@ def make_flow(key, dim: int, *, kind: str = "maf", layers: int = 4, knots: int =
     if kind == "realnvp":
         transformer = None  # flowjax's affine transformer with scale >= 0.01
     else:
-        transformer = RationalQuadraticSpline(knots=int(knots), interval=float(interval))
+        transformer = linear_tail_spline(int(knots), float(interval))
     build = masked_autoregressive_flow if kind == "maf" else coupling_flow
     flow = build(key, base_dist=base, transformer=transformer, flow_layers=int(layers), nn_width=int(width),
                  nn_depth=int(depth), invert=bool(invert))
     affine = paramax.non_trainable(Affine(jnp.asarray(m, dtype), jnp.asarray(s, dtype)))
     return Transformed(base, Chain([_zero_last_layers(flow.bijection), affine]))
+
+
+_MIN_DERIVATIVE = 1e-3
+
+
+def _inner_derivatives(arr):
+    """The spline's knot derivatives: ``softplus(arr) + 1e-3`` inside, exactly 1 at both ends."""
+    one = jnp.ones(arr.shape[:-1] + (1,), arr.dtype)
+    return jnp.concatenate([one, jax.nn.softplus(arr) + _MIN_DERIVATIVE, one], axis=-1)
+
+
+def linear_tail_spline(knots: int, interval: float) -> RationalQuadraticSpline:
+    """flowjax's rational-quadratic spline on ``[-interval, interval]`` with its end derivatives fixed at 1
+    (Durkan et al. 2019's linear tails): the map and its derivative are continuous where it meets the identity
+    outside the interval, so ``log q`` has no jumps there (NeuTra's chains and HMC moves need a smooth density).
+    Learned: the ``knots + 1`` bin widths and heights and the ``knots - 1`` inner derivatives; zero parameters
+    give the identity."""
+    spline = RationalQuadraticSpline(knots=knots, interval=interval, min_derivative=_MIN_DERIVATIVE)
+    init = jnp.full((knots - 1,), float(paramax.utils.inv_softplus(1.0 - _MIN_DERIVATIVE)))
+    return eqx.tree_at(lambda t: t.derivatives, spline, paramax.Parameterize(_inner_derivatives, init))
 
 
 def _zero_last_layers(tree):
