@@ -4,12 +4,16 @@
   references of PIS and DDS, path simulation, the log importance weight and the estimates of
   ``log Z`` (standard error, ELBO, ESS).
 * :mod:`samplax.neural.losses`: reparameterized KL, log-variance and trajectory balance.
+* :mod:`samplax.neural.flows`: normalizing flows on equinox (flowjax): :func:`make_flow` and
+  :class:`FlowReference` (a flow as the reference of ``smc`` / ``nested_sampling``);
+  :mod:`samplax.neural.flow_samplers`: the plans of ``flow`` and ``fab``.
 * :mod:`samplax.neural.plan`: a configuration as the run engine's
   :class:`~samplax.core.method.TrainingPlan` (registered as the methods ``pis``, ``dds`` and ``cmcd``).
 
 This part imports :mod:`samplax.core`, equinox and optax; the engine runs it (``samplax.run``), and
 ``samplax.methods.neural`` registers it.
 """
+from samplax.neural.flows import FLOW_KINDS, FlowReference, make_flow
 from samplax.neural.losses import LOSSES, kl_loss, logvar_loss, off_policy_paths, path_residuals, tb_loss
 from samplax.neural.plan import SamplerConfig, check_config, make_plan
 from samplax.neural.sde import (
@@ -18,6 +22,7 @@ from samplax.neural.sde import (
 )
 
 __all__ = [
+    "FLOW_KINDS", "FlowReference", "make_flow",
     "LOSSES", "DriftNet", "Path", "Reference", "SamplerConfig", "check_config", "cmcd_reference", "cosine_alphas",
     "dds_reference",
     "estimates", "kl_loss", "log_weight", "logmeanexp", "logvar_loss", "make_plan", "off_policy_paths",

@@ -57,6 +57,11 @@ from samplax.neural.sde import estimates, logmeanexp, systematic_resample
 
 FLOW_LOSSES = ("kl", "alpha2")
 
+#: The log weight of an empty buffer slot or of a point where the target is not finite: finite (the engine
+#: stops at a non-finite training state) and far below any real log weight, so it is never drawn while a
+#: real point is in the buffer.
+EMPTY_LOG_W = -1e30
+
 
 @dataclasses.dataclass(frozen=True)
 class FlowConfig:
@@ -225,7 +230,7 @@ def make_flow_plan(name: str, target, ctx: TrainingContext, cfg: FlowConfig) -> 
             state["log_step_size"] = jnp.full((cfg.num_ais_steps,), np.log(cfg.step_size), dtype)
             if cfg.buffer:
                 n = cfg.buffer_size
-                state["buffer"] = {"x": jnp.zeros((n, dim), dtype), "log_w": jnp.full((n,), -jnp.inf, dtype),
+                state["buffer"] = {"x": jnp.zeros((n, dim), dtype), "log_w": jnp.full((n,), EMPTY_LOG_W, dtype),
                                    "log_q": jnp.zeros((n,), dtype), "next": jnp.zeros((), jnp.int32)}
         return state
 
@@ -279,6 +284,7 @@ def make_flow_plan(name: str, target, ctx: TrainingContext, cfg: FlowConfig) -> 
         else:
             buf = state["buffer"]
             n = cfg.buffer_size
+            log_w = jnp.maximum(log_w, EMPTY_LOG_W)
             idx = (buf["next"] + jnp.arange(B)) % n
             buf = {"x": buf["x"].at[idx].set(x), "log_w": buf["log_w"].at[idx].set(log_w),
                    "log_q": buf["log_q"].at[idx].set(lq), "next": (buf["next"] + B) % n}
@@ -296,7 +302,7 @@ def make_flow_plan(name: str, target, ctx: TrainingContext, cfg: FlowConfig) -> 
                 p = optax.apply_updates(p, upd)
                 lq_new = jax.vmap(lambda y: log_q(eqx.combine(p, static), y))(xs)
                 lw_new = bf["log_w"][j] + bf["log_q"][j] - lq_new
-                lw_new = jnp.where(jnp.isfinite(lw_new), lw_new, -jnp.inf)
+                lw_new = jnp.maximum(jnp.where(jnp.isfinite(lw_new), lw_new, EMPTY_LOG_W), EMPTY_LOG_W)
                 bf = {**bf, "log_w": bf["log_w"].at[j].set(lw_new), "log_q": bf["log_q"].at[j].set(lq_new)}
                 return (p, o, bf), loss
 

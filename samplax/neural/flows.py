@@ -182,7 +182,8 @@ class FlowReference(eqx.Module):
 
     def __init__(self, flow, *, key=None, num_moment_draws: int = 4096):
         self.params, self.static = eqx.partition(flow, eqx.is_array)
-        x, _ = sample_and_log_q(flow, jax.random.key(0) if key is None else key, num_moment_draws)
+        key = jax.random.key(0) if key is None else key
+        x, _ = eqx.filter_jit(lambda f, k: sample_and_log_q(f, k, num_moment_draws))(flow, key)
         self.mean = jnp.mean(x, axis=0)
         self.scale = jnp.std(x, axis=0)
 
