@@ -100,7 +100,7 @@ def _kernel_problem(v) -> str:
 def _neutra_options() -> dict:
     return {
         **_flow_options(),
-        "loss": Option("kl", "the flow's training loss: 'kl' (reverse KL, the paper's) or 'alpha2'",
+        "loss": Option("kl", "the flow's training loss: 'kl' (reverse KL, the paper's)",
                        one_of(FLOW_LOSSES), f"one of {list(FLOW_LOSSES)}"),
         "kernel": Option("nuts", "the registered chain method run in the latent space", lambda v: not _kernel_problem(v),
                          "a registered chain method ('nuts', 'hmc', 'mala', ...)", explain=_kernel_problem),
@@ -145,10 +145,10 @@ def _sampling_cost(method):
 
 
 register_method(MethodSpec(
-    "flow", None, "Normalizing flow (MAF / coupling with rational-quadratic splines) trained by reverse KL or the "
-    "alpha = 2 divergence, importance sampling with it",
-    {"loss": Option("kl", "training loss: 'kl' (reverse KL) or 'alpha2' (log mean w^2: the alpha = 2 divergence, "
-                    "mass-covering); both reparameterized (the target's gradient)", one_of(FLOW_LOSSES),
+    "flow", None, "Normalizing flow (MAF / coupling with rational-quadratic splines) trained by reverse KL, "
+    "importance sampling with it",
+    {"loss": Option("kl", "training loss: 'kl' (reverse KL, reparameterized: the target's gradient; for the "
+                    "mass-covering alpha = 2 divergence use method 'fab')", one_of(FLOW_LOSSES),
                     f"one of {list(FLOW_LOSSES)}"), **_flow_options()},
     family="neural", gradient_based=True, trainer=_trainer("flow"), prepare=_prepare("flow"),
     sampling_cost=_sampling_cost("flow")))

@@ -137,8 +137,8 @@ def test_bad_input_is_a_clear_error():
         samplax.sample(t, "neutra", kernel="smc", progress=False)
     with pytest.raises(TypeError, match="kernel_options.*unknown option"):
         samplax.sample(t, "neutra", kernel="hmc", kernel_options={"bogus": 1}, progress=False)
-    with pytest.raises(ValueError, match="option loss='fwd' is invalid"):
-        samplax.sample(t, "flow", loss="fwd", progress=False)
+    with pytest.raises(ValueError, match="option loss='alpha2' is invalid"):
+        samplax.sample(t, "flow", loss="alpha2", progress=False)
     with pytest.raises(ValueError, match="buffer_size=64 must be >= batch_size=128"):
         samplax.sample(t, "fab", buffer=True, buffer_size=64, batch_size=128, progress=False)
     one_d = gaussian([0.0], [[1.0]], "g1")
@@ -174,7 +174,7 @@ def test_ais_weights_are_unbiased_for_both_paths():
     keys = jax.random.split(jax.random.key(2), n)
     # int N(x; m, v)^2 / N(x; 0, s^2) dx per coordinate, with 1/v' = 2/v - 1/s^2
     vp = 1.0 / (2.0 / v - 1.0 / s**2)
-    per = (np.sqrt(vp) * s / (np.sqrt(2 * np.pi) * v)) * np.exp(0.5 * m**2 * (2 / v) ** 2 * vp - m**2 / v)
+    per = (np.sqrt(vp) * s / v) * np.exp(2 * m**2 * vp / v**2 - m**2 / v)
     exact = {False: log_z, True: 2 * log_z + d * np.log(per)}
     for g_path in (False, True):
         out = jax.jit(jax.vmap(lambda k, a, b: _ais(k, a, b, logp, flow, betas, eps, 3, g_path)))(keys, x0, lq0)
@@ -189,12 +189,11 @@ def test_ais_weights_are_unbiased_for_both_paths():
 
 # --------------------------------------------------------------------------------------------- flow and fab
 @pytest.mark.slow
-@pytest.mark.parametrize("loss", ["kl", "alpha2"])
-def test_flow_log_z_within_its_standard_error(loss):
+def test_flow_log_z_within_its_standard_error():
     for target in (gauss2(), gauss4()):
-        r = samplax.sample(target, "flow", seed=0, num_chains=2, num_samples=2000, progress=False, loss=loss,
+        r = samplax.sample(target, "flow", seed=0, num_chains=2, num_samples=2000, progress=False,
                            training_evals=128 * 300, batch_size=128, base_scale=2.0, **SMALL)
-        _check_log_z(r, target, f"flow/{loss}/{target.name}")
+        _check_log_z(r, target, f"flow/{target.name}")
         c = r.cost
         assert c["num_training_steps"] == 300
         assert c["training_logdensity_evals"] == c["training_grad_evals"] == 300 * 128
@@ -241,11 +240,15 @@ def test_fab_covers_the_modes_of_gmm25():
 
 
 @pytest.mark.slow
-def test_flow_alpha2_on_gmm25():
+def test_flow_on_gmm25():
+    """Reverse KL on the 25 modes: log Z within its band at this budget (the flow keeps most modes; a mode-seeking
+    flow that dropped modes would be biased low, see the module of samplax.neural.flow_samplers)."""
     target = samplax.targets.get("gmm25")
-    r = samplax.sample(target, "flow", seed=0, num_chains=1, num_samples=4000, progress=False, loss="alpha2",
+    r = samplax.sample(target, "flow", seed=0, num_chains=1, num_samples=4000, progress=False,
                        training_evals=256 * 600, batch_size=256, **GMM25)
-    _check_log_z(r, target, "flow/alpha2/gmm25")
+    mc = mode_coverage(r.samples.reshape(-1, 2), np.asarray(target.means))
+    print("flow gmm25: mode coverage", mc["mode_coverage"], "modes hit", mc["modes_hit"])
+    _check_log_z(r, target, "flow/gmm25")
 
 
 @pytest.mark.slow
