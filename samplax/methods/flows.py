@@ -198,6 +198,12 @@ def latent_target(target: Target, flow) -> LatentTarget:
     return LatentTarget(target, params, static, label=f"latent({target.name})")
 
 
+@eqx.filter_jit
+def _push_all(lat: LatentTarget, z):
+    """``(T(z), log|det dT/dz|)`` of ``z [chains, draws, d]`` (compiled once per flow and target structure)."""
+    return jax.vmap(jax.vmap(lat.push))(z)
+
+
 def _kernel_spec_options(o):
     spec = get_method(o["kernel"])
     return spec, spec.resolve_options(dict(o["kernel_options"] or {}))
@@ -232,7 +238,7 @@ def neutra_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_sa
     kres = run_chains(lat, kspec, kopts, keys=kkeys, seed_id=seed_id, num_chains=num_chains, num_warmup=num_warmup,
                       num_samples=num_samples, progress=progress, thinning=thinning, devices=devices)
     z = np.asarray(kres.samples).reshape(num_chains, -1, target.dim)
-    x, log_det = jax.jit(jax.vmap(jax.vmap(lat.push)))(jnp.asarray(z))
+    x, log_det = _push_all(lat, jnp.asarray(z))
     stats = dict(kres.stats)
     if "lp" in stats:  # the target's log-density at x: the latent one minus log|det|
         stats["lp"] = np.asarray(stats["lp"]) - np.asarray(log_det)
