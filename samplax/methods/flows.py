@@ -34,7 +34,7 @@ from samplax.core.options import boolean, one_of, pos_float, pos_int, prob
 from samplax.core.target import Target
 from samplax.methods import get_method, method_names, register_method
 from samplax.neural.flow_samplers import FLOW_LOSSES, FlowConfig, check_flow_config, make_flow_plan
-from samplax.neural.flows import FLOW_KINDS
+from samplax.neural.flows import FLOW_KINDS, StaticPart
 from samplax.postprocess import finish_result
 from samplax.run import run_chains, run_keys, run_trained
 
@@ -166,7 +166,7 @@ class LatentTarget(Target):
 
     target: Target
     params: Any
-    static: Any = eqx.field(static=True)
+    static: StaticPart = eqx.field(static=True)
     label: str = eqx.field(static=True, default="latent")
 
     @property
@@ -180,7 +180,7 @@ class LatentTarget(Target):
     def bijection(self):
         import paramax
 
-        return paramax.unwrap(eqx.combine(self.params, self.static)).bijection
+        return paramax.unwrap(eqx.combine(self.params, self.static.tree)).bijection
 
     def push(self, z):
         """``(T(z), log|det dT/dz|)`` for one latent point."""
@@ -195,7 +195,7 @@ def latent_target(target: Target, flow) -> LatentTarget:
     """:class:`LatentTarget` of ``target`` under the flowjax ``Transformed`` distribution ``flow`` (base
     ``N(0, I)``, as :func:`samplax.neural.flows.make_flow` builds)."""
     params, static = eqx.partition(flow, eqx.is_array)
-    return LatentTarget(target, params, static, label=f"latent({target.name})")
+    return LatentTarget(target, params, StaticPart(static), label=f"latent({target.name})")
 
 
 @eqx.filter_jit
@@ -219,7 +219,7 @@ def _neutra_prepare(target, options):
 
 
 def neutra_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_samples, init, progress, thinning=1,
-                  devices=None, **o):
+                  devices=None, chain_method="auto", **o):
     """``method="neutra"``: train the flow (reverse KL), importance-sample log Z, run the kernel in the latent
     space through the engine and push its draws forward (see the module)."""
     if init is not None:
@@ -236,7 +236,8 @@ def neutra_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_sa
         kopts = kspec.prepare(lat, kopts)
     kkeys = run_keys(jax.random.fold_in(keys.run, 1), kspec.run_stream)
     kres = run_chains(lat, kspec, kopts, keys=kkeys, seed_id=seed_id, num_chains=num_chains, num_warmup=num_warmup,
-                      num_samples=num_samples, progress=progress, thinning=thinning, devices=devices)
+                      num_samples=num_samples, progress=progress, thinning=thinning, devices=devices,
+                      chain_method=chain_method)
     z = np.asarray(kres.samples).reshape(num_chains, -1, target.dim)
     x, log_det = _push_all(lat, jnp.asarray(z))
     stats = dict(kres.stats)

@@ -83,7 +83,38 @@ def make_flow(key, dim: int, *, kind: str = "maf", layers: int = 4, knots: int =
     flow = build(key, base_dist=base, transformer=transformer, flow_layers=int(layers), nn_width=int(width),
                  nn_depth=int(depth), invert=bool(invert))
     affine = paramax.non_trainable(Affine(jnp.asarray(m, dtype), jnp.asarray(s, dtype)))
-    return Transformed(base, Chain([_zero_last_layers(flow.bijection), affine]))
+    flow = Transformed(base, Chain([_zero_last_layers(flow.bijection), affine]))
+    # flowjax's layers hold closures made anew by each build: the first build's non-array part serves every later
+    # flow of the same configuration, so that flows of one configuration compare equal as static data (the
+    # engine's compiled programs are cached by the static part of a target, e.g. neutra's LatentTarget)
+    arrays, static = eqx.partition(flow, eqx.is_array)
+    config = (int(dim), kind, int(layers), int(knots), int(width), int(depth), float(interval), bool(invert),
+              str(dtype), jax.tree.structure(arrays))
+    return eqx.combine(arrays, _SKELETONS.setdefault(config, static))
+
+
+#: The non-array part of the flows built so far, by configuration (see the end of :func:`make_flow`).
+_SKELETONS: dict = {}
+
+
+class StaticPart:
+    """A flow's non-array part (``eqx.partition(flow, eqx.is_array)[1]``) as hashable static data: flowjax's
+    holds closures and dicts, which neither hash nor compare by value.  Two are equal when they hold the same
+    objects (the same tree structure and leaves by identity): flows of one :func:`make_flow` configuration
+    share theirs.  The engine caches compiled programs by such static data (a target's static part)."""
+
+    __slots__ = ("tree", "_key")
+
+    def __init__(self, tree):
+        self.tree = tree
+        leaves, treedef = jax.tree.flatten(tree, is_leaf=lambda x: x is None)
+        self._key = (str(treedef), tuple(id(leaf) for leaf in leaves))
+
+    def __eq__(self, other):
+        return isinstance(other, StaticPart) and self._key == other._key
+
+    def __hash__(self):
+        return hash(self._key)
 
 
 _MIN_DERIVATIVE = 1e-3
@@ -176,12 +207,13 @@ class FlowReference(eqx.Module):
     """
 
     params: Any
-    static: Any = eqx.field(static=True)
+    static: StaticPart = eqx.field(static=True)
     mean: jax.Array
     scale: jax.Array
 
     def __init__(self, flow, *, key=None, num_moment_draws: int = 4096):
-        self.params, self.static = eqx.partition(flow, eqx.is_array)
+        params, static = eqx.partition(flow, eqx.is_array)
+        self.params, self.static = params, StaticPart(static)
         key = jax.random.key(0) if key is None else key
         x, _ = eqx.filter_jit(lambda f, k: sample_and_log_q(f, k, num_moment_draws))(flow, key)
         self.mean = jnp.mean(x, axis=0)
@@ -189,7 +221,7 @@ class FlowReference(eqx.Module):
 
     @property
     def flow(self):
-        return paramax.unwrap(eqx.combine(self.params, self.static))
+        return paramax.unwrap(eqx.combine(self.params, self.static.tree))
 
     def logdensity(self, x):
         """``log q(x)`` for one point ``[d]``."""
