@@ -34,7 +34,7 @@ from samplax.core.options import boolean, one_of, pos_float, pos_int, prob
 from samplax.core.target import Target
 from samplax.methods import get_method, method_names, register_method
 from samplax.neural.flow_samplers import FLOW_LOSSES, FlowConfig, check_flow_config, make_flow_plan
-from samplax.neural.flows import FLOW_KINDS, StaticPart
+from samplax.neural.flows import FLOW_KINDS, StaticPart, split_arrays
 from samplax.postprocess import finish_result
 from samplax.run import run_chains, run_keys, run_trained
 
@@ -180,7 +180,7 @@ class LatentTarget(Target):
     def bijection(self):
         import paramax
 
-        return paramax.unwrap(eqx.combine(self.params, self.static.tree)).bijection
+        return paramax.unwrap(self.static.combine(self.params)).bijection
 
     def push(self, z):
         """``(T(z), log|det dT/dz|)`` for one latent point."""
@@ -194,8 +194,8 @@ class LatentTarget(Target):
 def latent_target(target: Target, flow) -> LatentTarget:
     """:class:`LatentTarget` of ``target`` under the flowjax ``Transformed`` distribution ``flow`` (base
     ``N(0, I)``, as :func:`samplax.neural.flows.make_flow` builds)."""
-    params, static = eqx.partition(flow, eqx.is_array)
-    return LatentTarget(target, params, StaticPart(static), label=f"latent({target.name})")
+    params, static = split_arrays(flow)
+    return LatentTarget(target, params, static, label=f"latent({target.name})")
 
 
 @eqx.filter_jit

@@ -98,23 +98,37 @@ _SKELETONS: dict = {}
 
 
 class StaticPart:
-    """A flow's non-array part (``eqx.partition(flow, eqx.is_array)[1]``) as hashable static data: flowjax's
-    holds closures and dicts, which neither hash nor compare by value.  Two are equal when they hold the same
-    objects (the same tree structure and leaves by identity): flows of one :func:`make_flow` configuration
-    share theirs.  The engine caches compiled programs by such static data (a target's static part)."""
+    """A flow's non-array part as hashable static data, with the structure of its arrays: flowjax's modules
+    hold closures and dicts (also in the array half's metadata), which neither hash nor compare by value.
+    :func:`split_arrays` gives ``(leaves, StaticPart)``: a flat tuple of arrays (the traced part) and this.  Two
+    are equal when they hold the same objects (the same structures and leaves by identity): flows of one
+    :func:`make_flow` configuration share theirs.  The engine caches compiled programs by such static data
+    (a target's static part)."""
 
-    __slots__ = ("tree", "_key")
+    __slots__ = ("tree", "treedef", "_key")
 
-    def __init__(self, tree):
-        self.tree = tree
-        leaves, treedef = jax.tree.flatten(tree, is_leaf=lambda x: x is None)
-        self._key = (str(treedef), tuple(id(leaf) for leaf in leaves))
+    def __init__(self, tree, treedef):
+        self.tree, self.treedef = tree, treedef
+        leaves, static_def = jax.tree.flatten(tree, is_leaf=lambda x: x is None)
+        self._key = (str(treedef), str(static_def), tuple(id(leaf) for leaf in leaves))
 
     def __eq__(self, other):
         return isinstance(other, StaticPart) and self._key == other._key
 
     def __hash__(self):
         return hash(self._key)
+
+    def combine(self, leaves):
+        """The flow from the tuple of its arrays (as :func:`split_arrays` gave them)."""
+        return eqx.combine(jax.tree.unflatten(self.treedef, leaves), self.tree)
+
+
+def split_arrays(flow) -> tuple:
+    """``(leaves, static)``: the flow's arrays as a flat tuple and its :class:`StaticPart`
+    (``static.combine(leaves)`` rebuilds it)."""
+    arrays, static = eqx.partition(flow, eqx.is_array)
+    leaves, treedef = jax.tree.flatten(arrays)
+    return tuple(leaves), StaticPart(static, treedef)
 
 
 _MIN_DERIVATIVE = 1e-3
@@ -212,8 +226,7 @@ class FlowReference(eqx.Module):
     scale: jax.Array
 
     def __init__(self, flow, *, key=None, num_moment_draws: int = 4096):
-        params, static = eqx.partition(flow, eqx.is_array)
-        self.params, self.static = params, StaticPart(static)
+        self.params, self.static = split_arrays(flow)
         key = jax.random.key(0) if key is None else key
         x, _ = eqx.filter_jit(lambda f, k: sample_and_log_q(f, k, num_moment_draws))(flow, key)
         self.mean = jnp.mean(x, axis=0)
@@ -221,7 +234,7 @@ class FlowReference(eqx.Module):
 
     @property
     def flow(self):
-        return paramax.unwrap(eqx.combine(self.params, self.static.tree))
+        return paramax.unwrap(self.static.combine(self.params))
 
     def logdensity(self, x):
         """``log q(x)`` for one point ``[d]``."""
