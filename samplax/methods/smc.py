@@ -33,6 +33,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flowjax.distributions import AbstractDistribution
 
 from samplax.core import nonfinite
 from samplax.core.options import (
@@ -40,6 +41,7 @@ from samplax.core.options import (
     pos_number_or_none, prob, prob_or_none,
 )
 from samplax.methods import MethodSpec, Option, PopulationOutput, PopulationPlan, register_method
+from samplax.neural.flows import FlowReference, as_flow
 from samplax.smc import mutation, nested, tempered
 from samplax.smc import parallel_tempering as ptm
 from samplax.smc.base import lee_whiteley_relative_variance
@@ -119,12 +121,15 @@ def _printer(ctx, fmt):
 
 
 def tempered_plan(target, ctx, name, *, config: tempered.TemperedConfig, schedule=None, step_size=None,
-                  reference_mean=0.0, reference_scale=DEFAULT_REFERENCE_SCALE) -> PopulationPlan:
-    """One tempered SMC run (``tempered.run``) and the assembly of ``ctx.num_chains`` runs' results."""
+                  reference_mean=0.0, reference_scale=DEFAULT_REFERENCE_SCALE, reference=None) -> PopulationPlan:
+    """One tempered SMC run (``tempered.run``) and the assembly of ``ctx.num_chains`` runs' results
+    (``reference``: a normalized reference such as :class:`samplax.neural.flows.FlowReference`, instead of the
+    Gaussian ``N(reference_mean, reference_scale^2 I)``)."""
     d = target.dim
     num_chains, num_samples = ctx.num_chains, ctx.num_samples
     dtype = jnp.result_type(float)
-    reference = make_reference(d, reference_mean, reference_scale, dtype)
+    if reference is None:
+        reference = make_reference(d, reference_mean, reference_scale, dtype)
     sched = None if schedule is None else jnp.asarray(schedule, dtype)
     eps0 = None if step_size is None else jnp.asarray(step_size, dtype)
     _reject_init(name, ctx.init)
@@ -235,7 +240,33 @@ def _smc_population(target, ctx, **o):
     cfg = _config(ctx.num_samples, o, adaptive=adaptive, target_cess=o["target_cess"],
                   ess_threshold=o["ess_threshold"], max_steps=o["max_steps"])
     sched = None if adaptive else _resolve_schedule(o["schedule"], None)
-    return tempered_plan(target, ctx, "smc", config=cfg, schedule=sched, **_common_kwargs(o))
+    return tempered_plan(target, ctx, "smc", config=cfg, schedule=sched, reference=_flow_reference(target, o),
+                         **_common_kwargs(o))
+
+
+def _reference_flow_option(what: str) -> Option:
+    return Option(None, f"a trained normalizing flow as {what} instead of the Gaussian / Student-t one (the Result "
+                  "of method 'flow', 'fab' or 'neutra', or a flowjax distribution on R^d; "
+                  "reference_mean / reference_scale then do not apply): log Z stays the target's (the flow is "
+                  "normalized); a flow close to the target needs fewer temperatures / iterations",
+                  lambda v: v is None or isinstance(v, AbstractDistribution) or isinstance(getattr(v, "extra", None),
+                                                                                          dict),
+                  "None, a flowjax distribution or the Result of a flow-based method")
+
+
+def _prepare_reference_flow(target, options):
+    """The option ``reference_flow`` as a flowjax distribution on the target's dimension (a Result gives its
+    ``extra["flow"]``), or a ``ValueError`` naming the option."""
+    if options.get("reference_flow") is not None:
+        options = {**options, "reference_flow": as_flow(options["reference_flow"], target.dim,
+                                                        "option reference_flow")}
+    return options
+
+
+def _flow_reference(target, o):
+    """:class:`~samplax.neural.flows.FlowReference` of the option ``reference_flow`` (None without one)."""
+    flow = o.get("reference_flow")
+    return None if flow is None else FlowReference(as_flow(flow, target.dim, "option reference_flow"))
 
 
 def _waste_free_population(target, ctx, **o):
@@ -296,8 +327,9 @@ register_method(MethodSpec(
      "step_size_spread": Option(2.5, "per-particle log-uniform step-size spread s: e * exp(s U(-1, 1))",
                                 lambda v: is_number(v) and 0 <= v <= 5, "a number in [0, 5]"),
      "ess_threshold": Option(0.5, "resample when ESS < ess_threshold * N",
-                             lambda v: is_number(v) and 0.0 <= v <= 1.0, "a number in [0, 1]")},
-    family="smc", gradient_based=True, population=_smc_population, run_stream=7))
+                             lambda v: is_number(v) and 0.0 <= v <= 1.0, "a number in [0, 1]"),
+     "reference_flow": _reference_flow_option("the tempering's reference (beta = 0)")},
+    family="smc", gradient_based=True, population=_smc_population, run_stream=7, prepare=_prepare_reference_flow))
 register_method(MethodSpec(
     "waste_free_smc", None, "Waste-free tempered SMC: N/P resampled chains of length P, all states kept "
     "(Dau & Chopin 2022)",
@@ -348,17 +380,25 @@ def _ns_population(target, ctx, **o):
                           dlogz=o["dlogz"], min_live=min_live if min_live < n_live else 0, max_dead=max_dead,
                           max_evals=o["max_evals"] or 0, prior_rejection=bool(o["prior_rejection"]))
     dtype = jnp.result_type(float)
-    prior = make_reference(d, o["reference_mean"], o["reference_scale"], dtype, dof=o["reference_dof"])
+    flow_prior = _flow_reference(target, o)
+    prior = flow_prior if flow_prior is not None else make_reference(d, o["reference_mean"], o["reference_scale"],
+                                                                     dtype, dof=o["reference_dof"])
     _reject_init("nested_sampling", ctx.init)
     show = _printer(ctx, "run {} iteration {}: log X {:.2f}, log Z so far {:.4f}")
 
-    def run(kk, run_id, tgt):
+    def run_with(kk, run_id, tgt, prior_):
         lp = tgt.flat_logdensity()
-        out = nested.run(kk, lp, prior, cfg, progress=show, run_id=run_id)
+        out = nested.run(kk, lp, prior_, cfg, progress=show, run_id=run_id)
         draws = equal_weight_draws(jax.random.fold_in(kk, 1), out.positions, out.log_weights, num_samples)
         return out._replace(positions=None, log_weights=None), draws, jax.vmap(lp)(draws)
 
-    return PopulationPlan(run, lambda res: _ns_finish(target, res, cfg, prior, o, num_chains, num_samples))
+    def finish(res):
+        return _ns_finish(target, res, cfg, prior, o, num_chains, num_samples)
+
+    if flow_prior is not None:  # the flow's arrays travel as arguments (the program is cached by its structure)
+        return PopulationPlan(lambda kk, run_id, tgt, shared: run_with(kk, run_id, tgt, shared), finish,
+                              shared=flow_prior)
+    return PopulationPlan(lambda kk, run_id, tgt: run_with(kk, run_id, tgt, prior), finish)
 
 
 def _ns_finish(target, res, cfg, prior, o, num_chains, num_samples):
@@ -454,8 +494,9 @@ register_method(MethodSpec(
      "reference_mean": common_options()["reference_mean"],
      "reference_dof": Option(1.0, "degrees of freedom nu of the multivariate Student-t prior (None: the Gaussian "
                              "N(mean, scale^2 I)); a prior with lighter tails than the target makes L = p / prior "
-                             "unbounded (see samplax.smc.nested)", valid_dof, "None or a positive finite number")},
-    family="smc", gradient_based=False, population=_ns_population, run_stream=11))
+                             "unbounded (see samplax.smc.nested)", valid_dof, "None or a positive finite number"),
+     "reference_flow": _reference_flow_option("the prior (the likelihood is then pi~ / q)")},
+    family="smc", gradient_based=False, population=_ns_population, run_stream=11, prepare=_prepare_reference_flow))
 
 
 

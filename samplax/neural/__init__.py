@@ -6,6 +6,9 @@
 * :mod:`samplax.neural.losses`: reparameterized KL, log-variance, trajectory balance and sub-trajectory balance.
 * :mod:`samplax.neural.gfn`: the replay buffer with rank-based priority and MALA local search, and
   sub-trajectory balance with DGFS's log-flow.
+* :mod:`samplax.neural.flows`: normalizing flows on equinox (flowjax): :func:`make_flow` and
+  :class:`FlowReference` (a flow as the reference of ``smc`` / ``nested_sampling``);
+  :mod:`samplax.neural.flow_samplers`: the plans of ``flow`` and ``fab``.
 * :mod:`samplax.neural.plan`: a configuration as the run engine's
   :class:`~samplax.core.method.TrainingPlan` (registered as the methods ``pis``, ``dds``, ``cmcd``, and ``tb``, ``dgfs``, ``dis``).
 * :mod:`samplax.neural.idem`: iterated denoising energy matching (iDEM; registered as ``idem``): a score network
@@ -18,6 +21,7 @@
 This part imports :mod:`samplax.core`, equinox, optax and flowjax (``snf``); the engine runs it (``samplax.run``), and
 ``samplax.methods.neural`` registers it.
 """
+from samplax.neural.flows import FLOW_KINDS, FlowReference, make_flow
 from samplax.neural.gfn import (
     Buffer, buffer_insert, buffer_sample, init_buffer, log_flows, mala, rank_priorities, subtb_loss, subtb_residuals,
     subtb_weights,
@@ -33,11 +37,11 @@ from samplax.neural.egnn import EGNN, remove_mean
 from samplax.neural.idem import IDEMConfig, ScoreNet, mc_score, ve_simulate
 
 __all__ = [
-    "Buffer", "DriftNet", "EGNN", "IDEMConfig", "LOSSES", "Path", "Reference", "SamplerConfig", "ScoreNet",
-    "buffer_insert", "buffer_sample", "check_config", "cmcd_reference", "cosine_alphas", "dds_reference",
-    "dis_reference", "estimates", "geometric_sigmas", "init_buffer", "kl_loss", "log_flows", "log_weight",
-    "logmeanexp", "logvar_loss", "make_plan", "mala", "mc_score", "off_policy_paths", "path_log_b", "path_log_q",
-    "path_residuals", "pis_reference", "rank_priorities", "remove_mean", "reverse_simulate", "simulate",
-    "step_log_b", "step_log_q", "subtb_loss", "subtb_residuals", "subtb_weights", "systematic_resample", "tb_loss",
-    "ve_reference", "ve_simulate",
+    "Buffer", "DriftNet", "EGNN", "FLOW_KINDS", "FlowReference", "IDEMConfig", "LOSSES", "Path", "Reference",
+    "SamplerConfig", "ScoreNet", "buffer_insert", "buffer_sample", "check_config", "cmcd_reference",
+    "cosine_alphas", "dds_reference", "dis_reference", "estimates", "geometric_sigmas", "init_buffer", "kl_loss",
+    "log_flows", "log_weight", "logmeanexp", "logvar_loss", "make_flow", "make_plan", "mala", "mc_score",
+    "off_policy_paths", "path_log_b", "path_log_q", "path_residuals", "pis_reference", "rank_priorities",
+    "remove_mean", "reverse_simulate", "simulate", "step_log_b", "step_log_q", "subtb_loss", "subtb_residuals",
+    "subtb_weights", "systematic_resample", "tb_loss", "ve_reference", "ve_simulate",
 ]

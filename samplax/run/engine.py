@@ -77,6 +77,8 @@ def execute(target: Target, spec: MethodSpec, *, seed: int = 0, key=None, num_ch
                              chunk_size=chunk_size, checkpoint_interval=checkpoint_interval, devices=devices)
     elif spec.kind == "controlled":
         kept = {"keep_warmup": True} if keep_warmup else {}
+        if "chain_method" in inspect.signature(spec.runner).parameters:  # a runner that runs chains (neutra)
+            kept["chain_method"] = chain_method
         result = spec.runner(target, spec, keys=keys, seed_id=seed_id, num_chains=num_chains,
                              num_warmup=num_warmup, num_samples=num_samples, init=init, progress=progress,
                              thinning=thinning, devices=devices, **kept, **options)
