@@ -53,6 +53,7 @@ import optax
 from samplax.core.method import PopulationOutput, TrainingContext, TrainingPlan
 from samplax.neural.flows import FLOW_KINDS, log_q, make_flow, sample_and_log_q, split_flow
 from samplax.neural.sde import estimates, logmeanexp, systematic_resample
+from samplax.neural.checks import require_gradient
 
 FLOW_LOSSES = ("kl",)
 
@@ -138,14 +139,8 @@ def check_flow_config(name: str, target, cfg: FlowConfig) -> None:
     if cfg.fab and cfg.buffer and cfg.buffer_size < cfg.batch_size:
         raise ValueError(f"method {name!r}: option buffer_size={cfg.buffer_size} must be >= batch_size="
                          f"{cfg.batch_size} (one AIS batch goes into the buffer at each step)")
-    lpf = target.flat_logdensity()
-    try:
-        jax.eval_shape(jax.grad(lpf), jnp.zeros((target.dim,), jnp.result_type(float)))
-    except Exception as e:  # noqa: BLE001 - any failure to trace the gradient
-        why = ("fab's AIS moves are HMC steps that follow grad log pi" if cfg.fab else
-               f"loss={cfg.loss!r} differentiates log pi(x) through the flow's draws (reparameterization)")
-        raise ValueError(f"method {name!r}: the target {target.name!r} has no gradient JAX can compute "
-                         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}), but {why}") from None
+    require_gradient(name, target, "fab's AIS moves are HMC steps that follow grad log pi" if cfg.fab else
+                     f"loss={cfg.loss!r} differentiates log pi(x) through the flow's draws (reparameterization)")
 
 
 def _optimizer(cfg: FlowConfig):

@@ -64,6 +64,7 @@ import optax
 from samplax.core.method import PopulationOutput, TrainingContext, TrainingPlan
 from samplax.neural.egnn import EGNN, remove_mean
 from samplax.neural.sde import Reference, estimates, normal_logpdf, systematic_resample, ve_reference
+from samplax.neural.checks import require_gradient
 
 #: The paper's largest noise level per target (iDEM's experiments: GMM-40 70, DW-4 3, LJ-13 2); others get 70.
 PAPER_SIGMA_MAX = {"dw4": 3.0, "lj13": 2.0}
@@ -149,14 +150,7 @@ def check_config(target, cfg: IDEMConfig) -> None:
     if shape is not None and shape[0] * shape[1] != target.dim:
         raise ValueError(f"method 'idem': target {target.name!r} says n_particles x spatial_dim = {shape[0]} x "
                          f"{shape[1]}, but its dimension is {target.dim}")
-    lp = target.flat_logdensity()
-    try:
-        jax.eval_shape(jax.grad(lp), jnp.zeros((target.dim,), jnp.result_type(float)))
-    except Exception as e:  # noqa: BLE001 - any failure to trace the gradient
-        raise ValueError(
-            f"method 'idem': the target {getattr(target, 'name', target)!r} has no gradient JAX can compute "
-            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}), but iDEM's score estimator "
-            "(num_mc_samples) averages grad log pi") from None
+    require_gradient("idem", target, "iDEM's score estimator (num_mc_samples) averages grad log pi")
 
 
 def time_embedding(u, emb_dim: int, dtype):

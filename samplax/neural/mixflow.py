@@ -44,6 +44,7 @@ import numpy as np
 
 from samplax.core.method import PopulationOutput, TrainingContext, TrainingPlan
 from samplax.neural.sde import estimates, normal_logpdf, systematic_resample
+from samplax.neural.checks import require_gradient
 
 #: The pseudo-time shift (an irrational rotation of the circle).
 TIME_SHIFT = math.pi / 16
@@ -196,15 +197,7 @@ def check_config(name: str, target, cfg: MixFlowConfig) -> None:
             f"evaluates the target {lp} times (batch_size={cfg.batch_size} draws x {cfg.evals_per_path()[0]} "
             f"evaluations per draw with flow_length={cfg.flow_length}, leapfrog_steps={cfg.leapfrog_steps}); give "
             f"training_evals >= {lp} or a smaller batch_size / flow_length")
-    lp = target.flat_logdensity()
-    x = jnp.zeros((target.dim,), jnp.result_type(float))
-    try:
-        jax.eval_shape(jax.grad(lp), x)
-    except Exception as e:  # noqa: BLE001 - any failure to trace the gradient
-        raise ValueError(
-            f"method {name!r}: the target {target.name!r} has no gradient JAX can compute "
-            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}), but the leapfrog steps of the "
-            "Hamiltonian map follow grad log pi") from None
+    require_gradient(name, target, "the leapfrog steps of the Hamiltonian map follow grad log pi")
 
 
 def step_grid(cfg: MixFlowConfig) -> np.ndarray:

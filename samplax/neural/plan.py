@@ -32,6 +32,7 @@ from samplax.neural.sde import (
     SCORE_CLIP, DriftNet, Reference, cmcd_reference, dds_reference, dis_reference, estimates, log_weight, logmeanexp,
     pis_reference, reverse_simulate, simulate, systematic_resample,
 )
+from samplax.neural.checks import require_gradient
 
 #: The configurations: ``reference(num_time_steps, sigma) -> Reference`` by name.
 CONFIGURATIONS = {"pis": pis_reference, "dds": dds_reference, "cmcd": cmcd_reference, "dis": dis_reference}
@@ -155,22 +156,15 @@ def check_config(name: str, target, cfg: SamplerConfig) -> None:
         raise ValueError(f"method {name!r}: option eubo=True needs exact draws of the target, but "
                          f"{target.name!r} has no exact sampler (leave eubo=False)")
     if cfg.needs_gradient:
-        lp = target.flat_logdensity()
-        x = jnp.zeros((target.dim,), jnp.result_type(float))
-        try:
-            jax.eval_shape(jax.grad(lp), x)
-        except Exception as e:  # noqa: BLE001 - any failure to trace the gradient
-            why = "loss='kl' differentiates log pi(x_T)" if cfg.loss == "kl" else ""
-            why += (" and " if why else "") + ("langevin=True feeds grad log pi to the drift" if cfg.langevin else "")
-            if cfg.annealed:
-                why += (" and " if why else "") + "CMCD's Langevin transitions follow grad log pi"
-            if cfg.local_search:
-                why += ((" and " if why else "") + f"local_search_steps={cfg.local_search_steps} runs MALA "
-                        "(leave local_search_steps=0)")
-            raise ValueError(
-                f"method {name!r}: the target {target.name!r} has no gradient JAX can compute "
-                f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}), but {why}; use "
-                "loss='logvar' or loss='tb' with langevin=False for a target without gradients") from None
+        why = "loss='kl' differentiates log pi(x_T)" if cfg.loss == "kl" else ""
+        why += (" and " if why else "") + ("langevin=True feeds grad log pi to the drift" if cfg.langevin else "")
+        if cfg.annealed:
+            why += (" and " if why else "") + "CMCD's Langevin transitions follow grad log pi"
+        if cfg.local_search:
+            why += ((" and " if why else "") + f"local_search_steps={cfg.local_search_steps} runs MALA "
+                    "(leave local_search_steps=0)")
+        require_gradient(name, target, why, "use loss='logvar' or loss='tb' with langevin=False for a target "
+                         "without gradients")
 
 
 def _check_replay(name: str, cfg: SamplerConfig) -> None:

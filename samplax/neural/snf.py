@@ -59,6 +59,7 @@ import optax
 
 from samplax.core.method import PopulationOutput, TrainingContext, TrainingPlan
 from samplax.neural.sde import estimates, logmeanexp, normal_logpdf, systematic_resample
+from samplax.neural.checks import require_gradient
 
 #: The layer kinds of an SNF: a deterministic flow layer and the two stochastic (Langevin) layers.
 LAYER_KINDS = ("flow", "mala", "langevin")
@@ -295,18 +296,11 @@ def check_config(name: str, target, cfg: SNFConfig) -> None:
             f"which evaluates the target {lp} times (batch_size={cfg.batch_size} paths x "
             f"{cfg.evals_per_path()[0]} evaluations per path with layers={cfg.layers!r}); give "
             f"training_evals >= {lp} or a smaller batch_size / fewer stochastic layers")
-    lp = target.flat_logdensity()
-    x = jnp.zeros((target.dim,), jnp.result_type(float))
-    try:
-        jax.eval_shape(jax.grad(lp), x)
-    except Exception as e:  # noqa: BLE001 - any failure to trace the gradient
-        why = "the KL loss differentiates log pi(x_T)"
-        st = sorted({k for k in kinds if k in STOCHASTIC})
-        if st:
-            why = f"the layers {st} in option layers={cfg.layers!r} follow grad log pi, and " + why
-        raise ValueError(
-            f"method {name!r}: the target {target.name!r} has no gradient JAX can compute "
-            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}), but {why}") from None
+    why = "the KL loss differentiates log pi(x_T)"
+    st = sorted({k for k in kinds if k in STOCHASTIC})
+    if st:
+        why = f"the layers {st} in option layers={cfg.layers!r} follow grad log pi, and " + why
+    require_gradient(name, target, why)
 
 
 def make_plan(name: str, target, ctx: TrainingContext, cfg: SNFConfig) -> TrainingPlan:
