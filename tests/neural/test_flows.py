@@ -22,6 +22,7 @@ from samplax.neural.flow_samplers import FlowConfig
 from samplax.neural.flows import FLOW_KINDS, FlowReference, linear_tail_spline, log_q, make_flow, sample_and_log_q, \
     split_flow
 from samplax.targets.gaussian import Gaussian
+from neural_helpers import NoGradient
 
 Z_CLT = 3.29
 
@@ -105,18 +106,6 @@ def test_flow_reference_passes_through_jit_as_an_argument():
 
 
 # --------------------------------------------------------------------------------------------------- bad input
-class NoGradient(samplax.Target):
-    """A Gaussian log-density computed on the host (``pure_callback``): JAX cannot differentiate it."""
-
-    def logdensity(self, x):
-        def host(v):
-            return np.asarray(-0.5 * np.sum(np.asarray(v) ** 2), np.asarray(v).dtype)
-
-        return jax.pure_callback(host, jax.ShapeDtypeStruct((), x.dtype), x, vmap_method="sequential")
-
-    @property
-    def event_shape(self):
-        return (2,)
 
 
 def test_bad_input_is_a_clear_error():

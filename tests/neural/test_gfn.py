@@ -19,17 +19,12 @@ from samplax.neural.gfn import (
     RANK_WEIGHT, buffer_insert, buffer_sample, init_buffer, mala, rank_priorities, subtb_residuals, subtb_weights,
 )
 from samplax.neural.sde import DriftNet, dis_reference, log_weight, pis_reference, simulate
-from samplax.targets.gaussian import Gaussian
+from neural_helpers import NoGradient, gaussian_target
 
 Z_CLT = 3.29
 ABS_TOL = 0.05
 
 
-def gaussian_target():
-    """``N(m, diag(v))`` in 2-D, off-centre and anisotropic (exact log Z = log sqrt(det 2 pi C))."""
-    mean = jnp.asarray([0.8, -0.5])
-    chol = jnp.diag(jnp.asarray([0.7, 1.2]))
-    return Gaussian(mean=mean, chol=chol, label="gauss2", chol_inv=jnp.linalg.inv(chol))
 
 
 REFERENCE = {"tb": "pis", "dgfs": "pis", "dis": "dis"}
@@ -148,18 +143,6 @@ def test_dis_reference_is_the_euler_reversal_of_the_vp_sde():
         samplax.sample(gaussian_target(), "dis", num_time_steps=8, training_evals=10**6, progress=False)
 
 
-class NoGradient(samplax.Target):
-    """A Gaussian log-density computed on the host (``pure_callback``): JAX cannot differentiate it."""
-
-    def logdensity(self, x):
-        def host(v):
-            return np.asarray(-0.5 * np.sum(np.asarray(v) ** 2), np.asarray(v).dtype)
-
-        return jax.pure_callback(host, jax.ShapeDtypeStruct((), x.dtype), x, vmap_method="sequential")
-
-    @property
-    def event_shape(self):
-        return (2,)
 
 
 def test_bad_input_is_a_clear_error():

@@ -19,16 +19,11 @@ from samplax.metrics import mode_coverage
 from samplax.neural.egnn import remove_mean
 from samplax.neural.idem import IDEMConfig, ScoreNet, mc_score, ve_simulate
 from samplax.neural.sde import log_weight, simulate, ve_reference
-from samplax.targets.gaussian import Gaussian
+from neural_helpers import NoGradient, gaussian_target
 
 Z_CLT = 3.29
 
 
-def gaussian_target():
-    """``N(m, diag(v))`` in 2-D, off-centre and anisotropic (exact log Z = log sqrt(det 2 pi C))."""
-    mean = jnp.asarray([0.8, -0.5])
-    chol = jnp.diag(jnp.asarray([0.7, 1.2]))
-    return Gaussian(mean=mean, chol=chol, label="gauss2", chol_inv=jnp.linalg.inv(chol))
 
 
 def randomized(model, key, scale=0.3):
@@ -181,18 +176,6 @@ def test_weights_on_the_centre_of_mass_free_subspace_give_its_log_z():
     assert abs(est["log_Z"] - exact) < Z_CLT * est["log_Z_se"] and est["log_Z_se"] < 0.05, (est, exact)
 
 
-class NoGradient(samplax.Target):
-    """A Gaussian log-density computed on the host (``pure_callback``): JAX cannot differentiate it."""
-
-    def logdensity(self, x):
-        def host(v):
-            return np.asarray(-0.5 * np.sum(np.asarray(v) ** 2), np.asarray(v).dtype)
-
-        return jax.pure_callback(host, jax.ShapeDtypeStruct((), x.dtype), x, vmap_method="sequential")
-
-    @property
-    def event_shape(self):
-        return (2,)
 
 
 def test_bad_input_is_a_clear_error():

@@ -17,6 +17,7 @@ import samplax
 from samplax.neural import SamplerConfig
 from samplax.run import NonFiniteLossError
 from samplax.targets.gaussian import Gaussian
+from neural_helpers import NoGradient, gaussian_target
 
 Z_CLT = 3.29
 ABS_TOL = 0.05
@@ -24,11 +25,6 @@ ABS_TOL = 0.05
 SMALL = dict(batch_size=32, num_time_steps=8, width=32, depth=2)
 
 
-def gaussian_target():
-    """``N(m, diag(v))`` in 2-D, off-centre and anisotropic (exact log Z = log sqrt(det 2 pi C))."""
-    mean = jnp.asarray([0.8, -0.5])
-    chol = jnp.diag(jnp.asarray([0.7, 1.2]))
-    return Gaussian(mean=mean, chol=chol, label="gauss2", chol_inv=jnp.linalg.inv(chol))
 
 
 def budget(steps, batch_size=32, num_time_steps=8, langevin=True, method="pis", loss="kl"):
@@ -158,18 +154,6 @@ def test_nan_energy_stops_training_with_the_step_and_the_last_good_parameters():
     assert err.metrics["loss"].shape == (err.step,)
 
 
-class NoGradient(samplax.Target):
-    """A Gaussian log-density computed on the host (``pure_callback``): JAX cannot differentiate it."""
-
-    def logdensity(self, x):
-        def host(v):
-            return np.asarray(-0.5 * np.sum(np.asarray(v) ** 2), np.asarray(v).dtype)
-
-        return jax.pure_callback(host, jax.ShapeDtypeStruct((), x.dtype), x, vmap_method="sequential")
-
-    @property
-    def event_shape(self):
-        return (2,)
 
 
 def test_bad_input_is_a_clear_error():
