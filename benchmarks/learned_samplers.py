@@ -17,6 +17,10 @@ The runs are `samplax bench learned` (samplax/bench/suites/learned.toml, one run
       --out benchmarks/results/learned/dw4_pis_nanfix --no-report      # pis on DW-4 after the NaN-score fix
     python -m samplax bench benchmarks/results/learned_many_well32_sigma1.toml --budget-scale small \
       --out benchmarks/results/learned/many_well32_sigma1 --no-report  # Many-Well-32: sigma = 1, K = 64
+    python -m samplax bench benchmarks/results/learned_new_methods.toml --budget-scale one \
+      --out benchmarks/results/learned/new_methods --no-report       # tb, dgfs, dis, snf, mixflow, idem at 1e6
+    python -m samplax bench benchmarks/results/learned_new_flows.toml --budget-scale one \
+      --out benchmarks/results/learned/new_flows --no-report         # flow, fab at 1e6
     python benchmarks/learned_samplers.py --goal NAME ...   # the goal runs (GOAL_RUNS), one samplax.sample call each
     python benchmarks/learned_samplers.py            # reads benchmarks/results/learned/*/results.json
 
@@ -189,7 +193,10 @@ VARIANTS = {"cmcd_logvar": "+logvar",  # loss="logvar" (benchmarks/results/learn
             "dw4_pis_nanfix": " (NaN fix)",  # after the NaN-score fix (benchmarks/results/learned_dw4_pis.toml)
             # sigma = 1, K = 64, batch 32 (cmcd sigma = 1): the suite's Many-Well-32 settings since the fix
             # (benchmarks/results/learned_many_well32_sigma1.toml)
-            "many_well32_sigma1": " (sigma=1,K=64)"}
+            "many_well32_sigma1": " (sigma=1,K=64)",
+            # the methods added for issue #13 at 1e6 (benchmarks/results/learned_new_methods.toml and
+            # learned_new_flows.toml): their own names, no label
+            "new_methods": "", "new_flows": ""}
 
 COLS = [("method", "method"), ("budget", "budget"), ("total_evals", "evals"), ("training_evals", "train"),
         ("abs_log_Z_err", "abs(dlogZ)"), ("log_Z_se", "se"), ("elbo", "ELBO"), ("eubo", "EUBO"),
@@ -227,7 +234,7 @@ def main() -> int:
              "`samplax/bench/learned.py`).  Machine: 2 shared CPU cores, float32, one seed (0), one run per cell.",
              "",
              "**Budget** = total target evaluations (a value-and-gradient counts once): training + sampling for "
-             "pis / dds / cmcd, everything for smc / nested_sampling / parallel_tempering.  `evals` is what the "
+             "the learned (trained) methods, everything for smc / nested_sampling / parallel_tempering.  `evals` is what the "
              "run actually spent (nested sampling stops on its own, so it misses its budget most).",
              "",
              "Columns: `abs(dlogZ)` = |log Z estimate - true log Z| (targets with known log Z); `se` its reported "
