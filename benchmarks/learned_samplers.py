@@ -68,6 +68,9 @@ GOAL_FILE = RUNS / "goal.json"
 _GMM25 = {"sigma": 6.0, "num_time_steps": 32, "batch_size": 64, "loss": "logvar", "exploration": 0.5}
 _MW32 = {"sigma": 1.0, "num_time_steps": 64, "batch_size": 32}
 _FUNNEL = {"sigma": 2.0, "num_time_steps": 16, "batch_size": 64}
+_FLOW = {"kind": "coupling", "layers": 6, "width": 64}
+_FAB_GMM25 = {"kind": "coupling", "layers": 4, "width": 32, "base_scale": 8.0, "batch_size": 128, "num_ais_steps": 8,
+              "num_leapfrog_steps": 4, "step_size": 1.0, "buffer": True}
 GOAL_RUNS = [
     ("gmm25_dds_logvar_1e6_s0", "gmm25", "dds", {**_GMM25, "training_evals": 1_000_000}, 0),
     ("gmm25_dds_logvar_1e6_s1", "gmm25", "dds", {**_GMM25, "training_evals": 1_000_000}, 1),
@@ -84,6 +87,14 @@ GOAL_RUNS = [
                                                       "training_evals": 10_000_000}, 0),
     ("mw32_pis_logvar_3e7_s0", "many_well32", "pis", {**_MW32, "loss": "logvar", "exploration": 0.5,
                                                       "training_evals": 30_000_000}, 0),
+    # fab (Midgley et al. 2023) with the settings of its gmm25 test and the new-flows suite, five seeds
+    *[(f"gmm25_fab_1e6_s{s}", "gmm25", "fab", {**_FAB_GMM25, "training_evals": 1_000_000}, s) for s in range(5)],
+    *[(f"gmm25_fab_1e7_s{s}", "gmm25", "fab", {**_FAB_GMM25, "training_evals": 10_000_000}, s) for s in range(5)],
+    # flow (reverse KL, coupling splines) with the settings of the new-flows suite, five seeds
+    *[(f"mw32_flow_1e6_s{s}", "many_well32", "flow", {**_FLOW, "base_scale": 1.5, "training_evals": 1_000_000}, s)
+      for s in range(5)],
+    *[(f"funnel_flow_1e6_s{s}", "funnel", "flow", {**_FLOW, "base_scale": 3.0, "training_evals": 1_000_000}, s)
+      for s in range(5)],
     ("funnel_pis_kl_1e6_s0", "funnel", "pis", {**_FUNNEL, "training_evals": 1_000_000}, 0),
     ("funnel_pis_kl_1e6_s1", "funnel", "pis", {**_FUNNEL, "training_evals": 1_000_000}, 1),
 ]
