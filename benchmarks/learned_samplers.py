@@ -93,6 +93,8 @@ GOAL_RUNS = [
     # flow (reverse KL, coupling splines) with the settings of the new-flows suite, five seeds
     *[(f"mw32_flow_1e6_s{s}", "many_well32", "flow", {**_FLOW, "base_scale": 1.5, "training_evals": 1_000_000}, s)
       for s in range(5)],
+    *[(f"mw32_flow_1e7_s{s}", "many_well32", "flow", {**_FLOW, "base_scale": 1.5, "training_evals": 10_000_000}, s)
+      for s in range(3)],
     *[(f"funnel_flow_1e6_s{s}", "funnel", "flow", {**_FLOW, "base_scale": 3.0, "training_evals": 1_000_000}, s)
       for s in range(5)],
     ("funnel_pis_kl_1e6_s0", "funnel", "pis", {**_FUNNEL, "training_evals": 1_000_000}, 0),
