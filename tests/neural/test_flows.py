@@ -22,7 +22,7 @@ from samplax.neural.flow_samplers import FlowConfig
 from samplax.neural.flows import FLOW_KINDS, FlowReference, linear_tail_spline, log_q, make_flow, sample_and_log_q, \
     split_flow
 from samplax.targets.gaussian import Gaussian
-from neural_helpers import NoGradient
+from neural_helpers import assert_same_run, interrupted_and_resumed, NoGradient
 
 Z_CLT = 3.29
 
@@ -244,32 +244,12 @@ def test_flow_on_gmm25():
 def test_resume_after_a_checkpoint_equals_an_uninterrupted_run(tmp_path, monkeypatch):
     """fab with its replay buffer (state: flow, optimizer, step sizes, buffer arrays), interrupted after 2
     training chunks and resumed: the same run bit for bit."""
-    from samplax.run.progress import Progress
-
     target = gauss2()
     kw = dict(num_chains=1, num_samples=500, buffer=True, buffer_size=256, batch_size=32,
               training_evals=fab_budget(30, 32), base_scale=2.0, chunk_size=5, **SMALL)
-    ref = samplax.sample(target, "fab", seed=4, progress=False, **kw)
-    orig, calls = Progress.update, [0]
-
-    def update(self, done):
-        calls[0] += 1
-        if calls[0] == 2:
-            raise KeyboardInterrupt
-        return orig(self, done)
-
-    monkeypatch.setattr(Progress, "update", update)
-    part = samplax.sample(target, "fab", seed=4, progress=True, checkpoint_dir=str(tmp_path), **kw)
-    monkeypatch.undo()
+    ref, part, resumed = interrupted_and_resumed(monkeypatch, tmp_path, target, "fab", **kw)
     assert not part.complete and part.cost["num_training_steps"] == 10
-    resumed = samplax.sample(target, "fab", seed=4, progress=False, checkpoint_dir=str(tmp_path), **kw)
-    assert resumed.complete
-    np.testing.assert_array_equal(resumed.samples, ref.samples)
-    np.testing.assert_array_equal(resumed.extra["proposal_log_weights"], ref.extra["proposal_log_weights"])
-    assert resumed.log_Z == ref.log_Z and resumed.log_Z_se == ref.log_Z_se
-    for k, v in ref.extra["training"]["metrics"].items():
-        np.testing.assert_array_equal(resumed.extra["training"]["metrics"][k], v)
-    assert resumed.cost["training_logdensity_evals"] == ref.cost["training_logdensity_evals"]
+    assert_same_run(resumed, ref, ("training_logdensity_evals",))
 
 
 # ------------------------------------------------------------------------------------------------------ neutra

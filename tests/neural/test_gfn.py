@@ -19,7 +19,7 @@ from samplax.neural.gfn import (
     RANK_WEIGHT, buffer_insert, buffer_sample, init_buffer, mala, rank_priorities, subtb_residuals, subtb_weights,
 )
 from samplax.neural.sde import DriftNet, dis_reference, log_weight, pis_reference, simulate
-from neural_helpers import NoGradient, gaussian_target
+from neural_helpers import assert_same_run, interrupted_and_resumed, NoGradient, gaussian_target
 
 Z_CLT = 3.29
 ABS_TOL = 0.05
@@ -201,31 +201,11 @@ def test_training_evaluations_follow_the_formula():
 def test_resume_with_a_replay_buffer_equals_an_uninterrupted_run(tmp_path, monkeypatch):
     """tb (buffer, rank sampling, local search with its adapted step size in the state) interrupted after 2
     training chunks, then resumed: the same run bit for bit."""
-    from samplax.run.progress import Progress
-
     t = gaussian_target()
     kw = TINY_RUN
-    ref = samplax.sample(t, "tb", seed=4, progress=False, **kw)
-    orig, calls = Progress.update, [0]
-
-    def update(self, done):
-        calls[0] += 1
-        if calls[0] == 2:
-            raise KeyboardInterrupt
-        return orig(self, done)
-
-    monkeypatch.setattr(Progress, "update", update)
-    part = samplax.sample(t, "tb", seed=4, progress=True, checkpoint_dir=str(tmp_path), **kw)
-    monkeypatch.undo()
+    ref, part, resumed = interrupted_and_resumed(monkeypatch, tmp_path, t, "tb", **kw)
     assert not part.complete and 0 < part.cost["num_training_steps"] < ref.cost["num_training_steps"]
-    resumed = samplax.sample(t, "tb", seed=4, progress=False, checkpoint_dir=str(tmp_path), **kw)
-    assert resumed.complete
-    np.testing.assert_array_equal(resumed.samples, ref.samples)
-    np.testing.assert_array_equal(resumed.extra["proposal_log_weights"], ref.extra["proposal_log_weights"])
-    for k, v in ref.extra["training"]["metrics"].items():
-        np.testing.assert_array_equal(resumed.extra["training"]["metrics"][k], v)
-    for k in ("training_logdensity_evals", "training_grad_evals", "num_training_steps"):
-        assert resumed.cost[k] == ref.cost[k]
+    assert_same_run(resumed, ref, ("training_logdensity_evals", "training_grad_evals", "num_training_steps"))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from samplax.metrics import mode_coverage
 from samplax.neural.egnn import remove_mean
 from samplax.neural.idem import IDEMConfig, ScoreNet, mc_score, ve_simulate
 from samplax.neural.sde import log_weight, simulate, ve_reference
-from neural_helpers import NoGradient, gaussian_target
+from neural_helpers import assert_same_run, interrupted_and_resumed, NoGradient, gaussian_target
 
 Z_CLT = 3.29
 
@@ -259,32 +259,11 @@ def test_gmm25_mode_coverage_and_log_z():
 def test_resume_after_a_checkpoint_equals_an_uninterrupted_run(tmp_path, monkeypatch):
     """Interrupted after 2 of 10 training chunks, then resumed: the same run bit for bit (the buffer, its
     position and the step counter are in the checkpointed state)."""
-    from samplax.run.progress import Progress
-
     target = gaussian_target()
     kw = dict(num_chains=1, num_samples=500, training_evals=120 * 32 * 64, **{**SMALL, "inner_steps": 7})
-    ref = samplax.sample(target, "idem", seed=4, progress=False, **kw)
-    orig, calls = Progress.update, [0]
-
-    def update(self, done):
-        calls[0] += 1
-        if calls[0] == 2:
-            raise KeyboardInterrupt
-        return orig(self, done)
-
-    monkeypatch.setattr(Progress, "update", update)
-    part = samplax.sample(target, "idem", seed=4, progress=True, checkpoint_dir=str(tmp_path), **kw)
-    monkeypatch.undo()
+    ref, part, resumed = interrupted_and_resumed(monkeypatch, tmp_path, target, "idem", **kw)
     assert not part.complete and 0 < part.cost["num_training_steps"] < 120
-    resumed = samplax.sample(target, "idem", seed=4, progress=False, checkpoint_dir=str(tmp_path), **kw)
-    assert resumed.complete
-    np.testing.assert_array_equal(resumed.samples, ref.samples)
-    np.testing.assert_array_equal(resumed.extra["proposal_log_weights"], ref.extra["proposal_log_weights"])
-    assert resumed.log_Z == ref.log_Z and resumed.log_Z_se == ref.log_Z_se
-    for k, v in ref.extra["training"]["metrics"].items():
-        np.testing.assert_array_equal(resumed.extra["training"]["metrics"][k], v)
-    for k in ("num_logdensity_evals", "num_grad_evals", "training_logdensity_evals", "num_training_steps"):
-        assert resumed.cost[k] == ref.cost[k]
+    assert_same_run(resumed, ref, ("num_logdensity_evals", "num_grad_evals", "training_logdensity_evals", "num_training_steps"))
 
 
 @pytest.mark.slow  # 2-5 s of compilation: the default tier is at its 15-minute budget

@@ -17,7 +17,7 @@ import samplax
 from samplax.neural import SamplerConfig
 from samplax.run import NonFiniteLossError
 from samplax.targets.gaussian import Gaussian
-from neural_helpers import NoGradient, gaussian_target
+from neural_helpers import assert_same_run, interrupted_and_resumed, NoGradient, gaussian_target
 
 Z_CLT = 3.29
 ABS_TOL = 0.05
@@ -92,32 +92,11 @@ def test_training_improves_on_the_reference():
 def test_resume_after_a_checkpoint_equals_an_uninterrupted_run(tmp_path, monkeypatch):
     """Interrupted after 2 of 10 training chunks, then resumed: the same run bit for bit (the programs of the
     pis/kl case above are reused)."""
-    from samplax.run.progress import Progress
-
     target = gaussian_target()
     kw = dict(loss="kl", **RUN)
-    ref = samplax.sample(target, "pis", seed=4, progress=False, **kw)
-    orig, calls = Progress.update, [0]
-
-    def update(self, done):
-        calls[0] += 1
-        if calls[0] == 2:
-            raise KeyboardInterrupt
-        return orig(self, done)
-
-    monkeypatch.setattr(Progress, "update", update)
-    part = samplax.sample(target, "pis", seed=4, progress=True, checkpoint_dir=str(tmp_path), **kw)
-    monkeypatch.undo()
+    ref, part, resumed = interrupted_and_resumed(monkeypatch, tmp_path, target, "pis", **kw)
     assert not part.complete and part.cost["num_training_steps"] == 30 and part.samples.shape[1] == 0
-    resumed = samplax.sample(target, "pis", seed=4, progress=False, checkpoint_dir=str(tmp_path), **kw)
-    assert resumed.complete
-    np.testing.assert_array_equal(resumed.samples, ref.samples)
-    np.testing.assert_array_equal(resumed.extra["proposal_log_weights"], ref.extra["proposal_log_weights"])
-    assert resumed.log_Z == ref.log_Z and resumed.log_Z_se == ref.log_Z_se
-    for k, v in ref.extra["training"]["metrics"].items():
-        np.testing.assert_array_equal(resumed.extra["training"]["metrics"][k], v)
-    for k in ("num_logdensity_evals", "num_grad_evals", "training_logdensity_evals", "num_training_steps"):
-        assert resumed.cost[k] == ref.cost[k]
+    assert_same_run(resumed, ref, ("num_logdensity_evals", "num_grad_evals", "training_logdensity_evals", "num_training_steps"))
 
 
 def test_nan_energy_is_a_clear_error_at_step_0():

@@ -21,7 +21,7 @@ import samplax
 from samplax.metrics import mode_coverage
 from samplax.neural import mixflow as mf
 from samplax.neural.snf import SNFConfig, SNFModel, simulate
-from neural_helpers import NoGradient, gaussian_target
+from neural_helpers import assert_same_run, interrupted_and_resumed, NoGradient, gaussian_target
 
 Z_CLT = 3.29
 ABS_TOL = 0.05
@@ -299,31 +299,12 @@ def test_mixflow_log_z_within_its_standard_error_on_a_gaussian():
 # --------------------------------------------------------------------------- slow: resume
 @pytest.mark.slow
 def test_snf_resume_after_a_checkpoint_equals_an_uninterrupted_run(tmp_path, monkeypatch):
-    from samplax.run.progress import Progress
-
     target = gaussian_target()
     kw = dict(num_chains=1, num_samples=500, layers="flow,mala", training_evals=snf_budget(40, "flow,mala"),
               chunk_size=10, **SNF_SMALL)
-    ref = samplax.sample(target, "snf", seed=4, progress=False, **kw)
-    orig, calls = Progress.update, [0]
-
-    def update(self, done):
-        calls[0] += 1
-        if calls[0] == 2:
-            raise KeyboardInterrupt
-        return orig(self, done)
-
-    monkeypatch.setattr(Progress, "update", update)
-    part = samplax.sample(target, "snf", seed=4, progress=True, checkpoint_dir=str(tmp_path), **kw)
-    monkeypatch.undo()
+    ref, part, resumed = interrupted_and_resumed(monkeypatch, tmp_path, target, "snf", **kw)
     assert not part.complete and part.cost["num_training_steps"] == 20
-    resumed = samplax.sample(target, "snf", seed=4, progress=False, checkpoint_dir=str(tmp_path), **kw)
-    assert resumed.complete
-    np.testing.assert_array_equal(resumed.samples, ref.samples)
-    np.testing.assert_array_equal(resumed.extra["proposal_log_weights"], ref.extra["proposal_log_weights"])
-    assert resumed.log_Z == ref.log_Z and resumed.log_Z_se == ref.log_Z_se
-    for k, v in ref.extra["training"]["metrics"].items():
-        np.testing.assert_array_equal(resumed.extra["training"]["metrics"][k], v)
+    assert_same_run(resumed, ref, ())
 
 
 # --------------------------------------------------------------------------- slow: gmm25
