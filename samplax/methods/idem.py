@@ -15,6 +15,14 @@ from samplax.neural.idem import NETWORKS, IDEMConfig, check_config, make_plan
 
 _D = IDEMConfig()
 
+
+def _auto_or(check):
+    """``check`` that also accepts the string ``"auto"`` (the paper's value for the target)."""
+    def ok(v) -> bool:
+        return (isinstance(v, str) and v == "auto") or check(v)
+
+    return ok
+
 OPTIONS = {
     "training_evals": Option(_D.training_evals, "training budget: target value-and-gradient evaluations; steps = "
                              "training_evals // (batch_size x num_mc_samples)", pos_int, "an int >= 1"),
@@ -29,12 +37,13 @@ OPTIONS = {
                           "the buffer; no target evaluations)", pos_int, "an int >= 1"),
     "num_time_steps": Option(_D.num_time_steps, "Euler-Maruyama steps of the reverse VE SDE", pos_int,
                              "an int >= 1"),
-    "sigma_min": Option(_D.sigma_min, "smallest noise level of the geometric VE schedule", pos_float,
-                        "a finite number > 0"),
+    "sigma_min": Option(_D.sigma_min, "smallest noise level of the geometric VE schedule (None: the paper's: 0.01 "
+                        "for lj13, else 1e-5)", or_none(pos_float), "None or a finite number > 0"),
     "sigma_max": Option(_D.sigma_max, "largest noise level (None: the paper's: 3 for dw4, 2 for lj13, else 70)",
                         or_none(pos_float), "None or a finite number > 0"),
-    "score_clip": Option(_D.score_clip, "clip the norm of the MC score estimate to this (None: no clipping)",
-                         or_none(pos_float), "None or a finite number > 0"),
+    "score_clip": Option(_D.score_clip, "clip the norm of the MC score estimate to this (None: no clipping; 'auto': "
+                         "the paper's, 20 for particle systems, else 1000)", _auto_or(or_none(pos_float)),
+                         "'auto', None or a finite number > 0"),
     "network": Option(_D.network, "score network: 'mlp' or 'egnn' (E(n)-equivariant, particle systems only); None: "
                       "'egnn' for particle systems, else 'mlp'", or_none(one_of(NETWORKS)),
                       f"None or one of {list(NETWORKS)}"),
@@ -49,7 +58,8 @@ def _prepare(target, options):
     cfg = IDEMConfig(**options)
     check_config(target, cfg)
     cfg = cfg.resolve(target)
-    return {**options, "network": cfg.network, "sigma_max": cfg.sigma_max}
+    return {**options, "network": cfg.network, "sigma_max": cfg.sigma_max, "sigma_min": cfg.sigma_min,
+            "score_clip": cfg.score_clip}
 
 
 def _trainer(target, ctx, **options):

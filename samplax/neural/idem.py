@@ -69,6 +69,14 @@ from samplax.neural.checks import require_gradient
 #: The paper's largest noise level per target (iDEM's experiments: GMM-40 70, DW-4 3, LJ-13 2); others get 70.
 PAPER_SIGMA_MAX = {"dw4": 3.0, "lj13": 2.0}
 DEFAULT_SIGMA_MAX = 70.0
+#: The paper's smallest noise level where it is not 1e-5 (iDEM's LJ-13 configuration: 0.01).
+PAPER_SIGMA_MIN = {"lj13": 0.01}
+DEFAULT_SIGMA_MIN = 1e-5
+#: The clip of the MC score estimate's norm: iDEM's configurations clip at 20 for every particle system (DW-4,
+#: LJ-13, LJ-55), whose pair potentials have steep walls; other targets get 1000 (iDEM's GMM uses 70 on a
+#: target rescaled by 1/50).  Measured: 1000 on DW-4 lets the first training steps diverge.
+PARTICLE_SCORE_CLIP = 20.0
+DEFAULT_SCORE_CLIP = 1000.0
 NETWORKS = ("mlp", "egnn")
 
 
@@ -85,6 +93,17 @@ def default_sigma_max(target) -> float:
     return PAPER_SIGMA_MAX.get(getattr(target, "name", None), DEFAULT_SIGMA_MAX)
 
 
+def default_sigma_min(target) -> float:
+    """The paper's ``sigma_min`` for ``target`` (:data:`PAPER_SIGMA_MIN`, else :data:`DEFAULT_SIGMA_MIN`)."""
+    return PAPER_SIGMA_MIN.get(getattr(target, "name", None), DEFAULT_SIGMA_MIN)
+
+
+def default_score_clip(target) -> float:
+    """The paper's score clip for ``target``: :data:`PARTICLE_SCORE_CLIP` for particle systems, else
+    :data:`DEFAULT_SCORE_CLIP`."""
+    return PARTICLE_SCORE_CLIP if particle_shape(target) else DEFAULT_SCORE_CLIP
+
+
 @dataclasses.dataclass(frozen=True)
 class IDEMConfig:
     """What an iDEM run is (the options of the method ``idem``; see the module)."""
@@ -96,9 +115,9 @@ class IDEMConfig:
     inner_steps: int = 100
     outer_paths: int = 1000
     num_time_steps: int = 100
-    sigma_min: float = 1e-5
+    sigma_min: float | None = None
     sigma_max: float | None = None
-    score_clip: float | None = 1000.0
+    score_clip: float | str | None = "auto"
     network: str | None = None
     width: int = 64
     depth: int = 3
@@ -114,11 +133,14 @@ class IDEMConfig:
         return int(self.training_evals) // self.evals_per_step()
 
     def resolve(self, target) -> "IDEMConfig":
-        """The target-dependent defaults: ``network`` ("egnn" for particle systems, else "mlp") and the paper's
-        ``sigma_max``."""
+        """The target-dependent defaults: ``network`` ("egnn" for particle systems, else "mlp"), the paper's
+        ``sigma_min`` / ``sigma_max`` and its score clip (``score_clip="auto"``)."""
         net = self.network or ("egnn" if particle_shape(target) else "mlp")
         smax = default_sigma_max(target) if self.sigma_max is None else self.sigma_max
-        return dataclasses.replace(self, network=net, sigma_max=float(smax))
+        smin = default_sigma_min(target) if self.sigma_min is None else self.sigma_min
+        clip = default_score_clip(target) if self.score_clip == "auto" else self.score_clip
+        return dataclasses.replace(self, network=net, sigma_max=float(smax), sigma_min=float(smin),
+                                   score_clip=None if clip is None else float(clip))
 
     def make_reference(self) -> Reference:
         """The VE reference of the sampler (:func:`~samplax.neural.sde.ve_reference`; a resolved ``sigma_max``)."""
@@ -139,8 +161,9 @@ def check_config(target, cfg: IDEMConfig) -> None:
         raise ValueError(f"method 'idem': option outer_paths={cfg.outer_paths} exceeds buffer_size="
                          f"{cfg.buffer_size}: one outer iteration's endpoints must fit in the replay buffer")
     smax = default_sigma_max(target) if cfg.sigma_max is None else cfg.sigma_max
-    if not cfg.sigma_min < smax:
-        raise ValueError(f"method 'idem': options sigma_min={cfg.sigma_min} and sigma_max={smax}: the noise range "
+    smin = default_sigma_min(target) if cfg.sigma_min is None else cfg.sigma_min
+    if not smin < smax:
+        raise ValueError(f"method 'idem': options sigma_min={smin} and sigma_max={smax}: the noise range "
                          "needs sigma_min < sigma_max")
     if cfg.network == "egnn" and particle_shape(target) is None:
         raise ValueError(f"method 'idem': option network='egnn' needs a particle system (a target with n_particles "

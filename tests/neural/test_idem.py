@@ -198,15 +198,20 @@ def test_bad_input_is_a_clear_error():
 
 
 def test_defaults_follow_the_paper_and_the_target():
-    """``network`` and ``sigma_max`` resolve per target (EGNN and the paper's sigma_max for particle systems); a
-    draw costs one log-density evaluation."""
+    """``network``, ``sigma_min``, ``sigma_max`` and ``score_clip`` resolve per target (EGNN, the paper's noise range
+    and its clip of 20 for particle systems); an explicit value wins; a draw costs one log-density evaluation."""
     from samplax.methods import get_method
 
     cfg = IDEMConfig().resolve(samplax.targets.get("dw4"))
-    assert cfg.network == "egnn" and cfg.sigma_max == 3.0
-    assert IDEMConfig().resolve(samplax.targets.get("lj13")).sigma_max == 2.0
+    assert cfg.network == "egnn" and cfg.sigma_max == 3.0 and cfg.sigma_min == 1e-5 and cfg.score_clip == 20.0
+    cfg = IDEMConfig().resolve(samplax.targets.get("lj13"))
+    assert cfg.sigma_max == 2.0 and cfg.sigma_min == 0.01 and cfg.score_clip == 20.0
     cfg = IDEMConfig().resolve(gaussian_target())
-    assert cfg.network == "mlp" and cfg.sigma_max == 70.0 and cfg.sigma_min == 1e-5
+    assert cfg.network == "mlp" and cfg.sigma_max == 70.0 and cfg.sigma_min == 1e-5 and cfg.score_clip == 1000.0
+    cfg = IDEMConfig(score_clip=None, sigma_min=0.5).resolve(samplax.targets.get("dw4"))
+    assert cfg.score_clip is None and cfg.sigma_min == 0.5
+    with pytest.raises(ValueError, match="option score_clip="):
+        samplax.sample(gaussian_target(), "idem", training_evals=10_000, score_clip="paper")
     assert get_method("idem").sampling_cost({}) == 1
 
 
