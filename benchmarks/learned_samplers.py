@@ -71,6 +71,8 @@ _FUNNEL = {"sigma": 2.0, "num_time_steps": 16, "batch_size": 64}
 _FLOW = {"kind": "coupling", "layers": 6, "width": 64}
 _FAB_GMM25 = {"kind": "coupling", "layers": 4, "width": 32, "base_scale": 8.0, "batch_size": 128, "num_ais_steps": 8,
               "num_leapfrog_steps": 4, "step_size": 1.0, "buffer": True}
+_FAB_MW32 = {**_FLOW, "base_scale": 1.5, "step_size": 0.1, "buffer": True}
+_FAB_FUNNEL = {**_FLOW, "base_scale": 3.0, "step_size": 0.3, "buffer": True}
 GOAL_RUNS = [
     ("gmm25_dds_logvar_1e6_s0", "gmm25", "dds", {**_GMM25, "training_evals": 1_000_000}, 0),
     ("gmm25_dds_logvar_1e6_s1", "gmm25", "dds", {**_GMM25, "training_evals": 1_000_000}, 1),
@@ -97,6 +99,10 @@ GOAL_RUNS = [
       for s in range(3)],
     *[(f"funnel_flow_1e6_s{s}", "funnel", "flow", {**_FLOW, "base_scale": 3.0, "training_evals": 1_000_000}, s)
       for s in range(5)],
+    # fab with the settings of the new-flows suite (benchmarks/results/learned_new_flows.toml), five seeds
+    *[(f"mw32_fab_1e6_s{s}", "many_well32", "fab", {**_FAB_MW32, "training_evals": 1_000_000}, s) for s in range(5)],
+    *[(f"funnel_fab_1e6_s{s}", "funnel", "fab", {**_FAB_FUNNEL, "training_evals": 1_000_000}, s) for s in range(5)],
+    *[(f"funnel_fab_1e7_s{s}", "funnel", "fab", {**_FAB_FUNNEL, "training_evals": 10_000_000}, s) for s in range(5)],
     ("funnel_pis_kl_1e6_s0", "funnel", "pis", {**_FUNNEL, "training_evals": 1_000_000}, 0),
     ("funnel_pis_kl_1e6_s1", "funnel", "pis", {**_FUNNEL, "training_evals": 1_000_000}, 1),
 ]
