@@ -192,6 +192,7 @@ class Cell:
     options: dict
     budget: Optional[int] = None  # total target evaluations (learned suites, samplax.bench.learned)
     metrics: str = "standard"  # "learned": the row also gets samplax.bench.learned.learned_metrics
+    error: Optional[str] = None  # why the cell cannot run (a budget too small for the method): an error row
 
     @property
     def run_dir(self) -> str:
@@ -232,6 +233,8 @@ def run_cell(cell: Cell, progress: bool = False):
     """Run one cell and score it: ``(row, result)``.  Raises what the run raises."""
     import samplax
 
+    if cell.error is not None:
+        raise ValueError(cell.error)
     target = samplax.targets.get(cell.target, **cell.target_params)
     t0 = time.perf_counter()
     res = samplax.sample(target, cell.method, progress=progress, **cell.kwargs, **cell.options)

@@ -146,7 +146,15 @@ def expand_cells(spec: dict, only=None, overrides=None, budget_scale: str | None
             base.update(t.get(m, {}))
             for b in budgets[scale]:
                 n_draws = int(t.get("num_samples", meta.get("num_samples", 1000)))
-                n, warm, opts = budget_options(m, int(float(b)), dim, n_draws, base, target=tgt if learned else None)
+                try:
+                    n, warm, opts = budget_options(m, int(float(b)), dim, n_draws, base,
+                                                   target=tgt if learned else None)
+                except ValueError as e:  # the budget cannot pay for the method's settings (or they do not fit the
+                    if not learned:      # target): an error row, not a stop of the whole suite (a method without a
+                        raise            # budget rule still stops it)
+                    cells.append(Cell(len(cells), m, name, params, {}, dict(base), budget=int(float(b)),
+                                      metrics="learned", error=f"cannot run at budget {int(float(b))}: {e}"))
+                    continue
                 if learned and t.get("eubo", False) and "eubo" in get_method(m).options:
                     opts["eubo"] = True
                 kw = {"num_chains": int(meta.get("num_chains", 1)), "num_warmup": warm, "num_samples": n,

@@ -7,7 +7,7 @@ import pytest
 
 import samplax
 from samplax.bench.harness import load_suite, suite_cells
-from samplax.bench.learned import LEARNED_COLUMNS, budget_options, learned_plots
+from samplax.bench.learned import LEARNED_COLUMNS, budget_options, is_learned, learned_plots
 from samplax.cli import main
 
 TINY = """
@@ -26,6 +26,12 @@ eubo = true
 learned = { sigma = 4.0, num_time_steps = 8, batch_size = 32, width = 32 }
 classical = { reference_scale = 5.0 }
 cmcd = { sigma = 1.5 }
+dis = { num_time_steps = 16 }  # the VP schedule's Euler step needs > 9 steps
+snf = { layers = "flow,mala*2", base_std = 4.0, width = 16 }
+mixflow = { flow_length = 4, leapfrog_steps = 2, base_std = 4.0 }
+idem = { num_mc_samples = 16, batch_size = 16, buffer_size = 256, inner_steps = 10, outer_paths = 128, num_time_steps = 16, width = 16, depth = 1, sigma_max = 8.0 }
+flow = { kind = "coupling", layers = 2, width = 16, base_scale = 4.0, batch_size = 64 }
+fab = { kind = "coupling", layers = 2, width = 16, base_scale = 4.0, batch_size = 32, num_ais_steps = 2, num_leapfrog_steps = 2 }
 """
 
 
@@ -43,8 +49,19 @@ def test_budget_rules_spend_the_budget():
     with pytest.raises(ValueError, match="no budget rule"):
         budget_options("nuts", 10_000, 2, 100, {})
     cells = suite_cells(load_suite("learned"), budget_scale="small")
-    assert {c.method for c in cells} == {"pis", "dds", "cmcd", "smc", "nested_sampling", "parallel_tempering"}
+    assert {c.method for c in cells} == {"pis", "dds", "cmcd", "tb", "dgfs", "dis", "snf", "mixflow", "idem", "flow",
+                                         "fab", "smc", "nested_sampling", "parallel_tempering"}
     assert {c.target for c in cells} == {"gmm25", "gmm40", "funnel", "many_well32", "dw4", "lj13"}
+    # a budget that cannot pay for a method's settings is an error row of that cell, not a stop of the suite:
+    # mixflow's 1000 draws cost 96 evaluations each on gmm25 (flow_length 20, 5 leapfrog steps) > 1e5
+    bad = [c for c in cells if c.error is not None]
+    assert ("mixflow", "gmm25", 100_000) in {(c.method, c.target, c.budget) for c in bad}
+    assert all("cannot run at budget 100000" in c.error and c.budget == 100_000 for c in bad), [c.error for c in bad]
+    assert any("too small for one tuning step" in c.error for c in bad)
+    from samplax.bench.harness import run_cell
+
+    with pytest.raises(ValueError, match="cannot run at budget"):
+        run_cell(bad[0])
     with pytest.raises(ValueError, match="budget scale 'huge'"):
         suite_cells(load_suite("learned"), budget_scale="huge")
 
@@ -66,9 +83,11 @@ def _run_tiny(tmp_path, capsys, methods):
             assert math.isfinite(r[k]), (r["method"], k)
         assert 0.0 <= r["mode_coverage"] <= 1.0
         assert r["training_evals"] + r["sampling_evals"] == r["total_evals"]
-        if r["method"] in ("pis", "dds", "cmcd"):
+        if r["method"] in ("pis", "dds", "cmcd", "tb", "dgfs", "dis"):  # path samplers: reverse paths give the EUBO
             assert math.isfinite(r["eubo"]) and r["elbo"] <= r["eubo"]  # ELBO <= log Z <= EUBO, up to noise
             assert r["training_evals"] > 0
+        elif is_learned(r["method"]):
+            assert r["training_evals"] > 0 and math.isfinite(r["elbo"])
         else:
             assert r["training_evals"] == 0 and math.isnan(r["eubo"])
     text = (out / "learned.txt").read_text()
@@ -86,6 +105,7 @@ def test_tiny_learned_suite_end_to_end(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_tiny_learned_suite_all_methods(tmp_path, capsys):
-    """Slow tier: the six methods of the learned suite at one tiny budget."""
+    """Slow tier: every method of the learned suite at one tiny budget."""
     # every method within 1.2 x its budget (nested sampling through max_evals: it overspent 4x before)
-    _run_tiny(tmp_path, capsys, ["pis", "dds", "cmcd", "smc", "nested_sampling", "parallel_tempering"])
+    _run_tiny(tmp_path, capsys, ["pis", "dds", "cmcd", "tb", "dgfs", "dis", "snf", "mixflow", "idem", "flow", "fab",
+                                 "smc", "nested_sampling", "parallel_tempering"])
