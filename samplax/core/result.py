@@ -185,12 +185,21 @@ class Result:
             for k, v in (self.warmup_stats or {}).items():
                 arrays[f"wstat__{k}"] = np.asarray(v)
         atomic_savez(os.path.join(path, "samples.npz"), arrays)
+        extra = dict(self.extra)
+        for k, v in self.extra.items():
+            if _is_module(v):  # e.g. a trained flow: its array leaves, rebuilt by the part that made it
+                fname = f"extra__{_safe_var(k)}.eqx"
+                with sigint_deferred():
+                    import equinox as eqx
+
+                    eqx.tree_serialise_leaves(os.path.join(path, fname), v)
+                extra[k] = {"saved_leaves": fname, "type": f"{type(v).__module__}.{type(v).__qualname__}"}
         meta = {
             "method": self.method, "target": self.target, "config": self.config,
             "quantity_names": list(self.quantity_names),
             "diagnostics": {k: np.asarray(v).tolist() for k, v in self.diagnostics.items()},
             "cost": self.cost, "warnings": self.warnings, "log_Z": self.log_Z, "log_Z_se": self.log_Z_se,
-            "complete": self.complete, "extra": self.extra,
+            "complete": self.complete, "extra": extra,
             "variables": None if self.variables is None else {k: list(v) for k, v in self.variables.items()},
             "coords": self.coords, "dims": {k: list(v) for k, v in self.dims.items()},
         }
@@ -213,11 +222,34 @@ class Result:
             cost=meta["cost"], warnings=meta["warnings"], method=meta["method"], target=meta["target"],
             config=meta["config"], log_Z=meta.get("log_Z"), log_Z_se=meta.get("log_Z_se"),
             log_weights=arrays.get("log_weights"), complete=meta.get("complete", True),
-            extra=meta.get("extra", {}), reference_draws=arrays.get("reference_draws"),
+            extra={k: SavedLeaves(os.path.join(path, v["saved_leaves"]), v["type"])
+                   if isinstance(v, dict) and set(v) == {"saved_leaves", "type"} else v
+                   for k, v in meta.get("extra", {}).items()},
+            reference_draws=arrays.get("reference_draws"),
             variables=None if variables is None else {k: tuple(v) for k, v in variables.items()},
             coords=meta.get("coords", {}), dims={k: tuple(v) for k, v in meta.get("dims", {}).items()},
             warmup_samples=arrays.get("warmup_samples"), warmup_quantities=arrays.get("warmup_quantities"),
             warmup_stats=warmup_stats if "warmup_samples" in arrays else None)
+
+
+@dataclasses.dataclass(frozen=True)
+class SavedLeaves:
+    """An entry of ``Result.extra`` that :meth:`Result.save` wrote leaf by leaf (an equinox module such as a trained
+    flow): the file of its array leaves and its type.  The part that made the object rebuilds it from a skeleton of
+    the same structure (``equinox.tree_deserialise_leaves(path, skeleton)``), e.g.
+    :func:`samplax.neural.flows.as_flow` from the Result's ``extra["flow_spec"]``."""
+
+    path: str
+    type: str
+
+
+def _is_module(v) -> bool:
+    """An equinox module (a pytree whose structure is code): saved by its leaves, not as JSON."""
+    try:
+        import equinox as eqx
+    except ImportError:  # pragma: no cover - equinox is a dependency
+        return False
+    return isinstance(v, eqx.Module)
 
 
 def _safe_var(name: str) -> str:

@@ -254,7 +254,7 @@ def neutra_runner(target, spec, *, keys, seed_id, num_chains, num_warmup, num_sa
         num_training_steps=fc["num_training_steps"], training_seconds=fc["training_seconds"],
         is_logdensity_evals=fc["sampling_logdensity_evals"], is_grad_evals=fc["sampling_grad_evals"],
         kernel_logdensity_evals=int(kc["num_logdensity_evals"]), kernel_grad_evals=int(kc["num_grad_evals"]))
-    extra = {"flow": flow, "log_Z_method": "importance sampling with the trained flow (num_is_samples draws per "
+    extra = {"flow": flow, "flow_spec": fres.extra["flow_spec"], "log_Z_method": "importance sampling with the trained flow (num_is_samples draws per "
                                            "chain), not from the chains",
              "is_ess": fres.extra["ess"], "is_elbo": fres.extra["elbo"], "kernel": o["kernel"],
              "latent_samples": z, "latent_diagnostics": kres.diagnostics, "kernel_extra": kres.extra,

@@ -114,9 +114,17 @@ class FlowConfig:
     def num_training_steps(self) -> int:
         return int(self.training_evals) // self.evals_per_step()[0]
 
+    def flow_spec(self, dim: int) -> dict:
+        """:func:`~samplax.neural.flows.make_flow`'s arguments of this flow (JSON-able; ``extra["flow_spec"]``)."""
+        def plain(v):
+            return np.asarray(v).tolist() if np.ndim(v) else float(v)
+
+        return {"dim": int(dim), "kind": self.kind, "layers": int(self.layers), "knots": int(self.knots),
+                "width": int(self.width), "depth": int(self.depth), "interval": float(self.interval),
+                "scale": plain(self.base_scale), "loc": plain(self.base_loc)}
+
     def flow(self, key, dim: int):
-        return make_flow(key, dim, kind=self.kind, layers=self.layers, knots=self.knots, width=self.width,
-                         depth=self.depth, interval=self.interval, scale=self.base_scale, loc=self.base_loc)
+        return make_flow(key, **self.flow_spec(dim))
 
 
 def check_flow_config(name: str, target, cfg: FlowConfig) -> None:
@@ -330,6 +338,7 @@ def make_flow_plan(name: str, target, ctx: TrainingContext, cfg: FlowConfig) -> 
         extra = {"elbo": est["elbo"], "ess": est["ess"], "ess_fraction": est["ess_fraction"],
                  "proposal_samples": out["x"], "proposal_log_weights": out["log_w"],
                  "num_nonfinite": est["num_nonfinite"], "flow": eqx.combine(state["params"], static),
+                 "flow_spec": cfg.flow_spec(target.dim),
                  "log_Z_method": ("AIS from the flow to the target (sample_with_ais=True)"
                                   if cfg.fab and cfg.sample_with_ais else "importance sampling with the flow")}
         if cfg.fab:

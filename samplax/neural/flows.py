@@ -35,6 +35,8 @@ from flowjax.bijections import Affine, Chain, RationalQuadraticSpline
 from flowjax.distributions import AbstractDistribution, StandardNormal, Transformed
 from flowjax.flows import coupling_flow, masked_autoregressive_flow
 
+from samplax.core.result import SavedLeaves
+
 #: The flow kinds :func:`make_flow` builds.
 FLOW_KINDS = ("maf", "coupling", "realnvp")
 
@@ -198,6 +200,11 @@ def as_flow(value: Any, dim: int, what: str = "reference"):
             raise ValueError(f"{what}: the Result of method {getattr(value, 'method', '?')!r} carries no trained "
                              "flow (extra['flow']); give a Result of 'flow', 'fab' or 'neutra', or a flowjax "
                              "distribution")
+        if isinstance(flow, SavedLeaves):  # a Result read back by Result.load: rebuild the flow from its spec
+            spec = extra.get("flow_spec")
+            if not isinstance(spec, dict):
+                raise ValueError(f"{what}: the saved Result's flow has no extra['flow_spec'] to rebuild it from")
+            flow = load_flow(flow.path, spec)
     if not isinstance(flow, AbstractDistribution):
         raise ValueError(f"{what}: expected a flowjax distribution or the Result of a flow-based method, got "
                          f"{type(value).__name__}")
@@ -206,6 +213,18 @@ def as_flow(value: Any, dim: int, what: str = "reference"):
                          f"does not fit the target's flat dimension {dim}: an unconditional flow on R^{dim} is "
                          "needed")
     return flow
+
+
+def load_flow(path: str, spec: dict):
+    """The flow that :meth:`samplax.core.result.Result.save` wrote leaf by leaf to ``path``: a skeleton from
+    :func:`make_flow` with ``spec`` (the Result's ``extra["flow_spec"]``: ``dim`` and make_flow's keywords) and the
+    saved leaves (``equinox.tree_deserialise_leaves``)."""
+    spec = dict(spec)
+    for k in ("scale", "loc"):
+        if isinstance(spec.get(k), list):
+            spec[k] = np.asarray(spec[k])
+    skeleton = make_flow(jax.random.key(0), **spec)
+    return eqx.tree_deserialise_leaves(path, skeleton)
 
 
 class FlowReference(eqx.Module):

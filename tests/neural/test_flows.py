@@ -105,6 +105,28 @@ def test_flow_reference_passes_through_jit_as_an_argument():
     np.testing.assert_allclose(ref.scale, 3.0, rtol=0.1)
 
 
+@pytest.mark.slow  # ~10 s of compilation (training and sampling of a small flow)
+def test_a_saved_flow_is_read_back_as_the_same_flow(tmp_path):
+    """Result.save writes the trained flow leaf by leaf (extra["flow"]) with its make_flow spec
+    (extra["flow_spec"]); after Result.load, as_flow rebuilds the same flow (same log q and draws), so a saved
+    Result can be the reference of smc / nested_sampling in a later session."""
+    from samplax.core.result import Result, SavedLeaves
+    from samplax.neural.flows import as_flow
+
+    r = samplax.sample(gauss2(), "flow", seed=0, num_chains=1, num_samples=50, progress=False,
+                       training_evals=32 * 3, batch_size=32, base_scale=2.0, **SMALL)
+    r.save(str(tmp_path / "run"))
+    back = Result.load(str(tmp_path / "run"))
+    assert isinstance(back.extra["flow"], SavedLeaves) and back.extra["flow_spec"] == r.extra["flow_spec"]
+    flow, again = r.extra["flow"], as_flow(back, 2)
+    x = jax.random.normal(jax.random.key(1), (7, 2)) * 2.0
+    np.testing.assert_array_equal(jax.vmap(flow.log_prob)(x), jax.vmap(again.log_prob)(x))
+    np.testing.assert_array_equal(flow.sample(jax.random.key(2)), again.sample(jax.random.key(2)))
+    del back.extra["flow_spec"]
+    with pytest.raises(ValueError, match="no extra\\['flow_spec'\\]"):
+        as_flow(back, 2)
+
+
 # --------------------------------------------------------------------------------------------------- bad input
 
 
@@ -230,14 +252,16 @@ def test_fab_covers_the_modes_of_gmm25():
 
 @pytest.mark.slow
 def test_flow_on_gmm25():
-    """Reverse KL on the 25 modes: log Z within its band at this budget (the flow keeps most modes; a mode-seeking
-    flow that dropped modes would be biased low, see the module of samplax.neural.flow_samplers)."""
+    """Reverse KL on the 25 modes at the bench's 1e6 evaluations: log Z within its band and entropic mode coverage
+    >= 0.9 with every mode hit.  Reverse KL is mode-seeking: at 1.5e5 evaluations the flow dropped 4 of the 25 modes
+    and its log Z still passed (a wide standard error), so the mode assertions carry this test."""
     target = samplax.targets.get("gmm25")
     r = samplax.sample(target, "flow", seed=0, num_chains=1, num_samples=4000, progress=False,
-                       training_evals=256 * 600, batch_size=256, **GMM25)
+                       training_evals=1_000_000, batch_size=256, **GMM25)
     mc = mode_coverage(r.samples.reshape(-1, 2), np.asarray(target.means))
     print("flow gmm25: mode coverage", mc["mode_coverage"], "modes hit", mc["modes_hit"])
     _check_log_z(r, target, "flow/gmm25")
+    assert mc["modes_hit"] == 25 and mc["mode_coverage"] >= 0.9
 
 
 @pytest.mark.slow
