@@ -17,10 +17,10 @@ The runs are `samplax bench learned` (samplax/bench/suites/learned.toml, one run
       --out benchmarks/results/learned/dw4_pis_nanfix --no-report      # pis on DW-4 after the NaN-score fix
     python -m samplax bench benchmarks/results/learned_many_well32_sigma1.toml --budget-scale small \
       --out benchmarks/results/learned/many_well32_sigma1 --no-report  # Many-Well-32: sigma = 1, K = 64
-    python -m samplax bench benchmarks/results/learned_new_methods.toml --budget-scale one \
-      --out benchmarks/results/learned/new_methods --no-report       # tb, dgfs, dis, snf, mixflow, idem at 1e6
-    python -m samplax bench benchmarks/results/learned_new_flows.toml --budget-scale one \
-      --out benchmarks/results/learned/new_flows --no-report         # flow, fab at 1e6
+    python -m samplax bench learned --budget-scale one --only tb --only dgfs --only dis --only snf --only mixflow \
+      --only idem --only flow --only fab --out benchmarks/results/learned/new --no-report  # issue #13's methods, 1e6
+    python -m samplax bench learned --budget-scale one --only flow --only fab \
+      --out benchmarks/results/learned/new_flows --no-report   # flow, fab again after their batch_size fix
     python benchmarks/learned_samplers.py --goal NAME ...   # the goal runs (GOAL_RUNS), one samplax.sample call each
     python benchmarks/learned_samplers.py            # reads benchmarks/results/learned/*/results.json
 
@@ -99,7 +99,7 @@ GOAL_RUNS = [
       for s in range(3)],
     *[(f"funnel_flow_1e6_s{s}", "funnel", "flow", {**_FLOW, "base_scale": 3.0, "training_evals": 1_000_000}, s)
       for s in range(5)],
-    # fab with the settings of the new-flows suite (benchmarks/results/learned_new_flows.toml), five seeds
+    # fab with the settings of the learned suite (samplax/bench/suites/learned.toml), five seeds
     *[(f"mw32_fab_1e6_s{s}", "many_well32", "fab", {**_FAB_MW32, "training_evals": 1_000_000}, s) for s in range(5)],
     *[(f"funnel_fab_1e6_s{s}", "funnel", "fab", {**_FAB_FUNNEL, "training_evals": 1_000_000}, s) for s in range(5)],
     *[(f"funnel_fab_1e7_s{s}", "funnel", "fab", {**_FAB_FUNNEL, "training_evals": 10_000_000}, s) for s in range(5)],
@@ -263,9 +263,11 @@ VARIANTS = {"cmcd_logvar": "+logvar",  # loss="logvar" (benchmarks/results/learn
             # sigma = 1, K = 64, batch 32 (cmcd sigma = 1): the suite's Many-Well-32 settings since the fix
             # (benchmarks/results/learned_many_well32_sigma1.toml)
             "many_well32_sigma1": " (sigma=1,K=64)",
-            # the methods added for issue #13 at 1e6 (benchmarks/results/learned_new_methods.toml and
-            # learned_new_flows.toml): their own names, no label
-            "new_methods": "", "new_flows": ""}
+            # the methods added for issue #13 at 1e6 (the learned suite, budget set `one`): their own names; the
+            # flows again in new_flows, after the suite gave them their batch_size (the shared `learned` block's 64 /
+            # 32 had replaced their 256 on four targets): a later folder's row replaces an earlier one of the same
+            # target, method and budget
+            "new": "", "new_flows": ""}
 
 COLS = [("method", "method"), ("budget", "budget"), ("total_evals", "evals"), ("training_evals", "train"),
         ("abs_log_Z_err", "abs(dlogZ)"), ("log_Z_se", "se"), ("elbo", "ELBO"), ("eubo", "EUBO"),
@@ -325,8 +327,10 @@ def main() -> int:
         for folder, suffix in VARIANTS.items():
             variant = RUNS / folder / "results.json"
             if variant.exists():
-                rows += [{**r, "method": r["method"] + suffix} for r in json.loads(variant.read_text())["rows"]
-                         if r["target"] == t]
+                new = [{**r, "method": r["method"] + suffix} for r in json.loads(variant.read_text())["rows"]
+                       if r["target"] == t]
+                replaced = {(r["method"], r.get("budget")) for r in new}
+                rows = [r for r in rows if (r["method"], r.get("budget")) not in replaced] + new
         have += rows
         lines += [f"## {t}", "", f"Definition: {DEFINITIONS[t]}", ""]
         lines.append("| " + " | ".join(h for _, h in COLS) + " |")
