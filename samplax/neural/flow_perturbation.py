@@ -54,13 +54,13 @@ The Jacobian's log-determinant (``d`` forward-mode passes through the whole samp
 So ``"perturbation"`` and ``"stepwise"`` have ``E[w_hat | x_T] = pi~(x_0) / (N(x_T) |det J_{G_h}(x_0)|)``: they are
 unbiased for the weight of the discrete noising map, which equals the proper weight of the sampler only up to
 ``|det J_{G_h}(x_0)| |det dPhi_h/dx_T| = det J_{G_h o Phi_h}(x_T) = 1 + O(h^3)``; ``log Z`` from them carries an
-``O(h^3)`` bias (measured in docs/architecture.md).  The prior term is ``N(x_T)``, the density of the draw the
-sampler made, as in the paper.  (``N(G_h(x_0))``, the density of the point the noising map returns to, would make the weight that of the model
-``G_h^{-1}(x_T)``, whose samples are not the ones drawn: also ``O(h^3)``; on GMM-25 with the exact score its bias
-was of the same size, of either sign.)  Only ``"exact"`` (or a sampler whose steps invert the noising steps
-exactly) makes a proper importance weight of the discrete sampler; with the stochastic estimators the random
-weight has the right conditional mean up to the ``O(h^3)`` discretization (a pseudo-marginal / random-weight
-importance sampler).
+``O(h^3)`` bias (measured in docs/architecture.md).  The prior term is ``N(x_T)``, the density of the draw
+the sampler made, as in the paper.  (``N(G_h(x_0))``, the density of the point the noising map returns to, would
+make the weight that of the model ``G_h^{-1}(x_T)``, whose samples are not the ones drawn: also ``O(h^3)``; on
+GMM-25 with the exact score its bias was of the same size, of either sign.)  Only ``"exact"`` (or a sampler whose
+steps invert the noising steps exactly, by an implicit solve) makes a proper importance weight of the discrete
+sampler; with the stochastic estimators the random weight has the right conditional mean up to the ``O(h^3)``
+discretization (a pseudo-marginal / random-weight importance sampler).
 
 **Particle systems** (``particles = (n, D)``): everything lives on the centre-of-mass-free subspace of dimension
 ``d = (n - 1) D``: the prior draw, the directions (uniform on that subspace's unit sphere), the Hutchinson probes
