@@ -62,6 +62,14 @@ steps invert the noising steps exactly, by an implicit solve) makes a proper imp
 sampler; with the stochastic estimators the random weight has the right conditional mean up to the ``O(h^3)``
 discretization (a pseudo-marginal / random-weight importance sampler).
 
+**Not included: the first paper's optimized perturbation.**  It draws ``x_0 = Phi_h(x_T) + c_b eps`` with Gaussian
+``eps`` and weights the extended space ``(x_T, eps)`` with the backward kernel ``N(x_T; G_h(x_0), c_f(x_0)^2 I)``
+(``c_f`` a second, fitted network).  That weight is unbiased even for the discretized maps, but its variance is
+finite only when every singular value of ``c_b J_{G_h} / c_f`` exceeds ``1/sqrt(2)`` (the Gaussian identity
+``E exp(-z^T (M - I) z / 2) = det(M)^{-1/2}``), hence the fitted ``c_f``, and it grows like ``|G_h(Phi_h(x_T)) -
+x_T|^2 / c_f^2`` with the ``O(h^3)`` round-trip error; the sphere estimators need neither, and the stepwise one's
+variance falls with ``K``.
+
 **Particle systems** (``particles = (n, D)``): everything lives on the centre-of-mass-free subspace of dimension
 ``d = (n - 1) D``: the prior draw, the directions (uniform on that subspace's unit sphere), the Hutchinson probes
 (Gaussian on the subspace) and the ``"exact"`` determinant (of the Jacobian restricted to the subspace); the prior
