@@ -290,8 +290,9 @@ def weighted_draw(key, score: Callable, logdensity_fn: Callable, ode: PFODE, dim
 
 
 def network_passes(ode: PFODE, log_det: str, dim: int) -> dict:
-    """Score-network passes per draw of :func:`weighted_draw`: ``{"passes": ..., "tangents_per_pass": ...}``
-    (a Jacobian-vector product is one pass with one tangent; see the module's cost paragraph)."""
+    """Score-network passes per draw of :func:`weighted_draw`: ``{"plain_passes": ..., "jvp_passes": ...,
+    "tangents_per_jvp": ...}`` (a Jacobian-vector product is a forward-mode pass carrying ``tangents_per_jvp``
+    tangents; see the module's cost paragraph)."""
     K2 = 2 * int(ode.num_steps)
     if log_det in ("perturbation", "stepwise"):
         return {"plain_passes": K2, "jvp_passes": K2, "tangents_per_jvp": 1}
@@ -325,9 +326,10 @@ def check_config(target, cfg: FlowPerturbationConfig) -> None:
 
 
 def make_plan(target, ctx: TrainingContext, cfg: FlowPerturbationConfig) -> TrainingPlan:
-    """The engine's :class:`~samplax.core.method.TrainingPlan`: iDEM's training plan (:func:`samplax.neural.idem.
-    make_plan`: the same initial state and steps, so the same trained network, checkpoints and resume) with
-    sampling by the probability-flow ODE and flow-perturbation weights (:func:`weighted_draw`)."""
+    """The engine's :class:`~samplax.core.method.TrainingPlan`: iDEM's training plan
+    (:func:`samplax.neural.idem.make_plan`: the same initial state and steps, so the same trained network,
+    checkpoints and resume) with sampling by the probability-flow ODE and flow-perturbation weights
+    (:func:`weighted_draw`)."""
     check_config(target, cfg)
     icfg = cfg.idem.resolve(target)
     base = idem.make_plan(target, ctx, icfg)
