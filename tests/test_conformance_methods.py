@@ -114,6 +114,10 @@ REQUIRED_SETTINGS = {
     # idem: 30 steps of 16 points x 8 MC draws, a small buffer refilled every 10 steps by 16 paths of 8 steps
     "idem": {"training_evals": 30 * 16 * 8, "batch_size": 16, "num_mc_samples": 8, "num_time_steps": 8,
              "buffer_size": 64, "outer_paths": 16, "inner_steps": 10, "width": 16, "depth": 1},
+    # flow_perturbation: idem's training as above, a 4-step probability-flow ODE for sampling
+    "flow_perturbation": {"training_evals": 30 * 16 * 8, "batch_size": 16, "num_mc_samples": 8, "num_time_steps": 8,
+                          "buffer_size": 64, "outer_paths": 16, "inner_steps": 10, "width": 16, "depth": 1,
+                          "num_ode_steps": 4},
     # snf: 30 steps of 16 paths through "flow,mala,flow" (3 log-density evaluations a path); mixflow: 30
     # tuning steps of 16 draws with N = 4, L = 2 (7 evaluations a draw)
     "snf": {"training_evals": 30 * 16 * 3, "batch_size": 16, "layers": "flow,mala,flow", "width": 16},

@@ -59,5 +59,6 @@ from samplax.methods import auto  # noqa: E402,F401  (registers auto, nuts_fishe
 from samplax.methods import neural  # noqa: E402,F401  (registers the learned diffusion samplers pis, dds)
 from samplax.methods import gfn  # noqa: E402,F401  (registers tb, dgfs, dis)
 from samplax.methods import idem  # noqa: E402,F401  (registers idem, iterated denoising energy matching)
+from samplax.methods import flow_perturbation  # noqa: E402,F401  (registers flow_perturbation)
 from samplax.methods import snf  # noqa: E402,F401  (registers the flow samplers snf, mixflow)
 from samplax.methods import flows  # noqa: E402,F401  (registers the normalizing-flow samplers flow, fab, neutra)

@@ -15,6 +15,10 @@
   regressed onto an MC estimate of the VE-noised target's score at replay-buffer points, sampled by the reverse
   VE SDE on the same core (:func:`~samplax.neural.sde.ve_reference`); :mod:`samplax.neural.egnn`, the
   E(n)-equivariant network it uses for particle systems.
+* :mod:`samplax.neural.flow_perturbation`: flow perturbation (registered as ``flow_perturbation``): iDEM's
+  training, sampling by the probability-flow ODE with importance weights whose Jacobian determinant is estimated
+  by random-direction stretches (:func:`~samplax.neural.flow_perturbation.stretch_log_inv_det`; per ODE step for
+  Flow Perturbation++).
 * :mod:`samplax.neural.snf` and :mod:`samplax.neural.mixflow`: Stochastic Normalizing Flows and MixFlows
   (registered as ``snf`` and ``mixflow`` by ``samplax.methods.snf``).
 
@@ -35,13 +39,16 @@ from samplax.neural.sde import (
 )
 from samplax.neural.egnn import EGNN, remove_mean
 from samplax.neural.idem import IDEMConfig, ScoreNet, mc_score, ve_simulate
+from samplax.neural.flow_perturbation import LOG_DETS, PFODE, stretch_log_inv_det, weighted_draw
 
 __all__ = [
-    "Buffer", "DriftNet", "EGNN", "FLOW_KINDS", "FlowReference", "IDEMConfig", "LOSSES", "Path", "Reference",
+    "Buffer", "DriftNet", "EGNN", "FLOW_KINDS", "FlowReference", "IDEMConfig", "LOG_DETS", "LOSSES", "PFODE", "Path",
+    "Reference",
     "SamplerConfig", "ScoreNet", "buffer_insert", "buffer_sample", "check_config", "cmcd_reference",
     "cosine_alphas", "dds_reference", "dis_reference", "estimates", "geometric_sigmas", "init_buffer", "kl_loss",
     "log_flows", "log_weight", "logmeanexp", "logvar_loss", "make_flow", "make_plan", "mala", "mc_score",
     "off_policy_paths", "path_log_b", "path_log_q", "path_residuals", "pis_reference", "rank_priorities",
     "remove_mean", "reverse_simulate", "simulate", "step_log_b", "step_log_q", "subtb_loss", "subtb_residuals",
-    "subtb_weights", "systematic_resample", "tb_loss", "ve_reference", "ve_simulate",
+    "stretch_log_inv_det", "subtb_weights", "systematic_resample", "tb_loss", "ve_reference", "ve_simulate",
+    "weighted_draw",
 ]

@@ -290,6 +290,14 @@ def ve_simulate(model, ref: Reference, key, dim: int, particles=None):
     return xK, acc - log_q0
 
 
+def score_network(key, target, cfg: IDEMConfig) -> ScoreNet:
+    """The score network of a resolved config (:meth:`IDEMConfig.resolve`) on ``target``, initialized from
+    ``key`` in the default float dtype (what :func:`make_plan` trains)."""
+    return ScoreNet(key, target.dim, sigma_min=cfg.sigma_min, sigma_max=cfg.sigma_max, network=cfg.network,
+                    particles=particle_shape(target), width=cfg.width, depth=cfg.depth,
+                    dtype=jnp.result_type(float))
+
+
 def make_plan(target, ctx: TrainingContext, cfg: IDEMConfig) -> TrainingPlan:
     """The engine's :class:`~samplax.core.method.TrainingPlan` for iDEM (see the module)."""
     cfg = cfg.resolve(target)
@@ -303,8 +311,7 @@ def make_plan(target, ctx: TrainingContext, cfg: IDEMConfig) -> TrainingPlan:
     clip = None if cfg.score_clip is None else float(cfg.score_clip)
 
     def model_from(key):
-        return ScoreNet(key, dim, sigma_min=cfg.sigma_min, sigma_max=cfg.sigma_max, network=cfg.network,
-                        particles=particles, width=cfg.width, depth=cfg.depth, dtype=dtype)
+        return score_network(key, target, cfg)
 
     static = eqx.partition(model_from(jax.random.key(0)), eqx.is_array)[1]
     opt = optax.chain(optax.clip_by_global_norm(cfg.grad_clip), optax.adam(cfg.learning_rate))
