@@ -30,6 +30,7 @@ dis = { num_time_steps = 16 }  # the VP schedule's Euler step needs > 9 steps
 snf = { layers = "flow,mala*2", base_std = 4.0, width = 16 }
 mixflow = { flow_length = 4, leapfrog_steps = 2, base_std = 4.0 }
 idem = { num_mc_samples = 16, batch_size = 16, buffer_size = 256, inner_steps = 10, outer_paths = 128, num_time_steps = 16, width = 16, depth = 1, sigma_max = 8.0 }
+flow_perturbation = { num_mc_samples = 16, batch_size = 16, buffer_size = 256, inner_steps = 10, outer_paths = 128, num_time_steps = 16, width = 16, depth = 1, sigma_max = 8.0, num_ode_steps = 8 }
 flow = { kind = "coupling", layers = 2, width = 16, base_scale = 4.0, batch_size = 64 }
 fab = { kind = "coupling", layers = 2, width = 16, base_scale = 4.0, batch_size = 32, num_ais_steps = 2, num_leapfrog_steps = 2 }
 """
@@ -49,8 +50,9 @@ def test_budget_rules_spend_the_budget():
     with pytest.raises(ValueError, match="no budget rule"):
         budget_options("nuts", 10_000, 2, 100, {})
     cells = suite_cells(load_suite("learned"), budget_scale="small")
-    assert {c.method for c in cells} == {"pis", "dds", "cmcd", "tb", "dgfs", "dis", "snf", "mixflow", "idem", "flow",
-                                         "fab", "smc", "nested_sampling", "parallel_tempering"}
+    assert {c.method for c in cells} == {"pis", "dds", "cmcd", "tb", "dgfs", "dis", "snf", "mixflow", "idem",
+                                         "flow_perturbation", "flow", "fab", "smc", "nested_sampling",
+                                         "parallel_tempering"}
     assert {c.target for c in cells} == {"gmm25", "gmm40", "funnel", "many_well32", "dw4", "lj13"}
     # a budget that cannot pay for a method's settings is an error row of that cell, not a stop of the suite:
     # mixflow's 1000 draws cost 96 evaluations each on gmm25 (flow_length 20, 5 leapfrog steps) > 1e5
@@ -107,5 +109,5 @@ def test_tiny_learned_suite_end_to_end(tmp_path, capsys):
 def test_tiny_learned_suite_all_methods(tmp_path, capsys):
     """Slow tier: every method of the learned suite at one tiny budget."""
     # every method within 1.2 x its budget (nested sampling through max_evals: it overspent 4x before)
-    _run_tiny(tmp_path, capsys, ["pis", "dds", "cmcd", "tb", "dgfs", "dis", "snf", "mixflow", "idem", "flow", "fab",
-                                 "smc", "nested_sampling", "parallel_tempering"])
+    _run_tiny(tmp_path, capsys, ["pis", "dds", "cmcd", "tb", "dgfs", "dis", "snf", "mixflow", "idem",
+                                 "flow_perturbation", "flow", "fab", "smc", "nested_sampling", "parallel_tempering"])
