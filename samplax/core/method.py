@@ -158,7 +158,8 @@ class PopulationOutput(NamedTuple):
     ``{name: [num_chains, num_draws]}``, exact evaluation counts summed over runs (every
     evaluation the plan computes, in its program or while planning, except
     ``PopulationContext.initial_points``, which the engine counts),
-    optional ``log_Z``/``log_Z_se``/``log_weights``, ``extra`` and ``warnings``.
+    optional ``log_Z``/``log_Z_se``/``log_weights``, ``extra`` and ``warnings``, and ``num_model_evals``: the
+    network / model passes of the run (e.g. a trained sampler's score network while sampling; None: not applicable).
     """
 
     samples: Any
@@ -171,6 +172,7 @@ class PopulationOutput(NamedTuple):
     extra: Optional[dict] = None
     warnings: Optional[list] = None
     config: Optional[dict] = None
+    num_model_evals: Optional[int] = None
 
 
 class PopulationPlan(NamedTuple):

@@ -364,6 +364,7 @@ def make_plan(target, ctx: TrainingContext, cfg: FlowPerturbationConfig) -> Trai
         return PopulationOutput(samples=out["draws"], stats={"lp": out["draws_lp"]},
                                 num_logdensity_evals=num_chains * n, num_grad_evals=0,
                                 log_Z=est["log_Z"], log_Z_se=est["log_Z_se"],
-                                log_weights=np.full((num_chains, n), -np.log(n)), extra=extra, warnings=warnings)
+                                log_weights=np.full((num_chains, n), -np.log(n)), extra=extra, warnings=warnings,
+                                num_model_evals=num_chains * n * (passes["plain_passes"] + passes["jvp_passes"]))
 
     return base._replace(sample=sample, finish=finish)

@@ -399,6 +399,7 @@ def make_plan(target, ctx: TrainingContext, cfg: IDEMConfig) -> TrainingPlan:
         return PopulationOutput(samples=out["draws"], stats={"lp": out["draws_lp"]},
                                 num_logdensity_evals=total, num_grad_evals=0,
                                 log_Z=est["log_Z"], log_Z_se=est["log_Z_se"],
-                                log_weights=np.full((num_chains, n), -np.log(n)), extra=extra, warnings=warnings)
+                                log_weights=np.full((num_chains, n), -np.log(n)), extra=extra, warnings=warnings,
+                                num_model_evals=total * ref.num_steps)
 
     return TrainingPlan(init=init, step=step, num_steps=cfg.num_training_steps(), sample=sample, finish=finish)

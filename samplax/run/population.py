@@ -167,7 +167,8 @@ def run_population(target, spec: MethodSpec, options: dict, *, keys: RunKeys, se
     cost = make_cost(num_logdensity_evals=int(res.num_logdensity_evals) + start_evals["lp"],
                      num_grad_evals=int(res.num_grad_evals) + start_evals["grad"],
                      compile_seconds=t1 - t0, sampling_seconds=t2 - t1, num_compilations=num_traces[0],
-                     num_devices=num_devices)
+                     num_devices=num_devices, num_model_evals=None if res.num_model_evals is None
+                     else int(res.num_model_evals))
     config = {"method": spec.name, "options": options, "target": target_id(target), "seed": seed_id,
               "num_chains": num_chains, "num_warmup": num_warmup, "num_samples": num_samples,
               "dtype": str(dtype), "init": None if init is None else array_digest(init), **(res.config or {})}

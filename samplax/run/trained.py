@@ -104,7 +104,8 @@ def run_trained(target, spec: MethodSpec, options: dict, *, keys: RunKeys, seed_
                      compile_seconds=out.compile_seconds + (t1 - t0), sampling_seconds=t2 - t1,
                      num_compilations=out.num_compilations + n_comp, num_devices=1, **train_cost,
                      sampling_logdensity_evals=int(res.num_logdensity_evals),
-                     sampling_grad_evals=int(res.num_grad_evals))
+                     sampling_grad_evals=int(res.num_grad_evals),
+                     **({} if res.num_model_evals is None else {"num_model_evals": int(res.num_model_evals)}))
     extra = {**dict(res.extra or {}), "training": training}
     return finish_result(target, spec.name, np.asarray(res.samples), dict(res.stats), cost,
                          {**full_config, **(res.config or {})}, log_Z=res.log_Z, log_Z_se=res.log_Z_se,

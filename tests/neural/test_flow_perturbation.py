@@ -205,6 +205,7 @@ def test_method_log_z_on_a_gaussian():
     assert c["sampling_logdensity_evals"] == 2 * 2000 and c["sampling_grad_evals"] == 0
     assert r.extra["log_det"] == "stepwise" and r.extra["sampling_network_passes_per_draw"] == {
         "plain_passes": 128, "jvp_passes": 128, "tangents_per_jvp": 1}
+    assert c["num_model_evals"] == 2 * 2000 * (128 + 128)  # the cost record's network passes of the sampling
 
 
 @pytest.mark.slow

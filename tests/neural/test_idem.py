@@ -239,6 +239,7 @@ def test_log_z_and_moments_on_a_gaussian():
     assert c["num_training_steps"] == steps
     assert c["training_logdensity_evals"] == c["training_grad_evals"] == steps * 32 * 64
     assert c["sampling_logdensity_evals"] == 2 * 2000 and c["sampling_grad_evals"] == 0
+    assert c["num_model_evals"] == 2 * 2000 * SMALL["num_time_steps"]  # score-network passes of the reverse SDE
     assert r.extra["proposal_samples"].shape == (2, 2000, 2)
 
 
