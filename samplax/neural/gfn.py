@@ -25,7 +25,10 @@ sub-trajectory balance with a learned log-flow.
   ``log F_k(x) = NN_phi(x, t_k) + w_k log pi~(x) + (1 - w_k) log N(x; 0, v_k I)``: a network corrects the
   geometric interpolation between the reference's marginal at ``t_k`` (``v_k = sum_{j<k} s_j^2`` for
   Brownian motion from 0, ``sigma^2`` for a reference started at ``N(0, sigma^2 I)``) and the target, with
-  ``w_k = t_k`` (CMCD: ``beta_k``).  ``(m, n) = (0, K)`` alone is trajectory balance.
+  ``w_k = t_k`` (CMCD: ``beta_k``).  ``(m, n) = (0, K)`` alone is trajectory balance.  In the anchor,
+  ``log pi~`` is floored at :data:`ANCHOR_LOG_PI_FLOOR` (NaN counts as below it): the parameterization only needs
+  a finite function of ``x``, and early states of a path can sit where the target is ``-inf`` (LJ-13's particles
+  start on top of each other), which made the residuals ``inf - inf``.
 """
 from __future__ import annotations
 
@@ -45,6 +48,8 @@ TARGET_ACCEPTANCE = 0.574
 #: above the target, ``/=`` otherwise) and its bounds.
 ADAPT_FACTOR = 1.1
 STEP_SIZE_BOUNDS = (1e-8, 1e3)
+#: The floor of ``log pi~`` in the log-flow's anchor (see the module): far below any target's mass, finite.
+ANCHOR_LOG_PI_FLOOR = -1e6
 
 
 class Buffer(NamedTuple):
@@ -164,7 +169,8 @@ def log_flows(model, ref: Reference, path: Path):
     K = ref.num_steps
     t = jnp.asarray(np.append(np.asarray(ref.t, np.float64), 1.0), dtype)
     w, std = jnp.asarray(w, dtype), jnp.asarray(std, dtype)
-    anchor = w * path.log_pis + (1 - w) * jax.vmap(lambda x, sd: normal_logpdf(x, jnp.zeros_like(x), sd))(
+    lp = jnp.where(jnp.isnan(path.log_pis), ANCHOR_LOG_PI_FLOOR, jnp.maximum(path.log_pis, ANCHOR_LOG_PI_FLOOR))
+    anchor = w * lp + (1 - w) * jax.vmap(lambda x, sd: normal_logpdf(x, jnp.zeros_like(x), sd))(
         path.xs, std)
     nn = jax.vmap(model.log_flow)(path.xs, t)
     inner = (nn + anchor)[1:K]

@@ -123,6 +123,22 @@ def test_subtb_full_path_residual_is_trajectory_balance():
     W = subtb_weights(K, 2.0)
     assert W.sum() == pytest.approx(1.0) and W[0, K] == W.max() and np.all(np.tril(W) == 0)
 
+    # an intermediate state where the target is -inf or NaN (LJ-13's overlapping particles): the anchor floors
+    # log pi~, so the residuals stay finite and the full-path residual (log pi~(x_K) finite) is unchanged
+    def logp_holes(x):
+        return jnp.where(x[0] > 0.0, -jnp.inf, jnp.where(x[1] > 0.5, jnp.nan, logp(x)))
+
+    @eqx.filter_jit
+    def run_holes(model):
+        path = simulate(model, ref, logp, jax.random.key(1), d, langevin=True, with_log_pis=True)
+        holes = path._replace(log_pis=jax.vmap(logp_holes)(path.xs).at[-1].set(path.log_pis[-1]))
+        return subtb_residuals(model, ref, holes), holes.log_pis
+
+    G_holes, lp_holes = run_holes(model)
+    assert not np.all(np.isfinite(lp_holes[1:-1]))  # the holes are hit
+    assert np.all(np.isfinite(G_holes))
+    assert float(G_holes[0] - G_holes[-1]) == pytest.approx(float(tb), abs=1e-10)
+
 
 def eqx_is_array(a):
     return isinstance(a, jax.Array) and jnp.issubdtype(a.dtype, jnp.floating)
