@@ -19,8 +19,9 @@ The runs are `samplax bench learned` (samplax/bench/suites/learned.toml, one run
       --out benchmarks/results/learned/many_well32_sigma1 --no-report  # Many-Well-32: sigma = 1, K = 64
     python -m samplax bench learned --budget-scale one --only tb --only dgfs --only dis --only snf --only mixflow \
       --only idem --only flow --only fab --out benchmarks/results/learned/new --no-report  # issue #13's methods, 1e6
-    python -m samplax bench learned --budget-scale one --only flow --only fab --only flow_perturbation \
-      --out benchmarks/results/learned/new_flows --no-report   # flow, fab after their batch_size fix; flow perturbation
+    python -m samplax bench learned --budget-scale one --only flow --only fab --only flow_perturbation --only dgfs \
+      --out benchmarks/results/learned/new_rerun --no-report  # flow, fab after their batch_size fix, dgfs after its
+                                                              # anchor floor, flow_perturbation (merged later)
     python benchmarks/learned_samplers.py --goal NAME ...   # the goal runs (GOAL_RUNS), one samplax.sample call each
     python benchmarks/learned_samplers.py            # reads benchmarks/results/learned/*/results.json
 
@@ -263,11 +264,11 @@ VARIANTS = {"cmcd_logvar": "+logvar",  # loss="logvar" (benchmarks/results/learn
             # sigma = 1, K = 64, batch 32 (cmcd sigma = 1): the suite's Many-Well-32 settings since the fix
             # (benchmarks/results/learned_many_well32_sigma1.toml)
             "many_well32_sigma1": " (sigma=1,K=64)",
-            # the methods added for issue #13 at 1e6 (the learned suite, budget set `one`): their own names; the
-            # flows again in new_flows (with flow_perturbation, merged later), after the suite gave them their batch_size (the shared `learned` block's 64 /
-            # 32 had replaced their 256 on four targets): a later folder's row replaces an earlier one of the same
-            # target, method and budget
-            "new": "", "new_flows": ""}
+            # the methods added for issue #13 at 1e6 (the learned suite, budget set `one`): their own names; new_rerun
+            # has flow / fab after the suite gave them their batch_size (the shared `learned` block's 64 / 32 had
+            # replaced their 256 on four targets), dgfs after its anchor floor (LJ-13 stopped at step 1) and
+            # flow_perturbation: a later folder's row replaces an earlier one of the same target, method and budget
+            "new": "", "new_rerun": ""}
 
 COLS = [("method", "method"), ("budget", "budget"), ("total_evals", "evals"), ("training_evals", "train"),
         ("abs_log_Z_err", "abs(dlogZ)"), ("log_Z_se", "se"), ("elbo", "ELBO"), ("eubo", "EUBO"),
