@@ -211,7 +211,7 @@ def step_grid(cfg: MixFlowConfig) -> np.ndarray:
 
 def make_plan(name: str, target, ctx: TrainingContext, cfg: MixFlowConfig) -> TrainingPlan:
     """The engine's :class:`~samplax.core.method.TrainingPlan` for a MixFlow: the state is the tuning's
-    ``{"i", "best_log_step", "best_elbo", "crn"}`` (``crn``: the key data of the draws every candidate uses)."""
+    ``{"i", "best_log_step", "best_elbo", "found", "crn"}`` (``crn``: the key data of the draws every candidate uses)."""
     check_config(name, target, cfg)
     dim = target.dim
     dtype = jnp.result_type(float)
@@ -219,8 +219,11 @@ def make_plan(name: str, target, ctx: TrainingContext, cfg: MixFlowConfig) -> Tr
     lp_path, grad_path = cfg.evals_per_path()
 
     def init(key):
+        # best_elbo starts at the lowest finite number (the engine stops at a non-finite state): a candidate
+        # whose weights are not all finite scores -inf and never replaces it; "found" says whether one did
         return {"i": jnp.zeros((), jnp.int32), "best_log_step": jnp.asarray(grid[0], dtype),
-                "best_elbo": jnp.asarray(-jnp.inf, dtype), "crn": jax.random.key_data(key)}
+                "best_elbo": jnp.asarray(jnp.finfo(dtype).min, dtype), "found": jnp.zeros((), jnp.bool_),
+                "crn": jax.random.key_data(key)}
 
     def step(key, state, tgt):
         del key  # common random numbers: every candidate sees the same draws
@@ -234,7 +237,8 @@ def make_plan(name: str, target, ctx: TrainingContext, cfg: MixFlowConfig) -> Tr
         score = jnp.where(jnp.all(finite), elbo, -jnp.inf)
         better = score > state["best_elbo"]
         new = {"i": state["i"] + 1, "best_log_step": jnp.where(better, log_eps, state["best_log_step"]),
-               "best_elbo": jnp.where(better, score, state["best_elbo"]), "crn": state["crn"]}
+               "best_elbo": jnp.where(better, score, state["best_elbo"]), "found": state["found"] | better,
+               "crn": state["crn"]}
         lw = jnp.where(finite, log_w, -jnp.inf)
         metrics = {"loss": -elbo, "elbo": elbo, "step_size": jnp.exp(log_eps),
                    "log_Z": jax.scipy.special.logsumexp(lw) - jnp.log(cfg.batch_size),
@@ -258,13 +262,13 @@ def make_plan(name: str, target, ctx: TrainingContext, cfg: MixFlowConfig) -> Tr
         extra = {"elbo": est["elbo"], "ess": est["ess"], "ess_fraction": est["ess_fraction"],
                  "proposal_samples": out["x"], "proposal_log_weights": out["log_w"],
                  "num_nonfinite": est["num_nonfinite"], "step_size": float(np.exp(state["best_log_step"])),
-                 "tuned_elbo": float(state["best_elbo"])}
+                 "tuned_elbo": float(state["best_elbo"]) if bool(state["found"]) else float("-inf")}
         warnings = []
         if est["num_nonfinite"]:
             warnings.append({"code": "nonfinite", "value": est["num_nonfinite"],
                              "message": f"{est['num_nonfinite']} of the {out['log_w'].size} draws of {name} had a "
                                         "NaN or +inf log weight; they have zero weight"})
-        if not np.isfinite(float(state["best_elbo"])):
+        if not bool(state["found"]):
             warnings.append({"code": "tuning", "value": float("nan"),
                              "message": f"{name}: every candidate step size gave a non-finite weight in tuning; "
                                         f"sampling used step_size={float(np.exp(state['best_log_step'])):.4g}"})

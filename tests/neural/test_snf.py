@@ -363,3 +363,28 @@ def test_mixflow_gmm25_mode_coverage_and_log_z():
                        leapfrog_steps=5, step_size=0.2, base_std=6.0, batch_size=64,
                        training_evals=mixflow_budget(8, 20, 5, 64))
     _gmm25_check(r, target, "mixflow")
+
+
+class _Ball(samplax.Target):
+    """N(0, I) on R^2 restricted to the ball |x| < 2 (log-density -inf outside): a MixFlow from N(0, 3^2 I) puts
+    draws outside, so every tuning candidate has a non-finite weight."""
+
+    name = "ball2"
+
+    def logdensity(self, x):
+        return jnp.where(jnp.sum(x**2) < 4.0, -0.5 * jnp.sum(x**2), -jnp.inf)
+
+    @property
+    def event_shape(self):
+        return (2,)
+
+
+@pytest.mark.slow  # a few seconds of compilation
+def test_mixflow_tuning_without_a_finite_candidate_warns_instead_of_stopping():
+    """When no candidate step size gives all-finite weights, tuning keeps its finite sentinel (the engine stops at
+    a non-finite state: LJ-13 did at step 0) and the run ends with the 'tuning' warning and zero-weight draws."""
+    r = samplax.sample(_Ball(), "mixflow", seed=0, num_chains=1, num_samples=100, progress=False, base_std=3.0,
+                       flow_length=4, leapfrog_steps=2, training_evals=mixflow_budget(3, 4, 2))
+    codes = [w["code"] for w in r.warnings]
+    assert "tuning" in codes and r.extra["tuned_elbo"] == -np.inf
+    assert np.isfinite(r.log_Z)
