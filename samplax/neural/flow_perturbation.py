@@ -95,7 +95,7 @@ from samplax.core.method import PopulationOutput, TrainingContext, TrainingPlan
 from samplax.neural import idem
 from samplax.neural.egnn import remove_mean
 from samplax.neural.idem import IDEMConfig
-from samplax.neural.sde import estimates, normal_logpdf, systematic_resample
+from samplax.neural.sde import normal_logpdf, systematic_resample, weighted_output
 
 #: The log-determinant estimators (see the module).
 LOG_DETS = ("stepwise", "perturbation", "exact", "hutchinson")
@@ -348,19 +348,12 @@ def make_plan(target, ctx: TrainingContext, cfg: FlowPerturbationConfig) -> Trai
 
     def finish(state, out):
         num_chains = out["x"].shape[0]
-        est = estimates(out["log_w"])
-        extra = {"elbo": est["elbo"], "ess": est["ess"], "ess_fraction": est["ess_fraction"],
-                 "proposal_samples": out["x"], "proposal_log_weights": out["log_w"],
-                 "num_nonfinite": est["num_nonfinite"], "network": icfg.network, "sigma_max": icfg.sigma_max,
-                 "log_det": log_det, "num_ode_steps": ode.num_steps,
-                 "sampling_network_passes_per_draw": passes,
-                 "buffer_count": int(np.asarray(state["count"]))}
-        warnings = []
-        if est["num_nonfinite"]:
-            warnings.append({"code": "nonfinite", "value": est["num_nonfinite"],
-                             "message": f"{est['num_nonfinite']} of the {out['log_w'].size} draws of "
-                                        "flow_perturbation have a NaN or +inf log weight (the target's log-density "
-                                        "or the flow's log-determinant estimate); they have zero weight"})
+        est, extra, warnings = weighted_output(out["x"], out["log_w"], "draws of flow_perturbation",
+                                               "the target's log-density or the log-determinant estimate")
+        extra.update({"network": icfg.network, "sigma_max": icfg.sigma_max,
+                      "log_det": log_det, "num_ode_steps": ode.num_steps,
+                      "sampling_network_passes_per_draw": passes,
+                      "buffer_count": int(np.asarray(state["count"]))})
         return PopulationOutput(samples=out["draws"], stats={"lp": out["draws_lp"]},
                                 num_logdensity_evals=num_chains * n, num_grad_evals=0,
                                 log_Z=est["log_Z"], log_Z_se=est["log_Z_se"],

@@ -52,7 +52,7 @@ import optax
 
 from samplax.core.method import PopulationOutput, TrainingContext, TrainingPlan
 from samplax.neural.flows import FLOW_KINDS, log_q, make_flow, sample_and_log_q, split_flow
-from samplax.neural.sde import estimates, logmeanexp, systematic_resample
+from samplax.neural.sde import logmeanexp, systematic_resample, weighted_output
 from samplax.neural.checks import require_gradient
 
 FLOW_LOSSES = ("kl",)
@@ -334,21 +334,13 @@ def make_flow_plan(name: str, target, ctx: TrainingContext, cfg: FlowConfig) -> 
 
     def finish(state, out):
         num_chains = out["x"].shape[0]
-        est = estimates(out["log_w"])
-        extra = {"elbo": est["elbo"], "ess": est["ess"], "ess_fraction": est["ess_fraction"],
-                 "proposal_samples": out["x"], "proposal_log_weights": out["log_w"],
-                 "num_nonfinite": est["num_nonfinite"], "flow": eqx.combine(state["params"], static),
-                 "flow_spec": cfg.flow_spec(target.dim),
-                 "log_Z_method": ("AIS from the flow to the target (sample_with_ais=True)"
-                                  if cfg.fab and cfg.sample_with_ais else "importance sampling with the flow")}
+        est, extra, warnings = weighted_output(out["x"], out["log_w"], f"draws of {name}")
+        extra.update({"flow": eqx.combine(state["params"], static),
+                      "flow_spec": cfg.flow_spec(target.dim),
+                      "log_Z_method": ("AIS from the flow to the target (sample_with_ais=True)"
+                      if cfg.fab and cfg.sample_with_ais else "importance sampling with the flow")})
         if cfg.fab:
             extra["ais_step_sizes"] = np.exp(np.asarray(state["log_step_size"])).tolist()
-        warnings = []
-        if est["num_nonfinite"]:
-            warnings.append({"code": "nonfinite", "value": est["num_nonfinite"],
-                             "message": f"{est['num_nonfinite']} of the {out['log_w'].size} draws of {name} "
-                                        "are where the target's log-density is NaN or +inf; they have zero "
-                                        "weight"})
         total = num_chains * n
         return PopulationOutput(samples=out["draws"], stats={"lp": out["draws_lp"]},
                                 num_logdensity_evals=total * lp_draw, num_grad_evals=total * grad_draw,

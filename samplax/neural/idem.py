@@ -63,7 +63,7 @@ import optax
 
 from samplax.core.method import PopulationOutput, TrainingContext, TrainingPlan
 from samplax.neural.egnn import EGNN, remove_mean
-from samplax.neural.sde import Reference, estimates, normal_logpdf, systematic_resample, ve_reference
+from samplax.neural.sde import Reference, normal_logpdf, systematic_resample, ve_reference, weighted_output
 from samplax.neural.checks import require_gradient
 
 #: The paper's largest noise level per target (iDEM's experiments: GMM-40 70, DW-4 3, LJ-13 2); others get 70.
@@ -384,17 +384,9 @@ def make_plan(target, ctx: TrainingContext, cfg: IDEMConfig) -> TrainingPlan:
 
     def finish(state, out):
         num_chains = out["x"].shape[0]
-        est = estimates(out["log_w"])
-        extra = {"elbo": est["elbo"], "ess": est["ess"], "ess_fraction": est["ess_fraction"],
-                 "proposal_samples": out["x"], "proposal_log_weights": out["log_w"],
-                 "num_nonfinite": est["num_nonfinite"], "network": cfg.network, "sigma_max": cfg.sigma_max,
-                 "buffer_count": int(np.asarray(state["count"]))}
-        warnings = []
-        if est["num_nonfinite"]:
-            warnings.append({"code": "nonfinite", "value": est["num_nonfinite"],
-                             "message": f"{est['num_nonfinite']} of the {out['log_w'].size} sampled paths of idem "
-                                        "ended where the target's log-density is NaN or +inf; they have zero "
-                                        "weight"})
+        est, extra, warnings = weighted_output(out["x"], out["log_w"], "sampled paths of idem")
+        extra.update({"network": cfg.network, "sigma_max": cfg.sigma_max,
+                      "buffer_count": int(np.asarray(state["count"]))})
         total = num_chains * n
         return PopulationOutput(samples=out["draws"], stats={"lp": out["draws_lp"]},
                                 num_logdensity_evals=total, num_grad_evals=0,

@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from samplax.core.method import PopulationOutput, TrainingContext, TrainingPlan
-from samplax.neural.sde import estimates, normal_logpdf, systematic_resample
+from samplax.neural.sde import normal_logpdf, systematic_resample, weighted_output
 from samplax.neural.checks import require_gradient
 
 #: The pseudo-time shift (an irrational rotation of the circle).
@@ -211,7 +211,8 @@ def step_grid(cfg: MixFlowConfig) -> np.ndarray:
 
 def make_plan(name: str, target, ctx: TrainingContext, cfg: MixFlowConfig) -> TrainingPlan:
     """The engine's :class:`~samplax.core.method.TrainingPlan` for a MixFlow: the state is the tuning's
-    ``{"i", "best_log_step", "best_elbo", "found", "crn"}`` (``crn``: the key data of the draws every candidate uses)."""
+    ``{"i", "best_log_step", "best_elbo", "found", "crn"}`` (``crn``: the key data of the draws every candidate
+    uses)."""
     check_config(name, target, cfg)
     dim = target.dim
     dtype = jnp.result_type(float)
@@ -258,16 +259,10 @@ def make_plan(name: str, target, ctx: TrainingContext, cfg: MixFlowConfig) -> Tr
 
     def finish(state, out):
         num_chains = out["x"].shape[0]
-        est = estimates(out["log_w"])
-        extra = {"elbo": est["elbo"], "ess": est["ess"], "ess_fraction": est["ess_fraction"],
-                 "proposal_samples": out["x"], "proposal_log_weights": out["log_w"],
-                 "num_nonfinite": est["num_nonfinite"], "step_size": float(np.exp(state["best_log_step"])),
-                 "tuned_elbo": float(state["best_elbo"]) if bool(state["found"]) else float("-inf")}
-        warnings = []
-        if est["num_nonfinite"]:
-            warnings.append({"code": "nonfinite", "value": est["num_nonfinite"],
-                             "message": f"{est['num_nonfinite']} of the {out['log_w'].size} draws of {name} had a "
-                                        "NaN or +inf log weight; they have zero weight"})
+        est, extra, warnings = weighted_output(out["x"], out["log_w"], f"draws of {name}",
+                                               "the target or its gradient is not finite on the orbit")
+        extra.update({"step_size": float(np.exp(state["best_log_step"])),
+                      "tuned_elbo": float(state["best_elbo"]) if bool(state["found"]) else float("-inf")})
         if not bool(state["found"]):
             warnings.append({"code": "tuning", "value": float("nan"),
                              "message": f"{name}: every candidate step size gave a non-finite weight in tuning; "

@@ -29,8 +29,8 @@ from samplax.core.method import PopulationOutput, TrainingContext, TrainingPlan
 from samplax.neural.gfn import adapt_step_size, buffer_insert, buffer_sample, init_buffer, mala, subtb_loss
 from samplax.neural.losses import kl_loss, logvar_loss, off_policy_paths, tb_loss
 from samplax.neural.sde import (
-    SCORE_CLIP, DriftNet, Reference, cmcd_reference, dds_reference, dis_reference, estimates, log_weight, logmeanexp,
-    pis_reference, reverse_simulate, simulate, systematic_resample,
+    SCORE_CLIP, DriftNet, Reference, cmcd_reference, dds_reference, dis_reference, log_weight, logmeanexp,
+    pis_reference, reverse_simulate, simulate, systematic_resample, weighted_output,
 )
 from samplax.neural.checks import require_gradient
 
@@ -272,10 +272,7 @@ def make_plan(name: str, target, ctx: TrainingContext, cfg: SamplerConfig) -> Tr
 
     def finish(state, out):
         num_chains = out["x"].shape[0]
-        est = estimates(out["log_w"])
-        extra = {"elbo": est["elbo"], "ess": est["ess"], "ess_fraction": est["ess_fraction"],
-                 "proposal_samples": out["x"], "proposal_log_weights": out["log_w"],
-                 "num_nonfinite": est["num_nonfinite"]}
+        est, extra, warnings = weighted_output(out["x"], out["log_w"], f"sampled paths of {name}")
         if cfg.eubo:
             lw_rev = np.asarray(out["eubo_log_w"], np.float64).reshape(-1)
             finite = np.isfinite(lw_rev)
@@ -283,12 +280,6 @@ def make_plan(name: str, target, ctx: TrainingContext, cfg: SamplerConfig) -> Tr
             extra["eubo_num_paths"] = int(finite.sum())
         if cfg.loss in ("tb", "subtb"):
             extra["learned_log_Z"] = float(np.asarray(state["params"].log_z))
-        warnings = []
-        if est["num_nonfinite"]:
-            warnings.append({"code": "nonfinite", "value": est["num_nonfinite"],
-                             "message": f"{est['num_nonfinite']} of the {out['log_w'].size} sampled paths of {name} "
-                                        "ended where the target's log-density is NaN or +inf; they have zero "
-                                        "weight"})
         total = num_chains * n
         return PopulationOutput(samples=out["draws"], stats={"lp": out["draws_lp"]},
                                 num_logdensity_evals=total * lp_path, num_grad_evals=total * grad_path,

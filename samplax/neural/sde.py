@@ -591,6 +591,22 @@ def estimates(log_w) -> dict:
             "ess_fraction": ess / n, "num_nonfinite": int(bad.sum())}
 
 
+def weighted_output(x, log_w, what: str, why: str = "the target's log-density is NaN or +inf") -> tuple:
+    """``(est, extra, warnings)`` of a trained sampler's weighted draws ``x`` ``[chains, n, d]`` with log weights
+    ``log_w``: :func:`estimates`, the ``extra`` entries every trained method reports (``elbo``, ``ess``,
+    ``ess_fraction``, ``proposal_samples``, ``proposal_log_weights``, ``num_nonfinite``) and the ``nonfinite``
+    warning when some weights are NaN or +inf (``what``: e.g. "sampled paths of pis"; ``why``: the cause)."""
+    est = estimates(log_w)
+    extra = {"elbo": est["elbo"], "ess": est["ess"], "ess_fraction": est["ess_fraction"], "proposal_samples": x,
+             "proposal_log_weights": log_w, "num_nonfinite": est["num_nonfinite"]}
+    warnings = []
+    if est["num_nonfinite"]:
+        warnings.append({"code": "nonfinite", "value": est["num_nonfinite"],
+                         "message": f"{est['num_nonfinite']} of the {np.size(log_w)} {what} have a NaN or +inf log "
+                                    f"weight ({why}); they have zero weight"})
+    return est, extra, warnings
+
+
 def systematic_resample(key, log_w, n: int):
     """``n`` indices drawn by systematic resampling (Kitagawa 1996) with weights ``exp(log_w)``; non-finite
     weights are zero, and uniform weights are used when none is finite."""

@@ -58,7 +58,7 @@ import numpy as np
 import optax
 
 from samplax.core.method import PopulationOutput, TrainingContext, TrainingPlan
-from samplax.neural.sde import estimates, logmeanexp, normal_logpdf, systematic_resample
+from samplax.neural.sde import logmeanexp, normal_logpdf, systematic_resample, weighted_output
 from samplax.neural.checks import require_gradient
 
 #: The layer kinds of an SNF: a deterministic flow layer and the two stochastic (Langevin) layers.
@@ -353,18 +353,12 @@ def make_plan(name: str, target, ctx: TrainingContext, cfg: SNFConfig) -> Traini
 
     def finish(state, out):
         num_chains = out["x"].shape[0]
-        est = estimates(out["log_w"])
-        extra = {"elbo": est["elbo"], "ess": est["ess"], "ess_fraction": est["ess_fraction"],
-                 "proposal_samples": out["x"], "proposal_log_weights": out["log_w"],
-                 "num_nonfinite": est["num_nonfinite"], "layers": ",".join(cfg.kinds),
-                 "step_sizes": np.exp(np.asarray(state["params"].log_step, np.float64))}
+        est, extra, warnings = weighted_output(out["x"], out["log_w"], f"sampled paths of {name}",
+                                               "the target's or a layer's log-density is not finite")
+        extra.update({"layers": ",".join(cfg.kinds),
+                      "step_sizes": np.exp(np.asarray(state["params"].log_step, np.float64))})
         if cfg.num_stochastic:
             extra["acceptance"] = np.asarray(out["accepted"], np.float64).reshape(-1, cfg.num_stochastic).mean(0)
-        warnings = []
-        if est["num_nonfinite"]:
-            warnings.append({"code": "nonfinite", "value": est["num_nonfinite"],
-                             "message": f"{est['num_nonfinite']} of the {out['log_w'].size} sampled paths of {name} "
-                                        "had a NaN or +inf log weight; they have zero weight"})
         total = num_chains * n
         return PopulationOutput(samples=out["draws"], stats={"lp": out["draws_lp"]},
                                 num_logdensity_evals=total * lp_s, num_grad_evals=total * grad_s,
