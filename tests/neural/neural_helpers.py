@@ -60,3 +60,33 @@ def assert_same_run(resumed, ref, cost_keys=()):
         np.testing.assert_array_equal(resumed.extra["training"]["metrics"][k], v)
     for k in cost_keys:
         assert resumed.cost[k] == ref.cost[k]
+
+
+#: iDEM's small settings of the 2-D Gaussian runs (idem and flow_perturbation, which trains as idem)
+IDEM_SMALL = dict(batch_size=32, num_mc_samples=64, buffer_size=2000, inner_steps=50, outer_paths=500,
+                  num_time_steps=100, sigma_max=5.0, width=64, depth=2)
+
+
+def idem_gaussian_run(method, z_clt=3.29, steps=1500, **options):
+    """``method`` (idem or flow_perturbation) trained ``steps`` steps on :func:`gaussian_target` with
+    :data:`IDEM_SMALL`, 2 x 2000 draws: log Z within ``z_clt`` reported standard errors of the exact one, ELBO <=
+    log Z, the draws' mean within ``z_clt`` standard errors (the ESS), and the training / sampling evaluation
+    counts.  Returns the Result for the method's own checks."""
+    target = gaussian_target()
+    r = samplax.sample(target, method, seed=0, num_chains=2, num_samples=2000, progress=False,
+                       training_evals=steps * 32 * 64, **{**IDEM_SMALL, **options})
+    gt = target.ground_truth()
+    err, se = r.log_Z - gt.log_Z, r.log_Z_se
+    print(f"{method} gauss2: log Z error {err:+.4f}, se {se:.4f}, ESS {r.extra['ess']:.0f}, ELBO gap "
+          f"{r.extra['elbo'] - gt.log_Z:.3f}")
+    assert np.isfinite(se) and se > 0
+    assert abs(err) <= z_clt * se
+    assert r.extra["elbo"] <= r.log_Z + 1e-9
+    draws = r.samples.reshape(-1, 2)
+    tol = z_clt * gt.std / np.sqrt(r.extra["ess"])
+    np.testing.assert_array_less(np.abs(draws.mean(0) - gt.mean), tol)
+    c = r.cost
+    assert c["num_training_steps"] == steps
+    assert c["training_logdensity_evals"] == c["training_grad_evals"] == steps * 32 * 64
+    assert c["sampling_logdensity_evals"] == 2 * 2000 and c["sampling_grad_evals"] == 0
+    return r

@@ -19,7 +19,7 @@ import samplax
 from samplax.diffusion.gmm import GaussianMixtureDiffusion
 from samplax.neural import flow_perturbation as fp
 from samplax.neural.egnn import remove_mean
-from neural_helpers import assert_same_run, gaussian_target, interrupted_and_resumed
+from neural_helpers import IDEM_SMALL, assert_same_run, gaussian_target, idem_gaussian_run, interrupted_and_resumed
 
 Z_CLT = 3.29
 
@@ -179,33 +179,15 @@ def test_log_z_on_an_exact_mixture_score_and_stepwise_variance(dim, K):
     assert var["stepwise"] < var["perturbation"]
 
 
-SMALL = dict(batch_size=32, num_mc_samples=64, buffer_size=2000, inner_steps=50, outer_paths=500, num_time_steps=100,
-             sigma_max=5.0, width=64, depth=2)
+SMALL = IDEM_SMALL
 
 
 @pytest.mark.slow
 def test_method_log_z_on_a_gaussian():
-    target = gaussian_target()
-    steps = 1500
-    r = samplax.sample(target, "flow_perturbation", seed=0, num_chains=2, num_samples=2000, progress=False,
-                       training_evals=steps * 32 * 64, num_ode_steps=64, **SMALL)
-    gt = target.ground_truth()
-    err, se = r.log_Z - gt.log_Z, r.log_Z_se
-    print(f"flow_perturbation gauss2: log Z error {err:+.4f}, se {se:.4f}, ESS {r.extra['ess']:.0f}, ELBO gap "
-          f"{r.extra['elbo'] - gt.log_Z:.3f}")
-    assert np.isfinite(se) and se > 0
-    assert abs(err) <= Z_CLT * se
-    assert r.extra["elbo"] <= r.log_Z + 1e-9
-    draws = r.samples.reshape(-1, 2)
-    tol = Z_CLT * gt.std / np.sqrt(r.extra["ess"])
-    np.testing.assert_array_less(np.abs(draws.mean(0) - gt.mean), tol)
-    c = r.cost
-    assert c["num_training_steps"] == steps
-    assert c["training_logdensity_evals"] == c["training_grad_evals"] == steps * 32 * 64
-    assert c["sampling_logdensity_evals"] == 2 * 2000 and c["sampling_grad_evals"] == 0
+    r = idem_gaussian_run("flow_perturbation", z_clt=Z_CLT, num_ode_steps=64)
     assert r.extra["log_det"] == "stepwise" and r.extra["sampling_network_passes_per_draw"] == {
         "plain_passes": 128, "jvp_passes": 128, "tangents_per_jvp": 1}
-    assert c["num_model_evals"] == 2 * 2000 * (128 + 128)  # the cost record's network passes of the sampling
+    assert r.cost["num_model_evals"] == 2 * 2000 * (128 + 128)  # the cost record's network passes of the sampling
 
 
 @pytest.mark.slow

@@ -19,7 +19,8 @@ from samplax.metrics import mode_coverage
 from samplax.neural.egnn import remove_mean
 from samplax.neural.idem import IDEMConfig, ScoreNet, mc_score, ve_simulate
 from samplax.neural.sde import log_weight, simulate, ve_reference
-from neural_helpers import assert_same_run, interrupted_and_resumed, NoGradient, gaussian_target
+from neural_helpers import IDEM_SMALL, assert_same_run, gaussian_target, idem_gaussian_run, interrupted_and_resumed, \
+    NoGradient
 
 Z_CLT = 3.29
 
@@ -215,31 +216,13 @@ def test_defaults_follow_the_paper_and_the_target():
     assert get_method("idem").sampling_cost({}) == 1
 
 
-SMALL = dict(batch_size=32, num_mc_samples=64, buffer_size=2000, inner_steps=50, outer_paths=500, num_time_steps=100,
-             sigma_max=5.0, width=64, depth=2)
+SMALL = IDEM_SMALL
 
 
 @pytest.mark.slow
 def test_log_z_and_moments_on_a_gaussian():
-    target = gaussian_target()
-    steps = 1500
-    r = samplax.sample(target, "idem", seed=0, num_chains=2, num_samples=2000, progress=False,
-                       training_evals=steps * 32 * 64, **SMALL)
-    gt = target.ground_truth()
-    err, se = r.log_Z - gt.log_Z, r.log_Z_se
-    print(f"idem gauss2: log Z error {err:+.4f}, se {se:.4f}, ESS {r.extra['ess']:.0f}, ELBO gap "
-          f"{r.extra['elbo'] - gt.log_Z:.3f}")
-    assert np.isfinite(se) and se > 0
-    assert abs(err) <= Z_CLT * se
-    assert r.extra["elbo"] <= r.log_Z + 1e-9
-    draws = r.samples.reshape(-1, 2)
-    tol = Z_CLT * gt.std / np.sqrt(r.extra["ess"])
-    np.testing.assert_array_less(np.abs(draws.mean(0) - gt.mean), tol)
-    c = r.cost
-    assert c["num_training_steps"] == steps
-    assert c["training_logdensity_evals"] == c["training_grad_evals"] == steps * 32 * 64
-    assert c["sampling_logdensity_evals"] == 2 * 2000 and c["sampling_grad_evals"] == 0
-    assert c["num_model_evals"] == 2 * 2000 * SMALL["num_time_steps"]  # score-network passes of the reverse SDE
+    r = idem_gaussian_run("idem")
+    assert r.cost["num_model_evals"] == 2 * 2000 * SMALL["num_time_steps"]  # score-network passes, reverse SDE
     assert r.extra["proposal_samples"].shape == (2, 2000, 2)
 
 
