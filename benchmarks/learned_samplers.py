@@ -22,6 +22,8 @@ The runs are `samplax bench learned` (samplax/bench/suites/learned.toml, one run
     python -m samplax bench learned --budget-scale one --only flow --only fab --only flow_perturbation --only dgfs \
       --out benchmarks/results/learned/new_rerun --no-report  # flow, fab after their batch_size fix, dgfs after its
                                                               # anchor floor, flow_perturbation (merged later)
+    python -m samplax bench learned --budget-scale one --only mixflow \
+      --out benchmarks/results/learned/new_mixflow --no-report  # mixflow after its tuning fix (LJ-13 stopped)
     python benchmarks/learned_samplers.py --goal NAME ...   # the goal runs (GOAL_RUNS), one samplax.sample call each
     python benchmarks/learned_samplers.py            # reads benchmarks/results/learned/*/results.json
 
@@ -264,11 +266,12 @@ VARIANTS = {"cmcd_logvar": "+logvar",  # loss="logvar" (benchmarks/results/learn
             # sigma = 1, K = 64, batch 32 (cmcd sigma = 1): the suite's Many-Well-32 settings since the fix
             # (benchmarks/results/learned_many_well32_sigma1.toml)
             "many_well32_sigma1": " (sigma=1,K=64)",
-            # the methods added for issue #13 at 1e6 (the learned suite, budget set `one`): their own names; new_rerun
-            # has flow / fab after the suite gave them their batch_size (the shared `learned` block's 64 / 32 had
-            # replaced their 256 on four targets), dgfs after its anchor floor (LJ-13 stopped at step 1) and
-            # flow_perturbation: a later folder's row replaces an earlier one of the same target, method and budget
-            "new": "", "new_rerun": ""}
+            # the methods added for issue #13 at 1e6 (the learned suite, budget set `one`): their own names.  A later
+            # folder's row replaces an earlier one of the same target, method and budget: new_rerun has flow / fab
+            # after the suite gave them their batch_size (the shared `learned` block's 64 / 32 had replaced their
+            # 256 on four targets), dgfs after its anchor floor (LJ-13 stopped at step 1) and flow_perturbation;
+            # new_mixflow has mixflow after its tuning fix (LJ-13 stopped at step 0)
+            "new": "", "new_rerun": "", "new_mixflow": ""}
 
 COLS = [("method", "method"), ("budget", "budget"), ("total_evals", "evals"), ("training_evals", "train"),
         ("abs_log_Z_err", "abs(dlogZ)"), ("log_Z_se", "se"), ("elbo", "ELBO"), ("eubo", "EUBO"),
