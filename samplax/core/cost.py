@@ -20,7 +20,8 @@ class Cost(dict):
     Fields (all optional; absent means "not applicable"):
       num_logdensity_evals: single-point log-density evaluations (a value-and-gradient call counts one).
       num_grad_evals: single-point gradient evaluations.
-      num_model_evals: denoiser / network calls per sample (diffusion).
+      num_model_evals: denoiser / network calls (diffusion: per sample; trained samplers that report them, e.g.
+        idem and flow_perturbation: the score-network passes of their sampling, in all).
       compile_seconds: time spent tracing and compiling.
       sampling_seconds: wall time after compilation (the run itself).
       num_compilations: programs compiled by this run (0 when every program came from the cache).

@@ -15,7 +15,7 @@ import dataclasses
 from samplax.core.method import MethodSpec, Option
 from samplax.core.options import one_of, pos_int
 from samplax.methods import register_method
-from samplax.methods.idem import OPTIONS as IDEM_OPTIONS
+from samplax.methods.idem import OPTIONS as IDEM_OPTIONS, resolved_options
 from samplax.neural.flow_perturbation import LOG_DETS, FlowPerturbationConfig, check_config, make_plan
 from samplax.neural.idem import IDEMConfig
 
@@ -43,8 +43,7 @@ def _config(options) -> FlowPerturbationConfig:
 def _prepare(target, options):
     cfg = _config(options)
     check_config(target, cfg)
-    icfg = cfg.idem.resolve(target)
-    return {**options, "network": icfg.network, "sigma_max": icfg.sigma_max}
+    return {**options, **resolved_options(target, cfg.idem)}
 
 
 def _trainer(target, ctx, **options):

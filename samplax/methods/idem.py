@@ -57,8 +57,14 @@ OPTIONS = {
 def _prepare(target, options):
     cfg = IDEMConfig(**options)
     check_config(target, cfg)
+    return {**options, **resolved_options(target, cfg)}
+
+
+def resolved_options(target, cfg: IDEMConfig) -> dict:
+    """The target-dependent defaults of ``cfg`` as the run records them (``network``, ``sigma_max``, ``sigma_min``,
+    ``score_clip``; :meth:`~samplax.neural.idem.IDEMConfig.resolve`)."""
     cfg = cfg.resolve(target)
-    return {**options, "network": cfg.network, "sigma_max": cfg.sigma_max, "sigma_min": cfg.sigma_min,
+    return {"network": cfg.network, "sigma_max": cfg.sigma_max, "sigma_min": cfg.sigma_min,
             "score_clip": cfg.score_clip}
 
 
