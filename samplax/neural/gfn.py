@@ -48,6 +48,8 @@ TARGET_ACCEPTANCE = 0.574
 #: above the target, ``/=`` otherwise) and its bounds.
 ADAPT_FACTOR = 1.1
 STEP_SIZE_BOUNDS = (1e-8, 1e3)
+#: Per-step factor of the step-size adaptation during a long local search's burn-in (:func:`mala_chain`).
+BURN_IN_ADAPT_FACTOR = 1.02
 #: The floor of ``log pi~`` in the log-flow's anchor (see the module): far below any target's mass, finite.
 ANCHOR_LOG_PI_FLOOR = -1e6
 
@@ -109,33 +111,77 @@ def mala(key, logdensity_fn, x, step_size, num_steps: int, clip: float = 1e2):
     (the start point, then each proposal).
     """
 
-    def vg(z):
-        lp, g = jax.value_and_grad(logdensity_fn)(z)
-        g = jnp.clip(jnp.where(jnp.isnan(g), 0.0, g), -clip, clip)
-        return jnp.where(jnp.isnan(lp), -jnp.inf, lp), g
-
-    vg_b = jax.vmap(vg)
+    vg_b = _clipped_value_and_grad(logdensity_fn, clip)
     eps = jnp.asarray(step_size, x.dtype)
-    sd = jnp.sqrt(2 * eps)
     lp, g = vg_b(x)
 
     def one(carry, k):
         x, lp, g, acc = carry
-        y = x + eps * g + sd * jax.random.normal(k, x.shape, x.dtype)
-        lp_y, g_y = vg_b(y)
-        log_fwd = normal_logpdf(y, x + eps * g, sd)
-        log_bwd = normal_logpdf(x, y + eps * g_y, sd)
-        log_a = lp_y - lp + log_bwd - log_fwd
-        ku = jax.random.fold_in(k, 1)
-        ok = jnp.isfinite(lp_y) & (jnp.log(jax.random.uniform(ku, lp.shape, x.dtype)) < log_a)
-        x = jnp.where(ok[:, None], y, x)
-        g = jnp.where(ok[:, None], g_y, g)
-        lp = jnp.where(ok, lp_y, lp)
+        x, lp, g, ok = _mala_step(vg_b, eps, x, lp, g, k)
         return (x, lp, g, acc + jnp.mean(ok.astype(x.dtype))), None
 
     keys = jax.random.split(key, num_steps)
     (x, lp, _, acc), _ = jax.lax.scan(one, (x, lp, g, jnp.zeros((), x.dtype)), keys)
     return x, lp, acc / max(int(num_steps), 1)
+
+
+def _clipped_value_and_grad(logdensity_fn, clip):
+    def vg(z):
+        lp, g = jax.value_and_grad(logdensity_fn)(z)
+        g = jnp.clip(jnp.where(jnp.isnan(g), 0.0, g), -clip, clip)
+        return jnp.where(jnp.isnan(lp), -jnp.inf, lp), g
+
+    return jax.vmap(vg)
+
+
+def _mala_step(vg_b, eps, x, lp, g, k):
+    """One MALA step of every row (see :func:`mala`): ``(x, log_pi, grad, accepted [m])``."""
+    sd = jnp.sqrt(2 * eps)
+    y = x + eps * g + sd * jax.random.normal(k, x.shape, x.dtype)
+    lp_y, g_y = vg_b(y)
+    log_fwd = normal_logpdf(y, x + eps * g, sd)
+    log_bwd = normal_logpdf(x, y + eps * g_y, sd)
+    log_a = lp_y - lp + log_bwd - log_fwd
+    ku = jax.random.fold_in(k, 1)
+    ok = jnp.isfinite(lp_y) & (jnp.log(jax.random.uniform(ku, lp.shape, x.dtype)) < log_a)
+    x = jnp.where(ok[:, None], y, x)
+    g = jnp.where(ok[:, None], g_y, g)
+    lp = jnp.where(ok, lp_y, lp)
+    return x, lp, g, ok
+
+
+def mala_chain(key, logdensity_fn, x, step_size, num_steps: int, burn_in: int, clip: float = 1e2):
+    """A long local search (the schedule of Sendera et al.'s code): ``num_steps`` MALA steps (:func:`mala`'s
+    kernel) from each row of ``x [m, d]``; during the first ``burn_in`` steps the step size adapts after every
+    step (``* BURN_IN_ADAPT_FACTOR`` when the rows' acceptance rate is above :data:`TARGET_ACCEPTANCE`, ``/``
+    below), then stays fixed, and every state of the ``num_steps - burn_in`` later steps is returned (the chains'
+    draws, ``pi`` invariant).
+
+    Returns ``(xs [(num_steps - burn_in) * m, d], log_pis, step_size after the burn-in, acceptance rate after
+    the burn-in)``.  Target evaluations: ``num_steps + 1`` value-and-gradients per row.
+    """
+    vg_b = _clipped_value_and_grad(logdensity_fn, clip)
+    eps = jnp.asarray(step_size, x.dtype)
+    lp, g = vg_b(x)
+    keys = jax.random.split(key, num_steps)
+
+    def adapt(carry, k):
+        x, lp, g, eps = carry
+        x, lp, g, ok = _mala_step(vg_b, eps, x, lp, g, k)
+        up = jnp.mean(ok.astype(x.dtype)) > TARGET_ACCEPTANCE
+        eps = jnp.clip(jnp.where(up, eps * BURN_IN_ADAPT_FACTOR, eps / BURN_IN_ADAPT_FACTOR), *STEP_SIZE_BOUNDS)
+        return (x, lp, g, eps), None
+
+    (x, lp, g, eps), _ = jax.lax.scan(adapt, (x, lp, g, eps), keys[:burn_in])
+
+    def draw(carry, k):
+        x, lp, g = carry
+        x, lp, g, ok = _mala_step(vg_b, eps, x, lp, g, k)
+        return (x, lp, g), (x, lp, jnp.mean(ok.astype(x.dtype)))
+
+    _, (xs, lps, acc) = jax.lax.scan(draw, (x, lp, g), keys[burn_in:])
+    d = x.shape[-1]
+    return xs.reshape(-1, d), lps.reshape(-1), eps, jnp.mean(acc)
 
 
 def adapt_step_size(step_size, acceptance):

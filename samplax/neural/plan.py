@@ -26,7 +26,9 @@ import numpy as np
 import optax
 
 from samplax.core.method import PopulationOutput, TrainingContext, TrainingPlan
-from samplax.neural.gfn import adapt_step_size, buffer_insert, buffer_sample, init_buffer, mala, subtb_loss
+from samplax.neural.gfn import (
+    adapt_step_size, buffer_insert, buffer_sample, init_buffer, mala, mala_chain, subtb_loss,
+)
 from samplax.neural.losses import kl_loss, logvar_loss, off_policy_paths, tb_loss
 from samplax.neural.sde import (
     SCORE_CLIP, DriftNet, Reference, cmcd_reference, dds_reference, dis_reference, log_weight, logmeanexp,
@@ -62,6 +64,10 @@ class SamplerConfig:
     replay_fraction: float = 0.0
     local_search_steps: int = 0
     local_search_step_size: float = 0.01
+    #: the long schedule of Sendera et al.'s code: a local search every ``local_search_every`` steps, whose
+    #: chains' states after ``local_search_burn_in`` steps fill a second buffer the backward paths start from
+    local_search_every: int = 1
+    local_search_burn_in: int = 0
     #: ``lambda`` of sub-trajectory balance (``loss="subtb"``)
     subtb_lambda: float = 2.0
 
@@ -84,6 +90,15 @@ class SamplerConfig:
     def local_search(self) -> bool:
         """Whether the replay buffer's states are improved by MALA steps."""
         return self.num_backward > 0 and self.local_search_steps > 0
+
+    @property
+    def periodic_local_search(self) -> bool:
+        """The long schedule: chains every ``local_search_every`` steps into a local-search buffer."""
+        return self.local_search and (self.local_search_every > 1 or self.local_search_burn_in > 0)
+
+    def local_search_evals(self) -> int:
+        """Value-and-gradients of one local search: ``num_backward x (local_search_steps + 1)``."""
+        return self.num_backward * (self.local_search_steps + 1) if self.local_search else 0
 
     @property
     def num_backward(self) -> int:
@@ -112,22 +127,38 @@ class SamplerConfig:
         lp, grad = self.evals_per_path()
         return lp + (1 if self.annealed else 0), grad
 
-    def evals_per_step(self) -> tuple:
+    def evals_per_step(self, with_local_search: bool = True) -> tuple:
         """``(log-density, gradient)`` evaluations of one training step: ``batch_size - num_backward`` forward paths,
         ``num_backward`` backward paths and, with local search, ``num_backward x (local_search_steps + 1)``
-        value-and-gradients (:func:`~samplax.neural.gfn.mala`)."""
+        value-and-gradients (:func:`~samplax.neural.gfn.mala`; with the long schedule only every
+        ``local_search_every``-th step, from step 0, has them: ``with_local_search=False`` gives the others)."""
         lp, grad = self.evals_per_path()
         nb = self.num_backward
         if not nb:
             return self.batch_size * lp, self.batch_size * grad
         blp, bgrad = self.evals_per_backward_path()
-        ls = nb * (self.local_search_steps + 1) if self.local_search_steps > 0 else 0
+        ls = self.local_search_evals() if with_local_search else 0
         nf = self.batch_size - nb
         return nf * lp + nb * blp + ls, nf * grad + nb * bgrad + ls
 
     def num_training_steps(self) -> int:
-        """Training steps the budget pays for: ``training_evals // (batch_size * log-density evaluations per path)``."""
-        return int(self.training_evals) // self.evals_per_step()[0]
+        """Training steps the budget pays for: ``training_evals // (log-density evaluations per step)``; with the
+        long local-search schedule the most steps ``n`` with ``n x base + ceil(n / every) x search <=
+        training_evals``."""
+        budget = int(self.training_evals)
+        if not self.periodic_local_search:
+            return budget // self.evals_per_step()[0]
+        base, ls, every = self.evals_per_step(False)[0], self.local_search_evals(), int(self.local_search_every)
+        n = max(budget * every // (base * every + ls), 0)
+
+        def total(m):
+            return m * base + -(-m // every) * ls
+
+        while total(n + 1) <= budget:
+            n += 1
+        while n > 0 and total(n) > budget:
+            n -= 1
+        return n
 
 
 def check_config(name: str, target, cfg: SamplerConfig) -> None:
@@ -196,6 +227,24 @@ def _check_replay(name: str, cfg: SamplerConfig) -> None:
         if cfg.local_search_steps > 0:
             raise ValueError(f"method {name!r}: option local_search_steps={cfg.local_search_steps} needs a replay "
                              "buffer (replay > 0 and replay_fraction > 0): the local search improves buffer states")
+    for opt in ("local_search_every", "local_search_burn_in"):
+        v = getattr(cfg, opt)
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < (1 if opt.endswith("every") else 0):
+            raise ValueError(f"method {name!r}: option {opt}={v!r} must be an int >= "
+                             f"{1 if opt.endswith('every') else 0}")
+    if (cfg.local_search_every > 1 or cfg.local_search_burn_in > 0) and not cfg.local_search:
+        raise ValueError(f"method {name!r}: options local_search_every={cfg.local_search_every} / "
+                         f"local_search_burn_in={cfg.local_search_burn_in} need a local search "
+                         "(local_search_steps > 0 with a replay buffer)")
+    if cfg.periodic_local_search:
+        if cfg.local_search_burn_in >= cfg.local_search_steps:
+            raise ValueError(f"method {name!r}: option local_search_burn_in={cfg.local_search_burn_in} leaves no "
+                             f"draws of local_search_steps={cfg.local_search_steps} MALA steps (burn_in < steps)")
+        kept = cfg.num_backward * (cfg.local_search_steps - cfg.local_search_burn_in)
+        if kept > cfg.replay:
+            raise ValueError(f"method {name!r}: option replay={cfg.replay} cannot hold one long local search's "
+                             f"{kept} states (num_backward {cfg.num_backward} chains x (local_search_steps - "
+                             "local_search_burn_in)); give replay >= that")
 
 
 def make_plan(name: str, target, ctx: TrainingContext, cfg: SamplerConfig) -> TrainingPlan:
@@ -220,6 +269,10 @@ def make_plan(name: str, target, ctx: TrainingContext, cfg: SamplerConfig) -> Tr
         state = {"params": params, "opt": opt.init(params)}
         if cfg.replay > 0:
             state["buffer"] = init_buffer(cfg.replay, dim, cfg.local_search_step_size, dtype)
+        if cfg.periodic_local_search:
+            state["ls_buffer"] = init_buffer(cfg.replay, dim, cfg.local_search_step_size, dtype)
+            state["ls_step"] = jnp.zeros((), jnp.int32)
+            state["ls_acceptance"] = jnp.zeros((), dtype)
         return state
 
     gfn_step = cfg.replay > 0 or cfg.loss == "subtb"
@@ -296,6 +349,37 @@ def _labels(params):
 
 
 
+def _long_local_search(key, state, buf, logp, cfg: SamplerConfig, ref: Reference, new_state: dict):
+    """The long local-search schedule (Sendera et al.'s code: 200 MALA steps every 100 iterations, the states after
+    a burn-in of 100 kept in a second buffer): at every ``local_search_every``-th step (from step 0)
+    ``num_backward`` states drawn by rank from the main buffer run :func:`~samplax.neural.gfn.mala_chain` (key
+    ``fold_in(key, batch_size + 1)``, the start states ``fold_in(key, batch_size + 3)``) and its later states go
+    into ``state["ls_buffer"]``; every step's backward paths start from states drawn by rank from that buffer
+    (key ``fold_in(key, batch_size)``).  Fills ``new_state``; returns ``(backward start states, main buffer,
+    log-density evaluations of the step, gradient evaluations, metrics)``."""
+    nb = cfg.num_backward
+    do = state["ls_step"] % cfg.local_search_every == 0
+
+    def search(args):
+        main, ls_buf, _ = args
+        start = main.x[buffer_sample(jax.random.fold_in(key, cfg.batch_size + 3), main, nb)]
+        xs, lps, eps, acc = mala_chain(jax.random.fold_in(key, cfg.batch_size + 1), logp, start, main.step_size,
+                                       cfg.local_search_steps, cfg.local_search_burn_in, clip=ref.score_clip)
+        if cfg.local_search_burn_in == 0:  # no burn-in to adapt in: adapt between searches
+            eps = adapt_step_size(eps, acc)
+        return main._replace(step_size=eps.astype(main.step_size.dtype)), buffer_insert(ls_buf, xs, lps), \
+            acc.astype(state["ls_acceptance"].dtype)
+
+    buf, ls_buf, acc = jax.lax.cond(do, search, lambda a: a, (buf, state["ls_buffer"], state["ls_acceptance"]))
+    x = ls_buf.x[buffer_sample(jax.random.fold_in(key, cfg.batch_size), ls_buf, nb)]
+    new_state.update(ls_buffer=ls_buf, ls_step=state["ls_step"] + 1, ls_acceptance=acc)
+    lp0, grad0 = cfg.evals_per_step(False)
+    ls = jnp.where(do, cfg.local_search_evals(), 0).astype(jnp.int32)
+    metrics = {"local_search_acceptance": acc, "local_search_step_size": buf.step_size,
+               "local_search_ran": do.astype(jnp.int32)}
+    return x, buf, lp0 + ls, grad0 + ls, metrics
+
+
 def _gfn_step(key, state, tgt, cfg: SamplerConfig, ref: Reference, static, opt, dim: int):
     """A training step with a replay buffer and / or sub-trajectory balance (see :mod:`samplax.neural.gfn`):
     ``batch_size - num_backward`` forward paths (keys ``fold_in(key, j)``, with ``exploration``); with a buffer,
@@ -319,7 +403,9 @@ def _gfn_step(key, state, tgt, cfg: SamplerConfig, ref: Reference, static, opt, 
         buf = buffer_insert(state["buffer"], paths.xs[:, -1], paths.log_pi)
         idx = buffer_sample(jax.random.fold_in(key, cfg.batch_size), buf, nb)
         x = buf.x[idx]
-        if cfg.local_search:
+        if cfg.periodic_local_search:
+            x, buf, lp_step, grad_step, extra_metrics = _long_local_search(key, state, buf, logp, cfg, ref, new_state)
+        elif cfg.local_search:
             x, lp, acc = mala(jax.random.fold_in(key, cfg.batch_size + 1), logp, x, buf.step_size,
                               cfg.local_search_steps, clip=ref.score_clip)
             buf = buffer_insert(buf, x, lp)._replace(step_size=adapt_step_size(buf.step_size, acc))
@@ -340,7 +426,8 @@ def _gfn_step(key, state, tgt, cfg: SamplerConfig, ref: Reference, static, opt, 
 
     loss, grads = jax.value_and_grad(loss_fn)(params)
     updates, opt_state = opt.update(grads, state["opt"], params)
-    lp_step, grad_step = cfg.evals_per_step()
+    if not cfg.periodic_local_search:
+        lp_step, grad_step = cfg.evals_per_step()
     new_state = {"params": optax.apply_updates(params, updates), "opt": opt_state, **new_state}
     metrics = {"loss": loss, "log_Z": logmeanexp(log_w), "elbo": jnp.mean(log_w),
                "num_logdensity_evals": jnp.asarray(lp_step, jnp.int32),

@@ -22,7 +22,11 @@ def combine_log_Z(log_z_runs: np.ndarray, lw_relvar: np.ndarray):
     estimates (one per run, from the genealogy; it can under-cover when the
     particles miss a region altogether).  The larger one is used:
     ``se = sqrt(max(v_between, mean_r V_r) / R)`` (delta method for ``log``).
-    With one run only the Lee–Whiteley estimate exists.
+    With one run only the Lee–Whiteley estimate exists. It is unbiased but can be
+    negative (``1 - (N / (N - 1))^{R + 1} (1 - sum S^2)`` with many resampling
+    events ``R``); a negative single-run estimate says nothing about the error,
+    so the standard error is then NaN (not 0), with the reason in the
+    description: run several independent runs.
 
     ``log_z_runs [R]``: the runs' ``log Z_r`` (non-finite runs count as ``Z_r = 0``);
     ``lw_relvar [R]``: their Lee–Whiteley relative variances
@@ -43,6 +47,9 @@ def combine_log_Z(log_z_runs: np.ndarray, lw_relvar: np.ndarray):
         v_between = float(np.var(ratio, ddof=1))
         return (log_z, float(np.sqrt(max(v_between, v_lw) / r)),
                 "sqrt(max(between-run relative variance, mean Lee & Whiteley (2018) estimate) / runs)")
+    if float(np.mean(lw_relvar)) < -1e-12:  # without resampling it is >= 0 up to rounding
+        return (log_z, float("nan"), "none: the Lee & Whiteley (2018) single-run estimate is negative (too many "
+                "resampling events for one run); use several independent runs")
     return log_z, float(np.sqrt(v_lw)), "Lee & Whiteley (2018) single-run estimator"
 
 

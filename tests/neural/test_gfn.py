@@ -16,7 +16,8 @@ import pytest
 import samplax
 from samplax.neural import SamplerConfig
 from samplax.neural.gfn import (
-    RANK_WEIGHT, buffer_insert, buffer_sample, init_buffer, mala, rank_priorities, subtb_residuals, subtb_weights,
+    RANK_WEIGHT, buffer_insert, buffer_sample, init_buffer, mala, mala_chain, rank_priorities, subtb_residuals,
+    subtb_weights,
 )
 from samplax.neural.sde import DriftNet, dis_reference, log_weight, pis_reference, simulate
 from neural_helpers import assert_same_run, interrupted_and_resumed, NoGradient, gaussian_target
@@ -184,6 +185,16 @@ def test_bad_input_is_a_clear_error():
         samplax.sample(t, "dgfs", loss="nope", **kw)
     with pytest.raises(ValueError, match="training_evals=75 is too small for one training step"):
         samplax.sample(t, "tb", batch_size=8, num_time_steps=4, training_evals=75, progress=False)
+    # the long local-search schedule
+    with pytest.raises(ValueError, match="local_search_every=0 is invalid|local_search_every=0 must be"):
+        samplax.sample(t, "tb", local_search_every=0, **kw)
+    with pytest.raises(ValueError, match="local_search_every=5 / local_search_burn_in=0 need a local search"):
+        samplax.sample(t, "tb", local_search_steps=0, local_search_every=5, **kw)
+    with pytest.raises(ValueError, match="local_search_burn_in=8 leaves no draws of local_search_steps=8"):
+        samplax.sample(t, "tb", local_search_burn_in=8, **kw)
+    with pytest.raises(ValueError, match="replay=100 cannot hold one long local search's 160 states"):
+        samplax.sample(t, "tb", replay=100, local_search_steps=44, local_search_burn_in=4, local_search_every=10,
+                       **kw)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -222,6 +233,53 @@ def test_resume_with_a_replay_buffer_equals_an_uninterrupted_run(tmp_path, monke
     ref, part, resumed = interrupted_and_resumed(monkeypatch, tmp_path, t, "tb", **kw)
     assert not part.complete and 0 < part.cost["num_training_steps"] < ref.cost["num_training_steps"]
     assert_same_run(resumed, ref, ("training_logdensity_evals", "training_grad_evals", "num_training_steps"))
+
+
+LONG = dict(TINY, replay=64, local_search_steps=6, local_search_every=3, local_search_burn_in=2)
+LONG_BASE = NF_ * (K_ + 1) + NB_ * (K_ + 1)
+LONG_LS = NB_ * (6 + 1)
+
+
+@pytest.mark.slow
+def test_long_local_search_schedule_counts_and_resumes(tmp_path, monkeypatch):
+    """Sendera et al.'s long schedule (``local_search_every=3``, burn-in 2 of 6 MALA steps): the search runs at
+    steps 0, 3, 6, ... (``NB (L + 1)`` value-and-gradients each), the budget buys the most steps ``n`` with ``n x
+    base + ceil(n / 3) x search <= training_evals``, and an interrupted run resumes bit for bit (both buffers, the
+    step counter and the adapted step size are in the state)."""
+    t = gaussian_target()
+    n = 7
+    kw = dict(num_chains=1, num_samples=10, chunk_size=2, **LONG,
+              training_evals=n * LONG_BASE + 3 * LONG_LS + LONG_BASE - 1)  # step 8 would not fit
+    ref, part, resumed = interrupted_and_resumed(monkeypatch, tmp_path, t, "tb", **kw)
+    c = ref.cost
+    assert c["num_training_steps"] == n
+    assert c["training_logdensity_evals"] == n * LONG_BASE + 3 * LONG_LS
+    assert c["training_grad_evals"] == n * (NF_ * K_ + NB_ * K_) + 3 * LONG_LS
+    m = ref.extra["training"]["metrics"]
+    assert list(np.asarray(m["local_search_ran"])) == [1, 0, 0, 1, 0, 0, 1]
+    assert np.all((m["local_search_acceptance"] > 0) & (m["local_search_acceptance"] <= 1))
+    assert not part.complete and 0 < part.cost["num_training_steps"] < n
+    assert_same_run(resumed, ref, ("training_logdensity_evals", "training_grad_evals", "num_training_steps"))
+
+
+@pytest.mark.slow
+def test_mala_chain_keeps_the_target_after_its_burn_in():
+    """From exact draws of N(mu, s^2), a long local search (adapting during 5 burn-in steps, then 10 kept steps):
+    the kept states of the last step have the target's mean and variance within the CLT band, every kept state
+    is a chain state (its log-density matches), and the step size moved from its start toward acceptance 0.574."""
+    mu, s, n = 1.5, 0.7, 20000
+
+    def logp(x):
+        return -0.5 * jnp.sum(((x - mu) / s) ** 2)
+
+    x0 = mu + s * jax.random.normal(jax.random.key(0), (n, 1), jnp.float64)
+    xs, lps, eps, acc = jax.jit(lambda k, x: mala_chain(k, logp, x, 0.05, 15, 5))(jax.random.key(1), x0)
+    assert xs.shape == (10 * n, 1) and lps.shape == (10 * n,)
+    np.testing.assert_allclose(np.asarray(lps), -0.5 * ((np.asarray(xs[:, 0]) - mu) / s) ** 2, rtol=1e-12)
+    last = np.asarray(xs[-n:, 0])
+    assert abs(last.mean() - mu) < Z_CLT * s / np.sqrt(n)
+    assert abs(last.var() - s**2) < Z_CLT * s**2 * np.sqrt(2.0 / n)
+    assert float(eps) == pytest.approx(0.05 * 1.02**5) and 0.5 < float(acc) < 1.0
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -54,3 +54,16 @@ def test_ess_and_cess():
 def test_bad_resampler_name():
     with pytest.raises(ValueError, match="resampling must be one of"):
         resampling.get_resampler("bogus")
+
+
+def test_combine_log_Z_single_run_negative_lee_whiteley_is_not_a_zero_error():
+    """One run whose Lee & Whiteley estimate is negative (many resampling events) gets a NaN standard error and the
+    reason, not 0; a positive one gives sqrt(V); several runs use the between-run spread."""
+    from samplax.smc.logz import combine_log_Z
+
+    lz, se, how = combine_log_Z(np.array([1.5]), np.array([-0.05]))
+    assert lz == 1.5 and np.isnan(se) and "is negative" in how
+    lz, se, _ = combine_log_Z(np.array([1.5]), np.array([0.04]))
+    assert se == pytest.approx(0.2)
+    _, se, how = combine_log_Z(np.array([1.4, 1.6]), np.array([-0.05, -0.05]))
+    assert se > 0 and "between-run" in how
