@@ -24,6 +24,8 @@ The runs are `samplax bench learned` (samplax/bench/suites/learned.toml, one run
                                                               # anchor floor, flow_perturbation (merged later)
     python -m samplax bench learned --budget-scale one --only mixflow \
       --out benchmarks/results/learned/new_mixflow --no-report  # mixflow after its tuning fix (LJ-13 stopped)
+    python -m samplax bench learned --budget-scale one --only tb \
+      --out benchmarks/results/learned/tb_rerun --no-report  # tb with the long local-search schedule (its default)
     python benchmarks/learned_samplers.py --goal NAME ...   # the goal runs (GOAL_RUNS), one samplax.sample call each
     python benchmarks/learned_samplers.py            # reads benchmarks/results/learned/*/results.json
 
@@ -277,7 +279,8 @@ VARIANTS = {"cmcd_logvar": "+logvar",  # loss="logvar" (benchmarks/results/learn
             # after the suite gave them their batch_size (the shared `learned` block's 64 / 32 had replaced their
             # 256 on four targets), dgfs after its anchor floor (LJ-13 stopped at step 1) and flow_perturbation;
             # new_mixflow has mixflow after its tuning fix (LJ-13 stopped at step 0)
-            "new": "", "new_rerun": "", "new_mixflow": ""}
+            # tb_rerun: tb after its default became the long local-search schedule of Sendera et al.'s code
+            "new": "", "new_rerun": "", "new_mixflow": "", "tb_rerun": ""}
 
 COLS = [("method", "method"), ("budget", "budget"), ("total_evals", "evals"), ("training_evals", "train"),
         ("abs_log_Z_err", "abs(dlogZ)"), ("log_Z_se", "se"), ("elbo", "ELBO"), ("eubo", "EUBO"),

@@ -76,10 +76,10 @@ def sampler_options(**defaults) -> dict:
         "local_search_step_size": Option(d.local_search_step_size, "initial MALA step size of the local search "
                                          "(adapted after each step toward acceptance 0.574)", pos_float,
                                          "a finite number > 0"),
-        "local_search_every": Option(d.local_search_every, "run the local search only every this many steps (1 = "
-                                     "every step, on the drawn states); > 1 or local_search_burn_in > 0 is the long "
-                                     "schedule of Sendera et al.'s code (200 steps every 100 iterations, burn-in "
-                                     "100): each search's chains after the burn-in fill a second buffer, which "
+        "local_search_every": Option(d.local_search_every, "with local_search_steps > 0: run the local search "
+                                     "only every this many steps (1 = every step, on the drawn states); > 1 or "
+                                     "local_search_burn_in > 0 is the long schedule of Sendera et al.'s code "
+                                     "(200 steps every 100 iterations, burn-in 100): each search's chains after the burn-in fill a second buffer, which "
                                      "every step's backward paths start from", pos_int, "an int >= 1"),
         "local_search_burn_in": Option(d.local_search_burn_in, "long schedule: MALA steps of each search whose "
                                        "states are not kept (the step size adapts during them)", _nonneg_int,

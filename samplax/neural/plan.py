@@ -96,6 +96,11 @@ class SamplerConfig:
         """The long schedule: chains every ``local_search_every`` steps into a local-search buffer."""
         return self.local_search and (self.local_search_every > 1 or self.local_search_burn_in > 0)
 
+    def local_search_buffer_size(self) -> int:
+        """Slots of the long schedule's second buffer: ``replay``, or one search's kept states if more
+        (``num_backward x (local_search_steps - local_search_burn_in)``)."""
+        return max(int(self.replay), self.num_backward * (self.local_search_steps - self.local_search_burn_in))
+
     def local_search_evals(self) -> int:
         """Value-and-gradients of one local search: ``num_backward x (local_search_steps + 1)``."""
         return self.num_backward * (self.local_search_steps + 1) if self.local_search else 0
@@ -141,6 +146,15 @@ class SamplerConfig:
         nf = self.batch_size - nb
         return nf * lp + nb * blp + ls, nf * grad + nb * bgrad + ls
 
+    def training_evals_for(self, steps: int) -> int:
+        """The log-density evaluations of ``steps`` training steps (the smallest ``training_evals`` that pays for
+        them): ``steps x evals_per_step()``, or with the long schedule ``steps x base + ceil(steps / every) x
+        search``."""
+        if not self.periodic_local_search:
+            return int(steps) * self.evals_per_step()[0]
+        return int(steps) * self.evals_per_step(False)[0] + -(-int(steps) // int(self.local_search_every)) * \
+            self.local_search_evals()
+
     def num_training_steps(self) -> int:
         """Training steps the budget pays for: ``training_evals // (log-density evaluations per step)``; with the
         long local-search schedule the most steps ``n`` with ``n x base + ceil(n / every) x search <=
@@ -151,12 +165,9 @@ class SamplerConfig:
         base, ls, every = self.evals_per_step(False)[0], self.local_search_evals(), int(self.local_search_every)
         n = max(budget * every // (base * every + ls), 0)
 
-        def total(m):
-            return m * base + -(-m // every) * ls
-
-        while total(n + 1) <= budget:
+        while self.training_evals_for(n + 1) <= budget:
             n += 1
-        while n > 0 and total(n) > budget:
+        while n > 0 and self.training_evals_for(n) > budget:
             n -= 1
         return n
 
@@ -232,19 +243,10 @@ def _check_replay(name: str, cfg: SamplerConfig) -> None:
         if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < (1 if opt.endswith("every") else 0):
             raise ValueError(f"method {name!r}: option {opt}={v!r} must be an int >= "
                              f"{1 if opt.endswith('every') else 0}")
-    if (cfg.local_search_every > 1 or cfg.local_search_burn_in > 0) and not cfg.local_search:
-        raise ValueError(f"method {name!r}: options local_search_every={cfg.local_search_every} / "
-                         f"local_search_burn_in={cfg.local_search_burn_in} need a local search "
-                         "(local_search_steps > 0 with a replay buffer)")
     if cfg.periodic_local_search:
         if cfg.local_search_burn_in >= cfg.local_search_steps:
             raise ValueError(f"method {name!r}: option local_search_burn_in={cfg.local_search_burn_in} leaves no "
                              f"draws of local_search_steps={cfg.local_search_steps} MALA steps (burn_in < steps)")
-        kept = cfg.num_backward * (cfg.local_search_steps - cfg.local_search_burn_in)
-        if kept > cfg.replay:
-            raise ValueError(f"method {name!r}: option replay={cfg.replay} cannot hold one long local search's "
-                             f"{kept} states (num_backward {cfg.num_backward} chains x (local_search_steps - "
-                             "local_search_burn_in)); give replay >= that")
 
 
 def make_plan(name: str, target, ctx: TrainingContext, cfg: SamplerConfig) -> TrainingPlan:
@@ -270,7 +272,7 @@ def make_plan(name: str, target, ctx: TrainingContext, cfg: SamplerConfig) -> Tr
         if cfg.replay > 0:
             state["buffer"] = init_buffer(cfg.replay, dim, cfg.local_search_step_size, dtype)
         if cfg.periodic_local_search:
-            state["ls_buffer"] = init_buffer(cfg.replay, dim, cfg.local_search_step_size, dtype)
+            state["ls_buffer"] = init_buffer(cfg.local_search_buffer_size(), dim, cfg.local_search_step_size, dtype)
             state["ls_step"] = jnp.zeros((), jnp.int32)
             state["ls_acceptance"] = jnp.zeros((), dtype)
         return state
