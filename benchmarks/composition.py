@@ -22,6 +22,8 @@ Methods at (nearly) equal total model evaluations ``N * T * models`` (``N = 1024
 * ``fkc``: ``diffusion.sample_smc`` with ``nfe = T`` (exact discrete-time weights, the default with energies, and
   the default analytic move variance);
 * ``fkc ddpm-var``: the same with ``proposal_variance="ddpm"`` (DDPM's move variance, the default before 2026-12-08);
+* ``fkc time-grid``: the default ``fkc`` on ``grid="time"`` (uniform in VP time: more levels at medium noise, where
+  the composed path moves mass between modes, fewer at small noise, which the analytic variance makes nearly free);
 * ``fkc-sde``: ``diffusion.sample_smc(weights="fkc")``: Skreta et al.'s continuous-time weights on the target-score SDE
   (not for the constraints, whose cost term needs the exact weights).
 
@@ -158,6 +160,8 @@ def run_row_seed(name, models, make, ref_sample, project, nfe, seed):
     out["fkc"] = (sw(x, ref), info.cost["total_model_evals"], time.perf_counter() - t, info.log_Z, info.log_Z_se)
     x, info = sd.sample_smc(comp, key=key, num_particles=N, nfe=nfe, sigma_max=SIGMA_MAX, proposal_variance="ddpm")
     out["fkc-ddpm"] = (sw(x, ref), info.cost["total_model_evals"], info.log_Z)
+    x, info = sd.sample_smc(comp, key=key, num_particles=N, nfe=nfe, sigma_max=SIGMA_MAX, grid="time")
+    out["fkc-time"] = (sw(x, ref), info.cost["total_model_evals"], info.log_Z)
     if not comp.costs:
         t = time.perf_counter()
         x, info = sd.sample_smc(comp, key=key, num_particles=N, nfe=nfe, sigma_max=SIGMA_MAX, weights="fkc")
@@ -179,26 +183,26 @@ def main():
              f"sigma_max = {SIGMA_MAX}; reference {NREF} exact draws; SW2 with 128 directions.", "",
              "naive: sample(ddpm, nfe=T); corrected: sample(ddpm, nfe=T/3, MALA 1 step, step_size 0.5); "
              "fkc: sample_smc(nfe=T, exact weights, analytic move variance); fkc ddpm-var: the same with "
-             "proposal_variance='ddpm'; fkc-sde: sample_smc(nfe=T, weights='fkc'). "
+             "proposal_variance='ddpm'; fkc time-grid: the default on grid='time'; fkc-sde: sample_smc(nfe=T, weights='fkc'). "
              "evals = total model evaluations of the call (all samples, all models).", "",
-             "| row | floor | naive | corrected (acc) | fkc | fkc ddpm-var | fkc-sde | fkc/naive | "
-             "excess naive / corr / fkc | excess fkc/naive | evals naive / corr / fkc | fkc log Z (se) | "
-             "ddpm-var log Z | exact log Z | seconds n/c/f |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| row | floor | naive | corrected (acc) | fkc | fkc ddpm-var | fkc time-grid | fkc-sde | fkc/naive | "
+             "time-grid/naive | excess naive / corr / fkc | excess fkc/naive | evals naive / corr / fkc | "
+             "fkc log Z (se) | ddpm-var log Z | time-grid log Z | exact log Z | seconds n/c/f |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     t0 = time.perf_counter()
     only = [o for o in args.only.split(",") if o]
     for name, models, make, ref_sample, project, log_z in rows(args.quick):
         if only and not any(name.startswith(o) for o in only):
             continue
         r = run_row(name, models, make, ref_sample, project, args.nfe, range(args.seeds))
-        n, c, f, fd = r["naive"], r["corrected"], r["fkc"], r["fkc-ddpm"]
+        n, c, f, fd, ft = r["naive"], r["corrected"], r["fkc"], r["fkc-ddpm"], r["fkc-time"]
         fs = r.get("fkc-sde")
         ex = [math.sqrt(max(v[0] ** 2 - r["floor"] ** 2, 0.0)) for v in (n, c, f)]
         exr = ex[2] / ex[0] if ex[0] > 0 else float("nan")
         line = (f"| {name} | {r['floor']:.4f} | {n[0]:.4f} | {c[0]:.4f} ({c[3]:.2f}) | {f[0]:.4f} | {fd[0]:.4f} | "
-                f"{'' if fs is None else f'{fs[0]:.4f}'} | {f[0] / n[0]:.2f} | "
+                f"{ft[0]:.4f} | {'' if fs is None else f'{fs[0]:.4f}'} | {f[0] / n[0]:.2f} | {ft[0] / n[0]:.2f} | "
                 f"{ex[0]:.4f} / {ex[1]:.4f} / {ex[2]:.4f} | {exr:.2f} | {n[1]:.0f} / {c[1]:.0f} / {f[1]:.0f} | "
-                f"{f[3]:.3f} ({f[4]:.3f}) | {fd[2]:.3f} | {log_z:.3f} | {n[2]:.1f}/{c[2]:.1f}/{f[2]:.1f} |")
+                f"{f[3]:.3f} ({f[4]:.3f}) | {fd[2]:.3f} | {ft[2]:.3f} | {log_z:.3f} | {n[2]:.1f}/{c[2]:.1f}/{f[2]:.1f} |")
         print(line, flush=True)
         lines.append(line)
     lines += ["", f"Total {time.perf_counter() - t0:.0f} s."]
