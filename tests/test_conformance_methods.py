@@ -106,9 +106,10 @@ REQUIRED_SETTINGS = {
     # 9 log-density evaluations each; 10 for cmcd, which also evaluates the gradient at the path's end)
     **{name: {"training_evals": 30 * 16 * 9, "batch_size": 16, "num_time_steps": 8} for name in ("pis", "dds")},
     "cmcd": {"training_evals": 30 * 16 * 10, "batch_size": 16, "num_time_steps": 8},
-    # tb: 8 forward and 8 backward paths of 9 evaluations each, 8 x (8 + 1) local-search evaluations;
-    # dgfs as pis; dis needs num_time_steps > beta_max / 2 = 10 (13 evaluations per path)
-    "tb": {"training_evals": 30 * (16 * 9 + 8 * 9), "batch_size": 16, "num_time_steps": 8},
+    # tb: 8 forward and 8 backward paths of 9 evaluations each per step, and its long local search once, at step 0
+    # (8 chains x (200 + 1) value-and-gradients); dgfs as pis; dis needs num_time_steps > beta_max / 2 = 10 (13
+    # evaluations per path)
+    "tb": {"training_evals": 30 * 16 * 9 + 8 * 201, "batch_size": 16, "num_time_steps": 8},
     "dgfs": {"training_evals": 30 * 16 * 9, "batch_size": 16, "num_time_steps": 8},
     "dis": {"training_evals": 30 * 16 * 13, "batch_size": 16, "num_time_steps": 12},
     # idem: 30 steps of 16 points x 8 MC draws, a small buffer refilled every 10 steps by 16 paths of 8 steps

@@ -8,8 +8,9 @@ and ``dis``.
   local search and trained on as backward paths (:mod:`samplax.neural.gfn`), on the schedule of their code: every
   100 training steps ``replay_fraction x batch_size`` buffer states run 200 MALA steps, and the states after a
   burn-in of 100 (during which the step size adapts) fill a second buffer that the backward paths start from
-  (``local_search_every``, ``local_search_burn_in``; ``local_search_every=1, local_search_burn_in=0`` is a short
-  search on the drawn states at every step, this method's default before 2026-12-08).
+  (``local_search_every``, ``local_search_burn_in``; ``local_search_steps=8, local_search_every=1,
+  local_search_burn_in=0`` is a short search on the drawn states at every step, this method's default before
+  2026-12-08).
 * ``dgfs``: Diffusion Generative Flow Samplers (Zhang, Chen, Liu, Courville & Bengio 2024, ICLR): the same
   reference and drift trained by sub-trajectory balance (``loss="subtb"``) with DGFS's log-flow, a network
   plus the geometric interpolation between the reference's marginal and the target; ``log Z`` is the flow at
@@ -56,7 +57,7 @@ def _config(name: str, options: dict) -> SamplerConfig:
 
 def _prepare(name):
     def prepare(target, options):
-        check_config(name, target, _config(name, options))
+        check_config(name, target, _config(name, options), CONFIGS[name][1])
         return options
 
     return prepare
@@ -71,7 +72,7 @@ def _sampling_cost(name):
 
 def _trainer(name):
     def trainer(target, ctx, **options):
-        return make_plan(name, target, ctx, _config(name, options))
+        return make_plan(name, target, ctx, _config(name, options), CONFIGS[name][1])
 
     return trainer
 

@@ -69,12 +69,13 @@ def sampler_options(**defaults) -> dict:
         "replay_fraction": Option(d.replay_fraction, "share of each batch that are backward paths from buffer states "
                                   "(with replay > 0; the rest are forward paths)", _fraction,
                                   "a number in [0, 1]"),
-        "local_search_steps": Option(d.local_search_steps, "MALA steps on the buffer states drawn each step before "
-                                     "their backward paths (0 = no local search; Metropolis-adjusted, so the "
+        "local_search_steps": Option(d.local_search_steps, "MALA steps on the buffer states drawn for the backward "
+                                     "paths (each step, or each local_search_every steps; 0 = no local search; Metropolis-adjusted, so the "
                                      "target is invariant; counted as training evaluations)", _nonneg_int,
                                      "an int >= 0"),
         "local_search_step_size": Option(d.local_search_step_size, "initial MALA step size of the local search "
-                                         "(adapted after each step toward acceptance 0.574)", pos_float,
+                                         "(adapted toward acceptance 0.574: between searches, or during the "
+                                         "long schedule's burn-in)", pos_float,
                                          "a finite number > 0"),
         "local_search_every": Option(d.local_search_every, "with local_search_steps > 0: run the local search "
                                      "only every this many steps (1 = every step, on the drawn states); > 1 or "

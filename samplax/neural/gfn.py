@@ -113,11 +113,12 @@ def mala(key, logdensity_fn, x, step_size, num_steps: int, clip: float = 1e2):
 
     vg_b = _clipped_value_and_grad(logdensity_fn, clip)
     eps = jnp.asarray(step_size, x.dtype)
+    sd = jnp.sqrt(2 * eps)
     lp, g = vg_b(x)
 
     def one(carry, k):
         x, lp, g, acc = carry
-        x, lp, g, ok = _mala_step(vg_b, eps, x, lp, g, k)
+        x, lp, g, ok = _mala_step(vg_b, eps, sd, x, lp, g, k)
         return (x, lp, g, acc + jnp.mean(ok.astype(x.dtype))), None
 
     keys = jax.random.split(key, num_steps)
@@ -134,9 +135,8 @@ def _clipped_value_and_grad(logdensity_fn, clip):
     return jax.vmap(vg)
 
 
-def _mala_step(vg_b, eps, x, lp, g, k):
-    """One MALA step of every row (see :func:`mala`): ``(x, log_pi, grad, accepted [m])``."""
-    sd = jnp.sqrt(2 * eps)
+def _mala_step(vg_b, eps, sd, x, lp, g, k):
+    """One MALA step of every row (see :func:`mala`; ``sd = sqrt(2 eps)``): ``(x, log_pi, grad, accepted [m])``."""
     y = x + eps * g + sd * jax.random.normal(k, x.shape, x.dtype)
     lp_y, g_y = vg_b(y)
     log_fwd = normal_logpdf(y, x + eps * g, sd)
@@ -167,16 +167,18 @@ def mala_chain(key, logdensity_fn, x, step_size, num_steps: int, burn_in: int, c
 
     def adapt(carry, k):
         x, lp, g, eps = carry
-        x, lp, g, ok = _mala_step(vg_b, eps, x, lp, g, k)
+        x, lp, g, ok = _mala_step(vg_b, eps, jnp.sqrt(2 * eps), x, lp, g, k)
         up = jnp.mean(ok.astype(x.dtype)) > TARGET_ACCEPTANCE
         eps = jnp.clip(jnp.where(up, eps * BURN_IN_ADAPT_FACTOR, eps / BURN_IN_ADAPT_FACTOR), *STEP_SIZE_BOUNDS)
         return (x, lp, g, eps), None
 
     (x, lp, g, eps), _ = jax.lax.scan(adapt, (x, lp, g, eps), keys[:burn_in])
 
+    sd = jnp.sqrt(2 * eps)
+
     def draw(carry, k):
         x, lp, g = carry
-        x, lp, g, ok = _mala_step(vg_b, eps, x, lp, g, k)
+        x, lp, g, ok = _mala_step(vg_b, eps, sd, x, lp, g, k)
         return (x, lp, g), (x, lp, jnp.mean(ok.astype(x.dtype)))
 
     _, (xs, lps, acc) = jax.lax.scan(draw, (x, lp, g), keys[burn_in:])

@@ -172,16 +172,21 @@ class SamplerConfig:
         return n
 
 
-def check_config(name: str, target, cfg: SamplerConfig) -> None:
+def check_config(name: str, target, cfg: SamplerConfig, defaults: dict | None = None) -> None:
     """Clear errors (naming the option) for a budget too small for one step, a target without gradients for a
-    gradient-needing configuration, and incompatible options."""
+    gradient-needing configuration, and incompatible options.  ``defaults``: the method's own option defaults
+    (an option left at its default is not reported as ignored)."""
+    _check_local_search_schedule(name, cfg, defaults or {})
     if cfg.num_training_steps() < 1:
         lp, _ = cfg.evals_per_step()
+        ls = (f" + a local search of {cfg.local_search_evals()} value-and-gradients (local_search_steps="
+              f"{cfg.local_search_steps} x {cfg.num_backward} states)" if cfg.local_search else "")
         raise ValueError(
             f"method {name!r}: option training_evals={cfg.training_evals} is too small for one training step, "
             f"which evaluates the target {lp} times (batch_size={cfg.batch_size} paths x "
             f"{cfg.evals_per_path()[0]} evaluations per path with num_time_steps={cfg.num_time_steps}, "
-            f"langevin={cfg.langevin}); give training_evals >= {lp} or a smaller batch_size / num_time_steps")
+            f"langevin={cfg.langevin}{ls}); give training_evals >= {lp} or a smaller batch_size / num_time_steps"
+            + (" / local_search_steps" if ls else ""))
     if cfg.annealed and cfg.langevin:
         raise ValueError(f"method {name!r}: option langevin=True does not apply: CMCD's transitions already follow "
                          "the annealed target's gradient (leave langevin=False)")
@@ -238,20 +243,28 @@ def _check_replay(name: str, cfg: SamplerConfig) -> None:
         if cfg.local_search_steps > 0:
             raise ValueError(f"method {name!r}: option local_search_steps={cfg.local_search_steps} needs a replay "
                              "buffer (replay > 0 and replay_fraction > 0): the local search improves buffer states")
-    for opt in ("local_search_every", "local_search_burn_in"):
+
+
+def _check_local_search_schedule(name: str, cfg: SamplerConfig, defaults: dict) -> None:
+    """``local_search_every >= 1``, ``local_search_burn_in >= 0`` and below ``local_search_steps``, and neither
+    changed from the method's default without a local search to apply to."""
+    for opt, least in (("local_search_every", 1), ("local_search_burn_in", 0)):
         v = getattr(cfg, opt)
-        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < (1 if opt.endswith("every") else 0):
-            raise ValueError(f"method {name!r}: option {opt}={v!r} must be an int >= "
-                             f"{1 if opt.endswith('every') else 0}")
-    if cfg.periodic_local_search:
-        if cfg.local_search_burn_in >= cfg.local_search_steps:
-            raise ValueError(f"method {name!r}: option local_search_burn_in={cfg.local_search_burn_in} leaves no "
-                             f"draws of local_search_steps={cfg.local_search_steps} MALA steps (burn_in < steps)")
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < least:
+            raise ValueError(f"method {name!r}: option {opt}={v!r} must be an int >= {least}")
+        if not cfg.local_search and v != defaults.get(opt, getattr(SamplerConfig, opt)):
+            raise ValueError(f"method {name!r}: option {opt}={v} has no effect without a local search "
+                             "(local_search_steps > 0 and a replay buffer)")
+    if cfg.periodic_local_search and cfg.local_search_burn_in >= cfg.local_search_steps:
+        raise ValueError(f"method {name!r}: option local_search_burn_in={cfg.local_search_burn_in} leaves no "
+                         f"draws of local_search_steps={cfg.local_search_steps} MALA steps (burn_in < steps)")
 
 
-def make_plan(name: str, target, ctx: TrainingContext, cfg: SamplerConfig) -> TrainingPlan:
-    """The engine's :class:`~samplax.core.method.TrainingPlan` for a learned diffusion sampler (see the module)."""
-    check_config(name, target, cfg)
+def make_plan(name: str, target, ctx: TrainingContext, cfg: SamplerConfig,
+              defaults: dict | None = None) -> TrainingPlan:
+    """The engine's :class:`~samplax.core.method.TrainingPlan` for a learned diffusion sampler (see the module;
+    ``defaults``: the method's option defaults, as for :func:`check_config`)."""
+    check_config(name, target, cfg, defaults)
     ref = cfg.make_reference()
     dim = target.dim
     dtype = jnp.result_type(float)

@@ -447,6 +447,30 @@ def test_sample_smc_reports_nonfinite_model_output():
         sd.sample_smc(_HoleEnergy(-100.0), key=jax.random.key(0), num_particles=64, nfe=8, sigma_max=5.0, shape=(2,))
 
 
+class _NanScoreEnergy(sd.EnergyDiffusion):
+    """A Gaussian energy, finite everywhere, whose gradient is NaN where ``x[0] > cut`` (the untaken branch of a
+    ``where`` with a NaN derivative)."""
+
+    cut: float
+
+    def energy(self, x, sigma):
+        e = 0.5 * jnp.sum(x * x) / (1.0 + sigma**2)
+        return e + jnp.where(x[0] > self.cut, 0.0, 0.0 * jnp.sqrt(self.cut - x[0]))
+
+
+def test_sample_smc_nan_scores_drop_particles_not_the_population():
+    """A particle with a finite energy but a NaN score gets weight 0 and a report; the analytic move variance (a
+    weighted mean over the particles) leaves it out instead of turning every particle's move into NaN."""
+    counts = {}
+    for v in ("analytic", "ddpm"):
+        with pytest.warns(UserWarning, match="non-finite values"):
+            x, info = sd.sample_smc(_NanScoreEnergy(2.5), key=jax.random.key(0), num_particles=128, nfe=8,
+                                    sigma_max=5.0, shape=(2,), proposal_variance=v)
+        counts[v] = int((np.asarray(info.nonfinite_step) >= 0).sum())
+        assert np.all(np.isfinite(np.asarray(x)))
+    assert 0 < counts["analytic"] < 64 and counts["analytic"] < 2 * counts["ddpm"] + 8, counts
+
+
 # ----------------------------------------------------------------------------------------------------------
 # 7. bias of naive composition, MCMC correction, consistency of the Feynman-Kac corrector SMC (slow tier)
 

@@ -188,6 +188,12 @@ def test_bad_input_is_a_clear_error():
     # the long local-search schedule
     with pytest.raises(ValueError, match="local_search_every=0 is invalid|local_search_every=0 must be"):
         samplax.sample(t, "tb", local_search_every=0, **kw)
+    with pytest.raises(ValueError, match="local_search_every=7 has no effect without a local search"):
+        samplax.sample(t, "pis", loss="tb", local_search_every=7, **kw)
+    with pytest.raises(ValueError, match="local_search_every=7 has no effect without a local search"):
+        samplax.sample(t, "tb", local_search_steps=0, local_search_every=7, **kw)
+    with pytest.raises(ValueError, match=r"too small for one training step.*a local search of 804"):
+        samplax.sample(t, "tb", batch_size=8, num_time_steps=4, training_evals=800, progress=False)
     with pytest.raises(ValueError, match="local_search_burn_in=8 leaves no draws of local_search_steps=8"):
         samplax.sample(t, "tb", local_search_steps=8, local_search_burn_in=8, **kw)
 

@@ -18,7 +18,10 @@ grad s = -E|s|^2``), ``v = (s_{i+1} / s_i)^2 dt + (dt / t)^2 t (1 - t m)`` with 
 DDPM's variance (sharp data) to ``dt`` (data wide against the noise, where DDPM's variance is too small by
 ``(s_{i+1} / s_i)^2`` in every dimension and the weights degenerate at small noise, the more so the higher the
 dimension: measured, product of two 8-D mixtures at ``nfe = 120``, 1024 particles: log Z spread over seeds 0.15 with
-DDPM's variance, 0.013 with the analytic one);
+DDPM's variance, 0.013 with the analytic one); ``t (1 - t m)`` is clipped to ``[0, t]``. The analytic variance
+depends on the particles of the previous level, which makes the sampler an adaptive SMC: the weights are exact
+given it and the estimates consistent, but the normalizer estimate below is no longer exactly unbiased (Beskos,
+Jasra, Kantas & Thiery 2016); ``"local"`` and ``"ddpm"`` keep it unbiased;
 
 and are weighted, resampled (:mod:`samplax.smc.resampling`, when the ESS falls below ``ess_threshold * N``) and
 moved again by :func:`samplax.smc.base.fk_step`, the step every SMC sampler of samplax (and the twisted diffusion
@@ -41,7 +44,8 @@ sampler of :mod:`samplax.diffusion.inverse`) runs on. Two weightings (``weights=
 The initial particles are ``N(0, s_0^2 / gamma I)``, ``gamma = sum_k a_k`` (each ``q_k`` is close to
 ``N(0, s_0^2 I)`` at large noise), weighted by ``gamma_0(x) / N(x; 0, s_0^2 / gamma I)`` when the models have energies.
 With normalized models (exact mixtures) the product of the weighted means of the weights is an unbiased estimate
-of ``Z = int gamma_{sigma_end}`` (Del Moral 2004): ``info.log_Z`` -- for ``product(m1, m2)`` ``log int q1 q2``, for
+of ``Z = int gamma_{sigma_end}`` (Del Moral 2004; consistent but not exactly unbiased with the adaptive analytic
+variance): ``info.log_Z`` -- for ``product(m1, m2)`` ``log int q1 q2``, for
 ``power(m, beta)`` ``log int q^beta`` -- with ``info.log_Z_se`` (over independent runs, or Lee & Whiteley 2018 for
 one run); for ``"fkc"`` it carries that weighting's time-discretization bias. A composition with hard supports
 (``constrain``) gives the particles outside the set weight 0 at the end. The output is each run's particles
@@ -157,11 +161,15 @@ def _one_run(comp, key, sigmas, ess_threshold, shape, p, weights, corr, resample
         s_prev, s = sigmas[jnp.maximum(i - 1, 0)], sigmas[i]
         # the particles' weighted mean of |score|^2 / d at s_prev (the weights after this step's potential; a
         # resampling keeps their expectation): Analytic-DPM's estimate of the posterior variance of x_0
-        lw_now = jax.nn.log_softmax(jnp.where(jnp.isnan(state.particles[4]), -jnp.inf, state.log_weights
-                                              + state.particles[4]))
+        # (NaN and +inf potentials count as -inf, as in fk_step; particles with a non-finite score are left out)
+        pot = state.particles[4]
         sq = jnp.sum(state.particles[2].reshape(p, -1) ** 2, axis=1) / d
-        w_now = jnp.exp(lw_now)
-        m2_pop = jnp.sum(jnp.where(w_now > 0, w_now * sq, 0.0))
+        ok = ~(jnp.isnan(pot) | (pot == jnp.inf)) & jnp.isfinite(sq)
+        lw_now = jnp.where(ok, state.log_weights + pot, -jnp.inf)
+        top = jnp.max(lw_now)
+        w_now = jnp.where(ok, jnp.exp(lw_now - jnp.where(jnp.isfinite(top), top, 0.0)), 0.0)
+        total = jnp.sum(w_now)
+        m2_pop = jnp.where(total > 0, jnp.sum(w_now * jnp.where(ok, sq, 0.0)) / jnp.where(total > 0, total, 1.0), 0.0)
 
         def mutate(_, parts):
             x, lp, sc, rate, _ = parts
@@ -404,7 +412,9 @@ def sample_smc(composition, *, key, num_particles: int, nfe: int, sigma_max: flo
         note += "; with weights='fkc' it has a time-discretization bias that vanishes as nfe grows"
     lz_runs = np.asarray(log_z_runs, np.float64)
     if comp.normalized:
-        log_z, se, _ = combine_log_Z(lz_runs, np.asarray(relvar, np.float64))
+        log_z, se, how = combine_log_Z(lz_runs, np.asarray(relvar, np.float64))
+        if not np.isfinite(se):
+            note += f"; standard error {how}"
     else:
         log_z, se = float("nan"), float("nan")
     info = SMCInfo(log_z, se, lz_runs, np.asarray(ess_hist), np.asarray(num_res), np.asarray(levels), weights, cost,
