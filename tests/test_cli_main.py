@@ -115,7 +115,13 @@ def test_ctrl_c_stops_cleanly_and_resumes(tmp_path):
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     cmd = [sys.executable, "-m", "samplax", "run", "nuts", "std_gaussian", "--chains", "2", "--warmup", "300",
            "--samples", "200000", "--out", str(out), "--quiet", "--no-report", "--checkpoint-interval", "0"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # the child must not inherit an ignored SIGINT (a shell's background job ignores it; a handler, unlike SIG_IGN,
+    # is reset to the default by exec, and Python then installs its KeyboardInterrupt handler at start-up)
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    finally:
+        signal.signal(signal.SIGINT, before)
     ckpt = out / "checkpoint" / "checkpoint.npz"
     deadline = time.time() + 240
     while time.time() < deadline and not ckpt.exists():

@@ -11,6 +11,9 @@ from samplax.core.result import atomic_savez, atomic_write
 def test_ctrl_c_during_savez_is_raised_after_the_file_is_complete(tmp_path, monkeypatch):
     path = str(tmp_path / "c.npz")
     real_savez = np.savez
+    before = signal.getsignal(signal.SIGINT)
+    if before is signal.SIG_IGN:  # a shell's background job ignores SIGINT; the test needs the Python handler
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def savez_interrupted(f, **arrays):
         # the signal lands in the middle of the zip write, where it broke the CI run
@@ -26,6 +29,7 @@ def test_ctrl_c_during_savez_is_raised_after_the_file_is_complete(tmp_path, monk
     assert not os.path.exists(path + ".tmp.npz")
     # the previous handler is back: a later Ctrl-C interrupts at once
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    signal.signal(signal.SIGINT, before)
 
 
 def test_atomic_write_without_signal_writes_and_returns(tmp_path):
