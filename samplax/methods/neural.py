@@ -70,8 +70,8 @@ def sampler_options(**defaults) -> dict:
                                   "(with replay > 0; the rest are forward paths)", _fraction,
                                   "a number in [0, 1]"),
         "local_search_steps": Option(d.local_search_steps, "MALA steps on the buffer states drawn for the backward "
-                                     "paths (each step, or each local_search_every steps; 0 = no local search; Metropolis-adjusted, so the "
-                                     "target is invariant; counted as training evaluations)", _nonneg_int,
+                                     "paths (each step, or each local_search_every steps; 0 = no local search; "
+                                     "Metropolis-adjusted, so the target is invariant; counted as training evaluations)", _nonneg_int,
                                      "an int >= 0"),
         "local_search_step_size": Option(d.local_search_step_size, "initial MALA step size of the local search "
                                          "(adapted toward acceptance 0.574: between searches, or during the "
@@ -80,8 +80,9 @@ def sampler_options(**defaults) -> dict:
         "local_search_every": Option(d.local_search_every, "with local_search_steps > 0: run the local search "
                                      "only every this many steps (1 = every step, on the drawn states); > 1 or "
                                      "local_search_burn_in > 0 is the long schedule of Sendera et al.'s code "
-                                     "(200 steps every 100 iterations, burn-in 100): each search's chains after the burn-in fill a second buffer, which "
-                                     "every step's backward paths start from", pos_int, "an int >= 1"),
+                                     "(200 steps every 100 iterations, burn-in 100): each search's chains after "
+                                     "the burn-in fill a second buffer, which every step's backward paths start "
+                                     "from", pos_int, "an int >= 1"),
         "local_search_burn_in": Option(d.local_search_burn_in, "long schedule: MALA steps of each search whose "
                                        "states are not kept (the step size adapts during them)", _nonneg_int,
                                        "an int >= 0"),

@@ -414,17 +414,18 @@ def _gfn_step(key, state, tgt, cfg: SamplerConfig, ref: Reference, static, opt, 
     log_w = log_weight(paths)
     new_state = {}
     extra_metrics = {}
+    lp_step, grad_step = cfg.evals_per_step()
     if nb:
         buf = buffer_insert(state["buffer"], paths.xs[:, -1], paths.log_pi)
-        idx = buffer_sample(jax.random.fold_in(key, cfg.batch_size), buf, nb)
-        x = buf.x[idx]
-        if cfg.periodic_local_search:
+        if cfg.periodic_local_search:  # the backward paths start from the local-search buffer
             x, buf, lp_step, grad_step, extra_metrics = _long_local_search(key, state, buf, logp, cfg, ref, new_state)
-        elif cfg.local_search:
-            x, lp, acc = mala(jax.random.fold_in(key, cfg.batch_size + 1), logp, x, buf.step_size,
-                              cfg.local_search_steps, clip=ref.score_clip)
-            buf = buffer_insert(buf, x, lp)._replace(step_size=adapt_step_size(buf.step_size, acc))
-            extra_metrics = {"local_search_acceptance": acc, "local_search_step_size": buf.step_size}
+        else:
+            x = buf.x[buffer_sample(jax.random.fold_in(key, cfg.batch_size), buf, nb)]
+            if cfg.local_search:
+                x, lp, acc = mala(jax.random.fold_in(key, cfg.batch_size + 1), logp, x, buf.step_size,
+                                  cfg.local_search_steps, clip=ref.score_clip)
+                buf = buffer_insert(buf, x, lp)._replace(step_size=adapt_step_size(buf.step_size, acc))
+                extra_metrics = {"local_search_acceptance": acc, "local_search_step_size": buf.step_size}
         kb = jax.random.fold_in(key, cfg.batch_size + 2)
         bkeys = jax.vmap(lambda j: jax.random.fold_in(kb, j))(jnp.arange(nb))
         back = jax.lax.stop_gradient(jax.vmap(
@@ -441,8 +442,6 @@ def _gfn_step(key, state, tgt, cfg: SamplerConfig, ref: Reference, static, opt, 
 
     loss, grads = jax.value_and_grad(loss_fn)(params)
     updates, opt_state = opt.update(grads, state["opt"], params)
-    if not cfg.periodic_local_search:
-        lp_step, grad_step = cfg.evals_per_step()
     new_state = {"params": optax.apply_updates(params, updates), "opt": opt_state, **new_state}
     metrics = {"loss": loss, "log_Z": logmeanexp(log_w), "elbo": jnp.mean(log_w),
                "num_logdensity_evals": jnp.asarray(lp_step, jnp.int32),

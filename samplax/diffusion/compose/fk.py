@@ -132,6 +132,20 @@ def _normals(keys, i, j, shape, dtype):
     return jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(jax.random.fold_in(k, i), j), shape, dtype))(keys)
 
 
+def _weighted_mean_square_score(state, p, d):
+    """The particles' weighted mean of ``|score|^2 / d`` at the current level (the weights after this step's
+    potential; a resampling keeps their expectation): Analytic-DPM's estimate of the posterior variance of ``x_0``.
+    NaN and +inf potentials count as -inf, as in ``fk_step``; particles with a non-finite score are left out."""
+    pot = state.particles[4]
+    sq = jnp.sum(state.particles[2].reshape(p, -1) ** 2, axis=1) / d
+    ok = ~(jnp.isnan(pot) | (pot == jnp.inf)) & jnp.isfinite(sq)
+    lw = jnp.where(ok, state.log_weights + pot, -jnp.inf)
+    top = jnp.max(lw)
+    w = jnp.where(ok, jnp.exp(lw - jnp.where(jnp.isfinite(top), top, 0.0)), 0.0)
+    total = jnp.sum(w)
+    return jnp.where(total > 0, jnp.sum(w * jnp.where(ok, sq, 0.0)) / jnp.where(total > 0, total, 1.0), 0.0)
+
+
 def _one_run(comp, key, sigmas, ess_threshold, shape, p, weights, corr, resample_fn, exact_init, variance):
     dtype = sigmas.dtype
     n = sigmas.shape[0]
@@ -159,17 +173,8 @@ def _one_run(comp, key, sigmas, ess_threshold, shape, p, weights, corr, resample
     def body(i, carry):
         state, nf, ess_hist, acc_hist, ne = carry
         s_prev, s = sigmas[jnp.maximum(i - 1, 0)], sigmas[i]
-        # the particles' weighted mean of |score|^2 / d at s_prev (the weights after this step's potential; a
-        # resampling keeps their expectation): Analytic-DPM's estimate of the posterior variance of x_0
-        # (NaN and +inf potentials count as -inf, as in fk_step; particles with a non-finite score are left out)
-        pot = state.particles[4]
-        sq = jnp.sum(state.particles[2].reshape(p, -1) ** 2, axis=1) / d
-        ok = ~(jnp.isnan(pot) | (pot == jnp.inf)) & jnp.isfinite(sq)
-        lw_now = jnp.where(ok, state.log_weights + pot, -jnp.inf)
-        top = jnp.max(lw_now)
-        w_now = jnp.where(ok, jnp.exp(lw_now - jnp.where(jnp.isfinite(top), top, 0.0)), 0.0)
-        total = jnp.sum(w_now)
-        m2_pop = jnp.where(total > 0, jnp.sum(w_now * jnp.where(ok, sq, 0.0)) / jnp.where(total > 0, total, 1.0), 0.0)
+        if weights == "exact" and variance == "analytic":
+            m2_pop = _weighted_mean_square_score(state, p, d)
 
         def mutate(_, parts):
             x, lp, sc, rate, _ = parts
